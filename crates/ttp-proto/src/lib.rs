@@ -1,0 +1,32 @@
+//! The fTTP dispatcher's wire format: FHIR `Parameters` bodies, typed.
+//!
+//! This crate is pure (no I/O): it turns request intents into `Parameters` JSON and response
+//! bodies into typed values, tolerating what real gateways send (unknown task types, unknown
+//! parts, odd Identifier systems) and reporting what it cannot use instead of failing the whole
+//! response. The HTTP client (in the agent) and the simulator (in `ttp-sim`, which deliberately
+//! does not use this crate) are elsewhere.
+
+pub mod element;
+pub mod ops;
+pub mod outcome;
+pub mod parameters;
+pub mod patient;
+pub mod task;
+
+pub use element::IdatElement;
+pub use parameters::{Parameter, Parameters};
+pub use task::{
+    BloomFilter, ElementRequest, SendIdatSubject, Task, TaskKey, TaskKind, TaskList, TaskProblem,
+};
+
+/// What can go wrong with a whole body. Problems with single tasks or parts are not errors: they
+/// are reported in [`TaskList::problems`] and the rest of the body is still used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtoError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("expected a FHIR Parameters resource, got resourceType {0:?}")]
+    WrongResourceType(String),
+    #[error("the Parameters resource is malformed: {0}")]
+    Malformed(String),
+}

@@ -1,0 +1,178 @@
+//! The agent's domain types, in one place.
+//!
+//! Wire types (what the fTTP sends and expects) live in `ttp_proto`; the encoders in
+//! `ttp_encode`. This module holds what the agent *keeps*: local records, the tasks it has
+//! seen and the state each is in, and the pseudonyms it obtained. The store persists these
+//! types; the dispatcher moves tasks between states; the admin surface reports them.
+//!
+//! Nothing here does I/O, so the state machine can be tested without a network or a store.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ttp_proto::{IdatElement, TaskKey};
+
+/// A patient record as the site registered it. The IDAT is kept only to answer `send_idat`
+/// tasks later; it is encrypted at rest by the store (see `store::crypto`) and purged after the
+/// retention period once nothing is open for the record.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalRecord {
+    /// The site's own identifier for the record (e.g. a hospital case number). Never sent.
+    pub local_id: String,
+    /// The full-length Bloom filter registered with the fTTP (raw bytes, not base64).
+    pub bloom_filter: Vec<u8>,
+    /// Identifying data, by fTTP element code; `None` once purged.
+    pub idat: Option<Idat>,
+    pub state: RecordState,
+    pub pseudonym: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for LocalRecord {
+    // IDAT never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRecord")
+            .field("local_id", &self.local_id)
+            .field("bloom_filter_len", &self.bloom_filter.len())
+            .field("idat", &self.idat.as_ref().map(|_| "<redacted>"))
+            .field("state", &self.state)
+            .field("pseudonym", &self.pseudonym.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Identifying data of one patient, keyed by fTTP element code. Values are the site's
+/// original values (before normalisation): `send_idat` answers send them as they are.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Idat(pub std::collections::BTreeMap<IdatElement, String>);
+
+impl std::fmt::Debug for Idat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Element names are not identifying; values are.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Where a record is in its registration with the fTTP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordState {
+    /// Encoded and stored, not yet sent.
+    New,
+    /// Part of a `$requestPsnFromBfWorkflow` batch whose answer is not yet stored. After a crash
+    /// the batch is sent again: the operation is idempotent for a given filter (see
+    /// ARCHITECTURE.md, "Which requests may be repeated").
+    Sending { batch: u64 },
+    /// The fTTP answered without a pseudonym: a clearing runs; it ends with a
+    /// `dic_psn_available` task.
+    AwaitingClearing,
+    /// The pseudonym is known.
+    Pseudonymised,
+    /// The fTTP answered with an `error` part for this filter.
+    Rejected { code: String },
+}
+
+/// The agent's copy of one fTTP task and what it has done about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub key: TaskKey,
+    /// The task as parsed from the wire (kept whole, unknown parts included).
+    pub task: ttp_proto::Task,
+    pub state: TaskState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Sequence number of the last successful poll that listed this task. A content-identified
+    /// task that is listed again after at least one poll without it is a new occurrence.
+    pub last_seen_poll: u64,
+}
+
+/// The task state machine (drawn in ARCHITECTURE.md).
+///
+/// ```text
+///  Received ──► Running ──► Done
+///     ▲  │         │ ├────► RetryWait ──► (Received when due)
+///     │  │         │ └────► NeedsAttention
+///     │  └─────────┴──────► Expired          (expires passed before the effect)
+///     └── InDoubt ◄── Running found at start-up (crash while in flight)
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Seen, persisted, nothing done yet.
+    Received,
+    /// The intent to act is on disk; the effect (an HTTP request) may be under way.
+    Running,
+    /// A crash interrupted `Running`: the effect may or may not have reached the fTTP. Resolved
+    /// at the next successful poll (see `agent::reconcile`).
+    InDoubt,
+    /// A transient failure; tried again at `next_at`.
+    RetryWait { next_at: DateTime<Utc> },
+    /// The agent cannot answer the task without a human (unknown record, missing element,
+    /// permanent fTTP error, unknown task type).
+    NeedsAttention { reason: Attention },
+    /// Answered.
+    Done { at: DateTime<Utc> },
+    /// `expires` passed before the task was answered; not acted on.
+    Expired { at: DateTime<Utc> },
+}
+
+impl TaskState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskState::Received => "received",
+            TaskState::Running => "running",
+            TaskState::InDoubt => "in-doubt",
+            TaskState::RetryWait { .. } => "retry-wait",
+            TaskState::NeedsAttention { .. } => "needs-attention",
+            TaskState::Done { .. } => "done",
+            TaskState::Expired { .. } => "expired",
+        }
+    }
+
+    /// Finished states are never acted on again (for this occurrence of the task).
+    pub fn is_final(&self) -> bool {
+        matches!(self, TaskState::Done { .. } | TaskState::Expired { .. })
+    }
+}
+
+/// Why a task needs a human. The text is what a coordinator reads; it names no IDAT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attention {
+    UnknownRecord,
+    MissingElements(Vec<IdatElement>),
+    UnknownTaskType(String),
+    MalformedTask(String),
+    Rejected { status: u16, detail: String },
+    IdatPurged,
+}
+
+impl std::fmt::Display for Attention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attention::UnknownRecord => write!(
+                f,
+                "no local record matches the task's Bloom filter or pseudonym; check that the record was submitted from this site"
+            ),
+            Attention::MissingElements(els) => {
+                let names: Vec<&str> = els.iter().map(|e| e.code()).collect();
+                write!(
+                    f,
+                    "the local record lacks the requested element(s) {}; add them with `ttp-agent resolve add-element`",
+                    names.join(", ")
+                )
+            }
+            Attention::UnknownTaskType(t) => write!(
+                f,
+                "task type `{t}` is not known to this agent version; it is stored and reported, not acted on"
+            ),
+            Attention::MalformedTask(why) => write!(f, "the fTTP sent a malformed task: {why}"),
+            Attention::Rejected { status, detail } => {
+                write!(f, "the fTTP rejected the answer (HTTP {status}): {detail}")
+            }
+            Attention::IdatPurged => write!(
+                f,
+                "the record's IDAT was purged by the retention rule; re-submit the record's IDAT"
+            ),
+        }
+    }
+}

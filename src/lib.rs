@@ -1,0 +1,21 @@
+//! ttp-agent: the site side of the fTTP dispatcher.
+//!
+//! Module map (ARCHITECTURE.md has the data flow and the durability argument):
+//!
+//! * [`domain`]: what the agent keeps (records, tasks, task states); pure.
+//! * [`config`]: the TOML/environment configuration and the secrets it points to.
+//! * [`store`]: the embedded store (sled); the only module that touches it.
+//! * [`client`]: the HTTP client for the dispatcher: classification of outcomes, retries,
+//!   rate limit. The wire format itself is `ttp_proto`.
+//! * [`agent`]: poll cycle, dispatcher, expiry, reconciliation, scheduler, one handler per
+//!   task type.
+//! * [`submit`]: encoding and registering records.
+//! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
+
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod submit;
