@@ -144,6 +144,10 @@ pub enum Attention {
     MalformedTask(String),
     Rejected { status: u16, detail: String },
     IdatPurged,
+    /// The fTTP sent a pseudonym for a record that already has a different one.
+    PseudonymConflict,
+    /// A human marked the task handled (with a comment, in the audit trail).
+    Handled,
 }
 
 impl std::fmt::Display for Attention {
@@ -169,10 +173,112 @@ impl std::fmt::Display for Attention {
             Attention::Rejected { status, detail } => {
                 write!(f, "the fTTP rejected the answer (HTTP {status}): {detail}")
             }
+            Attention::PseudonymConflict => write!(
+                f,
+                "the fTTP sent a pseudonym for a record that already has a different one; the stored pseudonym was kept — ask the fTTP operator which is valid"
+            ),
+            Attention::Handled => write!(f, "marked handled by a person (see the audit trail)"),
             Attention::IdatPurged => write!(
                 f,
                 "the record's IDAT was purged by the retention rule; re-submit the record's IDAT"
             ),
         }
+    }
+}
+
+/// What assigning a pseudonym did to a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assigned {
+    /// The record had no pseudonym and has one now.
+    New,
+    /// The record already had exactly this pseudonym (a repeated task or response).
+    Same,
+    /// The record has a different pseudonym; nothing was changed.
+    Conflict,
+}
+
+impl LocalRecord {
+    /// Give the record the pseudonym the fTTP assigned. Idempotent; never overwrites a
+    /// different pseudonym (that needs a human).
+    pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
+        match self.pseudonym.as_deref() {
+            Some(p) if p == pseudonym => {
+                if self.state != RecordState::Pseudonymised {
+                    self.state = RecordState::Pseudonymised;
+                    self.updated_at = now;
+                }
+                Assigned::Same
+            }
+            Some(_) => Assigned::Conflict,
+            None => {
+                self.pseudonym = Some(pseudonym.to_owned());
+                self.state = RecordState::Pseudonymised;
+                self.updated_at = now;
+                Assigned::New
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> LocalRecord {
+        let now = Utc::now();
+        let mut idat = Idat::default();
+        idat.0.insert(IdatElement::Family, "Mustermann".into());
+        LocalRecord {
+            local_id: "case-1".into(),
+            bloom_filter: vec![1, 2, 3],
+            idat: Some(idat),
+            state: RecordState::AwaitingClearing,
+            pseudonym: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn debug_output_names_no_idat_and_no_pseudonym() {
+        let mut r = record();
+        r.pseudonym = Some("psn_SECRETISH".into());
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("Mustermann"), "{shown}");
+        assert!(!shown.contains("psn_SECRETISH"), "{shown}");
+        assert!(shown.contains("case-1"));
+        assert_eq!(format!("{:?}", r.idat.unwrap()), "{Family}");
+    }
+
+    #[test]
+    fn assigning_a_pseudonym_is_idempotent_and_never_overwrites() {
+        let now = Utc::now();
+        let mut r = record();
+        assert_eq!(r.assign_pseudonym("p1", now), Assigned::New);
+        assert_eq!(r.state, RecordState::Pseudonymised);
+        assert_eq!(r.assign_pseudonym("p1", now), Assigned::Same);
+        assert_eq!(r.assign_pseudonym("p2", now), Assigned::Conflict);
+        assert_eq!(r.pseudonym.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn task_state_names_are_the_documented_ones() {
+        let now = Utc::now();
+        let names: Vec<&str> = [
+            TaskState::Received,
+            TaskState::Running,
+            TaskState::InDoubt,
+            TaskState::RetryWait { next_at: now },
+            TaskState::NeedsAttention { reason: Attention::UnknownRecord },
+            TaskState::Done { at: now },
+            TaskState::Expired { at: now },
+        ]
+        .iter()
+        .map(|s| s.name())
+        .collect();
+        assert_eq!(
+            names,
+            ["received", "running", "in-doubt", "retry-wait", "needs-attention", "done", "expired"]
+        );
     }
 }

@@ -1,1 +1,546 @@
-//! TODO
+//! Registering records: read IDAT from CSV, encode, store, and send the filters in batches with
+//! `$requestPsnFromBfWorkflow`.
+//!
+//! The path is split where durability needs it:
+//!
+//! 1. [`read_records`] validates the whole file first (a bad row stops everything, naming the
+//!    line and column, so nothing half-imported is left behind).
+//! 2. [`encode_records`] runs the encoding profile on all cores.
+//! 3. [`store_records`] inserts them (`New`); a record already stored with the same filter is
+//!    left alone, so submitting a file twice changes nothing and sends nothing new.
+//! 4. [`Agent::register_pending`] sends every `New` record (and every `Sending` one a crash left
+//!    behind) in batches. Each batch is marked `Sending` and flushed before it goes out; its
+//!    answer is stored and flushed before the next batch. A crash in between sends the batch
+//!    again, which the fTTP answers the same way (the operation is idempotent per filter).
+//!
+//! The daemon calls step 4 at the start of every cycle, so records submitted while the fTTP was
+//! down are registered as soon as it is back.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+
+use chrono::Utc;
+use rayon::prelude::*;
+use ttp_encode::profile::ProfileEncoder;
+use ttp_proto::{BloomFilter, IdatElement};
+
+use crate::agent::Agent;
+use crate::client::ErrorClass;
+use crate::domain::{Idat, LocalRecord, RecordState};
+use crate::store::{InsertOutcome, Store, StoreError};
+
+/// One row of the input file, validated.
+#[derive(Clone, PartialEq)]
+pub struct InputRecord {
+    /// 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    pub local_id: String,
+    pub idat: Idat,
+}
+
+impl std::fmt::Debug for InputRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputRecord")
+            .field("line", &self.line)
+            .field("local_id", &self.local_id)
+            .field("idat", &self.idat)
+            .finish()
+    }
+}
+
+/// A problem with the input file. Never contains a value from the file except `local_id`
+/// (which is the site's own identifier, not IDAT).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: line 1 (header): {reason}")]
+    Header { path: String, reason: String },
+    #[error("{path}: line {line}, column `{column}`: {reason}")]
+    Field {
+        path: String,
+        line: u64,
+        column: String,
+        reason: String,
+    },
+    #[error("{path}: line {line}: {reason}")]
+    Row {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+}
+
+const GENDERS: [&str; 4] = ["male", "female", "other", "unknown"];
+
+/// Check one value against the rules for its element. The reason never repeats the value.
+pub fn validate_value(element: IdatElement, value: &str) -> Result<(), String> {
+    match element {
+        IdatElement::Birthdate => {
+            chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                .map_err(|_| "not a valid date in the form YYYY-MM-DD".to_string())?;
+            if value.len() != 10 {
+                return Err("not a valid date in the form YYYY-MM-DD".into());
+            }
+            Ok(())
+        }
+        IdatElement::Gender => {
+            if GENDERS.contains(&value) {
+                Ok(())
+            } else {
+                Err("must be one of the FHIR codes male, female, other, unknown".into())
+            }
+        }
+        _ => {
+            if value.chars().any(|c| c.is_control()) {
+                Err("contains control characters".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Read and validate a records file: header `local_id` plus fTTP element codes.
+pub fn read_records(path: &Path) -> Result<Vec<InputRecord>, InputError> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| InputError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    read_records_from(file, &shown)
+}
+
+/// [`read_records`] over any reader; `name` is used in messages.
+pub fn read_records_from(
+    reader: impl std::io::Read,
+    name: &str,
+) -> Result<Vec<InputRecord>, InputError> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(reader);
+    let header_err = |reason: String| InputError::Header {
+        path: name.to_string(),
+        reason,
+    };
+    let headers = csv
+        .headers()
+        .map_err(|e| header_err(format!("not readable as CSV: {e}")))?
+        .clone();
+    let mut id_col = None;
+    let mut columns: Vec<(usize, IdatElement)> = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.trim().trim_start_matches('\u{feff}');
+        if h == "local_id" {
+            if id_col.replace(i).is_some() {
+                return Err(header_err("column `local_id` appears twice".into()));
+            }
+        } else if let Some(el) = IdatElement::from_code(h) {
+            if columns.iter().any(|(_, e)| *e == el) {
+                return Err(header_err(format!("column `{h}` appears twice")));
+            }
+            columns.push((i, el));
+        } else {
+            let known: Vec<&str> = IdatElement::ALL.iter().map(|e| e.code()).collect();
+            return Err(header_err(format!(
+                "unknown column `{h}`; expected `local_id` and fTTP element codes ({})",
+                known.join(", ")
+            )));
+        }
+    }
+    let id_col = id_col.ok_or_else(|| header_err("no `local_id` column".into()))?;
+    if columns.is_empty() {
+        return Err(header_err("no IDAT columns".into()));
+    }
+
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for row in csv.records() {
+        let row = row.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            InputError::Row {
+                path: name.to_string(),
+                line,
+                reason: match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("has {len} fields, the header has {expected_len}")
+                    }
+                    csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_string(),
+                    _ => "is not valid CSV".to_string(),
+                },
+            }
+        })?;
+        let line = row.position().map_or(0, |p| p.line());
+        let field_err = |column: &str, reason: String| InputError::Field {
+            path: name.to_string(),
+            line,
+            column: column.to_string(),
+            reason,
+        };
+        let local_id = row.get(id_col).unwrap_or("").trim().to_string();
+        if local_id.is_empty() {
+            return Err(field_err("local_id", "is empty".into()));
+        }
+        if let Some(first) = seen.insert(local_id.clone(), line) {
+            return Err(field_err(
+                "local_id",
+                format!("`{local_id}` already appeared on line {first}"),
+            ));
+        }
+        let mut idat = BTreeMap::new();
+        for (i, el) in &columns {
+            let value = row.get(*i).unwrap_or("").trim();
+            if value.is_empty() {
+                continue;
+            }
+            validate_value(*el, value).map_err(|reason| field_err(el.code(), reason))?;
+            idat.insert(*el, value.to_string());
+        }
+        out.push(InputRecord {
+            line,
+            local_id,
+            idat: Idat(idat),
+        });
+    }
+    Ok(out)
+}
+
+/// A record the profile could not encode.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line} (local_id `{local_id}`): {reason}")]
+pub struct EncodeFailure {
+    pub line: u64,
+    pub local_id: String,
+    pub reason: String,
+}
+
+/// Encode every record with the profile, on all cores. Input order is kept.
+pub fn encode_records(
+    encoder: &ProfileEncoder,
+    records: Vec<InputRecord>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<LocalRecord>, EncodeFailure> {
+    let now = Utc::now();
+    records
+        .into_par_iter()
+        .map(|r| {
+            let get = |source: &str| -> Option<&str> {
+                IdatElement::from_code(source)
+                    .and_then(|e| r.idat.0.get(&e))
+                    .map(String::as_str)
+            };
+            let bloom_filter = encoder
+                .encode_record(&get)
+                .map_err(|e| EncodeFailure {
+                    line: r.line,
+                    local_id: r.local_id.clone(),
+                    reason: e.to_string(),
+                })?;
+            progress(1);
+            Ok(LocalRecord {
+                local_id: r.local_id,
+                bloom_filter,
+                idat: Some(r.idat),
+                state: RecordState::New,
+                pseudonym: None,
+                created_at: now,
+                updated_at: now,
+            })
+        })
+        .collect()
+}
+
+/// What storing a set of records did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub inserted: usize,
+    pub unchanged: usize,
+    /// Local ids already stored with a different filter (the IDAT or the profile changed):
+    /// left alone; the site must decide.
+    pub conflicts: Vec<String>,
+}
+
+/// Insert encoded records in chunks, flushing after each, so a crash keeps whole chunks.
+pub fn store_records(
+    store: &Store,
+    records: &[LocalRecord],
+    chunk: usize,
+) -> Result<StoreStats, StoreError> {
+    let mut stats = StoreStats::default();
+    for part in records.chunks(chunk.max(1)) {
+        for (rec, outcome) in part.iter().zip(store.insert_records(part)?) {
+            match outcome {
+                InsertOutcome::Inserted => stats.inserted += 1,
+                InsertOutcome::Unchanged => stats.unchanged += 1,
+                InsertOutcome::Conflict => stats.conflicts.push(rec.local_id.clone()),
+            }
+        }
+        store.flush()?;
+    }
+    Ok(stats)
+}
+
+/// What registering pending records did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RegisterStats {
+    pub batches: usize,
+    pub sent: usize,
+    pub pseudonymised: usize,
+    pub awaiting_clearing: usize,
+    pub rejected: usize,
+    /// Records still waiting to be sent when registration stopped (fTTP unreachable).
+    pub pending_left: usize,
+    /// Why registration stopped early, if it did.
+    pub stopped: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the fTTP refused the agent's credentials: {0}")]
+    Auth(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Apply a `$requestPsnFromBfWorkflow` answer to the records of one batch. Pure.
+pub fn apply_psn_response(
+    batch: &mut [LocalRecord],
+    response: &ttp_proto::ops::PsnResponse,
+    stats: &mut RegisterStats,
+) {
+    let now = Utc::now();
+    let pseudonyms: HashMap<&[u8], &str> = response
+        .pseudonyms
+        .iter()
+        .map(|p| (p.bloom_filter.0.as_slice(), p.pseudonym.as_str()))
+        .collect();
+    let errors: HashMap<&[u8], &str> = response
+        .errors
+        .iter()
+        .map(|e| (e.bloom_filter.0.as_slice(), e.code.as_str()))
+        .collect();
+    for rec in batch.iter_mut() {
+        rec.updated_at = now;
+        if let Some(psn) = pseudonyms.get(rec.bloom_filter.as_slice()) {
+            // A conflict here would mean the fTTP gave one filter two pseudonyms; keep ours.
+            rec.assign_pseudonym(psn, now);
+            rec.state = RecordState::Pseudonymised;
+            stats.pseudonymised += 1;
+        } else if let Some(code) = errors.get(rec.bloom_filter.as_slice()) {
+            rec.state = RecordState::Rejected {
+                code: (*code).to_string(),
+            };
+            stats.rejected += 1;
+        } else {
+            rec.state = RecordState::AwaitingClearing;
+            stats.awaiting_clearing += 1;
+        }
+    }
+}
+
+impl Agent {
+    /// Send every record that is `New`, or `Sending` from an interrupted run, in batches.
+    pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
+        let mut stats = RegisterStats::default();
+        let mut pending = self
+            .store
+            .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
+        if pending.is_empty() {
+            return Ok(stats);
+        }
+        // Interrupted batches first, then in submission order.
+        pending.sort_by_key(|r| (!matches!(r.state, RecordState::Sending { .. }), r.created_at));
+        let mut queue: VecDeque<Vec<LocalRecord>> = pending
+            .chunks(self.opts.batch_size.max(1))
+            .map(<[LocalRecord]>::to_vec)
+            .collect();
+        while let Some(mut batch) = queue.pop_front() {
+            if self.shutdown.is_triggered() {
+                queue.push_front(batch);
+                break;
+            }
+            // Intent: the batch is on disk as `Sending` before it leaves.
+            let id = self.store.next_batch_id()?;
+            for r in &mut batch {
+                r.state = RecordState::Sending { batch: id };
+            }
+            self.store.update_records(&batch)?;
+            self.store.flush()?;
+
+            let mut filters: Vec<BloomFilter> = Vec::with_capacity(batch.len());
+            for r in &batch {
+                let bf = BloomFilter(r.bloom_filter.clone());
+                if !filters.contains(&bf) {
+                    filters.push(bf);
+                }
+            }
+            stats.batches += 1;
+            match self.client.request_psn(&filters).await {
+                Ok(response) => {
+                    stats.sent += batch.len();
+                    apply_psn_response(&mut batch, &response, &mut stats);
+                    self.store.update_records(&batch)?;
+                    self.store.flush()?;
+                }
+                Err(e) if e.class == ErrorClass::Auth => {
+                    return Err(RegisterError::Auth(e.to_string()));
+                }
+                Err(e) if e.class == ErrorClass::Permanent && batch.len() > 1 => {
+                    // One bad filter must not block the others: split until it is alone.
+                    tracing::warn!(error = %e, size = batch.len(), "the fTTP rejected a batch; splitting it to find the record it objects to");
+                    let second = batch.split_off(batch.len() / 2);
+                    queue.push_front(second);
+                    queue.push_front(batch);
+                }
+                Err(e) if e.class == ErrorClass::Permanent => {
+                    tracing::warn!(error = %e, local_id = %batch[0].local_id, "the fTTP rejected a record");
+                    batch[0].state = RecordState::Rejected {
+                        code: format!("http-{}", e.status.unwrap_or(0)),
+                    };
+                    stats.rejected += 1;
+                    self.store.update_records(&batch)?;
+                    self.store.flush()?;
+                }
+                Err(e) => {
+                    // Unreachable or in doubt: the records stay `Sending` and go out again
+                    // next time (idempotent). No point hammering an fTTP that is down.
+                    tracing::warn!(error = %e, "registration paused; pending records are sent again on the next cycle");
+                    stats.stopped = Some(e.to_string());
+                    queue.push_front(batch);
+                    break;
+                }
+            }
+        }
+        stats.pending_left = queue.iter().map(Vec::len).sum();
+        Ok(stats)
+    }
+}
+
+/// The meta key under which the store remembers which encoding profile made its filters.
+pub const META_PROFILE_FINGERPRINT: &str = "encoding_profile_fingerprint";
+
+/// Refuse to mix filters of two different profiles in one store: they would not link.
+pub fn check_profile(store: &Store, encoder: &ProfileEncoder) -> Result<(), String> {
+    let current = encoder.fingerprint();
+    match store
+        .meta_string(META_PROFILE_FINGERPRINT)
+        .map_err(|e| e.to_string())?
+    {
+        None => store
+            .set_meta_string(META_PROFILE_FINGERPRINT, &current)
+            .map_err(|e| e.to_string()),
+        Some(stored) if stored == current => Ok(()),
+        Some(stored) => Err(format!(
+            "the encoding profile changed since this store's records were encoded (profile fingerprint {stored} in the store, {current} in the configuration); filters of different profiles do not link. Use the original [encoding] settings, or a new store for the new profile"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Vec<InputRecord>, InputError> {
+        read_records_from(text.as_bytes(), "records.csv")
+    }
+
+    #[test]
+    fn a_valid_file_is_read_with_line_numbers_and_empty_values_left_out() {
+        let recs = read(
+            "local_id,given,family,birthdate,gender,birthplace\n\
+             c1,Anna,Müller,1985-03-14,female,\n\
+             c2, Jürgen ,Schmidt,1972-11-02,male,Berlin\n",
+        )
+        .unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].line, 2);
+        assert_eq!(recs[1].line, 3);
+        assert!(!recs[0].idat.0.contains_key(&IdatElement::Birthplace));
+        assert_eq!(recs[1].idat.0[&IdatElement::Given], "Jürgen");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_column_but_not_the_value() {
+        let e = read("local_id,given,birthdate\nc1,Anna,1985-03-14\nc2,Zoë,14.03.1985\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("`birthdate`"), "{e}");
+        assert!(!e.contains("14.03.1985") && !e.contains("Zoë"), "{e}");
+
+        let e = read("local_id,given,gender\nc1,Anna,f\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("`gender`") && e.contains("male"), "{e}");
+    }
+
+    #[test]
+    fn header_problems_are_reported() {
+        for (text, needle) in [
+            ("given,family\nA,B\n", "no `local_id`"),
+            ("local_id,givn\nc1,A\n", "unknown column `givn`"),
+            ("local_id,given,given\nc1,A,B\n", "appears twice"),
+            ("local_id\nc1\n", "no IDAT columns"),
+        ] {
+            let e = read(text).unwrap_err().to_string();
+            assert!(e.contains("line 1") && e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn row_problems_are_reported() {
+        let e = read("local_id,given\nc1,A\nc1,B\n").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("already appeared on line 2"), "{e}");
+        let e = read("local_id,given\nc1,A,extra\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("3 fields"), "{e}");
+        let e = read("local_id,given\n,A\n").unwrap_err().to_string();
+        assert!(e.contains("`local_id`") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn birthdates_must_be_real_calendar_dates() {
+        assert!(validate_value(IdatElement::Birthdate, "2024-02-29").is_ok());
+        assert!(validate_value(IdatElement::Birthdate, "2023-02-29").is_err());
+        assert!(validate_value(IdatElement::Birthdate, "1985-3-14").is_err());
+        assert!(validate_value(IdatElement::Given, "A\u{0}B").is_err());
+    }
+
+    #[test]
+    fn psn_answers_are_applied_per_filter() {
+        use ttp_proto::ops::{PsnError, PsnResponse, PsnResult};
+        let now = Utc::now();
+        let rec = |id: &str, bf: u8| LocalRecord {
+            local_id: id.into(),
+            bloom_filter: vec![bf; 4],
+            idat: None,
+            state: RecordState::Sending { batch: 1 },
+            pseudonym: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut batch = vec![rec("a", 1), rec("b", 2), rec("c", 3), rec("d", 1)];
+        let response = PsnResponse {
+            pseudonyms: vec![PsnResult {
+                bloom_filter: BloomFilter(vec![1; 4]),
+                target: "t".into(),
+                pseudonym: "P1".into(),
+            }],
+            errors: vec![PsnError {
+                bloom_filter: BloomFilter(vec![3; 4]),
+                target: "t".into(),
+                code: "http://hl7.org/fhir/issue-type#invalid".into(),
+            }],
+            problems: vec![],
+        };
+        let mut stats = RegisterStats::default();
+        apply_psn_response(&mut batch, &response, &mut stats);
+        assert_eq!(batch[0].pseudonym.as_deref(), Some("P1"));
+        assert_eq!(batch[3].pseudonym.as_deref(), Some("P1"), "same filter, same pseudonym");
+        assert_eq!(batch[1].state, RecordState::AwaitingClearing);
+        assert!(matches!(batch[2].state, RecordState::Rejected { .. }));
+        assert_eq!((stats.pseudonymised, stats.awaiting_clearing, stats.rejected), (2, 1, 1));
+    }
+}

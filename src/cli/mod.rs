@@ -1,4 +1,140 @@
-//! Command-line interface.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command-line interface: one file per command, this file only parses and routes.
+//!
+//! Exit status: 0 success; 1 the command failed (the message says why); 2 usage error (clap);
+//! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
+//! secret, bad cron expression.
+
+mod context;
+mod demo;
+mod encode;
+mod export;
+mod init;
+mod poll;
+mod run;
+mod status;
+mod submit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::{self, LogFormat};
+
+/// Exit status for configuration errors (sysexits.h `EX_CONFIG`).
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ttp-agent",
+    version,
+    about = "Site agent for the fTTP dispatcher: registers Bloom filters and answers clearing tasks",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log format: auto (journald under systemd, else text), text, json, journald.
+    #[arg(long, global = true, value_enum, env = "TTP_AGENT_LOG_FORMAT")]
+    log_format: Option<CliLogFormat>,
+
+    /// Log level or filter (overrides `[log] level`; `RUST_LOG` overrides both).
+    #[arg(long, global = true, env = "TTP_AGENT_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CliLogFormat {
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+impl From<CliLogFormat> for LogFormat {
+    fn from(f: CliLogFormat) -> Self {
+        match f {
+            CliLogFormat::Auto => LogFormat::Auto,
+            CliLogFormat::Text => LogFormat::Text,
+            CliLogFormat::Json => LogFormat::Json,
+            CliLogFormat::Journald => LogFormat::Journald,
+        }
+    }
+}
+
+/// `--config PATH`, shared by the commands that need the configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (environment variables TTP_AGENT__SECTION__KEY override it).
+    #[arg(long, short = 'c', value_name = "PATH", env = "TTP_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a complete, commented starting configuration with fresh secrets into a directory.
+    Init(init::Args),
+    /// Encode records into Bloom filters offline (fTTP filter or clkhash CLK), for checking
+    /// interoperability.
+    Encode(encode::Args),
+    /// Encode, store and register records from a CSV file.
+    Submit(submit::Args),
+    /// Run the daemon: poll at start, then on the schedule, answering every task.
+    Run(run::Args),
+    /// Run poll cycles from the command line.
+    Poll(poll::Args),
+    /// Show open tasks, what needs attention, and pseudonyms obtained.
+    Status(status::Args),
+    /// Write local id → pseudonym.
+    Export(export::Args),
+    /// Show the whole job end to end against the built-in fTTP simulator.
+    Demo(demo::Args),
+}
+
+/// Entry point used by `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.log_format.map(LogFormat::from);
+    let level = cli.log_level.clone();
+    let result = match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Encode(a) => encode::run(a),
+        Command::Submit(a) => with_logging(format, level, |f, l| submit::run(a, f, l)),
+        Command::Run(a) => with_logging(format, level, |f, l| run::run(a, f, l)),
+        Command::Poll(a) => with_logging(format, level, |f, l| poll::run(a, f, l)),
+        Command::Status(a) => status::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Demo(a) => {
+            logging::init(format.unwrap_or(LogFormat::Text), level.as_deref().unwrap_or("warn"));
+            demo::run(a)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Commands that log decide the format and level from the command line first, then the
+/// configuration; the command itself initialises logging once it has read the configuration.
+fn with_logging(
+    format: Option<LogFormat>,
+    level: Option<String>,
+    f: impl FnOnce(Option<LogFormat>, Option<String>) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    f(format, level)
+}
+
+/// Print an error chain on one line and choose the exit status.
+fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("ttp-agent: error: {err:#}");
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())
+    {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,0 +1,68 @@
+//! `repeat_request`: send `$requestPsnFromBfWorkflow` again for one filter.
+//!
+//! The operation is idempotent for a given filter (the fTTP answers a known filter with the
+//! same pseudonym, and asks for exactly this repetition), so any failure short of a rejection is
+//! simply retried later. Study and target come from the task (the Identifiers' values), as the
+//! reference says, not from the configuration.
+
+use chrono::{DateTime, Utc};
+
+use super::{Effect, Outcome, effect_of_error};
+use crate::client::TtpClient;
+use crate::domain::{Assigned, Attention};
+use crate::store::Store;
+use ttp_proto::BloomFilter;
+
+pub async fn handle(
+    client: &TtpClient,
+    store: &Store,
+    study: &str,
+    target: &str,
+    bloom_filter: &BloomFilter,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let response = match client
+        .request_psn_for(study, target, std::slice::from_ref(bloom_filter))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::effect(effect_of_error(&e, true)),
+    };
+    if let Some(err) = response.errors.iter().find(|e| &e.bloom_filter == bloom_filter) {
+        return Outcome::effect(Effect::Attention(Attention::Rejected {
+            status: 200,
+            detail: format!("the fTTP answered with error code {}", err.code),
+        }));
+    }
+    let Some(psn) = response
+        .pseudonyms
+        .iter()
+        .find(|p| &p.bloom_filter == bloom_filter)
+    else {
+        // No pseudonym yet: the clearing goes on and will end with `dic_psn_available`.
+        return Outcome::effect(Effect::Done);
+    };
+    let mut records = match store.records_by_bloom_filter(&bloom_filter.0) {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::effect(Effect::Retry {
+                error: format!("store: {e}"),
+                retry_after: None,
+            });
+        }
+    };
+    let mut changed = Vec::new();
+    let mut conflict = false;
+    for rec in &mut records {
+        match rec.assign_pseudonym(&psn.pseudonym, now) {
+            Assigned::New | Assigned::Same => changed.push(rec.clone()),
+            Assigned::Conflict => conflict = true,
+        }
+    }
+    let effect = if conflict {
+        Effect::Attention(Attention::PseudonymConflict)
+    } else {
+        Effect::Done
+    };
+    Outcome { effect, records: changed }
+}

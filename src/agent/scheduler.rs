@@ -1,0 +1,207 @@
+//! The daemon loop: poll at start, then on the cron schedule, and earlier when the agent has
+//! work of its own due (a retry, an in-doubt answer to reconcile).
+//!
+//! Between cycles the loop sleeps on exactly one timer (no short polling timers), so an idle
+//! agent costs nothing. Each scheduled poll is delayed by a random `jitter`, so that the many
+//! sites of a study do not all hit the fTTP at the same second of the quarter hour.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngExt as _;
+
+use super::{Agent, CycleError, CycleReport, Shutdown};
+
+/// A cron schedule in a time zone, with jitter.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: cron::Schedule,
+    tz: chrono_tz::Tz,
+    jitter: Duration,
+}
+
+impl Schedule {
+    /// `expr` has a seconds field (`"0 */15 * * * *"`); `tz` is an IANA name.
+    pub fn parse(expr: &str, tz: &str, jitter: Duration) -> Result<Schedule, String> {
+        let cron = cron::Schedule::from_str(expr)
+            .map_err(|e| format!("invalid cron expression {expr:?}: {e} (six or seven fields, seconds first, e.g. \"0 */15 * * * *\")"))?;
+        let tz = chrono_tz::Tz::from_str(tz)
+            .map_err(|_| format!("unknown time zone {tz:?} (an IANA name such as \"Europe/Berlin\")"))?;
+        if cron.after(&Utc::now().with_timezone(&tz)).next().is_none() {
+            return Err(format!("cron expression {expr:?} never fires again"));
+        }
+        Ok(Schedule { cron, tz, jitter })
+    }
+
+    /// The next scheduled moment strictly after `t`, without jitter.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .after(&t.with_timezone(&self.tz))
+            .next()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    fn jitter(&self) -> chrono::Duration {
+        if self.jitter.is_zero() {
+            return chrono::Duration::zero();
+        }
+        let f: f64 = rand::rng().random();
+        chrono::Duration::from_std(self.jitter.mul_f64(f)).unwrap_or_default()
+    }
+}
+
+/// Callbacks for the operations surface (readiness, watchdog, metrics), so the loop itself
+/// knows nothing about systemd or HTTP.
+pub trait DaemonHooks: Send + Sync {
+    /// The store is open and the first poll is scheduled.
+    fn ready(&self) {}
+    /// A cycle finished (successfully or not).
+    fn cycle_finished(&self, _result: &Result<CycleReport, CycleError>, _took: Duration) {}
+    /// The loop is alive (called at least once per wake-up; a watchdog can be fed from it).
+    fn alive(&self) {}
+    /// Shutdown has begun.
+    fn stopping(&self) {}
+}
+
+/// A hooks implementation that does nothing.
+pub struct NoHooks;
+impl DaemonHooks for NoHooks {}
+
+/// After a failed cycle, retry sooner than the schedule would, but back off: 30 s, 1 min, 2 min,
+/// … up to the next scheduled poll. Authentication failures wait for the schedule: retrying
+/// them quickly only fills the fTTP's logs.
+fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration> {
+    match err {
+        CycleError::Auth(_) => None,
+        _ => Some(chrono::Duration::seconds(30 << consecutive.saturating_sub(1).min(6))),
+    }
+}
+
+/// Run until shutdown. `watchdog` is how often the loop must show it is alive (systemd's
+/// `WatchdogSec` / 2); `None` sleeps until the next due moment.
+pub async fn run(
+    agent: Arc<Agent>,
+    schedule: Schedule,
+    mut shutdown: Shutdown,
+    hooks: Arc<dyn DaemonHooks>,
+    watchdog: Option<Duration>,
+) {
+    hooks.ready();
+    let mut consecutive_failures = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        let result = agent.poll_cycle().await;
+        hooks.cycle_finished(&result, started.elapsed());
+        let now = Utc::now();
+        let mut next = schedule
+            .next_after(now)
+            .map(|t| t + schedule.jitter())
+            .unwrap_or(now + chrono::Duration::hours(1));
+        match &result {
+            Ok(report) => {
+                consecutive_failures = 0;
+                tracing::info!(
+                    poll = report.poll_seq,
+                    listed = report.listed,
+                    new = report.new_tasks,
+                    done = report.dispatch.done,
+                    retry = report.dispatch.retry,
+                    in_doubt = report.dispatch.in_doubt,
+                    attention = report.dispatch.attention,
+                    expired = report.dispatch.expired + report.expired_on_merge,
+                    open = report.open_after,
+                    "poll cycle finished"
+                );
+            }
+            Err(CycleError::ShuttingDown) => break,
+            Err(e) => {
+                consecutive_failures += 1;
+                tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
+                if let Some(backoff) = after_failure(consecutive_failures, e) {
+                    next = next.min(now + backoff);
+                }
+            }
+        }
+        match agent.next_own_wakeup() {
+            Ok(Some(own)) => next = next.min(own.max(now + chrono::Duration::seconds(1))),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not read the store to plan the next wake-up"),
+        }
+        tracing::debug!(next = %next, "sleeping until the next poll");
+        loop {
+            hooks.alive();
+            let until_next = (next - Utc::now()).to_std().unwrap_or_default();
+            let nap = watchdog.map_or(until_next, |w| w.min(until_next));
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = shutdown.wait() => {
+                    hooks.stopping();
+                    return;
+                }
+            }
+            if Utc::now() >= next {
+                break;
+            }
+        }
+        if shutdown.is_triggered() {
+            break;
+        }
+    }
+    hooks.stopping();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn quarter_hours_in_berlin_time() {
+        let s = Schedule::parse("0 */15 * * * *", "Europe/Berlin", Duration::ZERO).unwrap();
+        assert_eq!(
+            s.next_after(at("2026-06-01T10:07:00Z")),
+            Some(at("2026-06-01T10:15:00Z"))
+        );
+        // A daily 02:30 Berlin schedule is 00:30Z in summer, 01:30Z in winter.
+        let s = Schedule::parse("0 30 2 * * *", "Europe/Berlin", Duration::ZERO).unwrap();
+        assert_eq!(
+            s.next_after(at("2026-06-01T12:00:00Z")),
+            Some(at("2026-06-02T00:30:00Z"))
+        );
+        assert_eq!(
+            s.next_after(at("2026-12-01T12:00:00Z")),
+            Some(at("2026-12-02T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_are_explained() {
+        let e = Schedule::parse("*/15 * * * *", "Europe/Berlin", Duration::ZERO).unwrap_err();
+        assert!(e.contains("seconds first"), "{e}");
+        let e = Schedule::parse("0 */15 * * * *", "Mars/Olympus", Duration::ZERO).unwrap_err();
+        assert!(e.contains("Mars/Olympus"), "{e}");
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        let s = Schedule::parse("0 0 * * * *", "UTC", Duration::from_secs(60)).unwrap();
+        for _ in 0..200 {
+            let j = s.jitter();
+            assert!(j >= chrono::Duration::zero() && j < chrono::Duration::seconds(60));
+        }
+    }
+
+    #[test]
+    fn failures_back_off_but_auth_failures_wait_for_the_schedule() {
+        let fetch = CycleError::ShuttingDown;
+        assert_eq!(after_failure(1, &fetch), Some(chrono::Duration::seconds(30)));
+        assert_eq!(after_failure(3, &fetch), Some(chrono::Duration::seconds(120)));
+        assert_eq!(after_failure(50, &fetch), Some(chrono::Duration::seconds(30 * 64)));
+        assert_eq!(after_failure(1, &CycleError::Auth("x".into())), None);
+    }
+}
