@@ -174,6 +174,8 @@ pub struct FttpEncoder {
     n: usize,
     /// `k`.
     k: usize,
+    /// The distinct vocabulary characters, in table order.
+    vocabulary: String,
     /// Number of distinct vocabulary characters, `|V|`.
     vocab_size: u32,
     /// `|V|^(n-1)`: the rolling n-gram code keeps its last `n-1` digits modulo this.
@@ -239,6 +241,7 @@ impl FttpEncoder {
             length,
             n,
             k,
+            vocabulary: vocabulary.iter().collect(),
             vocab_size,
             code_window,
             entries,
@@ -259,6 +262,22 @@ impl FttpEncoder {
     /// `L`, the record filter length; the encoded filter has `2L` bits.
     pub fn length(&self) -> usize {
         self.length
+    }
+
+    /// `n`, the n-gram length.
+    pub fn n_gram_length(&self) -> usize {
+        self.n
+    }
+
+    /// `k`, the positions set per n-gram.
+    pub fn random_position_number(&self) -> usize {
+        self.k
+    }
+
+    /// The distinct vocabulary characters in first-occurrence order (what the tables are
+    /// built over; duplicates in the configured string make no difference).
+    pub fn vocabulary(&self) -> &str {
+        &self.vocabulary
     }
 
     /// The size of every encoded filter: `ceil(2L / 8)` bytes.
@@ -467,17 +486,38 @@ fn balancing_destinations(length: usize, seed: i64) -> Zeroizing<Vec<u32>> {
 
 /// Seed deserialisation that never echoes the value: serde's stock "invalid type" errors quote
 /// the offending input (`invalid type: string "4874…"`), which for a seed is the secret itself.
+/// Both visitors therefore reject every unexpected shape with a fixed message.
 pub(crate) mod seed_serde {
     use std::collections::BTreeMap;
     use std::fmt;
 
     use serde::Deserialize;
-    use serde::de::{self, Deserializer, Visitor};
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-    const EXPECTED: &str = "a seed must be an integer between -2^63 and 2^63-1 \
-                            (the value given is not shown)";
+    const NOT_A_SEED: &str = "a seed must be an integer between -2^63 and 2^63-1 \
+                              (the value given is not shown)";
+    const NOT_A_SEED_MAP: &str = "`field_seeds` must be a table of field name → integer seed \
+                                  (the value given is not shown)";
 
-    /// An `i64` seed, deserialised without echoing malformed input.
+    /// Rejects the listed primitive shapes with `$message`, without looking at the value.
+    macro_rules! reject {
+        ($message:expr; $($method:ident($ty:ty)),* $(,)?) => {
+            $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+                Err(E::custom($message))
+            })*
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Err(E::custom($message))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Err(E::custom($message))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                Err(de::Error::custom($message))
+            }
+        };
+    }
+
+    /// An `i64` seed, wiped on drop.
     pub(crate) struct Seed(pub(crate) i64);
 
     impl Drop for Seed {
@@ -500,58 +540,57 @@ pub(crate) mod seed_serde {
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seed, E> {
-            i64::try_from(v).map(Seed).map_err(|_| E::custom(EXPECTED))
+            i64::try_from(v)
+                .map(Seed)
+                .map_err(|_| E::custom(NOT_A_SEED))
         }
 
         fn visit_i128<E: de::Error>(self, v: i128) -> Result<Seed, E> {
-            i64::try_from(v).map(Seed).map_err(|_| E::custom(EXPECTED))
+            i64::try_from(v)
+                .map(Seed)
+                .map_err(|_| E::custom(NOT_A_SEED))
         }
 
         fn visit_u128<E: de::Error>(self, v: u128) -> Result<Seed, E> {
-            i64::try_from(v).map(Seed).map_err(|_| E::custom(EXPECTED))
+            i64::try_from(v)
+                .map(Seed)
+                .map_err(|_| E::custom(NOT_A_SEED))
         }
 
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
+        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Seed, A::Error> {
+            Err(de::Error::custom(NOT_A_SEED))
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_char<E: de::Error>(self, _: char) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Seed, E> {
-            Err(E::custom(EXPECTED))
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Seed, A::Error> {
-            Err(de::Error::custom(EXPECTED))
-        }
-
-        fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Seed, A::Error> {
-            Err(de::Error::custom(EXPECTED))
-        }
+        reject!(NOT_A_SEED; visit_bool(bool), visit_f64(f64), visit_char(char),
+            visit_str(&str), visit_bytes(&[u8]));
     }
 
     impl<'de> Deserialize<'de> for Seed {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Seed, D::Error> {
             deserializer.deserialize_any(SeedVisitor)
         }
+    }
+
+    struct SeedMapVisitor;
+
+    impl<'de> Visitor<'de> for SeedMapVisitor {
+        type Value = BTreeMap<String, i64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of field name → integer seed")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seeds = BTreeMap::new();
+            while let Some((field, seed)) = map.next_entry::<String, Seed>()? {
+                seeds.insert(field, seed.0);
+            }
+            Ok(seeds)
+        }
+
+        reject!(NOT_A_SEED_MAP; visit_bool(bool), visit_i64(i64), visit_u64(u64),
+            visit_i128(i128), visit_u128(u128), visit_f64(f64), visit_char(char),
+            visit_str(&str), visit_bytes(&[u8]));
     }
 
     pub(crate) fn seed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
@@ -561,8 +600,7 @@ pub(crate) mod seed_serde {
     pub(crate) fn seed_map<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<BTreeMap<String, i64>, D::Error> {
-        let map = BTreeMap::<String, Seed>::deserialize(deserializer)?;
-        Ok(map.iter().map(|(k, v)| (k.clone(), v.0)).collect())
+        deserializer.deserialize_any(SeedMapVisitor)
     }
 
     pub(crate) fn optional_seed<'de, D: Deserializer<'de>>(
@@ -642,6 +680,7 @@ mod tests {
         let dup = FttpEncoder::new(&params("ABAC B", 64, 4, &[("f", 5)])).unwrap();
         let plain = FttpEncoder::new(&params("ABC ", 64, 4, &[("f", 5)])).unwrap();
         assert_eq!(dup.vocab_size, 4);
+        assert_eq!(dup.vocabulary(), "ABC ");
         assert_eq!(dup.positions, plain.positions);
         assert_eq!(dup.encode(&["CAB"]), plain.encode(&["CAB"]));
         // A different first-occurrence order assigns the draws to different n-grams.

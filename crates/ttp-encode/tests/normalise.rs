@@ -83,7 +83,10 @@ fn strip_titles_removes_whole_title_words_and_title_prefixes() {
     assert_eq!(s("Dr."), "");
     // A custom list replaces the default one; a title without a dot must be a whole word.
     let custom = Step::StripTitles(vec!["PD".into()]);
-    assert_eq!(apply(&[custom.clone()], "PD Dr. Anna PDX"), "Dr. Anna PDX");
+    assert_eq!(
+        apply(std::slice::from_ref(&custom), "PD Dr. Anna PDX"),
+        "Dr. Anna PDX"
+    );
 }
 
 #[test]
@@ -107,7 +110,7 @@ fn date_reformatting() {
         from: "%Y-%m-%d".into(),
         to: "%Y%m%d".into(),
     };
-    assert_eq!(apply(&[iso.clone()], "1920-01-01"), "19200101");
+    assert_eq!(apply(std::slice::from_ref(&iso), "1920-01-01"), "19200101");
     let german = Step::Date {
         from: "%d.%m.%Y".into(),
         to: "%Y-%m-%d".into(),
