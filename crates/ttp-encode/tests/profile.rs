@@ -448,3 +448,11 @@ fn debug_output_never_contains_seeds() {
         assert!(text.contains("firstName"), "{text}");
     }
 }
+
+#[test]
+fn encoders_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ProfileEncoder>();
+    shareable::<ttp_encode::fttp::FttpEncoder>();
+    shareable::<ttp_encode::normalise::Normaliser>();
+}
