@@ -137,7 +137,7 @@ pub struct TtpConfig {
 }
 
 /// `[schedule]`: when `$requestTasks` is polled.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ScheduleConfig {
     /// Six or seven fields, seconds first; validated to fire at least once.
@@ -146,6 +146,18 @@ pub struct ScheduleConfig {
     pub timezone: Tz,
     /// A random delay of up to this much before each poll, so sites do not poll in lockstep.
     pub jitter: Duration,
+}
+
+impl fmt::Debug for ScheduleConfig {
+    // The derived `Debug` of `cron::Schedule` lists every expanded field; the expression says
+    // the same in one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScheduleConfig")
+            .field("cron", &self.cron.source())
+            .field("timezone", &self.timezone)
+            .field("jitter", &self.jitter)
+            .finish()
+    }
 }
 
 /// `[store]`: the embedded store.
@@ -365,6 +377,7 @@ impl AgentConfig {
     fn summarise_encoding(&self, out: &mut String) {
         out.push_str("\n[encoding]\n");
         match &self.encoding {
+            Some(table) if table.is_empty() => out.push_str("# present but empty\n"),
             Some(table) => out.push_str(&format!(
                 "# {} key(s) set in the file; contents not shown (they may include seeds)\n",
                 table.len()

@@ -130,7 +130,6 @@ impl Setting for f64 {
         match value {
             toml::Value::Float(f) => finite(*f),
             // `rate_limit_per_second = 5` is as clear as `5.0`.
-            #[allow(clippy::cast_precision_loss)]
             toml::Value::Integer(i) => Ok(*i as f64),
             other => Err(found(other)),
         }
@@ -444,8 +443,8 @@ impl Setting for TaskRelisting {
     }
 }
 
-/// The log output format. `Auto` picks journald under systemd's journal, JSON when stdout is
-/// not a terminal, and text otherwise (the logging setup decides; this is only the choice).
+/// The log output format. `Auto` leaves the choice to the logging setup, which looks at where
+/// the agent runs (the systemd journal, a terminal, a container).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Auto,
