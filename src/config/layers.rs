@@ -1,0 +1,431 @@
+//! The two sources of raw values, and reading typed settings from them.
+//!
+//! A [`Layers`] holds, per known key, the raw value that wins (the environment over the file)
+//! together with its [`Origin`]. Unknown keys are rejected while the layers are collected,
+//! before any value is interpreted, so that a typo is reported as a typo and not as the
+//! "missing key" it causes. Reading a setting records its origin and its display form, which
+//! is what `redacted_summary` prints later.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+
+use super::error::{ConfigError, ENV_PREFIX, KeyPath, Origin};
+use super::schema::{self, KeySpec, Presence};
+use super::values::Setting;
+
+/// A raw value before interpretation.
+#[derive(Clone, Debug)]
+enum Raw {
+    Toml(toml::Value),
+    Text(String),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    raw: Raw,
+    origin: Origin,
+}
+
+/// One line of the effective configuration, as recorded while reading it.
+#[derive(Clone, Debug)]
+pub(crate) struct Recorded {
+    pub(crate) key: KeyPath,
+    /// A TOML literal, or `None` when the key is not set.
+    pub(crate) display: Option<String>,
+    pub(crate) origin: Option<Origin>,
+}
+
+/// What the configuration file contributed.
+pub(crate) struct FileLayer {
+    pub(crate) path: PathBuf,
+    values: Vec<(KeyPath, Entry)>,
+    pub(crate) encoding: Option<toml::Table>,
+}
+
+/// Parses the file's text. `path` should be absolute: relative paths inside the file are
+/// resolved against its directory.
+pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigError> {
+    let position = |offset: usize| line_column(text, offset);
+    let origin_at = |offset: usize| {
+        let (line, column) = position(offset);
+        Origin::File {
+            path: path.to_owned(),
+            line,
+            column,
+        }
+    };
+    let document = toml::de::DeTable::parse(text).map_err(|e| {
+        let (line, column) = position(e.span().map_or(0, |s| s.start));
+        // `message()` is the parser's description without the quoted source line, which
+        // might hold a value someone pasted by mistake.
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().to_owned(),
+        }
+    })?;
+
+    let mut layer = FileLayer {
+        path: path.to_owned(),
+        values: Vec::new(),
+        encoding: None,
+    };
+    for (section_name, section_value) in document.get_ref() {
+        let section = section_name.get_ref().as_ref();
+        let Some(table) = section_value.get_ref().as_table() else {
+            if let Some(section) = schema::sections()
+                .chain([schema::ENCODING_SECTION])
+                .find(|s| *s == section)
+            {
+                return Err(ConfigError::NotASection {
+                    section,
+                    origin: origin_at(section_name.span().start),
+                });
+            }
+            // A key outside any section, such as `base_url = …` at the top.
+            return Err(ConfigError::UnknownKey {
+                key: section.to_owned(),
+                origin: origin_at(section_name.span().start),
+                suggestion: schema::suggest_key("", section).map(|k| format!("`{k}`")),
+            });
+        };
+        if section == schema::ENCODING_SECTION {
+            let table = toml::Table::deserialize(section_value.clone().into_deserializer())
+                .map_err(|e| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line: position(section_value.span().start).0,
+                    column: position(section_value.span().start).1,
+                    message: e.message().to_owned(),
+                })?;
+            layer.encoding = Some(table);
+            continue;
+        }
+        if !schema::is_section(section) {
+            return Err(ConfigError::UnknownKey {
+                key: format!("[{section}]"),
+                origin: origin_at(section_name.span().start),
+                suggestion: schema::suggest_section(section).map(|s| format!("`[{s}]`")),
+            });
+        }
+        for (key_name, value) in table {
+            let name = key_name.get_ref().as_ref();
+            let Some(spec) = schema::find(section, name) else {
+                return Err(ConfigError::UnknownKey {
+                    key: format!("[{section}] {name}"),
+                    origin: origin_at(key_name.span().start),
+                    suggestion: schema::suggest_key(section, name).map(|k| {
+                        if k.section == section {
+                            format!("`{}`", k.name)
+                        } else {
+                            format!("`{k}`")
+                        }
+                    }),
+                });
+            };
+            let raw = toml::Value::deserialize(value.clone().into_deserializer()).map_err(|e| {
+                let (line, column) = position(value.span().start);
+                ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    message: e.message().to_owned(),
+                }
+            })?;
+            layer.values.push((
+                spec.key,
+                Entry {
+                    raw: Raw::Toml(raw),
+                    origin: origin_at(value.span().start),
+                },
+            ));
+        }
+    }
+    Ok(layer)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// Collects the `TTP_AGENT__<SECTION>__<KEY>` variables; every other variable is ignored.
+/// An empty value counts as unset, so `${VAR:-}` in a compose file does not override the file
+/// with an empty string.
+fn parse_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(KeyPath, Entry)>, ConfigError> {
+    let mut values = Vec::new();
+    for (var, value) in vars {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        let malformed = || ConfigError::BadEnvironment {
+            var: var.clone(),
+            problem: format!(
+                "expected a name of the form {ENV_PREFIX}<SECTION>__<KEY>, such as \
+                 {ENV_PREFIX}TTP__BASE_URL"
+            ),
+        };
+        let Some((section, name)) = rest.split_once("__") else {
+            return Err(malformed());
+        };
+        if section.is_empty() || name.is_empty() || name.contains("__") {
+            return Err(malformed());
+        }
+        let (section, name) = (section.to_ascii_lowercase(), name.to_ascii_lowercase());
+        let origin = Origin::Env { var: var.clone() };
+        if section == schema::ENCODING_SECTION {
+            return Err(ConfigError::BadEnvironment {
+                var,
+                problem: "the [encoding] section can only be set in the configuration file"
+                    .to_owned(),
+            });
+        }
+        let Some(spec) = schema::find(&section, &name) else {
+            let key = if schema::is_section(&section) {
+                format!("[{section}] {name}")
+            } else {
+                format!("[{section}]")
+            };
+            return Err(ConfigError::UnknownKey {
+                key,
+                origin,
+                suggestion: schema::suggest_key(&section, &name).map(|k| k.env_var()),
+            });
+        };
+        values.push((
+            spec.key,
+            Entry {
+                raw: Raw::Text(value),
+                origin,
+            },
+        ));
+    }
+    Ok(values)
+}
+
+/// The merged raw values and what has been read from them.
+pub(crate) struct Layers {
+    entries: HashMap<KeyPath, Entry>,
+    /// The loaded file, if any (for "set it in …" hints).
+    file: Option<PathBuf>,
+    /// Where relative paths from the file are anchored.
+    file_dir: Option<PathBuf>,
+    /// Where relative paths from the environment are anchored.
+    cwd: Option<PathBuf>,
+    recorded: Vec<Recorded>,
+}
+
+impl Layers {
+    /// Merges the layers: an environment variable overrides the same key in the file.
+    pub(crate) fn new(
+        file: Option<&FileLayer>,
+        env: impl IntoIterator<Item = (String, String)>,
+        cwd: Option<PathBuf>,
+    ) -> Result<Layers, ConfigError> {
+        let mut entries = HashMap::new();
+        if let Some(file) = file {
+            entries.extend(file.values.iter().cloned());
+        }
+        entries.extend(parse_env(env)?);
+        Ok(Layers {
+            entries,
+            file: file.map(|f| f.path.clone()),
+            file_dir: file.and_then(|f| f.path.parent().map(Path::to_path_buf)),
+            cwd,
+            recorded: Vec::new(),
+        })
+    }
+
+    /// The value of a key with a default or a required key.
+    pub(crate) fn get<T: Setting>(&mut self, spec: &KeySpec) -> Result<T, ConfigError> {
+        match self.fetch::<T>(spec)? {
+            Some((value, origin)) => {
+                self.record(spec, Some(value.display()), Some(origin));
+                Ok(value)
+            }
+            None => Err(self.missing(spec)),
+        }
+    }
+
+    /// The value of an optional key.
+    pub(crate) fn optional<T: Setting>(
+        &mut self,
+        spec: &KeySpec,
+    ) -> Result<Option<T>, ConfigError> {
+        let fetched = self.fetch::<T>(spec)?;
+        let (display, origin) = match &fetched {
+            Some((value, origin)) => (Some(value.display()), Some(origin.clone())),
+            None => (None, None),
+        };
+        self.record(spec, display, origin);
+        Ok(fetched.map(|(value, _)| value))
+    }
+
+    /// A required path (or one with a default), resolved; see [`Layers::resolve`].
+    pub(crate) fn path(&mut self, spec: &KeySpec) -> Result<PathBuf, ConfigError> {
+        match self.optional_path(spec)? {
+            Some(path) => Ok(path),
+            None => Err(self.missing(spec)),
+        }
+    }
+
+    /// An optional path, resolved: relative to the file's directory when it came from the
+    /// file, to the working directory when it came from the environment.
+    pub(crate) fn optional_path(&mut self, spec: &KeySpec) -> Result<Option<PathBuf>, ConfigError> {
+        let Some((path, origin)) = self.fetch::<PathBuf>(spec)? else {
+            self.record(spec, None, None);
+            return Ok(None);
+        };
+        let resolved = self.resolve(spec, path, &origin)?;
+        self.record(spec, Some(resolved.display()), Some(origin));
+        Ok(Some(resolved))
+    }
+
+    fn resolve(
+        &self,
+        spec: &KeySpec,
+        path: PathBuf,
+        origin: &Origin,
+    ) -> Result<PathBuf, ConfigError> {
+        if path.is_absolute() {
+            return Ok(path);
+        }
+        let base = match origin {
+            Origin::File { .. } => self.file_dir.as_ref(),
+            Origin::Env { .. } | Origin::Default => self.cwd.as_ref(),
+        };
+        match base {
+            Some(base) => Ok(base.join(path)),
+            None => Err(ConfigError::InvalidValue {
+                key: spec.key,
+                origin: origin.clone(),
+                problem: format!(
+                    "{} is relative, but the current working directory cannot be determined",
+                    path.display()
+                ),
+                expected: "an absolute path".to_owned(),
+            }),
+        }
+    }
+
+    /// An error about the value of a key already read, at the place it came from.
+    pub(crate) fn invalid(
+        &self,
+        spec: &KeySpec,
+        problem: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::InvalidValue {
+            key: spec.key,
+            origin: self.origin(spec).unwrap_or(Origin::Default),
+            problem: problem.into(),
+            expected: expected.into(),
+        }
+    }
+
+    /// Where the value of a key already read came from; `None` when it is not set.
+    pub(crate) fn origin(&self, spec: &KeySpec) -> Option<Origin> {
+        self.recorded
+            .iter()
+            .find(|r| r.key == spec.key)
+            .and_then(|r| r.origin.clone())
+    }
+
+    pub(crate) fn into_recorded(self) -> Vec<Recorded> {
+        self.recorded
+    }
+
+    fn fetch<T: Setting>(&self, spec: &KeySpec) -> Result<Option<(T, Origin)>, ConfigError> {
+        let invalid = |origin: &Origin, problem: String| ConfigError::InvalidValue {
+            key: spec.key,
+            origin: origin.clone(),
+            problem,
+            expected: T::EXPECTED.to_owned(),
+        };
+        if let Some(entry) = self.entries.get(&spec.key) {
+            let parsed = match &entry.raw {
+                Raw::Toml(value) => T::from_toml(value),
+                Raw::Text(text) => T::parse_text(text),
+            };
+            return parsed
+                .map(|value| Some((value, entry.origin.clone())))
+                .map_err(|problem| invalid(&entry.origin, problem));
+        }
+        match spec.presence {
+            Presence::Default(text) => T::parse_text(text)
+                .map(|value| Some((value, Origin::Default)))
+                .map_err(|problem| invalid(&Origin::Default, problem)),
+            Presence::Required | Presence::Optional => Ok(None),
+        }
+    }
+
+    fn record(&mut self, spec: &KeySpec, display: Option<String>, origin: Option<Origin>) {
+        self.recorded.retain(|r| r.key != spec.key);
+        self.recorded.push(Recorded {
+            key: spec.key,
+            display,
+            origin,
+        });
+    }
+
+    fn missing(&self, spec: &KeySpec) -> ConfigError {
+        ConfigError::MissingKey {
+            key: spec.key,
+            file: self.file.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_are_one_based_and_count_characters() {
+        let text = "a = 1\n[ttp]\nbäse = 2\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        let offset = text.find("= 2").unwrap();
+        assert_eq!(line_column(text, offset), (3, 6));
+        assert_eq!(line_column(text, 10_000), (4, 1));
+    }
+
+    #[test]
+    fn env_names_are_split_on_double_underscores_and_lowercased() {
+        let values = parse_env([
+            ("TTP_AGENT__TTP__API_KEY_FILE".to_owned(), "k".to_owned()),
+            ("TTP_AGENT_SOMETHING_ELSE".to_owned(), "ignored".to_owned()),
+            ("PATH".to_owned(), "/usr/bin".to_owned()),
+            ("TTP_AGENT__TTP__STUDY".to_owned(), String::new()),
+        ])
+        .unwrap();
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[0].0.to_string(), "[ttp] api_key_file");
+
+        for var in [
+            "TTP_AGENT__TTP",
+            "TTP_AGENT__TTP__",
+            "TTP_AGENT____X",
+            "TTP_AGENT__A__B__C",
+        ] {
+            let err = parse_env([(var.to_owned(), "x".to_owned())]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::BadEnvironment { .. }),
+                "{var}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,727 @@
+//! The agent's configuration: a TOML file overlaid by environment variables, and the secrets
+//! it points to.
+//!
+//! # Where values come from
+//!
+//! Each setting is looked up in three places; the first that has it wins:
+//!
+//! 1. an environment variable `TTP_AGENT__<SECTION>__<KEY>`, upper case, with double
+//!    underscores between prefix, section and key: `[ttp] base_url` is
+//!    `TTP_AGENT__TTP__BASE_URL`, `[store] path` is `TTP_AGENT__STORE__PATH`. An empty
+//!    variable counts as unset;
+//! 2. the configuration file: `--config PATH`, or [`DEFAULT_CONFIG_PATH`]. An explicitly named
+//!    file must exist; when the default file is absent the environment alone is used, so a
+//!    container needs no file;
+//! 3. the built-in default (see `config/agent.toml`, which documents every key).
+//!
+//! Environment values are text and are read *as the setting's type requires*: a number for
+//! `batch_size`, a duration for `timeout`, and, for string settings, exactly the text given.
+//! Nothing is guessed from the look of a value, so a cron expression such as
+//! `0 */15 * * * *` or a URL passes through untouched.
+//!
+//! # Paths
+//!
+//! A relative path in the file is resolved against the directory of the file (so a
+//! configuration directory can be moved as a whole); a relative path from the environment is
+//! resolved against the working directory. The `[encoding]` section resolves its own paths
+//! against [`AgentConfig::encoding_base_dir`].
+//!
+//! # Strictness
+//!
+//! Every key is checked against the list in `schema.rs`: a key the agent does not know is an
+//! error with a "did you mean" suggestion, in the file and in the environment alike, because a
+//! misspelt optional key would otherwise be silently ignored. Values are validated when
+//! loaded (cron expression, time zone, ranges, URL scheme, pairs of keys that belong
+//! together), so `ttp-agent check` finds every mistake the agent would trip over later.
+//! Errors name the file and line, or the environment variable, and the key; see
+//! [`ConfigError`]. All of them map to exit status 78 (`EX_CONFIG`).
+//!
+//! # Secrets
+//!
+//! Secret values never appear in the configuration, only the paths of files holding them
+//! (`api_key_file`, `basic_password_file`, `idat_key_file`, `token_file`), which suits
+//! systemd credentials, Docker and Kubernetes secrets alike. [`AgentConfig::load_secrets`]
+//! reads them; see the `secrets` module for the rules.
+
+mod error;
+mod layers;
+mod schema;
+mod secrets;
+mod values;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use reqwest::Url;
+
+pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
+pub use secrets::{SecretFileWarning, Secrets};
+pub use values::{ByteSize, LogFormat, LogLevel, TaskRelisting, WebhookUrl};
+
+use layers::{Layers, Recorded};
+use schema::*;
+use secrets::SecretKind;
+use values::quoted;
+
+/// Where the agent looks for its configuration file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ttp-agent/agent.toml";
+
+/// The default location of the embedded store.
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/ttp-agent/store";
+
+/// The whole configuration, validated. Paths are absolute (or as given when absolute).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    pub ttp: TtpConfig,
+    pub schedule: ScheduleConfig,
+    pub store: StoreConfig,
+    /// The `[encoding]` section, unparsed.
+    ///
+    /// Placeholder: the typed profile (`ttp_encode::profile`) replaces this table once it
+    /// exists. It may hold seeds, so `Debug` and the summary never show its contents.
+    pub encoding: Option<toml::Table>,
+    pub submit: SubmitConfig,
+    pub dispatch: DispatchConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    /// The file that was loaded, absolute; `None` for an environment-only configuration.
+    source_file: Option<PathBuf>,
+    /// The directory relative paths in `[encoding]` are resolved against.
+    base_dir: PathBuf,
+    /// Every key's effective value and origin, as loaded, for `redacted_summary`.
+    recorded: Vec<Recorded>,
+}
+
+/// `[ttp]`: the dispatcher and how to talk to it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TtpConfig {
+    /// The dispatcher base, e.g. `https://fttp.example.org/ttp-fhir/fhir/dispatcher`;
+    /// operations are appended as `/$requestTasks`. No query, fragment or credentials.
+    pub base_url: Url,
+    /// The study (project) name the fTTP assigned.
+    pub study: String,
+    /// The site's target domain.
+    pub target: String,
+    pub api_key_file: Option<PathBuf>,
+    /// The request header carrying the API key (default `apiKey`); a valid header name.
+    pub api_key_header: String,
+    /// Also send the key as the `apikey` body parameter, as gateways before 2025-10 expected.
+    pub send_api_key_in_body: bool,
+    /// HTTP Basic user; set together with `basic_password_file`.
+    pub basic_user: Option<String>,
+    pub basic_password_file: Option<PathBuf>,
+    /// Whole-request timeout; non-zero.
+    pub timeout: Duration,
+    /// TCP and TLS connect timeout; non-zero.
+    pub connect_timeout: Duration,
+    /// Larger responses are refused; non-zero.
+    pub max_response_size: ByteSize,
+    /// PEM bundle of additional trusted CAs (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mTLS; set together with `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Allow an `http://` base URL (test setups only).
+    pub allow_insecure_http: bool,
+    /// Requests per second to the dispatcher; positive.
+    pub rate_limit_per_second: f64,
+    /// Requests in flight at once; 1 to 64.
+    pub max_concurrency: usize,
+    pub task_relisting: TaskRelisting,
+}
+
+/// `[schedule]`: when `$requestTasks` is polled.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ScheduleConfig {
+    /// Six or seven fields, seconds first; validated to fire at least once.
+    pub cron: cron::Schedule,
+    /// The zone the cron expression is read in.
+    pub timezone: Tz,
+    /// A random delay of up to this much before each poll, so sites do not poll in lockstep.
+    pub jitter: Duration,
+}
+
+impl fmt::Debug for ScheduleConfig {
+    // The derived `Debug` of `cron::Schedule` lists every expanded field; the expression says
+    // the same in one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScheduleConfig")
+            .field("cron", &self.cron.source())
+            .field("timezone", &self.timezone)
+            .field("jitter", &self.jitter)
+            .finish()
+    }
+}
+
+/// `[store]`: the embedded store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The store directory.
+    pub path: PathBuf,
+    /// The file holding the key that encrypts IDAT at rest.
+    pub idat_key_file: PathBuf,
+    /// The store's page cache; non-zero.
+    pub cache_capacity: ByteSize,
+    /// How long IDAT is kept once nothing is open for its record; non-zero.
+    pub idat_retention: Duration,
+    /// How long finished tasks are kept; non-zero.
+    pub task_retention: Duration,
+}
+
+/// `[submit]`: registering Bloom filters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SubmitConfig {
+    /// Filters per `$requestPsnFromBfWorkflow` request; 1 to 100 (known clients send 10–100).
+    pub batch_size: usize,
+}
+
+/// `[dispatch]`: working off tasks.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DispatchConfig {
+    /// Tasks handled at once; 1 to 256.
+    pub concurrency: usize,
+    /// How long running tasks may finish on shutdown.
+    pub grace_period: Duration,
+    /// First retry delay after a transient failure; non-zero, at most `retry_cap`.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_cap: Duration,
+}
+
+/// `[admin]`: the health, metrics and admin endpoint.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The file holding the bearer token the admin endpoints require.
+    pub token_file: Option<PathBuf>,
+    /// "Ready" requires a successful poll within this window; non-zero.
+    pub ready_window: Duration,
+    /// Warn when an open task expires within this time.
+    pub warn_before_expiry: Duration,
+    /// Where warnings are POSTed; redacted in `Debug`.
+    pub webhook_url: Option<WebhookUrl>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+impl AgentConfig {
+    /// Loads the configuration for the running process: `path` (from `--config`), or
+    /// [`DEFAULT_CONFIG_PATH`] when `None`, overlaid by the process environment.
+    pub fn load(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::load_from(path, process_env()?)
+    }
+
+    /// Like [`AgentConfig::load`], with the environment given as `(name, value)` pairs
+    /// instead of read from the process. Variables without the `TTP_AGENT__` prefix are
+    /// ignored, so passing a whole environment is fine.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<AgentConfig, ConfigError> {
+        match path {
+            Some(path) => AgentConfig::from_file_and_env(Some(path), env),
+            None => load_with_default(Path::new(DEFAULT_CONFIG_PATH), env),
+        }
+    }
+
+    /// Loads from exactly these sources: `file`, which must exist, or no file at all when
+    /// `None` (the default path is not consulted), overlaid by `env`.
+    pub fn from_file_and_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let file = match file {
+            Some(path) => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+                let text = read_config_file(&path)?;
+                Some(layers::parse_file(&path, &text)?)
+            }
+            None => None,
+        };
+        build(file, env)
+    }
+
+    /// The configuration file that was loaded, if any.
+    pub fn source_file(&self) -> Option<&Path> {
+        self.source_file.as_deref()
+    }
+
+    /// The directory that relative paths in `[encoding]` are resolved against: the
+    /// configuration file's directory, or the working directory without a file.
+    pub fn encoding_base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// Reads the secret files the configuration names. Fails when a named file cannot be
+    /// read, is empty, or (API key, password, token) is not a single line of text; files that
+    /// group or others can read are listed in [`Secrets::warnings`].
+    pub fn load_secrets(&self) -> Result<Secrets, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut read = |spec: &KeySpec, path: &Path, kind| {
+            let origin = self.origin_of(spec.key);
+            secrets::read_secret(spec.key, path, &origin, kind, &mut warnings)
+        };
+        let api_key = self
+            .ttp
+            .api_key_file
+            .as_deref()
+            .map(|p| read(&TTP_API_KEY_FILE, p, SecretKind::Line))
+            .transpose()?;
+        let basic_password = self
+            .ttp
+            .basic_password_file
+            .as_deref()
+            .map(|p| read(&TTP_BASIC_PASSWORD_FILE, p, SecretKind::Line))
+            .transpose()?;
+        let idat_key = read(
+            &STORE_IDAT_KEY_FILE,
+            &self.store.idat_key_file,
+            SecretKind::Bytes,
+        )?;
+        let admin_token = self
+            .admin
+            .token_file
+            .as_deref()
+            .map(|p| read(&ADMIN_TOKEN_FILE, p, SecretKind::Line))
+            .transpose()?;
+        Ok(Secrets {
+            api_key,
+            basic_password,
+            idat_key,
+            admin_token,
+            warnings,
+        })
+    }
+
+    /// Settings that are valid but probably not what a production site wants, for `check`
+    /// and a start-up log line.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.ttp.api_key_file.is_none() && self.ttp.basic_user.is_none() {
+            warnings.push(
+                "neither `[ttp] api_key_file` nor `[ttp] basic_user` is set: requests to the \
+                 dispatcher carry no credentials"
+                    .to_owned(),
+            );
+        }
+        if self.ttp.base_url.scheme() == "http" {
+            warnings.push(format!(
+                "`[ttp] base_url` uses plain http ({}): API key and IDAT travel unencrypted",
+                self.ttp.base_url
+            ));
+        }
+        if !self.admin.listen.ip().is_loopback() && self.admin.token_file.is_none() {
+            warnings.push(format!(
+                "`[admin] listen` is {}, reachable from other hosts, but `[admin] token_file` \
+                 is not set: the admin endpoints are unauthenticated",
+                self.admin.listen
+            ));
+        }
+        warnings
+    }
+
+    /// The effective configuration as TOML, each value annotated with where it came from.
+    /// Secret files appear as paths; `[encoding]` only as a count of keys; a webhook URL only
+    /// as scheme and host. For `ttp-agent check`.
+    pub fn redacted_summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        out.push_str("# Effective ttp-agent configuration.\n");
+        match &self.source_file {
+            Some(path) => {
+                let _ = writeln!(out, "# File: {}", path.display());
+            }
+            None => out.push_str("# File: none (environment variables and defaults only)\n"),
+        }
+        out.push_str("# Secrets are shown as the paths of their files, never their contents.\n");
+        let mut current_section = "";
+        for spec in ALL {
+            let section = spec.key.section;
+            if section != current_section {
+                if current_section == "store" {
+                    self.summarise_encoding(&mut out);
+                }
+                let _ = write!(out, "\n[{section}]\n");
+                current_section = section;
+            }
+            let recorded = self.recorded.iter().find(|r| r.key == spec.key);
+            match recorded.and_then(|r| r.display.as_ref().zip(r.origin.as_ref())) {
+                Some((value, origin)) => {
+                    let _ = writeln!(out, "{} = {value}  # {origin}", spec.key.name);
+                }
+                None => {
+                    let _ = writeln!(out, "# {} is not set", spec.key.name);
+                }
+            }
+        }
+        out
+    }
+
+    fn summarise_encoding(&self, out: &mut String) {
+        out.push_str("\n[encoding]\n");
+        match &self.encoding {
+            Some(table) if table.is_empty() => out.push_str("# present but empty\n"),
+            Some(table) => out.push_str(&format!(
+                "# {} key(s) set in the file; contents not shown (they may include seeds)\n",
+                table.len()
+            )),
+            None => out.push_str("# not set\n"),
+        }
+    }
+
+    fn origin_of(&self, key: KeyPath) -> Origin {
+        self.recorded
+            .iter()
+            .find(|r| r.key == key)
+            .and_then(|r| r.origin.clone())
+            .unwrap_or(Origin::Default)
+    }
+}
+
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("ttp", &self.ttp)
+            .field("schedule", &self.schedule)
+            .field("store", &self.store)
+            .field(
+                "encoding",
+                &self
+                    .encoding
+                    .as_ref()
+                    .map(|t| format!("<{} key(s), redacted>", t.len())),
+            )
+            .field("submit", &self.submit)
+            .field("dispatch", &self.dispatch)
+            .field("admin", &self.admin)
+            .field("log", &self.log)
+            .field("source_file", &self.source_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process's `TTP_AGENT__…` variables. Others are not looked at, so an unrelated variable
+/// that is not Unicode cannot fail the start.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        let name = name
+            .into_string()
+            .map_err(|name| ConfigError::BadEnvironment {
+                var: name.to_string_lossy().into_owned(),
+                problem: "the name is not valid Unicode".to_owned(),
+            })?;
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::BadEnvironment {
+                var: name.clone(),
+                problem: "the value is not valid Unicode".to_owned(),
+            })?;
+        vars.push((name, value));
+    }
+    Ok(vars)
+}
+
+/// Loads `default` if it exists, else the environment alone.
+fn load_with_default(
+    default: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<AgentConfig, ConfigError> {
+    match read_config_file(default) {
+        Ok(text) => build(Some(layers::parse_file(default, &text)?), env),
+        Err(ConfigError::FileNotFound { .. }) => build(None, env),
+        Err(other) => Err(other),
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ConfigError::FileNotFound {
+            path: path.to_owned(),
+        },
+        _ => ConfigError::FileUnreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::FileUnreadable {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+    })
+}
+
+fn build(
+    file: Option<layers::FileLayer>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<AgentConfig, ConfigError> {
+    let cwd = std::env::current_dir().ok();
+    let mut l = Layers::new(file.as_ref(), env, cwd.clone())?;
+    let ttp = build_ttp(&mut l)?;
+    let schedule = ScheduleConfig {
+        cron: l.get(&SCHEDULE_CRON)?,
+        timezone: l.get(&SCHEDULE_TIMEZONE)?,
+        jitter: l.get(&SCHEDULE_JITTER)?,
+    };
+    let store = StoreConfig {
+        path: l.path(&STORE_PATH)?,
+        idat_key_file: l.path(&STORE_IDAT_KEY_FILE)?,
+        cache_capacity: positive_size(&mut l, &STORE_CACHE_CAPACITY)?,
+        idat_retention: positive_duration(&mut l, &STORE_IDAT_RETENTION)?,
+        task_retention: positive_duration(&mut l, &STORE_TASK_RETENTION)?,
+    };
+    let submit = SubmitConfig {
+        batch_size: count(
+            &mut l,
+            &SUBMIT_BATCH_SIZE,
+            100,
+            "known clients send batches of 10 to 100 filters",
+        )?,
+    };
+    let dispatch = DispatchConfig {
+        concurrency: count(&mut l, &DISPATCH_CONCURRENCY, 256, "")?,
+        grace_period: l.get(&DISPATCH_GRACE_PERIOD)?,
+        retry_base: positive_duration(&mut l, &DISPATCH_RETRY_BASE)?,
+        retry_cap: positive_duration(&mut l, &DISPATCH_RETRY_CAP)?,
+    };
+    if dispatch.retry_base > dispatch.retry_cap {
+        return Err(l.invalid(
+            &DISPATCH_RETRY_BASE,
+            format!(
+                "{} is longer than `[dispatch] retry_cap` ({})",
+                values::format_duration(dispatch.retry_base),
+                values::format_duration(dispatch.retry_cap)
+            ),
+            "a first retry delay no longer than the cap",
+        ));
+    }
+    let admin = AdminConfig {
+        listen: l.get(&ADMIN_LISTEN)?,
+        token_file: l.optional_path(&ADMIN_TOKEN_FILE)?,
+        ready_window: positive_duration(&mut l, &ADMIN_READY_WINDOW)?,
+        warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
+        webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
+    };
+    let log = LogConfig {
+        format: l.get(&LOG_FORMAT)?,
+        level: l.get(&LOG_LEVEL)?,
+    };
+
+    let source_file = file.as_ref().map(|f| f.path.clone());
+    let base_dir = source_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .or(cwd)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(AgentConfig {
+        ttp,
+        schedule,
+        store,
+        encoding: file.and_then(|f| f.encoding),
+        submit,
+        dispatch,
+        admin,
+        log,
+        source_file,
+        base_dir,
+        recorded: l.into_recorded(),
+    })
+}
+
+fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
+    let base_url: Url = l.get(&TTP_BASE_URL)?;
+    let allow_insecure_http: bool = l.get(&TTP_ALLOW_INSECURE_HTTP)?;
+    if base_url.query().is_some() || base_url.fragment().is_some() {
+        return Err(l.invalid(
+            &TTP_BASE_URL,
+            "the URL has a query or fragment, to which operation names cannot be appended",
+            "the dispatcher base URL, such as \
+             \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"",
+        ));
+    }
+    if base_url.scheme() == "http" && !allow_insecure_http {
+        return Err(l.invalid(
+            &TTP_BASE_URL,
+            "the URL uses plain http://, which would send the API key and IDAT unencrypted",
+            "an https:// URL (or `[ttp] allow_insecure_http = true` in a test setup)",
+        ));
+    }
+    let study = text(l, &TTP_STUDY)?;
+    let target = text(l, &TTP_TARGET)?;
+
+    let api_key_file = l.optional_path(&TTP_API_KEY_FILE)?;
+    let api_key_header: String = l.get(&TTP_API_KEY_HEADER)?;
+    if reqwest::header::HeaderName::from_bytes(api_key_header.as_bytes()).is_err() {
+        return Err(l.invalid(
+            &TTP_API_KEY_HEADER,
+            format!(
+                "{} is not a valid HTTP header name",
+                quoted(&api_key_header)
+            ),
+            "a header name of letters, digits and `-`, such as \"apiKey\"",
+        ));
+    }
+    let send_api_key_in_body: bool = l.get(&TTP_SEND_API_KEY_IN_BODY)?;
+    if send_api_key_in_body && api_key_file.is_none() {
+        return Err(l.invalid(
+            &TTP_SEND_API_KEY_IN_BODY,
+            "it is true, but `[ttp] api_key_file` is not set, so there is no key to send",
+            "`[ttp] api_key_file` to be set as well, or false",
+        ));
+    }
+
+    let basic_user: Option<String> = l.optional(&TTP_BASIC_USER)?;
+    let basic_password_file = l.optional_path(&TTP_BASIC_PASSWORD_FILE)?;
+    both_or_neither(l, &TTP_BASIC_USER, &TTP_BASIC_PASSWORD_FILE)?;
+    if basic_user
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.contains(':'))
+    {
+        return Err(l.invalid(
+            &TTP_BASIC_USER,
+            "the user name is empty or contains `:`",
+            "a non-empty user name without `:` (HTTP Basic separates user and password by `:`)",
+        ));
+    }
+
+    let timeout = positive_duration(l, &TTP_TIMEOUT)?;
+    let connect_timeout = positive_duration(l, &TTP_CONNECT_TIMEOUT)?;
+    let max_response_size = positive_size(l, &TTP_MAX_RESPONSE_SIZE)?;
+    let ca_file = l.optional_path(&TTP_CA_FILE)?;
+    let client_cert_file = l.optional_path(&TTP_CLIENT_CERT_FILE)?;
+    let client_key_file = l.optional_path(&TTP_CLIENT_KEY_FILE)?;
+    both_or_neither(l, &TTP_CLIENT_CERT_FILE, &TTP_CLIENT_KEY_FILE)?;
+
+    let rate_limit_per_second: f64 = l.get(&TTP_RATE_LIMIT_PER_SECOND)?;
+    if rate_limit_per_second <= 0.0 {
+        return Err(l.invalid(
+            &TTP_RATE_LIMIT_PER_SECOND,
+            format!("{rate_limit_per_second} is not positive"),
+            "a number of requests per second greater than 0, such as 5.0 or 0.5",
+        ));
+    }
+    let max_concurrency = count(l, &TTP_MAX_CONCURRENCY, 64, "")?;
+    let task_relisting = l.get(&TTP_TASK_RELISTING)?;
+
+    Ok(TtpConfig {
+        base_url,
+        study,
+        target,
+        api_key_file,
+        api_key_header,
+        send_api_key_in_body,
+        basic_user,
+        basic_password_file,
+        timeout,
+        connect_timeout,
+        max_response_size,
+        ca_file,
+        client_cert_file,
+        client_key_file,
+        allow_insecure_http,
+        rate_limit_per_second,
+        max_concurrency,
+        task_relisting,
+    })
+}
+
+/// A string that must carry a value: not empty and without surrounding whitespace (which in
+/// practice comes from quoting mistakes and would make the fTTP see a different name).
+fn text(l: &mut Layers, spec: &KeySpec) -> Result<String, ConfigError> {
+    let value: String = l.get(spec)?;
+    if value.trim().is_empty() {
+        return Err(l.invalid(spec, "the value is empty", "a non-empty name"));
+    }
+    if value.trim() != value || value.chars().any(char::is_control) {
+        return Err(l.invalid(
+            spec,
+            format!(
+                "{} has leading or trailing whitespace or a control character",
+                quoted(&value)
+            ),
+            "the name exactly as the fTTP assigned it",
+        ));
+    }
+    Ok(value)
+}
+
+/// A whole number from 1 to `max`.
+fn count(l: &mut Layers, spec: &KeySpec, max: u64, why: &str) -> Result<usize, ConfigError> {
+    let n: u64 = l.get(spec)?;
+    match usize::try_from(n) {
+        Ok(n_usize) if (1..=max).contains(&n) => Ok(n_usize),
+        _ => {
+            let expected = if why.is_empty() {
+                format!("a whole number from 1 to {max}")
+            } else {
+                format!("a whole number from 1 to {max} ({why})")
+            };
+            Err(l.invalid(spec, format!("{n} is out of range"), expected))
+        }
+    }
+}
+
+fn positive_duration(l: &mut Layers, spec: &KeySpec) -> Result<Duration, ConfigError> {
+    let d: Duration = l.get(spec)?;
+    if d.is_zero() {
+        return Err(l.invalid(
+            spec,
+            "the duration is zero",
+            "a duration greater than zero, such as \"30s\"",
+        ));
+    }
+    Ok(d)
+}
+
+fn positive_size(l: &mut Layers, spec: &KeySpec) -> Result<ByteSize, ConfigError> {
+    let size: ByteSize = l.get(spec)?;
+    if size.bytes() == 0 {
+        return Err(l.invalid(
+            spec,
+            "the size is zero",
+            "a size greater than zero, such as \"16MiB\"",
+        ));
+    }
+    Ok(size)
+}
+
+/// Two keys that only make sense together (a user and a password, a certificate and a key).
+fn both_or_neither(l: &Layers, first: &KeySpec, second: &KeySpec) -> Result<(), ConfigError> {
+    let (a, b) = (l.origin(first), l.origin(second));
+    match (a.is_some(), b.is_some()) {
+        (true, false) => Err(l.invalid(
+            first,
+            format!("it is set, but `{}` is not", second.key),
+            format!("`{}` and `{}` to be set together", first.key, second.key),
+        )),
+        (false, true) => Err(l.invalid(
+            second,
+            format!("it is set, but `{}` is not", first.key),
+            format!("`{}` and `{}` to be set together", first.key, second.key),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+//! Unit tests that need the module's internals; behaviour seen from outside is tested in
+//! `tests/config_*.rs`.
+
+use super::*;
+
+fn minimal_env() -> Vec<(String, String)> {
+    [
+        (
+            "TTP_AGENT__TTP__BASE_URL",
+            "https://fttp.example.org/ttp-fhir/fhir/dispatcher",
+        ),
+        ("TTP_AGENT__TTP__STUDY", "example-study"),
+        ("TTP_AGENT__TTP__TARGET", "example-site"),
+        ("TTP_AGENT__STORE__IDAT_KEY_FILE", "/run/secrets/idat-key"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+#[test]
+fn the_builder_reads_exactly_the_keys_of_the_schema() {
+    let config = AgentConfig::from_file_and_env(None, minimal_env()).unwrap();
+    let read: Vec<KeyPath> = config.recorded.iter().map(|r| r.key).collect();
+    let mut read_sorted = read.clone();
+    read_sorted.sort();
+    read_sorted.dedup();
+    assert_eq!(read_sorted.len(), read.len(), "a key was recorded twice");
+    let mut schema: Vec<KeyPath> = ALL.iter().map(|s| s.key).collect();
+    schema.sort();
+    assert_eq!(read_sorted, schema);
+}
+
+#[test]
+fn every_default_parses_and_is_recorded_as_the_default() {
+    let config = AgentConfig::from_file_and_env(None, minimal_env()).unwrap();
+    for spec in ALL {
+        let recorded = config.recorded.iter().find(|r| r.key == spec.key).unwrap();
+        match spec.presence {
+            Presence::Default(_) => {
+                assert_eq!(recorded.origin, Some(Origin::Default), "{}", spec.key);
+                assert!(recorded.display.is_some(), "{}", spec.key);
+            }
+            Presence::Optional => assert_eq!(recorded.origin, None, "{}", spec.key),
+            Presence::Required => {
+                assert!(
+                    matches!(recorded.origin, Some(Origin::Env { .. })),
+                    "{}",
+                    spec.key
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn an_absent_default_file_means_environment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("agent.toml");
+    let config = load_with_default(&absent, minimal_env()).unwrap();
+    assert_eq!(config.source_file(), None);
+    assert_eq!(config.ttp.study, "example-study");
+}
+
+#[test]
+fn a_present_default_file_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "[ttp]\nstudy = \"from-default-file\"\n").unwrap();
+    let config = load_with_default(
+        &path,
+        minimal_env()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("STUDY")),
+    )
+    .unwrap();
+    assert_eq!(config.source_file(), Some(path.as_path()));
+    assert_eq!(config.ttp.study, "from-default-file");
+}
+
+#[test]
+fn a_default_path_that_is_a_directory_is_an_error_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_with_default(dir.path(), minimal_env()).unwrap_err();
+    assert!(matches!(err, ConfigError::FileUnreadable { .. }), "{err}");
+}
