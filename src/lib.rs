@@ -10,6 +10,8 @@
 //! * [`agent`]: poll cycle, dispatcher, expiry, reconciliation, scheduler, one handler per
 //!   task type.
 //! * [`submit`]: encoding and registering records.
+//! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
+//! * [`logging`], [`notify`]: log formats and systemd notifications.
 //! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
 pub mod agent;
@@ -17,5 +19,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod logging;
+pub mod notify;
+pub mod status;
 pub mod store;
 pub mod submit;

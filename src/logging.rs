@@ -14,15 +14,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// journald when started by systemd with its journal on stderr, else text.
-    Auto,
-    Text,
-    Json,
-    Journald,
-}
+pub use crate::config::LogFormat;
 
 impl LogFormat {
     /// What `Auto` means in this process.

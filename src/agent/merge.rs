@@ -22,17 +22,7 @@ use ttp_proto::{Task, TaskKey, TaskKind, TaskProblem};
 
 use crate::domain::{Attention, TaskRecord, TaskState};
 
-/// What the deployment's fTTP does with a task the site has answered (configuration
-/// `[ttp] task_relisting`; the protocol does not say).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Relisting {
-    /// Tasks are listed on every `$requestTasks` until the fTTP has the answer (the
-    /// assumption the reference recommends). The listing is then an oracle for in-doubt answers.
-    UntilDone,
-    /// Each task is listed once. In-doubt answers must be sent again (at least once).
-    Once,
-}
+pub use crate::config::TaskRelisting as Relisting;
 
 /// Merge one listed task into its stored record (if any). Returns the record to persist, or
 /// `None` when nothing changed that needs writing.

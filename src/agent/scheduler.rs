@@ -35,6 +35,15 @@ impl Schedule {
         Ok(Schedule { cron, tz, jitter })
     }
 
+    /// The schedule of a validated `[schedule]` section.
+    pub fn from_config(c: &crate::config::ScheduleConfig) -> Schedule {
+        Schedule {
+            cron: c.cron.clone(),
+            tz: c.timezone,
+            jitter: c.jitter,
+        }
+    }
+
     /// The next scheduled moment strictly after `t`, without jitter.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron

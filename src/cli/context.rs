@@ -1,0 +1,146 @@
+//! Building the agent's parts from the configuration, shared by the commands.
+//!
+//! Every step keeps its error type inside the `anyhow` chain, so `cli::report` can tell a
+//! configuration problem (exit 78) from a runtime one.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ttp_encode::profile::{EncodingProfile, ProfileEncoder};
+
+use super::ConfigArg;
+use crate::agent::{Agent, AgentOptions, RetrySettings, Shutdown};
+use crate::client::{AuthSettings, ClientSettings, TlsSettings, TtpClient};
+use crate::config::{AgentConfig, ConfigError, LogFormat, Secrets};
+use crate::store::{IdatKey, Store, StoreOptions};
+
+pub struct Loaded {
+    pub config: AgentConfig,
+    pub secrets: Secrets,
+}
+
+/// Read the configuration and the secrets it points to.
+pub fn load(arg: &ConfigArg) -> anyhow::Result<Loaded> {
+    let config = AgentConfig::load(arg.config.as_deref())?;
+    let secrets = config.load_secrets()?;
+    Ok(Loaded { config, secrets })
+}
+
+/// Start logging with the command line's choices first, then the configuration's.
+pub fn init_logging(config: &AgentConfig, format: Option<LogFormat>, level: Option<&str>) {
+    crate::logging::init(
+        format.unwrap_or(config.log.format),
+        level.unwrap_or(config.log.level.as_str()),
+    );
+}
+
+/// Log the warnings the configuration and secrets produced (risky but valid settings).
+pub fn log_warnings(loaded: &Loaded) {
+    for w in loaded.config.warnings() {
+        tracing::warn!("{w}");
+    }
+    for w in &loaded.secrets.warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+pub fn store_options(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<StoreOptions> {
+    let idat_key = IdatKey::from_secret(&secrets.idat_key).with_context(|| {
+        format!(
+            "[store] idat_key_file {}: not a usable key",
+            config.store.idat_key_file.display()
+        )
+    })?;
+    Ok(StoreOptions {
+        path: config.store.path.clone(),
+        cache_capacity: config.store.cache_capacity.0,
+        idat_key,
+    })
+}
+
+pub fn open_store(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<Arc<Store>> {
+    let opts = store_options(config, secrets)?;
+    let store = Store::open(&opts)?;
+    Ok(Arc::new(store))
+}
+
+pub fn client(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<TtpClient> {
+    let t = &config.ttp;
+    let settings = ClientSettings {
+        base_url: t.base_url.to_string(),
+        study: t.study.clone(),
+        target: t.target.clone(),
+        auth: AuthSettings {
+            api_key: secrets.api_key.clone(),
+            api_key_header: t.api_key_header.clone(),
+            api_key_in_body: t.send_api_key_in_body,
+            basic: match (&t.basic_user, &secrets.basic_password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                _ => None,
+            },
+        },
+        timeout: t.timeout,
+        connect_timeout: t.connect_timeout,
+        max_response_bytes: usize::try_from(t.max_response_size.0).unwrap_or(usize::MAX),
+        tls: TlsSettings {
+            ca_file: t.ca_file.clone(),
+            client_cert_file: t.client_cert_file.clone(),
+            client_key_file: t.client_key_file.clone(),
+        },
+        allow_insecure_http: t.allow_insecure_http,
+        rate_limit_per_sec: t.rate_limit_per_second,
+        max_concurrency: t.max_concurrency,
+        ..ClientSettings::default()
+    };
+    Ok(TtpClient::new(settings)?)
+}
+
+pub fn options(config: &AgentConfig) -> AgentOptions {
+    let mut o = AgentOptions::new(config.ttp.study.clone(), config.ttp.target.clone());
+    o.relisting = config.ttp.task_relisting;
+    // The fTTP may still be processing a request we gave up on; judge in-doubt answers only
+    // after twice the request timeout.
+    o.settle = chrono::Duration::from_std(config.ttp.timeout * 2)
+        .unwrap_or(chrono::Duration::seconds(120));
+    o.concurrency = config.dispatch.concurrency;
+    o.retry = RetrySettings {
+        base: config.dispatch.retry_base,
+        cap: config.dispatch.retry_cap,
+        ..RetrySettings::default()
+    };
+    o.batch_size = config.submit.batch_size;
+    o.task_retention =
+        chrono::Duration::from_std(config.store.task_retention).unwrap_or(o.task_retention);
+    o.idat_retention =
+        chrono::Duration::from_std(config.store.idat_retention).unwrap_or(o.idat_retention);
+    o
+}
+
+/// The typed encoding profile from `[encoding]`, with errors naming the section and file.
+pub fn encoder(config: &AgentConfig) -> anyhow::Result<ProfileEncoder> {
+    let file = config
+        .source_file()
+        .map_or_else(|| "the configuration".to_string(), |p| p.display().to_string());
+    let table = config.encoding.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{file}: section [encoding] is missing; it describes how records become Bloom filters (see config/agent.toml)"
+        )
+    })?;
+    let profile: EncodingProfile = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("{file}: section [encoding]: {e}"))?;
+    let encoder = ProfileEncoder::load(&profile, config.encoding_base_dir())
+        .map_err(|e| anyhow::anyhow!("{file}: section [encoding]: {e}"))?;
+    Ok(encoder)
+}
+
+pub fn agent(loaded: &Loaded, shutdown: Shutdown) -> anyhow::Result<Arc<Agent>> {
+    let store = open_store(&loaded.config, &loaded.secrets)?;
+    let client = client(&loaded.config, &loaded.secrets)?;
+    Ok(Agent::new(store, client, options(&loaded.config), shutdown))
+}
+
+/// A configuration error found by the CLI itself (not by the loader), so it exits with 78 too.
+pub fn config_error(message: String) -> anyhow::Error {
+    anyhow::Error::new(ConfigError::Cli(message))
+}
