@@ -14,9 +14,16 @@ pub mod patient;
 pub mod task;
 
 pub use element::IdatElement;
-pub use parameters::{Parameter, Parameters};
+pub use ops::{
+    PsnError, PsnResponse, PsnResult, parse_psn_response, provide_patient_data,
+    request_psn_from_bf, request_tasks,
+};
+pub use outcome::summarize_error_body;
+pub use parameters::{Coding, Identifier, Parameter, Parameters, Value};
+pub use patient::{MissingElements, build_patient, elements_present};
 pub use task::{
-    BloomFilter, ElementRequest, SendIdatSubject, Task, TaskKey, TaskKind, TaskList, TaskProblem,
+    BloomFilter, ElementRequest, ParseLimits, SendIdatSubject, Task, TaskKey, TaskKind, TaskList,
+    TaskProblem, parse_tasks, parse_tasks_with,
 };
 
 /// What can go wrong with a whole body. Problems with single tasks or parts are not errors: they
@@ -29,4 +36,8 @@ pub enum ProtoError {
     WrongResourceType(String),
     #[error("the Parameters resource is malformed: {0}")]
     Malformed(String),
+    /// The server answered with an `OperationOutcome` instead of `Parameters` (some gateways
+    /// do so with HTTP 200). The text is [`outcome::summarize_error_body`]'s summary.
+    #[error("the server answered with an OperationOutcome: {0}")]
+    OperationOutcome(String),
 }
