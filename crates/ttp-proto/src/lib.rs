@@ -28,7 +28,7 @@ pub use task::{
 
 /// What can go wrong with a whole body. Problems with single tasks or parts are not errors: they
 /// are reported in [`TaskList::problems`] and the rest of the body is still used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProtoError {
     #[error("the body is not JSON: {0}")]
     NotJson(String),

@@ -506,10 +506,12 @@ impl Parameters {
         Json::Object(object)
     }
 
-    /// The request body.
+    /// The request body, `resourceType` first and each entry's keys in the usual FHIR order
+    /// (`name`, `value[x]`, `resource`, `part`), which makes traced bodies easy to read.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        // `Display` of a `serde_json::Value` cannot fail (keys are strings, numbers finite).
-        self.to_json_value().to_string().into_bytes()
+        // Serialising these types cannot fail (every map key is a string); the fallback only
+        // exists so that this function has no panic path.
+        serde_json::to_vec(self).unwrap_or_else(|_| self.to_json_value().to_string().into_bytes())
     }
 
     /// Strict decoding: every entry must be representable, else the whole body is rejected.
@@ -634,7 +636,31 @@ fn decode_parameter(json: &Json) -> Result<Parameter, String> {
 
 impl serde::Serialize for Parameters {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json_value().serialize(serializer)
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("resourceType", RESOURCE_TYPE)?;
+        if !self.parameter.is_empty() {
+            map.serialize_entry("parameter", &self.parameter)?;
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for Parameter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        if let Some(value) = &self.value {
+            map.serialize_entry(value.key(), &value.to_json())?;
+        }
+        if let Some(resource) = &self.resource {
+            map.serialize_entry("resource", resource)?;
+        }
+        if !self.part.is_empty() {
+            map.serialize_entry("part", &self.part)?;
+        }
+        map.end()
     }
 }
 
