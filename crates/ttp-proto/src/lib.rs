@@ -5,6 +5,42 @@
 //! parts, odd Identifier systems) and reporting what it cannot use instead of failing the whole
 //! response. The HTTP client (in the agent) and the simulator (in `ttp-sim`, which deliberately
 //! does not use this crate) are elsewhere.
+//!
+//! * [`parameters`]: the generic FHIR `Parameters` codec, strict for our own bodies and
+//!   tolerant (entry by entry, bounded) for responses.
+//! * [`task`]: `$requestTasks` responses as typed [`Task`]s plus [`TaskProblem`]s, and the
+//!   stable identity of each ([`Task::key`]).
+//! * [`ops`]: request bodies of the operations the agent calls, and the
+//!   `$requestPsnFromBfWorkflow` response.
+//! * [`patient`]: the minimal `Patient` answering a `send_idat` task.
+//! * [`outcome`]: one-line summaries of error bodies.
+//!
+//! A poll, as the agent does it:
+//!
+//! ```
+//! use ttp_proto::{TaskKind, parse_tasks, request_tasks};
+//!
+//! let request = request_tasks("mii", "eyematics").to_json_bytes();
+//! assert!(request.starts_with(br#"{"resourceType":"Parameters""#));
+//!
+//! // ... POST `request` to `.../dispatcher/$requestTasks`; the gateway answers:
+//! let response = br#"{"resourceType":"Parameters","parameter":[
+//!     {"name":"send_idat","part":[
+//!         {"name":"expires","valueInstant":"2030-05-28T13:00:00.00+02:00"},
+//!         {"name":"taskId","valueId":"t-1"},
+//!         {"name":"pseudonym","valueIdentifier":{"value":"psn-1"}},
+//!         {"name":"element","valueCoding":{"code":"given"}}]},
+//!     {"name":"send_idat","part":[{"name":"taskId","valueId":"t-2"}]}]}"#;
+//!
+//! let list = parse_tasks(response)?;
+//! assert_eq!(list.tasks.len(), 1);
+//! assert_eq!(list.tasks[0].key().0, "send_idat/t-1");
+//! assert!(matches!(list.tasks[0].kind, TaskKind::SendIdat { .. }));
+//! // The broken second task is reported, not dropped silently, and did not cost the first.
+//! assert_eq!(list.problems[0].index, 1);
+//! assert!(list.problems[0].reason.contains("part `expires` is missing"));
+//! # Ok::<(), ttp_proto::ProtoError>(())
+//! ```
 
 pub mod element;
 pub mod ops;

@@ -123,7 +123,9 @@ pub fn parse_psn_response(body: &[u8]) -> Result<PsnResponse, ProtoError> {
                 let bloom_filter = c
                     .exactly_one(parameter, "bloomfilter")
                     .and_then(|x| c.bloom_filter(x));
-                let target = c.exactly_one(parameter, "target").and_then(|x| c.identifier(x));
+                let target = c
+                    .exactly_one(parameter, "target")
+                    .and_then(|x| c.identifier(x));
                 let pseudonym = c
                     .exactly_one(parameter, "pseudonym")
                     .and_then(|x| c.identifier(x));
@@ -142,7 +144,9 @@ pub fn parse_psn_response(body: &[u8]) -> Result<PsnResponse, ProtoError> {
                 let bloom_filter = c
                     .exactly_one(parameter, "bloomfilter")
                     .and_then(|x| c.bloom_filter(x));
-                let target = c.exactly_one(parameter, "target").and_then(|x| c.identifier(x));
+                let target = c
+                    .exactly_one(parameter, "target")
+                    .and_then(|x| c.identifier(x));
                 let code = c
                     .exactly_one(parameter, "error-code")
                     .and_then(|x| error_code(&mut c, x));

@@ -56,7 +56,8 @@ fn summarize_outcome(outcome: &Json) -> String {
     if issues.is_empty() {
         return "OperationOutcome without issues".to_owned();
     }
-    let text_of = |issue: &Json, key: &str| issue.get(key).and_then(Json::as_str).map(str::to_owned);
+    let text_of =
+        |issue: &Json, key: &str| issue.get(key).and_then(Json::as_str).map(str::to_owned);
     let lines: Vec<String> = issues
         .iter()
         .map(|issue| {

@@ -88,6 +88,9 @@ pub enum Value {
     Boolean(bool),
     /// FHIR `integer` is a signed 32-bit number.
     Integer(i32),
+    /// Held as a JSON number: without serde_json's `arbitrary_precision` feature, digits
+    /// beyond an `f64` and trailing zeros (`1.50`) are not preserved. The dispatcher sends no
+    /// decimals; this is here for completeness.
     Decimal(Number),
     Base64Binary(String),
     Identifier(Identifier),
@@ -500,7 +503,11 @@ impl Parameters {
         let mut object = Map::new();
         object.insert("resourceType".into(), Json::String(RESOURCE_TYPE.into()));
         if !self.parameter.is_empty() {
-            let entries = self.parameter.iter().map(Parameter::to_json_value).collect();
+            let entries = self
+                .parameter
+                .iter()
+                .map(Parameter::to_json_value)
+                .collect();
             object.insert("parameter".into(), Json::Array(entries));
         }
         Json::Object(object)
@@ -905,7 +912,10 @@ impl fmt::Debug for Parameter {
         let mut s = f.debug_struct("Parameter");
         s.field("name", &self.name);
         if let Some(value) = &self.value {
-            if self.name.eq_ignore_ascii_case(crate::ops::API_KEY_PARAMETER) {
+            if self
+                .name
+                .eq_ignore_ascii_case(crate::ops::API_KEY_PARAMETER)
+            {
                 // Not even the length of a secret.
                 s.field("value", &format_args!("{}(<secret>)", value.key()));
             } else {

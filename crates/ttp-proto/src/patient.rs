@@ -42,12 +42,10 @@ pub const PATIENT_PROFILE: &str =
     "https://ths-greifswald.de/fhir/StructureDefinition/dispatcher/Patient/Idat";
 pub const BIRTH_PLACE_URL: &str = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace";
 pub const NATIONALITY_URL: &str = "http://hl7.org/fhir/StructureDefinition/patient-nationality";
-pub const EN_QUALIFIER_URL: &str =
-    "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier";
+pub const EN_QUALIFIER_URL: &str = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier";
 pub const BCP47_SYSTEM: &str = "urn:ietf:bcp:47";
 pub const ISO3166_SYSTEM: &str = "urn:iso:std:iso:3166";
-pub const MARITAL_STATUS_SYSTEM: &str =
-    "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus";
+pub const MARITAL_STATUS_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus";
 pub const NULL_FLAVOR_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor";
 
 /// Codes of the v3-MaritalStatus code system (R4 value set `marital-status` adds `UNK`).
@@ -333,7 +331,10 @@ pub fn patient_values(patient: &Json) -> BTreeMap<IdatElement, String> {
             );
             continue;
         }
-        put(IdatElement::Family, name.get("family").and_then(Json::as_str));
+        put(
+            IdatElement::Family,
+            name.get("family").and_then(Json::as_str),
+        );
         for given in array(name.get("given")) {
             put(IdatElement::Given, given.as_str());
         }
@@ -376,7 +377,9 @@ pub fn patient_values(patient: &Json) -> BTreeMap<IdatElement, String> {
         match extension.get("url").and_then(Json::as_str) {
             Some(BIRTH_PLACE_URL) => put(
                 IdatElement::Birthplace,
-                extension.pointer("/valueAddress/city").and_then(Json::as_str),
+                extension
+                    .pointer("/valueAddress/city")
+                    .and_then(Json::as_str),
             ),
             Some(NATIONALITY_URL) => {
                 for sub in array(extension.get("extension")) {

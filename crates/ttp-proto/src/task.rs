@@ -269,11 +269,8 @@ fn parse_entry(entry: &Entry, limits: &ParseLimits) -> Result<Task, TaskProblem>
             unknown_parts: Vec::new(),
         }),
         (_, Err(e)) => Err(problem(entry, e.reason.clone())),
-        (_, Ok(parameter)) => {
-            parse_known(parameter, &entry.raw, limits).map_err(|reasons| {
-                problem(entry, reasons.join("; "))
-            })
-        }
+        (_, Ok(parameter)) => parse_known(parameter, &entry.raw, limits)
+            .map_err(|reasons| problem(entry, reasons.join("; "))),
     }
 }
 
@@ -309,7 +306,7 @@ fn problem(entry: &Entry, detail: String) -> TaskProblem {
         key: TaskKey(format!(
             "malformed/{}/{}",
             name_segment(if name.is_empty() { "unnamed" } else { &name }),
-            digest32(entry.raw.to_string().as_bytes())
+            digest32(canonical_json(&entry.raw).as_bytes())
         )),
         name,
     }
@@ -341,9 +338,21 @@ fn parse_known(p: &Parameter, raw: &Json, limits: &ParseLimits) -> Result<Task, 
         .collect();
 
     let mut c = Checker::default();
+    // `expires` is 1..1 for send_idat, 0..1 for the others.
+    let expires = if p.name == SEND_IDAT {
+        c.exactly_one(p, "expires").and_then(|x| c.instant(x))
+    } else {
+        c.at_most_one(p, "expires")
+            .ok()
+            .flatten()
+            .and_then(|x| c.instant(x))
+    };
+
     let kind = match p.name.as_str() {
         DIC_PSN_AVAILABLE => {
-            let bloom_filter = c.exactly_one(p, "bloomfilter").and_then(|x| c.bloom_filter(x));
+            let bloom_filter = c
+                .exactly_one(p, "bloomfilter")
+                .and_then(|x| c.bloom_filter(x));
             let target = c.exactly_one(p, "target").and_then(|x| c.identifier(x));
             let pseudonym = c.exactly_one(p, "pseudonym").and_then(|x| c.identifier(x));
             match (bloom_filter, target, pseudonym) {
@@ -372,7 +381,9 @@ fn parse_known(p: &Parameter, raw: &Json, limits: &ParseLimits) -> Result<Task, 
         }
         REPEAT_REQUEST => {
             let study = c.exactly_one(p, "study").and_then(|x| c.identifier(x));
-            let bloom_filter = c.exactly_one(p, "bloomfilter").and_then(|x| c.bloom_filter(x));
+            let bloom_filter = c
+                .exactly_one(p, "bloomfilter")
+                .and_then(|x| c.bloom_filter(x));
             let target = c.exactly_one(p, "target").and_then(|x| c.identifier(x));
             match (study, bloom_filter, target) {
                 (Some(study), Some(bloom_filter), Some(target)) => Some(TaskKind::RepeatRequest {
@@ -385,19 +396,13 @@ fn parse_known(p: &Parameter, raw: &Json, limits: &ParseLimits) -> Result<Task, 
         }
         other => {
             // parse_entry routes only known types here.
-            c.push(format!("`{}` is not a known task type", display_name(other)));
+            c.push(format!(
+                "`{}` is not a known task type",
+                display_name(other)
+            ));
             None
         }
     };
-    let expires = if p.name == SEND_IDAT {
-        c.exactly_one(p, "expires").and_then(|x| c.instant(x))
-    } else {
-        c.at_most_one(p, "expires")
-            .ok()
-            .flatten()
-            .and_then(|x| c.instant(x))
-    };
-
     match kind {
         Some(kind) if c.problems.is_empty() => Ok(Task {
             kind,
@@ -421,7 +426,11 @@ impl Checker {
     }
 
     /// The single part `name`; records a problem if it is missing or repeated.
-    pub(crate) fn exactly_one<'a>(&mut self, p: &'a Parameter, name: &str) -> Option<&'a Parameter> {
+    pub(crate) fn exactly_one<'a>(
+        &mut self,
+        p: &'a Parameter,
+        name: &str,
+    ) -> Option<&'a Parameter> {
         match self.at_most_one(p, name) {
             Ok(Some(part)) => Some(part),
             Ok(None) => {
@@ -566,9 +575,7 @@ impl Checker {
                 None
             }
             (Ok(Some(part)), Ok(None)) => self.identifier(part).map(SendIdatSubject::Pseudonym),
-            (Ok(None), Ok(Some(part))) => {
-                self.bloom_filter(part).map(SendIdatSubject::BloomFilter)
-            }
+            (Ok(None), Ok(Some(part))) => self.bloom_filter(part).map(SendIdatSubject::BloomFilter),
             (Ok(None), Ok(None)) => {
                 self.push("has neither `pseudonym` nor `bloomfilter`, one is required".to_owned());
                 None
@@ -596,6 +603,17 @@ impl Checker {
         for (i, part) in parts.into_iter().enumerate() {
             match &part.value {
                 Some(Value::Coding(coding)) => match coding.code.as_deref() {
+                    // An unknown code is passed on to be reported, so it must be fit for a
+                    // log line: element codes are short words, never text blocks.
+                    Some(code)
+                        if code.chars().count() > MAX_IDENTIFIER_CHARS
+                            || code.chars().any(char::is_control) =>
+                    {
+                        self.push(format!(
+                            "part `element` {i} has a code that is not a plausible element code \
+                             (over {MAX_IDENTIFIER_CHARS} characters or control characters)"
+                        ));
+                    }
                     Some(code) if !code.trim().is_empty() => {
                         elements.push(match IdatElement::from_code(code) {
                             Some(known) => ElementRequest::Known(known),
@@ -823,7 +841,9 @@ impl std::fmt::Debug for TaskKind {
 impl std::fmt::Debug for SendIdatSubject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SendIdatSubject::BloomFilter(filter) => f.debug_tuple("BloomFilter").field(filter).finish(),
+            SendIdatSubject::BloomFilter(filter) => {
+                f.debug_tuple("BloomFilter").field(filter).finish()
+            }
             SendIdatSubject::Pseudonym(_) => f.write_str("Pseudonym(<redacted>)"),
         }
     }

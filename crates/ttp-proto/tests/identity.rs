@@ -26,7 +26,7 @@ fn permutations(items: Vec<Json>) -> Vec<Vec<Json>> {
         }
         for i in 0..k {
             heap(k - 1, items, out);
-            let j = if k % 2 == 0 { i } else { 0 };
+            let j = if k.is_multiple_of(2) { i } else { 0 };
             items.swap(j, k - 1);
         }
     }
@@ -75,7 +75,10 @@ fn with_expires(mut parts: Vec<Json>) -> Vec<Json> {
 
 #[test]
 fn expires_and_unknown_parts_do_not_change_content_keys() {
-    for (name, parts) in [("dic_psn_available", dic_parts()), ("repeat_request", repeat_parts())] {
+    for (name, parts) in [
+        ("dic_psn_available", dic_parts()),
+        ("repeat_request", repeat_parts()),
+    ] {
         let reference = key_of(task(name, parts.clone()));
         for variant in [
             with_expires(parts.clone()),
@@ -115,8 +118,16 @@ fn identifier_systems_and_the_pseudonym_do_not_change_dic_keys() {
 #[test]
 fn filter_target_and_type_distinguish_content_keys() {
     let base = key_of(task("dic_psn_available", dic_parts()));
-    let other_filter = vec![bf(OTHER_BF), ident("target", "eyematics"), ident("pseudonym", "p")];
-    let other_target = vec![bf(BF), ident("target", "dic_muenster"), ident("pseudonym", "p")];
+    let other_filter = vec![
+        bf(OTHER_BF),
+        ident("target", "eyematics"),
+        ident("pseudonym", "p"),
+    ];
+    let other_target = vec![
+        bf(BF),
+        ident("target", "dic_muenster"),
+        ident("pseudonym", "p"),
+    ];
     let repeat = key_of(task("repeat_request", repeat_parts()));
     let keys = [
         base,
@@ -158,7 +169,10 @@ fn unknown_task_keys_digest_the_canonical_json() {
     .unwrap();
     let key = key_of(a.clone());
     assert_eq!(key_of(b), key);
-    assert_eq!(key.0, format!("send_consent/sha256:{}", digest32(a.to_string().as_bytes())));
+    assert_eq!(
+        key.0,
+        format!("send_consent/sha256:{}", digest32(a.to_string().as_bytes()))
+    );
     assert_eq!(
         a.to_string(),
         r#"{"name":"send_consent","part":[{"name":"what","valueCoding":{"code":"c","system":"s"}}]}"#
@@ -176,17 +190,31 @@ fn problem_keys_are_stable_and_distinct() {
     .unwrap();
     let key = problem_of(broken.clone()).key;
     assert_eq!(problem_of(reordered).key, key);
-    assert_eq!(key.0, format!("malformed/send_idat/{}", digest32(broken.to_string().as_bytes())));
+    assert_eq!(
+        key.0,
+        format!(
+            "malformed/send_idat/{}",
+            digest32(broken.to_string().as_bytes())
+        )
+    );
     let other = json!({ "name": "send_idat", "part": [ task_id("t2"), element("given") ] });
     assert_ne!(problem_of(other).key, key);
     let unnamed = problem_of(json!({ "part": [] }));
-    assert!(unnamed.key.0.starts_with("malformed/unnamed/"), "{:?}", unnamed.key);
+    assert!(
+        unnamed.key.0.starts_with("malformed/unnamed/"),
+        "{:?}",
+        unnamed.key
+    );
     assert_eq!(unnamed.key(), &unnamed.key);
 }
 
 #[test]
 fn keys_are_single_printable_lines_without_secrets() {
-    let parts = vec![bf(BF), ident("target", "eyematics"), ident("pseudonym", "mii_6348Q7")];
+    let parts = vec![
+        bf(BF),
+        ident("target", "eyematics"),
+        ident("pseudonym", "mii_6348Q7"),
+    ];
     let plain = key_of(task("dic_psn_available", parts));
     assert!(!plain.0.contains(BF) && !plain.0.contains("mii_6348Q7"));
 
@@ -195,22 +223,41 @@ fn keys_are_single_printable_lines_without_secrets() {
     let escaped = key_of(task("dic_psn_available", parts));
     assert_eq!(
         escaped.0,
-        format!("dic_psn_available/a%2Fb%20c%25%C3%BC/{}", digest32(BF_BYTES))
+        format!(
+            "dic_psn_available/a%2Fb%20c%25%C3%BC/{}",
+            digest32(BF_BYTES)
+        )
     );
     let hostile_name = key_of(json!({ "name": "x/y\u{7}z", "valueString": "v" }));
-    assert!(hostile_name.0.starts_with("x%2Fy%07z/sha256:"), "{hostile_name}");
+    assert!(
+        hostile_name.0.starts_with("x%2Fy%07z/sha256:"),
+        "{hostile_name}"
+    );
     let long_name = key_of(json!({ "name": "n".repeat(10_000) }));
     assert!(long_name.0.starts_with("long-name/sha256:") && long_name.0.len() < 100);
     for key in [plain, escaped, hostile_name, long_name] {
         assert!(key.0.chars().all(|c| c.is_ascii_graphic()), "{key}");
-        assert_eq!(key.0.split('/').count(), if key.0.starts_with("dic") { 3 } else { 2 }, "{key}");
+        assert_eq!(
+            key.0.split('/').count(),
+            if key.0.starts_with("dic") { 3 } else { 2 },
+            "{key}"
+        );
     }
 }
 
 #[test]
 fn the_task_limit_problem_has_one_stable_key() {
-    let limits = ParseLimits { max_tasks: 2, ..ParseLimits::default() };
-    let body_of = |n: usize| body(Json::Array((0..n).map(|_| task("dic_psn_available", dic_parts())).collect()));
+    let limits = ParseLimits {
+        max_tasks: 2,
+        ..ParseLimits::default()
+    };
+    let body_of = |n: usize| {
+        body(Json::Array(
+            (0..n)
+                .map(|_| task("dic_psn_available", dic_parts()))
+                .collect(),
+        ))
+    };
     let five = parse_tasks_with(&body_of(5), &limits).unwrap();
     let nine = parse_tasks_with(&body_of(9), &limits).unwrap();
     assert_eq!(five.problems.len(), 1);

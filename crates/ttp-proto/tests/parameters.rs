@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value as Json, json};
-use ttp_proto::parameters::{Coding, Identifier, Parameter, Parameters, Value, parse_body};
 use ttp_proto::ProtoError;
+use ttp_proto::parameters::{Coding, Identifier, Parameter, Parameters, Value, parse_body};
 
 const EXAMPLES: [&str; 5] = [
     "providePatientData-request.json",
@@ -18,8 +18,8 @@ const EXAMPLES: [&str; 5] = [
 #[test]
 fn every_example_parses_strictly_and_re_encodes_to_the_same_json() {
     for name in EXAMPLES {
-        let parsed = Parameters::from_json_bytes(&example(name))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed =
+            Parameters::from_json_bytes(&example(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!parsed.parameter.is_empty(), "{name}");
         assert_eq!(parsed.to_json_value(), example_json(name), "{name}");
         let reparsed = Parameters::from_json_bytes(&parsed.to_json_bytes()).unwrap();
@@ -72,7 +72,10 @@ fn every_value_type() -> Parameters {
         .value("d", Value::Date("2024-01-02".into()))
         .boolean("b", false)
         .integer("n", -2_147_483_648)
-        .value("dec", Value::Decimal(serde_json::Number::from_f64(1.5).unwrap()))
+        .value(
+            "dec",
+            Value::Decimal(serde_json::Number::from_f64(1.5).unwrap()),
+        )
         .base64_binary("bin", b"\x00\x01\xff")
         .value("id", Value::Identifier(identifier))
         .value("cod", Value::Coding(coding))
@@ -159,7 +162,10 @@ fn instant_builder_writes_fhir_instants() {
     );
     let utc = chrono::DateTime::parse_from_rfc3339("2021-05-28T11:00:00.250Z").unwrap();
     let json = Parameters::new().instant("expires", utc).to_json_value();
-    assert_eq!(json["parameter"][0]["valueInstant"], "2021-05-28T11:00:00.250Z");
+    assert_eq!(
+        json["parameter"][0]["valueInstant"],
+        "2021-05-28T11:00:00.250Z"
+    );
 }
 
 #[test]
@@ -169,15 +175,17 @@ fn absent_and_empty_parameter_arrays_read_alike() {
         br#"{"resourceType":"Parameters","parameter":[]}"#,
         br#"{"resourceType":"Parameters","id":"x","meta":{"lastUpdated":"2020-01-01T00:00:00Z"}}"#,
     ] {
-        assert_eq!(Parameters::from_json_bytes(body).unwrap(), Parameters::new());
+        assert_eq!(
+            Parameters::from_json_bytes(body).unwrap(),
+            Parameters::new()
+        );
     }
 }
 
 #[test]
 fn whole_body_errors_are_classified() {
     let not_json = |r: Result<Parameters, ProtoError>| matches!(r, Err(ProtoError::NotJson(_)));
-    let malformed =
-        |r: Result<Parameters, ProtoError>| matches!(r, Err(ProtoError::Malformed(_)));
+    let malformed = |r: Result<Parameters, ProtoError>| matches!(r, Err(ProtoError::Malformed(_)));
     let wrong_type =
         |r: Result<Parameters, ProtoError>| matches!(r, Err(ProtoError::WrongResourceType(_)));
     type Check = fn(Result<Parameters, ProtoError>) -> bool;
@@ -194,11 +202,26 @@ fn whole_body_errors_are_classified() {
         (b"null", malformed),
         (br#"{"parameter":[]}"#, malformed),
         (br#"{"resourceType":7}"#, malformed),
-        (br#"{"resourceType":"Parameters","parameter":{}}"#, malformed),
-        (br#"{"resourceType":"Parameters","parameter":"x"}"#, malformed),
-        (br#"{"resourceType":"Parameters","parameter":null}"#, malformed),
-        (br#"{"resourceType":"Parameters","parameter":[],"parameter":[]}"#, malformed),
-        (br#"{"resourceType":"Parameters","resourceType":"Parameters"}"#, malformed),
+        (
+            br#"{"resourceType":"Parameters","parameter":{}}"#,
+            malformed,
+        ),
+        (
+            br#"{"resourceType":"Parameters","parameter":"x"}"#,
+            malformed,
+        ),
+        (
+            br#"{"resourceType":"Parameters","parameter":null}"#,
+            malformed,
+        ),
+        (
+            br#"{"resourceType":"Parameters","parameter":[],"parameter":[]}"#,
+            malformed,
+        ),
+        (
+            br#"{"resourceType":"Parameters","resourceType":"Parameters"}"#,
+            malformed,
+        ),
         (br#"{"resourceType":"Bundle","entry":[]}"#, wrong_type),
         (br#"{"resourceType":"parameters"}"#, wrong_type),
     ];
@@ -231,7 +254,10 @@ fn error_messages_name_the_problem_without_quoting_values() {
     .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("parameter 0 (a)"), "{text}");
-    assert!(text.contains("`valueBoolean` is a string, expected a boolean"), "{text}");
+    assert!(
+        text.contains("`valueBoolean` is a string, expected a boolean"),
+        "{text}"
+    );
     assert!(!text.contains("Mustermann"), "{text}");
 }
 
@@ -250,7 +276,10 @@ fn an_operation_outcome_body_has_its_own_error() {
 fn a_byte_order_mark_is_tolerated() {
     let mut body = b"\xEF\xBB\xBF".to_vec();
     body.extend_from_slice(&example("requestTasks-request.json"));
-    assert_eq!(Parameters::from_json_bytes(&body).unwrap().parameter.len(), 2);
+    assert_eq!(
+        Parameters::from_json_bytes(&body).unwrap().parameter.len(),
+        2
+    );
 }
 
 #[test]
@@ -308,7 +337,12 @@ fn bad_entries_are_isolated_with_precise_reasons() {
     }
     // The name is kept for reporting when it is readable.
     assert_eq!(
-        parsed.entries[1].decoded.as_ref().unwrap_err().name.as_deref(),
+        parsed.entries[1]
+            .decoded
+            .as_ref()
+            .unwrap_err()
+            .name
+            .as_deref(),
         Some("two")
     );
     assert_eq!(parsed.entries[2].decoded.as_ref().unwrap_err().name, None);
@@ -319,7 +353,10 @@ fn strict_parsing_rejects_one_bad_entry_and_names_it() {
     let entries = json!([{ "name": "a" }, { "name": "b", "valueString": "x", "valueId": "y" }]);
     match Parameters::from_json_bytes(&body(entries)) {
         Err(ProtoError::Malformed(message)) => {
-            assert!(message.starts_with("parameter 1 (b): has 2 value[x] keys"), "{message}")
+            assert!(
+                message.starts_with("parameter 1 (b): has 2 value[x] keys"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -360,7 +397,10 @@ fn accessors_find_entries_and_parts_by_name() {
         .string("b", "2")
         .string("a", "3")
         .part("t", Parameters::new().string("x", "4").string("x", "5"));
-    let a: Vec<_> = p.named("a").filter_map(|e| e.value.as_ref()?.as_str()).collect();
+    let a: Vec<_> = p
+        .named("a")
+        .filter_map(|e| e.value.as_ref()?.as_str())
+        .collect();
     assert_eq!(a, ["1", "3"]);
     assert!(p.first("missing").is_none());
     assert_eq!(p.first("t").unwrap().parts_named("x").count(), 2);
@@ -383,7 +423,14 @@ fn debug_output_shows_structure_but_no_values() {
     for secret in ["secret-study-name", "SECRET", "Mustermann", "ZmlsdGVy"] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
-    for shown in ["study", "pseudonym", "bloomfilter", "Patient", "apikey", GPAS] {
+    for shown in [
+        "study",
+        "pseudonym",
+        "bloomfilter",
+        "Patient",
+        "apikey",
+        GPAS,
+    ] {
         assert!(debug.contains(shown), "{shown} not in {debug}");
     }
     // Not even the key's length.
@@ -392,5 +439,8 @@ fn debug_output_shows_structure_but_no_values() {
 
     let parsed = parse_body(&example("requestTasks-response.json"), 10).unwrap();
     let debug = format!("{parsed:?}");
-    assert!(!debug.contains("mii_6348Q7") && !debug.contains(BF), "{debug}");
+    assert!(
+        !debug.contains("mii_6348Q7") && !debug.contains(BF),
+        "{debug}"
+    );
 }
