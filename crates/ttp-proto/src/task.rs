@@ -1,9 +1,49 @@
 //! Tasks from `$requestTasks`: one multi-part parameter per task, the parameter name is the type.
+//!
+//! ```json
+//! { "name": "dic_psn_available", "part": [
+//!     { "name": "bloomfilter", "valueBase64Binary": "SWNo..." },
+//!     { "name": "target",    "valueIdentifier": { "system": "...", "value": "eyematics" } },
+//!     { "name": "pseudonym", "valueIdentifier": { "system": "...", "value": "mii_6348Q7" } } ] }
+//! ```
+//!
+//! [`parse_tasks`] turns a response into a [`TaskList`]: the tasks it could read and, for each
+//! entry it could not, a [`TaskProblem`]. One broken task never hides the others, and nothing a
+//! gateway sends makes the parser panic or allocate beyond the body (see [`ParseLimits`]).
+//!
+//! # How lenient
+//!
+//! Lenient where deployments are known to differ, strict where a guess could do harm:
+//!
+//! * Identifier-typed parts (`target`, `pseudonym`, `study`) use the Identifier's `value`
+//!   whatever its `system` (systems differ between deployments); a plain `valueString` is
+//!   accepted too.
+//! * `expires` is a FHIR instant (`2021-05-28T13:00:00.00+02:00`, `...Z`, any number of
+//!   fractional digits); a `valueDateTime` is accepted when it has a full time and an offset.
+//! * Unknown task types become [`TaskKind::Unknown`], unknown parts land in
+//!   [`Task::unknown_parts`], unknown element codes in [`ElementRequest::Unknown`]: newer
+//!   gateways will send them, and the agent reports rather than ignores them.
+//! * Everything else that does not match the cardinalities of the dispatcher IG (a missing or
+//!   repeated part, both or neither of `pseudonym` and `bloomfilter`, bad base64, a bad
+//!   instant, an `element` without code...) makes the task a [`TaskProblem`]. Problem reasons
+//!   name the task type and the part, never a part's value.
+//!
+//! # Identity
+//!
+//! The fTTP gives only `send_idat` an id, yet repeats every task until it is done, so the
+//! agent needs a stable identity for each: [`Task::key`] and [`TaskProblem::key`]. Content-
+//! identified tasks are keyed by type, target and a digest of the Bloom filter, deliberately
+//! not by `expires`, part order or unknown parts, which may change between listings of the
+//! same task. Keys contain no filter, pseudonym or IDAT and are safe to log.
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use sha2::Digest as _;
 
 use crate::IdatElement;
+use crate::ProtoError;
+use crate::parameters::{self, Entry, Parameter, Value, display_name};
 
 /// A Bloom filter as raw bytes. On the wire it is standard base64 with padding.
 ///
@@ -19,7 +59,7 @@ pub struct BloomFilter(pub Vec<u8>);
 pub struct TaskKey(pub String);
 
 /// One task, as parsed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub kind: TaskKind,
     /// `expires` (required for `send_idat`, optional for the others).
@@ -28,7 +68,7 @@ pub struct Task {
     pub unknown_parts: Vec<serde_json::Value>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum TaskKind {
     /// A clearing finished: store `pseudonym` for the record whose filter equals `bloom_filter`.
     DicPsnAvailable {
@@ -56,7 +96,7 @@ pub enum TaskKind {
 }
 
 /// Which record a `send_idat` task is about.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SendIdatSubject {
     BloomFilter(BloomFilter),
     Pseudonym(String),
@@ -133,5 +173,715 @@ impl std::fmt::Display for BloomFilter {
 impl std::fmt::Display for TaskKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task types and limits
+// ---------------------------------------------------------------------------------------------
+
+/// Parameter name of the "pseudonym available after clearing" task.
+pub const DIC_PSN_AVAILABLE: &str = "dic_psn_available";
+/// Parameter name of the "send IDAT" task.
+pub const SEND_IDAT: &str = "send_idat";
+/// Parameter name of the "send the Bloom filter request again" task.
+pub const REPEAT_REQUEST: &str = "repeat_request";
+
+/// Identifier-typed values (targets, pseudonyms, studies) are short codes; anything longer than
+/// this is not one, and would bloat store keys.
+pub const MAX_IDENTIFIER_CHARS: usize = 256;
+
+/// Bounds on what one response may make the parser keep. Beyond them the parser reports
+/// problems instead of allocating without limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Tasks read from one response; later ones are skipped and reported as one problem.
+    pub max_tasks: usize,
+    /// `element` parts in one `send_idat` task (there are 15 element codes).
+    pub max_elements: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_tasks: 100_000,
+            max_elements: 64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Parses a `$requestTasks` response with the default [`ParseLimits`].
+pub fn parse_tasks(body: &[u8]) -> Result<TaskList, ProtoError> {
+    parse_tasks_with(body, &ParseLimits::default())
+}
+
+/// Parses a `$requestTasks` response. Errors only for a body that is not a `Parameters`
+/// resource at all; every task-level defect is a [`TaskProblem`] in the result.
+pub fn parse_tasks_with(body: &[u8], limits: &ParseLimits) -> Result<TaskList, ProtoError> {
+    let parsed = parameters::parse_body(body, limits.max_tasks)?;
+    let mut list = TaskList::default();
+    for entry in &parsed.entries {
+        match parse_entry(entry, limits) {
+            Ok(task) => list.tasks.push(task),
+            Err(problem) => list.problems.push(problem),
+        }
+    }
+    if parsed.omitted > 0 {
+        let max = limits.max_tasks;
+        list.problems.push(TaskProblem {
+            index: max,
+            name: String::new(),
+            reason: format!(
+                "the response lists {} tasks, more than the limit of {max} \
+                 (ParseLimits::max_tasks); the last {} were not read",
+                max.saturating_add(parsed.omitted),
+                parsed.omitted
+            ),
+            // Stable for a given limit, so a response that stays too long is reported once.
+            key: TaskKey(format!(
+                "malformed/task-limit/{}",
+                digest32(format!("ttp-proto task limit {max}").as_bytes())
+            )),
+        });
+    }
+    Ok(list)
+}
+
+fn parse_entry(entry: &Entry, limits: &ParseLimits) -> Result<Task, TaskProblem> {
+    let name = entry
+        .raw
+        .get("name")
+        .and_then(Json::as_str)
+        .filter(|n| !n.is_empty());
+    match (name, &entry.decoded) {
+        // An unknown type is kept whole even if its shape is odd: it is reported, not acted on,
+        // and newer gateways may well use shapes this version cannot decode.
+        (Some(name), decoded) if !is_known_type(name) => Ok(Task {
+            kind: TaskKind::Unknown {
+                name: name.to_owned(),
+                raw: entry.raw.clone(),
+            },
+            expires: decoded.as_ref().ok().and_then(lenient_expires),
+            unknown_parts: Vec::new(),
+        }),
+        (_, Err(e)) => Err(problem(entry, e.reason.clone())),
+        (_, Ok(parameter)) => parse_known(parameter, &entry.raw, limits)
+            .map_err(|reasons| problem(entry, reasons.join("; "))),
+    }
+}
+
+fn is_known_type(name: &str) -> bool {
+    matches!(name, DIC_PSN_AVAILABLE | SEND_IDAT | REPEAT_REQUEST)
+}
+
+/// The parts each known type may have; others go to `unknown_parts`.
+fn schema(name: &str) -> &'static [&'static str] {
+    match name {
+        DIC_PSN_AVAILABLE => &["expires", "bloomfilter", "target", "pseudonym"],
+        SEND_IDAT => &["expires", "taskId", "pseudonym", "bloomfilter", "element"],
+        REPEAT_REQUEST => &["expires", "study", "bloomfilter", "target"],
+        _ => &[],
+    }
+}
+
+fn problem(entry: &Entry, detail: String) -> TaskProblem {
+    let name = entry
+        .raw
+        .get("name")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let label = if name.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        display_name(&name)
+    };
+    TaskProblem {
+        index: entry.index,
+        reason: format!("{label} task: {detail}"),
+        key: TaskKey(format!(
+            "malformed/{}/{}",
+            name_segment(if name.is_empty() { "unnamed" } else { &name }),
+            digest32(canonical_json(&entry.raw).as_bytes())
+        )),
+        name,
+    }
+}
+
+/// `expires` of an unknown task, if it has a readable one (never a problem: it is a hint).
+fn lenient_expires(parameter: &Parameter) -> Option<DateTime<FixedOffset>> {
+    match parameter.parts_named("expires").next()?.value.as_ref()? {
+        Value::Instant(text) | Value::DateTime(text) => parse_instant(text),
+        _ => None,
+    }
+}
+
+fn parse_known(p: &Parameter, raw: &Json, limits: &ParseLimits) -> Result<Task, Vec<String>> {
+    let known = schema(&p.name);
+    let raw_parts = raw.get("part").and_then(Json::as_array);
+    let unknown_parts = p
+        .part
+        .iter()
+        .enumerate()
+        .filter(|(_, part)| !known.contains(&part.name.as_str()))
+        .map(|(i, part)| {
+            // The JSON as received, so nothing the codec does not model is lost.
+            raw_parts
+                .and_then(|parts| parts.get(i))
+                .cloned()
+                .unwrap_or_else(|| part.to_json_value())
+        })
+        .collect();
+
+    let mut c = Checker::default();
+    // `expires` is 1..1 for send_idat, 0..1 for the others.
+    let expires = if p.name == SEND_IDAT {
+        c.exactly_one(p, "expires").and_then(|x| c.instant(x))
+    } else {
+        c.at_most_one(p, "expires")
+            .ok()
+            .flatten()
+            .and_then(|x| c.instant(x))
+    };
+
+    let kind = match p.name.as_str() {
+        DIC_PSN_AVAILABLE => {
+            let bloom_filter = c
+                .exactly_one(p, "bloomfilter")
+                .and_then(|x| c.bloom_filter(x));
+            let target = c.exactly_one(p, "target").and_then(|x| c.identifier(x));
+            let pseudonym = c.exactly_one(p, "pseudonym").and_then(|x| c.identifier(x));
+            match (bloom_filter, target, pseudonym) {
+                (Some(bloom_filter), Some(target), Some(pseudonym)) => {
+                    Some(TaskKind::DicPsnAvailable {
+                        bloom_filter,
+                        target,
+                        pseudonym,
+                    })
+                }
+                _ => None,
+            }
+        }
+        SEND_IDAT => {
+            let task_id = c.exactly_one(p, "taskId").and_then(|x| c.task_id(x));
+            let subject = c.send_idat_subject(p);
+            let elements = c.elements(p, limits.max_elements);
+            match (task_id, subject, elements) {
+                (Some(task_id), Some(subject), Some(elements)) => Some(TaskKind::SendIdat {
+                    task_id,
+                    subject,
+                    elements,
+                }),
+                _ => None,
+            }
+        }
+        REPEAT_REQUEST => {
+            let study = c.exactly_one(p, "study").and_then(|x| c.identifier(x));
+            let bloom_filter = c
+                .exactly_one(p, "bloomfilter")
+                .and_then(|x| c.bloom_filter(x));
+            let target = c.exactly_one(p, "target").and_then(|x| c.identifier(x));
+            match (study, bloom_filter, target) {
+                (Some(study), Some(bloom_filter), Some(target)) => Some(TaskKind::RepeatRequest {
+                    study,
+                    bloom_filter,
+                    target,
+                }),
+                _ => None,
+            }
+        }
+        other => {
+            // parse_entry routes only known types here.
+            c.push(format!(
+                "`{}` is not a known task type",
+                display_name(other)
+            ));
+            None
+        }
+    };
+    match kind {
+        Some(kind) if c.problems.is_empty() => Ok(Task {
+            kind,
+            expires,
+            unknown_parts,
+        }),
+        _ => Err(c.problems),
+    }
+}
+
+/// Collects what is wrong with one task while its parts are read, so that the problem lists
+/// every defect at once rather than the first.
+#[derive(Default)]
+pub(crate) struct Checker {
+    pub(crate) problems: Vec<String>,
+}
+
+impl Checker {
+    pub(crate) fn push(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
+    /// The single part `name`; records a problem if it is missing or repeated.
+    pub(crate) fn exactly_one<'a>(
+        &mut self,
+        p: &'a Parameter,
+        name: &str,
+    ) -> Option<&'a Parameter> {
+        match self.at_most_one(p, name) {
+            Ok(Some(part)) => Some(part),
+            Ok(None) => {
+                self.push(format!("part `{name}` is missing"));
+                None
+            }
+            Err(()) => None,
+        }
+    }
+
+    /// The part `name` if present; `Err` (problem recorded) if repeated.
+    pub(crate) fn at_most_one<'a>(
+        &mut self,
+        p: &'a Parameter,
+        name: &str,
+    ) -> Result<Option<&'a Parameter>, ()> {
+        let mut parts = p.part.iter().filter(|part| part.name == name);
+        let first = parts.next();
+        let more = parts.count();
+        if more > 0 {
+            self.push(format!(
+                "part `{name}` appears {} times, at most once is allowed",
+                more + 1
+            ));
+            return Err(());
+        }
+        Ok(first)
+    }
+
+    pub(crate) fn wrong_type(&mut self, part: &Parameter, expected: &str) {
+        match &part.value {
+            Some(value) => self.push(format!(
+                "part `{}` has {}, expected {expected}",
+                part.name,
+                display_name(value.key())
+            )),
+            None => self.push(format!(
+                "part `{}` has no value, expected {expected}",
+                part.name
+            )),
+        }
+    }
+
+    /// The text of an Identifier-typed part: the Identifier's `value` whatever its `system`,
+    /// or a plain string.
+    pub(crate) fn identifier(&mut self, part: &Parameter) -> Option<String> {
+        let text = match &part.value {
+            Some(Value::Identifier(identifier)) => match &identifier.value {
+                Some(text) => text,
+                None => {
+                    self.push(format!(
+                        "part `{}` is an Identifier without `value`",
+                        part.name
+                    ));
+                    return None;
+                }
+            },
+            Some(Value::String(text)) => text,
+            _ => {
+                self.wrong_type(part, "valueIdentifier or valueString");
+                return None;
+            }
+        };
+        if text.trim().is_empty() {
+            self.push(format!("part `{}` is empty", part.name));
+            None
+        } else if text.chars().count() > MAX_IDENTIFIER_CHARS {
+            self.push(format!(
+                "part `{}` is longer than {MAX_IDENTIFIER_CHARS} characters",
+                part.name
+            ));
+            None
+        } else if text.chars().any(char::is_control) {
+            self.push(format!("part `{}` contains control characters", part.name));
+            None
+        } else {
+            Some(text.clone())
+        }
+    }
+
+    pub(crate) fn bloom_filter(&mut self, part: &Parameter) -> Option<BloomFilter> {
+        let Some(Value::Base64Binary(text)) = &part.value else {
+            self.wrong_type(part, "valueBase64Binary");
+            return None;
+        };
+        match BloomFilter::from_base64(text) {
+            Ok(filter) if filter.0.is_empty() => {
+                self.push(format!("part `{}` is empty", part.name));
+                None
+            }
+            Ok(filter) => Some(filter),
+            Err(_) => {
+                self.push(format!(
+                    "part `{}` is not valid base64 (standard alphabet, with padding)",
+                    part.name
+                ));
+                None
+            }
+        }
+    }
+
+    fn instant(&mut self, part: &Parameter) -> Option<DateTime<FixedOffset>> {
+        let (Some(Value::Instant(text)) | Some(Value::DateTime(text))) = &part.value else {
+            self.wrong_type(part, "valueInstant");
+            return None;
+        };
+        let parsed = parse_instant(text);
+        if parsed.is_none() {
+            self.push(format!(
+                "part `{}` is not a FHIR instant (YYYY-MM-DDThh:mm:ss[.fff] with Z or +hh:mm)",
+                part.name
+            ));
+        }
+        parsed
+    }
+
+    fn task_id(&mut self, part: &Parameter) -> Option<String> {
+        let (Some(Value::Id(text)) | Some(Value::String(text))) = &part.value else {
+            self.wrong_type(part, "valueId");
+            return None;
+        };
+        if is_fhir_id(text) {
+            Some(text.clone())
+        } else {
+            self.push(format!(
+                "part `{}` is not a FHIR id (1 to 64 of A-Z, a-z, 0-9, '-', '.')",
+                part.name
+            ));
+            None
+        }
+    }
+
+    /// `pseudonym` xor `bloomfilter`, each 0..1.
+    fn send_idat_subject(&mut self, p: &Parameter) -> Option<SendIdatSubject> {
+        let pseudonym = self.at_most_one(p, "pseudonym");
+        let bloom_filter = self.at_most_one(p, "bloomfilter");
+        match (pseudonym, bloom_filter) {
+            (Ok(Some(_)), Ok(Some(_))) => {
+                self.push(
+                    "has both `pseudonym` and `bloomfilter`, exactly one is allowed".to_owned(),
+                );
+                None
+            }
+            (Ok(Some(part)), Ok(None)) => self.identifier(part).map(SendIdatSubject::Pseudonym),
+            (Ok(None), Ok(Some(part))) => self.bloom_filter(part).map(SendIdatSubject::BloomFilter),
+            (Ok(None), Ok(None)) => {
+                self.push("has neither `pseudonym` nor `bloomfilter`, one is required".to_owned());
+                None
+            }
+            // A repeated part, already recorded.
+            _ => None,
+        }
+    }
+
+    fn elements(&mut self, p: &Parameter, max: usize) -> Option<Vec<ElementRequest>> {
+        let parts: Vec<&Parameter> = p.parts_named("element").collect();
+        if parts.is_empty() {
+            self.push("has no `element` part, at least one is required".to_owned());
+            return None;
+        }
+        if parts.len() > max {
+            self.push(format!(
+                "has {} `element` parts, more than the limit of {max} (ParseLimits::max_elements)",
+                parts.len()
+            ));
+            return None;
+        }
+        let problems_before = self.problems.len();
+        let mut elements = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            match &part.value {
+                Some(Value::Coding(coding)) => match coding.code.as_deref() {
+                    // An unknown code is passed on to be reported, so it must be fit for a
+                    // log line: element codes are short words, never text blocks.
+                    Some(code)
+                        if code.chars().count() > MAX_IDENTIFIER_CHARS
+                            || code.chars().any(char::is_control) =>
+                    {
+                        self.push(format!(
+                            "part `element` {i} has a code that is not a plausible element code \
+                             (over {MAX_IDENTIFIER_CHARS} characters or control characters)"
+                        ));
+                    }
+                    Some(code) if !code.trim().is_empty() => {
+                        elements.push(match IdatElement::from_code(code) {
+                            Some(known) => ElementRequest::Known(known),
+                            None => ElementRequest::Unknown(code.to_owned()),
+                        });
+                    }
+                    _ => self.push(format!("part `element` {i} is a Coding without `code`")),
+                },
+                _ => self.wrong_type(part, "valueCoding"),
+            }
+        }
+        (self.problems.len() == problems_before).then_some(elements)
+    }
+}
+
+/// FHIR `id`: `[A-Za-z0-9\-\.]{1,64}`. A task id becomes part of a store key, so it is checked,
+/// not trusted.
+fn is_fhir_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Parses a FHIR `instant`. chrono's RFC 3339 parser is laxer than FHIR (it takes a space or
+/// `t` as separator, a lower-case `z`), so the shape is checked first; chrono then validates
+/// the calendar and clock values and keeps up to nanoseconds of the fraction.
+pub fn parse_instant(text: &str) -> Option<DateTime<FixedOffset>> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || !bytes[..19].is_ascii() || bytes[10] != b'T' {
+        return None;
+    }
+    let mut zone = &bytes[19..];
+    if let Some(rest) = zone.strip_prefix(b".") {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        zone = &rest[digits..];
+    }
+    let zone_ok = zone == b"Z"
+        || (zone.len() == 6
+            && matches!(zone[0], b'+' | b'-')
+            && zone[1..3].iter().all(u8::is_ascii_digit)
+            && zone[3] == b':'
+            && zone[4..].iter().all(u8::is_ascii_digit));
+    if !zone_ok {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(text).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------------------------
+
+impl TaskKind {
+    /// The task type as on the wire (`"send_idat"`, or the unknown type's name).
+    pub fn type_name(&self) -> &str {
+        match self {
+            TaskKind::DicPsnAvailable { .. } => DIC_PSN_AVAILABLE,
+            TaskKind::SendIdat { .. } => SEND_IDAT,
+            TaskKind::RepeatRequest { .. } => REPEAT_REQUEST,
+            TaskKind::Unknown { name, .. } => name,
+        }
+    }
+}
+
+impl Task {
+    /// The task's stable identity (see the module docs):
+    ///
+    /// * `send_idat/<taskId>`
+    /// * `dic_psn_available/<target>/<first 32 hex digits of SHA-256 of the filter>`
+    /// * `repeat_request/<target>/<same digest>`
+    /// * `<name>/sha256:<first 32 hex digits of SHA-256 of the parameter's canonical JSON>`
+    ///   for unknown types.
+    ///
+    /// Characters outside `A-Z a-z 0-9 - . _ ~` in targets and names are percent-encoded, so a
+    /// key is one printable line and `/` separates its fields unambiguously.
+    pub fn key(&self) -> TaskKey {
+        TaskKey(match &self.kind {
+            TaskKind::SendIdat { task_id, .. } => {
+                format!("{SEND_IDAT}/{}", key_segment(task_id))
+            }
+            TaskKind::DicPsnAvailable {
+                bloom_filter,
+                target,
+                ..
+            } => format!(
+                "{DIC_PSN_AVAILABLE}/{}/{}",
+                key_segment(target),
+                digest32(&bloom_filter.0)
+            ),
+            TaskKind::RepeatRequest {
+                bloom_filter,
+                target,
+                ..
+            } => format!(
+                "{REPEAT_REQUEST}/{}/{}",
+                key_segment(target),
+                digest32(&bloom_filter.0)
+            ),
+            TaskKind::Unknown { name, raw } => format!(
+                "{}/sha256:{}",
+                name_segment(name),
+                digest32(canonical_json(raw).as_bytes())
+            ),
+        })
+    }
+}
+
+impl TaskProblem {
+    /// The problem's stable identity: `malformed/<name or "unnamed">/<digest of its JSON>`
+    /// (also available as the `key` field).
+    pub fn key(&self) -> &TaskKey {
+        &self.key
+    }
+}
+
+/// JSON with object keys sorted. serde_json's `Map` is a `BTreeMap` unless the
+/// `preserve_order` feature is on; the test `canonical_json_sorts_keys` guards against a
+/// dependency switching it on for the whole build.
+fn canonical_json(json: &Json) -> String {
+    json.to_string()
+}
+
+/// The first 32 hex digits (128 bits) of SHA-256.
+fn digest32(bytes: &[u8]) -> String {
+    let mut hex = hex::encode(sha2::Sha256::digest(bytes));
+    hex.truncate(32);
+    hex
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn key_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A type name as a key segment. Names are not identity (the digest after them is), so an
+/// absurdly long one is replaced rather than carried into every key.
+fn name_segment(name: &str) -> String {
+    let segment = key_segment(name);
+    if segment.is_empty() {
+        "unnamed".to_owned()
+    } else if segment.len() > 64 {
+        "long-name".to_owned()
+    } else {
+        segment
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redacting Debug: pseudonyms and unknown JSON stay out of logs
+// ---------------------------------------------------------------------------------------------
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown: Vec<String> = self
+            .unknown_parts
+            .iter()
+            .map(|part| {
+                part.get("name")
+                    .and_then(Json::as_str)
+                    .map_or_else(|| "(unnamed)".to_owned(), display_name)
+            })
+            .collect();
+        f.debug_struct("Task")
+            .field("kind", &self.kind)
+            .field("expires", &self.expires)
+            .field("unknown_parts", &unknown)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskKind::DicPsnAvailable {
+                bloom_filter,
+                target,
+                pseudonym: _,
+            } => f
+                .debug_struct("DicPsnAvailable")
+                .field("bloom_filter", bloom_filter)
+                .field("target", target)
+                .field("pseudonym", &"<redacted>")
+                .finish(),
+            TaskKind::SendIdat {
+                task_id,
+                subject,
+                elements,
+            } => f
+                .debug_struct("SendIdat")
+                .field("task_id", task_id)
+                .field("subject", subject)
+                .field("elements", elements)
+                .finish(),
+            TaskKind::RepeatRequest {
+                study,
+                bloom_filter,
+                target,
+            } => f
+                .debug_struct("RepeatRequest")
+                .field("study", study)
+                .field("bloom_filter", bloom_filter)
+                .field("target", target)
+                .finish(),
+            TaskKind::Unknown { name, raw: _ } => f
+                .debug_struct("Unknown")
+                .field("name", &display_name(name))
+                .field("raw", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SendIdatSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendIdatSubject::BloomFilter(filter) => {
+                f.debug_tuple("BloomFilter").field(filter).finish()
+            }
+            SendIdatSubject::Pseudonym(_) => f.write_str("Pseudonym(<redacted>)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let json: Json = serde_json::from_str(r#"{"b":1,"a":{"d":2,"c":3}}"#).unwrap();
+        assert_eq!(canonical_json(&json), r#"{"a":{"c":3,"d":2},"b":1}"#);
+    }
+
+    #[test]
+    fn key_segments_escape_separators_and_controls() {
+        assert_eq!(key_segment("dic_muenster"), "dic_muenster");
+        assert_eq!(key_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(key_segment("x\n%"), "x%0A%25");
+        assert_eq!(key_segment("ü"), "%C3%BC");
+        assert_eq!(name_segment(""), "unnamed");
+        assert_eq!(name_segment(&"n".repeat(65)), "long-name");
+    }
+
+    #[test]
+    fn fhir_ids_are_checked() {
+        assert!(is_fhir_id("064ddebf-b20e-468a-97fd-88097bcdbc11"));
+        assert!(is_fhir_id("a.b-C9"));
+        assert!(!is_fhir_id(""));
+        assert!(!is_fhir_id("a/b"));
+        assert!(!is_fhir_id("a_b"));
+        assert!(!is_fhir_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn digest32_is_a_sha256_prefix() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(digest32(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
     }
 }

@@ -1,0 +1,282 @@
+//! The `$providePatientData` Patient: exact mapping, data minimisation, validation, inverse.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use serde_json::{Value as Json, json};
+use ttp_proto::IdatElement::{self, *};
+use ttp_proto::patient::{
+    InvalidValue, PATIENT_PROFILE, forbidden_elements, normalize_value, patient_values,
+};
+use ttp_proto::{MissingElements, build_patient, elements_present};
+
+/// A synthetic record with every element.
+fn full_record() -> BTreeMap<IdatElement, String> {
+    [
+        (Given, "Erika Maria"),
+        (Family, "Mustermann"),
+        (Prefix, "Frau"),
+        (Suffix, "MdB"),
+        (Birthdate, "1964-08-12"),
+        (Gender, "female"),
+        (AddressLine, "Heidestraße 17"),
+        (AddressCity, "Köln"),
+        (AddressPostalcode, "51147"),
+        (Birthplace, "Berlin"),
+        (Maidenname, "Gabler"),
+        (Degree, "Dr. rer. nat."),
+        (Language, "de-DE"),
+        (Nationality, "DE"),
+        (Maritalstatus, "M"),
+    ]
+    .into_iter()
+    .map(|(e, v)| (e, v.to_owned()))
+    .collect()
+}
+
+fn values(pairs: &[(IdatElement, &str)]) -> BTreeMap<IdatElement, String> {
+    pairs.iter().map(|(e, v)| (*e, (*v).to_owned())).collect()
+}
+
+#[test]
+fn the_example_patient_is_reproduced_exactly() {
+    let example = example_json("providePatientData-request.json");
+    let expected = &example["parameter"][2]["resource"];
+    let record = values(&[
+        (Given, "Martin"),
+        (Family, "Mustermann"),
+        (Degree, "Dr. med."),
+        (Birthdate, "1965-12-03"),
+        (Gender, "male"),
+        (Birthplace, "Musterhausen"),
+    ]);
+    // The elements the example send_idat task asks for, in its order.
+    let requested = [Given, Family, Birthdate, Gender, Birthplace, Degree];
+    let patient = build_patient(&record, &requested).unwrap();
+    assert_eq!(&patient, expected);
+    assert_eq!(patient_values(expected), record);
+}
+
+#[test]
+fn the_full_mapping() {
+    let patient = build_patient(&full_record(), &IdatElement::ALL).unwrap();
+    let expected = json!({
+        "resourceType": "Patient",
+        "meta": { "profile": [PATIENT_PROFILE] },
+        "extension": [
+            { "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace", "valueAddress": { "city": "Berlin" } },
+            { "url": "http://hl7.org/fhir/StructureDefinition/patient-nationality", "extension": [ {
+                "url": "code",
+                "valueCodeableConcept": { "coding": [ { "system": "urn:iso:std:iso:3166", "code": "DE" } ] } } ] }
+        ],
+        "name": [
+            {
+                "family": "Mustermann",
+                "given": ["Erika Maria"],
+                "prefix": ["Frau", "Dr. rer. nat."],
+                "_prefix": [ null, { "extension": [ { "url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier", "valueCode": "AC" } ] } ],
+                "suffix": ["MdB"]
+            },
+            { "use": "maiden", "family": "Gabler" }
+        ],
+        "gender": "female",
+        "birthDate": "1964-08-12",
+        "address": [ { "line": ["Heidestraße 17"], "city": "Köln", "postalCode": "51147" } ],
+        "maritalStatus": { "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ] },
+        "communication": [ { "language": { "coding": [ { "system": "urn:ietf:bcp:47", "code": "de-DE" } ] }, "preferred": true } ]
+    });
+    assert_eq!(patient, expected);
+    assert_eq!(patient_values(&patient), full_record());
+}
+
+#[test]
+fn only_requested_elements_are_sent_for_every_single_element_and_pair() {
+    let record = full_record();
+    for a in IdatElement::ALL {
+        for b in IdatElement::ALL {
+            let requested = [a, b];
+            let patient = build_patient(&record, &requested).unwrap();
+            let want: BTreeSet<IdatElement> = requested.into_iter().collect();
+            assert_eq!(elements_present(&patient), want, "{a} {b}");
+            assert!(forbidden_elements(&patient).is_empty());
+            assert_eq!(patient["meta"]["profile"][0], PATIENT_PROFILE);
+        }
+    }
+}
+
+#[test]
+fn random_subsets_round_trip_through_the_inverse() {
+    let record = full_record();
+    let mut rng = Rng::new(2024);
+    for _ in 0..500 {
+        let mask = rng.next_u64();
+        let requested: Vec<IdatElement> = IdatElement::ALL
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, e)| e)
+            .collect();
+        let patient = build_patient(&record, &requested).unwrap();
+        let back = patient_values(&patient);
+        let want: BTreeMap<IdatElement, String> =
+            requested.iter().map(|e| (*e, record[e].clone())).collect();
+        assert_eq!(back, want);
+        // Serialise and read back: what goes on the wire is what was meant.
+        let wire: Json = serde_json::from_str(&patient.to_string()).unwrap();
+        assert_eq!(wire, patient);
+    }
+}
+
+#[test]
+fn nothing_requested_gives_a_bare_profiled_patient() {
+    let patient = build_patient(&full_record(), &[]).unwrap();
+    assert_eq!(
+        patient,
+        json!({ "resourceType": "Patient", "meta": { "profile": [PATIENT_PROFILE] } })
+    );
+}
+
+#[test]
+fn every_missing_element_is_reported() {
+    let record = values(&[(Given, "Max"), (Family, "  "), (Birthdate, "")]);
+    let err = build_patient(&record, &[Gender, Given, Family, Birthdate, Nationality]).unwrap_err();
+    assert_eq!(
+        err,
+        MissingElements(vec![Family, Birthdate, Gender, Nationality])
+    );
+    assert_eq!(
+        err.to_string(),
+        "no usable value for requested IDAT element(s) family, birthdate, gender, nationality (absent, empty or not valid for FHIR)"
+    );
+}
+
+#[test]
+fn invalid_values_are_refused_with_reasons_and_never_quoted() {
+    let cases = [
+        (Birthdate, "03.12.1965", InvalidValue::NotADate),
+        (Birthdate, "1965-13-03", InvalidValue::NotADate),
+        (Birthdate, "1965-02-30", InvalidValue::NotADate),
+        (Birthdate, "1965-2-3", InvalidValue::NotADate),
+        (Birthdate, "1965-12-03T00:00:00", InvalidValue::NotADate),
+        (Gender, "M", InvalidValue::NotAGender),
+        (Gender, "divers", InvalidValue::NotAGender),
+        (Language, "de_DE", InvalidValue::NotALanguageTag),
+        (Language, "German language", InvalidValue::NotALanguageTag),
+        (Language, "1de", InvalidValue::NotALanguageTag),
+        (Nationality, "Germany", InvalidValue::NotACountryCode),
+        (Nationality, "276", InvalidValue::NotACountryCode),
+        (Maritalstatus, "married", InvalidValue::NotAMaritalStatus),
+        (Family, "Muster\u{0}mann", InvalidValue::ControlCharacters),
+        (Given, "\u{7}", InvalidValue::ControlCharacters),
+        (AddressCity, "   ", InvalidValue::Empty),
+    ];
+    for (element, value, reason) in cases {
+        assert_eq!(
+            normalize_value(element, value),
+            Err(reason),
+            "{element} {value:?}"
+        );
+        let err = build_patient(&values(&[(element, value)]), &[element]).unwrap_err();
+        assert_eq!(err.0, vec![element]);
+        assert!(!err.to_string().contains(value.trim()) || value.trim().is_empty());
+    }
+}
+
+#[test]
+fn coded_values_are_normalised() {
+    let cases = [
+        (Gender, "Female", "female"),
+        (Gender, " UNKNOWN ", "unknown"),
+        (Nationality, "de", "DE"),
+        (Nationality, "deu", "DEU"),
+        (Maritalstatus, "w", "W"),
+        (Language, "en", "en"),
+        (Language, "zh-Hant-TW", "zh-Hant-TW"),
+        (Family, "  von Musterhausen ", "von Musterhausen"),
+        (Birthdate, " 2000-02-29", "2000-02-29"),
+    ];
+    for (element, input, output) in cases {
+        assert_eq!(
+            normalize_value(element, input).as_deref(),
+            Ok(output),
+            "{element}"
+        );
+    }
+}
+
+#[test]
+fn unknown_marital_status_uses_the_null_flavor_system() {
+    let patient = build_patient(&values(&[(Maritalstatus, "unk")]), &[Maritalstatus]).unwrap();
+    assert_eq!(
+        patient["maritalStatus"],
+        json!({ "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK" } ] })
+    );
+}
+
+#[test]
+fn prefixes_without_degree_carry_no_qualifier_array() {
+    let patient = build_patient(&full_record(), &[Prefix]).unwrap();
+    assert_eq!(patient["name"], json!([ { "prefix": ["Frau"] } ]));
+    let patient = build_patient(&full_record(), &[Degree]).unwrap();
+    assert_eq!(patient["name"][0]["prefix"], json!(["Dr. rer. nat."]));
+    assert_eq!(patient["name"][0]["_prefix"].as_array().unwrap().len(), 1);
+    assert_eq!(elements_present(&patient), BTreeSet::from([Degree]));
+}
+
+#[test]
+fn maiden_name_is_its_own_name_and_never_the_family_name() {
+    let patient = build_patient(&full_record(), &[Maidenname]).unwrap();
+    assert_eq!(
+        patient["name"],
+        json!([ { "use": "maiden", "family": "Gabler" } ])
+    );
+    let patient = build_patient(&full_record(), &[Family, Maidenname]).unwrap();
+    assert_eq!(
+        patient["name"],
+        json!([ { "family": "Mustermann" }, { "use": "maiden", "family": "Gabler" } ])
+    );
+    assert_eq!(
+        elements_present(&patient),
+        BTreeSet::from([Family, Maidenname])
+    );
+}
+
+#[test]
+fn address_parts_share_one_address() {
+    let patient = build_patient(&full_record(), &[AddressPostalcode, AddressCity]).unwrap();
+    assert_eq!(
+        patient["address"],
+        json!([ { "city": "Köln", "postalCode": "51147" } ])
+    );
+}
+
+#[test]
+fn a_given_name_with_spaces_stays_one_entry_and_duplicates_are_harmless() {
+    let patient = build_patient(&full_record(), &[Given, Given]).unwrap();
+    assert_eq!(patient["name"], json!([ { "given": ["Erika Maria"] } ]));
+}
+
+#[test]
+fn elements_present_reads_other_senders_shapes() {
+    let patient = json!({
+        "resourceType": "Patient",
+        "identifier": [ { "value": "x" } ],
+        "name": [ { "use": "official", "given": ["A", "B"], "prefix": ["Prof.", "Dr."],
+                    "_prefix": [ { "extension": [ { "url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier", "valueCode": "AC" } ] } ] } ],
+        "telecom": [],
+        "extension": [ { "url": "urn:other", "valueString": "x" } ]
+    });
+    assert_eq!(
+        elements_present(&patient),
+        BTreeSet::from([Given, Degree, Prefix])
+    );
+    let values = patient_values(&patient);
+    assert_eq!(values[&Given], "A B");
+    assert_eq!(values[&Degree], "Prof.");
+    assert_eq!(values[&Prefix], "Dr.");
+    assert_eq!(forbidden_elements(&patient), ["identifier", "telecom"]);
+    assert!(elements_present(&json!("not a patient")).is_empty());
+    assert!(elements_present(&json!({ "name": "wrong type", "address": 3 })).is_empty());
+}
