@@ -431,6 +431,25 @@ fn base_urls_must_be_https_unless_explicitly_allowed() {
         .is_ok()
     );
 
+    // Plain HTTP to this machine never crosses a network: allowed without the switch.
+    for local in [
+        "http://127.0.0.1:8080/ttp-fhir/fhir/dispatcher",
+        "http://[::1]:8080/d",
+        "http://localhost/d",
+    ] {
+        assert!(
+            load(REQUIRED, &[("TTP_AGENT__TTP__BASE_URL", local)])
+                .result
+                .is_ok(),
+            "{local}"
+        );
+    }
+    let (_, message, _) = error(
+        REQUIRED,
+        &[("TTP_AGENT__TTP__BASE_URL", "http://10.0.0.1/d")],
+    );
+    assert_contains(&message, &["plain http://", "loopback"]);
+
     let (_, message, _) = error(
         REQUIRED,
         &[("TTP_AGENT__TTP__BASE_URL", "https://fttp.example.org/d?x=1")],

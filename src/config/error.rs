@@ -73,6 +73,12 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A configuration problem found outside the loader (an encoding profile or schema that
+    /// does not load, a profile that changed under an existing store). The message names the
+    /// file and section.
+    #[error("{0}")]
+    Cli(String),
+
     /// `--config PATH` named a file that does not exist.
     #[error(
         "configuration file {} does not exist; pass the path of an existing file with --config, \

@@ -559,11 +559,11 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
              \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"",
         ));
     }
-    if base_url.scheme() == "http" && !allow_insecure_http {
+    if base_url.scheme() == "http" && !allow_insecure_http && !is_loopback_url(&base_url) {
         return Err(l.invalid(
             &TTP_BASE_URL,
-            "the URL uses plain http://, which would send the API key and IDAT unencrypted",
-            "an https:// URL (or `[ttp] allow_insecure_http = true` in a test setup)",
+            "the URL uses plain http:// to a host other than this machine, which would send the API key and IDAT unencrypted",
+            "an https:// URL (plain http:// is accepted for loopback addresses, or with `[ttp] allow_insecure_http = true`)",
         ));
     }
     let study = text(l, &TTP_STUDY)?;
@@ -725,3 +725,15 @@ fn both_or_neither(l: &Layers, first: &KeySpec, second: &KeySpec) -> Result<(), 
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a URL points at this machine (127.0.0.0/8, ::1, `localhost`): plain HTTP there never
+/// crosses a network, so it is allowed without `allow_insecure_http` (the simulator, tests, a
+/// local TLS-terminating proxy).
+pub fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
