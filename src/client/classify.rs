@@ -228,8 +228,13 @@ pub fn classify_status(status: u16) -> Option<ErrorClass> {
 /// TCP connect, the TLS handshake and the connect timeout -- as a connect error; in all those
 /// cases not a byte of the request has left, so it is `Transient`. Anything later (the request
 /// may have been written: timeouts, resets, a body cut short) is `InDoubt`.
+///
+/// One exception: in TLS 1.3 the client considers the handshake done before the server has
+/// checked the client certificate, so a rejected (or missing) client certificate surfaces as
+/// a failure of the *request*. The server's handshake alert proves it never processed it, so
+/// that case is `Transient` too.
 pub fn classify_transport(err: &reqwest::Error) -> ErrorClass {
-    if err.is_connect() {
+    if err.is_connect() || handshake_rejected(err) {
         ErrorClass::Transient
     } else if err.is_builder() {
         // The request could not even be built: sending it again cannot help.
@@ -237,6 +242,40 @@ pub fn classify_transport(err: &reqwest::Error) -> ErrorClass {
     } else {
         ErrorClass::InDoubt
     }
+}
+
+/// Whether the error chain holds a TLS alert that a server sends only while it is still
+/// negotiating the session, i.e. before it reads any application data.
+fn handshake_rejected(err: &reqwest::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        // rustls errors travel inside `io::Error`s, whose `source()` skips the inner error.
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return matches!(
+                alert,
+                A::HandshakeFailure
+                    | A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::AccessDenied
+                    | A::CertificateRequired
+                    | A::ProtocolVersion
+                    | A::InsufficientSecurity
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A one-line description of a transport failure: what happened, then the causes. The URL is

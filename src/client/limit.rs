@@ -14,7 +14,7 @@
 //! queueing for a permit would let slots expire while waiting, after which several requests
 //! would start at once and break the rate.
 //!
-//! [`Spacing`] is the pure schedule (an injected clock in, a start time out); [`Limits`] adds
+//! [`Spacing`] is the pure schedule (an injected clock in, a start time out); `Limits` adds
 //! the sleeping and the semaphore.
 
 use std::sync::{Mutex, PoisonError};
