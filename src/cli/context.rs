@@ -90,7 +90,7 @@ pub fn client(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<TtpClie
         allow_insecure_http: t.allow_insecure_http,
         rate_limit_per_sec: t.rate_limit_per_second,
         max_concurrency: t.max_concurrency,
-        ..ClientSettings::default()
+        ..ClientSettings::new(t.base_url.to_string(), t.study.clone(), t.target.clone())
     };
     Ok(TtpClient::new(settings)?)
 }

@@ -1,0 +1,174 @@
+//! Being a polite client: a global request rate and a cap on requests in flight.
+//!
+//! Both limits are shared by every clone of a [`TtpClient`](super::TtpClient) and apply to
+//! every *attempt*, retries included -- a retry storm is exactly when the fTTP needs the
+//! protection most.
+//!
+//! The rate limit is *spacing*: consecutive requests start at least `1 / rate` seconds apart.
+//! That is a token bucket with a burst of one; it never lets more than `⌊W · rate⌋ + 1`
+//! requests start in any window of length `W`. Slots are handed out under a mutex in the order
+//! callers ask for them, and the concurrency semaphore (tokio's is FIFO) is taken first, so
+//! waiting callers are served in arrival order and none can starve.
+//!
+//! Order matters: the permit is acquired *before* the time slot. Taking a slot first and then
+//! queueing for a permit would let slots expire while waiting, after which several requests
+//! would start at once and break the rate.
+//!
+//! [`Spacing`] is the pure schedule (an injected clock in, a start time out); `Limits` adds
+//! the sleeping and the semaphore.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// The pure rate schedule: given "now", when may the next request start?
+#[derive(Debug)]
+pub struct Spacing {
+    interval: Duration,
+    next_free: Option<Instant>,
+}
+
+impl Spacing {
+    /// `None` unless `rate_per_sec` is finite, positive and its interval fits a `Duration`.
+    pub fn new(rate_per_sec: f64) -> Option<Spacing> {
+        if !rate_per_sec.is_finite() || rate_per_sec <= 0.0 {
+            return None;
+        }
+        let interval = Duration::try_from_secs_f64(1.0 / rate_per_sec).ok()?;
+        Some(Spacing {
+            interval,
+            next_free: None,
+        })
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Reserves the next start time, at or after `now`. Idle time earns no credit: after a
+    /// pause the next request starts at once, the one after it an interval later.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let slot = match self.next_free {
+            Some(free) if free > now => free,
+            _ => now,
+        };
+        // Saturating: an interval that overflows `Instant` means "never again", which only
+        // absurd rates (far below one request per century) can reach.
+        self.next_free = Some(slot.checked_add(self.interval).unwrap_or(slot));
+        slot
+    }
+}
+
+/// The shared limits, applied around every attempt.
+#[derive(Debug)]
+pub(crate) struct Limits {
+    spacing: Mutex<Spacing>,
+    permits: Semaphore,
+}
+
+impl Limits {
+    pub(crate) fn new(spacing: Spacing, max_concurrency: usize) -> Limits {
+        Limits {
+            spacing: Mutex::new(spacing),
+            permits: Semaphore::new(max_concurrency),
+        }
+    }
+
+    /// Waits for a concurrency permit, then for the next rate slot. The request must be sent
+    /// while the returned permit is held.
+    pub(crate) async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+        // `acquire` fails only on a closed semaphore, and this one is never closed.
+        let permit = self.permits.acquire().await.ok();
+        let slot = self
+            .spacing
+            .lock()
+            // The guarded value is a plain schedule that is valid after any panic.
+            .unwrap_or_else(PoisonError::into_inner)
+            .reserve(Instant::now());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+        permit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_rates_that_are_not_positive_and_finite() {
+        for rate in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e-300,
+        ] {
+            assert!(Spacing::new(rate).is_none(), "{rate}");
+        }
+        assert_eq!(
+            Spacing::new(4.0).map(|s| s.interval()),
+            Some(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn simultaneous_callers_get_consecutive_slots_in_order() {
+        let t0 = Instant::now();
+        let mut spacing = Spacing::new(10.0).expect("valid rate");
+        let slots: Vec<_> = (0..5).map(|_| spacing.reserve(t0) - t0).collect();
+        let want: Vec<_> = (0..5).map(|i| Duration::from_millis(100 * i)).collect();
+        assert_eq!(slots, want);
+    }
+
+    #[test]
+    fn idle_time_earns_no_burst() {
+        let t0 = Instant::now();
+        let mut spacing = Spacing::new(10.0).expect("valid rate");
+        assert_eq!(spacing.reserve(t0), t0);
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(spacing.reserve(later), later);
+        assert_eq!(spacing.reserve(later), later + Duration::from_millis(100));
+        // A caller arriving mid-interval waits only for the rest of it.
+        let mid = later + Duration::from_millis(150);
+        assert_eq!(spacing.reserve(mid), later + Duration::from_millis(200));
+    }
+
+    #[test]
+    fn no_window_holds_more_than_rate_times_width_plus_one_starts() {
+        // Callers arrive in irregular bunches; count starts in every window of one second.
+        let t0 = Instant::now();
+        let mut spacing = Spacing::new(5.0).expect("valid rate");
+        let arrivals_ms = [
+            0u64, 0, 0, 10, 450, 460, 470, 1_900, 1_900, 5_000, 5_001, 5_002,
+        ];
+        let starts: Vec<Instant> = arrivals_ms
+            .iter()
+            .map(|ms| spacing.reserve(t0 + Duration::from_millis(*ms)))
+            .collect();
+        for (i, &from) in starts.iter().enumerate() {
+            let in_window = starts[i..]
+                .iter()
+                .filter(|&&s| s < from + Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 5 + 1, "window from start {i}: {in_window}");
+        }
+        assert!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] >= Duration::from_millis(200))
+        );
+    }
+
+    #[tokio::test]
+    async fn permits_are_capped() {
+        let limits = Limits::new(Spacing::new(1e9).expect("valid rate"), 2);
+        let a = limits.acquire().await;
+        let b = limits.acquire().await;
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(limits.permits.available_permits(), 0);
+        drop(a);
+        assert_eq!(limits.permits.available_permits(), 1);
+    }
+}
