@@ -4,11 +4,11 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
-mod context;
+pub mod context;
 mod demo;
 mod encode;
 mod export;
-mod init;
+pub mod init;
 mod poll;
 mod run;
 mod status;
@@ -118,6 +118,7 @@ pub fn main() -> ExitCode {
 
 /// Commands that log decide the format and level from the command line first, then the
 /// configuration; the command itself initialises logging once it has read the configuration.
+#[allow(clippy::type_complexity)]
 fn with_logging(
     format: Option<LogFormat>,
     level: Option<String>,

@@ -223,8 +223,17 @@ pub enum RecordErrorReason {
 
 impl std::fmt::Display for RecordError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "field `{}` (source `{}`): ", self.field, self.source)?;
-        match &self.reason {
+        write!(
+            f,
+            "field `{}` (source `{}`): {}",
+            self.field, self.source, self.reason
+        )
+    }
+}
+
+impl std::fmt::Display for RecordErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
             RecordErrorReason::Missing => f.write_str("no value"),
             RecordErrorReason::EmptyAfterNormalisation => {
                 f.write_str("the value is empty after normalisation")

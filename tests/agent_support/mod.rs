@@ -1,0 +1,108 @@
+//! Shared set-up for the agent's end-to-end tests: a simulator on loopback, a starter
+//! configuration pointing at it, and synthetic records.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ttp_agent::agent::{Agent, Shutdown};
+use ttp_agent::cli::context::{self, Loaded};
+use ttp_agent::cli::init::{TtpSettings, write_starter};
+use ttp_agent::config::AgentConfig;
+use ttp_encode::profile::ProfileEncoder;
+
+pub const STUDY: &str = "test-study";
+pub const TARGET: &str = "dic_test";
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub sim: ttp_sim::SimHandle,
+}
+
+pub fn sim_config(seed: u64) -> ttp_sim::SimConfig {
+    ttp_sim::SimConfig {
+        study: STUDY.into(),
+        target: TARGET.into(),
+        auth: ttp_sim::SimAuth::api_key_header(API_KEY),
+        seed,
+        clearing: 0.5,
+        repeat_first: 0.5,
+        elements: ["given", "family", "birthdate", "gender", "birthplace"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..ttp_sim::SimConfig::default()
+    }
+}
+
+/// Start a simulator and write a starter configuration for it; `extra` is appended to
+/// agent.toml's text replacements (key = value lines go into the named sections).
+pub async fn setup(sim: ttp_sim::SimConfig, edits: &[(&str, &str)]) -> Env {
+    let sim = ttp_sim::start(sim).await.expect("simulator starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_path = write_starter(
+        dir.path(),
+        Some(&TtpSettings {
+            base_url: sim.base_url(),
+            study: STUDY.into(),
+            target: TARGET.into(),
+            api_key: API_KEY.into(),
+        }),
+    )
+    .expect("starter config");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "starter config lacks {from:?}");
+        text = text.replace(from, to);
+    }
+    std::fs::write(&config_path, text).unwrap();
+    Env {
+        dir,
+        config_path,
+        sim,
+    }
+}
+
+pub fn load(config_path: &Path) -> Loaded {
+    let config = AgentConfig::from_file_and_env(Some(config_path), std::iter::empty())
+        .expect("config loads");
+    let secrets = config.load_secrets().expect("secrets load");
+    Loaded { config, secrets }
+}
+
+pub fn agent(loaded: &Loaded) -> Arc<Agent> {
+    context::agent(loaded, Shutdown::never()).expect("agent builds")
+}
+
+pub fn encoder(loaded: &Loaded) -> ProfileEncoder {
+    context::encoder(&loaded.config).expect("encoder loads")
+}
+
+const GIVEN: [&str; 12] = [
+    "Anna", "Jürgen", "Maria", "Karl-Heinz", "Zoë", "Ömer", "Lena", "Till", "Sophie", "Jonas",
+    "Mia", "Felix",
+];
+const FAMILY: [&str; 12] = [
+    "Müller", "Schmidt", "Schäfer", "Weiß", "Bauer", "Yılmaz", "Fischer", "Becker", "Wagner",
+    "Hoffmann", "Schulz", "Koch",
+];
+const CITIES: [&str; 6] = ["Greifswald", "Rostock", "Stralsund", "Anklam", "Wolgast", "Berlin"];
+
+/// `n` synthetic records as CSV (distinct people: the birth date varies with the index).
+pub fn records_csv(n: usize) -> String {
+    let mut out = String::from("local_id,given,family,birthdate,gender,birthplace\n");
+    for i in 0..n {
+        let day = 1 + i % 28;
+        let month = 1 + (i / 28) % 12;
+        let year = 1930 + (i / 336) % 90;
+        out.push_str(&format!(
+            "case-{i:05},{},{},{year:04}-{month:02}-{day:02},{},{}\n",
+            GIVEN[i % GIVEN.len()],
+            FAMILY[(i / 3) % FAMILY.len()],
+            if i % 2 == 0 { "female" } else { "male" },
+            CITIES[i % CITIES.len()],
+        ));
+    }
+    out
+}
