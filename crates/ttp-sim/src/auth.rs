@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn header_key_must_match_exactly() {
         let auth = SimAuth::api_key_header("k-123");
-        assert!(headers_ok(&auth, &headers(&[("apikey", "k-123")])), "names are case-insensitive");
+        assert!(
+            headers_ok(&auth, &headers(&[("apikey", "k-123")])),
+            "names are case-insensitive"
+        );
         assert!(!headers_ok(&auth, &headers(&[("apiKey", "k-12")])));
         assert!(!headers_ok(&auth, &headers(&[("x-api-key", "k-123")])));
         assert!(!headers_ok(&auth, &headers(&[])));
@@ -99,8 +102,14 @@ mod tests {
         assert!(headers_ok(&auth, &headers(&[("authorization", &good)])));
         assert!(headers_ok(&auth, &headers(&[("authorization", &lower)])));
         assert!(!headers_ok(&auth, &headers(&[("authorization", &bad)])));
-        assert!(!headers_ok(&auth, &headers(&[("authorization", "Bearer abc")])));
-        assert!(!headers_ok(&auth, &headers(&[("authorization", "Basic !!!")])));
+        assert!(!headers_ok(
+            &auth,
+            &headers(&[("authorization", "Bearer abc")])
+        ));
+        assert!(!headers_ok(
+            &auth,
+            &headers(&[("authorization", "Basic !!!")])
+        ));
     }
 
     #[test]

@@ -276,7 +276,11 @@ pub struct InvalidConfig {
 
 impl fmt::Display for InvalidConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid simulator configuration: {}: {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid simulator configuration: {}: {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -293,7 +297,10 @@ fn check_fraction(field: &'static str, value: f64) -> Result<(), InvalidConfig> 
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(invalid(field, format!("{value} is not a fraction in [0, 1]")))
+        Err(invalid(
+            field,
+            format!("{value} is not a fraction in [0, 1]"),
+        ))
     }
 }
 
@@ -529,7 +536,10 @@ mod tests {
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(shown.contains("apiKey") && shown.contains("site"), "{shown}");
+        assert!(
+            shown.contains("apiKey") && shown.contains("site"),
+            "{shown}"
+        );
     }
 
     #[test]

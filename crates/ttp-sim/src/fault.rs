@@ -93,9 +93,16 @@ mod tests {
         let b: Vec<_> = (0..500).map(|_| second.next()).collect();
         assert_eq!(a, b);
         let faults: Vec<&Fault> = a.iter().flatten().collect();
-        assert!((200..300).contains(&faults.len()), "{} of 500", faults.len());
+        assert!(
+            (200..300).contains(&faults.len()),
+            "{} of 500",
+            faults.len()
+        );
         for kind in &kinds {
-            assert!(faults.iter().any(|f| &f.kind == kind), "{kind:?} never chosen");
+            assert!(
+                faults.iter().any(|f| &f.kind == kind),
+                "{kind:?} never chosen"
+            );
         }
     }
 

@@ -60,7 +60,9 @@ impl<'a> Parameters<'a> {
             .into_iter()
             .map(|entry| {
                 entry.get(value_key).and_then(Value::as_str).ok_or_else(|| {
-                    BadRequest(format!("parameter `{name}` must have a string `{value_key}`"))
+                    BadRequest(format!(
+                        "parameter `{name}` must have a string `{value_key}`"
+                    ))
                 })
             })
             .collect()
@@ -98,9 +100,9 @@ impl<'a> Parameters<'a> {
     pub(crate) fn resource(&self, name: &str) -> Result<&'a Value, BadRequest> {
         let found = self.named(name);
         match found.as_slice() {
-            [one] => one.get("resource").ok_or_else(|| {
-                BadRequest(format!("parameter `{name}` must carry a `resource`"))
-            }),
+            [one] => one
+                .get("resource")
+                .ok_or_else(|| BadRequest(format!("parameter `{name}` must carry a `resource`"))),
             [] => Err(BadRequest(format!("parameter `{name}` is missing"))),
             more => Err(BadRequest(format!(
                 "parameter `{name}` occurs {} times, expected once",
@@ -192,18 +194,30 @@ mod tests {
 
     #[test]
     fn names_what_is_wrong() {
-        let wrong_type =
-            body(r#"{"resourceType":"Parameters","parameter":[{"name":"study","valueIdentifier":{"value":"mii"}}]}"#);
+        let wrong_type = body(
+            r#"{"resourceType":"Parameters","parameter":[{"name":"study","valueIdentifier":{"value":"mii"}}]}"#,
+        );
         let params = Parameters::from_value(&wrong_type).expect("envelope ok");
-        let err = params.string("study", "valueString").expect_err("wrong type");
-        assert!(err.0.contains("`study`") && err.0.contains("valueString"), "{err:?}");
+        let err = params
+            .string("study", "valueString")
+            .expect_err("wrong type");
+        assert!(
+            err.0.contains("`study`") && err.0.contains("valueString"),
+            "{err:?}"
+        );
 
         let twice = body(
             r#"{"resourceType":"Parameters","parameter":[{"name":"study","valueString":"a"},{"name":"study","valueString":"b"}]}"#,
         );
         let params = Parameters::from_value(&twice).expect("envelope ok");
         assert!(params.string("study", "valueString").is_err());
-        assert!(params.string("target", "valueString").expect_err("missing").0.contains("missing"));
+        assert!(
+            params
+                .string("target", "valueString")
+                .expect_err("missing")
+                .0
+                .contains("missing")
+        );
 
         for bad in [
             r#"[]"#,

@@ -11,7 +11,11 @@ use clap::Parser;
 use ttp_sim::{FaultConfig, FaultKind, FaultTiming, SimAuth, SimConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "ttp-sim", version, about = "A simulated fTTP dispatcher for testing ttp-agent")]
+#[command(
+    name = "ttp-sim",
+    version,
+    about = "A simulated fTTP dispatcher for testing ttp-agent"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -90,7 +90,9 @@ pub(crate) fn check(patient: &Value, requested: &[String], allow_missing: bool) 
                 if value.as_str().is_some_and(is_fhir_date) {
                     findings.present.insert("birthdate");
                 } else {
-                    findings.problem("Patient.birthDate is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)");
+                    findings.problem(
+                        "Patient.birthDate is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)",
+                    );
                 }
             }
             "maritalStatus" => {
@@ -311,10 +313,10 @@ fn check_communication(communication: &Value, path: &str, findings: &mut Finding
         ));
         return;
     }
-    if let Some(extra) = communication
-        .as_object()
-        .and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "language" | "preferred")))
-    {
+    if let Some(extra) = communication.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !matches!(k.as_str(), "language" | "preferred"))
+    }) {
         findings.problem(format!(
             "{path}.{extra} carries no requested element (data minimisation)"
         ));
@@ -330,7 +332,9 @@ fn check_extension(extension: &Value, path: &str, findings: &mut Findings) {
                 return;
             };
             if !address.get("city").is_some_and(non_empty_string) {
-                findings.problem(format!("{path} (birthPlace) valueAddress.city is missing or empty"));
+                findings.problem(format!(
+                    "{path} (birthPlace) valueAddress.city is missing or empty"
+                ));
             }
             for key in address.keys().filter(|k| k.as_str() != "city") {
                 findings.problem(format!(
@@ -386,8 +390,18 @@ mod tests {
 
     #[test]
     fn the_ig_example_carries_exactly_the_example_tasks_elements() {
-        let requested = codes(&["given", "family", "birthdate", "gender", "birthplace", "degree"]);
-        assert_eq!(check(&example_patient(), &requested, false), Vec::<String>::new());
+        let requested = codes(&[
+            "given",
+            "family",
+            "birthdate",
+            "gender",
+            "birthplace",
+            "degree",
+        ]);
+        assert_eq!(
+            check(&example_patient(), &requested, false),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -397,14 +411,34 @@ mod tests {
             &codes(&["given", "family", "birthdate", "gender", "address-city"]),
             false,
         );
-        assert!(problems.iter().any(|p| p.contains("`birthplace` was sent but not requested")));
-        assert!(problems.iter().any(|p| p.contains("`degree` was sent but not requested")));
-        assert!(problems.iter().any(|p| p.contains("`address-city` is missing")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`birthplace` was sent but not requested"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`degree` was sent but not requested"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`address-city` is missing"))
+        );
         assert_eq!(problems.len(), 3, "{problems:?}");
 
         let lenient = check(
             &example_patient(),
-            &codes(&["given", "family", "birthdate", "gender", "birthplace", "degree", "suffix"]),
+            &codes(&[
+                "given",
+                "family",
+                "birthdate",
+                "gender",
+                "birthplace",
+                "degree",
+                "suffix",
+            ]),
             true,
         );
         assert!(lenient.is_empty(), "{lenient:?}");
@@ -417,12 +451,35 @@ mod tests {
         patient["telecom"] = json!([{ "system": "phone", "value": "0123" }]);
         patient["id"] = json!("local-4711");
         patient["name"][0]["text"] = json!("Martin Mustermann");
-        let requested = codes(&["given", "family", "birthdate", "gender", "birthplace", "degree"]);
+        let requested = codes(&[
+            "given",
+            "family",
+            "birthdate",
+            "gender",
+            "birthplace",
+            "degree",
+        ]);
         let problems = check(&patient, &requested, false);
-        assert!(problems.iter().any(|p| p == "Patient.identifier is forbidden by the Idat profile"));
-        assert!(problems.iter().any(|p| p == "Patient.telecom is forbidden by the Idat profile"));
-        assert!(problems.iter().any(|p| p.starts_with("Patient.id carries no requested element")));
-        assert!(problems.iter().any(|p| p == "Patient.name[0].text is forbidden by the Idat profile"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "Patient.identifier is forbidden by the Idat profile")
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "Patient.telecom is forbidden by the Idat profile")
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("Patient.id carries no requested element"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "Patient.name[0].text is forbidden by the Idat profile")
+        );
         let all = problems.join("\n");
         for value in ["4711", "0123", "Martin", "Mustermann"] {
             assert!(!all.contains(value), "a value leaked into: {all}");
@@ -433,11 +490,21 @@ mod tests {
     fn wrong_profile_and_wrong_resource_are_reported() {
         let mut patient = example_patient();
         patient["meta"]["profile"] = json!(["http://hl7.org/fhir/StructureDefinition/Patient"]);
-        let requested = codes(&["given", "family", "birthdate", "gender", "birthplace", "degree"]);
+        let requested = codes(&[
+            "given",
+            "family",
+            "birthdate",
+            "gender",
+            "birthplace",
+            "degree",
+        ]);
         let problems = check(&patient, &requested, false);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("meta.profile"));
-        assert_eq!(check(&json!({"resourceType": "Person"}), &requested, false).len(), 1);
+        assert_eq!(
+            check(&json!({"resourceType": "Person"}), &requested, false).len(),
+            1
+        );
     }
 
     #[test]
@@ -480,7 +547,9 @@ mod tests {
         let problems = check(&patient, &requested, false);
         for code in ["given", "family", "birthdate", "gender"] {
             assert!(
-                problems.iter().any(|p| p == &format!("requested element `{code}` is missing")),
+                problems
+                    .iter()
+                    .any(|p| p == &format!("requested element `{code}` is missing")),
                 "{code}: {problems:?}"
             );
         }

@@ -53,7 +53,10 @@ enum Op {
 
 impl Op {
     fn route(path: &str) -> Self {
-        let Some(rest) = path.strip_prefix(BASE_PATH).and_then(|r| r.strip_prefix('/')) else {
+        let Some(rest) = path
+            .strip_prefix(BASE_PATH)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
             return Self::Unknown;
         };
         // Clients may percent-encode the `$` of an operation name.
@@ -113,7 +116,11 @@ impl Answer {
                 headers: Vec::new(),
             },
             // A `Value` always serialises; this arm only keeps the server total.
-            Err(err) => Self::text(500, "text/plain", format!("cannot serialise response: {err}")),
+            Err(err) => Self::text(
+                500,
+                "text/plain",
+                format!("cannot serialise response: {err}"),
+            ),
         }
     }
 
@@ -144,7 +151,10 @@ impl Answer {
         *response.status_mut() =
             StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
         for (name, value) in self.headers {
             headers.append(name, value);
         }
@@ -490,18 +500,17 @@ fn run(shared: &Shared, op: Op, params: &Parameters<'_>) -> Result<Reply, fhir::
             lock(&shared.dispatcher).provide(now, task_id, target, patient)
         }
         Op::Metadata | Op::Unknown => {
-            return Err(fhir::BadRequest(format!("{} is not an operation", op.name())));
+            return Err(fhir::BadRequest(format!(
+                "{} is not an operation",
+                op.name()
+            )));
         }
     })
 }
 
 fn unauthorised(shared: &Shared) -> Answer {
     lock(&shared.traffic).auth_failures += 1;
-    let answer = Answer::outcome(
-        401,
-        "login",
-        "missing or wrong credentials".into(),
-    );
+    let answer = Answer::outcome(401, "login", "missing or wrong credentials".into());
     if shared.auth.accepts_basic() {
         answer.with_header(
             header::WWW_AUTHENTICATE,
@@ -557,7 +566,10 @@ mod tests {
         let path = |rest: &str| format!("{BASE_PATH}/{rest}");
         assert_eq!(Op::route(&path("$requestTasks")), Op::RequestTasks);
         assert_eq!(Op::route(&path("%24requestTasks")), Op::RequestTasks);
-        assert_eq!(Op::route(&path("$requestPsnFromBfWorkflow")), Op::RequestPsn);
+        assert_eq!(
+            Op::route(&path("$requestPsnFromBfWorkflow")),
+            Op::RequestPsn
+        );
         assert_eq!(Op::route(&path("$providePatientData")), Op::Provide);
         assert_eq!(Op::route(&path("metadata")), Op::Metadata);
         assert_eq!(Op::route(&path("requestTasks")), Op::Unknown);

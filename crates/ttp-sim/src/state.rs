@@ -589,11 +589,12 @@ impl Dispatcher {
             return Reply::error(404, "not-found", vec![diagnostics]);
         };
         let Some(Task {
-            kind: TaskKind::SendIdat {
-                elements,
-                clearing_of,
-                ..
-            },
+            kind:
+                TaskKind::SendIdat {
+                    elements,
+                    clearing_of,
+                    ..
+                },
             ..
         }) = self.tasks.get(&seq)
         else {
@@ -601,7 +602,9 @@ impl Dispatcher {
             return Reply::error(
                 500,
                 "exception",
-                vec![format!("simulator state is inconsistent for task {task_id}")],
+                vec![format!(
+                    "simulator state is inconsistent for task {task_id}"
+                )],
             );
         };
         let clearing_of = clearing_of.clone();
