@@ -407,7 +407,7 @@ impl SimAuth {
 }
 
 impl FaultConfig {
-    fn validate(&self) -> Result<(), InvalidConfig> {
+    pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
         check_fraction("faults.probability", self.probability)?;
         if self.probability > 0.0 && self.kinds.is_empty() {
             return Err(invalid(

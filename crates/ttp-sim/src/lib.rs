@@ -158,11 +158,7 @@ impl SimHandle {
 
     /// Replaces the fault configuration; the fault sequence restarts at request 0.
     pub fn set_faults(&self, faults: FaultConfig) -> Result<(), InvalidConfig> {
-        SimConfig {
-            faults: faults.clone(),
-            ..SimConfig::default()
-        }
-        .validate()?;
+        faults.validate()?;
         *lock(&self.shared.faults) = fault::FaultPlan::new(faults);
         Ok(())
     }

@@ -126,18 +126,24 @@ fn config(args: &Args) -> Result<SimConfig, String> {
     })
 }
 
+/// The simulator has no TLS and hands out pseudonyms to anyone who asks: keep it off real
+/// networks unless explicitly told otherwise.
+fn check_listen(args: &Args) -> Result<(), String> {
+    if args.listen.ip().is_loopback() || args.allow_non_loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {} (not a loopback address); pass --allow-non-loopback \
+             for an isolated test network",
+            args.listen
+        ))
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if !args.listen.ip().is_loopback() && !args.allow_non_loopback {
-        eprintln!(
-            "ttp-sim: refusing to listen on {} (not a loopback address); pass \
-             --allow-non-loopback for an isolated test network",
-            args.listen
-        );
-        return ExitCode::from(2);
-    }
-    let cfg = match config(&args) {
+    let cfg = match check_listen(&args).and_then(|()| config(&args)) {
         Ok(cfg) => cfg,
         Err(err) => {
             eprintln!("ttp-sim: {err}");
@@ -162,4 +168,87 @@ async fn main() -> ExitCode {
         Err(err) => eprintln!("ttp-sim: cannot print the statistics: {err}"),
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["ttp-sim"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid arguments")
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn only_loopback_unless_allowed() {
+        assert!(check_listen(&args(&[])).is_ok());
+        assert!(check_listen(&args(&["--listen", "[::1]:8080"])).is_ok());
+        let err = check_listen(&args(&["--listen", "0.0.0.0:8080"])).expect_err("refused");
+        assert!(err.contains("0.0.0.0:8080"), "{err}");
+        assert!(check_listen(&args(&["--listen", "0.0.0.0:8080", "--allow-non-loopback"])).is_ok());
+    }
+
+    #[test]
+    fn options_become_a_valid_configuration() {
+        let cfg = config(&args(&[
+            "--clearing",
+            "0.3",
+            "--seed",
+            "5",
+            "--fault-rate",
+            "0.3",
+            "--fault-delay-secs",
+            "40",
+        ]))
+        .expect("config");
+        assert_eq!(cfg.validate(), Ok(()));
+        assert_eq!(
+            (cfg.clearing, cfg.seed, cfg.faults.probability),
+            (0.3, 5, 0.3)
+        );
+        assert!(
+            cfg.faults
+                .kinds
+                .contains(&FaultKind::Delay(Duration::from_secs(40)))
+        );
+        assert_eq!(cfg.auth, SimAuth::None);
+
+        let bad = config(&args(&["--clearing", "3"])).expect("config");
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn api_key_file_must_exist_and_hold_a_key() {
+        let dir = std::env::temp_dir().join(format!("ttp-sim-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, "  synthetic-key  \nsecond line\n").expect("write");
+        let path = key_file.to_string_lossy().into_owned();
+        let cfg = config(&args(&["--api-key-file", &path, "--api-key-in-body"])).expect("config");
+        assert_eq!(
+            cfg.auth,
+            SimAuth::AnyOf(vec![
+                SimAuth::api_key_header("synthetic-key"),
+                SimAuth::BodyParam("synthetic-key".into()),
+            ])
+        );
+        std::fs::write(&key_file, "\n").expect("write");
+        let err = config(&args(&["--api-key-file", &path])).expect_err("empty");
+        assert!(err.contains("empty") && err.contains(&path), "{err}");
+        let missing = dir.join("missing").to_string_lossy().into_owned();
+        let err = config(&args(&["--api-key-file", &missing])).expect_err("missing");
+        assert!(
+            err.contains("cannot read") && !err.contains("synthetic-key"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 }

@@ -181,8 +181,8 @@ impl std::fmt::Display for DropConnection {
 impl std::error::Error for DropConnection {}
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock cannot leave these structures half-updated in a way that
-    // matters more than stopping the whole simulator would.
+    // Recover from poisoning: if a handler ever panicked mid-update, failing every later
+    // request (and every stats() call) would bury the original panic under a cascade.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -201,7 +201,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         auth: SimAuth,
         max_body: usize,

@@ -7,14 +7,17 @@
 //! A filter moves through these states:
 //!
 //! ```text
-//!              new, no clearing                       provide (ok)
-//!   (unknown) ─────────────────────▶ Pseudonymised ◀──────────────── AwaitingIdat
-//!       │                                                              ▲     │
-//!       │ new, clearing ── repeat_first ──▶ AwaitingRepeat ─resend─────┘     │ task expires
-//!       │                                        │ task expires               ▼
-//!       └──────────── otherwise ──▶ AwaitingIdat  └──────────────────────▶ Aborted
-//!                                                                            │ resend
-//!                                                         AwaitingIdat ◀─────┘
+//!                     no clearing
+//!   (new filter) ─────────────────────────────────────────▶ Pseudonymised
+//!        │ clearing                                               ▲
+//!        ├─ repeat_first ─▶ AwaitingRepeat ─ resend ─┐            │ provide ok
+//!        │                        │                  ▼            │ (raises dic_psn_available)
+//!        └─ otherwise ────────────┼────────────▶ AwaitingIdat ────┘
+//!                                 │ task expires      │ task expires
+//!                                 ▼                   ▼
+//!                              Aborted ◀──────────────┘
+//!                                 │ resend
+//!                                 └──────────────▶ AwaitingIdat
 //! ```
 //!
 //! Tasks are kept in creation order (a `BTreeMap` keyed by a sequence number), which is the
@@ -736,4 +739,75 @@ pub(crate) fn format_instant(at: DateTime<Utc>, offset: FixedOffset) -> String {
     at.with_timezone(&offset)
         .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn dispatcher(clearing: f64) -> Dispatcher {
+        Dispatcher::new(&SimConfig {
+            clearing,
+            ..SimConfig::default()
+        })
+    }
+
+    #[test]
+    fn pseudonyms_stay_unique_when_their_30_bit_codes_collide() {
+        let mut dispatcher = dispatcher(0.0);
+        let now = Utc::now();
+        let filters: Vec<String> = (0u32..100_000)
+            .map(|n| STANDARD.encode(n.to_le_bytes()))
+            .collect();
+        // The first derivation alone collides for some of these filters (birthday bound:
+        // about five expected), so the retry path is exercised, not assumed.
+        let first_choices: HashSet<String> = filters
+            .iter()
+            .map(|f| {
+                let mut input = f.as_bytes().to_vec();
+                input.extend_from_slice(&0u64.to_le_bytes());
+                hash::pseudonym("mii", hash::hash(0, "pseudonym", &input))
+            })
+            .collect();
+        assert!(
+            first_choices.len() < filters.len(),
+            "no collision to resolve"
+        );
+
+        let pseudonyms: HashSet<String> = filters
+            .iter()
+            .map(|f| dispatcher.register(now, f).expect("no clearing"))
+            .collect();
+        assert_eq!(pseudonyms.len(), filters.len());
+    }
+
+    #[test]
+    fn instants_carry_milliseconds_and_the_configured_offset() {
+        let at = DateTime::parse_from_rfc3339("2021-05-28T11:00:00Z")
+            .expect("instant")
+            .to_utc();
+        let plus_two = FixedOffset::east_opt(7200).expect("offset");
+        assert_eq!(
+            format_instant(at, plus_two),
+            "2021-05-28T13:00:00.000+02:00"
+        );
+        assert_eq!(
+            format_instant(at, Utc.fix()),
+            "2021-05-28T11:00:00.000+00:00"
+        );
+    }
+
+    #[test]
+    fn a_filter_of_another_length_is_rejected_after_the_first() {
+        let mut dispatcher = dispatcher(0.0);
+        assert!(dispatcher.is_acceptable_filter(&STANDARD.encode([1u8; 8])));
+        assert!(!dispatcher.is_acceptable_filter(&STANDARD.encode([1u8; 9])));
+        assert!(dispatcher.is_acceptable_filter(&STANDARD.encode([2u8; 8])));
+        // Non-canonical padding bits and missing padding are not base64Binary.
+        assert!(!dispatcher.is_acceptable_filter("AQEBAQEBAQF="));
+        assert!(!dispatcher.is_acceptable_filter("AQEBAQEBAQE"));
+        assert!(!dispatcher.is_acceptable_filter(""));
+    }
 }
