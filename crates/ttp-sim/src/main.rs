@@ -1,0 +1,254 @@
+//! `ttp-sim`: run the fTTP dispatcher simulator by hand, e.g. to try `ttp-agent` against it.
+//!
+//! Prints the base URL on stdout, serves until Ctrl-C, then prints its counters as JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ttp_sim::{FaultConfig, FaultKind, FaultTiming, SimAuth, SimConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ttp-sim",
+    version,
+    about = "A simulated fTTP dispatcher for testing ttp-agent"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Listen on a non-loopback address. The simulator has no TLS and is not a real TTP:
+    /// only for isolated test networks.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// File holding the API key clients must send (first line; surrounding whitespace is
+    /// ignored). Without it, no authentication is required.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Header that carries the API key.
+    #[arg(long, default_value = "apiKey")]
+    api_key_header: String,
+    /// Also accept the key as the legacy body parameter `apikey`.
+    #[arg(long)]
+    api_key_in_body: bool,
+    /// Study name the dispatcher serves.
+    #[arg(long, default_value = "mii")]
+    study: String,
+    /// Target (site) the dispatcher serves.
+    #[arg(long, default_value = "dic_sim")]
+    target: String,
+    /// Fraction of new filters that need a clearing.
+    #[arg(long, default_value_t = 0.25)]
+    clearing: f64,
+    /// Fraction of clearings that start with a repeat_request.
+    #[arg(long, default_value_t = 0.5)]
+    repeat_first: f64,
+    /// Seed of all decisions about filters and tasks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Lifetime of send_idat and repeat_request tasks, in seconds.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    task_ttl_secs: u64,
+    /// Fraction of requests that fail (5xx, 429, dropped, truncated or malformed responses,
+    /// before or after processing).
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Seed of the fault sequence.
+    #[arg(long, default_value_t = 0)]
+    fault_seed: u64,
+    /// Also inject delays of this many seconds (choose more than the client's timeout).
+    #[arg(long)]
+    fault_delay_secs: Option<u64>,
+}
+
+fn read_api_key(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the API key file {}: {err}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_owned();
+    if key.is_empty() {
+        return Err(format!(
+            "the API key file {} is empty (the key must be on its first line)",
+            path.display()
+        ));
+    }
+    Ok(key)
+}
+
+fn config(args: &Args) -> Result<SimConfig, String> {
+    let auth = match &args.api_key_file {
+        None => SimAuth::None,
+        Some(path) => {
+            let key = read_api_key(path)?;
+            let header = SimAuth::Header {
+                name: args.api_key_header.clone(),
+                value: key.clone(),
+            };
+            if args.api_key_in_body {
+                SimAuth::AnyOf(vec![header, SimAuth::BodyParam(key)])
+            } else {
+                header
+            }
+        }
+    };
+    let mut kinds = vec![
+        FaultKind::Status(500),
+        FaultKind::Status(502),
+        FaultKind::Status(503),
+        FaultKind::Status(504),
+        FaultKind::Status429 {
+            retry_after_secs: 2,
+        },
+        FaultKind::Drop,
+        FaultKind::Truncate,
+        FaultKind::Malformed,
+    ];
+    if let Some(secs) = args.fault_delay_secs {
+        kinds.push(FaultKind::Delay(Duration::from_secs(secs)));
+    }
+    Ok(SimConfig {
+        study: args.study.clone(),
+        target: args.target.clone(),
+        auth,
+        seed: args.seed,
+        clearing: args.clearing,
+        repeat_first: args.repeat_first,
+        task_ttl: Duration::from_secs(args.task_ttl_secs),
+        faults: FaultConfig {
+            probability: args.fault_rate,
+            kinds,
+            seed: args.fault_seed,
+            when: FaultTiming::Mixed,
+        },
+        ..SimConfig::default()
+    })
+}
+
+/// The simulator has no TLS and hands out pseudonyms to anyone who asks: keep it off real
+/// networks unless explicitly told otherwise.
+fn check_listen(args: &Args) -> Result<(), String> {
+    if args.listen.ip().is_loopback() || args.allow_non_loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "refusing to listen on {} (not a loopback address); pass --allow-non-loopback \
+             for an isolated test network",
+            args.listen
+        ))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match check_listen(&args).and_then(|()| config(&args)) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("ttp-sim: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let sim = match ttp_sim::start_on(cfg, args.listen).await {
+        Ok(sim) => sim,
+        Err(err) => {
+            eprintln!("ttp-sim: cannot start on {}: {err}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", sim.base_url());
+    if let Err(err) = tokio::signal::ctrl_c().await {
+        eprintln!("ttp-sim: cannot wait for Ctrl-C ({err}); stopping");
+    }
+    let stats = sim.stats();
+    sim.shutdown().await;
+    match serde_json::to_string_pretty(&stats) {
+        Ok(json) => println!("{json}"),
+        Err(err) => eprintln!("ttp-sim: cannot print the statistics: {err}"),
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["ttp-sim"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid arguments")
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn only_loopback_unless_allowed() {
+        assert!(check_listen(&args(&[])).is_ok());
+        assert!(check_listen(&args(&["--listen", "[::1]:8080"])).is_ok());
+        let err = check_listen(&args(&["--listen", "0.0.0.0:8080"])).expect_err("refused");
+        assert!(err.contains("0.0.0.0:8080"), "{err}");
+        assert!(check_listen(&args(&["--listen", "0.0.0.0:8080", "--allow-non-loopback"])).is_ok());
+    }
+
+    #[test]
+    fn options_become_a_valid_configuration() {
+        let cfg = config(&args(&[
+            "--clearing",
+            "0.3",
+            "--seed",
+            "5",
+            "--fault-rate",
+            "0.3",
+            "--fault-delay-secs",
+            "40",
+        ]))
+        .expect("config");
+        assert_eq!(cfg.validate(), Ok(()));
+        assert_eq!(
+            (cfg.clearing, cfg.seed, cfg.faults.probability),
+            (0.3, 5, 0.3)
+        );
+        assert!(
+            cfg.faults
+                .kinds
+                .contains(&FaultKind::Delay(Duration::from_secs(40)))
+        );
+        assert_eq!(cfg.auth, SimAuth::None);
+
+        let bad = config(&args(&["--clearing", "3"])).expect("config");
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn api_key_file_must_exist_and_hold_a_key() {
+        let dir = std::env::temp_dir().join(format!("ttp-sim-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, "  synthetic-key  \nsecond line\n").expect("write");
+        let path = key_file.to_string_lossy().into_owned();
+        let cfg = config(&args(&["--api-key-file", &path, "--api-key-in-body"])).expect("config");
+        assert_eq!(
+            cfg.auth,
+            SimAuth::AnyOf(vec![
+                SimAuth::api_key_header("synthetic-key"),
+                SimAuth::BodyParam("synthetic-key".into()),
+            ])
+        );
+        std::fs::write(&key_file, "\n").expect("write");
+        let err = config(&args(&["--api-key-file", &path])).expect_err("empty");
+        assert!(err.contains("empty") && err.contains(&path), "{err}");
+        let missing = dir.join("missing").to_string_lossy().into_owned();
+        let err = config(&args(&["--api-key-file", &missing])).expect_err("missing");
+        assert!(
+            err.contains("cannot read") && !err.contains("synthetic-key"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
