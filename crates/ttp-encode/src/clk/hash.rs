@@ -108,7 +108,7 @@ impl Modulus {
 
 /// The keyed hash of one feature, ready to hash tokens.
 #[derive(Clone)]
-pub(crate) enum FeatureHasher {
+pub(crate) enum KeyedHash {
     Double {
         sha1: Hmac<Sha1>,
         md5: Hmac<Md5>,
@@ -122,11 +122,11 @@ pub(crate) enum FeatureHasher {
     },
 }
 
-impl std::fmt::Debug for FeatureHasher {
+impl std::fmt::Debug for KeyedHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FeatureHasher::Double { .. } => f.write_str("FeatureHasher::Double(<keyed>)"),
-            FeatureHasher::Blake { .. } => f.write_str("FeatureHasher::Blake(<keyed>)"),
+            KeyedHash::Double { .. } => f.write_str("KeyedHash::Double(<keyed>)"),
+            KeyedHash::Blake { .. } => f.write_str("KeyedHash::Blake(<keyed>)"),
         }
     }
 }
@@ -135,14 +135,17 @@ impl std::fmt::Debug for FeatureHasher {
 /// the further states on the fly.
 const MAX_CACHED_BLAKE_STATES: usize = 8;
 
-impl FeatureHasher {
+/// The 32 little-endian `u16` values of one BLAKE2b digest.
+pub(crate) type Shorts = [u16; 32];
+
+impl KeyedHash {
     /// Keys the hash. `max_k` (the most positions one token can need) decides how many salted
     /// BLAKE2b states are prepared. The schema guarantees a BLAKE2b key of 1..=64 bytes.
-    pub(crate) fn new(hash: HashKind, key0: &[u8], key1: &[u8], max_k: u32) -> FeatureHasher {
+    pub(crate) fn new(hash: HashKind, key0: &[u8], key1: &[u8], max_k: u32) -> KeyedHash {
         match hash {
             HashKind::Double {
                 prevent_singularity,
-            } => FeatureHasher::Double {
+            } => KeyedHash::Double {
                 // HMAC accepts keys of any length, so these cannot fail.
                 sha1: <Hmac<Sha1> as KeyInit>::new_from_slice(key0)
                     .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
@@ -152,7 +155,7 @@ impl FeatureHasher {
             },
             HashKind::Blake => {
                 let needed = (max_k as usize).div_ceil(32).min(MAX_CACHED_BLAKE_STATES);
-                FeatureHasher::Blake {
+                KeyedHash::Blake {
                     states: (0..needed).map(|j| blake_state(key0, j)).collect(),
                     key: Zeroizing::new(key0.to_vec()),
                 }
@@ -160,60 +163,95 @@ impl FeatureHasher {
         }
     }
 
+    /// Double hashing's `(h1, h2)`, both reduced modulo `L` (and `h2` made non-zero when
+    /// `prevent_singularity` asks for it). Only for `Double`; `None` for `Blake`.
+    pub(crate) fn double_pair(&self, token: &[u8], modulus: Modulus) -> Option<(u64, u64)> {
+        let KeyedHash::Double {
+            sha1,
+            md5,
+            prevent_singularity,
+        } = self
+        else {
+            return None;
+        };
+        let h1 = modulus.reduce_be(&sha1.clone().chain_update(token).finalize().into_bytes());
+        let mut h2 = modulus.reduce_be(&md5.clone().chain_update(token).finalize().into_bytes());
+        if *prevent_singularity && h2 == 0 {
+            h2 = non_singular_h2(md5, token, modulus);
+        }
+        Some((h1, h2))
+    }
+
+    /// Digest `j` (salt `str(j)`) of BLAKE2b hashing. Only for `Blake`; `None` for `Double`.
+    pub(crate) fn blake_shorts(&self, token: &[u8], j: usize) -> Option<Shorts> {
+        let KeyedHash::Blake { states, key } = self else {
+            return None;
+        };
+        let digest = match states.get(j) {
+            Some(state) => blake_finish(state.clone(), token),
+            None => blake_finish(blake_state(key, j), token),
+        };
+        let mut shorts = [0u16; 32];
+        for (short, pair) in shorts.iter_mut().zip(digest.chunks_exact(2)) {
+            *short = u16::from_le_bytes([pair[0], pair[1]]);
+        }
+        Some(shorts)
+    }
+
     /// Calls `f` with the `k` positions of `token` in a filter of length `modulus.l()`, in
     /// clkhash's order.
-    #[inline]
-    pub(crate) fn positions(
-        &self,
-        token: &[u8],
-        k: u32,
-        modulus: Modulus,
-        mut f: impl FnMut(usize),
-    ) {
+    pub(crate) fn positions(&self, token: &[u8], k: u32, modulus: Modulus, f: impl FnMut(usize)) {
         if k == 0 {
             return;
         }
-        match self {
-            FeatureHasher::Double {
-                sha1,
-                md5,
-                prevent_singularity,
-            } => {
-                let l = modulus.l();
-                let h1 =
-                    modulus.reduce_be(&sha1.clone().chain_update(token).finalize().into_bytes());
-                let mut h2 =
-                    modulus.reduce_be(&md5.clone().chain_update(token).finalize().into_bytes());
-                if *prevent_singularity && h2 == 0 {
-                    h2 = non_singular_h2(md5, token, modulus);
-                }
-                let mut g = h1;
-                for _ in 0..k {
-                    f(g as usize);
-                    // h1, h2 < L, so one subtraction keeps g in range.
-                    g += h2;
-                    if g >= l {
-                        g -= l;
-                    }
-                }
-            }
-            FeatureHasher::Blake { states, key } => {
-                let mut remaining = k as usize;
-                let mut j = 0;
-                while remaining > 0 {
-                    let digest = match states.get(j) {
-                        Some(state) => blake_finish(state.clone(), token),
-                        None => blake_finish(blake_state(key, j), token),
-                    };
-                    for pair in digest.chunks_exact(2).take(remaining.min(32)) {
-                        let short = u16::from_le_bytes([pair[0], pair[1]]);
-                        f(modulus.reduce(u64::from(short)) as usize);
-                    }
-                    remaining = remaining.saturating_sub(32);
-                    j += 1;
-                }
-            }
+        if let Some((h1, h2)) = self.double_pair(token, modulus) {
+            emit_double(h1, h2, k, modulus, f);
+        } else {
+            self.emit_blake_from(token, 0, k as usize, modulus, f);
         }
+    }
+
+    /// Positions `32·first_digest ..` of a `Blake` token, `remaining` of them.
+    pub(crate) fn emit_blake_from(
+        &self,
+        token: &[u8],
+        first_digest: usize,
+        mut remaining: usize,
+        modulus: Modulus,
+        mut f: impl FnMut(usize),
+    ) {
+        let mut j = first_digest;
+        while remaining > 0 {
+            let Some(shorts) = self.blake_shorts(token, j) else {
+                return;
+            };
+            emit_shorts(&shorts[..remaining.min(32)], modulus, &mut f);
+            remaining = remaining.saturating_sub(32);
+            j += 1;
+        }
+    }
+}
+
+/// `(h1 + i·h2) mod L` for `i` in `0..k`.
+#[inline]
+pub(crate) fn emit_double(h1: u64, h2: u64, k: u32, modulus: Modulus, mut f: impl FnMut(usize)) {
+    let l = modulus.l();
+    let mut g = h1;
+    for _ in 0..k {
+        f(g as usize);
+        // h1, h2 < L, so one subtraction keeps g in range.
+        g += h2;
+        if g >= l {
+            g -= l;
+        }
+    }
+}
+
+/// `short mod L` for each short.
+#[inline]
+pub(crate) fn emit_shorts(shorts: &[u16], modulus: Modulus, mut f: impl FnMut(usize)) {
+    for &short in shorts {
+        f(modulus.reduce(u64::from(short)) as usize);
     }
 }
 
@@ -316,7 +354,7 @@ mod tests {
 
     #[test]
     fn double_hash_positions_form_an_arithmetic_sequence() {
-        let hasher = FeatureHasher::new(
+        let hasher = KeyedHash::new(
             HashKind::Double {
                 prevent_singularity: false,
             },
@@ -344,7 +382,7 @@ mod tests {
             let mut plain = Vec::new();
             let mut fixed = Vec::new();
             for (prevent, out) in [(false, &mut plain), (true, &mut fixed)] {
-                FeatureHasher::new(
+                KeyedHash::new(
                     HashKind::Double {
                         prevent_singularity: prevent,
                     },
@@ -368,7 +406,7 @@ mod tests {
 
     #[test]
     fn blake_needs_one_digest_per_32_positions() {
-        let hasher = FeatureHasher::new(HashKind::Blake, &[7u8; 64], &[9u8; 64], 40);
+        let hasher = KeyedHash::new(HashKind::Blake, &[7u8; 64], &[9u8; 64], 40);
         let modulus = Modulus::new(1 << 16);
         let mut ps = Vec::new();
         hasher.positions(b"F", 40, modulus, |p| ps.push(p));
@@ -381,7 +419,7 @@ mod tests {
             .collect();
         assert_eq!(ps, expected);
         // States beyond the cache are derived on the fly with the same result.
-        let uncached = FeatureHasher::new(HashKind::Blake, &[7u8; 64], &[9u8; 64], 1);
+        let uncached = KeyedHash::new(HashKind::Blake, &[7u8; 64], &[9u8; 64], 1);
         let mut ps2 = Vec::new();
         uncached.positions(b"F", 40, modulus, |p| ps2.push(p));
         assert_eq!(ps, ps2);

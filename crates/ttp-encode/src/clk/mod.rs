@@ -60,6 +60,7 @@ mod hash;
 mod pynum;
 mod schema;
 mod strptime;
+mod table;
 mod tokens;
 
 use std::borrow::Cow;
@@ -70,8 +71,9 @@ use zeroize::Zeroizing;
 
 use crate::Secret;
 use bits::Bits;
-use hash::{FeatureHasher, Modulus};
+use hash::{KeyedHash, Modulus};
 use schema::FeatureSpec;
+use table::TokenTable;
 use tokens::Scratch;
 
 pub use schema::{ClkSchema, MAX_FILTER_BITS, SchemaError};
@@ -95,7 +97,7 @@ pub struct ValueError {
 pub struct ClkEncoder {
     schema: ClkSchema,
     /// One per feature; `None` for ignored features.
-    hashers: Vec<Option<FeatureHasher>>,
+    hashers: Vec<Option<HashedFeature>>,
     /// All derived keys, kept for [`ClkEncoder::encode_traced`].
     keys: Zeroizing<Vec<u8>>,
     modulus: Modulus,
@@ -132,7 +134,10 @@ impl ClkEncoder {
                 feature.spec.as_ref().map(|spec| {
                     let key0 = &keys[2 * i * key_size..(2 * i + 1) * key_size];
                     let key1 = &keys[(2 * i + 1) * key_size..(2 * i + 2) * key_size];
-                    FeatureHasher::new(spec.hash, key0, key1, spec.strategy.max_k())
+                    HashedFeature {
+                        hash: KeyedHash::new(spec.hash, key0, key1, spec.strategy.max_k()),
+                        table: TokenTable::for_feature(spec),
+                    }
                 })
             })
             .collect();
@@ -235,6 +240,24 @@ impl ClkEncoder {
                 reason: format!("has no feature in the schema {summary}"),
             },
         }
+    }
+}
+
+/// A feature's keyed hash and its remembered token hashes.
+struct HashedFeature {
+    hash: KeyedHash,
+    table: Option<TokenTable>,
+}
+
+impl HashedFeature {
+    #[inline]
+    fn positions(&self, token: &[u8], k: u32, modulus: Modulus, mut f: impl FnMut(usize)) {
+        if let Some(table) = &self.table
+            && table.positions(&self.hash, token, k, modulus, &mut f)
+        {
+            return;
+        }
+        self.hash.positions(token, k, modulus, f);
     }
 }
 

@@ -38,7 +38,7 @@ pub(crate) struct NumericParams {
 }
 
 /// Reusable buffers for tokenising one record.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Scratch {
     /// The padded value (n-grams).
     padded: Vec<u8>,
@@ -46,6 +46,17 @@ pub(crate) struct Scratch {
     bounds: Vec<usize>,
     /// The token being built, when it is not a slice of `padded`.
     token: Vec<u8>,
+}
+
+impl Default for Scratch {
+    /// Sized for typical values, so that most records tokenise without growing a buffer.
+    fn default() -> Scratch {
+        Scratch {
+            padded: Vec::with_capacity(64),
+            bounds: Vec::with_capacity(64),
+            token: Vec::with_capacity(64),
+        }
+    }
 }
 
 impl Comparison {
@@ -101,8 +112,8 @@ impl Comparison {
                     let gram = &padded[bounds[j]..bounds[j + n]];
                     if *positional {
                         token.clear();
-                        // Writing to a Vec cannot fail.
-                        let _ = write!(token, "{} ", j + 1);
+                        push_decimal(token, j + 1);
+                        token.push(b' ');
                         token.extend_from_slice(gram);
                         f(j, token);
                     } else {
@@ -127,6 +138,23 @@ impl Comparison {
         }
         Ok(())
     }
+}
+
+/// Appends `n` in decimal (what `format!("{n}")` gives, without the formatting machinery on
+/// the per-token path).
+fn push_decimal(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn too_large() -> String {
@@ -243,6 +271,9 @@ mod tests {
             ["1 1", "2 9", "3 8", "4 5"]
         );
         assert_eq!(tokens(&ngram(2, true), "AB"), ["1  A", "2 AB", "3 B "]);
+        let long: Vec<String> = tokens(&ngram(1, true), &"x".repeat(120));
+        assert_eq!(long[9], "10 x");
+        assert_eq!(long[119], "120 x");
     }
 
     #[test]
