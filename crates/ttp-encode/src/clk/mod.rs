@@ -8,19 +8,22 @@
 //! anonlink ecosystem.
 //!
 //! # Pipeline
-//! For each record, with one string value per schema feature:
+//! For each record, with one string value per schema feature (the private submodules named
+//! in parentheses implement each stage and document clkhash's exact behaviour):
 //!
 //! 1. **Keys** (once, in [`ClkEncoder::new`]): HKDF over the secret gives two keys per
-//!    feature, ignored features included ([`hash`]).
-//! 2. **Validate and render** each value per its `format` ([`format`], [`strptime`]): a
-//!    `missingValue` sentinel becomes its replacement; dates become `%Y%m%d`, integers
+//!    feature, ignored features included (`hash`).
+//! 2. **Validate and render** each value per its `format` (`format`, `strptime`, `pynum`):
+//!    a `missingValue` sentinel becomes its replacement; dates become `%Y%m%d`, integers
 //!    `str(int(v))`; nothing is normalised.
-//! 3. **Tokenise** per `comparison` ([`tokens`]): n-grams over code points, the exact value, or
-//!    numeric neighbourhoods.
-//! 4. **k per token** per `strategy` (`bitsPerToken`, or `bitsPerFeature` spread over tokens).
-//! 5. **Positions** per `hash` ([`hash`]): HMAC-SHA1/MD5 double hashing or keyed BLAKE2b.
-//! 6. **Filter**: set the positions in an `l · 2^xor_folds`-bit filter, XOR-fold `xor_folds`
-//!    times, serialise most significant bit first ([`bits`]).
+//! 3. **Tokenise** per `comparison` (`tokens`): n-grams over code points, the exact value,
+//!    or numeric neighbourhoods.
+//! 4. **k per token** per `strategy` (`bitsPerToken`, or `bitsPerFeature` spread over
+//!    tokens).
+//! 5. **Positions** per `hash` (`hash`, remembered by `table`): HMAC-SHA1/MD5 double
+//!    hashing or keyed BLAKE2b.
+//! 6. **Filter**: set the positions in an `l · 2^xor_folds`-bit filter, XOR-fold
+//!    `xor_folds` times, serialise most significant bit first (`bits`).
 //!
 //! ```
 //! use ttp_encode::Secret;
@@ -47,8 +50,14 @@
 //! ```
 //!
 //! # Speed
-//! Keys are derived and hash states keyed once per feature; per token the encoder clones a
-//! keyed state and hashes a byte slice, with no allocation. See [`hash`] for the details.
+//! Hashing dominates. Keys are derived and hash states keyed once per feature; per token the
+//! encoder clones a keyed state and hashes a byte slice, with no allocation (`hash`). On top
+//! of that, the hash results of common tokens (name bigrams, positional date digits, enum
+//! values) are remembered in lock-free per-feature tables whose key space comes from the
+//! schema, not from the data (`table`). On one core of the development machine this encodes
+//! roughly 800,000 records/s with either vector schema and typical names (clkhash: 20–25k);
+//! tokens outside the tables (e.g. CJK names) cost about 0.4 µs (doubleHash) or 0.15 µs
+//! (blakeHash) each.
 //!
 //! # Patient data
 //! Values are IDAT. [`ValueError`] says *why* a value was rejected but never contains it; the
