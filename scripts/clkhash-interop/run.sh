@@ -33,6 +33,8 @@ if ! "$venv/bin/python" -c 'import sys, clkhash; sys.exit(clkhash.__version__ !=
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'clkhash==0.18.3'
 fi
+# Keep the virtualenv out of git status (Python >= 3.13 writes this file itself).
+[[ -e "$venv/.gitignore" ]] || printf '*\n' >"$venv/.gitignore"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/clkhash-interop.XXXXXX")"
 keep_on_failure() {

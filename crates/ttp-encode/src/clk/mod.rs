@@ -91,8 +91,7 @@ pub use schema::{ClkSchema, MAX_FILTER_BITS, SchemaError};
 ///
 /// `reason` completes the sentence "value N (feature) ...", e.g. "does not match date format
 /// %Y-%m-%d". It never contains the value: values are patient data.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("value {index} ({feature}) {reason}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
     /// Position of the value in the record (= feature position in the schema), from 0.
     pub index: usize,
@@ -100,6 +99,18 @@ pub struct ValueError {
     pub feature: String,
     pub reason: String,
 }
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.feature.is_empty() {
+            write!(f, "value {} {}", self.index, self.reason)
+        } else {
+            write!(f, "value {} ({}) {}", self.index, self.feature, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
 
 /// Encodes records into CLKs for one schema and secret. Cheap to share: `Send + Sync`, and
 /// [`ClkEncoder::encode`] takes `&self`, so one encoder serves all threads.

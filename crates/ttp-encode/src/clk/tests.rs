@@ -789,6 +789,10 @@ fn wrong_value_counts_are_reported() {
         .encode(&["ANNA", "1985-03-14", "", "extra"])
         .expect_err("too many");
     assert_eq!((err.index, err.feature.as_str()), (3, ""));
+    assert_eq!(
+        err.to_string(),
+        "value 3 has no feature in the schema (the record has 4 values, the schema 3 features)"
+    );
 }
 
 #[test]
@@ -820,4 +824,45 @@ fn the_same_record_always_gives_the_same_clk() {
 #[test]
 fn to_base64_uses_the_standard_alphabet_with_padding() {
     assert_eq!(to_base64(&[0xfb, 0xff]), "+/8=");
+}
+
+#[test]
+fn threads_sharing_one_encoder_get_the_same_clks_as_a_fresh_encoder() {
+    // Racing threads fill the same token-table slots; every result must still be exact.
+    let names = [
+        "ANNA", "ANNE", "MÜLLER", "ÖZDEMIR", "LI", "JÜRGEN", "SCHMIDT", "O'NEILL",
+    ];
+    let records: Vec<[String; 3]> = (0..64)
+        .map(|i| {
+            let name = format!("{}{}", names[i % 8], names[(i / 8) % 8]);
+            [
+                name,
+                format!("19{:02}-0{}-1{}", i, 1 + i % 9, i % 10),
+                String::new(),
+            ]
+        })
+        .collect();
+    for hash in [json!({"type": "blakeHash"}), json!({"type": "doubleHash"})] {
+        let mut v = base();
+        for f in 0..2 {
+            feature(&mut v, f)["hashing"]["hash"] = hash.clone();
+        }
+        let expected: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| encoder(&v).encode(&[&r[0], &r[1], &r[2]]).expect("encodes"))
+            .collect();
+        let shared = encoder(&v);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (shared, records, expected) = (&shared, &records, &expected);
+                scope.spawn(move || {
+                    for i in (0..records.len()).map(|i| (i * 7 + t * 13) % records.len()) {
+                        let r = &records[i];
+                        let clk = shared.encode(&[&r[0], &r[1], &r[2]]).expect("encodes");
+                        assert_eq!(clk, expected[i], "thread {t} record {i}");
+                    }
+                });
+            }
+        });
+    }
 }
