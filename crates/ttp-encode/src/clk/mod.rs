@@ -169,6 +169,7 @@ impl ClkEncoder {
         }
     }
 
+    /// The schema this encoder was built for.
     pub fn schema(&self) -> &ClkSchema {
         &self.schema
     }

@@ -279,9 +279,9 @@ impl KeySpace {
 /// The characters a feature's n-grams are expected to consist of.
 #[derive(Debug)]
 struct Alphabet {
-    /// Index of each ASCII character, `u8::MAX` if absent.
-    ascii: [u8; 128],
-    /// Non-ASCII members with their indices.
+    /// Index of each ASCII character, `usize::MAX` if absent.
+    ascii: Box<[usize; 128]>,
+    /// Non-ASCII members with their indices, sorted by character.
     other: Vec<(char, usize)>,
     len: usize,
 }
@@ -319,13 +319,13 @@ impl Alphabet {
         chars.sort_unstable();
         chars.dedup();
         let mut alphabet = Alphabet {
-            ascii: [u8::MAX; 128],
+            ascii: Box::new([usize::MAX; 128]),
             other: Vec::new(),
             len: chars.len(),
         };
         for (i, c) in chars.into_iter().enumerate() {
             if c.is_ascii() {
-                alphabet.ascii[c as usize] = i as u8;
+                alphabet.ascii[c as usize] = i;
             } else {
                 alphabet.other.push((c, i));
             }
@@ -341,9 +341,12 @@ impl Alphabet {
     fn index(&self, c: char) -> Option<usize> {
         if c.is_ascii() {
             let i = self.ascii[c as usize];
-            (i != u8::MAX).then_some(usize::from(i))
+            (i != usize::MAX).then_some(i)
         } else {
-            self.other.iter().find(|&&(o, _)| o == c).map(|&(_, i)| i)
+            self.other
+                .binary_search_by_key(&c, |&(o, _)| o)
+                .ok()
+                .map(|at| self.other[at].1)
         }
     }
 }
@@ -467,6 +470,37 @@ mod tests {
         positions_both_ways(&table, &hash, b"F", 100);
         positions_both_ways(&table, &hash, b"M", 31);
         assert!(!table.positions(&hash, b"X", 1, Modulus::new(1000), |_| {}));
+    }
+
+    #[test]
+    fn non_ascii_alphabets_index_every_character() {
+        // 300 distinct CJK characters: the alphabet is larger than any byte-sized index.
+        let values: Vec<String> = (0..300u32)
+            .map(|i| char::from_u32(0x4e00 + i * 3).expect("CJK").to_string())
+            .collect();
+        let s = spec(
+            Format::Enum(values.iter().cloned().collect()),
+            Comparison::Ngram {
+                n: 1,
+                positional: false,
+            },
+            Strategy::BitsPerToken(8),
+            HashKind::Double {
+                prevent_singularity: false,
+            },
+        );
+        let table = TokenTable::for_feature(&s).expect("a table");
+        let hash = KeyedHash::new(s.hash, b"k0", b"k1", 8);
+        for v in values.iter().step_by(7) {
+            positions_both_ways(&table, &hash, v.as_bytes(), 8);
+        }
+        let mut slots: Vec<usize> = values
+            .iter()
+            .filter_map(|v| table.keys.slot(v.as_bytes()))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 300, "every character has its own slot");
     }
 
     #[test]
