@@ -142,7 +142,10 @@ pub enum Attention {
     MissingElements(Vec<IdatElement>),
     UnknownTaskType(String),
     MalformedTask(String),
-    Rejected { status: u16, detail: String },
+    Rejected {
+        status: u16,
+        detail: String,
+    },
     IdatPurged,
     /// The fTTP sent a pseudonym for a record that already has a different one.
     PseudonymConflict,
@@ -269,7 +272,9 @@ mod tests {
             TaskState::Running,
             TaskState::InDoubt,
             TaskState::RetryWait { next_at: now },
-            TaskState::NeedsAttention { reason: Attention::UnknownRecord },
+            TaskState::NeedsAttention {
+                reason: Attention::UnknownRecord,
+            },
             TaskState::Done { at: now },
             TaskState::Expired { at: now },
         ]
@@ -278,7 +283,15 @@ mod tests {
         .collect();
         assert_eq!(
             names,
-            ["received", "running", "in-doubt", "retry-wait", "needs-attention", "done", "expired"]
+            [
+                "received",
+                "running",
+                "in-doubt",
+                "retry-wait",
+                "needs-attention",
+                "done",
+                "expired"
+            ]
         );
     }
 }

@@ -55,8 +55,7 @@ where
             for span in scope.from_root() {
                 write!(writer, "{}", span.name())?;
                 let ext = span.extensions();
-                if let Some(fields) =
-                    ext.get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                if let Some(fields) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>()
                     && !fields.is_empty()
                 {
                     write!(writer, "{{{fields}}}")?;

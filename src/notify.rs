@@ -16,7 +16,9 @@ pub struct SystemdHooks {
 
 impl SystemdHooks {
     pub fn from_env() -> SystemdHooks {
-        let socket = std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty());
+        let socket = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty());
         let watchdog = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
@@ -32,7 +34,9 @@ impl SystemdHooks {
 
     fn send(&self, state: &str) {
         let Some(path) = &self.socket else { return };
-        let Ok(sock) = UnixDatagram::unbound() else { return };
+        let Ok(sock) = UnixDatagram::unbound() else {
+            return;
+        };
         // An abstract socket is written with a leading '@'.
         let result = if let Some(name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt as _;
@@ -54,7 +58,10 @@ impl DaemonHooks for SystemdHooks {
 
     fn cycle_finished(&self, result: &Result<CycleReport, CycleError>, _took: Duration) {
         let status = match result {
-            Ok(r) => format!("STATUS=last poll ok: {} listed, {} open", r.listed, r.open_after),
+            Ok(r) => format!(
+                "STATUS=last poll ok: {} listed, {} open",
+                r.listed, r.open_after
+            ),
             Err(e) => format!("STATUS=last poll failed ({})", e.class()),
         };
         self.send(&status);

@@ -87,7 +87,11 @@ fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLin
 }
 
 /// Build the report. `warn` is the warning window before expiry (`[admin] warn_before_expiry`).
-pub fn build(store: &Store, warn: chrono::Duration, history_days: u32) -> Result<StatusReport, StoreError> {
+pub fn build(
+    store: &Store,
+    warn: chrono::Duration,
+    history_days: u32,
+) -> Result<StatusReport, StoreError> {
     let now = Utc::now();
     let tasks = store.tasks()?;
     let mut open_by_type: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
@@ -164,8 +168,9 @@ pub fn render_text(r: &StatusReport) -> String {
     let _ = writeln!(
         out,
         "last successful poll: {}",
-        r.last_successful_poll
-            .map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        r.last_successful_poll.map_or("never".to_string(), |t| t
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string())
     );
     let rc = &r.records;
     let _ = writeln!(
@@ -183,7 +188,11 @@ pub fn render_text(r: &StatusReport) -> String {
     }
     if !r.open.is_empty() {
         let _ = writeln!(out, "\nopen tasks, most urgent first:");
-        let _ = writeln!(out, "  {:<2}{:<56} {:<12} {:>10}  last error", "", "task", "state", "expires in");
+        let _ = writeln!(
+            out,
+            "  {:<2}{:<56} {:<12} {:>10}  last error",
+            "", "task", "state", "expires in"
+        );
         for t in &r.open {
             let _ = writeln!(
                 out,

@@ -167,7 +167,9 @@ pub fn read_records_from(
                 path: name.to_string(),
                 line,
                 reason: match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         format!("has {len} fields, the header has {expected_len}")
                     }
                     csv::ErrorKind::Utf8 { .. } => "is not valid UTF-8".to_string(),
@@ -234,13 +236,11 @@ pub fn encode_records(
                     .and_then(|e| r.idat.0.get(&e))
                     .map(String::as_str)
             };
-            let bloom_filter = encoder
-                .encode_record(&get)
-                .map_err(|e| EncodeFailure {
-                    line: r.line,
-                    local_id: r.local_id.clone(),
-                    reason: e.to_string(),
-                })?;
+            let bloom_filter = encoder.encode_record(&get).map_err(|e| EncodeFailure {
+                line: r.line,
+                local_id: r.local_id.clone(),
+                reason: e.to_string(),
+            })?;
             progress(1);
             Ok(LocalRecord {
                 local_id: r.local_id,
@@ -354,7 +354,12 @@ impl Agent {
             return Ok(stats);
         }
         // Interrupted batches first, then in submission order.
-        pending.sort_by_key(|r| (!matches!(r.state, RecordState::Sending { .. }), r.created_at));
+        pending.sort_by_key(|r| {
+            (
+                !matches!(r.state, RecordState::Sending { .. }),
+                r.created_at,
+            )
+        });
         let mut queue: VecDeque<Vec<LocalRecord>> = pending
             .chunks(self.opts.batch_size.max(1))
             .map(<[LocalRecord]>::to_vec)
@@ -473,8 +478,13 @@ mod tests {
         assert!(e.contains("`birthdate`"), "{e}");
         assert!(!e.contains("14.03.1985") && !e.contains("Zoë"), "{e}");
 
-        let e = read("local_id,given,gender\nc1,Anna,f\n").unwrap_err().to_string();
-        assert!(e.contains("line 2") && e.contains("`gender`") && e.contains("male"), "{e}");
+        let e = read("local_id,given,gender\nc1,Anna,f\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("`gender`") && e.contains("male"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -492,9 +502,16 @@ mod tests {
 
     #[test]
     fn row_problems_are_reported() {
-        let e = read("local_id,given\nc1,A\nc1,B\n").unwrap_err().to_string();
-        assert!(e.contains("line 3") && e.contains("already appeared on line 2"), "{e}");
-        let e = read("local_id,given\nc1,A,extra\n").unwrap_err().to_string();
+        let e = read("local_id,given\nc1,A\nc1,B\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("already appeared on line 2"),
+            "{e}"
+        );
+        let e = read("local_id,given\nc1,A,extra\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("3 fields"), "{e}");
         let e = read("local_id,given\n,A\n").unwrap_err().to_string();
         assert!(e.contains("`local_id`") && e.contains("empty"), "{e}");
@@ -538,9 +555,16 @@ mod tests {
         let mut stats = RegisterStats::default();
         apply_psn_response(&mut batch, &response, &mut stats);
         assert_eq!(batch[0].pseudonym.as_deref(), Some("P1"));
-        assert_eq!(batch[3].pseudonym.as_deref(), Some("P1"), "same filter, same pseudonym");
+        assert_eq!(
+            batch[3].pseudonym.as_deref(),
+            Some("P1"),
+            "same filter, same pseudonym"
+        );
         assert_eq!(batch[1].state, RecordState::AwaitingClearing);
         assert!(matches!(batch[2].state, RecordState::Rejected { .. }));
-        assert_eq!((stats.pseudonymised, stats.awaiting_clearing, stats.rejected), (2, 1, 1));
+        assert_eq!(
+            (stats.pseudonymised, stats.awaiting_clearing, stats.rejected),
+            (2, 1, 1)
+        );
     }
 }

@@ -38,8 +38,14 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
     let (stored, reg) = submit_records(&agent, &encoder, env.dir.path(), 40).await;
     assert_eq!(stored.inserted, 40);
     assert_eq!(reg.sent, 40);
-    assert!(reg.pseudonymised > 0, "some pseudonyms come at once: {reg:?}");
-    assert!(reg.awaiting_clearing > 0, "some records need clearing: {reg:?}");
+    assert!(
+        reg.pseudonymised > 0,
+        "some pseudonyms come at once: {reg:?}"
+    );
+    assert!(
+        reg.awaiting_clearing > 0,
+        "some records need clearing: {reg:?}"
+    );
     assert_eq!(reg.pseudonymised + reg.awaiting_clearing, 40);
 
     let mut cycles = 0;
@@ -54,7 +60,11 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
         if waiting.is_empty() && env.sim.open_tasks().is_empty() {
             break;
         }
-        assert!(cycles < 12, "not finished after {cycles} cycles: {} waiting", waiting.len());
+        assert!(
+            cycles < 12,
+            "not finished after {cycles} cycles: {} waiting",
+            waiting.len()
+        );
     }
 
     let stats = env.sim.stats();
@@ -65,7 +75,11 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
         );
     }
     assert_eq!(stats.duplicate_provides, 0);
-    assert_eq!(stats.provide_violations_total, 0, "{:?}", stats.provide_violations);
+    assert_eq!(
+        stats.provide_violations_total, 0,
+        "{:?}",
+        stats.provide_violations
+    );
     assert_eq!(stats.clearings_aborted, 0);
 
     // Every record's pseudonym is the one the fTTP assigned to its filter.
@@ -109,7 +123,11 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
     let (stored, reg) = submit_records(&agent, &encoder, env.dir.path(), 40).await;
     assert_eq!((stored.inserted, stored.unchanged), (0, 40));
     assert_eq!(reg.sent, 0);
-    assert_eq!(env.sim.stats().requests_by_op, before, "nothing new was sent");
+    assert_eq!(
+        env.sim.stats().requests_by_op,
+        before,
+        "nothing new was sent"
+    );
     env.sim.shutdown().await;
 }
 
@@ -135,7 +153,10 @@ async fn an_expired_task_is_not_acted_on_and_an_unknown_type_is_reported() {
         "part": [{"name": "reason", "valueString": "newer gateway"}]
     }));
 
-    let report = agent.poll_cycle().await.expect("the cycle survives the unknown type");
+    let report = agent
+        .poll_cycle()
+        .await
+        .expect("the cycle survives the unknown type");
     assert_eq!(report.listed, 2);
     let tasks = agent.store().tasks().unwrap();
     let expired: Vec<_> = tasks
@@ -143,8 +164,14 @@ async fn an_expired_task_is_not_acted_on_and_an_unknown_type_is_reported() {
         .filter(|t| matches!(t.state, TaskState::Expired { .. }))
         .collect();
     assert_eq!(expired.len(), 1, "{tasks:?}");
-    assert!(env.sim.received_patients().is_empty(), "nothing was sent for it");
-    assert_eq!(env.sim.stats().requests_by_op.get("providePatientData"), None);
+    assert!(
+        env.sim.received_patients().is_empty(),
+        "nothing was sent for it"
+    );
+    assert_eq!(
+        env.sim.stats().requests_by_op.get("providePatientData"),
+        None
+    );
 
     let unknown: Vec<_> = tasks
         .iter()

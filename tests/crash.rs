@@ -114,7 +114,10 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             started.elapsed() < Duration::from_secs(90),
             "not converged: {open} open tasks, {stats:?}"
         );
-        assert!(daemon.try_wait().unwrap().is_none(), "the final daemon died");
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the final daemon died"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // One more cycle so the agent stores what the last listing said.
@@ -123,15 +126,35 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = daemon.wait().unwrap();
-    assert!(status.success(), "SIGTERM must end the daemon with 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end the daemon with 0, got {status}"
+    );
 
     let stats = env.sim.stats();
-    assert_eq!(stats.duplicate_provides, 0, "an IDAT answer was sent twice: {stats:?}");
-    assert_eq!(stats.provide_violations_total, 0, "{:?}", stats.provide_violations);
+    assert_eq!(
+        stats.duplicate_provides, 0,
+        "an IDAT answer was sent twice: {stats:?}"
+    );
+    assert_eq!(
+        stats.provide_violations_total, 0,
+        "{:?}",
+        stats.provide_violations
+    );
     assert_eq!(stats.clearings_aborted, 0, "{stats:?}");
-    assert!(stats.tasks_expired_by_type.values().all(|&n| n == 0), "{stats:?}");
-    let send_idat_raised = stats.tasks_raised_by_type.get("send_idat").copied().unwrap_or(0);
-    assert!(send_idat_raised > 50, "the scenario must be substantial: {stats:?}");
+    assert!(
+        stats.tasks_expired_by_type.values().all(|&n| n == 0),
+        "{stats:?}"
+    );
+    let send_idat_raised = stats
+        .tasks_raised_by_type
+        .get("send_idat")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        send_idat_raised > 50,
+        "the scenario must be substantial: {stats:?}"
+    );
     assert_eq!(
         stats.provide_ok, send_idat_raised,
         "every send_idat answered exactly once"

@@ -77,7 +77,10 @@ mod tests {
         let r = rec(Some("2021-05-28T13:00:00.00+02:00"), TaskState::Received);
         assert!(!is_past_deadline(&r, at("2021-05-28T10:59:59Z")));
         assert!(is_past_deadline(&r, at("2021-05-28T11:00:00Z")));
-        assert_eq!(seconds_to_expiry(&r, at("2021-05-28T10:00:00Z")), Some(3600));
+        assert_eq!(
+            seconds_to_expiry(&r, at("2021-05-28T10:00:00Z")),
+            Some(3600)
+        );
     }
 
     #[test]
@@ -87,7 +90,9 @@ mod tests {
             TaskState::Received,
             TaskState::InDoubt,
             TaskState::RetryWait { next_at: now },
-            TaskState::NeedsAttention { reason: Attention::UnknownRecord },
+            TaskState::NeedsAttention {
+                reason: Attention::UnknownRecord,
+            },
         ] {
             let mut r = rec(Some("2021-05-28T13:00:00Z"), state);
             assert!(expire_if_due(&mut r, now));

@@ -167,9 +167,7 @@ mod tests {
                 subject: ttp_proto::SendIdatSubject::Pseudonym("psn_1".into()),
                 elements: vec![],
             },
-            expires: Some(
-                DateTime::parse_from_rfc3339("2026-01-12T10:00:00+01:00").unwrap(),
-            ),
+            expires: Some(DateTime::parse_from_rfc3339("2026-01-12T10:00:00+01:00").unwrap()),
             unknown_parts: vec![],
         }
     }
@@ -221,7 +219,13 @@ mod tests {
         let mut rec = merge_listed(None, key(), dic(), t0(), 1);
         rec.state = TaskState::Done { at: t0() };
         rec.attempts = 3;
-        let again = merge_listed(Some(rec), key(), dic(), t0() + chrono::Duration::hours(1), 3);
+        let again = merge_listed(
+            Some(rec),
+            key(),
+            dic(),
+            t0() + chrono::Duration::hours(1),
+            3,
+        );
         assert_eq!(again.state, TaskState::Received);
         assert_eq!(again.attempts, 0);
         assert_eq!(again.first_seen, t0(), "history keeps the first sighting");
@@ -258,13 +262,25 @@ mod tests {
         let listed =
             reconcile_in_doubt(in_doubt_at(t0()), true, Relisting::UntilDone, settle, later)
                 .unwrap();
-        assert_eq!(listed.state, TaskState::Received, "still listed: the fTTP lacks it");
-        let gone =
-            reconcile_in_doubt(in_doubt_at(t0()), false, Relisting::UntilDone, settle, later)
-                .unwrap();
-        assert!(matches!(gone.state, TaskState::Done { .. }), "gone: the fTTP has it");
-        let once = reconcile_in_doubt(in_doubt_at(t0()), false, Relisting::Once, settle, later)
-            .unwrap();
+        assert_eq!(
+            listed.state,
+            TaskState::Received,
+            "still listed: the fTTP lacks it"
+        );
+        let gone = reconcile_in_doubt(
+            in_doubt_at(t0()),
+            false,
+            Relisting::UntilDone,
+            settle,
+            later,
+        )
+        .unwrap();
+        assert!(
+            matches!(gone.state, TaskState::Done { .. }),
+            "gone: the fTTP has it"
+        );
+        let once =
+            reconcile_in_doubt(in_doubt_at(t0()), false, Relisting::Once, settle, later).unwrap();
         assert_eq!(once.state, TaskState::Received, "listed once: resend");
     }
 
@@ -289,7 +305,9 @@ mod tests {
         let rec = merge_problem(None, &p, t0(), 4);
         assert!(matches!(
             rec.state,
-            TaskState::NeedsAttention { reason: Attention::MalformedTask(_) }
+            TaskState::NeedsAttention {
+                reason: Attention::MalformedTask(_)
+            }
         ));
         let again = merge_problem(Some(rec.clone()), &p, t0(), 5);
         assert_eq!(again.first_seen, rec.first_seen);

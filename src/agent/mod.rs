@@ -98,7 +98,9 @@ pub struct CycleReport {
 pub enum CycleError {
     #[error("could not fetch tasks: {0}")]
     Fetch(#[source] TtpError),
-    #[error("the fTTP refused the agent's credentials (HTTP 401/403); check [ttp] api_key_file, api_key_header and the Basic-auth settings: {0}")]
+    #[error(
+        "the fTTP refused the agent's credentials (HTTP 401/403); check [ttp] api_key_file, api_key_header and the Basic-auth settings: {0}"
+    )]
     Auth(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -302,13 +304,15 @@ impl Agent {
             .store
             .purge_finished_tasks(now - self.opts.task_retention)?;
         let open_subjects = self.open_task_subjects()?;
-        report.purged_idat = self.store.purge_idat(now - self.opts.idat_retention, |rec| {
-            open_subjects.contains(&rec.bloom_filter)
-                || rec
-                    .pseudonym
-                    .as_ref()
-                    .is_some_and(|p| open_subjects.contains(p.as_bytes()))
-        })?;
+        report.purged_idat = self
+            .store
+            .purge_idat(now - self.opts.idat_retention, |rec| {
+                open_subjects.contains(&rec.bloom_filter)
+                    || rec
+                        .pseudonym
+                        .as_ref()
+                        .is_some_and(|p| open_subjects.contains(p.as_bytes()))
+            })?;
         self.store.set_meta_time(META_LAST_PURGE, now)?;
         Ok(())
     }

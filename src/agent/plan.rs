@@ -88,9 +88,24 @@ mod tests {
         let tasks = vec![
             rec("none-old", None, TaskState::Received, 0),
             rec("late", Some("2026-03-01T00:00:00Z"), TaskState::Received, 0),
-            rec("early", Some("2026-02-01T00:00:00+05:00"), TaskState::Received, 5),
-            rec("early-older", Some("2026-01-31T19:00:00Z"), TaskState::Received, 1),
-            rec("done", Some("2026-01-01T00:00:00Z"), TaskState::Done { at: now }, 0),
+            rec(
+                "early",
+                Some("2026-02-01T00:00:00+05:00"),
+                TaskState::Received,
+                5,
+            ),
+            rec(
+                "early-older",
+                Some("2026-01-31T19:00:00Z"),
+                TaskState::Received,
+                1,
+            ),
+            rec(
+                "done",
+                Some("2026-01-01T00:00:00Z"),
+                TaskState::Done { at: now },
+                0,
+            ),
         ];
         let keys: Vec<String> = ready(tasks, now).into_iter().map(|t| t.key.0).collect();
         assert_eq!(keys, ["early-older", "early", "late", "none-old"]);
@@ -103,7 +118,9 @@ mod tests {
         let later = rec(
             "later",
             None,
-            TaskState::RetryWait { next_at: now + chrono::Duration::seconds(5) },
+            TaskState::RetryWait {
+                next_at: now + chrono::Duration::seconds(5),
+            },
             0,
         );
         let keys: Vec<String> = ready(vec![due, later.clone()], now)
@@ -111,14 +128,20 @@ mod tests {
             .map(|t| t.key.0)
             .collect();
         assert_eq!(keys, ["due"]);
-        assert_eq!(next_retry(&[later]), Some(now + chrono::Duration::seconds(5)));
+        assert_eq!(
+            next_retry(&[later]),
+            Some(now + chrono::Duration::seconds(5))
+        );
     }
 
     #[test]
     fn reconcile_time_is_the_earliest_settled_in_doubt() {
         let a = rec("a", None, TaskState::InDoubt, 0);
         let settle = chrono::Duration::seconds(90);
-        assert_eq!(next_reconcile(&[a.clone()], settle), Some(a.updated_at + settle));
+        assert_eq!(
+            next_reconcile(&[a.clone()], settle),
+            Some(a.updated_at + settle)
+        );
         assert_eq!(next_reconcile(&[], settle), None);
     }
 }

@@ -46,7 +46,9 @@ pub fn next_attempt_with(
 ) -> DateTime<Utc> {
     let drawn = bound(attempt, s).mul_f64(jitter.clamp(0.0, 1.0));
     // At least a second, so a burst of failures cannot spin.
-    let delay = drawn.max(retry_after.unwrap_or_default()).max(Duration::from_secs(1));
+    let delay = drawn
+        .max(retry_after.unwrap_or_default())
+        .max(Duration::from_secs(1));
     let mut at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     if let Some(deadline) = deadline {
         let latest = deadline

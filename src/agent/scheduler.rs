@@ -27,8 +27,9 @@ impl Schedule {
     pub fn parse(expr: &str, tz: &str, jitter: Duration) -> Result<Schedule, String> {
         let cron = cron::Schedule::from_str(expr)
             .map_err(|e| format!("invalid cron expression {expr:?}: {e} (six or seven fields, seconds first, e.g. \"0 */15 * * * *\")"))?;
-        let tz = chrono_tz::Tz::from_str(tz)
-            .map_err(|_| format!("unknown time zone {tz:?} (an IANA name such as \"Europe/Berlin\")"))?;
+        let tz = chrono_tz::Tz::from_str(tz).map_err(|_| {
+            format!("unknown time zone {tz:?} (an IANA name such as \"Europe/Berlin\")")
+        })?;
         if cron.after(&Utc::now().with_timezone(&tz)).next().is_none() {
             return Err(format!("cron expression {expr:?} never fires again"));
         }
@@ -84,7 +85,9 @@ impl DaemonHooks for NoHooks {}
 fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration> {
     match err {
         CycleError::Auth(_) => None,
-        _ => Some(chrono::Duration::seconds(30 << consecutive.saturating_sub(1).min(6))),
+        _ => Some(chrono::Duration::seconds(
+            30 << consecutive.saturating_sub(1).min(6),
+        )),
     }
 }
 
@@ -136,7 +139,9 @@ pub async fn run(
         match agent.next_own_wakeup() {
             Ok(Some(own)) => next = next.min(own.max(now + chrono::Duration::seconds(1))),
             Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "could not read the store to plan the next wake-up"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the store to plan the next wake-up")
+            }
         }
         tracing::debug!(next = %next, "sleeping until the next poll");
         loop {
@@ -208,9 +213,18 @@ mod tests {
     #[test]
     fn failures_back_off_but_auth_failures_wait_for_the_schedule() {
         let fetch = CycleError::ShuttingDown;
-        assert_eq!(after_failure(1, &fetch), Some(chrono::Duration::seconds(30)));
-        assert_eq!(after_failure(3, &fetch), Some(chrono::Duration::seconds(120)));
-        assert_eq!(after_failure(50, &fetch), Some(chrono::Duration::seconds(30 * 64)));
+        assert_eq!(
+            after_failure(1, &fetch),
+            Some(chrono::Duration::seconds(30))
+        );
+        assert_eq!(
+            after_failure(3, &fetch),
+            Some(chrono::Duration::seconds(120))
+        );
+        assert_eq!(
+            after_failure(50, &fetch),
+            Some(chrono::Duration::seconds(30 * 64))
+        );
         assert_eq!(after_failure(1, &CycleError::Auth("x".into())), None);
     }
 }

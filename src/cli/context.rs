@@ -118,9 +118,10 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
 
 /// The typed encoding profile from `[encoding]`, with errors naming the section and file.
 pub fn encoder(config: &AgentConfig) -> anyhow::Result<ProfileEncoder> {
-    let file = config
-        .source_file()
-        .map_or_else(|| "the configuration".to_string(), |p| p.display().to_string());
+    let file = config.source_file().map_or_else(
+        || "the configuration".to_string(),
+        |p| p.display().to_string(),
+    );
     let table = config.encoding.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "{file}: section [encoding] is missing; it describes how records become Bloom filters (see config/agent.toml)"

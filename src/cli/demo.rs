@@ -169,7 +169,11 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     rows.sort_by(|a, b| a.local_id.cmp(&b.local_id));
     println!("6. pseudonyms obtained ({} of {n}):", rows.len());
     for r in &rows {
-        println!("   {:<10} {}", r.local_id, r.pseudonym.as_deref().unwrap_or("-"));
+        println!(
+            "   {:<10} {}",
+            r.local_id,
+            r.pseudonym.as_deref().unwrap_or("-")
+        );
     }
     sim.shutdown().await;
 

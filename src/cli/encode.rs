@@ -51,7 +51,10 @@ pub struct Args {
 
 /// One configured encoder, whichever kind.
 enum Encoder {
-    Clk { schema: ClkSchema, encoder: ClkEncoder },
+    Clk {
+        schema: ClkSchema,
+        encoder: ClkEncoder,
+    },
     Fttp(ProfileEncoder),
 }
 
@@ -65,7 +68,11 @@ struct RowError {
 
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, field `{}`: {}", self.line, self.field, self.reason)
+        write!(
+            f,
+            "line {}, field `{}`: {}",
+            self.line, self.field, self.reason
+        )
     }
 }
 
@@ -73,7 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let encoder = load_encoder(&args)?;
     let input_name = args.input.display().to_string();
     let (header, rows) = read_csv(&args.input)?;
-    let columns = column_map(&encoder, &header).map_err(|e| anyhow::anyhow!("{input_name}: line 1 (header): {e}"))?;
+    let columns = column_map(&encoder, &header)
+        .map_err(|e| anyhow::anyhow!("{input_name}: line 1 (header): {e}"))?;
 
     let bar = progress_bar(rows.len() as u64, "encoding");
     let results: Vec<Result<String, RowError>> = rows
@@ -113,7 +121,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("writing to standard output")?,
     }
     if skipped > 0 || args.output.is_some() {
-        eprintln!("ttp-agent: encoded {} record(s), skipped {skipped}", clks.len());
+        eprintln!(
+            "ttp-agent: encoded {} record(s), skipped {skipped}",
+            clks.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -137,7 +148,8 @@ fn load_encoder(args: &Args) -> anyhow::Result<Encoder> {
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<Secret> {
-    let mut bytes = std::fs::read(path).with_context(|| format!("reading the secret file {}", path.display()))?;
+    let mut bytes = std::fs::read(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
     if bytes.ends_with(b"\r\n") {
         bytes.truncate(bytes.len() - 2);
     } else if bytes.ends_with(b"\n") {
@@ -207,17 +219,28 @@ fn column_map(encoder: &Encoder, header: &[String]) -> Result<Vec<usize>, String
     if !missing.is_empty() {
         return Err(format!(
             "missing column(s) {}; expected {}",
-            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             wanted.join(",")
         ));
     }
     if let Encoder::Clk { .. } = encoder {
         // clkhash requires the header to be exactly the schema's features.
-        let extra: Vec<&String> = header.iter().filter(|h| !wanted.contains(&h.as_str())).collect();
+        let extra: Vec<&String> = header
+            .iter()
+            .filter(|h| !wanted.contains(&h.as_str()))
+            .collect();
         if !extra.is_empty() {
             return Err(format!(
                 "column(s) not in the schema: {}",
-                extra.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                extra
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -245,7 +268,10 @@ fn encode_row(
         }
         Encoder::Fttp(p) => {
             let get = |source: &str| -> Option<&str> {
-                header.iter().position(|h| h == source).and_then(|i| row.get(i))
+                header
+                    .iter()
+                    .position(|h| h == source)
+                    .and_then(|i| row.get(i))
             };
             p.encode_record(&get)
                 .map(|bf| ttp_proto::BloomFilter(bf).to_base64())
@@ -260,7 +286,10 @@ fn encode_row(
 
 /// Write next to the destination and rename, so a failure never leaves half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)

@@ -62,9 +62,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     match &args.output {
-        Some(path) => std::fs::write(path, &out)
-            .with_context(|| format!("writing {}", path.display()))?,
-        None => std::io::stdout().write_all(&out).context("writing to standard output")?,
+        Some(path) => {
+            std::fs::write(path, &out).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout()
+            .write_all(&out)
+            .context("writing to standard output")?,
     }
     eprintln!("{} pseudonym(s) exported", rows.len());
     Ok(ExitCode::SUCCESS)

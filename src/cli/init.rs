@@ -33,11 +33,20 @@ pub struct TtpSettings {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = write_starter(&args.dir, None)?;
     println!("wrote {}", config.display());
-    println!("secrets (mode 0600) in {}:", args.dir.join("secrets").display());
+    println!(
+        "secrets (mode 0600) in {}:",
+        args.dir.join("secrets").display()
+    );
     println!("  idat.key               encrypts IDAT in the store; back it up with the store");
-    println!("  encoding-seeds.json    fTTP filter seeds, freshly generated — replace them with the");
-    println!("                         values your fTTP operator hands out before registering real records");
-    println!("next: set [ttp] base_url, study, target and api_key_file (or TTP_AGENT__TTP__* variables),");
+    println!(
+        "  encoding-seeds.json    fTTP filter seeds, freshly generated — replace them with the"
+    );
+    println!(
+        "                         values your fTTP operator hands out before registering real records"
+    );
+    println!(
+        "next: set [ttp] base_url, study, target and api_key_file (or TTP_AGENT__TTP__* variables),"
+    );
     println!("then `ttp-agent check --config {}`", config.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -45,8 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Write the starter files; returns the path of `agent.toml`. Refuses to overwrite anything.
 pub fn write_starter(dir: &Path, ttp: Option<&TtpSettings>) -> anyhow::Result<PathBuf> {
     let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)
-        .with_context(|| format!("creating {}", secrets.display()))?;
+    std::fs::create_dir_all(&secrets).with_context(|| format!("creating {}", secrets.display()))?;
     set_mode(&secrets, 0o700)?;
     let config_path = dir.join("agent.toml");
     if config_path.exists() {
@@ -58,7 +66,10 @@ pub fn write_starter(dir: &Path, ttp: Option<&TtpSettings>) -> anyhow::Result<Pa
 
     let mut key = [0u8; 32];
     rand::rng().fill(&mut key[..]);
-    write_secret(&secrets.join("idat.key"), &format!("{}\n", hex::encode(key)))?;
+    write_secret(
+        &secrets.join("idat.key"),
+        &format!("{}\n", hex::encode(key)),
+    )?;
 
     // java.util.Random uses 48 bits of its seed: draw them from the whole range anyway.
     let mut rng = rand::rng();
@@ -77,7 +88,10 @@ pub fn write_starter(dir: &Path, ttp: Option<&TtpSettings>) -> anyhow::Result<Pa
     let mut text = starter_toml(ttp);
     if let Some(t) = ttp {
         write_secret(&secrets.join("api-key"), &format!("{}\n", t.api_key))?;
-        text = text.replace("# api_key_file = \"secrets/api-key\"", "api_key_file = \"secrets/api-key\"");
+        text = text.replace(
+            "# api_key_file = \"secrets/api-key\"",
+            "api_key_file = \"secrets/api-key\"",
+        );
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -113,13 +127,15 @@ fn starter_toml(ttp: Option<&TtpSettings>) -> String {
             "base_url = {:?}\nstudy = {:?}\ntarget = {:?}\n# api_key_file = \"secrets/api-key\"\n",
             t.base_url, t.study, t.target
         ),
-        None => "# Required, from the fTTP operator (or TTP_AGENT__TTP__BASE_URL, __STUDY, __TARGET,\n\
+        None => {
+            "# Required, from the fTTP operator (or TTP_AGENT__TTP__BASE_URL, __STUDY, __TARGET,\n\
                  # __API_KEY_FILE in the environment):\n\
                  # base_url = \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"\n\
                  # study = \"your-study\"\n\
                  # target = \"your-site-domain\"\n\
                  # api_key_file = \"secrets/api-key\"\n"
-            .to_string(),
+                .to_string()
+        }
     };
     format!(
         r#"# ttp-agent configuration, written by `ttp-agent init`.

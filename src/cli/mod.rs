@@ -106,7 +106,10 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
         Command::Demo(a) => {
-            logging::init(format.unwrap_or(LogFormat::Text), level.as_deref().unwrap_or("warn"));
+            logging::init(
+                format.unwrap_or(LogFormat::Text),
+                level.as_deref().unwrap_or("warn"),
+            );
             demo::run(a)
         }
     };

@@ -20,7 +20,11 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, format: Option<LogFormat>, level: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: Args,
+    format: Option<LogFormat>,
+    level: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
     context::init_logging(&loaded.config, format, level.as_deref());
     context::log_warnings(&loaded);

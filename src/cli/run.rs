@@ -22,7 +22,11 @@ pub struct Args {
     config: ConfigArg,
 }
 
-pub fn run(args: Args, format: Option<LogFormat>, level: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: Args,
+    format: Option<LogFormat>,
+    level: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
     context::init_logging(&loaded.config, format, level.as_deref());
     context::log_warnings(&loaded);
@@ -57,7 +61,9 @@ pub fn run(args: Args, format: Option<LogFormat>, level: Option<String>) -> anyh
         tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
         trigger.trigger();
         if tokio::time::timeout(grace, daemon).await.is_err() {
-            tracing::warn!("grace period over; tasks still in flight are reconciled at the next start");
+            tracing::warn!(
+                "grace period over; tasks still in flight are reconciled at the next start"
+            );
         }
     });
     agent.store().flush()?;

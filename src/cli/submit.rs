@@ -27,7 +27,11 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, format: Option<LogFormat>, level: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    args: Args,
+    format: Option<LogFormat>,
+    level: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
     context::init_logging(&loaded.config, format, level.as_deref());
     context::log_warnings(&loaded);
@@ -78,11 +82,13 @@ pub fn run(args: Args, format: Option<LogFormat>, level: Option<String>) -> anyh
             println!("registration paused: {why}; the daemon (or another `submit`) sends the rest");
         }
     }
-    Ok(if registered.stopped.is_some() || !stored.conflicts.is_empty() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if registered.stopped.is_some() || !stored.conflicts.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// A progress bar on a terminal, nothing otherwise (logs and pipes stay clean).

@@ -80,14 +80,31 @@ pub fn encoder(loaded: &Loaded) -> ProfileEncoder {
 }
 
 const GIVEN: [&str; 12] = [
-    "Anna", "Jürgen", "Maria", "Karl-Heinz", "Zoë", "Ömer", "Lena", "Till", "Sophie", "Jonas",
-    "Mia", "Felix",
+    "Anna",
+    "Jürgen",
+    "Maria",
+    "Karl-Heinz",
+    "Zoë",
+    "Ömer",
+    "Lena",
+    "Till",
+    "Sophie",
+    "Jonas",
+    "Mia",
+    "Felix",
 ];
 const FAMILY: [&str; 12] = [
     "Müller", "Schmidt", "Schäfer", "Weiß", "Bauer", "Yılmaz", "Fischer", "Becker", "Wagner",
     "Hoffmann", "Schulz", "Koch",
 ];
-const CITIES: [&str; 6] = ["Greifswald", "Rostock", "Stralsund", "Anklam", "Wolgast", "Berlin"];
+const CITIES: [&str; 6] = [
+    "Greifswald",
+    "Rostock",
+    "Stralsund",
+    "Anklam",
+    "Wolgast",
+    "Berlin",
+];
 
 /// `n` synthetic records as CSV (distinct people: the birth date varies with the index).
 pub fn records_csv(n: usize) -> String {

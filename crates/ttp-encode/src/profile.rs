@@ -195,11 +195,21 @@ pub enum ProfileError {
     SourceFieldUnknown(String),
     #[error("`sources` maps `{0}` to an empty source name")]
     EmptySource(String),
-    #[error(
-        "`encoder = \"clk\"` profiles are not wired to the CLK core yet (pending integration of \
-         clk::ClkEncoder); use an fTTP profile"
-    )]
-    ClkNotWired,
+    #[error("cannot read {what} {path}: {source}")]
+    ReadClkFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("linkage schema {path}: {source}")]
+    ClkSchema {
+        path: PathBuf,
+        #[source]
+        source: crate::clk::SchemaError,
+    },
+    #[error("the clkhash secret file {path} is empty or not UTF-8 text")]
+    ClkSecret { path: PathBuf },
 }
 
 /// Why a record could not be encoded. Names the field and its source, never the value.
@@ -219,6 +229,8 @@ pub enum RecordErrorReason {
     EmptyAfterNormalisation,
     /// A normalisation step rejected the value.
     Normalise(NormaliseError),
+    /// The encoder's own validation rejected the value (clkhash formats: date, enum, …).
+    Invalid(String),
 }
 
 impl std::fmt::Display for RecordError {
@@ -239,6 +251,7 @@ impl std::fmt::Display for RecordErrorReason {
                 f.write_str("the value is empty after normalisation")
             }
             RecordErrorReason::Normalise(e) => write!(f, "{e}"),
+            RecordErrorReason::Invalid(reason) => f.write_str(reason),
         }
     }
 }
@@ -256,7 +269,7 @@ impl std::error::Error for RecordError {
 /// The encoder core behind a profile.
 enum Core {
     Fttp(FttpEncoder),
-    // Clk(crate::clk::ClkEncoder) — see `ProfileEncoder::load`.
+    Clk(Box<crate::clk::ClkEncoder>),
 }
 
 /// A loaded profile: fetch → normalise → encode, with the core built once.
@@ -279,10 +292,7 @@ impl ProfileEncoder {
     ) -> Result<ProfileEncoder, ProfileError> {
         match profile {
             EncodingProfile::Fttp(fttp) => ProfileEncoder::load_fttp(fttp, base_dir),
-            // The seam for the CLK core: read `schema_file` (ClkSchema::from_json) and
-            // `secret_file` (as a `Secret`), build `ClkEncoder::new(&schema, &secret)`, take the
-            // field order from the schema, then share `with_fields` below.
-            EncodingProfile::Clk(_) => Err(ProfileError::ClkNotWired),
+            EncodingProfile::Clk(p) => ProfileEncoder::load_clk(p, base_dir),
         }
     }
 
@@ -344,6 +354,64 @@ impl ProfileEncoder {
         )
     }
 
+    /// [`load`](Self::load) for a clkhash profile: the schema decides the features and their
+    /// order (ignored ones included); clkhash's own rules decide what a value may be, and an
+    /// empty or absent value is a missing value (no tokens), as in clkhash.
+    pub fn load_clk(profile: &ClkProfile, base_dir: &Path) -> Result<ProfileEncoder, ProfileError> {
+        let schema_path = base_dir.join(&profile.schema_file);
+        let text =
+            std::fs::read_to_string(&schema_path).map_err(|source| ProfileError::ReadClkFile {
+                what: "linkage schema",
+                path: schema_path.clone(),
+                source,
+            })?;
+        let schema =
+            crate::clk::ClkSchema::from_json(&text).map_err(|source| ProfileError::ClkSchema {
+                path: schema_path.clone(),
+                source,
+            })?;
+        let secret_path = base_dir.join(&profile.secret_file);
+        let mut bytes = Zeroizing::new(std::fs::read(&secret_path).map_err(|source| {
+            ProfileError::ReadClkFile {
+                what: "clkhash secret",
+                path: secret_path.clone(),
+                source,
+            }
+        })?);
+        // Editors end files with a newline; clkhash takes the secret without one.
+        if bytes.ends_with(b"\r\n") {
+            let n = bytes.len() - 2;
+            bytes.truncate(n);
+        } else if bytes.ends_with(b"\n") {
+            let n = bytes.len() - 1;
+            bytes.truncate(n);
+        }
+        if bytes.is_empty() || std::str::from_utf8(&bytes).is_err() {
+            return Err(ProfileError::ClkSecret { path: secret_path });
+        }
+        let secret = crate::Secret::new(bytes.to_vec());
+        let encoder = crate::clk::ClkEncoder::new(&schema, &secret);
+        let fields: Vec<String> = schema
+            .feature_names()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        // The schema is public configuration; its digest (not the secret) identifies the profile.
+        let fingerprint = fingerprint(
+            &serde_json::json!({ "encoder": "clk", "schema_sha256": sha256_hex(text.as_bytes()) }),
+            &fields,
+            &profile.sources,
+            profile.normalisation.as_ref(),
+        );
+        with_fields(
+            Core::Clk(Box::new(encoder)),
+            &fields,
+            &profile.sources,
+            profile.normalisation.as_ref(),
+            fingerprint,
+        )
+    }
+
     /// The fields, in encoding order.
     pub fn fields(&self) -> &[String] {
         &self.fields
@@ -363,6 +431,7 @@ impl ProfileEncoder {
     pub fn output_len(&self) -> usize {
         match &self.core {
             Core::Fttp(e) => e.output_len(),
+            Core::Clk(e) => e.schema().l().div_ceil(8),
         }
     }
 
@@ -395,22 +464,36 @@ impl ProfileEncoder {
                 source: source.clone(),
                 reason,
             };
-            let raw = get(source).ok_or_else(|| error(RecordErrorReason::Missing))?;
+            let clk = matches!(self.core, Core::Clk(_));
+            let raw = match get(source) {
+                Some(v) => v,
+                // clkhash: an absent value is a missing value, not an error.
+                None if clk => "",
+                None => return Err(error(RecordErrorReason::Missing)),
+            };
             let value = match normaliser {
                 Some(n) => n
                     .apply(raw)
                     .map_err(|e| error(RecordErrorReason::Normalise(e)))?,
                 None => raw.to_owned(),
             };
-            if value.is_empty() {
+            if value.is_empty() && !clk {
                 return Err(error(RecordErrorReason::EmptyAfterNormalisation));
             }
             values.push(Zeroizing::new(value));
         }
         let refs: Vec<&str> = values.iter().map(|v| v.as_str()).collect();
-        Ok(match &self.core {
-            Core::Fttp(e) => e.encode(&refs),
-        })
+        match &self.core {
+            Core::Fttp(e) => Ok(e.encode(&refs)),
+            Core::Clk(e) => e.encode(&refs).map_err(|v| {
+                let i = v.index.min(self.fields.len().saturating_sub(1));
+                RecordError {
+                    field: self.fields.get(i).cloned().unwrap_or_default(),
+                    source: self.sources.get(i).cloned().unwrap_or_default(),
+                    reason: RecordErrorReason::Invalid(v.reason),
+                }
+            }),
+        }
     }
 }
 
@@ -419,6 +502,7 @@ impl std::fmt::Debug for ProfileEncoder {
         let mut s = f.debug_struct("ProfileEncoder");
         match &self.core {
             Core::Fttp(e) => s.field("core", e),
+            Core::Clk(_) => s.field("core", &"ClkEncoder(<redacted>)"),
         };
         s.field("fields", &self.fields)
             .field("sources", &self.sources)
@@ -561,4 +645,11 @@ fn read_seeds_file(path: &Path) -> Result<(i64, BTreeMap<String, i64>), ProfileE
         seeds.insert(field.clone(), seed);
     }
     Ok((balanced, seeds))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -370,15 +370,73 @@ fn toml_encoding_section_loads_like_the_json_profile() {
     assert!(msg.contains("seed_file"), "{msg}");
 }
 
+fn clk_vectors() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/clkhash")
+}
+
 #[test]
-fn clk_profiles_parse_but_are_not_wired_yet() {
+fn clk_profiles_reproduce_the_clkhash_vectors() {
+    let vectors = clk_vectors();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        vectors.join("schema-blake.json"),
+        dir.path().join("schema.json"),
+    )
+    .unwrap();
+    // A trailing newline, as an editor leaves it, must not change the keys.
+    let secret = std::fs::read_to_string(vectors.join("secret.txt")).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), format!("{secret}\n")).unwrap();
     let profile: EncodingProfile = serde_json::from_value(json!({
         "encoder": "clk", "schema_file": "schema.json", "secret_file": "secret.txt"
     }))
     .unwrap();
-    let err = ProfileEncoder::load(&profile, Path::new(".")).unwrap_err();
-    assert!(matches!(err, ProfileError::ClkNotWired));
-    assert!(err.to_string().contains("clk"));
+    let encoder = ProfileEncoder::load(&profile, dir.path()).unwrap();
+    assert_eq!(
+        encoder.fields(),
+        ["given_name", "family_name", "birth_date", "sex"]
+    );
+    assert!(encoder.fingerprint().starts_with("clk:"));
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vectors.join("clks-blake.json")).unwrap())
+            .unwrap();
+    let records = [
+        ("ANNA", "MÜLLER", "1985-03-14", "F"),
+        ("", "SCHMIDT", "1972-11-02", "M"),
+    ];
+    for ((g, f, d, x), want) in records
+        .iter()
+        .zip([&expected["clks"][0], &expected["clks"][3]])
+    {
+        let raw = HashMap::from([
+            ("given_name", *g),
+            ("family_name", *f),
+            ("birth_date", *d),
+            ("sex", *x),
+        ]);
+        assert_eq!(&json!(encode(&encoder, &raw).unwrap()), want);
+    }
+    // clkhash's own validation speaks through the profile, naming the field, not the value.
+    let bad = HashMap::from([
+        ("given_name", "ANNA"),
+        ("family_name", "X"),
+        ("birth_date", "14.03.1985"),
+        ("sex", "F"),
+    ]);
+    let err = encode(&encoder, &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("birth_date") && !err.contains("14.03.1985"),
+        "{err}"
+    );
+}
+
+#[test]
+fn clk_profile_file_errors_name_the_file() {
+    let profile: EncodingProfile = serde_json::from_value(json!({
+        "encoder": "clk", "schema_file": "no-such-schema.json", "secret_file": "secret.txt"
+    }))
+    .unwrap();
+    let err = ProfileEncoder::load(&profile, Path::new("/nonexistent")).unwrap_err();
+    assert!(err.to_string().contains("no-such-schema.json"), "{err}");
 }
 
 #[test]

@@ -36,5 +36,8 @@ pub fn handle(
     } else {
         Effect::Done
     };
-    Ok(Outcome { effect, records: changed })
+    Ok(Outcome {
+        effect,
+        records: changed,
+    })
 }

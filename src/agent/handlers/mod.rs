@@ -24,7 +24,10 @@ pub enum Effect {
     /// Answered.
     Done,
     /// Failed without reaching the fTTP (or the operation may be repeated): try again later.
-    Retry { error: String, retry_after: Option<Duration> },
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
     /// The answer may have reached the fTTP; only a later listing can tell.
     InDoubt { error: String },
     /// A human must look at it.
@@ -35,7 +38,10 @@ pub enum Effect {
 
 impl Outcome {
     pub fn effect(effect: Effect) -> Outcome {
-        Outcome { effect, records: Vec::new() }
+        Outcome {
+            effect,
+            records: Vec::new(),
+        }
     }
 }
 
@@ -49,10 +55,14 @@ pub fn effect_of_error(err: &TtpError, idempotent: bool) -> Effect {
             status: err.status.unwrap_or(0),
             detail: err.detail.clone(),
         }),
-        ErrorClass::Transient => Effect::Retry { error, retry_after: err.retry_after },
-        ErrorClass::InDoubt | ErrorClass::Protocol if idempotent => {
-            Effect::Retry { error, retry_after: err.retry_after }
-        }
+        ErrorClass::Transient => Effect::Retry {
+            error,
+            retry_after: err.retry_after,
+        },
+        ErrorClass::InDoubt | ErrorClass::Protocol if idempotent => Effect::Retry {
+            error,
+            retry_after: err.retry_after,
+        },
         ErrorClass::InDoubt | ErrorClass::Protocol => Effect::InDoubt { error },
     }
 }

@@ -28,7 +28,11 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => return Outcome::effect(effect_of_error(&e, true)),
     };
-    if let Some(err) = response.errors.iter().find(|e| &e.bloom_filter == bloom_filter) {
+    if let Some(err) = response
+        .errors
+        .iter()
+        .find(|e| &e.bloom_filter == bloom_filter)
+    {
         return Outcome::effect(Effect::Attention(Attention::Rejected {
             status: 200,
             detail: format!("the fTTP answered with error code {}", err.code),
@@ -64,5 +68,8 @@ pub async fn handle(
     } else {
         Effect::Done
     };
-    Outcome { effect, records: changed }
+    Outcome {
+        effect,
+        records: changed,
+    }
 }
