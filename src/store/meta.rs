@@ -178,3 +178,108 @@ pub(crate) fn verify_or_install_key_check(
     trees.meta.insert(KEY_CHECK, sealed).map_err(sled_err)?;
     Ok(true)
 }
+
+const STORE_ID: &[u8] = b"store_id";
+
+/// The file next to sled's files that remembers which store lives in the directory.
+pub(crate) const MARKER_FILE: &str = "ttp-agent-store.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Marker {
+    store_id: String,
+    created_at: DateTime<Utc>,
+}
+
+/// Ties the sled files to the directory's marker file, so that data which vanished is noticed.
+///
+/// sled recovers whatever prefix of its log it can read and, for a `db` file that was zeroed or
+/// replaced, happily opens an *empty* database. Without a check the agent would carry on as a
+/// brand-new site store. The marker (written once, when the store is created) says a store with
+/// this id lives here; sled's `meta` holds the same id. Returns whether it wrote anything.
+pub(crate) fn verify_or_install_identity(trees: &Trees, path: &Path) -> Result<bool, StoreError> {
+    let marker_path = path.join(MARKER_FILE);
+    let marker: Option<Marker> = match std::fs::read(&marker_path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            error::corrupt(
+                path,
+                format!("the marker file {MARKER_FILE} does not decode: {e}"),
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(error::from_io(&marker_path, e)),
+    };
+    let stored = trees
+        .meta
+        .get(STORE_ID)
+        .map_err(|e| error::from_sled(path, e))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    match (stored, marker) {
+        (Some(id), Some(marker)) if id == marker.store_id => Ok(false),
+        (Some(id), Some(marker)) => Err(error::corrupt(
+            path,
+            format!(
+                "the database files belong to store {id}, but the directory's marker names store {}",
+                marker.store_id
+            ),
+        )),
+        // A store restored from a backup, or copied without the marker: adopt its id.
+        (Some(id), None) => {
+            write_marker(path, &id, Utc::now())?;
+            Ok(false)
+        }
+        (None, Some(marker)) => Err(error::corrupt(
+            path,
+            format!(
+                "the database files are empty or unreadable, but store {} was created here on {}; its data is gone",
+                marker.store_id,
+                marker.created_at.format("%Y-%m-%d")
+            ),
+        )),
+        (None, None) => {
+            let mut id = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+            let id = hex::encode(id);
+            trees
+                .meta
+                .insert(STORE_ID, id.as_bytes())
+                .map_err(|e| error::from_sled(path, e))?;
+            // The id must be durable in sled before the marker claims it.
+            trees.meta.flush().map_err(|e| error::from_sled(path, e))?;
+            write_marker(path, &id, Utc::now())?;
+            Ok(true)
+        }
+    }
+}
+
+fn write_marker(dir: &Path, store_id: &str, created_at: DateTime<Utc>) -> Result<(), StoreError> {
+    let marker_path = dir.join(MARKER_FILE);
+    let partial = dir.join(format!("{MARKER_FILE}.partial"));
+    let json = serde_json::to_vec_pretty(&Marker {
+        store_id: store_id.to_string(),
+        created_at,
+    })
+    .map_err(|e| StoreError::Codec {
+        what: "store marker",
+        detail: e.to_string(),
+    })?;
+    let io = |e| error::from_io(&marker_path, e);
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&partial).map_err(io)?;
+        f.write_all(&json).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&partial, &marker_path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+impl Store {
+    /// The random id given to this store when it was created (kept across backup / restore).
+    pub fn store_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_meta(STORE_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+}

@@ -176,7 +176,9 @@ impl Store {
         }
         let trees = Trees::open(&db, path)?;
         let cipher = opts.idat_key.cipher();
-        let mut wrote = migrate::bring_up_to_date(&trees, path)?;
+        // Identity before migration: an emptied database must not be "migrated" into a new store.
+        let mut wrote = meta::verify_or_install_identity(&trees, path)?;
+        wrote |= migrate::bring_up_to_date(&trees, path)?;
         wrote |= meta::verify_or_install_key_check(&trees, &cipher, path)?;
         if wrote {
             db.flush().map_err(|e| error::from_sled(path, e))?;
@@ -235,8 +237,30 @@ impl Store {
     }
 }
 
-/// Opens the sled database with the store's configuration (see "Why sled is configured...").
+/// Opens the sled database, retrying briefly while its lock is taken.
+///
+/// sled finishes writing its last log buffers on pool threads, which keep the locked file open
+/// for a moment after a [`Store`] is dropped; re-opening a store in the same process right
+/// away (a restore, a CLI command after another) would otherwise fail with `Locked`. Another
+/// process holding the store keeps the lock far longer than this window, so it is still
+/// reported, after about a second.
 fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    let mut pause = std::time::Duration::from_millis(5);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match open_sled_once(path, cache_capacity) {
+            Err(StoreError::Locked { .. }) if waited < std::time::Duration::from_secs(1) => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens the sled database with the store's configuration (see "Why sled is configured...").
+fn open_sled_once(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new()
         .path(path)
         .mode(sled::Mode::LowSpace)
