@@ -1,1 +1,294 @@
-//! TODO
+//! The embedded store: everything the agent must not lose or do twice, in one sled database.
+//!
+//! This is the only module that touches sled. The rest of the agent sees [`Store`]: records
+//! (with their IDAT sealed at rest), tasks and their states, per-day history, an audit trail,
+//! a few counters and timestamps, and backup / restore.
+//!
+//! # Layout
+//!
+//! One sled database (a directory) with these trees; the byte layouts are in `codec`:
+//!
+//! | tree      | key                            | value                                         |
+//! |-----------|--------------------------------|-----------------------------------------------|
+//! | `meta`    | name                           | schema version, key check, counters, times    |
+//! | `records` | `local_id`                     | postcard: filter, sealed IDAT, state, pseudonym, times |
+//! | `idx_bf`  | `sha256(filter)[..16] ‖ local_id` | empty                                      |
+//! | `idx_psn` | `sha256(pseudonym)[..16] ‖ local_id` | empty                                   |
+//! | `counts`  | `records`                      | record counters by state (8 × u64)            |
+//! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
+//! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
+//! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
+//!
+//! The two indexes and `counts` are *derived* from `records`: every write keeps them exact in
+//! the same transaction, a restore rebuilds them, and [`Store::check_integrity`] verifies them.
+//!
+//! # Durability: what is on disk when
+//!
+//! * A write is visible to every reader of the store as soon as its method returns.
+//! * It is **durable only after [`Store::flush`] returns `Ok`**: flush writes sled's log and
+//!   fsyncs it. The store never flushes in the background (`flush_every_ms(None)`: an idle
+//!   daemon does not wake up every 500 ms); it flushes by itself only when opening (after a
+//!   migration or creating the key check) and at the end of a restore. The agent calls `flush`
+//!   at its durability points, e.g. after persisting a task's `Running` state and *before*
+//!   sending the request that state announces.
+//! * After a crash (process killed, power lost) sled recovers a **prefix of its log**: every
+//!   write acknowledged by a completed `flush()` is present, and some later, unflushed writes
+//!   may be present too. Nothing flushed is lost; nothing is reordered.
+//! * Every multi-key change is **one sled transaction**: a record with its index entries and
+//!   the counters; a batch of records; a batch of tasks with the history counters of finished
+//!   occurrences they replace; a task purge with its history increments. After a crash either
+//!   all of a transaction's effects are present or none (sled seals each transaction's log
+//!   entries as one batch and recovery drops an incomplete batch). The `SIGKILL` test in
+//!   `tests/store_crash.rs` checks this by killing a writer at random moments.
+//! * Dropping a [`Store`] flushes too, but cannot report a failure: call `flush` first.
+//!
+//! # Why sled is configured the way it is
+//!
+//! sled 0.34 is known to grow on disk without reclaiming space and to use much memory on open
+//! (upstream issues #1333, #1374). The store therefore runs in `Mode::LowSpace` (sled rewrites
+//! fragmented segments more eagerly), with a capped page cache (16 MiB unless configured), and
+//! stays small: finished tasks are purged into day counters and old IDAT is dropped. sled also
+//! has reports of stores that fail to open (#1410, #1358): [`Store::open`] maps every failure to
+//! an actionable [`StoreError`] (a sled panic during recovery included), and [`Store::backup_to`]
+//! writes a portable, checksummed file that does not depend on sled's on-disk format.
+//!
+//! # Concurrency
+//!
+//! [`Store`] is `Send + Sync`; share it with `Arc`. sled serialises transactions. Writes take a
+//! shared gate that [`Store::backup_to`] takes exclusively, so a backup is a consistent snapshot
+//! across trees. Callbacks (`keep`, `pred`) run outside that gate and may call the store.
+//!
+//! # IDAT
+//!
+//! IDAT is sealed with XChaCha20-Poly1305 under the site's [`IdatKey`] (see `crypto`); it is
+//! never written in clear, never logged, never part of an error message. A backup contains it
+//! sealed, so restoring needs the same key.
+
+mod audit;
+mod backup;
+mod codec;
+mod crypto;
+mod error;
+mod meta;
+mod migrate;
+mod records;
+mod tasks;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use audit::AuditEntry;
+pub use backup::BackupSummary;
+pub use crypto::IdatKey;
+pub use error::StoreError;
+pub use meta::META_PROFILE_FINGERPRINT;
+pub use migrate::CURRENT_SCHEMA;
+pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
+pub use tasks::{DayHistory, FinishedCounts};
+
+/// The page cache sled may use unless configured otherwise.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The store directory (created if missing).
+    pub path: PathBuf,
+    /// sled's page cache limit in bytes.
+    pub cache_capacity: u64,
+    /// The key that seals IDAT at rest.
+    pub idat_key: IdatKey,
+}
+
+impl StoreOptions {
+    /// Options with the default cache capacity.
+    pub fn new(path: impl Into<PathBuf>, idat_key: IdatKey) -> StoreOptions {
+        StoreOptions {
+            path: path.into(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            idat_key,
+        }
+    }
+}
+
+/// The trees of one store, opened.
+#[derive(Clone)]
+pub(crate) struct Trees {
+    pub meta: sled::Tree,
+    pub records: sled::Tree,
+    pub bf_index: sled::Tree,
+    pub psn_index: sled::Tree,
+    pub counts: sled::Tree,
+    pub tasks: sled::Tree,
+    pub history: sled::Tree,
+    pub audit: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db, path: &Path) -> Result<Trees, StoreError> {
+        let open = |name: &str| db.open_tree(name).map_err(|e| error::from_sled(path, e));
+        Ok(Trees {
+            meta: open("meta")?,
+            records: open("records")?,
+            bf_index: open("idx_bf")?,
+            psn_index: open("idx_psn")?,
+            counts: open("counts")?,
+            tasks: open("tasks")?,
+            history: open("history")?,
+            audit: open("audit")?,
+        })
+    }
+}
+
+/// The agent's persistent state. See the module documentation for layout and durability.
+pub struct Store {
+    db: sled::Db,
+    trees: Trees,
+    path: PathBuf,
+    cipher: crypto::IdatCipher,
+    /// Shared by writers, exclusive for a backup (see "Concurrency" above). Guards no data,
+    /// so a poisoned lock is simply taken over.
+    gate: RwLock<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `opts.path`.
+    ///
+    /// Creates the directory if needed, takes sled's exclusive lock ([`StoreError::Locked`] if
+    /// another process holds it), refuses a store written by a newer version
+    /// ([`StoreError::SchemaTooNew`]), migrates an older one, and checks the IDAT key
+    /// ([`StoreError::WrongKey`]) before returning.
+    pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
+        let path = opts.path.as_path();
+        std::fs::create_dir_all(path).map_err(|e| error::from_io(path, e))?;
+        let db = open_sled(path, opts.cache_capacity)?;
+        if db.was_recovered() {
+            tracing::debug!(path = %path.display(), "opened an existing store");
+        } else {
+            tracing::info!(path = %path.display(), "created a new store");
+        }
+        let trees = Trees::open(&db, path)?;
+        let cipher = opts.idat_key.cipher();
+        // Identity before migration: an emptied database must not be "migrated" into a new store.
+        let mut wrote = meta::verify_or_install_identity(&trees, path)?;
+        wrote |= migrate::bring_up_to_date(&trees, path)?;
+        wrote |= meta::verify_or_install_key_check(&trees, &cipher, path)?;
+        if wrote {
+            db.flush().map_err(|e| error::from_sled(path, e))?;
+        }
+        Ok(Store {
+            db,
+            trees,
+            path: path.to_path_buf(),
+            cipher,
+            gate: RwLock::new(()),
+        })
+    }
+
+    /// Makes every write so far durable (sled log written and fsynced).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| error::from_sled(&self.path, e))
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the store's files take on disk (as sled accounts them).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db
+            .size_on_disk()
+            .map_err(|e| error::from_sled(&self.path, e))
+    }
+
+    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn exclusive_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sled_err(&self, e: sled::Error) -> StoreError {
+        error::from_sled(&self.path, e)
+    }
+
+    fn tx_err(&self, e: sled::transaction::TransactionError<StoreError>) -> StoreError {
+        error::from_tx(&self.path, e)
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        error::corrupt(&self.path, detail)
+    }
+}
+
+/// Opens the sled database, retrying briefly while its lock is taken.
+///
+/// sled finishes writing its last log buffers on pool threads, which keep the locked file open
+/// for a moment after a [`Store`] is dropped; re-opening a store in the same process right
+/// away (a restore, a CLI command after another) would otherwise fail with `Locked`. Another
+/// process holding the store keeps the lock far longer than this window, so it is still
+/// reported, after about a second.
+fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    let mut pause = std::time::Duration::from_millis(5);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match open_sled_once(path, cache_capacity) {
+            Err(StoreError::Locked { .. }) if waited < std::time::Duration::from_secs(1) => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Opens the sled database with the store's configuration (see "Why sled is configured...").
+fn open_sled_once(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::LowSpace)
+        .cache_capacity(cache_capacity)
+        .flush_every_ms(None);
+    // sled 0.34 panics on some kinds of damaged files during recovery instead of returning
+    // `Corruption`; the operator must get the same actionable error either way.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(error::from_sled(path, e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(error::corrupt(
+                path,
+                format!("sled failed while recovering the store files: {what}"),
+            ))
+        }
+    }
+}
+
+/// sled aborts a transaction with this error type; `?` on sled's own errors inside the closure
+/// converts them, and the store's errors go through [`abort`].
+type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
+
+fn abort(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
+    sled::transaction::ConflictableTransactionError::Abort(e)
+}

@@ -1,0 +1,234 @@
+//! Store footprint: size on disk and memory for many records, and growth under churn.
+//!
+//! `cargo bench --bench store_footprint` (release profile). Figures are printed, not asserted:
+//! they depend on the machine and file system. Environment:
+//!
+//! * `STORE_BENCH_RECORDS` (default 1,000,000): records in the bulk import.
+//! * `STORE_BENCH_CYCLES` (default 5): churn cycles after the import. Each inserts 5% more
+//!   records, moves them through the registration states, purges their IDAT, and runs
+//!   1,000 tasks from `Received` to a purge into the history counters.
+//! * `STORE_BENCH_DIR`: where to put the store (default: a temporary directory).
+//!
+//! Raw size of a record = local id + filter + IDAT values, the yardstick of the issue
+//! ("≤ 3× raw on disk").
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::store::{IdatKey, Store, StoreOptions};
+use ttp_proto::{BloomFilter, IdatElement, Task, TaskKey, TaskKind};
+
+const BATCH: usize = 1_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift: deterministic, dependency-free filler for synthetic filters.
+fn filter(i: u64) -> Vec<u8> {
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..225)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn record(i: u64) -> LocalRecord {
+    let now = Utc::now();
+    let idat: BTreeMap<IdatElement, String> = [
+        (IdatElement::Given, format!("Given{:05}", i % 100_000)),
+        (IdatElement::Family, format!("Family{i:07}")),
+        (IdatElement::Birthdate, "1970-01-01".to_string()),
+        (IdatElement::Gender, "female".to_string()),
+        (IdatElement::AddressPostalcode, "17489".to_string()),
+        (IdatElement::AddressCity, "Greifswald".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    LocalRecord {
+        local_id: format!("case-{i:010}"),
+        bloom_filter: filter(i),
+        idat: Some(Idat(idat)),
+        state: RecordState::New,
+        pseudonym: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn raw_size(r: &LocalRecord) -> u64 {
+    let idat: usize = r
+        .idat
+        .as_ref()
+        .map_or(0, |i| i.0.values().map(String::len).sum());
+    (r.local_id.len() + r.bloom_filter.len() + idat) as u64
+}
+
+/// (current RSS, peak RSS) in KiB, from /proc (Linux only; zeros elsewhere).
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn insert_range(store: &Store, from: u64, to: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut raw = 0;
+    let mut i = from;
+    while i < to {
+        let end = (i + BATCH as u64).min(to);
+        let recs: Vec<LocalRecord> = (i..end).map(record).collect();
+        raw += recs.iter().map(raw_size).sum::<u64>();
+        store.insert_records(&recs)?;
+        i = end;
+    }
+    store.flush()?;
+    Ok(raw)
+}
+
+fn task(i: u64, state: TaskState) -> TaskRecord {
+    let now = Utc::now();
+    TaskRecord {
+        key: TaskKey(format!("dic_psn_available:bench:{i}")),
+        task: Task {
+            kind: TaskKind::DicPsnAvailable {
+                bloom_filter: BloomFilter(filter(i)),
+                target: "bench".to_string(),
+                pseudonym: format!("psn-{i}"),
+            },
+            expires: None,
+            unknown_parts: Vec::new(),
+        },
+        state,
+        attempts: 1,
+        last_error: None,
+        first_seen: now,
+        updated_at: now,
+        last_seen_poll: 1,
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n = env_u64("STORE_BENCH_RECORDS", 1_000_000);
+    let cycles = env_u64("STORE_BENCH_CYCLES", 5);
+    let temp = tempfile::tempdir()?;
+    let dir = std::env::var_os("STORE_BENCH_DIR")
+        .map_or_else(|| temp.path().join("store"), std::path::PathBuf::from);
+    let opts = StoreOptions::new(&dir, IdatKey::generate());
+    println!(
+        "store_footprint: {n} records, {cycles} churn cycles, store at {}",
+        dir.display()
+    );
+
+    let store = Store::open(&opts)?;
+    let started = Instant::now();
+    let mut raw = insert_range(&store, 0, n)?;
+    let size = store.size_on_disk()?;
+    let (rss, peak) = rss_kib();
+    println!(
+        "import: {:.1} s, {:.0} records/s; raw {:.1} MiB, on disk {:.1} MiB = {:.2}x raw; RSS {} MiB (peak {} MiB)",
+        started.elapsed().as_secs_f64(),
+        n as f64 / started.elapsed().as_secs_f64(),
+        mib(raw),
+        mib(size),
+        size as f64 / raw as f64,
+        rss / 1024,
+        peak / 1024
+    );
+    drop(store);
+
+    let started = Instant::now();
+    let store = Store::open(&opts)?;
+    let open_time = started.elapsed();
+    let started = Instant::now();
+    let counts = store.record_counts()?;
+    let counts_time = started.elapsed();
+    let started = Instant::now();
+    let lookups = 1_000.min(n);
+    for i in 0..lookups {
+        let found = store.records_by_bloom_filter(&filter(i * (n / lookups.max(1))))?;
+        assert_eq!(found.len(), 1, "lookup {i}");
+    }
+    let lookup_time = started.elapsed();
+    let (rss, _) = rss_kib();
+    println!(
+        "reopen: {:.2} s, RSS {} MiB; record_counts {:?} ({} total); filter lookup {:.1} µs each",
+        open_time.as_secs_f64(),
+        rss / 1024,
+        counts_time,
+        counts.total,
+        lookup_time.as_secs_f64() * 1e6 / lookups.max(1) as f64
+    );
+
+    let per_cycle = (n / 20).max(1);
+    let mut next = n;
+    for cycle in 1..=cycles {
+        let started = Instant::now();
+        raw += insert_range(&store, next, next + per_cycle)?;
+        let mut recs: Vec<LocalRecord> = Vec::with_capacity(BATCH);
+        for i in next..next + per_cycle {
+            let Some(mut r) = store.get_record(&format!("case-{i:010}"))? else {
+                continue;
+            };
+            r.state = RecordState::Pseudonymised;
+            r.pseudonym = Some(format!("psn-{i}"));
+            r.updated_at = Utc::now() - Duration::days(400);
+            recs.push(r);
+            if recs.len() == BATCH {
+                store.update_records(&recs)?;
+                recs.clear();
+            }
+        }
+        store.update_records(&recs)?;
+        let purged = store.purge_idat(Utc::now() - Duration::days(365), |_| false)?;
+        next += per_cycle;
+
+        let tasks: Vec<TaskRecord> = (0..1_000)
+            .map(|i| task(cycle * 10_000 + i, TaskState::Received))
+            .collect();
+        store.put_tasks(&tasks)?;
+        let done: Vec<TaskRecord> = (0..1_000)
+            .map(|i| {
+                task(
+                    cycle * 10_000 + i,
+                    TaskState::Done {
+                        at: Utc::now() - Duration::days(30),
+                    },
+                )
+            })
+            .collect();
+        store.put_tasks(&done)?;
+        let purged_tasks = store.purge_finished_tasks(Utc::now() - Duration::days(7))?;
+        store.flush()?;
+        let size = store.size_on_disk()?;
+        let (rss, peak) = rss_kib();
+        println!(
+            "cycle {cycle}: +{per_cycle} records, {purged} IDAT purged, {purged_tasks} tasks purged in {:.1} s; on disk {:.1} MiB = {:.2}x raw of all records ever inserted; RSS {} MiB (peak {} MiB)",
+            started.elapsed().as_secs_f64(),
+            mib(size),
+            size as f64 / raw as f64,
+            rss / 1024,
+            peak / 1024
+        );
+    }
+    Ok(())
+}

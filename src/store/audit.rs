@@ -1,0 +1,59 @@
+//! The audit trail of manual actions (who did what, when), append-only.
+//!
+//! Entries are keyed by a sequence number kept in `meta` (not sled's `generate_id`, which
+//! restarts after a restore into a fresh database and would then overwrite restored entries),
+//! so listing them in key order lists them in the order they were made.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional as _;
+
+use super::meta::{AUDIT_SEQ, increment_in};
+use super::{Store, StoreError};
+
+/// One manual action. The caller must not put IDAT into any field: name records by local id
+/// and tasks by key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// Who acted (operating-system user or the name given on the command line).
+    pub actor: String,
+    /// What was done, e.g. `resolve-task`, `add-element`, `restore`.
+    pub action: String,
+    /// What it was done to: a task key, a local id, a path.
+    pub subject: String,
+    /// Free text: the reason given, the previous state.
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends an entry (durable with the next [`Store::flush`]).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(entry).map_err(|e| StoreError::Codec {
+            what: "audit entry",
+            detail: e.to_string(),
+        })?;
+        let _gate = self.write_gate();
+        let path = self.path.as_path();
+        (&self.trees.meta, &self.trees.audit)
+            .transaction(|(meta, audit)| {
+                let seq = increment_in(meta, AUDIT_SEQ, path)?;
+                audit.insert(&seq.to_be_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// All entries, oldest first.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.trees
+            .audit
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry.map_err(|e| self.sled_err(e))?;
+                serde_json::from_slice(&value)
+                    .map_err(|e| self.corrupt(format!("an audit entry does not decode: {e}")))
+            })
+            .collect()
+    }
+}

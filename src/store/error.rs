@@ -1,0 +1,218 @@
+//! The store's error type and the mapping from sled and I/O errors to it.
+//!
+//! Callers branch on a few variants (`Locked`, `NotWritable`, `DiskFull`, `Corrupt`,
+//! `SchemaTooNew`, `WrongKey`): each says what happened *and what the operator should do*,
+//! because these messages end up in front of a site's IT staff at start-up. No message ever
+//! contains IDAT, key material or the content of a key file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (almost always a running agent) holds the store's lock file.
+    #[error(
+        "the store at {} is locked by another process: is ttp-agent already running? Stop it (or run this command through the running agent) and try again",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+
+    /// The store directory (or a file in it) cannot be created or written.
+    #[error(
+        "cannot create or write the store at {}: {source}; check that the directory exists, is a directory, and is writable by the agent's user",
+        path.display()
+    )]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file system holding the store is full (ENOSPC / EDQUOT).
+    #[error(
+        "the disk holding the store at {} is full: free space on that file system (the store needs room to write before it can reclaim any) and restart the agent",
+        path.display()
+    )]
+    DiskFull { path: PathBuf },
+
+    /// sled reported corruption, or a stored value does not decode.
+    #[error(
+        "the store at {} is corrupt or unreadable ({detail}); stop the agent, move the directory {} aside (keep it for analysis) and restore the latest backup into that path with the agent's restore command",
+        path.display(), path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+
+    /// The store was written by a newer agent version with a layout this version cannot read.
+    #[error(
+        "the store has schema version {found}, but this ttp-agent supports at most {supported}: run the newer ttp-agent that wrote it, or restore a backup made by this version"
+    )]
+    SchemaTooNew { found: u64, supported: u64 },
+
+    /// The configured IDAT key is not the key the store's IDAT was sealed with.
+    #[error(
+        "the configured IDAT key does not match this store (its IDAT was sealed under a different key): configure the key file the store was created with; a store cannot be read without its key"
+    )]
+    WrongKey,
+
+    /// The IDAT key file cannot be read or does not hold a key.
+    #[error("IDAT key file {}: {problem}", path.display())]
+    KeyFile { path: PathBuf, problem: String },
+
+    /// Any other I/O error.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A value could not be encoded for writing (the store is unchanged).
+    #[error("cannot encode {what}: {detail}")]
+    Codec { what: &'static str, detail: String },
+
+    /// `update_records` was given a record the store does not hold.
+    #[error("no record with local id {local_id:?} is stored; insert it first")]
+    UnknownRecord { local_id: String },
+
+    /// The caller passed something the store refuses to keep (e.g. an empty local id).
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+
+    /// A backup file is not a ttp-agent store backup, is truncated, or fails its checksum.
+    #[error(
+        "backup file {} cannot be used: {detail}; use another backup (the target store was not changed)",
+        path.display()
+    )]
+    BadBackup { path: PathBuf, detail: String },
+
+    /// `restore_from` never overwrites a store.
+    #[error(
+        "refusing to restore into {}: it already holds a store; move it aside first (the restore writes a fresh store there)",
+        path.display()
+    )]
+    RestoreTargetExists { path: PathBuf },
+}
+
+/// Maps an I/O error that happened while working on the store at `path`.
+pub(crate) fn from_io(path: &Path, source: io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    if is_disk_full(&source) {
+        return StoreError::DiskFull { path };
+    }
+    match source.kind() {
+        io::ErrorKind::PermissionDenied
+        | io::ErrorKind::ReadOnlyFilesystem
+        | io::ErrorKind::NotADirectory => StoreError::NotWritable { path, source },
+        _ => StoreError::Io { path, source },
+    }
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Maps a sled error for the store at `path`.
+pub(crate) fn from_sled(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        // sled wraps the failed `flock` in an `Other` I/O error; its text is the only marker.
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        sled::Error::Io(io) => from_io(path, io),
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: match at {
+                Some(at) => format!("sled found a corrupt log entry at {at:?}"),
+                None => "sled found a corrupt log entry".to_string(),
+            },
+        },
+        // Our configuration never changes, so sled refusing it means the files are not the ones
+        // this agent wrote (or a sled bug): either way the operator's remedy is the backup.
+        sled::Error::Unsupported(what) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("sled refuses the store files: {what}"),
+        },
+        sled::Error::ReportableBug(what) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("sled internal error: {what}"),
+        },
+        sled::Error::CollectionNotFound(name) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("sled tree {:?} is missing", String::from_utf8_lossy(&name)),
+        },
+    }
+}
+
+/// Maps the result of a sled transaction whose closure aborts with a [`StoreError`].
+pub(crate) fn from_tx(
+    path: &Path,
+    e: sled::transaction::TransactionError<StoreError>,
+) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => from_sled(path, e),
+    }
+}
+
+/// A stored value that does not decode: the store is damaged (or was written by a buggy
+/// version); never a reason to panic.
+pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("/var/lib/ttp-agent/store")
+    }
+
+    #[test]
+    fn lock_failure_maps_to_locked_and_tells_what_to_do() {
+        let io = io::Error::other(
+            "could not acquire lock on \"/var/lib/ttp-agent/store/db\": Os { code: 11 }",
+        );
+        let e = from_sled(p(), sled::Error::Io(io));
+        assert!(matches!(e, StoreError::Locked { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("/var/lib/ttp-agent/store"), "{msg}");
+        assert!(msg.contains("already running"), "{msg}");
+    }
+
+    #[test]
+    fn enospc_and_quota_map_to_disk_full() {
+        for code in [libc::ENOSPC, libc::EDQUOT] {
+            let e = from_sled(p(), sled::Error::Io(io::Error::from_raw_os_error(code)));
+            assert!(matches!(e, StoreError::DiskFull { .. }), "{code}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn permission_problems_map_to_not_writable() {
+        for code in [libc::EACCES, libc::EPERM, libc::EROFS, libc::ENOTDIR] {
+            let e = from_io(p(), io::Error::from_raw_os_error(code));
+            assert!(matches!(e, StoreError::NotWritable { .. }), "{code}: {e:?}");
+        }
+        let e = from_io(p(), io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(e, StoreError::Io { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn sled_corruption_maps_to_corrupt_naming_path_and_remedy() {
+        let e = from_sled(p(), sled::Error::Corruption { at: None, bt: () });
+        let msg = e.to_string();
+        assert!(matches!(e, StoreError::Corrupt { .. }));
+        assert!(msg.contains("/var/lib/ttp-agent/store"), "{msg}");
+        assert!(msg.contains("restore"), "{msg}");
+    }
+}

@@ -1,0 +1,285 @@
+//! The `meta` tree: sequence counters, named timestamps and strings, the IDAT key check.
+//!
+//! Keys are ASCII names. Counters are `u64` big-endian, times `i64` big-endian nanoseconds,
+//! strings UTF-8. User-chosen names live under a prefix (`time:`, `str:`) so they can never
+//! collide with the store's own keys.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use super::codec::{from_nanos, nanos, read_i64, read_u64, u64_value};
+use super::crypto::IdatCipher;
+use super::{Store, StoreError, Trees, TxResult, abort, error};
+
+pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
+const POLL_SEQ: &[u8] = b"poll_seq";
+const BATCH_ID: &[u8] = b"batch_id";
+pub(crate) const AUDIT_SEQ: &[u8] = b"audit_seq";
+const KEY_CHECK: &[u8] = b"key_check";
+const TIME_PREFIX: &str = "time:";
+const STRING_PREFIX: &str = "str:";
+
+const KEY_CHECK_AAD: &[u8] = b"ttp-agent/store/key-check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"ttp-agent IDAT key check v1";
+
+/// The meta string under which the agent records the fingerprint of the encoding profile the
+/// store's filters were made with (so a changed profile is noticed before records are mixed).
+pub const META_PROFILE_FINGERPRINT: &str = "profile_fingerprint";
+
+impl Store {
+    /// Increments the poll sequence and returns the new value; the first call returns 1.
+    pub fn next_poll_seq(&self) -> Result<u64, StoreError> {
+        self.increment(POLL_SEQ)
+    }
+
+    /// The last value [`Store::next_poll_seq`] returned (0 before the first poll).
+    pub fn last_poll_seq(&self) -> Result<u64, StoreError> {
+        self.read_counter(POLL_SEQ)
+    }
+
+    /// Allocates the next `$requestPsnFromBfWorkflow` batch number (1, 2, ...).
+    pub fn next_batch_id(&self) -> Result<u64, StoreError> {
+        self.increment(BATCH_ID)
+    }
+
+    pub fn set_meta_time(&self, name: &str, t: DateTime<Utc>) -> Result<(), StoreError> {
+        let value = nanos(t)?.to_be_bytes();
+        let _gate = self.write_gate();
+        self.trees
+            .meta
+            .insert(prefixed(TIME_PREFIX, name)?, &value)
+            .map(drop)
+            .map_err(|e| self.sled_err(e))
+    }
+
+    pub fn meta_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.get_meta(&prefixed(TIME_PREFIX, name)?)? {
+            None => Ok(None),
+            Some(v) => read_i64(&v)
+                .map(|n| Some(from_nanos(n)))
+                .ok_or_else(|| self.corrupt(format!("meta time {name:?} is not 8 bytes"))),
+        }
+    }
+
+    pub fn set_meta_string(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
+        self.trees
+            .meta
+            .insert(prefixed(STRING_PREFIX, name)?, value.as_bytes())
+            .map(drop)
+            .map_err(|e| self.sled_err(e))
+    }
+
+    pub fn get_meta_string(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.get_meta(&prefixed(STRING_PREFIX, name)?)? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|_| self.corrupt(format!("meta string {name:?} is not UTF-8"))),
+        }
+    }
+
+    /// The store's schema version (see `migrate`).
+    pub fn schema_version(&self) -> Result<u64, StoreError> {
+        self.read_counter(SCHEMA_VERSION)
+    }
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        self.trees.meta.get(key).map_err(|e| self.sled_err(e))
+    }
+
+    fn read_counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.get_meta(key)? {
+            None => Ok(0),
+            Some(v) => read_u64(&v).ok_or_else(|| {
+                self.corrupt(format!(
+                    "meta counter {:?} is not 8 bytes",
+                    String::from_utf8_lossy(key)
+                ))
+            }),
+        }
+    }
+
+    fn increment(&self, key: &[u8]) -> Result<u64, StoreError> {
+        let _gate = self.write_gate();
+        let path = self.path.clone();
+        self.trees
+            .meta
+            .transaction(|m| -> TxResult<u64> {
+                let next = increment_in(m, key, &path)?;
+                Ok(next)
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+}
+
+/// Increments a counter inside a transaction on the `meta` tree.
+pub(crate) fn increment_in(
+    meta: &sled::transaction::TransactionalTree,
+    key: &[u8],
+    path: &Path,
+) -> TxResult<u64> {
+    let current = match meta.get(key)? {
+        None => 0,
+        Some(v) => read_u64(&v).ok_or_else(|| {
+            abort(error::corrupt(
+                path,
+                format!(
+                    "meta counter {:?} is not 8 bytes",
+                    String::from_utf8_lossy(key)
+                ),
+            ))
+        })?,
+    };
+    let next = current.checked_add(1).ok_or_else(|| {
+        abort(StoreError::Invalid {
+            what: "meta counter",
+            why: format!("{:?} overflowed", String::from_utf8_lossy(key)),
+        })
+    })?;
+    meta.insert(key, &u64_value(next))?;
+    Ok(next)
+}
+
+fn prefixed(prefix: &str, name: &str) -> Result<Vec<u8>, StoreError> {
+    if name.is_empty() {
+        return Err(StoreError::Invalid {
+            what: "meta name",
+            why: "the name is empty".to_string(),
+        });
+    }
+    Ok([prefix.as_bytes(), name.as_bytes()].concat())
+}
+
+/// Checks that `cipher` is the store's IDAT key. Returns whether it wrote anything.
+///
+/// A store without a key check (new, or restored from before there was one) gets one sealed
+/// under the configured key; if it already holds sealed IDAT, that is tried first, so a wrong
+/// key is refused rather than certified.
+pub(crate) fn verify_or_install_key_check(
+    trees: &Trees,
+    cipher: &IdatCipher,
+    path: &Path,
+) -> Result<bool, StoreError> {
+    let sled_err = |e| error::from_sled(path, e);
+    if let Some(sealed) = trees.meta.get(KEY_CHECK).map_err(sled_err)? {
+        return match cipher.open(KEY_CHECK_AAD, &sealed) {
+            Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(false),
+            _ => Err(StoreError::WrongKey),
+        };
+    }
+    if let Some((local_id, sealed)) = super::records::first_sealed_idat(trees, path)? {
+        if cipher.open(local_id.as_bytes(), &sealed).is_err() {
+            return Err(StoreError::WrongKey);
+        }
+    }
+    let sealed = cipher.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+    trees.meta.insert(KEY_CHECK, sealed).map_err(sled_err)?;
+    Ok(true)
+}
+
+const STORE_ID: &[u8] = b"store_id";
+
+/// The file next to sled's files that remembers which store lives in the directory.
+pub(crate) const MARKER_FILE: &str = "ttp-agent-store.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Marker {
+    store_id: String,
+    created_at: DateTime<Utc>,
+}
+
+/// Ties the sled files to the directory's marker file, so that data which vanished is noticed.
+///
+/// sled recovers whatever prefix of its log it can read and, for a `db` file that was zeroed or
+/// replaced, happily opens an *empty* database. Without a check the agent would carry on as a
+/// brand-new site store. The marker (written once, when the store is created) says a store with
+/// this id lives here; sled's `meta` holds the same id. Returns whether it wrote anything.
+pub(crate) fn verify_or_install_identity(trees: &Trees, path: &Path) -> Result<bool, StoreError> {
+    let marker_path = path.join(MARKER_FILE);
+    let marker: Option<Marker> = match std::fs::read(&marker_path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            error::corrupt(
+                path,
+                format!("the marker file {MARKER_FILE} does not decode: {e}"),
+            )
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(error::from_io(&marker_path, e)),
+    };
+    let stored = trees
+        .meta
+        .get(STORE_ID)
+        .map_err(|e| error::from_sled(path, e))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    match (stored, marker) {
+        (Some(id), Some(marker)) if id == marker.store_id => Ok(false),
+        (Some(id), Some(marker)) => Err(error::corrupt(
+            path,
+            format!(
+                "the database files belong to store {id}, but the directory's marker names store {}",
+                marker.store_id
+            ),
+        )),
+        // A store restored from a backup, or copied without the marker: adopt its id.
+        (Some(id), None) => {
+            write_marker(path, &id, Utc::now())?;
+            Ok(false)
+        }
+        (None, Some(marker)) => Err(error::corrupt(
+            path,
+            format!(
+                "the database files are empty or unreadable, but store {} was created here on {}; its data is gone",
+                marker.store_id,
+                marker.created_at.format("%Y-%m-%d")
+            ),
+        )),
+        (None, None) => {
+            let mut id = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+            let id = hex::encode(id);
+            trees
+                .meta
+                .insert(STORE_ID, id.as_bytes())
+                .map_err(|e| error::from_sled(path, e))?;
+            // The id must be durable in sled before the marker claims it.
+            trees.meta.flush().map_err(|e| error::from_sled(path, e))?;
+            write_marker(path, &id, Utc::now())?;
+            Ok(true)
+        }
+    }
+}
+
+fn write_marker(dir: &Path, store_id: &str, created_at: DateTime<Utc>) -> Result<(), StoreError> {
+    let marker_path = dir.join(MARKER_FILE);
+    let partial = dir.join(format!("{MARKER_FILE}.partial"));
+    let json = serde_json::to_vec_pretty(&Marker {
+        store_id: store_id.to_string(),
+        created_at,
+    })
+    .map_err(|e| StoreError::Codec {
+        what: "store marker",
+        detail: e.to_string(),
+    })?;
+    let io = |e| error::from_io(&marker_path, e);
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&partial).map_err(io)?;
+        f.write_all(&json).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&partial, &marker_path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+impl Store {
+    /// The random id given to this store when it was created (kept across backup / restore).
+    pub fn store_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_meta(STORE_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+}

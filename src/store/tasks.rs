@@ -1,0 +1,278 @@
+//! Tasks, and the per-day history of finished ones.
+//!
+//! A task is stored as JSON under its [`TaskKey`]: tasks are few (the open ones plus recently
+//! finished ones), and `Task` carries `serde_json::Value` parts that only a self-describing
+//! format can read back.
+//!
+//! History must count every finished task occurrence exactly once, for as long as the day is
+//! asked for, although finished tasks are purged to keep the store small. So a finished
+//! occurrence is counted in exactly one place at any moment: while it is stored, by the scan in
+//! [`Store::history`]; when it leaves the `tasks` tree, in the `history` counters, *in the same
+//! transaction* that removes it. It leaves in two ways: [`Store::purge_finished_tasks`], or
+//! [`Store::put_tasks`] overwriting it with a new occurrence of the same key (a
+//! content-identified task listed again later, see `TaskRecord::last_seen_poll`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sled::Transactional as _;
+use sled::transaction::TransactionalTree;
+use ttp_proto::TaskKey;
+
+use super::codec::{
+    history_key, history_value, parse_history_key, read_history_value, task_type_name,
+};
+use super::{Store, StoreError, TxResult, abort, error};
+use crate::domain::{TaskRecord, TaskState};
+
+/// Finished tasks of one type on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FinishedCounts {
+    pub done: u64,
+    pub expired: u64,
+}
+
+/// Finished tasks of one UTC day, by task type (the wire name, e.g. `send_idat`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DayHistory {
+    pub day: NaiveDate,
+    pub by_type: BTreeMap<String, FinishedCounts>,
+}
+
+impl DayHistory {
+    /// All types together.
+    pub fn total(&self) -> FinishedCounts {
+        self.by_type
+            .values()
+            .fold(FinishedCounts::default(), |acc, c| FinishedCounts {
+                done: acc.done + c.done,
+                expired: acc.expired + c.expired,
+            })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Finish {
+    Done,
+    Expired,
+}
+
+/// When and how a task occurrence finished, if it did.
+fn finished(state: &TaskState) -> Option<(DateTime<Utc>, Finish)> {
+    match state {
+        TaskState::Done { at } => Some((*at, Finish::Done)),
+        TaskState::Expired { at } => Some((*at, Finish::Expired)),
+        _ => None,
+    }
+}
+
+fn encode_task(rec: &TaskRecord) -> Result<Vec<u8>, StoreError> {
+    if rec.key.0.is_empty() {
+        return Err(StoreError::Invalid {
+            what: "task",
+            why: "the task key is empty".to_string(),
+        });
+    }
+    serde_json::to_vec(rec).map_err(|e| StoreError::Codec {
+        what: "task",
+        detail: e.to_string(),
+    })
+}
+
+fn decode_task(key: &[u8], value: &[u8], path: &Path) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(value).map_err(|e| {
+        error::corrupt(
+            path,
+            format!(
+                "task {:?} does not decode: {e}",
+                String::from_utf8_lossy(key)
+            ),
+        )
+    })
+}
+
+/// Adds one finished occurrence to the `history` counters, inside a transaction.
+fn count_in_history(
+    history: &TransactionalTree,
+    rec: &TaskRecord,
+    at: DateTime<Utc>,
+    how: Finish,
+    path: &Path,
+) -> TxResult<()> {
+    let key = history_key(at.date_naive(), task_type_name(&rec.task.kind));
+    let (mut done, mut expired) = match history.get(&key)? {
+        None => (0, 0),
+        Some(v) => read_history_value(&v)
+            .ok_or_else(|| abort(error::corrupt(path, "a history counter value is malformed")))?,
+    };
+    match how {
+        Finish::Done => done += 1,
+        Finish::Expired => expired += 1,
+    }
+    history.insert(key, &history_value(done, expired))?;
+    Ok(())
+}
+
+impl Store {
+    pub fn get_task(&self, key: &TaskKey) -> Result<Option<TaskRecord>, StoreError> {
+        match self
+            .trees
+            .tasks
+            .get(key.0.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            None => Ok(None),
+            Some(v) => decode_task(key.0.as_bytes(), &v, &self.path).map(Some),
+        }
+    }
+
+    /// Stores (inserts or replaces) tasks, all in one transaction. Replacing a finished
+    /// occurrence with a different state (a new occurrence of the same key) moves the finished
+    /// one into the history counters in that transaction.
+    pub fn put_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+        let encoded = tasks
+            .iter()
+            .map(|t| Ok((t, encode_task(t)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let _gate = self.write_gate();
+        let path = self.path.as_path();
+        (&self.trees.tasks, &self.trees.history)
+            .transaction(|(stored, history)| {
+                for (rec, json) in &encoded {
+                    let key = rec.key.0.as_bytes();
+                    let Some(old) = stored.insert(key, json.as_slice())? else {
+                        continue;
+                    };
+                    let old = decode_task(key, &old, path).map_err(abort)?;
+                    if old.state == rec.state {
+                        continue;
+                    }
+                    if let Some((at, how)) = finished(&old.state) {
+                        count_in_history(history, &old, at, how, path)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// Every stored task: the open ones and the finished ones not purged yet, by key.
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        self.trees
+            .tasks
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+                decode_task(&key, &value, &self.path)
+            })
+            .collect()
+    }
+
+    /// Removes `Done` / `Expired` tasks that finished before `finished_before`, adding each to
+    /// the history counters of its day in the same transaction. Returns how many were removed.
+    pub fn purge_finished_tasks(
+        &self,
+        finished_before: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut candidates = Vec::new();
+        for rec in self.tasks()? {
+            if finished(&rec.state).is_some_and(|(at, _)| at < finished_before) {
+                candidates.push(rec.key.0);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let _gate = self.write_gate();
+        let path = self.path.as_path();
+        (&self.trees.tasks, &self.trees.history)
+            .transaction(|(stored, history)| {
+                let mut removed = 0;
+                for key in &candidates {
+                    // Re-read inside the transaction: the task may have changed since the scan.
+                    let Some(value) = stored.get(key.as_bytes())? else {
+                        continue;
+                    };
+                    let rec = decode_task(key.as_bytes(), &value, path).map_err(abort)?;
+                    let Some((at, how)) = finished(&rec.state) else {
+                        continue;
+                    };
+                    if at >= finished_before {
+                        continue;
+                    }
+                    stored.remove(key.as_bytes())?;
+                    count_in_history(history, &rec, at, how, path)?;
+                    removed += 1;
+                }
+                Ok(removed)
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// Finished tasks per UTC day for the last `days` days up to and including today, oldest
+    /// first, one entry per day (days without finished tasks have an empty map).
+    pub fn history(&self, days: u32) -> Result<Vec<DayHistory>, StoreError> {
+        self.history_until(Utc::now().date_naive(), days)
+    }
+
+    /// [`Store::history`] for the `days` days ending with `last_day`.
+    pub fn history_until(
+        &self,
+        last_day: NaiveDate,
+        days: u32,
+    ) -> Result<Vec<DayHistory>, StoreError> {
+        if days == 0 {
+            return Ok(Vec::new());
+        }
+        let first_day = last_day
+            .checked_sub_days(chrono::Days::new(u64::from(days - 1)))
+            .unwrap_or(NaiveDate::MIN);
+        let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, FinishedCounts>> = first_day
+            .iter_days()
+            .take_while(|d| *d <= last_day)
+            .map(|d| (d, BTreeMap::new()))
+            .collect();
+
+        // Purged occurrences: a key range, since history keys start with the day.
+        let start = history_key(first_day, "");
+        let end = last_day.succ_opt().map(|d| history_key(d, ""));
+        let range = match &end {
+            Some(end) => self.trees.history.range(start.as_slice()..end.as_slice()),
+            None => self.trees.history.range(start.as_slice()..),
+        };
+        for entry in range {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let (day, task_type) = parse_history_key(&key)
+                .ok_or_else(|| self.corrupt("a history counter key is malformed"))?;
+            let (done, expired) = read_history_value(&value)
+                .ok_or_else(|| self.corrupt("a history counter value is malformed"))?;
+            if let Some(types) = by_day.get_mut(&day) {
+                let c = types.entry(task_type.to_string()).or_default();
+                c.done += done;
+                c.expired += expired;
+            }
+        }
+
+        // Finished occurrences still stored.
+        for rec in self.tasks()? {
+            let Some((at, how)) = finished(&rec.state) else {
+                continue;
+            };
+            if let Some(types) = by_day.get_mut(&at.date_naive()) {
+                let c = types
+                    .entry(task_type_name(&rec.task.kind).to_string())
+                    .or_default();
+                match how {
+                    Finish::Done => c.done += 1,
+                    Finish::Expired => c.expired += 1,
+                }
+            }
+        }
+
+        Ok(by_day
+            .into_iter()
+            .map(|(day, by_type)| DayHistory { day, by_type })
+            .collect())
+    }
+}

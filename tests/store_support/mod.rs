@@ -1,0 +1,171 @@
+//! Helpers shared by the `store_*` integration tests: temporary stores and synthetic data.
+//! (Each test crate uses a different subset, hence the `dead_code` allowance.)
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::store::{IdatKey, Store, StoreOptions};
+use ttp_proto::{
+    BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKey, TaskKind,
+};
+
+/// A store in a temporary directory, with the options to reopen it.
+pub struct TempStore {
+    pub dir: tempfile::TempDir,
+    pub opts: StoreOptions,
+}
+
+impl TempStore {
+    pub fn new() -> TempStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = StoreOptions::new(dir.path().join("store"), IdatKey::generate());
+        TempStore { dir, opts }
+    }
+
+    pub fn open(&self) -> Store {
+        Store::open(&self.opts).expect("store opens")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.opts.path
+    }
+
+    /// A path in the temporary directory, outside the store.
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A fixed instant (with nanoseconds, to prove exact round trips).
+pub fn t(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .expect("valid test time")
+        .with_timezone(&Utc)
+}
+
+/// A deterministic 225-byte filter per seed.
+pub fn filter(seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..225)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Synthetic IDAT (invented names, no real person).
+pub fn idat(given: &str, family: &str) -> Idat {
+    let map: BTreeMap<IdatElement, String> = [
+        (IdatElement::Given, given.to_string()),
+        (IdatElement::Family, family.to_string()),
+        (IdatElement::Birthdate, "1980-02-29".to_string()),
+        (IdatElement::Gender, "diverse".to_string()),
+        (IdatElement::AddressCity, "Musterstadt".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    Idat(map)
+}
+
+pub fn record(local_id: &str, seed: u32) -> LocalRecord {
+    LocalRecord {
+        local_id: local_id.to_string(),
+        bloom_filter: filter(seed),
+        idat: Some(idat("Testa", &format!("Synthetica{seed}"))),
+        state: RecordState::New,
+        pseudonym: None,
+        created_at: t("2025-01-02T03:04:05.123456789Z"),
+        updated_at: t("2025-01-02T03:04:05.123456789Z"),
+    }
+}
+
+pub fn task(key: &str, kind: TaskKind, state: TaskState) -> TaskRecord {
+    TaskRecord {
+        key: TaskKey(key.to_string()),
+        task: Task {
+            kind,
+            expires: None,
+            unknown_parts: Vec::new(),
+        },
+        state,
+        attempts: 0,
+        last_error: None,
+        first_seen: t("2025-02-01T00:00:00Z"),
+        updated_at: t("2025-02-01T00:00:00Z"),
+        last_seen_poll: 1,
+    }
+}
+
+pub fn dic_psn(seed: u32) -> TaskKind {
+    TaskKind::DicPsnAvailable {
+        bloom_filter: BloomFilter(filter(seed)),
+        target: "dic-test".to_string(),
+        pseudonym: format!("psn-{seed}"),
+    }
+}
+
+pub fn send_idat(task_id: &str) -> TaskKind {
+    TaskKind::SendIdat {
+        task_id: task_id.to_string(),
+        subject: SendIdatSubject::Pseudonym("psn-7".to_string()),
+        elements: vec![
+            ElementRequest::Known(IdatElement::Given),
+            ElementRequest::Unknown("shoe-size".to_string()),
+        ],
+    }
+}
+
+pub fn repeat(seed: u32) -> TaskKind {
+    TaskKind::RepeatRequest {
+        study: "study-x".to_string(),
+        bloom_filter: BloomFilter(filter(seed)),
+        target: "dic-test".to_string(),
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable dir") {
+        let entry = entry.expect("dir entry");
+        let path = entry.path();
+        if entry.file_type().expect("file type").is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in any file under `dir`.
+pub fn bytes_on_disk_contain(dir: &Path, needle: &[u8]) -> bool {
+    files_under(dir).iter().any(|f| {
+        std::fs::read(f)
+            .expect("readable file")
+            .windows(needle.len())
+            .any(|w| w == needle)
+    })
+}
+
+/// Opens the store's sled database directly (to simulate old layouts and damage), retrying
+/// while sled's pool threads of a just-dropped `Store` still hold the lock (see `open_sled`).
+pub fn raw_sled(path: &Path) -> sled::Db {
+    let mut attempts = 0;
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("raw sled open of {}: {e}", path.display()),
+        }
+    }
+}
