@@ -127,8 +127,12 @@ pub fn build(
         .into_iter()
         .map(|d| DayLine {
             day: d.day.to_string(),
-            done: d.done,
-            expired: d.expired,
+            done: d.by_type.iter().map(|(t, c)| (t.clone(), c.done)).collect(),
+            expired: d
+                .by_type
+                .iter()
+                .map(|(t, c)| (t.clone(), c.expired))
+                .collect(),
         })
         .collect();
     Ok(StatusReport {
@@ -139,7 +143,7 @@ pub fn build(
         needs_attention,
         records: RecordSummary {
             total: counts.total,
-            pending_registration: counts.pending,
+            pending_registration: counts.new + counts.sending,
             awaiting_clearing: counts.awaiting_clearing,
             pseudonymised: counts.pseudonymised,
             rejected: counts.rejected,

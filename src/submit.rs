@@ -433,7 +433,7 @@ pub const META_PROFILE_FINGERPRINT: &str = "encoding_profile_fingerprint";
 pub fn check_profile(store: &Store, encoder: &ProfileEncoder) -> Result<(), String> {
     let current = encoder.fingerprint();
     match store
-        .meta_string(META_PROFILE_FINGERPRINT)
+        .get_meta_string(META_PROFILE_FINGERPRINT)
         .map_err(|e| e.to_string())?
     {
         None => store

@@ -14,7 +14,6 @@
 //! wave into two flushes is what makes thousands of tasks per second possible with fsync.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
@@ -234,7 +233,7 @@ impl Agent {
                     let next_at = retry::next_attempt(
                         rec.attempts,
                         &self.opts.retry,
-                        retry_after.map(Duration::from),
+                        retry_after,
                         rec.task.expires.map(|e| e.with_timezone(&Utc)),
                         now,
                     );

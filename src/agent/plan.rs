@@ -139,7 +139,7 @@ mod tests {
         let a = rec("a", None, TaskState::InDoubt, 0);
         let settle = chrono::Duration::seconds(90);
         assert_eq!(
-            next_reconcile(&[a.clone()], settle),
+            next_reconcile(std::slice::from_ref(&a), settle),
             Some(a.updated_at + settle)
         );
         assert_eq!(next_reconcile(&[], settle), None);

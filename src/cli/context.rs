@@ -45,12 +45,9 @@ pub fn log_warnings(loaded: &Loaded) {
 }
 
 pub fn store_options(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<StoreOptions> {
-    let idat_key = IdatKey::from_secret(&secrets.idat_key).with_context(|| {
-        format!(
-            "[store] idat_key_file {}: not a usable key",
-            config.store.idat_key_file.display()
-        )
-    })?;
+    let idat_key =
+        IdatKey::from_key_file_bytes(secrets.idat_key.expose(), &config.store.idat_key_file)
+            .context("[store] idat_key_file")?;
     Ok(StoreOptions {
         path: config.store.path.clone(),
         cache_capacity: config.store.cache_capacity.0,

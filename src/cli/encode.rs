@@ -52,8 +52,8 @@ pub struct Args {
 /// One configured encoder, whichever kind.
 enum Encoder {
     Clk {
-        schema: ClkSchema,
-        encoder: ClkEncoder,
+        schema: Box<ClkSchema>,
+        encoder: Box<ClkEncoder>,
     },
     Fttp(ProfileEncoder),
 }
@@ -144,7 +144,10 @@ fn load_encoder(args: &Args) -> anyhow::Result<Encoder> {
         .map_err(|e| super::context::config_error(format!("{}: {e}", schema_path.display())))?;
     let secret = read_secret(secret_path)?;
     let encoder = ClkEncoder::new(&schema, &secret);
-    Ok(Encoder::Clk { schema, encoder })
+    Ok(Encoder::Clk {
+        schema: Box::new(schema),
+        encoder: Box::new(encoder),
+    })
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<Secret> {

@@ -50,6 +50,15 @@ impl IdatKey {
         })
     }
 
+    /// A key from bytes the caller already read from `path` (the configuration loads every
+    /// secret file itself); same formats and errors as [`IdatKey::from_file`].
+    pub fn from_key_file_bytes(bytes: &[u8], path: &Path) -> Result<IdatKey, StoreError> {
+        parse_key(bytes).map_err(|problem| StoreError::KeyFile {
+            path: path.to_path_buf(),
+            problem,
+        })
+    }
+
     /// A new random key from the operating system's CSPRNG (via `rand`'s thread RNG).
     pub fn generate() -> IdatKey {
         let mut key = Box::new([0u8; KEY_LEN]);

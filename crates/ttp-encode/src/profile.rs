@@ -268,7 +268,7 @@ impl std::error::Error for RecordError {
 
 /// The encoder core behind a profile.
 enum Core {
-    Fttp(FttpEncoder),
+    Fttp(Box<FttpEncoder>),
     Clk(Box<crate::clk::ClkEncoder>),
 }
 
@@ -346,7 +346,7 @@ impl ProfileEncoder {
         );
 
         with_fields(
-            Core::Fttp(encoder),
+            Core::Fttp(Box::new(encoder)),
             &profile.field_order,
             &profile.sources,
             profile.normalisation.as_ref(),
