@@ -14,7 +14,9 @@
 //!    again, which the fTTP answers the same way (the operation is idempotent per filter).
 //!
 //! The daemon calls step 4 at the start of every cycle, so records submitted while the fTTP was
-//! down are registered as soon as it is back.
+//! down are registered as soon as it is back. Step 4 also sends records again whose clearing
+//! has gone quiet for a day (`AgentOptions::clearing_recheck`): the only way to recover a
+//! pseudonym whose `dic_psn_available` was listed in a response the agent never received.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -297,6 +299,8 @@ pub struct RegisterStats {
     pub pending_left: usize,
     /// Why registration stopped early, if it did.
     pub stopped: Option<String>,
+    /// Records sent again because their clearing had gone quiet (included in `sent`).
+    pub rechecked: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +354,16 @@ impl Agent {
         let mut pending = self
             .store
             .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
+        let quiet = self.quiet_clearings(Utc::now())?;
+        if !quiet.is_empty() {
+            tracing::info!(
+                count = quiet.len(),
+                "registering records again whose clearing has gone quiet (no task about them for {}h); a pseudonym the fTTP announced in a lost listing comes back this way",
+                self.opts.clearing_recheck.num_hours()
+            );
+            stats.rechecked = quiet.len();
+            pending.extend(quiet);
+        }
         if pending.is_empty() {
             return Ok(stats);
         }
@@ -423,6 +437,39 @@ impl Agent {
         }
         stats.pending_left = queue.iter().map(Vec::len).sum();
         Ok(stats)
+    }
+}
+
+impl Agent {
+    /// Records `AwaitingClearing` for longer than `clearing_recheck` that no open task refers
+    /// to. Their clearing may have finished with a `dic_psn_available` the agent never saw: the
+    /// fTTP may list that task only a few times (or once), and a listing can be lost after the
+    /// fTTP sent it (a timeout, a dropped connection, a crash before the merge was stored).
+    /// Registering the filter again is the protocol's way back: a finished clearing answers
+    /// with the pseudonym, one still running answers with nothing (no harm done), and the
+    /// record waits another `clearing_recheck` before the next try.
+    fn quiet_clearings(
+        &self,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<LocalRecord>, StoreError> {
+        if self.store.record_counts()?.awaiting_clearing == 0 {
+            return Ok(Vec::new());
+        }
+        let cutoff = now - self.opts.clearing_recheck;
+        let quiet: Vec<LocalRecord> = self
+            .store
+            .records_in_states(|s| *s == RecordState::AwaitingClearing)?
+            .into_iter()
+            .filter(|r| r.updated_at <= cutoff)
+            .collect();
+        if quiet.is_empty() {
+            return Ok(quiet);
+        }
+        let open = self.open_task_subjects()?;
+        Ok(quiet
+            .into_iter()
+            .filter(|r| !open.contains(&r.bloom_filter))
+            .collect())
     }
 }
 

@@ -232,3 +232,73 @@ async fn thirty_percent_faulty_responses_lose_nothing_and_repeat_nothing() {
         assert_eq!(rec.pseudonym, sim.pseudonym_of(&bf), "{}", rec.local_id);
     }
 }
+
+/// A `dic_psn_available` the fTTP lists only once, in a response that is lost after the fTTP
+/// sent it, would leave its record without a pseudonym for good. The agent registers records
+/// whose clearing has gone quiet again (`clearing_recheck`) -- but not while a task about the
+/// record is still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_again() {
+    let mut cfg = sim_config(8);
+    cfg.clearing = 1.0;
+    cfg.repeat_first = 0.0;
+    cfg.dic_listings = 1;
+    // Every send_idat asks for the birthplace, which record b lacks: its task needs a human.
+    cfg.elements = vec!["birthplace".into()];
+    let env = setup(cfg, &[]).await;
+    let loaded = load(&env.config_path);
+    let agent = agent(&loaded);
+    let encoder = encoder(&loaded);
+    let csv = "local_id,given,family,birthdate,gender,birthplace\n\
+               a,Anna,Muster,1970-01-02,female,Greifswald\n\
+               b,Bert,Beispiel,1980-03-04,male,\n";
+    let records = submit::read_records_from(csv.as_bytes(), "records.csv").unwrap();
+    let encoded = submit::encode_records(&encoder, records, &|_| {}).unwrap();
+    submit::check_profile(agent.store(), &encoder).unwrap();
+    submit::store_records(agent.store(), &encoded, 10).unwrap();
+    let reg = agent.register_pending().await.unwrap();
+    assert_eq!(reg.awaiting_clearing, 2, "{reg:?}");
+
+    // a's send_idat is answered, b's needs attention; a's clearing finishes.
+    let report = agent.poll_cycle().await.unwrap();
+    assert_eq!((report.dispatch.done, report.dispatch.attention), (1, 1));
+    assert_eq!(env.sim.stats().clearings_finished, 1);
+
+    // The one listing of a's pseudonym is consumed, and every answer is lost.
+    env.sim
+        .set_faults(FaultConfig::always(FaultKind::Drop, FaultTiming::After))
+        .unwrap();
+    assert!(matches!(
+        agent.poll_cycle().await,
+        Err(ttp_agent::agent::CycleError::Fetch(_))
+    ));
+    env.sim.set_faults(FaultConfig::none()).unwrap();
+    let report = agent.poll_cycle().await.unwrap();
+    assert_eq!(report.register.rechecked, 0, "the recheck waits a day");
+    let a = agent.store().get_record("a").unwrap().unwrap();
+    assert_eq!(a.state, RecordState::AwaitingClearing, "the pseudonym was lost");
+
+    // A day later (here: an agent whose recheck interval is zero) a is registered again and
+    // gets its pseudonym directly; b, whose task is still open, is left alone.
+    let mut opts = agent.options().clone();
+    opts.clearing_recheck = chrono::Duration::zero();
+    let later = ttp_agent::agent::Agent::new(
+        agent.store().clone(),
+        ttp_agent::cli::context::client(&loaded.config, &loaded.secrets).unwrap(),
+        opts,
+        ttp_agent::agent::Shutdown::never(),
+    );
+    let before = env.sim.stats().duplicate_registrations;
+    let report = later.poll_cycle().await.unwrap();
+    assert_eq!(report.register.rechecked, 1, "{report:?}");
+    assert_eq!(report.register.pseudonymised, 1, "{report:?}");
+    assert_eq!(env.sim.stats().duplicate_registrations, before + 1);
+    let a = agent.store().get_record("a").unwrap().unwrap();
+    assert_eq!(a.state, RecordState::Pseudonymised);
+    let bf = ttp_proto::BloomFilter(a.bloom_filter.clone()).to_base64();
+    assert_eq!(a.pseudonym, env.sim.pseudonym_of(&bf));
+    let b = agent.store().get_record("b").unwrap().unwrap();
+    assert_eq!(b.state, RecordState::AwaitingClearing);
+    assert_eq!(env.sim.stats().duplicate_provides, 0);
+    env.sim.shutdown().await;
+}

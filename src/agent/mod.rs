@@ -51,6 +51,9 @@ pub struct AgentOptions {
     pub batch_size: usize,
     pub task_retention: chrono::Duration,
     pub idat_retention: chrono::Duration,
+    /// A record `AwaitingClearing` this long, with no open task about it, is registered again
+    /// (see `Agent::register_pending`): its `dic_psn_available` may have been lost.
+    pub clearing_recheck: chrono::Duration,
 }
 
 impl AgentOptions {
@@ -66,6 +69,7 @@ impl AgentOptions {
             batch_size: 50,
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
+            clearing_recheck: chrono::Duration::hours(24),
         }
     }
 }
@@ -318,7 +322,7 @@ impl Agent {
     }
 
     /// Filters and pseudonyms that open tasks refer to: their records keep their IDAT.
-    fn open_task_subjects(&self) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
+    pub(crate) fn open_task_subjects(&self) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
         for t in self.store.tasks()? {
