@@ -448,10 +448,7 @@ impl Agent {
     /// Registering the filter again is the protocol's way back: a finished clearing answers
     /// with the pseudonym, one still running answers with nothing (no harm done), and the
     /// record waits another `clearing_recheck` before the next try.
-    fn quiet_clearings(
-        &self,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<Vec<LocalRecord>, StoreError> {
+    fn quiet_clearings(&self, now: chrono::DateTime<Utc>) -> Result<Vec<LocalRecord>, StoreError> {
         if self.store.record_counts()?.awaiting_clearing == 0 {
             return Ok(Vec::new());
         }

@@ -276,7 +276,11 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     let report = agent.poll_cycle().await.unwrap();
     assert_eq!(report.register.rechecked, 0, "the recheck waits a day");
     let a = agent.store().get_record("a").unwrap().unwrap();
-    assert_eq!(a.state, RecordState::AwaitingClearing, "the pseudonym was lost");
+    assert_eq!(
+        a.state,
+        RecordState::AwaitingClearing,
+        "the pseudonym was lost"
+    );
 
     // A day later (here: an agent whose recheck interval is zero) a is registered again and
     // gets its pseudonym directly; b, whose task is still open, is left alone.

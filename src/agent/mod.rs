@@ -100,8 +100,9 @@ pub struct CycleReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
+    // Shown in the message, so not a `#[source]`: `{:#}` would print it twice.
     #[error("could not fetch tasks: {0}")]
-    Fetch(#[source] TtpError),
+    Fetch(TtpError),
     #[error(
         "the fTTP refused the agent's credentials (HTTP 401/403); check [ttp] api_key_file, api_key_header and the Basic-auth settings: {0}"
     )]
@@ -322,7 +323,9 @@ impl Agent {
     }
 
     /// Filters and pseudonyms that open tasks refer to: their records keep their IDAT.
-    pub(crate) fn open_task_subjects(&self) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
+    pub(crate) fn open_task_subjects(
+        &self,
+    ) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
         for t in self.store.tasks()? {

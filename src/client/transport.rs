@@ -197,7 +197,8 @@ impl Transport {
                     op,
                     ErrorClass::Protocol,
                     format!(
-                        "response body exceeds max_response_bytes ({} bytes)",
+                        "response body exceeds the limit of {} bytes (max_response_bytes; \
+                         [ttp] max_response_size in the configuration)",
                         self.max_response_bytes
                     ),
                 ),
@@ -246,7 +247,7 @@ impl Transport {
                 }
             }
             Err(ReadError::TooLarge) => unusable(format!(
-                "a body larger than max_response_bytes ({} bytes)",
+                "a body larger than the limit of {} bytes (max_response_bytes)",
                 self.max_response_bytes
             )),
             Err(ReadError::Transport(_)) => Ok((status, Vec::new())),
