@@ -8,7 +8,8 @@
 # in fuzz/corpus/<target>; what it finds on top goes to a scratch directory, not into git.
 #
 # cargo-fuzz needs nightly compiler flags (-Z sanitizer, coverage instrumentation). A nightly
-# toolchain is used when rustup has one; otherwise the stable compiler with RUSTC_BOOTSTRAP=1.
+# toolchain is used when rustup has one (FUZZ_TOOLCHAIN=stable skips it); otherwise the stable
+# compiler with RUSTC_BOOTSTRAP=1.
 # When neither can build the targets (or cargo-fuzz cannot be installed), the script says why
 # and exits 0: fuzzing is extra assurance, not a reason to fail CI on a machine without it.
 # A crash found exits 1; the input is kept in fuzz/artifacts/<target>/ -- turn it into a unit
@@ -36,7 +37,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 toolchain=()
-if rustup run nightly rustc --version >/dev/null 2>&1; then
+# FUZZ_TOOLCHAIN=stable forces the stable compiler (what a machine without nightly does).
+if [ "${FUZZ_TOOLCHAIN:-}" != "stable" ] && rustup run nightly rustc --version >/dev/null 2>&1; then
   toolchain=(+nightly)
   echo "fuzz: using $(rustup run nightly rustc --version)"
 else
@@ -62,12 +64,12 @@ for target in $targets; do
   mkdir -p "$scratch/$target"
   dict=()
   if [ -f "fuzz/dicts/$target.dict" ]; then
-    dict=(-dict="dicts/$target.dict")
+    dict=(-dict="$PWD/fuzz/dicts/$target.dict")
   fi
   log="$scratch/$target.log"
   echo "fuzz: $target for ${seconds}s"
   set +e
-  (cd fuzz && cargo "${toolchain[@]}" fuzz run -O "$target" "$scratch/$target" "corpus/$target" -- \
+  (cd fuzz && cargo "${toolchain[@]}" fuzz run -O "$target" "$scratch/$target" "$PWD/fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     "${dict[@]}") >"$log" 2>&1
   rc=$?

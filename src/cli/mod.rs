@@ -4,12 +4,15 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
+mod backup;
 pub mod context;
 mod demo;
 mod encode;
 mod export;
 pub mod init;
 mod poll;
+mod purge;
+mod restore;
 mod run;
 mod status;
 mod submit;
@@ -90,6 +93,13 @@ enum Command {
     Export(export::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
     Demo(demo::Args),
+    /// Write a consistent, checksummed copy of the store to a file (the daemon must be stopped).
+    Backup(backup::Args),
+    /// Restore the store from a backup file (refuses a running daemon; --force replaces a store
+    /// that holds data, moving it aside).
+    Restore(restore::Args),
+    /// Apply the retention rules now: purge finished tasks and expired IDAT; prints counts.
+    Purge(purge::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -105,6 +115,9 @@ pub fn main() -> ExitCode {
         Command::Poll(a) => with_logging(format, level, |f, l| poll::run(a, f, l)),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
+        Command::Backup(a) => backup::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Purge(a) => purge::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),

@@ -38,8 +38,8 @@ pub enum StoreError {
 
     /// sled reported corruption, or a stored value does not decode.
     #[error(
-        "the store at {} is corrupt or unreadable ({detail}); stop the agent, move the directory {} aside (keep it for analysis) and restore the latest backup into that path with the agent's restore command",
-        path.display(), path.display()
+        "the store at {} is corrupt or unreadable ({detail}); stop the agent and restore the latest backup with `ttp-agent restore --force BACKUP` (it moves the damaged directory aside for analysis, it deletes nothing)",
+        path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
 
