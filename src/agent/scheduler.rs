@@ -93,13 +93,19 @@ fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration>
 
 /// Run until shutdown. `watchdog` is how often the loop must show it is alive (systemd's
 /// `WatchdogSec` / 2); `None` sleeps until the next due moment.
+///
+/// A failing store ends the loop with the error: a full disk, a store that became unwritable
+/// or corrupt does not heal by polling again, and an agent that keeps running without being
+/// able to record what it does is worse than one that stops. The process exits non-zero and
+/// its supervisor (systemd) shows the reason and restarts it; `Agent::recover` makes the
+/// restart safe.
 pub async fn run(
     agent: Arc<Agent>,
     schedule: Schedule,
     mut shutdown: Shutdown,
     hooks: Arc<dyn DaemonHooks>,
     watchdog: Option<Duration>,
-) {
+) -> Result<(), crate::store::StoreError> {
     hooks.ready();
     let mut consecutive_failures = 0u32;
     loop {
@@ -111,7 +117,7 @@ pub async fn run(
             .next_after(now)
             .map(|t| t + schedule.jitter())
             .unwrap_or(now + chrono::Duration::hours(1));
-        match &result {
+        match result {
             Ok(report) => {
                 consecutive_failures = 0;
                 tracing::info!(
@@ -128,10 +134,15 @@ pub async fn run(
                 );
             }
             Err(CycleError::ShuttingDown) => break,
+            Err(CycleError::Store(e)) => {
+                tracing::error!(error = %e, "the store failed; stopping (nothing is lost: the next start resumes from what the store holds)");
+                hooks.stopping();
+                return Err(e);
+            }
             Err(e) => {
                 consecutive_failures += 1;
                 tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
-                if let Some(backoff) = after_failure(consecutive_failures, e) {
+                if let Some(backoff) = after_failure(consecutive_failures, &e) {
                     next = next.min(now + backoff);
                 }
             }
@@ -152,7 +163,7 @@ pub async fn run(
                 _ = tokio::time::sleep(nap) => {}
                 _ = shutdown.wait() => {
                     hooks.stopping();
-                    return;
+                    return Ok(());
                 }
             }
             if Utc::now() >= next {
@@ -164,6 +175,7 @@ pub async fn run(
         }
     }
     hooks.stopping();
+    Ok(())
 }
 
 #[cfg(test)]

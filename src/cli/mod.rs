@@ -145,7 +145,7 @@ fn with_logging(
 
 /// Print an error chain on one line and choose the exit status.
 fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("ttp-agent: error: {err:#}");
+    eprintln!("ttp-agent: error: {}", one_line(err));
     if err
         .chain()
         .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())
@@ -153,5 +153,42 @@ fn report(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EX_CONFIG)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The error and its causes on one line. Many messages already include their cause's text
+/// (`"I/O error on X: {source}"`); a cause whose text is already there is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_cause_once_and_on_one_line() {
+        let io = std::io::Error::from_raw_os_error(libc::EEXIST);
+        let shown = io.to_string();
+        let err = anyhow::Error::new(io).context(format!("I/O error on /x: {shown}"));
+        assert_eq!(one_line(&err), format!("I/O error on /x: {shown}"));
+
+        let err = anyhow::anyhow!("inner problem").context("outer");
+        assert_eq!(one_line(&err), "outer: inner problem");
+
+        let err = anyhow::anyhow!("first line\n  second line\r\n").context("while reading");
+        assert_eq!(one_line(&err), "while reading: first line second line");
     }
 }

@@ -49,23 +49,37 @@ pub fn run(
 
     let hooks = Arc::new(SystemdHooks::from_env());
     let watchdog = hooks.watchdog_interval();
-    runtime.block_on(async {
-        let daemon = tokio::spawn(scheduler::run(
+    let stopped = runtime.block_on(async {
+        let mut daemon = tokio::spawn(scheduler::run(
             Arc::clone(&agent),
             schedule,
             listener,
             hooks.clone(),
             watchdog,
         ));
-        wait_for_signal().await;
-        tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
-        trigger.trigger();
-        if tokio::time::timeout(grace, daemon).await.is_err() {
-            tracing::warn!(
-                "grace period over; tasks still in flight are reconciled at the next start"
-            );
+        tokio::select! {
+            // The loop ends by itself only when the store failed.
+            finished = &mut daemon => finished,
+            () = wait_for_signal() => {
+                tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
+                trigger.trigger();
+                match tokio::time::timeout(grace, &mut daemon).await {
+                    Ok(finished) => finished,
+                    Err(_) => {
+                        tracing::warn!(
+                            "grace period over; tasks still in flight are reconciled at the next start"
+                        );
+                        Ok(Ok(()))
+                    }
+                }
+            }
         }
     });
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(store)) => return Err(store.into()),
+        Err(join) => anyhow::bail!("the daemon loop ended abnormally: {join}"),
+    }
     agent.store().flush()?;
     tracing::info!("ttp-agent stopped");
     Ok(ExitCode::SUCCESS)

@@ -101,9 +101,11 @@ pub(crate) fn from_io(path: &Path, source: io::Error) -> StoreError {
         return StoreError::DiskFull { path };
     }
     match source.kind() {
+        // `AlreadyExists`: creating the store directory found a file in its place.
         io::ErrorKind::PermissionDenied
         | io::ErrorKind::ReadOnlyFilesystem
-        | io::ErrorKind::NotADirectory => StoreError::NotWritable { path, source },
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::AlreadyExists => StoreError::NotWritable { path, source },
         _ => StoreError::Io { path, source },
     }
 }
@@ -199,7 +201,13 @@ mod tests {
 
     #[test]
     fn permission_problems_map_to_not_writable() {
-        for code in [libc::EACCES, libc::EPERM, libc::EROFS, libc::ENOTDIR] {
+        for code in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EROFS,
+            libc::ENOTDIR,
+            libc::EEXIST,
+        ] {
             let e = from_io(p(), io::Error::from_raw_os_error(code));
             assert!(matches!(e, StoreError::NotWritable { .. }), "{code}: {e:?}");
         }
