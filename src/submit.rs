@@ -148,9 +148,15 @@ pub fn read_records_from(
             }
             columns.push((i, el));
         } else {
+            // The name itself is not shown: in a file without a header line it is a patient's
+            // name or date of birth. A close code is suggested instead.
             let known: Vec<&str> = IdatElement::ALL.iter().map(|e| e.code()).collect();
+            let hint = closest_column(h)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
             return Err(header_err(format!(
-                "unknown column `{h}`; expected `local_id` and fTTP element codes ({})",
+                "column {} is neither `local_id` nor an fTTP element code{hint}; expected `local_id` and codes from: {} (the name is not repeated here: if the file lacks its header line, it is patient data)",
+                i + 1,
                 known.join(", ")
             )));
         }
@@ -212,6 +218,32 @@ pub fn read_records_from(
         });
     }
     Ok(out)
+}
+
+/// The column name a misspelt header most likely meant: within two edits, case ignored.
+fn closest_column(header: &str) -> Option<&'static str> {
+    let header = header.to_lowercase();
+    std::iter::once("local_id")
+        .chain(IdatElement::ALL.iter().map(|e| e.code()))
+        .map(|code| (edit_distance(&header, code), code))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, code)| code)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// A record the profile could not encode.
@@ -535,13 +567,29 @@ mod tests {
     fn header_problems_are_reported() {
         for (text, needle) in [
             ("given,family\nA,B\n", "no `local_id`"),
-            ("local_id,givn\nc1,A\n", "unknown column `givn`"),
+            ("local_id,givn\nc1,A\n", "column 2 is neither"),
+            ("local_id,givn\nc1,A\n", "did you mean `given`?"),
             ("local_id,given,given\nc1,A,B\n", "appears twice"),
             ("local_id\nc1\n", "no IDAT columns"),
         ] {
             let e = read(text).unwrap_err().to_string();
             assert!(e.contains("line 1") && e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn a_file_without_its_header_line_does_not_echo_patient_data() {
+        let e = read("Quirinaxel,Xylandermeyer,c1,1931-07-19\nAnna,B,c2,1940-01-01\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("column 1"), "{e}");
+        assert!(
+            !e.contains("Quirinaxel") && !e.contains("did you mean"),
+            "{e}"
+        );
+        assert_eq!(closest_column("Birthdate"), Some("birthdate"));
+        assert_eq!(closest_column("localid"), Some("local_id"));
+        assert_eq!(closest_column("Xylandermeyer"), None);
     }
 
     #[test]
