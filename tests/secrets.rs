@@ -317,6 +317,13 @@ async fn no_secret_and_no_idat_in_any_output_or_in_clear_in_the_store() {
             }
         }
     }
+    // The store directory the agent created keeps other users out.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.join("store"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "store directory mode {mode:o}");
     let store_files = files_under(&dir.join("store"));
     assert!(store_files.len() >= 3, "{store_files:?}");
     let mut scanned = 0usize;

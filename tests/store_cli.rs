@@ -205,6 +205,8 @@ async fn backup_corruption_and_restore_lose_nothing() {
         // The real restore: the broken store is kept aside, the data is back.
         let out = ok(&["restore", "--config", &config, &backup_s, "--force"], &[]);
         assert!(out.contains("restored 30 record(s)"), "{out}");
+        let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "restored store mode {mode:o}");
         let aside: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())

@@ -91,6 +91,17 @@ fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration>
     }
 }
 
+/// How long the fTTP asked the agent to stay away (`Retry-After` on the failed listing).
+fn server_pause(err: &CycleError) -> Option<chrono::Duration> {
+    match err {
+        CycleError::Fetch(e) => e
+            .retry_after
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .filter(|d| *d > chrono::Duration::zero()),
+        _ => None,
+    }
+}
+
 /// Run until shutdown. `watchdog` is how often the loop must show it is alive (systemd's
 /// `WatchdogSec` / 2); `None` sleeps until the next due moment.
 ///
@@ -108,6 +119,7 @@ pub async fn run(
 ) -> Result<(), crate::store::StoreError> {
     hooks.ready();
     let mut consecutive_failures = 0u32;
+    let mut not_before: Option<DateTime<Utc>> = None;
     loop {
         let started = std::time::Instant::now();
         let result = agent.poll_cycle().await;
@@ -145,6 +157,7 @@ pub async fn run(
                 if let Some(backoff) = after_failure(consecutive_failures, &e) {
                     next = next.min(now + backoff);
                 }
+                not_before = server_pause(&e).map(|pause| now + pause);
             }
         }
         match agent.next_own_wakeup() {
@@ -152,6 +165,14 @@ pub async fn run(
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "could not read the store to plan the next wake-up")
+            }
+        }
+        // The fTTP asked for a pause (429/503 with Retry-After): nothing, not even the
+        // schedule or a due retry, calls it earlier.
+        if let Some(not_before) = not_before.take() {
+            if next < not_before {
+                tracing::info!(until = %not_before, "the fTTP asked to wait (Retry-After); next poll not before then");
+                next = not_before;
             }
         }
         tracing::debug!(next = %next, "sleeping until the next poll");
@@ -238,5 +259,26 @@ mod tests {
             Some(chrono::Duration::seconds(30 * 64))
         );
         assert_eq!(after_failure(1, &CycleError::Auth("x".into())), None);
+    }
+
+    #[test]
+    fn a_retry_after_on_the_listing_is_a_pause() {
+        let err = |retry_after: Option<Duration>| {
+            let mut e = crate::client::TtpError::new(
+                crate::client::Operation::RequestTasks,
+                crate::client::ErrorClass::Transient,
+                "busy",
+            )
+            .with_status(429);
+            e.retry_after = retry_after;
+            CycleError::Fetch(e)
+        };
+        assert_eq!(
+            server_pause(&err(Some(Duration::from_secs(600)))),
+            Some(chrono::Duration::seconds(600))
+        );
+        assert_eq!(server_pause(&err(Some(Duration::ZERO))), None);
+        assert_eq!(server_pause(&err(None)), None);
+        assert_eq!(server_pause(&CycleError::Auth("x".into())), None);
     }
 }
