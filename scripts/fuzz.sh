@@ -18,6 +18,7 @@
 # Prints, per target, the number of executions (libFuzzer's stat::number_of_executed_units).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$PWD"
 
 seconds="${1:-60}"
 case "$seconds" in '' | *[!0-9]*)
@@ -44,7 +45,7 @@ if [ "${FUZZ_TOOLCHAIN:-}" != "stable" ] && rustup run nightly rustc --version >
 else
   # The stable compiler accepts -Z flags when told it is building itself.
   export RUSTC_BOOTSTRAP=1
-  echo "fuzz: no nightly toolchain; using $(rustc --version) with RUSTC_BOOTSTRAP=1"
+  echo "fuzz: using $(rustc --version) with RUSTC_BOOTSTRAP=1 (no nightly toolchain, or FUZZ_TOOLCHAIN=stable)"
 fi
 
 build_log="$(mktemp)"
@@ -64,20 +65,20 @@ for target in $targets; do
   mkdir -p "$scratch/$target"
   dict=()
   if [ -f "fuzz/dicts/$target.dict" ]; then
-    dict=(-dict="$PWD/fuzz/dicts/$target.dict")
+    dict=(-dict="$root/fuzz/dicts/$target.dict")
   fi
   log="$scratch/$target.log"
   echo "fuzz: $target for ${seconds}s"
   set +e
-  (cd fuzz && cargo "${toolchain[@]}" fuzz run -O "$target" "$scratch/$target" "$PWD/fuzz/corpus/$target" -- \
+  (cd fuzz && cargo "${toolchain[@]}" fuzz run -O "$target" "$scratch/$target" "$root/fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
     "${dict[@]}") >"$log" 2>&1
   rc=$?
   set -e
-  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)"
+  execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || true)"
   if [ "$rc" -ne 0 ]; then
     tail -n 40 "$log"
-    echo "fuzz: $target FAILED (exit $rc); the input is in fuzz/artifacts/$target/"
+    echo "fuzz: $target FAILED (exit $rc); a crashing input is kept in fuzz/artifacts/$target/"
     status=1
     summary+=("$target: FAILED after ${execs:-?} executions")
   else
