@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(list) = parse_tasks(data) else {
         return;
     };
-    assert_eq!(parse_tasks(data).ok().as_ref(), Some(&list), "deterministic");
+    assert_eq!(
+        parse_tasks(data).ok().as_ref(),
+        Some(&list),
+        "deterministic"
+    );
     for task in &list.tasks {
         let key = task.key();
         assert!(!key.0.is_empty() && key.0.len() <= 1024, "key {key:?}");

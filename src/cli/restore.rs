@@ -124,16 +124,21 @@ fn refuse_if_in_use(target: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("opening {}", db.display())),
     };
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock(2) on a descriptor owned by `file`, which outlives the call. The lock, if
+    // taken, is released when `file` is closed at the end of this function.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        anyhow::bail!(
             "the store at {} is in use by a running ttp-agent (its lock is held); stop the daemon before restoring (--force does not override this)",
             target.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("checking the lock on {}", db.display()))
-        }
+        );
     }
+    Err(err).with_context(|| format!("checking the lock on {}", db.display()))
 }
 
 /// Without `--force`, only an empty store may be replaced.
