@@ -79,6 +79,55 @@ pub enum InputError {
 
 const GENDERS: [&str; 4] = ["male", "female", "other", "unknown"];
 
+/// Longest accepted local id (characters).
+pub const MAX_LOCAL_ID_CHARS: usize = 256;
+
+/// Line endings as the CSV reader's line counter understands them: `\r\n` and a lone `\r`
+/// (old Mac exports) both become `\n`. Without this, a file with `\r` line ends would have
+/// every record on "line 1" in error messages. Values are not changed in any way that
+/// matters: a value containing a line break is refused anyway (control characters).
+struct UnixLineEndings<R> {
+    inner: R,
+    after_cr: bool,
+}
+
+impl<R> UnixLineEndings<R> {
+    fn new(inner: R) -> Self {
+        UnixLineEndings {
+            inner,
+            after_cr: false,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for UnixLineEndings<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut out = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.after_cr {
+                    // The second half of a `\r\n`, whose `\r` was already written as `\n`.
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = b == b'\r';
+                buf[out] = if b == b'\r' { b'\n' } else { b };
+                out += 1;
+            }
+            // A chunk that was only the `\n` of a `\r\n` yields nothing: read on, since
+            // `Ok(0)` would mean the end of the input.
+            if out > 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 /// Check one value against the rules for its element. The reason never repeats the value.
 pub fn validate_value(element: IdatElement, value: &str) -> Result<(), String> {
     match element {
@@ -125,7 +174,7 @@ pub fn read_records_from(
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(reader);
+        .from_reader(UnixLineEndings::new(reader));
     let header_err = |reason: String| InputError::Header {
         path: name.to_string(),
         reason,
@@ -195,6 +244,17 @@ pub fn read_records_from(
         let local_id = row.get(id_col).unwrap_or("").trim().to_string();
         if local_id.is_empty() {
             return Err(field_err("local_id", "is empty".into()));
+        }
+        // Local ids go into logs and the status page: no line breaks (a forged log line) and
+        // no essays.
+        if local_id.chars().any(char::is_control) {
+            return Err(field_err("local_id", "contains control characters".into()));
+        }
+        if local_id.chars().count() > MAX_LOCAL_ID_CHARS {
+            return Err(field_err(
+                "local_id",
+                format!("is longer than {MAX_LOCAL_ID_CHARS} characters"),
+            ));
         }
         if let Some(first) = seen.insert(local_id.clone(), line) {
             return Err(field_err(
@@ -590,6 +650,72 @@ mod tests {
         assert_eq!(closest_column("Birthdate"), Some("birthdate"));
         assert_eq!(closest_column("localid"), Some("local_id"));
         assert_eq!(closest_column("Xylandermeyer"), None);
+    }
+
+    /// Found by fuzzing (`fuzz/artifacts/read_records/crash-6ed49d51…`): with `\r` as the
+    /// line end, every record was reported on line 1.
+    #[test]
+    fn line_numbers_are_right_whatever_the_line_ends() {
+        for end in ["\n", "\r\n", "\r"] {
+            let text = [
+                "local_id,given,birthdate",
+                "c1,Anna,1985-03-14",
+                "c2,Bert,1985-3-14",
+            ]
+            .join(end)
+                + end;
+            let e = read(&text).unwrap_err().to_string();
+            assert!(e.contains("line 3"), "{end:?}: {e}");
+            let ok = read(&text.replace("1985-3-14", "1985-03-14")).unwrap();
+            assert_eq!(
+                ok.iter().map(|r| r.line).collect::<Vec<_>>(),
+                vec![2, 3],
+                "{end:?}"
+            );
+        }
+        // The fuzzer's input itself: a `\r` after the header, `\n` later.
+        let recs = read(
+            "local_id,given,family,birthdate,gender,birthplace\rcase-0,rika,Mustermann,1964-07-12,female,Berlin\ncase-2, Max ,Mustermann,1960-02-29,male,\n",
+        )
+        .unwrap();
+        assert_eq!(recs.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_crlf_split_across_reads_is_one_line_end() {
+        use std::io::Read as _;
+        // A reader that hands out one byte per call.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.split_first() {
+                    Some((b, rest)) if !buf.is_empty() => {
+                        buf[0] = *b;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let mut out = String::new();
+        UnixLineEndings::new(Trickle(b"a\r\nb\rc\n\r\n"))
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "a\nb\nc\n\n");
+    }
+
+    #[test]
+    fn local_ids_are_one_short_line() {
+        let e = read("local_id,given\n\"c\n1\",Anna\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`local_id`") && e.contains("control"), "{e}");
+        let long = "x".repeat(MAX_LOCAL_ID_CHARS + 1);
+        let e = read(&format!("local_id,given\n{long},Anna\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 256"), "{e}");
     }
 
     #[test]
