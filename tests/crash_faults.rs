@@ -79,6 +79,19 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     let env = setup(cfg, &edits()).await;
     let records = env.dir.path().join("records.csv");
     std::fs::write(&records, records_csv(records_n)).unwrap();
+    // Different people can share a filter (from 252 records on, `records_csv` has birth dates
+    // such as 1930-01-01 and 1930-10-01 whose bigram sets are equal): the fTTP sees each
+    // filter once, and both records get its pseudonym.
+    let filters = {
+        let loaded = load(&env.config_path);
+        let read = ttp_agent::submit::read_records(&records).unwrap();
+        let encoded = ttp_agent::submit::encode_records(&encoder(&loaded), read, &|_| {}).unwrap();
+        encoded
+            .into_iter()
+            .map(|r| r.bloom_filter)
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64
+    };
     let config = env.config_path.to_str().unwrap().to_string();
     let logs = env.dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -145,15 +158,20 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
         let stats = env.sim.stats();
         if env.sim.open_tasks().is_empty()
             && stats.clearings_finished == stats.clearings_started
-            && stats.registrations >= records_n as u64
+            && stats.registrations == filters
         {
             break;
         }
-        assert!(
-            converging.elapsed() < Duration::from_secs(180),
-            "not converged: {} open tasks, {stats:?}",
-            env.sim.open_tasks().len()
-        );
+        if converging.elapsed() > Duration::from_secs(180) {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+            let _ = daemon.wait();
+            panic!(
+                "not converged: {} open tasks, {stats:?}\n{}",
+                env.sim.open_tasks().len(),
+                diagnose(&env)
+            );
+        }
         assert!(
             daemon.try_wait().unwrap().is_none(),
             "the final daemon died:\n{}",
@@ -218,7 +236,8 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     println!(
         "crash + faults: {kills} SIGKILLs over {runs} runs ({submits_finished} submits finished \
          first); {} faults injected ({} after processing) in {requests} requests; {} tasks \
-         raised, {} IDAT answers, {} registrations ({} repeated); seed {seed}; {:.0} s",
+         raised, {} IDAT answers, {} registrations of {filters} filters ({} repeated); seed \
+         {seed}; {:.0} s",
         stats.faults_injected,
         stats.faults_after_processing,
         stats.tasks_raised_by_type.values().sum::<u64>(),
@@ -228,4 +247,41 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
         started.elapsed().as_secs_f64()
     );
     env.sim.shutdown().await;
+}
+
+/// What the store says about records the fTTP never saw, for a failure message. The test
+/// directory is kept (its path is printed) so that the run logs can be read.
+fn diagnose(env: &Env) -> String {
+    let loaded = load(&env.config_path);
+    let mut out = String::new();
+    match ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets) {
+        Ok(store) => {
+            let all = store.records_in_states(|_| true).unwrap_or_default();
+            out.push_str(&format!("{} records stored\n", all.len()));
+            for rec in all {
+                let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+                if env.sim.pseudonym_of(&bf).is_none() {
+                    out.push_str(&format!(
+                        "  {} {:?} created {} updated {} (bf {})\n",
+                        rec.local_id,
+                        rec.state,
+                        rec.created_at,
+                        rec.updated_at,
+                        ttp_proto::BloomFilter(rec.bloom_filter).short_digest()
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push_str(&format!("store: {e}\n")),
+    }
+    // The test directory goes away with the test; its run logs are copied out.
+    let kept = std::env::temp_dir().join(format!("crash-faults-logs-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&kept);
+    if let Ok(entries) = std::fs::read_dir(env.dir.path().join("logs")) {
+        for entry in entries.flatten() {
+            let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+        }
+    }
+    out.push_str(&format!("run logs copied to {}\n", kept.display()));
+    out
 }
