@@ -195,7 +195,12 @@ async fn an_expired_task_is_not_acted_on_and_an_unknown_type_is_reported() {
     // The status report shows it, and a second poll neither duplicates nor loses it.
     agent.poll_cycle().await.unwrap();
     let status = ttp_agent::status::build(agent.store(), chrono::Duration::hours(48), 7).unwrap();
-    assert_eq!(status.needs_attention.len(), 1, "{:#?}", status.needs_attention);
+    assert_eq!(
+        status.needs_attention.len(),
+        1,
+        "{:#?}",
+        status.needs_attention
+    );
     assert!(
         status.needs_attention[0]
             .reason
