@@ -39,8 +39,6 @@ const END: u8 = 0;
 const MAX_HEADER: u32 = 64 * 1024;
 const MAX_KEY: u32 = 1024 * 1024;
 const MAX_VALUE: u32 = 64 * 1024 * 1024;
-/// Entries per sled batch while restoring.
-const RESTORE_BATCH: usize = 10_000;
 
 /// The trees a backup holds, with their frame tags. Never renumber a tag.
 fn backed_up(trees: &Trees) -> [(u8, &'static str, &sled::Tree); 5] {
@@ -362,10 +360,6 @@ fn build_restored(
         sha256: String::new(),
     };
     let targets = backed_up(&trees);
-    let mut batches: Vec<(sled::Batch, usize)> = targets
-        .iter()
-        .map(|_| (sled::Batch::default(), 0))
-        .collect();
     let mut frames: u64 = 0;
     loop {
         let tag = r.take_u8().map_err(truncated)?;
@@ -394,21 +388,12 @@ fn build_restored(
             ));
         }
         let value = r.take_vec(value_len).map_err(truncated)?;
-        let (batch, pending) = &mut batches[slot];
-        batch.insert(key, value);
-        *pending += 1;
-        if *pending == RESTORE_BATCH {
-            targets[slot]
-                .2
-                .apply_batch(std::mem::take(batch))
-                .map_err(sled_err)?;
-            *pending = 0;
-        }
+        // Single inserts: a large `sled::Batch` holds every page version it replaces in memory
+        // until it ends; atomicity is not needed in a staging directory that is discarded on
+        // any error.
+        targets[slot].2.insert(key, value).map_err(sled_err)?;
         frames += 1;
         summary.count(tag);
-    }
-    for ((_, _, tree), (batch, _)) in targets.iter().zip(batches) {
-        tree.apply_batch(batch).map_err(sled_err)?;
     }
     let declared = r.take_u64().map_err(truncated)?;
     let computed = r.hasher.clone().finalize();
