@@ -6,7 +6,8 @@
 //! * `STORE_BENCH_RECORDS` (default 1,000,000): records in the bulk import.
 //! * `STORE_BENCH_CYCLES` (default 5): churn cycles after the import. Each inserts 5% more
 //!   records, moves them through the registration states, purges their IDAT, and runs
-//!   1,000 tasks from `Received` to a purge into the history counters.
+//!   1,000 tasks from `Received` to a purge into the history counters. At the end the store
+//!   is compacted (`Store::compact`).
 //! * `STORE_BENCH_DIR`: where to put the store (default: a temporary directory);
 //!   `STORE_BENCH_KEY`: write (or, with `STORE_BENCH_OPEN_ONLY`, read) the IDAT key file there.
 //! * `STORE_BENCH_IMPORT_ONLY`: stop after the import (to measure the next open separately).
@@ -302,5 +303,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             peak / 1024
         );
     }
+    drop(store);
+    let started = Instant::now();
+    let compacted = Store::compact(&opts)?;
+    println!(
+        "compact: {:.1} s; {:.1} MiB -> {:.1} MiB = {:.2}x raw",
+        started.elapsed().as_secs_f64(),
+        mib(compacted.bytes_before),
+        mib(compacted.bytes_after),
+        compacted.bytes_after as f64 / raw as f64
+    );
     Ok(())
 }

@@ -91,7 +91,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use audit::AuditEntry;
-pub use backup::BackupSummary;
+pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
 pub use meta::META_PROFILE_FINGERPRINT;

@@ -257,7 +257,8 @@ impl Store {
     /// Replaces stored records (state, pseudonym, IDAT, times; a changed filter is re-indexed
     /// too) and keeps both indexes and the counters right. All records of the call are one
     /// transaction: after a crash either all changes are present or none. A `local_id` that is
-    /// not stored fails the whole call with [`StoreError::UnknownRecord`].
+    /// not stored fails the whole call with [`StoreError::UnknownRecord`]. sled holds a
+    /// transaction's writes in memory: keep slices to a few thousand records.
     pub fn update_records(&self, recs: &[LocalRecord]) -> Result<(), StoreError> {
         let prepared = recs
             .iter()
