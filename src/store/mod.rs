@@ -18,6 +18,7 @@
 //! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
 //! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
+//! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
 //!
 //! The two indexes and `counts` are *derived* from `records`: every write keeps them exact in
 //! the same transaction, a restore rebuilds them, and [`Store::check_integrity`] verifies them.
@@ -64,6 +65,7 @@
 //! never written in clear, never logged, never part of an error message. A backup contains it
 //! sealed, so restoring needs the same key.
 
+mod alerts;
 mod audit;
 mod backup;
 mod codec;
@@ -78,6 +80,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::AuditEntry;
 pub use backup::BackupSummary;
 pub use crypto::IdatKey;
