@@ -395,6 +395,14 @@ fn op_label(op: Operation) -> &'static str {
     op.name().trim_start_matches('$')
 }
 
+/// The event metrics alone, as a complete exposition (for tests and tools that have no state).
+pub fn render_events(metrics: &AgentMetrics) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    encode_registry(&mut out, &metrics.registry)?;
+    encode_eof(&mut out)?;
+    Ok(out)
+}
+
 /// The whole exposition.
 pub fn render(state: &AdminState) -> Result<String, std::fmt::Error> {
     let mut out = String::with_capacity(8 * 1024);
