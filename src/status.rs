@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use ttp_proto::TaskKind;
 
 use crate::agent::{META_LAST_POLL_OK, expire};
-use crate::domain::{TaskRecord, TaskState};
+use crate::domain::{Attention, TaskRecord, TaskState};
 use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +99,9 @@ pub struct TaskLine {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub reason: Option<String>,
+    /// What a person should do about a task that needs attention, in plain words.
+    #[serde(default)]
+    pub advice: Option<String>,
     pub first_seen: DateTime<Utc>,
     /// When a task waiting to be retried is tried again.
     #[serde(default)]
@@ -145,12 +148,45 @@ fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLin
             TaskState::NeedsAttention { reason } => Some(reason.to_string()),
             _ => None,
         },
+        advice: match &rec.state {
+            TaskState::NeedsAttention { reason } => advice(reason).map(str::to_owned),
+            _ => None,
+        },
         first_seen: rec.first_seen,
         next_attempt: match rec.state {
             TaskState::RetryWait { next_at } => Some(next_at),
             _ => None,
         },
     }
+}
+
+/// What to do about a task that needs a person: the step a coordinator (or the site's IT)
+/// takes, for the status page and alerts. `None` when nothing is left to do.
+pub fn advice(reason: &Attention) -> Option<&'static str> {
+    Some(match reason {
+        Attention::UnknownRecord => {
+            "Check that the patient's record was submitted from this site; if it was not, tell the fTTP operator."
+        }
+        Attention::MissingElements(_) => {
+            "Add the missing data to the record with `ttp-agent resolve add-element` before the deadline."
+        }
+        Attention::UnknownTaskType(_) => {
+            "Update ttp-agent to a version that knows this task type; until then it is kept and shown here."
+        }
+        Attention::MalformedTask(_) => {
+            "Tell the fTTP operator that the agent received a task it cannot read; it is kept and shown here."
+        }
+        Attention::Rejected { .. } => {
+            "Ask the fTTP operator what the error means; the answer is not sent again by itself."
+        }
+        Attention::IdatPurged => {
+            "Submit the patient's record again (its data was deleted after the retention period)."
+        }
+        Attention::PseudonymConflict => {
+            "Ask the fTTP operator which pseudonym is valid for this patient."
+        }
+        Attention::Handled => return None,
+    })
 }
 
 /// Build the report. `warn` is the warning window before expiry (`[admin] warn_before_expiry`).

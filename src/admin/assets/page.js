@@ -109,21 +109,26 @@
     });
   }
 
-  // A live countdown: tick() rewrites every element carrying data-deadline.
-  function countdown(iso) {
+  // A live countdown: tick() rewrites every element carrying data-until. Deadlines turn amber
+  // inside the warning window and red in their last 12 hours; other moments stay neutral.
+  function countdown(iso, isDeadline) {
     if (!iso) { return el('span', { 'class': 'when' }, 'no deadline'); }
     return el('span', {}, [
-      el('span', { 'class': 'countdown', 'data-deadline': iso }, ''),
+      el('span', { 'class': 'countdown', 'data-until': iso, 'data-deadline': isDeadline ? 'yes' : 'no' }, ''),
       el('span', { 'class': 'when' }, localTime(iso))
     ]);
   }
 
   function tick() {
     var t = now();
-    document.querySelectorAll('[data-deadline]').forEach(function (node) {
-      var ms = Date.parse(node.getAttribute('data-deadline')) - t;
-      node.textContent = timeLeft(ms);
-      node.className = 'countdown' + (ms < 12 * 3600 * 1000 ? ' red' : ms <= warnMs ? ' amber' : '');
+    document.querySelectorAll('[data-until]').forEach(function (node) {
+      var ms = Date.parse(node.getAttribute('data-until')) - t;
+      if (node.getAttribute('data-deadline') === 'yes') {
+        node.textContent = timeLeft(ms);
+        node.className = 'countdown' + (ms < 12 * 3600 * 1000 ? ' red' : ms <= warnMs ? ' amber' : '');
+      } else {
+        node.textContent = ms <= 0 ? 'any moment' : 'in ' + timeLeft(ms);
+      }
     });
     var updated = byTestId('updated');
     if (lastLoaded !== null) {
@@ -140,15 +145,15 @@
     return el('td', {}, [typeName(line.task_type), el('span', { 'class': 'key' }, line.key)]);
   }
 
-  // Reasons read "what happened; what to do" (see domain::Attention).
-  function splitReason(reason) {
-    var text = reason || 'unknown';
+  // Reasons read "what happened; a hint" (domain::Attention); the advice comes separately.
+  function whyAndWhat(line) {
+    var text = line.reason || 'unknown';
     var cut = text.indexOf('; ');
-    if (cut < 0) {
-      return [text, 'Look at the task with `ttp-agent status`; ask the fTTP operator if the reason is unclear.'];
-    }
-    var advice = text.slice(cut + 2);
-    return [text.slice(0, cut), advice.charAt(0).toUpperCase() + advice.slice(1)];
+    var why = cut < 0 ? text : text.slice(0, cut);
+    var rest = cut < 0 ? '' : text.slice(cut + 2);
+    var what = line.advice || (rest ? rest.charAt(0).toUpperCase() + rest.slice(1)
+      : 'Ask your IT team to look at this task with `ttp-agent status`.');
+    return [why.charAt(0).toUpperCase() + why.slice(1), what];
   }
 
   function banner(kind, title, detail) {
@@ -206,23 +211,23 @@
     document.getElementById('tile-poll').className = 'tile' + (d && !d.ready ? ' red' : r.last_successful_poll ? ' green' : ' amber');
 
     fillRows('attention', 'attention-rows', r.needs_attention, function (t) {
-      var parts = splitReason(t.reason);
+      var parts = whyAndWhat(t);
       return el('tr', { 'data-testid': 'attention-row', 'data-task-key': t.key }, [
-        taskCell(t), el('td', {}, parts[0]), el('td', {}, parts[1]), el('td', {}, countdown(t.expires))
+        taskCell(t), el('td', {}, parts[0]), el('td', {}, parts[1]), el('td', {}, countdown(t.expires, true))
       ]);
     });
     var expiring = r.open.concat(r.needs_attention).filter(function (t) { return t.urgent; });
     expiring.sort(function (a, b) { return Date.parse(a.expires) - Date.parse(b.expires); });
     fillRows('expiring', 'expiring-rows', expiring, function (t) {
       return el('tr', { 'data-testid': 'expiring-row', 'data-task-key': t.key }, [
-        taskCell(t), el('td', {}, STATE_WORDS[t.state] || t.state), el('td', {}, countdown(t.expires))
+        taskCell(t), el('td', {}, STATE_WORDS[t.state] || t.state), el('td', {}, countdown(t.expires, true))
       ]);
     });
     fillRows('failing', 'failing-rows', r.failing, function (t) {
       return el('tr', { 'data-testid': 'failing-row', 'data-task-key': t.key }, [
         taskCell(t), el('td', { 'class': 'n' }, t.attempts),
         el('td', { 'class': 'err' }, t.last_error || ''),
-        el('td', {}, t.next_attempt ? countdown(t.next_attempt) : 'soon')
+        el('td', {}, t.next_attempt ? countdown(t.next_attempt, false) : 'soon')
       ]);
     });
 
@@ -265,12 +270,14 @@
     table.appendChild(body);
   }
 
+  // The smallest of 2, 4, 6, 8, 10, 20, 40, … that is at least v: even, so the middle
+  // gridline falls on a whole number.
   function niceCeil(v) {
-    if (v <= 5) { return 5; }
-    var p = Math.pow(10, Math.floor(Math.log10(v)));
-    var steps = [1, 2, 5, 10];
-    for (var i = 0; i < steps.length; i++) { if (steps[i] * p >= v) { return steps[i] * p; } }
-    return 10 * p;
+    if (!(v < 1e12)) { return v; }
+    for (var m = 1; ; m *= 10) {
+      var steps = [2, 4, 6, 8, 10];
+      for (var i = 0; i < steps.length; i++) { if (steps[i] * m >= v) { return steps[i] * m; } }
+    }
   }
 
   function sum(obj) {
@@ -292,7 +299,7 @@
     [0, 0.5, 1].forEach(function (f) {
       var y = top + plotH - f * plotH;
       chart.appendChild(svg('line', { x1: left, x2: W - right, y1: y, y2: y, 'class': 'axis' }));
-      chart.appendChild(svg('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, String(Math.round(f * max))));
+      chart.appendChild(svg('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, String(f * max)));
     });
     var group = days.length ? plotW / days.length : plotW;
     var barW = Math.max(2, Math.min(28, group * 0.34));
