@@ -92,7 +92,7 @@
     var m = Math.floor(s % 3600 / 60), sec = s % 60;
     if (d > 0) { return d + ' d ' + h + ' h ' + m + ' min'; }
     if (h > 0) { return h + ' h ' + m + ' min ' + sec + ' s'; }
-    return m + ' min ' + sec + ' s';
+    return m > 0 ? m + ' min ' + sec + ' s' : sec + ' s';
   }
 
   function ago(ms) {
