@@ -394,6 +394,9 @@ pub fn render_text(r: &StatusReport) -> String {
                 t.seconds_to_expiry.map_or("-".into(), human_duration),
                 t.reason.as_deref().unwrap_or("")
             );
+            if let Some(advice) = &t.advice {
+                let _ = writeln!(out, "    what to do: {advice}");
+            }
         }
     }
     let w = &r.webhook;

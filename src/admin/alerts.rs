@@ -269,8 +269,8 @@ pub struct Alerts {
     site: Site,
     webhook: Option<Webhook>,
     metrics: Arc<AgentMetrics>,
-    evaluate_now: Notify,
-    deliver_now: Notify,
+    wake_evaluator: Notify,
+    wake_delivery: Notify,
     /// One evaluation at a time (the loop, and tests calling [`Alerts::evaluate_now`]).
     evaluating: std::sync::Mutex<()>,
 }
@@ -306,8 +306,8 @@ impl Alerts {
             site,
             webhook,
             metrics,
-            evaluate_now: Notify::new(),
-            deliver_now: Notify::new(),
+            wake_evaluator: Notify::new(),
+            wake_delivery: Notify::new(),
             evaluating: std::sync::Mutex::new(()),
         }))
     }
@@ -318,7 +318,7 @@ impl Alerts {
 
     /// Ask the evaluator loop to look now (after a poll cycle).
     pub fn poke(&self) {
-        self.evaluate_now.notify_one();
+        self.wake_evaluator.notify_one();
     }
 
     /// Evaluates the conditions over the stored tasks and raises what is new: log line,
@@ -364,7 +364,7 @@ impl Alerts {
             self.store.flush()?;
         }
         if !eval.raise.is_empty() && self.webhook.is_some() {
-            self.deliver_now.notify_one();
+            self.wake_delivery.notify_one();
         }
         Ok(eval)
     }
@@ -415,7 +415,7 @@ impl Alerts {
             };
             let sleep = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
             tokio::select! {
-                _ = self.evaluate_now.notified() => {}
+                _ = self.wake_evaluator.notified() => {}
                 _ = sleep_or_forever(sleep) => {}
                 _ = shutdown.wait() => return,
             }
@@ -434,7 +434,7 @@ impl Alerts {
             };
             let sleep = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
             tokio::select! {
-                _ = self.deliver_now.notified() => {}
+                _ = self.wake_delivery.notified() => {}
                 _ = sleep_or_forever(sleep) => {}
                 _ = shutdown.wait() => return,
             }
