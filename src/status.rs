@@ -428,6 +428,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_reason_but_handled_tells_what_to_do() {
+        use ttp_proto::IdatElement;
+        let reasons = [
+            Attention::UnknownRecord,
+            Attention::MissingElements(vec![IdatElement::Family]),
+            Attention::UnknownTaskType("x".into()),
+            Attention::MalformedTask("x".into()),
+            Attention::Rejected {
+                status: 422,
+                detail: "x".into(),
+            },
+            Attention::IdatPurged,
+            Attention::PseudonymConflict,
+        ];
+        for r in &reasons {
+            let advice = advice(r).unwrap_or_else(|| panic!("no advice for {r:?}"));
+            assert!(advice.ends_with('.'), "{advice}");
+        }
+        assert_eq!(advice(&Attention::Handled), None);
+    }
+
+    #[test]
     fn durations_read_naturally() {
         assert_eq!(human_duration(-5), "expired");
         assert_eq!(human_duration(30), "1m");

@@ -316,3 +316,31 @@ fn warn_if_window_shorter_than_schedule(window: Duration, schedule: &Schedule) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(listen: &str) -> AdminConfig {
+        AdminConfig {
+            listen: listen.parse().unwrap(),
+            token_file: None,
+            ready_window: Duration::from_secs(3600),
+            warn_before_expiry: Duration::from_secs(48 * 3600),
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn only_loopback_may_go_without_a_token() {
+        let token = Secret::from_text("t");
+        for ok in ["127.0.0.1:9464", "127.3.2.1:1", "[::1]:9464"] {
+            assert!(check_exposure(&admin(ok), None).is_ok(), "{ok}");
+        }
+        for exposed in ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464"] {
+            let err = check_exposure(&admin(exposed), None).unwrap_err().to_string();
+            assert!(err.contains("token_file") && err.contains(exposed), "{err}");
+            assert!(check_exposure(&admin(exposed), Some(&token)).is_ok());
+        }
+    }
+}
