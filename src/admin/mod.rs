@@ -338,7 +338,9 @@ mod tests {
             assert!(check_exposure(&admin(ok), None).is_ok(), "{ok}");
         }
         for exposed in ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464"] {
-            let err = check_exposure(&admin(exposed), None).unwrap_err().to_string();
+            let err = check_exposure(&admin(exposed), None)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("token_file") && err.contains(exposed), "{err}");
             assert!(check_exposure(&admin(exposed), Some(&token)).is_ok());
         }
