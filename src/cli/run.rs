@@ -1,10 +1,11 @@
 //! `ttp-agent run --config F`: the daemon.
 //!
 //! Start-up: configuration and secrets, the store (exclusive), recovery of tasks a crash left
-//! `Running`, then the scheduler loop (poll at once, then on the schedule). SIGTERM or SIGINT
-//! stops taking new work; a wave under way may finish within `[dispatch] grace_period`, then the
-//! store is flushed and the process exits 0. Whatever a cut-off wave leaves `Running` is
-//! reconciled at the next start.
+//! `Running`, the admin endpoints (`crate::admin`: health, metrics, status page, alerts), then
+//! the scheduler loop (poll at once, then on the schedule). SIGTERM or SIGINT stops taking new
+//! work; a wave under way may finish within `[dispatch] grace_period`, then the store is
+//! flushed and the process exits 0. Whatever a cut-off wave leaves `Running` is reconciled at
+//! the next start.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{ConfigArg, context};
+use crate::admin;
 use crate::agent::{scheduler, shutdown};
 use crate::config::LogFormat;
 use crate::notify::SystemdHooks;
@@ -28,6 +30,7 @@ pub fn run(
     level: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
+    admin::check_exposure(&loaded.config.admin, loaded.secrets.admin_token.as_ref())?;
     context::init_logging(&loaded.config, format, level.as_deref());
     context::log_warnings(&loaded);
     let schedule = scheduler::Schedule::from_config(&loaded.config.schedule);
@@ -50,11 +53,20 @@ pub fn run(
     let hooks = Arc::new(SystemdHooks::from_env());
     let watchdog = hooks.watchdog_interval();
     runtime.block_on(async {
+        let admin = admin::start(
+            &loaded.config.admin,
+            &loaded.secrets,
+            &agent,
+            &schedule,
+            listener.clone(),
+            hooks,
+        )
+        .await?;
         let daemon = tokio::spawn(scheduler::run(
             Arc::clone(&agent),
             schedule,
             listener,
-            hooks.clone(),
+            admin.hooks,
             watchdog,
         ));
         wait_for_signal().await;
@@ -65,7 +77,8 @@ pub fn run(
                 "grace period over; tasks still in flight are reconciled at the next start"
             );
         }
-    });
+        anyhow::Ok(())
+    })?;
     agent.store().flush()?;
     tracing::info!("ttp-agent stopped");
     Ok(ExitCode::SUCCESS)

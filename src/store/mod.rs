@@ -18,6 +18,7 @@
 //! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
 //! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
+//! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
 //!
 //! Next to sled's files, `ttp-agent-store.json` records the store's random id, which `meta`
 //! holds too: a database that sled opens empty or that belongs to another store is refused
@@ -79,6 +80,7 @@
 //! never written in clear, never logged, never part of an error message. A backup contains it
 //! sealed, so restoring needs the same key.
 
+mod alerts;
 mod audit;
 mod backup;
 mod codec;
@@ -93,6 +95,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::AuditEntry;
 pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
