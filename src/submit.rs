@@ -14,7 +14,11 @@
 //!    again, which the fTTP answers the same way (the operation is idempotent per filter).
 //!
 //! The daemon calls step 4 at the start of every cycle, so records submitted while the fTTP was
-//! down are registered as soon as it is back.
+//! down are registered as soon as it is back. Step 4 also picks up records that have been
+//! awaiting clearing for `[submit] recheck_after`: the site never acknowledges a
+//! `dic_psn_available`, so if the agent missed every listing of one (a crash after the fTTP
+//! answered and before the listing was on disk, each time), registering the filter again is the
+//! only way back to its pseudonym — and it is safe, because the operation is idempotent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -343,13 +347,34 @@ pub fn apply_psn_response(
     }
 }
 
+/// Whether `register_pending` sends this record: new ones, interrupted batches, and records
+/// whose clearing has shown no result for `recheck_after`. Pure.
+pub fn needs_registration(
+    rec: &LocalRecord,
+    now: chrono::DateTime<Utc>,
+    recheck_after: chrono::Duration,
+) -> bool {
+    match rec.state {
+        RecordState::New | RecordState::Sending { .. } => true,
+        RecordState::AwaitingClearing => rec.updated_at + recheck_after <= now,
+        RecordState::Pseudonymised | RecordState::Rejected { .. } => false,
+    }
+}
+
 impl Agent {
-    /// Send every record that is `New`, or `Sending` from an interrupted run, in batches.
+    /// Send every record that is `New`, `Sending` from an interrupted run, or awaiting clearing
+    /// for longer than `recheck_after`, in batches.
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         let mut stats = RegisterStats::default();
-        let mut pending = self
-            .store
-            .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
+        let now = Utc::now();
+        let recheck_after = self.opts.recheck_after;
+        let mut pending = self.store.records_in_states(|s| {
+            matches!(
+                s,
+                RecordState::New | RecordState::Sending { .. } | RecordState::AwaitingClearing
+            )
+        })?;
+        pending.retain(|r| needs_registration(r, now, recheck_after));
         if pending.is_empty() {
             return Ok(stats);
         }
@@ -520,6 +545,46 @@ mod tests {
         assert!(validate_value(IdatElement::Birthdate, "2023-02-29").is_err());
         assert!(validate_value(IdatElement::Birthdate, "1985-3-14").is_err());
         assert!(validate_value(IdatElement::Given, "A\u{0}B").is_err());
+    }
+
+    #[test]
+    fn registration_picks_new_interrupted_and_long_waiting_records() {
+        let now = Utc::now();
+        let week = chrono::Duration::days(7);
+        let rec = |state: RecordState, age_days: i64| LocalRecord {
+            local_id: "x".into(),
+            bloom_filter: vec![1],
+            idat: None,
+            state,
+            pseudonym: None,
+            created_at: now,
+            updated_at: now - chrono::Duration::days(age_days),
+        };
+        assert!(needs_registration(&rec(RecordState::New, 0), now, week));
+        assert!(needs_registration(
+            &rec(RecordState::Sending { batch: 3 }, 0),
+            now,
+            week
+        ));
+        assert!(!needs_registration(
+            &rec(RecordState::AwaitingClearing, 6),
+            now,
+            week
+        ));
+        assert!(needs_registration(
+            &rec(RecordState::AwaitingClearing, 7),
+            now,
+            week
+        ));
+        assert!(!needs_registration(
+            &rec(RecordState::Pseudonymised, 99),
+            now,
+            week
+        ));
+        let rejected = RecordState::Rejected {
+            code: "invalid".into(),
+        };
+        assert!(!needs_registration(&rec(rejected, 99), now, week));
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct AgentOptions {
     pub wave_size: usize,
     pub retry: RetrySettings,
     pub batch_size: usize,
+    /// Register a record again when it has been awaiting clearing this long (see
+    /// `submit::needs_registration`).
+    pub recheck_after: chrono::Duration,
     pub task_retention: chrono::Duration,
     pub idat_retention: chrono::Duration,
 }
@@ -64,6 +67,7 @@ impl AgentOptions {
             wave_size: 512,
             retry: RetrySettings::default(),
             batch_size: 50,
+            recheck_after: chrono::Duration::days(7),
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
         }

@@ -106,6 +106,8 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
         ..RetrySettings::default()
     };
     o.batch_size = config.submit.batch_size;
+    o.recheck_after =
+        chrono::Duration::from_std(config.submit.recheck_after).unwrap_or(o.recheck_after);
     o.task_retention =
         chrono::Duration::from_std(config.store.task_retention).unwrap_or(o.task_retention);
     o.idat_retention =

@@ -182,6 +182,9 @@ pub struct StoreConfig {
 pub struct SubmitConfig {
     /// Filters per `$requestPsnFromBfWorkflow` request; 1 to 100 (known clients send 10–100).
     pub batch_size: usize,
+    /// A record still awaiting clearing this long after its last answer is registered again
+    /// (idempotent), so a `dic_psn_available` the agent missed cannot strand it; non-zero.
+    pub recheck_after: Duration,
 }
 
 /// `[dispatch]`: working off tasks.
@@ -496,6 +499,7 @@ fn build(
             100,
             "known clients send batches of 10 to 100 filters",
         )?,
+        recheck_after: positive_duration(&mut l, &SUBMIT_RECHECK_AFTER)?,
     };
     let dispatch = DispatchConfig {
         concurrency: count(&mut l, &DISPATCH_CONCURRENCY, 256, "")?,
