@@ -2,7 +2,8 @@
 //!
 //! Built from the store alone (no network), shared by `ttp-agent status`, the admin page and
 //! the metrics. It names tasks by their key and records by their local id; it never contains
-//! IDAT, Bloom filters or pseudonyms.
+//! IDAT, Bloom filters or pseudonyms. The audit trail's entries are shown as stored: they name
+//! tasks and records, and hold the comments people gave.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,11 @@ use ttp_proto::TaskKind;
 
 use crate::agent::{META_LAST_POLL_OK, expire};
 use crate::domain::{TaskRecord, TaskState};
-use crate::store::{Store, StoreError};
+use crate::handover::{self, HandoverStatus};
+use crate::store::{AuditEntry, Store, StoreError};
+
+/// How many of the newest audit entries the report shows.
+pub const RECENT_AUDIT_ENTRIES: usize = 10;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
@@ -25,6 +30,10 @@ pub struct StatusReport {
     pub needs_attention: Vec<TaskLine>,
     pub records: RecordSummary,
     pub history: Vec<DayLine>,
+    /// Pseudonym hand-over: export backlog, webhook deliveries.
+    pub handover: HandoverStatus,
+    /// The newest manual actions (resolve commands, restores), oldest first.
+    pub recent_audit: Vec<AuditEntry>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -149,7 +158,41 @@ pub fn build(
             rejected: counts.rejected,
         },
         history,
+        handover: handover::status(store)?,
+        recent_audit: store.recent_audit(RECENT_AUDIT_ENTRIES)?,
     })
+}
+
+fn render_handover(out: &mut String, h: &HandoverStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\npseudonym hand-over: {} obtained, {} not yet exported with `export --new`",
+        h.obtained, h.export_pending
+    );
+    if let Some(w) = &h.webhook {
+        let when = |t: Option<DateTime<Utc>>| {
+            t.map_or("never".to_string(), |t| {
+                t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            })
+        };
+        let _ = writeln!(
+            out,
+            "  webhook: {} pending, delivered through seq {}, last success {}",
+            w.pending,
+            w.delivered_through,
+            when(w.state.last_success)
+        );
+        if let Some(since) = w.state.failing_since {
+            let _ = writeln!(
+                out,
+                "  ! webhook failing since {} ({} attempts): {}",
+                when(Some(since)),
+                w.state.consecutive_failures,
+                w.state.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Seconds as a short human duration: `3d 4h`, `5h 12m`, `42m`, `expired`.
@@ -219,6 +262,21 @@ pub fn render_text(r: &StatusReport) -> String {
                 t.task_type,
                 t.seconds_to_expiry.map_or("-".into(), human_duration),
                 t.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    render_handover(&mut out, &r.handover);
+    if !r.recent_audit.is_empty() {
+        let _ = writeln!(out, "\nrecent manual actions (audit trail):");
+        for a in &r.recent_audit {
+            let _ = writeln!(
+                out,
+                "  {}  {:<12} {:<20} {}  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                a.actor,
+                a.action,
+                a.subject,
+                a.detail
             );
         }
     }

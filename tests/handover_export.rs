@@ -2,46 +2,17 @@
 //! successful write), `--since-seq`, CSV and JSON. Runs the real binary against a store filled
 //! through the library; no network.
 
+mod handover_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use chrono::{TimeZone as _, Utc};
-use ttp_agent::cli::context;
-use ttp_agent::cli::init::{TtpSettings, write_starter};
-use ttp_agent::config::AgentConfig;
+use handover_support::{Site, ok as ok_stdout, site};
 use ttp_agent::domain::{LocalRecord, RecordState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
-
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn site() -> Site {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_starter(
-        dir.path(),
-        Some(&TtpSettings {
-            // Never contacted: export works from the store alone.
-            base_url: "http://127.0.0.1:9/dispatcher".into(),
-            study: "test-study".into(),
-            target: "dic_test".into(),
-            api_key: "test-api-key-0123456789".into(),
-        }),
-    )
-    .expect("starter config");
-    Site { dir, config }
-}
-
-/// Opens the site's store, runs `f`, flushes and closes it (the binary needs the lock).
 fn with_store(site: &Site, f: impl FnOnce(&ttp_agent::store::Store)) {
-    let config = AgentConfig::from_file_and_env(Some(&site.config), std::iter::empty())
-        .expect("config loads");
-    let secrets = config.load_secrets().expect("secrets load");
-    let store = context::open_store(&config, &secrets).expect("store opens");
-    f(&store);
-    store.flush().expect("flushes");
+    site.with_store(f)
 }
 
 fn record(id: &str, seed: u8) -> LocalRecord {
@@ -75,22 +46,9 @@ fn obtain(site: &Site, ids: &[&str]) {
 }
 
 fn export(site: &Site, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("export")
-        .arg("--config")
-        .arg(&site.config)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn ok_stdout(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8")
+    let mut all = vec!["export"];
+    all.extend_from_slice(args);
+    site.run(&all, "")
 }
 
 /// `(local_id, pseudonym, seq)` of each CSV row, header checked.

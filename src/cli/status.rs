@@ -22,7 +22,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = context::open_store(&loaded.config, &loaded.secrets)?;
     let warn = chrono::Duration::from_std(loaded.config.admin.warn_before_expiry)
         .unwrap_or(chrono::Duration::hours(48));
-    let report = status::build(&store, warn, args.days)?;
+    let mut report = status::build(&store, warn, args.days)?;
+    if loaded.config.handover.webhook_url.is_none() {
+        // A webhook that ran once and was switched off since has nothing to report.
+        report.handover.webhook = None;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
