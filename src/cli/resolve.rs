@@ -28,8 +28,6 @@ use crate::store::{Store, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    config: ConfigArg,
     #[command(subcommand)]
     action: Action,
 }
@@ -38,11 +36,15 @@ pub struct Args {
 enum Action {
     /// Work on a task again in the next cycle (from needs-attention, retry-wait or in-doubt).
     Retry {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The task key, as `ttp-agent status` shows it.
         task_key: String,
     },
     /// Mark a task as dealt with outside the agent: it is finished and not acted on again.
     Handled {
+        #[command(flatten)]
+        config: ConfigArg,
         task_key: String,
         /// What was done (stored in clear with the task and in the audit trail: no IDAT).
         #[arg(long, short = 'm')]
@@ -50,6 +52,8 @@ enum Action {
     },
     /// Add an IDAT element a task asked for to a stored record.
     AddElement {
+        #[command(flatten)]
+        config: ConfigArg,
         local_id: String,
         /// The fTTP element code, e.g. `birthplace`, `birthdate`, `gender`.
         element: String,
@@ -63,7 +67,12 @@ enum Action {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = context::load(&args.config)?;
+    let config = match &args.action {
+        Action::Retry { config, .. }
+        | Action::Handled { config, .. }
+        | Action::AddElement { config, .. } => config,
+    };
+    let loaded = context::load(config)?;
     // Read the value before opening the store, so nothing waits on a terminal with the store
     // locked.
     let value = match &args.action {
@@ -77,10 +86,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let actor = Actor::from_env();
     let now = chrono::Utc::now();
     let done: Resolved = match args.action {
-        Action::Retry { task_key } => resolve::retry_task(&store, &TaskKey(task_key), &actor, now)?,
-        Action::Handled { task_key, comment } => {
-            resolve::mark_handled(&store, &TaskKey(task_key), &comment, &actor, now)?
+        Action::Retry { task_key, .. } => {
+            resolve::retry_task(&store, &TaskKey(task_key), &actor, now)?
         }
+        Action::Handled {
+            task_key, comment, ..
+        } => resolve::mark_handled(&store, &TaskKey(task_key), &comment, &actor, now)?,
         Action::AddElement {
             local_id, replace, ..
         } => {
