@@ -270,3 +270,30 @@ fn a_guarded_record_change_notices_a_concurrent_pseudonym() {
     assert_eq!(store.audit().expect("reads").len(), 1);
     assert_eq!(store.pseudonym_log_head().expect("head"), 1);
 }
+
+#[test]
+fn the_integrity_check_notices_a_gap_in_the_log() {
+    let ts = TempStore::new();
+    {
+        let store = ts.open();
+        store
+            .insert_records(&[record("a", 1), record("b", 2)])
+            .expect("inserts");
+        pseudonymise(&store, "a", "psn-a", "2025-03-01T00:00:01Z");
+        pseudonymise(&store, "b", "psn-b", "2025-03-01T00:00:02Z");
+        assert!(store.check_integrity().expect("checks").is_ok());
+        store.flush().expect("flushes");
+    }
+    {
+        let db = raw_sled(ts.path());
+        let log = db.open_tree("psn_log").expect("log");
+        log.remove(1u64.to_be_bytes()).expect("removes");
+        db.flush().expect("flushes");
+    }
+    let report = ts.open().check_integrity().expect("checks");
+    assert!(
+        report.problems.iter().any(|p| p.contains("pseudonym log")),
+        "{:?}",
+        report.problems
+    );
+}

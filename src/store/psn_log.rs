@@ -189,6 +189,55 @@ impl Store {
     }
 }
 
+/// For [`Store::check_integrity`]: the log is dense (entries 1..=head, each decodable).
+/// Constant memory.
+pub(crate) fn check(
+    trees: &Trees,
+    path: &Path,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let head = match trees
+        .meta
+        .get(PSN_SEQ)
+        .map_err(|e| error::from_sled(path, e))?
+    {
+        None => 0,
+        Some(v) => match read_u64(&v) {
+            Some(n) => n,
+            None => {
+                problems.push("the pseudonym log counter is not 8 bytes".to_string());
+                return Ok(());
+            }
+        },
+    };
+    let mut expected = 1u64;
+    for entry in trees.psn_log.iter() {
+        let (key, value) = entry.map_err(|e| error::from_sled(path, e))?;
+        match decode_event(&key, &value, path) {
+            Ok(e) if e.seq == expected => expected += 1,
+            Ok(e) => {
+                problems.push(format!(
+                    "the pseudonym log skips from {} to {}",
+                    expected - 1,
+                    e.seq
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                return Ok(());
+            }
+        }
+    }
+    if expected - 1 != head {
+        problems.push(format!(
+            "the pseudonym log has {} entries, but its counter says {head}",
+            expected - 1
+        ));
+    }
+    Ok(())
+}
+
 /// Schema 1 → 2: fills the log from the records that already have a pseudonym, in `local_id`
 /// order (constant memory; the order they were obtained in is not known), with the record's
 /// last update as `obtained_at`. Idempotent: it clears the log and the counter first. No

@@ -559,7 +559,7 @@ impl Store {
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
     /// both indexes hold exactly the entries the records imply, the counters equal a recount,
-    /// every task decodes. A full scan in constant memory; for the operator's check command
+    /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory; for the operator's check command
     /// and for tests.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
         let t = &self.trees;
@@ -627,6 +627,7 @@ impl Store {
                 "record counters {stored_counts:?} differ from a recount {counted:?}"
             ));
         }
+        psn_log::check(t, &self.path, &mut report.problems)?;
         for entry in t.tasks.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             if let Err(e) = serde_json::from_slice::<crate::domain::TaskRecord>(&value) {
