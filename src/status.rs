@@ -2,7 +2,8 @@
 //!
 //! Built from the store alone (no network), shared by `ttp-agent status`, the admin page and
 //! the metrics. It names tasks by their key and records by their local id; it never contains
-//! IDAT, Bloom filters or pseudonyms.
+//! IDAT, Bloom filters or pseudonyms. The audit trail's entries are shown as stored: they name
+//! tasks and records, and hold the comments people gave.
 //!
 //! The report is also the wire format of the daemon's `/api/status` (`ttp-agent status` asks
 //! the running daemon when the store is locked by it), so it deserialises too. Fields added
@@ -16,7 +17,11 @@ use ttp_proto::TaskKind;
 
 use crate::agent::{META_LAST_POLL_OK, expire};
 use crate::domain::{Attention, TaskRecord, TaskState};
-use crate::store::{Store, StoreError};
+use crate::handover::{self, HandoverStatus};
+use crate::store::{AuditEntry, Store, StoreError};
+
+/// How many of the newest audit entries the report shows.
+pub const RECENT_AUDIT_ENTRIES: usize = 10;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -44,6 +49,12 @@ pub struct StatusReport {
     /// Set when the report comes from the running daemon (`/api/status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonInfo>,
+    /// Pseudonym hand-over: export backlog, webhook deliveries.
+    #[serde(default)]
+    pub handover: HandoverStatus,
+    /// The newest manual actions (resolve commands, restores), oldest first.
+    #[serde(default)]
+    pub recent_audit: Vec<AuditEntry>,
 }
 
 /// The numbers a coordinator looks at first.
@@ -272,6 +283,8 @@ pub fn build(
         history,
         webhook: webhook_summary(store)?,
         daemon: None,
+        handover: handover::status(store)?,
+        recent_audit: store.recent_audit(RECENT_AUDIT_ENTRIES)?,
     })
 }
 
@@ -289,6 +302,38 @@ fn webhook_summary(store: &Store) -> Result<WebhookSummary, StoreError> {
         last_error: last_failed.and_then(|d| d.last_error.clone()),
         dropped: store.dropped_deliveries()?,
     })
+}
+
+fn render_handover(out: &mut String, h: &HandoverStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\npseudonym hand-over: {} obtained, {} not yet exported with `export --new`",
+        h.obtained, h.export_pending
+    );
+    if let Some(w) = &h.webhook {
+        let when = |t: Option<DateTime<Utc>>| {
+            t.map_or("never".to_string(), |t| {
+                t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            })
+        };
+        let _ = writeln!(
+            out,
+            "  webhook: {} pending, delivered through seq {}, last success {}",
+            w.pending,
+            w.delivered_through,
+            when(w.state.last_success)
+        );
+        if let Some(since) = w.state.failing_since {
+            let _ = writeln!(
+                out,
+                "  ! webhook failing since {} ({} attempts): {}",
+                when(Some(since)),
+                w.state.consecutive_failures,
+                w.state.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Seconds as a short human duration: `3d 4h`, `5h 12m`, `42m`, `expired`.
@@ -411,6 +456,21 @@ pub fn render_text(r: &StatusReport) -> String {
                 .as_deref()
                 .map_or(String::new(), |e| format!("; last error: {e}"))
         );
+    }
+    render_handover(&mut out, &r.handover);
+    if !r.recent_audit.is_empty() {
+        let _ = writeln!(out, "\nrecent manual actions (audit trail):");
+        for a in &r.recent_audit {
+            let _ = writeln!(
+                out,
+                "  {}  {:<12} {:<20} {}  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                a.actor,
+                a.action,
+                a.subject,
+                a.detail
+            );
+        }
     }
     if !r.history.is_empty() {
         let _ = writeln!(out, "\nhistory (UTC days): done / expired");

@@ -10,6 +10,7 @@ mod encode;
 mod export;
 pub mod init;
 mod poll;
+mod resolve;
 mod run;
 mod status;
 mod submit;
@@ -88,6 +89,8 @@ enum Command {
     Status(status::Args),
     /// Write local id → pseudonym.
     Export(export::Args),
+    /// Resolve what needs attention: retry a task, mark it handled, add a missing element.
+    Resolve(resolve::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
     Demo(demo::Args),
 }
@@ -107,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Poll(a) => poll::run(a, format, level),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
+        Command::Resolve(a) => resolve::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),

@@ -2,8 +2,9 @@
 //!
 //! Start-up: configuration and secrets, the store (exclusive), recovery of tasks a crash left
 //! `Running`, the admin endpoints (`crate::admin`: health, metrics, status page, alerts), then
-//! the scheduler loop (poll at once, then on the schedule). SIGTERM or SIGINT stops taking new
-//! work; a wave under way may finish within `[dispatch] grace_period`, then the store is
+//! the scheduler loop (poll at once, then on the schedule) and, with `[handover] webhook_url`,
+//! the pseudonym delivery worker next to it (`crate::handover`). SIGTERM or SIGINT stops taking
+//! new work; a wave under way may finish within `[dispatch] grace_period`, then the store is
 //! flushed and the process exits 0. Whatever a cut-off wave leaves `Running` is reconciled at
 //! the next start.
 
@@ -52,6 +53,13 @@ pub fn run(
 
     let hooks = Arc::new(SystemdHooks::from_env());
     let watchdog = hooks.watchdog_interval();
+    let webhook = crate::handover::WebhookSettings::from_config(&loaded.config, &loaded.secrets)
+        .map(|s| crate::handover::WebhookWorker::new(Arc::clone(agent.store()), s))
+        .transpose()?;
+    let daemon_hooks: Arc<dyn scheduler::DaemonHooks> = match &webhook {
+        Some(w) => w.wake_after_cycles(hooks.clone()),
+        None => hooks.clone(),
+    };
     runtime.block_on(async {
         let admin = admin::start(
             &loaded.config.admin,
@@ -59,16 +67,17 @@ pub fn run(
             &agent,
             &schedule,
             listener.clone(),
-            hooks,
+            daemon_hooks,
         )
         .await?;
         let daemon = tokio::spawn(scheduler::run(
             Arc::clone(&agent),
             schedule,
-            listener,
+            listener.clone(),
             admin.hooks,
             watchdog,
         ));
+        let webhook = webhook.map(|w| tokio::spawn(w.run(listener)));
         wait_for_signal().await;
         tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
         trigger.trigger();
@@ -76,6 +85,10 @@ pub fn run(
             tracing::warn!(
                 "grace period over; tasks still in flight are reconciled at the next start"
             );
+        }
+        if let Some(w) = webhook {
+            // It abandons a request in flight at once (delivered again at the next start).
+            let _ = tokio::time::timeout(grace, w).await;
         }
         anyhow::Ok(())
     })?;

@@ -34,7 +34,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
     let opts = context::store_options(&loaded.config, &loaded.secrets)?;
-    let report = match Store::open(&opts) {
+    let mut report = match Store::open(&opts) {
         Ok(store) => status::build(
             &store,
             crate::admin::warn_window(&loaded.config.admin),
@@ -50,6 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    if loaded.config.handover.webhook_url.is_none() {
+        // A webhook that ran once and was switched off since has nothing to report.
+        report.handover.webhook = None;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

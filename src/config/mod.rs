@@ -39,7 +39,8 @@
 //! # Secrets
 //!
 //! Secret values never appear in the configuration, only the paths of files holding them
-//! (`api_key_file`, `basic_password_file`, `idat_key_file`, `token_file`), which suits
+//! (`api_key_file`, `basic_password_file`, `idat_key_file`, `token_file`,
+//! `webhook_token_file`), which suits
 //! systemd credentials, Docker and Kubernetes secrets alike. [`AgentConfig::load_secrets`]
 //! reads them; see the `secrets` module for the rules.
 
@@ -88,6 +89,7 @@ pub struct AgentConfig {
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,
     pub admin: AdminConfig,
+    pub handover: HandoverConfig,
     pub log: LogConfig,
     /// The file that was loaded, absolute; `None` for an environment-only configuration.
     source_file: Option<PathBuf>,
@@ -216,6 +218,20 @@ pub struct AdminConfig {
     pub webhook_url: Option<WebhookUrl>,
 }
 
+/// `[handover]`: delivering pseudonyms to the site's systems (see `crate::handover`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HandoverConfig {
+    /// Each new pseudonym is POSTed here; redacted in `Debug`. Unset: no delivery.
+    pub webhook_url: Option<WebhookUrl>,
+    /// The file holding the bearer token sent to the webhook.
+    pub webhook_token_file: Option<PathBuf>,
+    /// Whole-request timeout of one delivery; non-zero.
+    pub webhook_timeout: Duration,
+    /// The longest wait between two attempts of a failing delivery; non-zero.
+    pub webhook_retry_cap: Duration,
+}
+
 /// `[log]`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -304,11 +320,18 @@ impl AgentConfig {
             .as_deref()
             .map(|p| read(&ADMIN_TOKEN_FILE, p, SecretKind::Line))
             .transpose()?;
+        let handover_token = self
+            .handover
+            .webhook_token_file
+            .as_deref()
+            .map(|p| read(&HANDOVER_WEBHOOK_TOKEN_FILE, p, SecretKind::Line))
+            .transpose()?;
         Ok(Secrets {
             api_key,
             basic_password,
             idat_key,
             admin_token,
+            handover_token,
             warnings,
         })
     }
@@ -336,6 +359,15 @@ impl AgentConfig {
                  is not set: the admin endpoints are unauthenticated",
                 self.admin.listen
             ));
+        }
+        if let Some(url) = &self.handover.webhook_url {
+            if url.expose().scheme() == "http" && !is_loopback_url(url.expose()) {
+                warnings.push(format!(
+                    "`[handover] webhook_url` uses plain http ({}): pseudonyms and the webhook \
+                     token travel unencrypted",
+                    url.redacted()
+                ));
+            }
         }
         warnings
     }
@@ -414,6 +446,7 @@ impl fmt::Debug for AgentConfig {
             .field("submit", &self.submit)
             .field("dispatch", &self.dispatch)
             .field("admin", &self.admin)
+            .field("handover", &self.handover)
             .field("log", &self.log)
             .field("source_file", &self.source_file)
             .finish_non_exhaustive()
@@ -525,6 +558,19 @@ fn build(
         warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
     };
+    let handover = HandoverConfig {
+        webhook_url: l.optional(&HANDOVER_WEBHOOK_URL)?,
+        webhook_token_file: l.optional_path(&HANDOVER_WEBHOOK_TOKEN_FILE)?,
+        webhook_timeout: positive_duration(&mut l, &HANDOVER_WEBHOOK_TIMEOUT)?,
+        webhook_retry_cap: positive_duration(&mut l, &HANDOVER_WEBHOOK_RETRY_CAP)?,
+    };
+    if handover.webhook_token_file.is_some() && handover.webhook_url.is_none() {
+        return Err(l.invalid(
+            &HANDOVER_WEBHOOK_TOKEN_FILE,
+            "it is set, but `[handover] webhook_url` is not, so there is nothing to send it to",
+            "`[handover] webhook_url` to be set as well",
+        ));
+    }
     let log = LogConfig {
         format: l.get(&LOG_FORMAT)?,
         level: l.get(&LOG_LEVEL)?,
@@ -545,6 +591,7 @@ fn build(
         submit,
         dispatch,
         admin,
+        handover,
         log,
         source_file,
         base_dir,

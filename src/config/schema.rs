@@ -79,6 +79,12 @@ pub(crate) const ADMIN_READY_WINDOW: KeySpec = spec("admin", "ready_window", D("
 pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_expiry", D("48h"));
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
 
+pub(crate) const HANDOVER_WEBHOOK_URL: KeySpec = spec("handover", "webhook_url", O);
+pub(crate) const HANDOVER_WEBHOOK_TOKEN_FILE: KeySpec = spec("handover", "webhook_token_file", O);
+pub(crate) const HANDOVER_WEBHOOK_TIMEOUT: KeySpec = spec("handover", "webhook_timeout", D("10s"));
+pub(crate) const HANDOVER_WEBHOOK_RETRY_CAP: KeySpec =
+    spec("handover", "webhook_retry_cap", D("5m"));
+
 pub(crate) const LOG_FORMAT: KeySpec = spec("log", "format", D("auto"));
 pub(crate) const LOG_LEVEL: KeySpec = spec("log", "level", D("info"));
 
@@ -121,6 +127,10 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_READY_WINDOW,
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
+    HANDOVER_WEBHOOK_URL,
+    HANDOVER_WEBHOOK_TOKEN_FILE,
+    HANDOVER_WEBHOOK_TIMEOUT,
+    HANDOVER_WEBHOOK_RETRY_CAP,
     LOG_FORMAT,
     LOG_LEVEL,
 ];
@@ -230,7 +240,7 @@ mod tests {
         assert_eq!(
             sections,
             [
-                "ttp", "schedule", "store", "submit", "dispatch", "admin", "log"
+                "ttp", "schedule", "store", "submit", "dispatch", "admin", "handover", "log"
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! Portable backups: one checksummed file that does not depend on sled's on-disk format.
 //!
-//! A backup holds the primary trees (`meta`, `records`, `tasks`, `history`, `audit`) as raw
+//! A backup holds the primary trees (`meta`, `records`, `tasks`, `history`, `audit`,
+//! `psn_log`) as raw
 //! key/value pairs; the derived trees (indexes, record counters) are rebuilt on restore, which
 //! also repairs any drift in them. IDAT stays sealed, so a backup is no more sensitive than
 //! the store, and restoring needs the same IDAT key (checked before the restored store is put
@@ -12,7 +13,7 @@
 //! ```text
 //! "ttp-agent-store-backup\n"          magic, 23 bytes
 //! u32 len, JSON header                 {"format":1,"schema_version":..,"created_at":..,"agent_version":..}
-//! frames: u8 tree (1..=5), u32 klen, key, u32 vlen, value
+//! frames: u8 tree (1..=6), u32 klen, key, u32 vlen, value
 //! u8 0                                 end of frames
 //! u64 frame count
 //! 32 bytes SHA-256 of everything above
@@ -41,13 +42,14 @@ const MAX_KEY: u32 = 1024 * 1024;
 const MAX_VALUE: u32 = 64 * 1024 * 1024;
 
 /// The trees a backup holds, with their frame tags. Never renumber a tag.
-fn backed_up(trees: &Trees) -> [(u8, &'static str, &sled::Tree); 5] {
+fn backed_up(trees: &Trees) -> [(u8, &'static str, &sled::Tree); 6] {
     [
         (1, "meta", &trees.meta),
         (2, "records", &trees.records),
         (3, "tasks", &trees.tasks),
         (4, "history", &trees.history),
         (5, "audit", &trees.audit),
+        (6, "psn_log", &trees.psn_log),
     ]
 }
 

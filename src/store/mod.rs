@@ -19,6 +19,7 @@
 //! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
 //! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
+//! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
 //!
 //! Next to sled's files, `ttp-agent-store.json` records the store's random id, which `meta`
 //! holds too: a database that sled opens empty or that belongs to another store is refused
@@ -40,8 +41,9 @@
 //!   write acknowledged by a completed `flush()` is present, and some later, unflushed writes
 //!   may be present too. Nothing flushed is lost; nothing is reordered.
 //! * Every multi-key change is **one sled transaction**: a record with its index entries and
-//!   the counters; a batch of records; a batch of tasks with the history counters of finished
-//!   occurrences they replace; a task purge with its history increments. After a crash either
+//!   the counters, and the pseudonym log entry when the record gets a pseudonym; a batch of
+//!   records; a batch of tasks with the history counters of finished occurrences they replace;
+//!   a task purge with its history increments; a manual change with its audit entry. After a crash either
 //!   all of a transaction's effects are present or none (sled seals each transaction's log
 //!   entries as one batch and recovery drops an incomplete batch). The `SIGKILL` test in
 //!   `tests/store_crash.rs` checks this by killing a writer at random moments.
@@ -88,6 +90,7 @@ mod crypto;
 mod error;
 mod meta;
 mod migrate;
+mod psn_log;
 mod records;
 mod tasks;
 
@@ -102,6 +105,7 @@ pub use crypto::IdatKey;
 pub use error::StoreError;
 pub use meta::META_PROFILE_FINGERPRINT;
 pub use migrate::CURRENT_SCHEMA;
+pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts};
 
@@ -141,6 +145,7 @@ pub(crate) struct Trees {
     pub tasks: sled::Tree,
     pub history: sled::Tree,
     pub audit: sled::Tree,
+    pub psn_log: sled::Tree,
 }
 
 impl Trees {
@@ -155,6 +160,7 @@ impl Trees {
             tasks: open("tasks")?,
             history: open("history")?,
             audit: open("audit")?,
+            psn_log: open("psn_log")?,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Local records, their two indexes, and the record counters.
 //!
 //! Every write to `records` goes through one sled transaction over `records`, `idx_bf`,
-//! `idx_psn` and `counts`, so the indexes and counters can never disagree with the records,
-//! not even after a crash. That is what lets [`Store::record_counts`] answer from one key
+//! `idx_psn` and `counts` (and `meta` + `psn_log` when a record gets a pseudonym), so the
+//! indexes, counters and the pseudonym log can never disagree with the records, not even
+//! after a crash. That is what lets [`Store::record_counts`] answer from one key
 //! (the status page must stay fast at a million records) instead of scanning.
 
 use std::path::Path;
@@ -15,7 +16,7 @@ use super::codec::{
     self, StoredRecord, StoredState, decode_record, digest16, encode_record, from_nanos, index_key,
     index_key_local_id, nanos,
 };
-use super::{Store, StoreError, Trees, TxResult, abort, error};
+use super::{AuditEntry, Store, StoreError, Trees, TxResult, abort, error, psn_log};
 use crate::domain::{LocalRecord, RecordState};
 
 /// Records per transaction in `insert_records` and `purge_idat`: large enough to amortise a
@@ -179,6 +180,29 @@ struct Prepared<'a> {
     value: Vec<u8>,
 }
 
+/// What a manual change expects the stored record to be (see
+/// [`Store::update_record_audited`]). Sealed IDAT is compared by presence only: sealing uses
+/// a fresh nonce, so equal IDAT does not mean equal bytes.
+struct Guard<'a> {
+    bloom_filter: &'a [u8],
+    has_idat: bool,
+    state: StoredState<'a>,
+    pseudonym: Option<&'a str>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl Guard<'_> {
+    fn matches(&self, stored: &StoredRecord<'_>) -> bool {
+        stored.bloom_filter == self.bloom_filter
+            && stored.sealed_idat.is_some() == self.has_idat
+            && stored.state == self.state
+            && stored.pseudonym == self.pseudonym
+            && stored.created_at == self.created_at
+            && stored.updated_at == self.updated_at
+    }
+}
+
 impl Store {
     fn prepare<'a>(&self, rec: &'a LocalRecord) -> Result<Prepared<'a>, StoreError> {
         if rec.local_id.is_empty() {
@@ -222,8 +246,15 @@ impl Store {
             let _gate = self.write_gate();
             let t = &self.trees;
             let path = self.path.as_path();
-            let done = (&t.records, &t.bf_index, &t.psn_index, &t.counts)
-                .transaction(|(records, bf_index, psn_index, counts)| {
+            let done = (
+                &t.records,
+                &t.bf_index,
+                &t.psn_index,
+                &t.counts,
+                &t.meta,
+                &t.psn_log,
+            )
+                .transaction(|(records, bf_index, psn_index, counts, meta, psn_log)| {
                     let mut delta = Delta::default();
                     let mut out = Vec::with_capacity(prepared.len());
                     for p in &prepared {
@@ -239,10 +270,12 @@ impl Store {
                         }
                         records.insert(id.as_bytes(), p.value.as_slice())?;
                         bf_index.insert(index_key(&p.rec.bloom_filter, id), &[])?;
-                        if let Some(psn) = &p.rec.pseudonym {
+                        let stored = decode_in_tx(&p.value, id, path)?;
+                        if let Some(psn) = stored.pseudonym {
                             psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
+                            psn_log::append_in(meta, psn_log, id, psn, stored.updated_at, path)?;
                         }
-                        delta.plus(&decode_in_tx(&p.value, id, path)?);
+                        delta.plus(&stored);
                         out.push(InsertOutcome::Inserted);
                     }
                     delta.apply(counts, path)?;
@@ -255,49 +288,108 @@ impl Store {
     }
 
     /// Replaces stored records (state, pseudonym, IDAT, times; a changed filter is re-indexed
-    /// too) and keeps both indexes and the counters right. All records of the call are one
-    /// transaction: after a crash either all changes are present or none. A `local_id` that is
-    /// not stored fails the whole call with [`StoreError::UnknownRecord`]. sled holds a
-    /// transaction's writes in memory: keep slices to a few thousand records.
+    /// too) and keeps both indexes and the counters right. A record that gets a pseudonym it
+    /// did not have (none before, or a different one) is appended to the pseudonym log in the
+    /// same transaction (see `psn_log`). All records of the call are one transaction: after a
+    /// crash either all changes are present or none. A `local_id` that is not stored fails the
+    /// whole call with [`StoreError::UnknownRecord`]. sled holds a transaction's writes in
+    /// memory: keep slices to a few thousand records.
     pub fn update_records(&self, recs: &[LocalRecord]) -> Result<(), StoreError> {
         let prepared = recs
             .iter()
             .map(|r| self.prepare(r))
             .collect::<Result<Vec<_>, _>>()?;
+        self.write_updates(&prepared, None, None).map(drop)
+    }
+
+    /// A manual change to one record, with its audit entry, in one transaction, and only if
+    /// the stored record is still the one the change was made from: `expected` (as read
+    /// before) must match the stored record's filter, state, pseudonym, times and whether it
+    /// holds IDAT; every writer of a record moves its `updated_at`, so a concurrent change is
+    /// noticed. Returns `false`, writing nothing, when the record changed meanwhile (read it
+    /// again and retry, or report).
+    pub fn update_record_audited(
+        &self,
+        expected: &LocalRecord,
+        new: &LocalRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        if expected.local_id != new.local_id {
+            return Err(StoreError::Invalid {
+                what: "record update",
+                why: "the expected and the new record have different local ids".to_string(),
+            });
+        }
+        let prepared = [self.prepare(new)?];
+        let guard = Guard {
+            bloom_filter: &expected.bloom_filter,
+            has_idat: expected.idat.is_some(),
+            state: StoredState::from_state(&expected.state),
+            pseudonym: expected.pseudonym.as_deref(),
+            created_at: nanos(expected.created_at)?,
+            updated_at: nanos(expected.updated_at)?,
+        };
+        let audit = super::audit::encode_entry(audit)?;
+        self.write_updates(&prepared, Some(&guard), Some(&audit))
+    }
+
+    fn write_updates(
+        &self,
+        prepared: &[Prepared<'_>],
+        guard: Option<&Guard<'_>>,
+        audit: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
         let _gate = self.write_gate();
         let t = &self.trees;
         let path = self.path.as_path();
-        (&t.records, &t.bf_index, &t.psn_index, &t.counts)
-            .transaction(|(records, bf_index, psn_index, counts)| {
-                let mut delta = Delta::default();
-                for p in &prepared {
-                    let id = p.rec.local_id.as_str();
-                    let Some(existing) = records.get(id)? else {
-                        return Err(abort(StoreError::UnknownRecord {
-                            local_id: id.to_string(),
-                        }));
-                    };
-                    let old = decode_in_tx(&existing, id, path)?;
-                    let new = decode_in_tx(&p.value, id, path)?;
-                    if old.bloom_filter != new.bloom_filter {
-                        bf_index.remove(index_key(old.bloom_filter, id))?;
-                        bf_index.insert(index_key(new.bloom_filter, id), &[])?;
-                    }
-                    if old.pseudonym != new.pseudonym {
-                        if let Some(psn) = old.pseudonym {
-                            psn_index.remove(index_key(psn.as_bytes(), id))?;
+        (
+            &t.records,
+            &t.bf_index,
+            &t.psn_index,
+            &t.counts,
+            &t.meta,
+            &t.psn_log,
+            &t.audit,
+        )
+            .transaction(
+                |(records, bf_index, psn_index, counts, meta, psn_log, audit_tree)| {
+                    let mut delta = Delta::default();
+                    for p in prepared {
+                        let id = p.rec.local_id.as_str();
+                        let Some(existing) = records.get(id)? else {
+                            return Err(abort(StoreError::UnknownRecord {
+                                local_id: id.to_string(),
+                            }));
+                        };
+                        let old = decode_in_tx(&existing, id, path)?;
+                        if guard.is_some_and(|g| !g.matches(&old)) {
+                            return Ok(false);
                         }
-                        if let Some(psn) = new.pseudonym {
-                            psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
+                        let new = decode_in_tx(&p.value, id, path)?;
+                        if old.bloom_filter != new.bloom_filter {
+                            bf_index.remove(index_key(old.bloom_filter, id))?;
+                            bf_index.insert(index_key(new.bloom_filter, id), &[])?;
                         }
+                        if old.pseudonym != new.pseudonym {
+                            if let Some(psn) = old.pseudonym {
+                                psn_index.remove(index_key(psn.as_bytes(), id))?;
+                            }
+                            if let Some(psn) = new.pseudonym {
+                                psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
+                                psn_log::append_in(meta, psn_log, id, psn, new.updated_at, path)?;
+                            }
+                        }
+                        records.insert(id.as_bytes(), p.value.as_slice())?;
+                        delta.minus(&old);
+                        delta.plus(&new);
                     }
-                    records.insert(id.as_bytes(), p.value.as_slice())?;
-                    delta.minus(&old);
-                    delta.plus(&new);
-                }
-                delta.apply(counts, path)?;
-                Ok(())
-            })
+                    delta.apply(counts, path)?;
+                    if let Some(entry) = audit {
+                        super::audit::append_in(meta, audit_tree, entry, path)?;
+                    }
+                    Ok(true)
+                },
+            )
             .map_err(|e| self.tx_err(e))
     }
 
@@ -467,7 +559,7 @@ impl Store {
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
     /// both indexes hold exactly the entries the records imply, the counters equal a recount,
-    /// every task decodes. A full scan in constant memory; for the operator's check command
+    /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory; for the operator's check command
     /// and for tests.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
         let t = &self.trees;
@@ -535,6 +627,7 @@ impl Store {
                 "record counters {stored_counts:?} differ from a recount {counted:?}"
             ));
         }
+        psn_log::check(t, &self.path, &mut report.problems)?;
         for entry in t.tasks.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             if let Err(e) = serde_json::from_slice::<crate::domain::TaskRecord>(&value) {

@@ -23,7 +23,7 @@ use ttp_proto::TaskKey;
 use super::codec::{
     history_key, history_value, parse_history_key, read_history_value, task_type_name,
 };
-use super::{Store, StoreError, TxResult, abort, error};
+use super::{AuditEntry, Store, StoreError, TxResult, abort, error};
 use crate::domain::{TaskRecord, TaskState};
 
 /// Finished tasks of one type on one day.
@@ -153,6 +153,49 @@ impl Store {
                     }
                 }
                 Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// A manual change to one task, with its audit entry, in one transaction, and only if the
+    /// stored task is still exactly `expected` (as read before the change was decided).
+    /// Returns `false`, writing nothing, when it changed meanwhile (the daemon acted on it).
+    /// Replacing a finished occurrence counts it in the history, as [`Store::put_tasks`] does.
+    pub fn replace_task_audited(
+        &self,
+        expected: &TaskRecord,
+        new: &TaskRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        if expected.key != new.key {
+            return Err(StoreError::Invalid {
+                what: "task update",
+                why: "the expected and the new task have different keys".to_string(),
+            });
+        }
+        let json = encode_task(new)?;
+        let audit = super::audit::encode_entry(audit)?;
+        let _gate = self.write_gate();
+        let path = self.path.as_path();
+        let t = &self.trees;
+        (&t.tasks, &t.history, &t.meta, &t.audit)
+            .transaction(|(stored, history, meta, audit_tree)| {
+                let key = new.key.0.as_bytes();
+                let Some(current) = stored.get(key)? else {
+                    return Ok(false);
+                };
+                let current = decode_task(key, &current, path).map_err(abort)?;
+                if current != *expected {
+                    return Ok(false);
+                }
+                stored.insert(key, json.as_slice())?;
+                if current.state != new.state {
+                    if let Some((at, how)) = finished(&current.state) {
+                        count_in_history(history, &current, at, how, path)?;
+                    }
+                }
+                super::audit::append_in(meta, audit_tree, &audit, path)?;
+                Ok(true)
             })
             .map_err(|e| self.tx_err(e))
     }
