@@ -10,6 +10,7 @@ mod encode;
 mod export;
 pub mod init;
 mod poll;
+mod reload;
 mod run;
 mod status;
 mod submit;
