@@ -4,10 +4,12 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
+mod check;
 pub mod context;
 mod demo;
 mod encode;
 mod export;
+mod healthcheck;
 pub mod init;
 mod poll;
 mod reload;
@@ -91,6 +93,11 @@ enum Command {
     Export(export::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
     Demo(demo::Args),
+    /// Check configuration, secrets, store, encoding profile and the fTTP connection; prints a
+    /// checklist (exit 0 ready, 1 a check failed, 78 invalid configuration).
+    Check(check::Args),
+    /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
+    Healthcheck(healthcheck::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -106,6 +113,8 @@ pub fn main() -> ExitCode {
         Command::Poll(a) => with_logging(format, level, |f, l| poll::run(a, f, l)),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Healthcheck(a) => healthcheck::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),
