@@ -76,6 +76,8 @@ static FILTER: OnceLock<FilterHandle> = OnceLock::new();
 
 struct FilterHandle {
     handle: reload::Handle<EnvFilter, Registry>,
+    /// The format in use (resolved: never `Auto`).
+    format: LogFormat,
     /// `RUST_LOG` was set at start-up and wins over any level from the configuration.
     from_rust_log: bool,
 }
@@ -93,7 +95,8 @@ pub fn init(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let result = match format.resolve() {
+    let format = format.resolve();
+    let result = match format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
@@ -108,6 +111,8 @@ pub fn init(format: LogFormat, level: &str) {
             .with(
                 fmt::layer()
                     .event_format(JournaldFormat)
+                    // The journal stores text; colour codes would end up in it verbatim.
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -124,9 +129,29 @@ pub fn init(format: LogFormat, level: &str) {
     if result.is_ok() {
         let _ = FILTER.set(FilterHandle {
             handle,
+            format,
             from_rust_log,
         });
     }
+}
+
+/// The format [`init`] installed in this process (resolved, never `Auto`), if it ran.
+pub fn active_format() -> Option<LogFormat> {
+    FILTER.get().map(|f| f.format)
+}
+
+/// The format a command would log in before it could read its configuration: the command
+/// line's choice (`--log-format`, `TTP_AGENT_LOG_FORMAT`), else `TTP_AGENT__LOG__FORMAT` from
+/// the environment, else `auto`; resolved. For reporting errors that happen before logging
+/// is set up (an invalid configuration) in the format the operator's tools expect.
+pub fn requested_format(cli: Option<LogFormat>) -> LogFormat {
+    let from_env = || match std::env::var("TTP_AGENT__LOG__FORMAT").ok()?.trim() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        "journald" => Some(LogFormat::Journald),
+        _ => None,
+    };
+    cli.or_else(from_env).unwrap_or(LogFormat::Auto).resolve()
 }
 
 /// What [`set_level`] did.

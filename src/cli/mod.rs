@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => report(&err),
+        Err(err) => report(&err, format),
     }
 }
 
@@ -141,8 +141,21 @@ fn with_logging(
 }
 
 /// Print an error chain on one line and choose the exit status.
-fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("ttp-agent: error: {err:#}");
+///
+/// In the log format the process uses (or would have used, when the error came before
+/// logging was set up): a JSON object where logs are collected as JSON (containers), with the
+/// error priority prefix for the journal (so `journalctl -p err` shows it), plain otherwise.
+fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
+    let message = format!("{err:#}");
+    match logging::active_format().unwrap_or_else(|| logging::requested_format(format)) {
+        LogFormat::Json => {
+            // A no-op when logging is already set up in JSON.
+            logging::init(LogFormat::Json, "error");
+            tracing::error!(error = %message, "ttp-agent: exiting on an error");
+        }
+        LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
+        _ => eprintln!("ttp-agent: error: {message}"),
+    }
     if err
         .chain()
         .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())

@@ -42,8 +42,12 @@ pub fn run(
     format: Option<LogFormat>,
     level: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = context::load(&args.config)?;
-    context::init_logging(&loaded.config, format, level.as_deref());
+    // Logging first, so that everything after the configuration itself — a secret file that
+    // cannot be read included — is reported in the configured format.
+    let config = crate::config::AgentConfig::load(args.config.config.as_deref())?;
+    context::init_logging(&config, format, level.as_deref());
+    let secrets = config.load_secrets()?;
+    let loaded = context::Loaded { config, secrets };
     context::log_warnings(&loaded);
     let schedule = Schedule::from_config(&loaded.config.schedule);
     let grace = loaded.config.dispatch.grace_period;
