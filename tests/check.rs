@@ -215,3 +215,39 @@ async fn with_tasks_listed_only_once_the_check_does_not_consume_them() {
     );
     env.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_example_needs_only_site_values_and_skips_the_empty_encoding_section() {
+    let sim = ttp_sim::start(ttp_sim::SimConfig {
+        study: "example-study".into(),
+        target: "example-site".into(),
+        ..sim_config(9)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("idat-key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    let api_key = dir.path().join("api-key");
+    std::fs::write(&api_key, format!("{API_KEY}\n")).unwrap();
+    for file in [&key, &api_key] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.toml");
+    let out = tokio::process::Command::new(BIN)
+        .args(["check", "--config", example.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env("TTP_AGENT__TTP__BASE_URL", sim.base_url())
+        .env("TTP_AGENT__TTP__API_KEY_FILE", &api_key)
+        .env("TTP_AGENT__STORE__IDAT_KEY_FILE", &key)
+        .env("TTP_AGENT__STORE__PATH", dir.path().join("store"))
+        .output()
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(line(&text, "encoding").starts_with('–'), "{text}");
+    assert!(line(&text, "authentication").starts_with('✓'), "{text}");
+    sim.shutdown().await;
+}
