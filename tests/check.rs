@@ -227,7 +227,11 @@ async fn the_shipped_example_needs_only_site_values_and_skips_the_empty_encoding
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("idat-key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
     let api_key = dir.path().join("api-key");
     std::fs::write(&api_key, format!("{API_KEY}\n")).unwrap();
     for file in [&key, &api_key] {

@@ -163,7 +163,11 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
 fn fatal_errors_are_json_lines_too_and_a_configuration_error_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("idat-key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
     set_mode(&key, 0o600);
     let base = |cmd: &mut Command| {
         cmd.arg("run")
@@ -212,7 +216,9 @@ fn fatal_errors_are_json_lines_too_and_a_configuration_error_exits_78() {
     let last = lines.last().expect("an error line");
     assert_eq!(last["level"], "ERROR");
     assert!(
-        last["error"].as_str().is_some_and(|e| e.contains("store")),
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot create or write the store")),
         "{lines:?}"
     );
 }
