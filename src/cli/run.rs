@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use super::reload::{self, SecretDigests};
 use super::{ConfigArg, context};
 use crate::agent::scheduler::{self, DaemonHooks, Schedule};
-use crate::agent::{Agent, CycleError, CycleReport, shutdown};
+use crate::agent::{Agent, CycleError, CycleReport, Shutdown, shutdown};
 use crate::config::LogFormat;
 use crate::logging::LevelChange;
 use crate::notify::SystemdHooks;
@@ -51,6 +51,7 @@ pub fn run(
     context::log_warnings(&loaded);
     let schedule = Schedule::from_config(&loaded.config.schedule);
     let grace = loaded.config.dispatch.grace_period;
+    let request_timeout = loaded.config.ttp.timeout;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,16 +102,21 @@ pub fn run(
         let daemon = tokio::spawn(scheduler::run_reloadable(
             Arc::clone(&agent),
             schedule_rx,
-            listener,
+            listener.clone(),
             hooks,
             nap,
         ));
         if let Some(every) = nap {
+            // Tolerate at least half the watchdog period without progress, and at least one
+            // request attempt running into its timeout plus the client's longest back-off.
+            let window = (every * 2).max(request_timeout + Duration::from_secs(60));
             tokio::spawn(feed_watchdog(
                 Arc::clone(&agent),
                 systemd,
                 liveness,
+                listener.clone(),
                 every,
+                window,
             ));
         }
         loop {
@@ -340,19 +346,29 @@ impl Liveness {
     }
 }
 
-/// Pings systemd's watchdog every `every` (a quarter of `WatchdogSec`) while the daemon makes
-/// progress; tolerates up to half of `WatchdogSec` without any.
+/// Pings systemd's watchdog every `every` (a quarter of `WatchdogSec`) while the daemon made
+/// progress within `window`. After a stall, systemd kills the process at most `window` plus
+/// `WatchdogSec` later.
 async fn feed_watchdog(
     agent: Arc<Agent>,
     systemd: Arc<SystemdHooks>,
     liveness: Arc<Mutex<Liveness>>,
+    mut shutdown: Shutdown,
     every: Duration,
+    window: Duration,
 ) {
-    let window = every * 2;
     let mut warned = false;
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        // A stopping daemon (STOPPING=1) must not look alive any more.
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        if shutdown.is_triggered() {
+            return;
+        }
         let requests: u64 = agent
             .client()
             .metrics()
