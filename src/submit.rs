@@ -27,7 +27,7 @@ use ttp_proto::{BloomFilter, IdatElement};
 use crate::agent::Agent;
 use crate::client::ErrorClass;
 use crate::domain::{Idat, LocalRecord, RecordState};
-use crate::store::{InsertOutcome, Store, StoreError};
+use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
 /// One row of the input file, validated.
 #[derive(Clone, PartialEq)]
@@ -425,9 +425,6 @@ impl Agent {
         Ok(stats)
     }
 }
-
-/// The meta key under which the store remembers which encoding profile made its filters.
-pub const META_PROFILE_FINGERPRINT: &str = "encoding_profile_fingerprint";
 
 /// Refuse to mix filters of two different profiles in one store: they would not link.
 pub fn check_profile(store: &Store, encoder: &ProfileEncoder) -> Result<(), String> {

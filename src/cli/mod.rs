@@ -108,9 +108,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Encode(a) => encode::run(a),
-        Command::Submit(a) => with_logging(format, level, |f, l| submit::run(a, f, l)),
-        Command::Run(a) => with_logging(format, level, |f, l| run::run(a, f, l)),
-        Command::Poll(a) => with_logging(format, level, |f, l| poll::run(a, f, l)),
+        // Commands that log start logging themselves once they have read the configuration
+        // (the command line's choices first, then `[log]`).
+        Command::Submit(a) => submit::run(a, format, level),
+        Command::Run(a) => run::run(a, format, level),
+        Command::Poll(a) => poll::run(a, format, level),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
         Command::Check(a) => check::run(a),
@@ -127,17 +129,6 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => report(&err, format),
     }
-}
-
-/// Commands that log decide the format and level from the command line first, then the
-/// configuration; the command itself initialises logging once it has read the configuration.
-#[allow(clippy::type_complexity)]
-fn with_logging(
-    format: Option<LogFormat>,
-    level: Option<String>,
-    f: impl FnOnce(Option<LogFormat>, Option<String>) -> anyhow::Result<ExitCode>,
-) -> anyhow::Result<ExitCode> {
-    f(format, level)
 }
 
 /// Print an error chain on one line and choose the exit status.

@@ -1,7 +1,8 @@
 //! `ttp-agent run --config F`: the daemon.
 //!
 //! Start-up: configuration and secrets, the store (exclusive), recovery of tasks a crash left
-//! `Running`, then the scheduler loop (poll at once, then on the schedule).
+//! `Running`, the admin endpoints (`crate::admin`: health, metrics, status page, alerts), then
+//! the scheduler loop (poll at once, then on the schedule).
 //!
 //! Signals:
 //!
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use super::reload::{self, SecretDigests};
 use super::{ConfigArg, context};
+use crate::admin;
 use crate::agent::scheduler::{self, DaemonHooks, Schedule};
 use crate::agent::{Agent, CycleError, CycleReport, Shutdown, shutdown};
 use crate::config::LogFormat;
@@ -47,6 +49,7 @@ pub fn run(
     let config = crate::config::AgentConfig::load(args.config.config.as_deref())?;
     context::init_logging(&config, format, level.as_deref());
     let secrets = config.load_secrets()?;
+    admin::check_exposure(&config.admin, secrets.admin_token.as_ref())?;
     let loaded = context::Loaded { config, secrets };
     context::log_warnings(&loaded);
     let schedule = Schedule::from_config(&loaded.config.schedule);
@@ -82,7 +85,6 @@ pub fn run(
         agent: Arc::clone(&agent),
         schedule: None,
     };
-    drop(loaded);
 
     runtime.block_on(async {
         // Handlers first: a signal that arrives while the first poll runs must not kill the
@@ -94,6 +96,19 @@ pub fn run(
                 None
             }
         };
+        // The admin surface wraps the hooks: the scheduler reports to it, it passes every call
+        // on to systemd through `hooks`.
+        let admin = admin::start(
+            &loaded.config.admin,
+            &loaded.secrets,
+            &agent,
+            &schedule,
+            listener.clone(),
+            hooks,
+        )
+        .await?;
+        // The secrets live on in the client and the admin state; this copy goes.
+        drop(loaded);
         let (schedule_tx, schedule_rx) = watch::channel(schedule);
         reloader.schedule = Some(schedule_tx);
         // The scheduler wakes at least every quarter of the watchdog timeout, so a sleeping
@@ -103,7 +118,7 @@ pub fn run(
             Arc::clone(&agent),
             schedule_rx,
             listener.clone(),
-            hooks,
+            admin.hooks,
             nap,
         ));
         if let Some(every) = nap {
@@ -136,7 +151,8 @@ pub fn run(
                 "grace period over; tasks still in flight are reconciled at the next start"
             );
         }
-    });
+        anyhow::Ok(())
+    })?;
     agent.store().flush()?;
     tracing::info!("ttp-agent stopped");
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,11 @@
 //! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
 //! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
+//! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
+//!
+//! Next to sled's files, `ttp-agent-store.json` records the store's random id, which `meta`
+//! holds too: a database that sled opens empty or that belongs to another store is refused
+//! instead of being taken for a new store.
 //!
 //! The two indexes and `counts` are *derived* from `records`: every write keeps them exact in
 //! the same transaction, a restore rebuilds them, and [`Store::check_integrity`] verifies them.
@@ -45,12 +50,23 @@
 //! # Why sled is configured the way it is
 //!
 //! sled 0.34 is known to grow on disk without reclaiming space and to use much memory on open
-//! (upstream issues #1333, #1374). The store therefore runs in `Mode::LowSpace` (sled rewrites
-//! fragmented segments more eagerly), with a capped page cache (16 MiB unless configured), and
-//! stays small: finished tasks are purged into day counters and old IDAT is dropped. sled also
-//! has reports of stores that fail to open (#1410, #1358): [`Store::open`] maps every failure to
-//! an actionable [`StoreError`] (a sled panic during recovery included), and [`Store::backup_to`]
-//! writes a portable, checksummed file that does not depend on sled's on-disk format.
+//! (upstream issues #1333, #1374), and has reports of stores that fail to open (#1410, #1358).
+//! The store therefore:
+//!
+//! * caps sled's page cache (16 MiB unless configured) and asks for `Mode::LowSpace` (sled
+//!   0.34's default; its code does not act on the mode yet, the setting documents the intent);
+//! * runs without sled's background flusher (`flush_every_ms(None)`): an idle daemon does not
+//!   wake up every 500 ms, and durability points are explicit. The price: sled reclaims log
+//!   segments mostly from that flusher thread; without it, reclamation only piggybacks on page
+//!   rewrites, so a store under churn grows faster (see `benches/store_footprint.rs`);
+//! * stays small: finished tasks are purged into per-day counters, old IDAT is dropped, values
+//!   are compact (see `codec`), and [`Store::compact`] rewrites the whole store in key order
+//!   (random-key index inserts are what sled amplifies most: a bulk import of 1,000,000
+//!   records takes about 4.2x their raw size, 2.6x after compaction; figures from
+//!   `benches/store_footprint.rs`);
+//! * maps every open failure to an actionable [`StoreError`] (a sled panic during recovery
+//!   included), notices a database that sled silently opened empty (the marker file, see
+//!   `meta`), and writes portable, checksummed backups that do not depend on sled's format.
 //!
 //! # Concurrency
 //!
@@ -64,6 +80,7 @@
 //! never written in clear, never logged, never part of an error message. A backup contains it
 //! sealed, so restoring needs the same key.
 
+mod alerts;
 mod audit;
 mod backup;
 mod codec;
@@ -78,8 +95,9 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::AuditEntry;
-pub use backup::BackupSummary;
+pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
 pub use meta::META_PROFILE_FINGERPRINT;
@@ -167,6 +185,12 @@ impl Store {
     /// ([`StoreError::WrongKey`]) before returning.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         let path = opts.path.as_path();
+        if path.exists() && !path.is_dir() {
+            return Err(error::from_io(
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            ));
+        }
         std::fs::create_dir_all(path).map_err(|e| error::from_io(path, e))?;
         let db = open_sled(path, opts.cache_capacity)?;
         if db.was_recovered() {
@@ -291,4 +315,14 @@ type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreErro
 
 fn abort(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
     sled::transaction::ConflictableTransactionError::Abort(e)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Store>();
+        assert_send_sync::<super::StoreOptions>();
+    }
 }

@@ -5,7 +5,6 @@
 //! not even after a crash. That is what lets [`Store::record_counts`] answer from one key
 //! (the status page must stay fast at a million records) instead of scanning.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -258,7 +257,8 @@ impl Store {
     /// Replaces stored records (state, pseudonym, IDAT, times; a changed filter is re-indexed
     /// too) and keeps both indexes and the counters right. All records of the call are one
     /// transaction: after a crash either all changes are present or none. A `local_id` that is
-    /// not stored fails the whole call with [`StoreError::UnknownRecord`].
+    /// not stored fails the whole call with [`StoreError::UnknownRecord`]. sled holds a
+    /// transaction's writes in memory: keep slices to a few thousand records.
     pub fn update_records(&self, recs: &[LocalRecord]) -> Result<(), StoreError> {
         let prepared = recs
             .iter()
@@ -467,13 +467,16 @@ impl Store {
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
     /// both indexes hold exactly the entries the records imply, the counters equal a recount,
-    /// every task decodes. A full scan; for the operator's check command and for tests.
+    /// every task decodes. A full scan in constant memory; for the operator's check command
+    /// and for tests.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
         let t = &self.trees;
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
-        let mut want_bf = BTreeSet::new();
-        let mut want_psn = BTreeSet::new();
+        let mut expected_bf = 0u64;
+        let mut expected_psn = 0u64;
+        let has =
+            |tree: &sled::Tree, key: &[u8]| tree.contains_key(key).map_err(|e| self.sled_err(e));
         for entry in t.records.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             report.records += 1;
@@ -498,30 +501,31 @@ impl Store {
                 }
             }
             counted.add(&stored);
-            want_bf.insert(index_key(stored.bloom_filter, &id));
+            expected_bf += 1;
+            if !has(&t.bf_index, &index_key(stored.bloom_filter, &id))? {
+                report
+                    .problems
+                    .push(format!("filter index lacks the entry of record {id:?}"));
+            }
             if let Some(psn) = stored.pseudonym {
-                want_psn.insert(index_key(psn.as_bytes(), &id));
+                expected_psn += 1;
+                if !has(&t.psn_index, &index_key(psn.as_bytes(), &id))? {
+                    report
+                        .problems
+                        .push(format!("pseudonym index lacks the entry of record {id:?}"));
+                }
             }
         }
-        for (name, index, want) in [
-            ("filter", &t.bf_index, want_bf),
-            ("pseudonym", &t.psn_index, want_psn),
+        // Every expected entry is present (checked above); any surplus entry is stale.
+        for (name, index, expected) in [
+            ("filter", &t.bf_index, expected_bf),
+            ("pseudonym", &t.psn_index, expected_psn),
         ] {
-            let mut have = BTreeSet::new();
-            for entry in index.iter() {
-                let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-                have.insert(key.to_vec());
-            }
-            for missing in want.difference(&have) {
+            let present = index.len() as u64;
+            if present > expected {
                 report.problems.push(format!(
-                    "{name} index lacks the entry of record {:?}",
-                    index_key_local_id(missing).unwrap_or("?")
-                ));
-            }
-            for stale in have.difference(&want) {
-                report.problems.push(format!(
-                    "{name} index has a stale entry for local id {:?}",
-                    index_key_local_id(stale).unwrap_or("?")
+                    "{name} index has {} stale entries",
+                    present - expected
                 ));
             }
         }
@@ -624,14 +628,17 @@ pub(crate) fn first_sealed_idat(
 
 /// Rebuilds both indexes and the counters from `records` (after a restore, or a migration from
 /// a store without them). Not transactional: only called while nothing else uses the store.
+///
+/// The index keys are collected, sorted, and written in key order: sled then appends to the
+/// tree's last leaf instead of rewriting random leaves (about 60 bytes of memory per record
+/// while it runs). If it is interrupted, it runs again from the start: it clears first.
 pub(crate) fn rebuild_derived(trees: &Trees, path: &Path) -> Result<RecordCounts, StoreError> {
     let sled_err = |e| error::from_sled(path, e);
     trees.bf_index.clear().map_err(sled_err)?;
     trees.psn_index.clear().map_err(sled_err)?;
     let mut counts = RecordCounts::default();
-    let mut bf_batch = sled::Batch::default();
-    let mut psn_batch = sled::Batch::default();
-    let mut pending = 0usize;
+    let mut bf_keys = Vec::new();
+    let mut psn_keys = Vec::new();
     for entry in trees.records.iter() {
         let (key, value) = entry.map_err(sled_err)?;
         let id = std::str::from_utf8(&key)
@@ -639,25 +646,20 @@ pub(crate) fn rebuild_derived(trees: &Trees, path: &Path) -> Result<RecordCounts
         let stored = decode_record(&value)
             .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
         counts.add(&stored);
-        bf_batch.insert(index_key(stored.bloom_filter, id), &[]);
+        bf_keys.push(index_key(stored.bloom_filter, id));
         if let Some(psn) = stored.pseudonym {
-            psn_batch.insert(index_key(psn.as_bytes(), id), &[]);
-        }
-        pending += 1;
-        if pending == 10_000 {
-            trees
-                .bf_index
-                .apply_batch(std::mem::take(&mut bf_batch))
-                .map_err(sled_err)?;
-            trees
-                .psn_index
-                .apply_batch(std::mem::take(&mut psn_batch))
-                .map_err(sled_err)?;
-            pending = 0;
+            psn_keys.push(index_key(psn.as_bytes(), id));
         }
     }
-    trees.bf_index.apply_batch(bf_batch).map_err(sled_err)?;
-    trees.psn_index.apply_batch(psn_batch).map_err(sled_err)?;
+    for (tree, mut keys) in [(&trees.bf_index, bf_keys), (&trees.psn_index, psn_keys)] {
+        keys.sort_unstable();
+        // Single inserts, not `sled::Batch`: sled pins one epoch for a whole batch, and the
+        // page versions a large batch replaces pile up in memory until it ends (measured:
+        // more than 1 GiB for 300,000 entries). Atomicity is not needed here (see above).
+        for key in keys {
+            tree.insert(key, &[]).map_err(sled_err)?;
+        }
+    }
     trees
         .counts
         .insert(COUNTS_KEY, counts.to_bytes())
