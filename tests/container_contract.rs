@@ -89,6 +89,7 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
     let read_only = [&workdir, &secrets, &tmp];
     let before: Vec<_> = read_only.iter().map(|d| snapshot(d)).collect();
 
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
     cmd.arg("run")
         .env_clear()
@@ -103,14 +104,34 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
         .env("TTP_AGENT__STORE__PATH", state.join("store"))
         .env("TTP_AGENT__STORE__IDAT_KEY_FILE", secrets.join("idat-key"))
         .env("TTP_AGENT__LOG__FORMAT", "json")
-        .env("TTP_AGENT__SCHEDULE__JITTER", "0s");
+        .env("TTP_AGENT__SCHEDULE__JITTER", "0s")
+        .env("TTP_AGENT__ADMIN__LISTEN", &admin);
     if as_root {
         // std drops the supplementary groups when a root parent sets the uid.
         cmd.uid(NOBODY).gid(NOBODY);
     }
+    // The container's environment, for the health check below.
+    let container_env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
     // The JSON format comes from the environment above; `spawn` sets it once more.
     let mut daemon = Daemon::spawn(cmd, &root.path().join("stderr.log"));
     daemon.wait_for_message("poll cycle finished", 1).await;
+
+    // The HEALTHCHECK: `ttp-agent healthcheck` in the same environment asks the admin
+    // endpoint the environment configures.
+    let health = Command::new(BIN)
+        .arg("healthcheck")
+        .env_clear()
+        .current_dir(&workdir)
+        .envs(container_env)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&health.stdout);
+    assert_eq!(health.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(&admin), "{stdout}");
+
     daemon.signal(libc::SIGTERM);
     let (status, _) = daemon.wait_exit().await;
     assert!(status.success(), "{status}:\n{}", daemon.raw_log());
