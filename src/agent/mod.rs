@@ -188,8 +188,18 @@ impl Agent {
         Ok(interrupted.len())
     }
 
-    /// One poll cycle (see the module docs).
+    /// One poll cycle (see the module docs), in a `poll` span that carries the poll's
+    /// sequence number once the listing has been fetched.
     pub async fn poll_cycle(self: &Arc<Self>) -> Result<CycleReport, CycleError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("poll", seq = tracing::field::Empty);
+        self.poll_cycle_inner(span.clone()).instrument(span).await
+    }
+
+    async fn poll_cycle_inner(
+        self: &Arc<Self>,
+        span: tracing::Span,
+    ) -> Result<CycleReport, CycleError> {
         let mut report = CycleReport {
             register: self.register_pending().await.map_err(|e| match e {
                 crate::submit::RegisterError::Auth(msg) => CycleError::Auth(msg),
@@ -207,6 +217,7 @@ impl Agent {
         })?;
         let now = Utc::now();
         let seq = self.store.next_poll_seq()?;
+        span.record("seq", seq);
         report.poll_seq = seq;
         report.listed = listing.tasks.len();
         report.problems = listing.problems.len();

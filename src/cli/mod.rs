@@ -4,12 +4,15 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
+mod check;
 pub mod context;
 mod demo;
 mod encode;
 mod export;
+mod healthcheck;
 pub mod init;
 mod poll;
+mod reload;
 mod resolve;
 mod run;
 mod status;
@@ -93,6 +96,11 @@ enum Command {
     Resolve(resolve::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
     Demo(demo::Args),
+    /// Check configuration, secrets, store, encoding profile and the fTTP connection; prints a
+    /// checklist (exit 0 ready, 1 a check failed, 78 invalid configuration).
+    Check(check::Args),
+    /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
+    Healthcheck(healthcheck::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -111,6 +119,8 @@ pub fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
         Command::Resolve(a) => resolve::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Healthcheck(a) => healthcheck::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),
@@ -121,13 +131,26 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => report(&err),
+        Err(err) => report(&err, format),
     }
 }
 
 /// Print an error chain on one line and choose the exit status.
-fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("ttp-agent: error: {err:#}");
+///
+/// In the log format the process uses (or would have used, when the error came before
+/// logging was set up): a JSON object where logs are collected as JSON (containers), with the
+/// error priority prefix for the journal (so `journalctl -p err` shows it), plain otherwise.
+fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
+    let message = format!("{err:#}");
+    match logging::active_format().unwrap_or_else(|| logging::requested_format(format)) {
+        LogFormat::Json => {
+            // A no-op when logging is already set up in JSON.
+            logging::init(LogFormat::Json, "error");
+            tracing::error!(error = %message, "ttp-agent: exiting on an error");
+        }
+        LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
+        _ => eprintln!("ttp-agent: error: {message}"),
+    }
     if err
         .chain()
         .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())

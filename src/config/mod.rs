@@ -26,6 +26,11 @@
 //! resolved against the working directory. The `[encoding]` section resolves its own paths
 //! against [`AgentConfig::encoding_base_dir`].
 //!
+//! A path setting may start with `${CREDENTIALS_DIRECTORY}/`: systemd sets that variable for a
+//! unit with `LoadCredential=` to the private directory holding the service's secrets, so
+//! `api_key_file = "${CREDENTIALS_DIRECTORY}/api-key"` names the credential `api-key`. No
+//! other variable is expanded.
+//!
 //! # Strictness
 //!
 //! Every key is checked against the list in `schema.rs`: a key the agent does not know is an
@@ -249,7 +254,8 @@ impl AgentConfig {
 
     /// Like [`AgentConfig::load`], with the environment given as `(name, value)` pairs
     /// instead of read from the process. Variables without the `TTP_AGENT__` prefix are
-    /// ignored, so passing a whole environment is fine.
+    /// ignored (except `CREDENTIALS_DIRECTORY`, see "Paths" in the module docs), so passing a
+    /// whole environment is fine.
     pub fn load_from(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -409,6 +415,22 @@ impl AgentConfig {
         out
     }
 
+    /// Every key with its effective value as a TOML literal (`None` when unset), in the order
+    /// of `config/agent.toml`. Secret files appear as paths. For comparing two loads of the
+    /// configuration (a reload on SIGHUP decides from it what changed).
+    pub fn effective_values(&self) -> Vec<(KeyPath, Option<String>)> {
+        ALL.iter()
+            .map(|spec| {
+                let display = self
+                    .recorded
+                    .iter()
+                    .find(|r| r.key == spec.key)
+                    .and_then(|r| r.display.clone());
+                (spec.key, display)
+            })
+            .collect()
+    }
+
     fn summarise_encoding(&self, out: &mut String) {
         out.push_str("\n[encoding]\n");
         match &self.encoding {
@@ -453,12 +475,15 @@ impl fmt::Debug for AgentConfig {
     }
 }
 
-/// The process's `TTP_AGENT__…` variables. Others are not looked at, so an unrelated variable
-/// that is not Unicode cannot fail the start.
+/// The process's `TTP_AGENT__…` variables and `CREDENTIALS_DIRECTORY` (module docs, "Paths").
+/// Others are not looked at, so an unrelated variable that is not Unicode cannot fail the
+/// start.
 fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
-        if !name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+        if !name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes())
+            && name != layers::CREDENTIALS_VAR
+        {
             continue;
         }
         let name = name
