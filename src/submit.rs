@@ -81,6 +81,55 @@ pub enum InputError {
 
 const GENDERS: [&str; 4] = ["male", "female", "other", "unknown"];
 
+/// Longest accepted local id (characters).
+pub const MAX_LOCAL_ID_CHARS: usize = 256;
+
+/// Line endings as the CSV reader's line counter understands them: `\r\n` and a lone `\r`
+/// (old Mac exports) both become `\n`. Without this, a file with `\r` line ends would have
+/// every record on "line 1" in error messages. Values are not changed in any way that
+/// matters: a value containing a line break is refused anyway (control characters).
+struct UnixLineEndings<R> {
+    inner: R,
+    after_cr: bool,
+}
+
+impl<R> UnixLineEndings<R> {
+    fn new(inner: R) -> Self {
+        UnixLineEndings {
+            inner,
+            after_cr: false,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for UnixLineEndings<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut out = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.after_cr {
+                    // The second half of a `\r\n`, whose `\r` was already written as `\n`.
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = b == b'\r';
+                buf[out] = if b == b'\r' { b'\n' } else { b };
+                out += 1;
+            }
+            // A chunk that was only the `\n` of a `\r\n` yields nothing: read on, since
+            // `Ok(0)` would mean the end of the input.
+            if out > 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
 /// Check one value against the rules for its element. The reason never repeats the value.
 pub fn validate_value(element: IdatElement, value: &str) -> Result<(), String> {
     match element {
@@ -127,7 +176,7 @@ pub fn read_records_from(
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(reader);
+        .from_reader(UnixLineEndings::new(reader));
     let header_err = |reason: String| InputError::Header {
         path: name.to_string(),
         reason,
@@ -150,9 +199,15 @@ pub fn read_records_from(
             }
             columns.push((i, el));
         } else {
+            // The name itself is not shown: in a file without a header line it is a patient's
+            // name or date of birth. A close code is suggested instead.
             let known: Vec<&str> = IdatElement::ALL.iter().map(|e| e.code()).collect();
+            let hint = closest_column(h)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
             return Err(header_err(format!(
-                "unknown column `{h}`; expected `local_id` and fTTP element codes ({})",
+                "column {} is neither `local_id` nor an fTTP element code{hint}; expected `local_id` and codes from: {} (the name is not repeated here: if the file lacks its header line, it is patient data)",
+                i + 1,
                 known.join(", ")
             )));
         }
@@ -192,6 +247,17 @@ pub fn read_records_from(
         if local_id.is_empty() {
             return Err(field_err("local_id", "is empty".into()));
         }
+        // Local ids go into logs and the status page: no line breaks (a forged log line) and
+        // no essays.
+        if local_id.chars().any(char::is_control) {
+            return Err(field_err("local_id", "contains control characters".into()));
+        }
+        if local_id.chars().count() > MAX_LOCAL_ID_CHARS {
+            return Err(field_err(
+                "local_id",
+                format!("is longer than {MAX_LOCAL_ID_CHARS} characters"),
+            ));
+        }
         if let Some(first) = seen.insert(local_id.clone(), line) {
             return Err(field_err(
                 "local_id",
@@ -214,6 +280,32 @@ pub fn read_records_from(
         });
     }
     Ok(out)
+}
+
+/// The column name a misspelt header most likely meant: within two edits, case ignored.
+fn closest_column(header: &str) -> Option<&'static str> {
+    let header = header.to_lowercase();
+    std::iter::once("local_id")
+        .chain(IdatElement::ALL.iter().map(|e| e.code()))
+        .map(|code| (edit_distance(&header, code), code))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, code)| code)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// A record the profile could not encode.
@@ -301,6 +393,8 @@ pub struct RegisterStats {
     pub pending_left: usize,
     /// Why registration stopped early, if it did.
     pub stopped: Option<String>,
+    /// Records sent again because their clearing had gone quiet (included in `sent`).
+    pub rechecked: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,14 +461,19 @@ impl Agent {
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         let mut stats = RegisterStats::default();
         let now = Utc::now();
-        let recheck_after = self.opts.recheck_after;
-        let mut pending = self.store.records_in_states(|s| {
-            matches!(
-                s,
-                RecordState::New | RecordState::Sending { .. } | RecordState::AwaitingClearing
-            )
-        })?;
-        pending.retain(|r| needs_registration(r, now, recheck_after));
+        let mut pending = self
+            .store
+            .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
+        let quiet = self.quiet_clearings(now)?;
+        if !quiet.is_empty() {
+            tracing::info!(
+                count = quiet.len(),
+                "registering records again whose clearing has gone quiet (no task about them for {}h); a pseudonym the fTTP announced in a lost listing comes back this way",
+                self.opts.recheck_after.num_hours()
+            );
+            stats.rechecked = quiet.len();
+            pending.extend(quiet);
+        }
         if pending.is_empty() {
             return Ok(stats);
         }
@@ -451,6 +550,35 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Records `AwaitingClearing` for longer than `recheck_after` that no open task refers
+    /// to. Their clearing may have finished with a `dic_psn_available` the agent never saw: the
+    /// fTTP may list that task only a few times (or once), and a listing can be lost after the
+    /// fTTP sent it (a timeout, a dropped connection, a crash before the merge was stored).
+    /// Registering the filter again is the protocol's way back: a finished clearing answers
+    /// with the pseudonym, one still running answers with nothing (no harm done), and the
+    /// record waits another `recheck_after` before the next try.
+    fn quiet_clearings(&self, now: chrono::DateTime<Utc>) -> Result<Vec<LocalRecord>, StoreError> {
+        if self.store.record_counts()?.awaiting_clearing == 0 {
+            return Ok(Vec::new());
+        }
+        let quiet: Vec<LocalRecord> = self
+            .store
+            .records_in_states(|s| *s == RecordState::AwaitingClearing)?
+            .into_iter()
+            .filter(|r| needs_registration(r, now, self.opts.recheck_after))
+            .collect();
+        if quiet.is_empty() {
+            return Ok(quiet);
+        }
+        let open = self.open_task_subjects()?;
+        Ok(quiet
+            .into_iter()
+            .filter(|r| !open.contains(&r.bloom_filter))
+            .collect())
+    }
+}
+
 /// Refuse to mix filters of two different profiles in one store: they would not link.
 pub fn check_profile(store: &Store, encoder: &ProfileEncoder) -> Result<(), String> {
     let current = encoder.fingerprint();
@@ -513,13 +641,95 @@ mod tests {
     fn header_problems_are_reported() {
         for (text, needle) in [
             ("given,family\nA,B\n", "no `local_id`"),
-            ("local_id,givn\nc1,A\n", "unknown column `givn`"),
+            ("local_id,givn\nc1,A\n", "column 2 is neither"),
+            ("local_id,givn\nc1,A\n", "did you mean `given`?"),
             ("local_id,given,given\nc1,A,B\n", "appears twice"),
             ("local_id\nc1\n", "no IDAT columns"),
         ] {
             let e = read(text).unwrap_err().to_string();
             assert!(e.contains("line 1") && e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn a_file_without_its_header_line_does_not_echo_patient_data() {
+        let e = read("Quirinaxel,Xylandermeyer,c1,1931-07-19\nAnna,B,c2,1940-01-01\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("column 1"), "{e}");
+        assert!(
+            !e.contains("Quirinaxel") && !e.contains("did you mean"),
+            "{e}"
+        );
+        assert_eq!(closest_column("Birthdate"), Some("birthdate"));
+        assert_eq!(closest_column("localid"), Some("local_id"));
+        assert_eq!(closest_column("Xylandermeyer"), None);
+    }
+
+    /// Found by fuzzing (`fuzz/artifacts/read_records/crash-6ed49d51…`): with `\r` as the
+    /// line end, every record was reported on line 1.
+    #[test]
+    fn line_numbers_are_right_whatever_the_line_ends() {
+        for end in ["\n", "\r\n", "\r"] {
+            let text = [
+                "local_id,given,birthdate",
+                "c1,Anna,1985-03-14",
+                "c2,Bert,1985-3-14",
+            ]
+            .join(end)
+                + end;
+            let e = read(&text).unwrap_err().to_string();
+            assert!(e.contains("line 3"), "{end:?}: {e}");
+            let ok = read(&text.replace("1985-3-14", "1985-03-14")).unwrap();
+            assert_eq!(
+                ok.iter().map(|r| r.line).collect::<Vec<_>>(),
+                vec![2, 3],
+                "{end:?}"
+            );
+        }
+        // The fuzzer's input itself: a `\r` after the header, `\n` later.
+        let recs = read(
+            "local_id,given,family,birthdate,gender,birthplace\rcase-0,rika,Mustermann,1964-07-12,female,Berlin\ncase-2, Max ,Mustermann,1960-02-29,male,\n",
+        )
+        .unwrap();
+        assert_eq!(recs.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_crlf_split_across_reads_is_one_line_end() {
+        use std::io::Read as _;
+        // A reader that hands out one byte per call.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match self.0.split_first() {
+                    Some((b, rest)) if !buf.is_empty() => {
+                        buf[0] = *b;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let mut out = String::new();
+        UnixLineEndings::new(Trickle(b"a\r\nb\rc\n\r\n"))
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "a\nb\nc\n\n");
+    }
+
+    #[test]
+    fn local_ids_are_one_short_line() {
+        let e = read("local_id,given\n\"c\n1\",Anna\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`local_id`") && e.contains("control"), "{e}");
+        let long = "x".repeat(MAX_LOCAL_ID_CHARS + 1);
+        let e = read(&format!("local_id,given\n{long},Anna\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 256"), "{e}");
     }
 
     #[test]

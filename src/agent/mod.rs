@@ -49,8 +49,8 @@ pub struct AgentOptions {
     pub wave_size: usize,
     pub retry: RetrySettings,
     pub batch_size: usize,
-    /// Register a record again when it has been awaiting clearing this long (see
-    /// `submit::needs_registration`).
+    /// A record `AwaitingClearing` this long, with no open task about it, is registered again
+    /// (see `Agent::register_pending`): its `dic_psn_available` may have been lost.
     pub recheck_after: chrono::Duration,
     pub task_retention: chrono::Duration,
     pub idat_retention: chrono::Duration,
@@ -98,10 +98,20 @@ pub struct CycleReport {
     pub purged_idat: usize,
 }
 
+/// What [`Agent::purge`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    /// Finished tasks moved into the per-day history.
+    pub tasks: usize,
+    /// Records whose IDAT was dropped.
+    pub idat: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
+    // Shown in the message, so not a `#[source]`: `{:#}` would print it twice.
     #[error("could not fetch tasks: {0}")]
-    Fetch(#[source] TtpError),
+    Fetch(TtpError),
     #[error(
         "the fTTP refused the agent's credentials (HTTP 401/403); check [ttp] api_key_file, api_key_header and the Basic-auth settings: {0}"
     )]
@@ -315,11 +325,23 @@ impl Agent {
         if !due {
             return Ok(());
         }
-        report.purged_tasks = self
+        let purged = self.purge(now)?;
+        report.purged_tasks = purged.tasks;
+        report.purged_idat = purged.idat;
+        Ok(())
+    }
+
+    /// The retention rules, applied now (the cycle does this hourly; `ttp-agent purge` on
+    /// demand): tasks finished more than `task_retention` ago move into the per-day history,
+    /// and records finished more than `idat_retention` ago lose their IDAT -- unless an open
+    /// task (one that needs attention included) still refers to them. Flushed before it
+    /// returns.
+    pub fn purge(&self, now: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
+        let tasks = self
             .store
             .purge_finished_tasks(now - self.opts.task_retention)?;
         let open_subjects = self.open_task_subjects()?;
-        report.purged_idat = self
+        let idat = self
             .store
             .purge_idat(now - self.opts.idat_retention, |rec| {
                 open_subjects.contains(&rec.bloom_filter)
@@ -329,11 +351,14 @@ impl Agent {
                         .is_some_and(|p| open_subjects.contains(p.as_bytes()))
             })?;
         self.store.set_meta_time(META_LAST_PURGE, now)?;
-        Ok(())
+        self.store.flush()?;
+        Ok(PurgeReport { tasks, idat })
     }
 
     /// Filters and pseudonyms that open tasks refer to: their records keep their IDAT.
-    fn open_task_subjects(&self) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
+    pub(crate) fn open_task_subjects(
+        &self,
+    ) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
         for t in self.store.tasks()? {

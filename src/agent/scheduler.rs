@@ -92,6 +92,17 @@ fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration>
     }
 }
 
+/// How long the fTTP asked the agent to stay away (`Retry-After` on the failed listing).
+fn server_pause(err: &CycleError) -> Option<chrono::Duration> {
+    match err {
+        CycleError::Fetch(e) => e
+            .retry_after
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .filter(|d| *d > chrono::Duration::zero()),
+        _ => None,
+    }
+}
+
 /// Run until shutdown with a fixed schedule. `watchdog` is how often the loop must show it
 /// is alive (systemd's `WatchdogSec` / 2); `None` sleeps until the next due moment.
 pub async fn run(
@@ -100,25 +111,34 @@ pub async fn run(
     shutdown: Shutdown,
     hooks: Arc<dyn DaemonHooks>,
     watchdog: Option<Duration>,
-) {
+) -> Result<(), crate::store::StoreError> {
     let (_unchanging, schedule) = watch::channel(schedule);
-    run_reloadable(agent, schedule, shutdown, hooks, watchdog).await;
+    run_reloadable(agent, schedule, shutdown, hooks, watchdog).await
 }
 
 /// Run until shutdown, following `schedule`: a new value sent on the channel (a reload on
 /// SIGHUP) reschedules the next poll at once, without interrupting a cycle under way.
+///
+/// A failing store ends the loop with the error: a full disk, a store that became unwritable
+/// or corrupt does not heal by polling again, and an agent that keeps running without being
+/// able to record what it does is worse than one that stops. The process exits non-zero and
+/// its supervisor (systemd) shows the reason and restarts it; `Agent::recover` makes the
+/// restart safe.
 pub async fn run_reloadable(
     agent: Arc<Agent>,
     mut schedule: watch::Receiver<Schedule>,
     mut shutdown: Shutdown,
     hooks: Arc<dyn DaemonHooks>,
     watchdog: Option<Duration>,
-) {
+) -> Result<(), crate::store::StoreError> {
     hooks.ready();
     let mut consecutive_failures = 0u32;
     // Once the sending side is gone the schedule can no longer change.
     let mut schedule_open = true;
     loop {
+        // The fTTP asked for a pause (429/503 with Retry-After): nothing, not even the schedule
+        // or a due retry, calls it earlier.
+        let mut not_before: Option<DateTime<Utc>> = None;
         let started = std::time::Instant::now();
         let result = agent.poll_cycle().await;
         hooks.cycle_finished(&result, started.elapsed());
@@ -126,7 +146,7 @@ pub async fn run_reloadable(
         // When the agent's own state wants the next cycle, whatever the schedule says: a
         // back-off after a failure, a retry coming due, an in-doubt answer to judge.
         let mut own: Option<DateTime<Utc>> = None;
-        match &result {
+        match result {
             Ok(report) => {
                 consecutive_failures = 0;
                 tracing::info!(
@@ -143,10 +163,16 @@ pub async fn run_reloadable(
                 );
             }
             Err(CycleError::ShuttingDown) => break,
+            Err(CycleError::Store(e)) => {
+                tracing::error!(error = %e, "the store failed; stopping (nothing is lost: the next start resumes from what the store holds)");
+                hooks.stopping();
+                return Err(e);
+            }
             Err(e) => {
                 consecutive_failures += 1;
                 tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
-                own = after_failure(consecutive_failures, e).map(|backoff| now + backoff);
+                own = after_failure(consecutive_failures, &e).map(|backoff| now + backoff);
+                not_before = server_pause(&e).map(|pause| now + pause);
             }
         }
         match agent.next_own_wakeup() {
@@ -159,7 +185,10 @@ pub async fn run_reloadable(
                 tracing::error!(error = %e, "could not read the store to plan the next wake-up")
             }
         }
-        let mut next = next_wakeup(&schedule.borrow_and_update(), now, own);
+        let mut next = not_earlier(
+            next_wakeup(&schedule.borrow_and_update(), now, own),
+            not_before,
+        );
         tracing::debug!(next = %next, "sleeping until the next poll");
         loop {
             hooks.alive();
@@ -169,14 +198,17 @@ pub async fn run_reloadable(
                 _ = tokio::time::sleep(nap) => {}
                 changed = schedule.changed(), if schedule_open => match changed {
                     Ok(()) => {
-                        next = next_wakeup(&schedule.borrow_and_update(), Utc::now(), own);
+                        next = not_earlier(
+                            next_wakeup(&schedule.borrow_and_update(), Utc::now(), own),
+                            not_before,
+                        );
                         tracing::info!(next = %next, "schedule changed; next poll rescheduled");
                     }
                     Err(_) => schedule_open = false,
                 },
                 _ = shutdown.wait() => {
                     hooks.stopping();
-                    return;
+                    return Ok(());
                 }
             }
             if Utc::now() >= next {
@@ -188,6 +220,18 @@ pub async fn run_reloadable(
         }
     }
     hooks.stopping();
+    Ok(())
+}
+
+/// `next`, but not before the pause the fTTP asked for.
+fn not_earlier(next: DateTime<Utc>, not_before: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match not_before {
+        Some(nb) if next < nb => {
+            tracing::info!(until = %nb, "the fTTP asked to wait (Retry-After); next poll not before then");
+            nb
+        }
+        _ => next,
+    }
 }
 
 /// The next poll: the schedule's next moment (plus jitter), or the agent's own wake-up when
@@ -279,5 +323,31 @@ mod tests {
             Some(chrono::Duration::seconds(30 * 64))
         );
         assert_eq!(after_failure(1, &CycleError::Auth("x".into())), None);
+    }
+
+    #[test]
+    fn a_retry_after_on_the_listing_is_a_pause() {
+        let err = |retry_after: Option<Duration>| {
+            let mut e = crate::client::TtpError::new(
+                crate::client::Operation::RequestTasks,
+                crate::client::ErrorClass::Transient,
+                "busy",
+            )
+            .with_status(429);
+            e.retry_after = retry_after;
+            CycleError::Fetch(e)
+        };
+        assert_eq!(
+            server_pause(&err(Some(Duration::from_secs(600)))),
+            Some(chrono::Duration::seconds(600))
+        );
+        assert_eq!(server_pause(&err(Some(Duration::ZERO))), None);
+        assert_eq!(server_pause(&err(None)), None);
+        assert_eq!(server_pause(&CycleError::Auth("x".into())), None);
+        let now = Utc::now();
+        let later = now + chrono::Duration::seconds(600);
+        assert_eq!(not_earlier(now, Some(later)), later);
+        assert_eq!(not_earlier(later, Some(now)), later);
+        assert_eq!(not_earlier(now, None), now);
     }
 }

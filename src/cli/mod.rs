@@ -4,6 +4,7 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
+mod backup;
 mod check;
 pub mod context;
 mod demo;
@@ -12,8 +13,10 @@ mod export;
 mod healthcheck;
 pub mod init;
 mod poll;
+mod purge;
 mod reload;
 mod resolve;
+mod restore;
 mod run;
 mod status;
 mod submit;
@@ -101,6 +104,13 @@ enum Command {
     Check(check::Args),
     /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
     Healthcheck(healthcheck::Args),
+    /// Write a consistent, checksummed copy of the store to a file (the daemon must be stopped).
+    Backup(backup::Args),
+    /// Restore the store from a backup file (refuses a running daemon; --force replaces a store
+    /// that holds data, moving it aside).
+    Restore(restore::Args),
+    /// Apply the retention rules now: purge finished tasks and expired IDAT; prints counts.
+    Purge(purge::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -121,6 +131,9 @@ pub fn main() -> ExitCode {
         Command::Resolve(a) => resolve::run(a),
         Command::Check(a) => check::run(a),
         Command::Healthcheck(a) => healthcheck::run(a),
+        Command::Backup(a) => backup::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Purge(a) => purge::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),
@@ -141,7 +154,7 @@ pub fn main() -> ExitCode {
 /// logging was set up): a JSON object where logs are collected as JSON (containers), with the
 /// error priority prefix for the journal (so `journalctl -p err` shows it), plain otherwise.
 fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
-    let message = format!("{err:#}");
+    let message = one_line(err);
     match logging::active_format().unwrap_or_else(|| logging::requested_format(format)) {
         LogFormat::Json => {
             // A no-op when logging is already set up in JSON.
@@ -158,5 +171,42 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
         ExitCode::from(EX_CONFIG)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// The error and its causes on one line. Many messages already include their cause's text
+/// (`"I/O error on X: {source}"`); a cause whose text is already there is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::*;
+
+    #[test]
+    fn one_line_says_each_cause_once_and_on_one_line() {
+        let io = std::io::Error::from_raw_os_error(libc::EEXIST);
+        let shown = io.to_string();
+        let err = anyhow::Error::new(io).context(format!("I/O error on /x: {shown}"));
+        assert_eq!(one_line(&err), format!("I/O error on /x: {shown}"));
+
+        let err = anyhow::anyhow!("inner problem").context("outer");
+        assert_eq!(one_line(&err), "outer: inner problem");
+
+        let err = anyhow::anyhow!("first line\n  second line\r\n").context("while reading");
+        assert_eq!(one_line(&err), "while reading: first line second line");
     }
 }

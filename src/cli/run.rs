@@ -96,7 +96,7 @@ pub fn run(
         schedule: None,
     };
 
-    runtime.block_on(async {
+    let stopped = runtime.block_on(async {
         // Handlers first: a signal that arrives while the first poll runs must not kill the
         // process with the default action.
         let mut signals = match Signals::install() {
@@ -124,7 +124,7 @@ pub fn run(
         // The scheduler wakes at least every quarter of the watchdog timeout, so a sleeping
         // daemon always shows progress within the window `Liveness` allows.
         let nap = ping_every.map(|p| p / 2);
-        let daemon = tokio::spawn(scheduler::run_reloadable(
+        let mut daemon = tokio::spawn(scheduler::run_reloadable(
             Arc::clone(&agent),
             schedule_rx,
             listener.clone(),
@@ -145,29 +145,54 @@ pub fn run(
                 window,
             ));
         }
+        // The loop ends by itself only when the store failed.
+        let mut finished = None;
         loop {
-            let signal = match signals.as_mut() {
-                Some(s) => s.next().await,
-                None => std::future::pending().await,
+            let signal = tokio::select! {
+                result = &mut daemon => {
+                    finished = Some(result);
+                    break;
+                }
+                signal = async {
+                    match signals.as_mut() {
+                        Some(s) => s.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => signal,
             };
             match signal {
                 Signal::Reload => reloader.reload(),
                 Signal::Stop => break,
             }
         }
-        tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
+        let finished = match finished {
+            Some(result) => result,
+            None => {
+                tracing::info!(grace = ?grace, "shutdown requested; finishing work in progress");
+                trigger.trigger();
+                match tokio::time::timeout(grace, &mut daemon).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(
+                            "grace period over; tasks still in flight are reconciled at the next start"
+                        );
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
         trigger.trigger();
-        if tokio::time::timeout(grace, daemon).await.is_err() {
-            tracing::warn!(
-                "grace period over; tasks still in flight are reconciled at the next start"
-            );
-        }
         if let Some(w) = webhook {
             // It abandons a request in flight at once (delivered again at the next start).
             let _ = tokio::time::timeout(grace, w).await;
         }
-        anyhow::Ok(())
+        anyhow::Ok(finished)
     })?;
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(store)) => return Err(store.into()),
+        Err(join) => anyhow::bail!("the daemon loop ended abnormally: {join}"),
+    }
     agent.store().flush()?;
     tracing::info!("ttp-agent stopped");
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,13 @@
 //! queueing for a permit would let slots expire while waiting, after which several requests
 //! would start at once and break the rate.
 //!
+//! The spacing holds for the moments requests *actually* start, not only for the slots handed
+//! out: callers take their slot one at a time (a fair, FIFO turn), and the next slot is counted
+//! from the moment the previous caller really woke up. A runtime that is stalled for a while
+//! (blocking I/O on a worker, an overloaded host) therefore delays requests but never lets
+//! slots that were handed out before the stall fire together after it. Found by the
+//! fault-injection test (`tests/faults.rs`), which measures the rate at the server.
+//!
 //! [`Spacing`] is the pure schedule (an injected clock in, a start time out); `Limits` adds
 //! the sleeping and the semaphore.
 
@@ -58,12 +65,23 @@ impl Spacing {
         self.next_free = Some(slot.checked_add(self.interval).unwrap_or(slot));
         slot
     }
+
+    /// Records that a request really started at `at` (possibly later than its slot): the next
+    /// slot is at least an interval after it.
+    pub fn started(&mut self, at: Instant) {
+        let after = at.checked_add(self.interval).unwrap_or(at);
+        if self.next_free.is_none_or(|free| free < after) {
+            self.next_free = Some(after);
+        }
+    }
 }
 
 /// The shared limits, applied around every attempt.
 #[derive(Debug)]
 pub(crate) struct Limits {
     spacing: Mutex<Spacing>,
+    /// Whose turn it is to wait for a slot (tokio's mutex is fair: FIFO).
+    turn: tokio::sync::Mutex<()>,
     permits: Semaphore,
 }
 
@@ -71,6 +89,7 @@ impl Limits {
     pub(crate) fn new(spacing: Spacing, max_concurrency: usize) -> Limits {
         Limits {
             spacing: Mutex::new(spacing),
+            turn: tokio::sync::Mutex::new(()),
             permits: Semaphore::new(max_concurrency),
         }
     }
@@ -89,14 +108,18 @@ impl Limits {
     pub(crate) async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
         // `acquire` fails only on a closed semaphore, and this one is never closed.
         let permit = self.permits.acquire().await.ok();
-        let slot = self
-            .spacing
+        let _turn = self.turn.lock().await;
+        let slot = self.spacing().reserve(Instant::now());
+        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+        self.spacing().started(Instant::now());
+        permit
+    }
+
+    fn spacing(&self) -> std::sync::MutexGuard<'_, Spacing> {
+        self.spacing
             .lock()
             // The guarded value is a plain schedule that is valid after any panic.
             .unwrap_or_else(PoisonError::into_inner)
-            .reserve(Instant::now());
-        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
-        permit
     }
 }
 
@@ -184,6 +207,25 @@ mod tests {
                 .windows(2)
                 .all(|w| w[1] - w[0] >= Duration::from_millis(200))
         );
+    }
+
+    #[test]
+    fn a_late_start_pushes_the_next_slot_back() {
+        let t0 = Instant::now();
+        let mut spacing = Spacing::new(10.0).expect("valid rate");
+        assert_eq!(spacing.reserve(t0), t0);
+        // The caller woke 350 ms late (a stalled runtime): the next request must not start
+        // before 100 ms after that, although its slot would have been at 100 ms.
+        spacing.started(t0 + Duration::from_millis(350));
+        assert_eq!(
+            spacing.reserve(t0 + Duration::from_millis(360)),
+            t0 + Duration::from_millis(450)
+        );
+        // A start on time changes nothing.
+        let mut spacing = Spacing::new(10.0).expect("valid rate");
+        spacing.reserve(t0);
+        spacing.started(t0);
+        assert_eq!(spacing.reserve(t0), t0 + Duration::from_millis(100));
     }
 
     #[tokio::test]

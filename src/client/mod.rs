@@ -324,7 +324,9 @@ impl TtpClient {
 
     /// `$providePatientData`: answers a `send_idat` task. Exactly one attempt; on
     /// [`ErrorClass::InDoubt`] the data may have arrived and the caller must reconcile before
-    /// sending it again. Any 2xx is success; the optional response `Bundle` is not used.
+    /// sending it again. A 2xx with an empty or JSON body is success (the optional response
+    /// `Bundle` is not used); a 2xx with any other body is [`ErrorClass::Protocol`]: it may
+    /// come from a proxy, so whether the data arrived is open.
     pub async fn provide_patient_data(
         &self,
         task_id: &str,

@@ -51,9 +51,9 @@ pub(crate) struct Transport {
 enum Expect {
     /// A JSON body: `Content-Type` checked, body returned.
     Json,
-    /// Success is the status alone: the body is drained and dropped. Used for
-    /// `$providePatientData`, where a 2xx means the data was accepted; reporting anything but
-    /// success for it would invite sending the IDAT a second time.
+    /// Success is the status: the body is read and dropped, but it must be empty or JSON (see
+    /// `Transport::accepted`). Used for `$providePatientData`, where a 2xx means the data was
+    /// accepted.
     StatusOnly,
 }
 
@@ -172,8 +172,9 @@ impl Transport {
             _ => Expect::Json,
         };
         if expect == Expect::StatusOnly {
-            drain(&mut response, self.max_response_bytes).await;
-            return Ok((status, Vec::new()));
+            return self
+                .accepted(op, status, content_type.as_deref(), &mut response)
+                .await;
         }
         if !is_json_content_type(content_type.as_deref()) {
             let shown: String = content_type
@@ -196,7 +197,8 @@ impl Transport {
                     op,
                     ErrorClass::Protocol,
                     format!(
-                        "response body exceeds max_response_bytes ({} bytes)",
+                        "response body exceeds the limit of {} bytes (max_response_bytes; \
+                         [ttp] max_response_size in the configuration)",
                         self.max_response_bytes
                     ),
                 ),
@@ -207,6 +209,49 @@ impl Transport {
             })
             .map(|body| (status, body))
             .map_err(|e| e.with_status(status))
+    }
+}
+
+impl Transport {
+    /// Whether a 2xx answer to a status-only operation comes from the dispatcher. An empty body
+    /// or a JSON one does; a body cut short after a 2xx status line does too (the status was
+    /// sent after the server acted). A complete body that is not JSON -- a proxy's HTML page,
+    /// garbage -- proves nothing about whether the request reached the dispatcher: that is a
+    /// [`ErrorClass::Protocol`] error, which the agent treats as "maybe processed" for
+    /// `$providePatientData` and settles with the next listing instead of assuming success.
+    async fn accepted(
+        &self,
+        op: Operation,
+        status: u16,
+        content_type: Option<&str>,
+        response: &mut Response,
+    ) -> Result<(u16, Vec<u8>), TtpError> {
+        let unusable = |why: String| {
+            Err(TtpError::new(
+                op,
+                ErrorClass::Protocol,
+                format!("HTTP {status} with {why}; it may not come from the dispatcher"),
+            )
+            .with_status(status))
+        };
+        match read_limited(response, self.max_response_bytes).await {
+            Ok(body) if body.iter().all(u8::is_ascii_whitespace) => Ok((status, Vec::new())),
+            Ok(body) => {
+                if !is_json_content_type(content_type) {
+                    let shown: String = content_type.unwrap_or("none").chars().take(100).collect();
+                    return unusable(format!("a body of Content-Type {shown:?}"));
+                }
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                    Ok(_) => Ok((status, Vec::new())),
+                    Err(_) => unusable("a body that is not valid JSON".into()),
+                }
+            }
+            Err(ReadError::TooLarge) => unusable(format!(
+                "a body larger than the limit of {} bytes (max_response_bytes)",
+                self.max_response_bytes
+            )),
+            Err(ReadError::Transport(_)) => Ok((status, Vec::new())),
+        }
     }
 }
 
@@ -235,17 +280,6 @@ async fn read_limited(response: &mut Response, limit: usize) -> Result<Vec<u8>, 
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// Reads and discards the body (up to `limit` bytes), so the connection can be reused.
-async fn drain(response: &mut Response, limit: usize) {
-    let mut seen = 0usize;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        seen = seen.saturating_add(chunk.len());
-        if seen >= limit {
-            break;
-        }
-    }
 }
 
 /// Reads at most `limit` bytes of the body, best effort: an error body that is cut short or

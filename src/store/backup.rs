@@ -347,7 +347,7 @@ fn build_restored(
         });
     }
 
-    std::fs::create_dir_all(staging).map_err(|e| error::from_io(staging, e))?;
+    super::create_private_dir(staging)?;
     let db = open_sled(staging, opts.cache_capacity)?;
     let trees = Trees::open(&db, staging)?;
     let sled_err = |e| error::from_sled(staging, e);

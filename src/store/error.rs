@@ -38,8 +38,8 @@ pub enum StoreError {
 
     /// sled reported corruption, or a stored value does not decode.
     #[error(
-        "the store at {} is corrupt or unreadable ({detail}); stop the agent, move the directory {} aside (keep it for analysis) and restore the latest backup into that path with the agent's restore command",
-        path.display(), path.display()
+        "the store at {} is corrupt or unreadable ({detail}); stop the agent and restore the latest backup with `ttp-agent restore --force BACKUP` (it moves the damaged directory aside for analysis, it deletes nothing)",
+        path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
 
@@ -101,9 +101,11 @@ pub(crate) fn from_io(path: &Path, source: io::Error) -> StoreError {
         return StoreError::DiskFull { path };
     }
     match source.kind() {
+        // `AlreadyExists`: creating the store directory found a file in its place.
         io::ErrorKind::PermissionDenied
         | io::ErrorKind::ReadOnlyFilesystem
-        | io::ErrorKind::NotADirectory => StoreError::NotWritable { path, source },
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::AlreadyExists => StoreError::NotWritable { path, source },
         _ => StoreError::Io { path, source },
     }
 }
@@ -199,7 +201,13 @@ mod tests {
 
     #[test]
     fn permission_problems_map_to_not_writable() {
-        for code in [libc::EACCES, libc::EPERM, libc::EROFS, libc::ENOTDIR] {
+        for code in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EROFS,
+            libc::ENOTDIR,
+            libc::EEXIST,
+        ] {
             let e = from_io(p(), io::Error::from_raw_os_error(code));
             assert!(matches!(e, StoreError::NotWritable { .. }), "{code}: {e:?}");
         }

@@ -191,13 +191,7 @@ impl Store {
     /// ([`StoreError::WrongKey`]) before returning.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         let path = opts.path.as_path();
-        if path.exists() && !path.is_dir() {
-            return Err(error::from_io(
-                path,
-                std::io::Error::from(std::io::ErrorKind::NotADirectory),
-            ));
-        }
-        std::fs::create_dir_all(path).map_err(|e| error::from_io(path, e))?;
+        create_private_dir(path)?;
         let db = open_sled(path, opts.cache_capacity)?;
         if db.was_recovered() {
             tracing::debug!(path = %path.display(), "opened an existing store");
@@ -265,6 +259,20 @@ impl Store {
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
         error::corrupt(&self.path, detail)
     }
+}
+
+/// Creates the store directory if it is missing, accessible to the agent's user only:
+/// pseudonyms, local ids and sealed IDAT are nobody else's business, and sled creates its files
+/// with the process umask, so the directory is what keeps others out. An existing directory
+/// keeps the mode the operator gave it.
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|e| error::from_io(path, e))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| error::from_io(path, e))
 }
 
 /// Opens the sled database, retrying briefly while its lock is taken.
