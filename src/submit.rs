@@ -461,9 +461,17 @@ impl Agent {
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         let mut stats = RegisterStats::default();
         let now = Utc::now();
-        let mut pending = self
-            .store
-            .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
+        // The counters are kept in the same transactions as the records, so they are exact:
+        // when nothing waits, skip the full scan (every cycle calls this, and a site may hold
+        // a million records).
+        let counts = self.store.record_counts()?;
+        let mut pending = if counts.new == 0 && counts.sending == 0 {
+            Vec::new()
+        } else {
+            self.store.records_in_states(|s| {
+                matches!(s, RecordState::New | RecordState::Sending { .. })
+            })?
+        };
         let quiet = self.quiet_clearings(now)?;
         if !quiet.is_empty() {
             tracing::info!(

@@ -292,12 +292,7 @@ impl Agent {
         self.store.flush()?;
 
         // Dispatch.
-        let ready = plan::ready(all, now);
-        report.dispatch = self.dispatch(ready).await?;
-
-        report.open_after = self
-            .store
-            .tasks()?
+        let open_before = all
             .iter()
             .filter(|t| {
                 matches!(
@@ -309,6 +304,13 @@ impl Agent {
                 )
             })
             .count();
+        let ready = plan::ready(all, now);
+        report.dispatch = self.dispatch(ready).await?;
+        // Every dispatched task was open (`Received` or a due `RetryWait`) and is counted in
+        // exactly one outcome; done, attention and expired leave the open set, the others stay
+        // in it. Counting so spares a scan (and decode) of every stored task.
+        let d = &report.dispatch;
+        report.open_after = open_before.saturating_sub(d.done + d.attention + d.expired);
         self.housekeeping(now, &mut report)?;
         self.store.set_meta_time(META_LAST_POLL_OK, Utc::now())?;
         self.store.flush()?;
