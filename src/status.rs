@@ -207,7 +207,8 @@ pub fn build(
     history_days: u32,
 ) -> Result<StatusReport, StoreError> {
     let now = Utc::now();
-    let tasks = store.tasks()?;
+    // Only open tasks are listed; finished ones only count in the history.
+    let tasks = store.tasks_where(|s| !s.is_final())?;
     let mut open_by_type: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut open = Vec::new();
     let mut failing = Vec::new();

@@ -179,9 +179,8 @@ impl Agent {
     pub fn recover(&self) -> Result<usize, StoreError> {
         let interrupted: Vec<TaskRecord> = self
             .store
-            .tasks()?
+            .tasks_where(|s| *s == TaskState::Running)?
             .into_iter()
-            .filter(|t| t.state == TaskState::Running)
             .map(|mut t| {
                 t.state = TaskState::InDoubt;
                 t
@@ -260,10 +259,12 @@ impl Agent {
             self.store.put_tasks(&batch)?;
         }
 
-        // Reconcile in-doubt answers and expire, over everything stored.
+        // Reconcile in-doubt answers and expire, over every open task (finished ones can
+        // neither be reconciled, expired nor dispatched; they are many, so they are skipped
+        // without being decoded).
         let mut changed = Vec::new();
         let mut all = Vec::new();
-        for mut rec in self.store.tasks()? {
+        for mut rec in self.store.tasks_where(|s| !s.is_final())? {
             if rec.state == TaskState::InDoubt {
                 let listed_now = merged.contains_key(&rec.key);
                 if let Some(resolved) = merge::reconcile_in_doubt(
@@ -363,10 +364,7 @@ impl Agent {
     ) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
-        for t in self.store.tasks()? {
-            if t.state.is_final() {
-                continue;
-            }
+        for t in self.store.tasks_where(|s| !s.is_final())? {
             match &t.task.kind {
                 TaskKind::SendIdat { subject, .. } => match subject {
                     SendIdatSubject::BloomFilter(bf) => subjects.insert(bf.0.clone()),
@@ -385,7 +383,9 @@ impl Agent {
     /// When the daemon must wake up for work of its own (a retry coming due, an in-doubt
     /// answer that a fresh listing can now judge), independent of the cron schedule.
     pub fn next_own_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tasks = self.store.tasks()?;
+        let tasks = self
+            .store
+            .tasks_where(|s| matches!(s, TaskState::RetryWait { .. } | TaskState::InDoubt))?;
         Ok([
             plan::next_retry(&tasks),
             plan::next_reconcile(&tasks, self.opts.settle),
