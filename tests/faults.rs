@@ -182,7 +182,12 @@ async fn thirty_percent_faulty_responses_lose_nothing_and_repeat_nothing() {
         "{stats:?}"
     );
     assert!(stats.faults_after_processing > 10, "{stats:?}");
-    assert!(cycles_failed > 0 || stats.faults_injected > 50);
+    for status in [408, 429, 500, 502, 503, 504] {
+        assert!(
+            stats.status_counts.get(&status).is_some_and(|&n| n > 0),
+            "no {status} was injected: {stats:?}"
+        );
+    }
 
     // Nothing repeated that must not be, nothing sent that was not asked for.
     assert_eq!(stats.duplicate_provides, 0, "IDAT sent twice: {stats:?}");
