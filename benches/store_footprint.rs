@@ -6,8 +6,12 @@
 //! * `STORE_BENCH_RECORDS` (default 1,000,000): records in the bulk import.
 //! * `STORE_BENCH_CYCLES` (default 5): churn cycles after the import. Each inserts 5% more
 //!   records, moves them through the registration states, purges their IDAT, and runs
-//!   1,000 tasks from `Received` to a purge into the history counters.
-//! * `STORE_BENCH_DIR`: where to put the store (default: a temporary directory).
+//!   1,000 tasks from `Received` to a purge into the history counters. At the end the store
+//!   is compacted (`Store::compact`).
+//! * `STORE_BENCH_DIR`: where to put the store (default: a temporary directory);
+//!   `STORE_BENCH_KEY`: write (or, with `STORE_BENCH_OPEN_ONLY`, read) the IDAT key file there.
+//! * `STORE_BENCH_IMPORT_ONLY`: stop after the import (to measure the next open separately).
+//! * `STORE_BENCH_OPEN_ONLY`: only open the existing store and scan it once, in this process.
 //!
 //! Raw size of a record = local id + filter + IDAT values, the yardstick of the issue
 //! ("≤ 3× raw on disk").
@@ -127,13 +131,64 @@ fn task(i: u64, state: TaskState) -> TaskRecord {
     }
 }
 
+/// `STORE_BENCH_OPEN_ONLY=1` with `STORE_BENCH_DIR` and `STORE_BENCH_KEY` (a key file): measure
+/// opening an existing store in a fresh process (sled's memory use on open).
+fn open_only() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::var_os("STORE_BENCH_DIR").ok_or("STORE_BENCH_DIR is required")?;
+    let key = std::env::var_os("STORE_BENCH_KEY").ok_or("STORE_BENCH_KEY is required")?;
+    let opts = StoreOptions::new(dir, IdatKey::from_file(std::path::Path::new(&key))?);
+    let (rss_before, _) = rss_kib();
+    let started = Instant::now();
+    let store = Store::open(&opts)?;
+    let open_time = started.elapsed();
+    let (rss_open, _) = rss_kib();
+    let counts = store.record_counts()?;
+    let started = Instant::now();
+    let scanned = store.records_in_states(|_| false)?.len();
+    let scan_time = started.elapsed();
+    let (rss_scan, peak) = rss_kib();
+    if std::env::var_os("STORE_BENCH_RESTORE_TOO").is_some() {
+        let temp = tempfile::tempdir()?;
+        let backup = temp.path().join("b");
+        store.backup_to(&backup)?;
+        println!("after backup: RSS {} MiB", rss_kib().0 / 1024);
+        let target = StoreOptions::new(temp.path().join("r"), opts.idat_key.clone());
+        Store::restore_from(&backup, &target)?;
+        println!(
+            "after restore: RSS {} MiB (peak {} MiB)",
+            rss_kib().0 / 1024,
+            rss_kib().1 / 1024
+        );
+    }
+    println!(
+        "open only: {:.2} s, RSS {} -> {} MiB after open, {} MiB after a full scan ({:.1} s, {} of {} matched), peak {} MiB; on disk {:.1} MiB",
+        open_time.as_secs_f64(),
+        rss_before / 1024,
+        rss_open / 1024,
+        rss_scan / 1024,
+        scan_time.as_secs_f64(),
+        scanned,
+        counts.total,
+        peak / 1024,
+        mib(store.size_on_disk()?)
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("STORE_BENCH_OPEN_ONLY").is_some() {
+        return open_only();
+    }
     let n = env_u64("STORE_BENCH_RECORDS", 1_000_000);
     let cycles = env_u64("STORE_BENCH_CYCLES", 5);
     let temp = tempfile::tempdir()?;
     let dir = std::env::var_os("STORE_BENCH_DIR")
         .map_or_else(|| temp.path().join("store"), std::path::PathBuf::from);
-    let opts = StoreOptions::new(&dir, IdatKey::generate());
+    let key = IdatKey::generate();
+    if let Some(key_file) = std::env::var_os("STORE_BENCH_KEY") {
+        std::fs::write(key_file, key.to_file_text())?;
+    }
+    let opts = StoreOptions::new(&dir, key);
     println!(
         "store_footprint: {n} records, {cycles} churn cycles, store at {}",
         dir.display()
@@ -154,6 +209,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss / 1024,
         peak / 1024
     );
+    if std::env::var_os("STORE_BENCH_IMPORT_ONLY").is_some() {
+        return Ok(());
+    }
+    let backup = temp.path().join("store.backup");
+    let started = Instant::now();
+    store.backup_to(&backup)?;
+    let restored = StoreOptions::new(temp.path().join("restored"), opts.idat_key.clone());
+    Store::restore_from(&backup, &restored)?;
+    let size_restored = Store::open(&restored)?.size_on_disk()?;
+    println!(
+        "backup + restore: {:.1} s; backup file {:.1} MiB, restored store {:.1} MiB = {:.2}x raw",
+        started.elapsed().as_secs_f64(),
+        mib(std::fs::metadata(&backup)?.len()),
+        mib(size_restored),
+        size_restored as f64 / raw as f64
+    );
+    std::fs::remove_file(&backup)?;
+    std::fs::remove_dir_all(&restored.path)?;
     drop(store);
 
     let started = Instant::now();
@@ -230,5 +303,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             peak / 1024
         );
     }
+    drop(store);
+    let started = Instant::now();
+    let compacted = Store::compact(&opts)?;
+    println!(
+        "compact: {:.1} s; {:.1} MiB -> {:.1} MiB = {:.2}x raw",
+        started.elapsed().as_secs_f64(),
+        mib(compacted.bytes_before),
+        mib(compacted.bytes_after),
+        compacted.bytes_after as f64 / raw as f64
+    );
     Ok(())
 }

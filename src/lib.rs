@@ -12,15 +12,19 @@
 //! * [`submit`]: encoding and registering records.
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
+//! * [`admin`]: the daemon's HTTP surface (health, readiness, metrics, status page) and alerts.
 //! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod handover;
 pub mod logging;
 pub mod notify;
+pub mod resolve;
 pub mod status;
 pub mod store;
 pub mod submit;

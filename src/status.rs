@@ -2,32 +2,103 @@
 //!
 //! Built from the store alone (no network), shared by `ttp-agent status`, the admin page and
 //! the metrics. It names tasks by their key and records by their local id; it never contains
-//! IDAT, Bloom filters or pseudonyms.
+//! IDAT, Bloom filters or pseudonyms. The audit trail's entries are shown as stored: they name
+//! tasks and records, and hold the comments people gave.
+//!
+//! The report is also the wire format of the daemon's `/api/status` (`ttp-agent status` asks
+//! the running daemon when the store is locked by it), so it deserialises too. Fields added
+//! later carry `#[serde(default)]`, so a report from a slightly older daemon still reads.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use ttp_proto::TaskKind;
 
 use crate::agent::{META_LAST_POLL_OK, expire};
-use crate::domain::{TaskRecord, TaskState};
-use crate::store::{Store, StoreError};
+use crate::domain::{Attention, TaskRecord, TaskState};
+use crate::handover::{self, HandoverStatus};
+use crate::store::{AuditEntry, Store, StoreError};
 
-#[derive(Clone, Debug, Serialize)]
+/// How many of the newest audit entries the report shows.
+pub const RECENT_AUDIT_ENTRIES: usize = 10;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub generated_at: DateTime<Utc>,
     pub last_successful_poll: Option<DateTime<Utc>>,
+    /// The warning window before expiry the `urgent` flags were computed with.
+    #[serde(default)]
+    pub warn_window_seconds: i64,
+    /// The headline numbers.
+    #[serde(default)]
+    pub summary: Summary,
     /// Open tasks: type → state → count.
     pub open_by_type: BTreeMap<String, BTreeMap<String, usize>>,
     /// Open tasks, most urgent first.
     pub open: Vec<TaskLine>,
+    /// Open tasks whose last attempt failed (retrying or in doubt), most urgent first.
+    #[serde(default)]
+    pub failing: Vec<TaskLine>,
     pub needs_attention: Vec<TaskLine>,
     pub records: RecordSummary,
     pub history: Vec<DayLine>,
+    /// Alert deliveries to the webhook (`[admin] webhook_url`).
+    #[serde(default)]
+    pub webhook: WebhookSummary,
+    /// Set when the report comes from the running daemon (`/api/status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonInfo>,
+    /// Pseudonym hand-over: export backlog, webhook deliveries.
+    #[serde(default)]
+    pub handover: HandoverStatus,
+    /// The newest manual actions (resolve commands, restores), oldest first.
+    #[serde(default)]
+    pub recent_audit: Vec<AuditEntry>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// The numbers a coordinator looks at first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Open tasks the agent works on by itself (not waiting for a person).
+    pub open: usize,
+    pub needs_attention: usize,
+    /// Open or needs-attention tasks that expire within the warning window.
+    pub expiring_soon: usize,
+    /// Open tasks whose last attempt failed.
+    pub failing: usize,
+}
+
+/// Webhook deliveries still to be made, and those given up on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSummary {
+    pub pending: usize,
+    /// Pending deliveries that have failed at least once.
+    pub failing: usize,
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// The error of the most recent failed attempt.
+    pub last_error: Option<String>,
+    /// Deliveries abandoned after retrying for too long (since the store was created).
+    pub dropped: u64,
+}
+
+/// What only the running daemon knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub study: String,
+    pub target: String,
+    pub ready: bool,
+    /// Why `/readyz` answers 503, in plain words.
+    pub not_ready_reason: Option<String>,
+    pub last_cycle_at: Option<DateTime<Utc>>,
+    /// The error of the last poll cycle, if it failed.
+    pub last_cycle_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskLine {
     pub key: String,
     pub task_type: String,
@@ -39,10 +110,16 @@ pub struct TaskLine {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub reason: Option<String>,
+    /// What a person should do about a task that needs attention, in plain words.
+    #[serde(default)]
+    pub advice: Option<String>,
     pub first_seen: DateTime<Utc>,
+    /// When a task waiting to be retried is tried again.
+    #[serde(default)]
+    pub next_attempt: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RecordSummary {
     pub total: u64,
     pub pending_registration: u64,
@@ -51,7 +128,7 @@ pub struct RecordSummary {
     pub rejected: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DayLine {
     pub day: String,
     pub done: BTreeMap<String, u64>,
@@ -82,8 +159,45 @@ fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLin
             TaskState::NeedsAttention { reason } => Some(reason.to_string()),
             _ => None,
         },
+        advice: match &rec.state {
+            TaskState::NeedsAttention { reason } => advice(reason).map(str::to_owned),
+            _ => None,
+        },
         first_seen: rec.first_seen,
+        next_attempt: match rec.state {
+            TaskState::RetryWait { next_at } => Some(next_at),
+            _ => None,
+        },
     }
+}
+
+/// What to do about a task that needs a person: the step a coordinator (or the site's IT)
+/// takes, for the status page and alerts. `None` when nothing is left to do.
+pub fn advice(reason: &Attention) -> Option<&'static str> {
+    Some(match reason {
+        Attention::UnknownRecord => {
+            "Check that the patient's record was submitted from this site; if it was not, tell the fTTP operator."
+        }
+        Attention::MissingElements(_) => {
+            "Add the missing data to the record with `ttp-agent resolve add-element` before the deadline."
+        }
+        Attention::UnknownTaskType(_) => {
+            "Update ttp-agent to a version that knows this task type; until then it is kept and shown here."
+        }
+        Attention::MalformedTask(_) => {
+            "Tell the fTTP operator that the agent received a task it cannot read; it is kept and shown here."
+        }
+        Attention::Rejected { .. } => {
+            "Ask the fTTP operator what the error means; the answer is not sent again by itself."
+        }
+        Attention::IdatPurged => {
+            "Submit the patient's record again (its data was deleted after the retention period)."
+        }
+        Attention::PseudonymConflict => {
+            "Ask the fTTP operator which pseudonym is valid for this patient."
+        }
+        Attention::Handled => return None,
+    })
 }
 
 /// Build the report. `warn` is the warning window before expiry (`[admin] warn_before_expiry`).
@@ -93,9 +207,11 @@ pub fn build(
     history_days: u32,
 ) -> Result<StatusReport, StoreError> {
     let now = Utc::now();
-    let tasks = store.tasks()?;
+    // Only open tasks are listed; finished ones only count in the history.
+    let tasks = store.tasks_where(|s| !s.is_final())?;
     let mut open_by_type: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut open = Vec::new();
+    let mut failing = Vec::new();
     let mut needs_attention = Vec::new();
     for t in &tasks {
         if t.state.is_final() {
@@ -110,6 +226,9 @@ pub fn build(
         if matches!(t.state, TaskState::NeedsAttention { .. }) {
             needs_attention.push(l);
         } else {
+            if l.last_error.is_some() {
+                failing.push(l.clone());
+            }
             open.push(l);
         }
     }
@@ -120,7 +239,18 @@ pub fn build(
             .then(a.first_seen.cmp(&b.first_seen))
     };
     open.sort_by(by_urgency);
+    failing.sort_by(by_urgency);
     needs_attention.sort_by(by_urgency);
+    let summary = Summary {
+        open: open.len(),
+        needs_attention: needs_attention.len(),
+        expiring_soon: open
+            .iter()
+            .chain(&needs_attention)
+            .filter(|l| l.urgent)
+            .count(),
+        failing: failing.len(),
+    };
     let counts = store.record_counts()?;
     let history = store
         .history(history_days)?
@@ -138,8 +268,11 @@ pub fn build(
     Ok(StatusReport {
         generated_at: now,
         last_successful_poll: store.meta_time(META_LAST_POLL_OK)?,
+        warn_window_seconds: warn.num_seconds(),
+        summary,
         open_by_type,
         open,
+        failing,
         needs_attention,
         records: RecordSummary {
             total: counts.total,
@@ -149,7 +282,59 @@ pub fn build(
             rejected: counts.rejected,
         },
         history,
+        webhook: webhook_summary(store)?,
+        daemon: None,
+        handover: handover::status(store)?,
+        recent_audit: store.recent_audit(RECENT_AUDIT_ENTRIES)?,
     })
+}
+
+fn webhook_summary(store: &Store) -> Result<WebhookSummary, StoreError> {
+    let pending = store.pending_deliveries()?;
+    let last_failed = pending
+        .iter()
+        .filter(|d| d.last_error.is_some())
+        .max_by_key(|d| d.last_attempt);
+    Ok(WebhookSummary {
+        pending: pending.len(),
+        failing: pending.iter().filter(|d| d.attempts > 0).count(),
+        oldest_pending: pending.iter().map(|d| d.created_at).min(),
+        last_attempt: pending.iter().filter_map(|d| d.last_attempt).max(),
+        last_error: last_failed.and_then(|d| d.last_error.clone()),
+        dropped: store.dropped_deliveries()?,
+    })
+}
+
+fn render_handover(out: &mut String, h: &HandoverStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\npseudonym hand-over: {} obtained, {} not yet exported with `export --new`",
+        h.obtained, h.export_pending
+    );
+    if let Some(w) = &h.webhook {
+        let when = |t: Option<DateTime<Utc>>| {
+            t.map_or("never".to_string(), |t| {
+                t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            })
+        };
+        let _ = writeln!(
+            out,
+            "  webhook: {} pending, delivered through seq {}, last success {}",
+            w.pending,
+            w.delivered_through,
+            when(w.state.last_success)
+        );
+        if let Some(since) = w.state.failing_since {
+            let _ = writeln!(
+                out,
+                "  ! webhook failing since {} ({} attempts): {}",
+                when(Some(since)),
+                w.state.consecutive_failures,
+                w.state.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Seconds as a short human duration: `3d 4h`, `5h 12m`, `42m`, `expired`.
@@ -169,6 +354,28 @@ pub fn human_duration(secs: i64) -> String {
 pub fn render_text(r: &StatusReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    if let Some(d) = &r.daemon {
+        let _ = writeln!(
+            out,
+            "agent: running since {} (version {}), {}",
+            d.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            d.version,
+            match (&d.not_ready_reason, d.ready) {
+                (_, true) => "ready".to_string(),
+                (Some(why), false) => format!("NOT READY: {why}"),
+                (None, false) => "NOT READY".to_string(),
+            }
+        );
+        if let Some(e) = &d.last_cycle_error {
+            let _ = writeln!(out, "last poll failed: {e}");
+        }
+    }
+    let s = &r.summary;
+    let _ = writeln!(
+        out,
+        "tasks: {} need attention, {} expire soon, {} failing, {} open",
+        s.needs_attention, s.expiring_soon, s.failing, s.open
+    );
     let _ = writeln!(
         out,
         "last successful poll: {}",
@@ -209,6 +416,19 @@ pub fn render_text(r: &StatusReport) -> String {
             );
         }
     }
+    if !r.failing.is_empty() {
+        let _ = writeln!(out, "\nfailing (the agent retries by itself):");
+        for t in &r.failing {
+            let _ = writeln!(
+                out,
+                "  {} ({}, {} attempt(s)): {}",
+                t.key,
+                t.task_type,
+                t.attempts,
+                t.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
     if !r.needs_attention.is_empty() {
         let _ = writeln!(out, "\nneeds attention:");
         for t in &r.needs_attention {
@@ -219,6 +439,37 @@ pub fn render_text(r: &StatusReport) -> String {
                 t.task_type,
                 t.seconds_to_expiry.map_or("-".into(), human_duration),
                 t.reason.as_deref().unwrap_or("")
+            );
+            if let Some(advice) = &t.advice {
+                let _ = writeln!(out, "    what to do: {advice}");
+            }
+        }
+    }
+    let w = &r.webhook;
+    if w.pending > 0 || w.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "\nwebhook: {} alert(s) waiting to be delivered ({} failed so far), {} dropped{}",
+            w.pending,
+            w.failing,
+            w.dropped,
+            w.last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!("; last error: {e}"))
+        );
+    }
+    render_handover(&mut out, &r.handover);
+    if !r.recent_audit.is_empty() {
+        let _ = writeln!(out, "\nrecent manual actions (audit trail):");
+        for a in &r.recent_audit {
+            let _ = writeln!(
+                out,
+                "  {}  {:<12} {:<20} {}  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                a.actor,
+                a.action,
+                a.subject,
+                a.detail
             );
         }
     }
@@ -236,6 +487,28 @@ pub fn render_text(r: &StatusReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_but_handled_tells_what_to_do() {
+        use ttp_proto::IdatElement;
+        let reasons = [
+            Attention::UnknownRecord,
+            Attention::MissingElements(vec![IdatElement::Family]),
+            Attention::UnknownTaskType("x".into()),
+            Attention::MalformedTask("x".into()),
+            Attention::Rejected {
+                status: 422,
+                detail: "x".into(),
+            },
+            Attention::IdatPurged,
+            Attention::PseudonymConflict,
+        ];
+        for r in &reasons {
+            let advice = advice(r).unwrap_or_else(|| panic!("no advice for {r:?}"));
+            assert!(advice.ends_with('.'), "{advice}");
+        }
+        assert_eq!(advice(&Attention::Handled), None);
+    }
 
     #[test]
     fn durations_read_naturally() {

@@ -14,9 +14,11 @@
 //!    again, which the fTTP answers the same way (the operation is idempotent per filter).
 //!
 //! The daemon calls step 4 at the start of every cycle, so records submitted while the fTTP was
-//! down are registered as soon as it is back. Step 4 also sends records again whose clearing
-//! has gone quiet for a day (`AgentOptions::clearing_recheck`): the only way to recover a
-//! pseudonym whose `dic_psn_available` was listed in a response the agent never received.
+//! down are registered as soon as it is back. Step 4 also picks up records that have been
+//! awaiting clearing for `[submit] recheck_after`: the site never acknowledges a
+//! `dic_psn_available`, so if the agent missed every listing of one (a crash after the fTTP
+//! answered and before the listing was on disk, each time), registering the filter again is the
+//! only way back to its pseudonym — and it is safe, because the operation is idempotent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -29,7 +31,7 @@ use ttp_proto::{BloomFilter, IdatElement};
 use crate::agent::Agent;
 use crate::client::ErrorClass;
 use crate::domain::{Idat, LocalRecord, RecordState};
-use crate::store::{InsertOutcome, Store, StoreError};
+use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
 /// One row of the input file, validated.
 #[derive(Clone, PartialEq)]
@@ -439,19 +441,43 @@ pub fn apply_psn_response(
     }
 }
 
+/// Whether `register_pending` sends this record: new ones, interrupted batches, and records
+/// whose clearing has shown no result for `recheck_after`. Pure.
+pub fn needs_registration(
+    rec: &LocalRecord,
+    now: chrono::DateTime<Utc>,
+    recheck_after: chrono::Duration,
+) -> bool {
+    match rec.state {
+        RecordState::New | RecordState::Sending { .. } => true,
+        RecordState::AwaitingClearing => rec.updated_at + recheck_after <= now,
+        RecordState::Pseudonymised | RecordState::Rejected { .. } => false,
+    }
+}
+
 impl Agent {
-    /// Send every record that is `New`, or `Sending` from an interrupted run, in batches.
+    /// Send every record that is `New`, `Sending` from an interrupted run, or awaiting clearing
+    /// for longer than `recheck_after`, in batches.
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         let mut stats = RegisterStats::default();
-        let mut pending = self
-            .store
-            .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))?;
-        let quiet = self.quiet_clearings(Utc::now())?;
+        let now = Utc::now();
+        // The counters are kept in the same transactions as the records, so they are exact:
+        // when nothing waits, skip the full scan (every cycle calls this, and a site may hold
+        // a million records).
+        let counts = self.store.record_counts()?;
+        let mut pending = if counts.new == 0 && counts.sending == 0 {
+            Vec::new()
+        } else {
+            self.store.records_in_states(|s| {
+                matches!(s, RecordState::New | RecordState::Sending { .. })
+            })?
+        };
+        let quiet = self.quiet_clearings(now)?;
         if !quiet.is_empty() {
             tracing::info!(
                 count = quiet.len(),
                 "registering records again whose clearing has gone quiet (no task about them for {}h); a pseudonym the fTTP announced in a lost listing comes back this way",
-                self.opts.clearing_recheck.num_hours()
+                self.opts.recheck_after.num_hours()
             );
             stats.rechecked = quiet.len();
             pending.extend(quiet);
@@ -533,23 +559,22 @@ impl Agent {
 }
 
 impl Agent {
-    /// Records `AwaitingClearing` for longer than `clearing_recheck` that no open task refers
+    /// Records `AwaitingClearing` for longer than `recheck_after` that no open task refers
     /// to. Their clearing may have finished with a `dic_psn_available` the agent never saw: the
     /// fTTP may list that task only a few times (or once), and a listing can be lost after the
     /// fTTP sent it (a timeout, a dropped connection, a crash before the merge was stored).
     /// Registering the filter again is the protocol's way back: a finished clearing answers
     /// with the pseudonym, one still running answers with nothing (no harm done), and the
-    /// record waits another `clearing_recheck` before the next try.
+    /// record waits another `recheck_after` before the next try.
     fn quiet_clearings(&self, now: chrono::DateTime<Utc>) -> Result<Vec<LocalRecord>, StoreError> {
         if self.store.record_counts()?.awaiting_clearing == 0 {
             return Ok(Vec::new());
         }
-        let cutoff = now - self.opts.clearing_recheck;
         let quiet: Vec<LocalRecord> = self
             .store
             .records_in_states(|s| *s == RecordState::AwaitingClearing)?
             .into_iter()
-            .filter(|r| r.updated_at <= cutoff)
+            .filter(|r| needs_registration(r, now, self.opts.recheck_after))
             .collect();
         if quiet.is_empty() {
             return Ok(quiet);
@@ -561,9 +586,6 @@ impl Agent {
             .collect())
     }
 }
-
-/// The meta key under which the store remembers which encoding profile made its filters.
-pub const META_PROFILE_FINGERPRINT: &str = "encoding_profile_fingerprint";
 
 /// Refuse to mix filters of two different profiles in one store: they would not link.
 pub fn check_profile(store: &Store, encoder: &ProfileEncoder) -> Result<(), String> {
@@ -741,6 +763,46 @@ mod tests {
         assert!(validate_value(IdatElement::Birthdate, "2023-02-29").is_err());
         assert!(validate_value(IdatElement::Birthdate, "1985-3-14").is_err());
         assert!(validate_value(IdatElement::Given, "A\u{0}B").is_err());
+    }
+
+    #[test]
+    fn registration_picks_new_interrupted_and_long_waiting_records() {
+        let now = Utc::now();
+        let week = chrono::Duration::days(7);
+        let rec = |state: RecordState, age_days: i64| LocalRecord {
+            local_id: "x".into(),
+            bloom_filter: vec![1],
+            idat: None,
+            state,
+            pseudonym: None,
+            created_at: now,
+            updated_at: now - chrono::Duration::days(age_days),
+        };
+        assert!(needs_registration(&rec(RecordState::New, 0), now, week));
+        assert!(needs_registration(
+            &rec(RecordState::Sending { batch: 3 }, 0),
+            now,
+            week
+        ));
+        assert!(!needs_registration(
+            &rec(RecordState::AwaitingClearing, 6),
+            now,
+            week
+        ));
+        assert!(needs_registration(
+            &rec(RecordState::AwaitingClearing, 7),
+            now,
+            week
+        ));
+        assert!(!needs_registration(
+            &rec(RecordState::Pseudonymised, 99),
+            now,
+            week
+        ));
+        let rejected = RecordState::Rejected {
+            code: "invalid".into(),
+        };
+        assert!(!needs_registration(&rec(rejected, 99), now, week));
     }
 
     #[test]

@@ -240,7 +240,7 @@ async fn thirty_percent_faulty_responses_lose_nothing_and_repeat_nothing() {
 
 /// A `dic_psn_available` the fTTP lists only once, in a response that is lost after the fTTP
 /// sent it, would leave its record without a pseudonym for good. The agent registers records
-/// whose clearing has gone quiet again (`clearing_recheck`) -- but not while a task about the
+/// whose clearing has gone quiet again (`recheck_after`) -- but not while a task about the
 /// record is still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_again() {
@@ -290,7 +290,7 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     // A day later (here: an agent whose recheck interval is zero) a is registered again and
     // gets its pseudonym directly; b, whose task is still open, is left alone.
     let mut opts = agent.options().clone();
-    opts.clearing_recheck = chrono::Duration::zero();
+    opts.recheck_after = chrono::Duration::zero();
     let later = ttp_agent::agent::Agent::new(
         agent.store().clone(),
         ttp_agent::cli::context::client(&loaded.config, &loaded.secrets).unwrap(),

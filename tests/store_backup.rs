@@ -248,3 +248,44 @@ fn backup_does_not_contain_idat_in_clear() {
     assert!(bytes.windows(6).any(|w| w == b"case-x"));
     assert!(!bytes.windows(12).any(|w| w == b"Plonkwhistle"));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn compaction_keeps_the_content_and_leaves_nothing_behind() {
+    let ts = TempStore::new();
+    let store = populated(&ts);
+    // Some churn, so there is garbage to drop.
+    let mut recs = store.records_in_states(|_| true).expect("records");
+    for r in &mut recs {
+        r.state = RecordState::AwaitingClearing;
+    }
+    store.update_records(&recs).expect("update");
+    let before_dir = ts.sibling("before");
+    let reference = {
+        let file = ts.sibling("reference.backup");
+        store.backup_to(&file).expect("backup");
+        let opts = StoreOptions::new(&before_dir, ts.opts.idat_key.clone());
+        Store::restore_from(&file, &opts).expect("restore");
+        opts
+    };
+
+    // Refused while the store is in use.
+    assert!(matches!(
+        Store::compact(&ts.opts),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+    let summary = Store::compact(&ts.opts).expect("compact");
+    assert!(summary.bytes_after > 0);
+
+    let compacted = ts.open();
+    assert_same_content(&Store::open(&reference).expect("reference"), &compacted);
+    assert!(compacted.check_integrity().expect("check").is_ok());
+    let leftovers: Vec<_> = std::fs::read_dir(ts.dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("compact"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -34,6 +34,10 @@ fn a_path_below_a_file_is_not_writable() {
     let err = Store::open(&opts).expect_err("not a directory");
     assert!(matches!(err, StoreError::NotWritable { .. }), "{err:?}");
     assert!(err.to_string().contains("plain-file"), "{err}");
+    // The store path itself being a file.
+    opts.path = file;
+    let err = Store::open(&opts).expect_err("a file");
+    assert!(matches!(err, StoreError::NotWritable { .. }), "{err:?}");
 }
 
 /// Drops this thread's capabilities that bypass file permissions, so a test running as root
@@ -123,7 +127,7 @@ fn new_store_gets_the_current_schema_version() {
     let ts = TempStore::new();
     let store = ts.open();
     assert_eq!(store.schema_version().expect("version"), CURRENT_SCHEMA);
-    assert_eq!(CURRENT_SCHEMA, 1);
+    assert_eq!(CURRENT_SCHEMA, 2);
 }
 
 #[test]

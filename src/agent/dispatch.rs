@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
+use tracing::Instrument as _;
 use ttp_proto::TaskKind;
 
 use super::handlers::{self, Effect, Outcome};
@@ -44,6 +45,17 @@ pub enum DispatchError {
     Auth(String),
     #[error("shutting down")]
     ShuttingDown,
+}
+
+/// The span every log line about one task is written in: its key and type (no IDAT: keys
+/// are type, target and a digest, or the fTTP's task id) and the attempt.
+fn task_span(rec: &TaskRecord) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        key = %rec.key,
+        task_type = rec.task.kind.type_name(),
+        attempt = rec.attempts
+    )
 }
 
 /// Whether a task's handler has an effect outside the agent (a request to the fTTP).
@@ -87,9 +99,11 @@ impl Agent {
         let mut record_updates = Vec::new();
         let mut to_send = Vec::new();
         for mut rec in wave {
+            let span = task_span(&rec);
+            let _entered = span.enter();
             if expire::expire_if_due(&mut rec, now) {
                 stats.expired += 1;
-                tracing::warn!(task = %rec.key, "task expired before it could be answered");
+                tracing::warn!("task expired before it could be answered");
                 finished.push(rec);
             } else if sends_request(&rec) {
                 rec.state = TaskState::Running;
@@ -123,10 +137,12 @@ impl Agent {
         let outcomes: Vec<(TaskRecord, Outcome)> = futures_util::stream::iter(to_send)
             .map(|rec| {
                 let agent = Arc::clone(self);
+                let span = task_span(&rec);
                 async move {
                     let outcome = agent.handle_network(&rec).await;
                     (rec, outcome)
                 }
+                .instrument(span)
             })
             .buffer_unordered(concurrency)
             .collect()
@@ -138,6 +154,8 @@ impl Agent {
         let mut tasks = Vec::with_capacity(outcomes.len());
         for (rec, outcome) in outcomes {
             records.extend(outcome.records);
+            let span = task_span(&rec);
+            let _entered = span.enter();
             tasks.push(self.apply(rec, outcome.effect, now, stats));
         }
         if !records.is_empty() {
@@ -156,7 +174,9 @@ impl Agent {
                 pseudonym,
             } => {
                 if target != &self.opts.target {
-                    tracing::warn!(task = %rec.key, "task names another target than this site's; acting on it anyway");
+                    tracing::warn!(
+                        "task names another target than this site's; acting on it anyway"
+                    );
                 }
                 handlers::dic_psn_available::handle(&self.store, bloom_filter, pseudonym, now)
             }
@@ -167,9 +187,8 @@ impl Agent {
         }
     }
 
+    /// Runs in the task's span (see `dispatch_wave`).
     async fn handle_network(&self, rec: &TaskRecord) -> Outcome {
-        let span = tracing::info_span!("task", key = %rec.key, attempt = rec.attempts);
-        let _entered = span.enter();
         // Re-check the deadline at the last moment: a long wave must not answer late.
         if expire::is_past_deadline(rec, Utc::now()) {
             return Outcome::effect(Effect::Retry {
@@ -177,7 +196,7 @@ impl Agent {
                 retry_after: None,
             });
         }
-        drop(_entered);
+        tracing::debug!("sending the task's request to the fTTP");
         match &rec.task.kind {
             TaskKind::SendIdat {
                 task_id,
@@ -220,7 +239,7 @@ impl Agent {
         match effect {
             Effect::Done => {
                 stats.done += 1;
-                tracing::info!(task = %rec.key, "task done");
+                tracing::info!("task done");
                 rec.state = TaskState::Done { at: now };
                 rec.last_error = None;
             }
@@ -237,26 +256,26 @@ impl Agent {
                         rec.task.expires.map(|e| e.with_timezone(&Utc)),
                         now,
                     );
-                    tracing::warn!(task = %rec.key, %error, retry_at = %next_at, "task failed; will retry");
+                    tracing::warn!(%error, retry_at = %next_at, "task failed; will retry");
                     rec.state = TaskState::RetryWait { next_at };
                 }
                 rec.last_error = Some(error);
             }
             Effect::InDoubt { error } => {
                 stats.in_doubt += 1;
-                tracing::warn!(task = %rec.key, %error, "answer may or may not have reached the fTTP; the next listing decides");
+                tracing::warn!(%error, "answer may or may not have reached the fTTP; the next listing decides");
                 rec.state = TaskState::InDoubt;
                 rec.last_error = Some(error);
             }
             Effect::Attention(reason) => {
                 stats.attention += 1;
-                tracing::warn!(task = %rec.key, reason = %reason, "task needs attention");
+                tracing::warn!(reason = %reason, "task needs attention");
                 rec.last_error = Some(reason.to_string());
                 rec.state = TaskState::NeedsAttention { reason };
             }
             Effect::AuthFailed { error } => {
                 stats.auth_failed += 1;
-                tracing::error!(task = %rec.key, %error, "the fTTP refused the agent's credentials");
+                tracing::error!(%error, "the fTTP refused the agent's credentials");
                 // Not processed and not the task's fault: back to the queue, attempt not counted.
                 rec.state = TaskState::Received;
                 rec.attempts = rec.attempts.saturating_sub(1);

@@ -49,11 +49,11 @@ pub struct AgentOptions {
     pub wave_size: usize,
     pub retry: RetrySettings,
     pub batch_size: usize,
-    pub task_retention: chrono::Duration,
-    pub idat_retention: chrono::Duration,
     /// A record `AwaitingClearing` this long, with no open task about it, is registered again
     /// (see `Agent::register_pending`): its `dic_psn_available` may have been lost.
-    pub clearing_recheck: chrono::Duration,
+    pub recheck_after: chrono::Duration,
+    pub task_retention: chrono::Duration,
+    pub idat_retention: chrono::Duration,
 }
 
 impl AgentOptions {
@@ -67,9 +67,9 @@ impl AgentOptions {
             wave_size: 512,
             retry: RetrySettings::default(),
             batch_size: 50,
+            recheck_after: chrono::Duration::days(7),
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
-            clearing_recheck: chrono::Duration::hours(24),
         }
     }
 }
@@ -179,9 +179,8 @@ impl Agent {
     pub fn recover(&self) -> Result<usize, StoreError> {
         let interrupted: Vec<TaskRecord> = self
             .store
-            .tasks()?
+            .tasks_where(|s| *s == TaskState::Running)?
             .into_iter()
-            .filter(|t| t.state == TaskState::Running)
             .map(|mut t| {
                 t.state = TaskState::InDoubt;
                 t
@@ -198,8 +197,18 @@ impl Agent {
         Ok(interrupted.len())
     }
 
-    /// One poll cycle (see the module docs).
+    /// One poll cycle (see the module docs), in a `poll` span that carries the poll's
+    /// sequence number once the listing has been fetched.
     pub async fn poll_cycle(self: &Arc<Self>) -> Result<CycleReport, CycleError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("poll", seq = tracing::field::Empty);
+        self.poll_cycle_inner(span.clone()).instrument(span).await
+    }
+
+    async fn poll_cycle_inner(
+        self: &Arc<Self>,
+        span: tracing::Span,
+    ) -> Result<CycleReport, CycleError> {
         let mut report = CycleReport {
             register: self.register_pending().await.map_err(|e| match e {
                 crate::submit::RegisterError::Auth(msg) => CycleError::Auth(msg),
@@ -217,6 +226,7 @@ impl Agent {
         })?;
         let now = Utc::now();
         let seq = self.store.next_poll_seq()?;
+        span.record("seq", seq);
         report.poll_seq = seq;
         report.listed = listing.tasks.len();
         report.problems = listing.problems.len();
@@ -249,10 +259,12 @@ impl Agent {
             self.store.put_tasks(&batch)?;
         }
 
-        // Reconcile in-doubt answers and expire, over everything stored.
+        // Reconcile in-doubt answers and expire, over every open task (finished ones can
+        // neither be reconciled, expired nor dispatched; they are many, so they are skipped
+        // without being decoded).
         let mut changed = Vec::new();
         let mut all = Vec::new();
-        for mut rec in self.store.tasks()? {
+        for mut rec in self.store.tasks_where(|s| !s.is_final())? {
             if rec.state == TaskState::InDoubt {
                 let listed_now = merged.contains_key(&rec.key);
                 if let Some(resolved) = merge::reconcile_in_doubt(
@@ -281,12 +293,7 @@ impl Agent {
         self.store.flush()?;
 
         // Dispatch.
-        let ready = plan::ready(all, now);
-        report.dispatch = self.dispatch(ready).await?;
-
-        report.open_after = self
-            .store
-            .tasks()?
+        let open_before = all
             .iter()
             .filter(|t| {
                 matches!(
@@ -298,6 +305,13 @@ impl Agent {
                 )
             })
             .count();
+        let ready = plan::ready(all, now);
+        report.dispatch = self.dispatch(ready).await?;
+        // Every dispatched task was open (`Received` or a due `RetryWait`) and is counted in
+        // exactly one outcome; done, attention and expired leave the open set, the others stay
+        // in it. Counting so spares a scan (and decode) of every stored task.
+        let d = &report.dispatch;
+        report.open_after = open_before.saturating_sub(d.done + d.attention + d.expired);
         self.housekeeping(now, &mut report)?;
         self.store.set_meta_time(META_LAST_POLL_OK, Utc::now())?;
         self.store.flush()?;
@@ -350,10 +364,7 @@ impl Agent {
     ) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
-        for t in self.store.tasks()? {
-            if t.state.is_final() {
-                continue;
-            }
+        for t in self.store.tasks_where(|s| !s.is_final())? {
             match &t.task.kind {
                 TaskKind::SendIdat { subject, .. } => match subject {
                     SendIdatSubject::BloomFilter(bf) => subjects.insert(bf.0.clone()),
@@ -372,7 +383,9 @@ impl Agent {
     /// When the daemon must wake up for work of its own (a retry coming due, an in-doubt
     /// answer that a fresh listing can now judge), independent of the cron schedule.
     pub fn next_own_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let tasks = self.store.tasks()?;
+        let tasks = self
+            .store
+            .tasks_where(|s| matches!(s, TaskState::RetryWait { .. } | TaskState::InDoubt))?;
         Ok([
             plan::next_retry(&tasks),
             plan::next_reconcile(&tasks, self.opts.settle),

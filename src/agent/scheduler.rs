@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::RngExt as _;
+use tokio::sync::watch;
 
 use super::{Agent, CycleError, CycleReport, Shutdown};
 
@@ -102,33 +103,49 @@ fn server_pause(err: &CycleError) -> Option<chrono::Duration> {
     }
 }
 
-/// Run until shutdown. `watchdog` is how often the loop must show it is alive (systemd's
-/// `WatchdogSec` / 2); `None` sleeps until the next due moment.
+/// Run until shutdown with a fixed schedule. `watchdog` is how often the loop must show it
+/// is alive (systemd's `WatchdogSec` / 2); `None` sleeps until the next due moment.
+pub async fn run(
+    agent: Arc<Agent>,
+    schedule: Schedule,
+    shutdown: Shutdown,
+    hooks: Arc<dyn DaemonHooks>,
+    watchdog: Option<Duration>,
+) -> Result<(), crate::store::StoreError> {
+    let (_unchanging, schedule) = watch::channel(schedule);
+    run_reloadable(agent, schedule, shutdown, hooks, watchdog).await
+}
+
+/// Run until shutdown, following `schedule`: a new value sent on the channel (a reload on
+/// SIGHUP) reschedules the next poll at once, without interrupting a cycle under way.
 ///
 /// A failing store ends the loop with the error: a full disk, a store that became unwritable
 /// or corrupt does not heal by polling again, and an agent that keeps running without being
 /// able to record what it does is worse than one that stops. The process exits non-zero and
 /// its supervisor (systemd) shows the reason and restarts it; `Agent::recover` makes the
 /// restart safe.
-pub async fn run(
+pub async fn run_reloadable(
     agent: Arc<Agent>,
-    schedule: Schedule,
+    mut schedule: watch::Receiver<Schedule>,
     mut shutdown: Shutdown,
     hooks: Arc<dyn DaemonHooks>,
     watchdog: Option<Duration>,
 ) -> Result<(), crate::store::StoreError> {
     hooks.ready();
     let mut consecutive_failures = 0u32;
-    let mut not_before: Option<DateTime<Utc>> = None;
+    // Once the sending side is gone the schedule can no longer change.
+    let mut schedule_open = true;
     loop {
+        // The fTTP asked for a pause (429/503 with Retry-After): nothing, not even the schedule
+        // or a due retry, calls it earlier.
+        let mut not_before: Option<DateTime<Utc>> = None;
         let started = std::time::Instant::now();
         let result = agent.poll_cycle().await;
         hooks.cycle_finished(&result, started.elapsed());
         let now = Utc::now();
-        let mut next = schedule
-            .next_after(now)
-            .map(|t| t + schedule.jitter())
-            .unwrap_or(now + chrono::Duration::hours(1));
+        // When the agent's own state wants the next cycle, whatever the schedule says: a
+        // back-off after a failure, a retry coming due, an in-doubt answer to judge.
+        let mut own: Option<DateTime<Utc>> = None;
         match result {
             Ok(report) => {
                 consecutive_failures = 0;
@@ -154,27 +171,24 @@ pub async fn run(
             Err(e) => {
                 consecutive_failures += 1;
                 tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
-                if let Some(backoff) = after_failure(consecutive_failures, &e) {
-                    next = next.min(now + backoff);
-                }
+                own = after_failure(consecutive_failures, &e).map(|backoff| now + backoff);
                 not_before = server_pause(&e).map(|pause| now + pause);
             }
         }
         match agent.next_own_wakeup() {
-            Ok(Some(own)) => next = next.min(own.max(now + chrono::Duration::seconds(1))),
+            Ok(Some(wakeup)) => {
+                let wakeup = wakeup.max(now + chrono::Duration::seconds(1));
+                own = Some(own.map_or(wakeup, |o| o.min(wakeup)));
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "could not read the store to plan the next wake-up")
             }
         }
-        // The fTTP asked for a pause (429/503 with Retry-After): nothing, not even the
-        // schedule or a due retry, calls it earlier.
-        if let Some(not_before) = not_before.take() {
-            if next < not_before {
-                tracing::info!(until = %not_before, "the fTTP asked to wait (Retry-After); next poll not before then");
-                next = not_before;
-            }
-        }
+        let mut next = not_earlier(
+            next_wakeup(&schedule.borrow_and_update(), now, own),
+            not_before,
+        );
         tracing::debug!(next = %next, "sleeping until the next poll");
         loop {
             hooks.alive();
@@ -182,6 +196,16 @@ pub async fn run(
             let nap = watchdog.map_or(until_next, |w| w.min(until_next));
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
+                changed = schedule.changed(), if schedule_open => match changed {
+                    Ok(()) => {
+                        next = not_earlier(
+                            next_wakeup(&schedule.borrow_and_update(), Utc::now(), own),
+                            not_before,
+                        );
+                        tracing::info!(next = %next, "schedule changed; next poll rescheduled");
+                    }
+                    Err(_) => schedule_open = false,
+                },
                 _ = shutdown.wait() => {
                     hooks.stopping();
                     return Ok(());
@@ -197,6 +221,31 @@ pub async fn run(
     }
     hooks.stopping();
     Ok(())
+}
+
+/// `next`, but not before the pause the fTTP asked for.
+fn not_earlier(next: DateTime<Utc>, not_before: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match not_before {
+        Some(nb) if next < nb => {
+            tracing::info!(until = %nb, "the fTTP asked to wait (Retry-After); next poll not before then");
+            nb
+        }
+        _ => next,
+    }
+}
+
+/// The next poll: the schedule's next moment (plus jitter), or the agent's own wake-up when
+/// that comes first. A schedule that never fires again polls in an hour.
+fn next_wakeup(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    own: Option<DateTime<Utc>>,
+) -> DateTime<Utc> {
+    let scheduled = schedule
+        .next_after(now)
+        .map(|t| t + schedule.jitter())
+        .unwrap_or(now + chrono::Duration::hours(1));
+    own.map_or(scheduled, |o| scheduled.min(o))
 }
 
 #[cfg(test)]
@@ -244,6 +293,21 @@ mod tests {
     }
 
     #[test]
+    fn the_next_wakeup_is_the_earlier_of_schedule_and_own_work() {
+        let s = Schedule::parse("0 */15 * * * *", "UTC", Duration::ZERO).unwrap();
+        let now = at("2026-06-01T10:07:00Z");
+        assert_eq!(next_wakeup(&s, now, None), at("2026-06-01T10:15:00Z"));
+        assert_eq!(
+            next_wakeup(&s, now, Some(at("2026-06-01T10:08:00Z"))),
+            at("2026-06-01T10:08:00Z")
+        );
+        assert_eq!(
+            next_wakeup(&s, now, Some(at("2026-06-01T11:00:00Z"))),
+            at("2026-06-01T10:15:00Z")
+        );
+    }
+
+    #[test]
     fn failures_back_off_but_auth_failures_wait_for_the_schedule() {
         let fetch = CycleError::ShuttingDown;
         assert_eq!(
@@ -280,5 +344,10 @@ mod tests {
         assert_eq!(server_pause(&err(Some(Duration::ZERO))), None);
         assert_eq!(server_pause(&err(None)), None);
         assert_eq!(server_pause(&CycleError::Auth("x".into())), None);
+        let now = Utc::now();
+        let later = now + chrono::Duration::seconds(600);
+        assert_eq!(not_earlier(now, Some(later)), later);
+        assert_eq!(not_earlier(later, Some(now)), later);
+        assert_eq!(not_earlier(now, None), now);
     }
 }

@@ -62,8 +62,14 @@ pub fn open_store(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<Arc
 }
 
 pub fn client(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<TtpClient> {
+    Ok(TtpClient::new(client_settings(config, secrets))?)
+}
+
+/// The client's settings from `[ttp]` and the secrets (for callers that adjust them, such as
+/// `check`, which retries less).
+pub fn client_settings(config: &AgentConfig, secrets: &Secrets) -> ClientSettings {
     let t = &config.ttp;
-    let settings = ClientSettings {
+    ClientSettings {
         base_url: t.base_url.to_string(),
         study: t.study.clone(),
         target: t.target.clone(),
@@ -88,8 +94,7 @@ pub fn client(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<TtpClie
         rate_limit_per_sec: t.rate_limit_per_second,
         max_concurrency: t.max_concurrency,
         ..ClientSettings::new(t.base_url.to_string(), t.study.clone(), t.target.clone())
-    };
-    Ok(TtpClient::new(settings)?)
+    }
 }
 
 pub fn options(config: &AgentConfig) -> AgentOptions {
@@ -106,6 +111,8 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
         ..RetrySettings::default()
     };
     o.batch_size = config.submit.batch_size;
+    o.recheck_after =
+        chrono::Duration::from_std(config.submit.recheck_after).unwrap_or(o.recheck_after);
     o.task_retention =
         chrono::Duration::from_std(config.store.task_retention).unwrap_or(o.task_retention);
     o.idat_retention =

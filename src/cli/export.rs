@@ -1,20 +1,37 @@
-//! `ttp-agent export --config F [--format csv|json] [--output FILE]`: local id → pseudonym.
+//! `ttp-agent export --config F [--format csv|json] [--output FILE] [--new | --since-seq N]`:
+//! local id → pseudonym, for the site's data integration pipeline. It holds no IDAT.
 //!
-//! Only pseudonymised records are written; columns `local_id`, `pseudonym`, then `obtained_at`.
-//! The output is the site's own mapping and goes to its data integration pipeline; it holds no
-//! IDAT.
+//! The rows come from the store's pseudonym log (see `store::psn_log`): one row per pseudonym
+//! the agent obtained, in the order it obtained them, with columns `local_id`, `pseudonym`,
+//! `obtained_at`, `seq`. Without a selection every pseudonym is written.
+//!
+//! * `--new` writes only what was obtained since the last `export --new`, and then moves the
+//!   `export` cursor, but **only after the output was completely written and flushed**: a file
+//!   is written to a temporary file next to it, fsynced and renamed into place; standard
+//!   output is flushed. A failed write leaves the cursor where it was, so the next `--new`
+//!   repeats the same rows (hand-over is at least once; `seq` identifies repeats).
+//! * `--since-seq N` writes the rows after sequence number `N` and leaves the cursor alone
+//!   (to repeat a hand-over from a known point).
+//!
+//! The store is opened exclusively: while the daemon runs, stop it first (the message says so).
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
 use super::{ConfigArg, context};
-use crate::domain::RecordState;
+use crate::store::{PsnEvent, Store};
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
+/// The cursor `export --new` keeps in the store.
+pub const EXPORT_CONSUMER: &str = "export";
+
+/// Events read from the store at a time: bounded memory for any log size.
+const PAGE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
     Csv,
     Json,
 }
@@ -25,50 +42,177 @@ pub struct Args {
     config: ConfigArg,
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
-    /// Write to this file instead of standard output.
+    /// Write to this file (replaced atomically) instead of standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Only pseudonyms obtained since the last `export --new`; moves that mark forward once
+    /// the output is written.
+    #[arg(long, conflicts_with = "since_seq")]
+    new: bool,
+    /// Only pseudonyms with a sequence number above N (the `seq` column); does not move the
+    /// `--new` mark.
+    #[arg(long, value_name = "N")]
+    since_seq: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
     let store = context::open_store(&loaded.config, &loaded.secrets)?;
-    let mut rows: Vec<(String, String, String)> = store
-        .records_in_states(|s| *s == RecordState::Pseudonymised)?
-        .into_iter()
-        .filter_map(|r| {
-            let p = r.pseudonym?;
-            Some((r.local_id, p, r.updated_at.to_rfc3339()))
-        })
-        .collect();
-    rows.sort();
-    let mut out: Vec<u8> = Vec::new();
-    match args.format {
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(&mut out);
-            w.write_record(["local_id", "pseudonym", "obtained_at"])?;
-            for (id, p, at) in &rows {
-                w.write_record([id, p, at])?;
-            }
-            w.flush()?;
+    let after = match (args.new, args.since_seq) {
+        (true, _) => store.export_cursor(EXPORT_CONSUMER)?,
+        (false, Some(n)) => n,
+        (false, None) => 0,
+    };
+    let summary = match &args.output {
+        Some(path) => write_file_atomically(path, |w| write_events(&store, after, args.format, w))?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            let summary = write_events(&store, after, args.format, &mut w)?;
+            w.flush().context("writing to standard output")?;
+            summary
         }
-        Format::Json => {
-            let items: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|(id, p, at)| serde_json::json!({"local_id": id, "pseudonym": p, "obtained_at": at}))
-                .collect();
-            serde_json::to_writer_pretty(&mut out, &items)?;
-            out.push(b'\n');
+    };
+    if args.new {
+        if let Some(last) = summary.last_seq {
+            store.set_export_cursor(EXPORT_CONSUMER, last)?;
+            store.flush()?;
         }
     }
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, &out).with_context(|| format!("writing {}", path.display()))?
-        }
-        None => std::io::stdout()
-            .write_all(&out)
-            .context("writing to standard output")?,
-    }
-    eprintln!("{} pseudonym(s) exported", rows.len());
+    eprintln!(
+        "{} pseudonym(s) exported{}",
+        summary.rows,
+        summary
+            .last_seq
+            .map_or(String::new(), |s| format!(" (up to seq {s})"))
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What [`write_events`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub rows: u64,
+    /// The sequence number of the last row, if any.
+    pub last_seq: Option<u64>,
+}
+
+/// Writes every event after `after` in `format`, page by page. The writer is not flushed.
+pub fn write_events(
+    store: &Store,
+    after: u64,
+    format: Format,
+    w: &mut dyn Write,
+) -> anyhow::Result<ExportSummary> {
+    let mut summary = ExportSummary::default();
+    let mut sink = match format {
+        Format::Csv => {
+            let mut c = csv::Writer::from_writer(w);
+            c.write_record(["local_id", "pseudonym", "obtained_at", "seq"])?;
+            Sink::Csv(Box::new(c))
+        }
+        Format::Json => Sink::Json(JsonArray::begin(w)?),
+    };
+    let mut cursor = after;
+    loop {
+        let page = store.pseudonym_events_after(cursor, PAGE)?;
+        let Some(last) = page.last() else { break };
+        cursor = last.seq;
+        for e in &page {
+            match &mut sink {
+                Sink::Csv(c) => c.write_record([
+                    e.local_id.as_str(),
+                    e.pseudonym.as_str(),
+                    &obtained_at(e),
+                    &e.seq.to_string(),
+                ])?,
+                Sink::Json(j) => j.item(&serde_json::json!({
+                    "local_id": e.local_id,
+                    "pseudonym": e.pseudonym,
+                    "obtained_at": obtained_at(e),
+                    "seq": e.seq,
+                }))?,
+            }
+            summary.rows += 1;
+            summary.last_seq = Some(e.seq);
+        }
+    }
+    match sink {
+        Sink::Csv(mut c) => c.flush()?,
+        Sink::Json(j) => j.end()?,
+    }
+    Ok(summary)
+}
+
+enum Sink<'w> {
+    Csv(Box<csv::Writer<&'w mut dyn Write>>),
+    Json(JsonArray<'w>),
+}
+
+fn obtained_at(e: &PsnEvent) -> String {
+    e.obtained_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A JSON array written one element at a time, so a large export is never held in memory.
+struct JsonArray<'w> {
+    w: &'w mut dyn Write,
+    first: bool,
+}
+
+impl<'w> JsonArray<'w> {
+    fn begin(w: &'w mut dyn Write) -> std::io::Result<JsonArray<'w>> {
+        w.write_all(b"[")?;
+        Ok(JsonArray { w, first: true })
+    }
+
+    fn item(&mut self, v: &serde_json::Value) -> anyhow::Result<()> {
+        self.w
+            .write_all(if self.first { b"\n  " } else { b",\n  " })?;
+        self.first = false;
+        serde_json::to_writer(&mut *self.w, v)?;
+        Ok(())
+    }
+
+    fn end(self) -> std::io::Result<()> {
+        self.w.write_all(if self.first { b"]\n" } else { b"\n]\n" })
+    }
+}
+
+/// Writes `path` through a temporary file in the same directory: fsynced, then renamed over
+/// `path`, then the directory fsynced. On any error `path` is untouched.
+fn write_file_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let shown = path.display();
+    let tmp = tempfile::Builder::new()
+        .prefix(".ttp-agent-export.")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {shown}: creating a temporary file in {}",
+                dir.display()
+            )
+        })?;
+    let mut w = std::io::BufWriter::new(tmp);
+    let result = write(&mut w).with_context(|| format!("writing {shown}"))?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {shown}"))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {shown}"))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("replacing {shown}"))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing the directory of {shown}"))?;
+    Ok(result)
 }

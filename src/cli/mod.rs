@@ -5,13 +5,17 @@
 //! secret, bad cron expression.
 
 mod backup;
+mod check;
 pub mod context;
 mod demo;
 mod encode;
 mod export;
+mod healthcheck;
 pub mod init;
 mod poll;
 mod purge;
+mod reload;
+mod resolve;
 mod restore;
 mod run;
 mod status;
@@ -91,8 +95,15 @@ enum Command {
     Status(status::Args),
     /// Write local id → pseudonym.
     Export(export::Args),
+    /// Resolve what needs attention: retry a task, mark it handled, add a missing element.
+    Resolve(resolve::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
     Demo(demo::Args),
+    /// Check configuration, secrets, store, encoding profile and the fTTP connection; prints a
+    /// checklist (exit 0 ready, 1 a check failed, 78 invalid configuration).
+    Check(check::Args),
+    /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
+    Healthcheck(healthcheck::Args),
     /// Write a consistent, checksummed copy of the store to a file (the daemon must be stopped).
     Backup(backup::Args),
     /// Restore the store from a backup file (refuses a running daemon; --force replaces a store
@@ -110,11 +121,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Encode(a) => encode::run(a),
-        Command::Submit(a) => with_logging(format, level, |f, l| submit::run(a, f, l)),
-        Command::Run(a) => with_logging(format, level, |f, l| run::run(a, f, l)),
-        Command::Poll(a) => with_logging(format, level, |f, l| poll::run(a, f, l)),
+        // Commands that log start logging themselves once they have read the configuration
+        // (the command line's choices first, then `[log]`).
+        Command::Submit(a) => submit::run(a, format, level),
+        Command::Run(a) => run::run(a, format, level),
+        Command::Poll(a) => poll::run(a, format, level),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
+        Command::Resolve(a) => resolve::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Healthcheck(a) => healthcheck::run(a),
         Command::Backup(a) => backup::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Purge(a) => purge::run(a),
@@ -128,24 +144,26 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) => report(&err),
+        Err(err) => report(&err, format),
     }
 }
 
-/// Commands that log decide the format and level from the command line first, then the
-/// configuration; the command itself initialises logging once it has read the configuration.
-#[allow(clippy::type_complexity)]
-fn with_logging(
-    format: Option<LogFormat>,
-    level: Option<String>,
-    f: impl FnOnce(Option<LogFormat>, Option<String>) -> anyhow::Result<ExitCode>,
-) -> anyhow::Result<ExitCode> {
-    f(format, level)
-}
-
 /// Print an error chain on one line and choose the exit status.
-fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("ttp-agent: error: {}", one_line(err));
+///
+/// In the log format the process uses (or would have used, when the error came before
+/// logging was set up): a JSON object where logs are collected as JSON (containers), with the
+/// error priority prefix for the journal (so `journalctl -p err` shows it), plain otherwise.
+fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
+    let message = one_line(err);
+    match logging::active_format().unwrap_or_else(|| logging::requested_format(format)) {
+        LogFormat::Json => {
+            // A no-op when logging is already set up in JSON.
+            logging::init(LogFormat::Json, "error");
+            tracing::error!(error = %message, "ttp-agent: exiting on an error");
+        }
+        LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
+        _ => eprintln!("ttp-agent: error: {message}"),
+    }
     if err
         .chain()
         .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())
@@ -175,7 +193,7 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod one_line_tests {
     use super::*;
 
     #[test]

@@ -94,6 +94,15 @@ impl Limits {
         }
     }
 
+    /// Replaces the rate (a configuration reload). Slots already handed out stand; the next
+    /// one is spaced by the new interval.
+    pub(crate) fn set_interval(&self, spacing: Spacing) {
+        self.spacing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .interval = spacing.interval;
+    }
+
     /// Waits for a concurrency permit, then for the next rate slot. The request must be sent
     /// while the returned permit is held.
     pub(crate) async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
@@ -134,6 +143,22 @@ mod tests {
             Spacing::new(4.0).map(|s| s.interval()),
             Some(Duration::from_millis(250))
         );
+    }
+
+    #[test]
+    fn a_new_rate_spaces_the_next_slot_by_the_new_interval() {
+        let limits = Limits::new(Spacing::new(1.0).expect("valid rate"), 4);
+        let t0 = Instant::now();
+        let first = limits.spacing.lock().unwrap().reserve(t0);
+        limits.set_interval(Spacing::new(10.0).expect("valid rate"));
+        let mut spacing = limits.spacing.lock().unwrap();
+        assert_eq!(spacing.interval(), Duration::from_millis(100));
+        // The slot handed out under the old rate stands: the next is one old interval later,
+        // and from then on the new interval applies.
+        let second = spacing.reserve(t0);
+        let third = spacing.reserve(t0);
+        assert_eq!(second - first, Duration::from_secs(1));
+        assert_eq!(third - second, Duration::from_millis(100));
     }
 
     #[test]

@@ -381,6 +381,19 @@ impl TtpClient {
         self.inner.transport.execute(op, Some(body)).await
     }
 
+    /// Changes the request rate of this client and every clone of it (a configuration
+    /// reload on SIGHUP). The other settings are fixed when the client is built.
+    pub fn set_rate_limit(&self, rate_per_sec: f64) -> Result<(), ClientConfigError> {
+        let spacing =
+            Spacing::new(rate_per_sec).ok_or_else(|| ClientConfigError::InvalidSetting {
+                setting: "rate_limit_per_sec",
+                value: rate_per_sec.to_string(),
+                reason: "must be a positive, finite number of requests per second",
+            })?;
+        self.inner.transport.limits.set_interval(spacing);
+        Ok(())
+    }
+
     /// The full URL of an operation (for logs and the status page; contains no secrets).
     pub fn url(&self, op: Operation) -> &str {
         self.inner.transport.url(op).as_str()

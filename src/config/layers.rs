@@ -216,9 +216,18 @@ fn parse_env(
     Ok(values)
 }
 
+/// The placeholder a path setting may start with: systemd's credentials directory (see
+/// [`Layers::optional_path`]).
+pub(crate) const CREDENTIALS_PLACEHOLDER: &str = "${CREDENTIALS_DIRECTORY}";
+
+/// The environment variable systemd sets for a service with `LoadCredential=`.
+pub(crate) const CREDENTIALS_VAR: &str = "CREDENTIALS_DIRECTORY";
+
 /// The merged raw values and what has been read from them.
 pub(crate) struct Layers {
     entries: HashMap<KeyPath, Entry>,
+    /// `$CREDENTIALS_DIRECTORY`, when set and not empty.
+    credentials_dir: Option<PathBuf>,
     /// The loaded file, if any (for "set it in …" hints).
     file: Option<PathBuf>,
     /// Where relative paths from the file are anchored.
@@ -235,6 +244,12 @@ impl Layers {
         env: impl IntoIterator<Item = (String, String)>,
         cwd: Option<PathBuf>,
     ) -> Result<Layers, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let credentials_dir = env
+            .iter()
+            .rev()
+            .find(|(name, value)| name == CREDENTIALS_VAR && !value.is_empty())
+            .map(|(_, value)| PathBuf::from(value));
         let mut entries = HashMap::new();
         if let Some(file) = file {
             entries.extend(file.values.iter().cloned());
@@ -242,6 +257,7 @@ impl Layers {
         entries.extend(parse_env(env)?);
         Ok(Layers {
             entries,
+            credentials_dir,
             file: file.map(|f| f.path.clone()),
             file_dir: file.and_then(|f| f.path.parent().map(Path::to_path_buf)),
             cwd,
@@ -284,6 +300,12 @@ impl Layers {
 
     /// An optional path, resolved: relative to the file's directory when it came from the
     /// file, to the working directory when it came from the environment.
+    ///
+    /// A path may start with `${CREDENTIALS_DIRECTORY}/`, which is replaced by that
+    /// environment variable: systemd sets it for a unit with `LoadCredential=` to the private
+    /// directory holding the service's secrets, whose location is only known at start. It is
+    /// the only variable expanded, and only at the start of a path; anything else stays as
+    /// written.
     pub(crate) fn optional_path(&mut self, spec: &KeySpec) -> Result<Option<PathBuf>, ConfigError> {
         let Some((path, origin)) = self.fetch::<PathBuf>(spec)? else {
             self.record(spec, None, None);
@@ -300,6 +322,7 @@ impl Layers {
         path: PathBuf,
         origin: &Origin,
     ) -> Result<PathBuf, ConfigError> {
+        let path = self.expand_credentials_dir(spec, path, origin)?;
         if path.is_absolute() {
             return Ok(path);
         }
@@ -318,6 +341,55 @@ impl Layers {
                 ),
                 expected: "an absolute path".to_owned(),
             }),
+        }
+    }
+
+    fn expand_credentials_dir(
+        &self,
+        spec: &KeySpec,
+        path: PathBuf,
+        origin: &Origin,
+    ) -> Result<PathBuf, ConfigError> {
+        let Some(rest) = path
+            .to_str()
+            .and_then(|p| p.strip_prefix(CREDENTIALS_PLACEHOLDER))
+        else {
+            return Ok(path);
+        };
+        let invalid = |problem: String, expected: &str| ConfigError::InvalidValue {
+            key: spec.key,
+            origin: origin.clone(),
+            problem,
+            expected: expected.to_owned(),
+        };
+        let Some(name) = rest.strip_prefix('/').filter(|n| !n.is_empty()) else {
+            return Err(invalid(
+                format!(
+                    "{} does not name a file in the credentials directory",
+                    path.display()
+                ),
+                "a path of the form \"${CREDENTIALS_DIRECTORY}/NAME\"",
+            ));
+        };
+        match &self.credentials_dir {
+            Some(dir) if dir.is_absolute() => Ok(dir.join(name)),
+            Some(dir) => Err(invalid(
+                format!(
+                    "it refers to ${{{CREDENTIALS_VAR}}}, whose value {} is not an absolute path",
+                    dir.display()
+                ),
+                "CREDENTIALS_DIRECTORY to be an absolute directory",
+            )),
+            None => Err(invalid(
+                format!(
+                    "{} refers to ${{{CREDENTIALS_VAR}}}, but that environment variable is not set",
+                    path.display()
+                ),
+                "the agent to run under systemd with `LoadCredential=` (which sets it), or, when \
+                 running a command by hand, CREDENTIALS_DIRECTORY set to the directory holding \
+                 the secret files (e.g. `CREDENTIALS_DIRECTORY=/etc/ttp-agent/credentials \
+                 ttp-agent check`)",
+            )),
         }
     }
 

@@ -26,6 +26,11 @@
 //! resolved against the working directory. The `[encoding]` section resolves its own paths
 //! against [`AgentConfig::encoding_base_dir`].
 //!
+//! A path setting may start with `${CREDENTIALS_DIRECTORY}/`: systemd sets that variable for a
+//! unit with `LoadCredential=` to the private directory holding the service's secrets, so
+//! `api_key_file = "${CREDENTIALS_DIRECTORY}/api-key"` names the credential `api-key`. No
+//! other variable is expanded.
+//!
 //! # Strictness
 //!
 //! Every key is checked against the list in `schema.rs`: a key the agent does not know is an
@@ -39,7 +44,8 @@
 //! # Secrets
 //!
 //! Secret values never appear in the configuration, only the paths of files holding them
-//! (`api_key_file`, `basic_password_file`, `idat_key_file`, `token_file`), which suits
+//! (`api_key_file`, `basic_password_file`, `idat_key_file`, `token_file`,
+//! `webhook_token_file`), which suits
 //! systemd credentials, Docker and Kubernetes secrets alike. [`AgentConfig::load_secrets`]
 //! reads them; see the `secrets` module for the rules.
 
@@ -88,6 +94,7 @@ pub struct AgentConfig {
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,
     pub admin: AdminConfig,
+    pub handover: HandoverConfig,
     pub log: LogConfig,
     /// The file that was loaded, absolute; `None` for an environment-only configuration.
     source_file: Option<PathBuf>,
@@ -182,6 +189,9 @@ pub struct StoreConfig {
 pub struct SubmitConfig {
     /// Filters per `$requestPsnFromBfWorkflow` request; 1 to 100 (known clients send 10–100).
     pub batch_size: usize,
+    /// A record still awaiting clearing this long after its last answer is registered again
+    /// (idempotent), so a `dic_psn_available` the agent missed cannot strand it; non-zero.
+    pub recheck_after: Duration,
 }
 
 /// `[dispatch]`: working off tasks.
@@ -213,6 +223,20 @@ pub struct AdminConfig {
     pub webhook_url: Option<WebhookUrl>,
 }
 
+/// `[handover]`: delivering pseudonyms to the site's systems (see `crate::handover`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HandoverConfig {
+    /// Each new pseudonym is POSTed here; redacted in `Debug`. Unset: no delivery.
+    pub webhook_url: Option<WebhookUrl>,
+    /// The file holding the bearer token sent to the webhook.
+    pub webhook_token_file: Option<PathBuf>,
+    /// Whole-request timeout of one delivery; non-zero.
+    pub webhook_timeout: Duration,
+    /// The longest wait between two attempts of a failing delivery; non-zero.
+    pub webhook_retry_cap: Duration,
+}
+
 /// `[log]`.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -230,7 +254,8 @@ impl AgentConfig {
 
     /// Like [`AgentConfig::load`], with the environment given as `(name, value)` pairs
     /// instead of read from the process. Variables without the `TTP_AGENT__` prefix are
-    /// ignored, so passing a whole environment is fine.
+    /// ignored (except `CREDENTIALS_DIRECTORY`, see "Paths" in the module docs), so passing a
+    /// whole environment is fine.
     pub fn load_from(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -301,11 +326,18 @@ impl AgentConfig {
             .as_deref()
             .map(|p| read(&ADMIN_TOKEN_FILE, p, SecretKind::Line))
             .transpose()?;
+        let handover_token = self
+            .handover
+            .webhook_token_file
+            .as_deref()
+            .map(|p| read(&HANDOVER_WEBHOOK_TOKEN_FILE, p, SecretKind::Line))
+            .transpose()?;
         Ok(Secrets {
             api_key,
             basic_password,
             idat_key,
             admin_token,
+            handover_token,
             warnings,
         })
     }
@@ -333,6 +365,15 @@ impl AgentConfig {
                  is not set: the admin endpoints are unauthenticated",
                 self.admin.listen
             ));
+        }
+        if let Some(url) = &self.handover.webhook_url {
+            if url.expose().scheme() == "http" && !is_loopback_url(url.expose()) {
+                warnings.push(format!(
+                    "`[handover] webhook_url` uses plain http ({}): pseudonyms and the webhook \
+                     token travel unencrypted",
+                    url.redacted()
+                ));
+            }
         }
         warnings
     }
@@ -374,6 +415,22 @@ impl AgentConfig {
         out
     }
 
+    /// Every key with its effective value as a TOML literal (`None` when unset), in the order
+    /// of `config/agent.toml`. Secret files appear as paths. For comparing two loads of the
+    /// configuration (a reload on SIGHUP decides from it what changed).
+    pub fn effective_values(&self) -> Vec<(KeyPath, Option<String>)> {
+        ALL.iter()
+            .map(|spec| {
+                let display = self
+                    .recorded
+                    .iter()
+                    .find(|r| r.key == spec.key)
+                    .and_then(|r| r.display.clone());
+                (spec.key, display)
+            })
+            .collect()
+    }
+
     fn summarise_encoding(&self, out: &mut String) {
         out.push_str("\n[encoding]\n");
         match &self.encoding {
@@ -411,18 +468,22 @@ impl fmt::Debug for AgentConfig {
             .field("submit", &self.submit)
             .field("dispatch", &self.dispatch)
             .field("admin", &self.admin)
+            .field("handover", &self.handover)
             .field("log", &self.log)
             .field("source_file", &self.source_file)
             .finish_non_exhaustive()
     }
 }
 
-/// The process's `TTP_AGENT__…` variables. Others are not looked at, so an unrelated variable
-/// that is not Unicode cannot fail the start.
+/// The process's `TTP_AGENT__…` variables and `CREDENTIALS_DIRECTORY` (module docs, "Paths").
+/// Others are not looked at, so an unrelated variable that is not Unicode cannot fail the
+/// start.
 fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
-        if !name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+        if !name.as_encoded_bytes().starts_with(ENV_PREFIX.as_bytes())
+            && name != layers::CREDENTIALS_VAR
+        {
             continue;
         }
         let name = name
@@ -496,6 +557,7 @@ fn build(
             100,
             "known clients send batches of 10 to 100 filters",
         )?,
+        recheck_after: positive_duration(&mut l, &SUBMIT_RECHECK_AFTER)?,
     };
     let dispatch = DispatchConfig {
         concurrency: count(&mut l, &DISPATCH_CONCURRENCY, 256, "")?,
@@ -521,6 +583,19 @@ fn build(
         warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
     };
+    let handover = HandoverConfig {
+        webhook_url: l.optional(&HANDOVER_WEBHOOK_URL)?,
+        webhook_token_file: l.optional_path(&HANDOVER_WEBHOOK_TOKEN_FILE)?,
+        webhook_timeout: positive_duration(&mut l, &HANDOVER_WEBHOOK_TIMEOUT)?,
+        webhook_retry_cap: positive_duration(&mut l, &HANDOVER_WEBHOOK_RETRY_CAP)?,
+    };
+    if handover.webhook_token_file.is_some() && handover.webhook_url.is_none() {
+        return Err(l.invalid(
+            &HANDOVER_WEBHOOK_TOKEN_FILE,
+            "it is set, but `[handover] webhook_url` is not, so there is nothing to send it to",
+            "`[handover] webhook_url` to be set as well",
+        ));
+    }
     let log = LogConfig {
         format: l.get(&LOG_FORMAT)?,
         level: l.get(&LOG_LEVEL)?,
@@ -541,6 +616,7 @@ fn build(
         submit,
         dispatch,
         admin,
+        handover,
         log,
         source_file,
         base_dir,

@@ -66,6 +66,7 @@ pub(crate) const STORE_IDAT_RETENTION: KeySpec = spec("store", "idat_retention",
 pub(crate) const STORE_TASK_RETENTION: KeySpec = spec("store", "task_retention", D("30d"));
 
 pub(crate) const SUBMIT_BATCH_SIZE: KeySpec = spec("submit", "batch_size", D("50"));
+pub(crate) const SUBMIT_RECHECK_AFTER: KeySpec = spec("submit", "recheck_after", D("7d"));
 
 pub(crate) const DISPATCH_CONCURRENCY: KeySpec = spec("dispatch", "concurrency", D("8"));
 pub(crate) const DISPATCH_GRACE_PERIOD: KeySpec = spec("dispatch", "grace_period", D("10s"));
@@ -77,6 +78,12 @@ pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
 pub(crate) const ADMIN_READY_WINDOW: KeySpec = spec("admin", "ready_window", D("1h"));
 pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_expiry", D("48h"));
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
+
+pub(crate) const HANDOVER_WEBHOOK_URL: KeySpec = spec("handover", "webhook_url", O);
+pub(crate) const HANDOVER_WEBHOOK_TOKEN_FILE: KeySpec = spec("handover", "webhook_token_file", O);
+pub(crate) const HANDOVER_WEBHOOK_TIMEOUT: KeySpec = spec("handover", "webhook_timeout", D("10s"));
+pub(crate) const HANDOVER_WEBHOOK_RETRY_CAP: KeySpec =
+    spec("handover", "webhook_retry_cap", D("5m"));
 
 pub(crate) const LOG_FORMAT: KeySpec = spec("log", "format", D("auto"));
 pub(crate) const LOG_LEVEL: KeySpec = spec("log", "level", D("info"));
@@ -110,6 +117,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     STORE_IDAT_RETENTION,
     STORE_TASK_RETENTION,
     SUBMIT_BATCH_SIZE,
+    SUBMIT_RECHECK_AFTER,
     DISPATCH_CONCURRENCY,
     DISPATCH_GRACE_PERIOD,
     DISPATCH_RETRY_BASE,
@@ -119,6 +127,10 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_READY_WINDOW,
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
+    HANDOVER_WEBHOOK_URL,
+    HANDOVER_WEBHOOK_TOKEN_FILE,
+    HANDOVER_WEBHOOK_TIMEOUT,
+    HANDOVER_WEBHOOK_RETRY_CAP,
     LOG_FORMAT,
     LOG_LEVEL,
 ];
@@ -228,7 +240,7 @@ mod tests {
         assert_eq!(
             sections,
             [
-                "ttp", "schedule", "store", "submit", "dispatch", "admin", "log"
+                "ttp", "schedule", "store", "submit", "dispatch", "admin", "handover", "log"
             ]
         );
     }

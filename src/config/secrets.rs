@@ -34,6 +34,8 @@ pub struct Secrets {
     pub idat_key: Secret,
     /// `[admin] token_file`: the bearer token the admin endpoints require.
     pub admin_token: Option<Secret>,
+    /// `[handover] webhook_token_file`: the bearer token of the pseudonym delivery webhook.
+    pub handover_token: Option<Secret>,
     /// Files other users may read. Report them (the `check` command, a log line at start-up).
     pub warnings: Vec<SecretFileWarning>,
 }

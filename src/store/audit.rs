@@ -8,8 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional as _;
 
+use std::path::Path;
+
+use sled::transaction::TransactionalTree;
+
 use super::meta::{AUDIT_SEQ, increment_in};
-use super::{Store, StoreError};
+use super::{Store, StoreError, TxResult};
 
 /// One manual action. The caller must not put IDAT into any field: name records by local id
 /// and tasks by key.
@@ -26,22 +30,53 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+pub(crate) fn encode_entry(entry: &AuditEntry) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(entry).map_err(|e| StoreError::Codec {
+        what: "audit entry",
+        detail: e.to_string(),
+    })
+}
+
+/// Appends an encoded entry inside a transaction over `meta` and `audit`, so a change and the
+/// record of who made it are stored together or not at all.
+pub(crate) fn append_in(
+    meta: &TransactionalTree,
+    audit: &TransactionalTree,
+    value: &[u8],
+    path: &Path,
+) -> TxResult<()> {
+    let seq = increment_in(meta, AUDIT_SEQ, path)?;
+    audit.insert(&seq.to_be_bytes(), value)?;
+    Ok(())
+}
+
 impl Store {
     /// Appends an entry (durable with the next [`Store::flush`]).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(entry).map_err(|e| StoreError::Codec {
-            what: "audit entry",
-            detail: e.to_string(),
-        })?;
+        let value = encode_entry(entry)?;
         let _gate = self.write_gate();
         let path = self.path.as_path();
         (&self.trees.meta, &self.trees.audit)
-            .transaction(|(meta, audit)| {
-                let seq = increment_in(meta, AUDIT_SEQ, path)?;
-                audit.insert(&seq.to_be_bytes(), value.as_slice())?;
-                Ok(())
-            })
+            .transaction(|(meta, audit)| append_in(meta, audit, &value, path))
             .map_err(|e| self.tx_err(e))
+    }
+
+    /// The newest `n` entries, oldest first (for the status report).
+    pub fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = self
+            .trees
+            .audit
+            .iter()
+            .rev()
+            .take(n)
+            .map(|entry| {
+                let (_, value) = entry.map_err(|e| self.sled_err(e))?;
+                serde_json::from_slice(&value)
+                    .map_err(|e| self.corrupt(format!("an audit entry does not decode: {e}")))
+            })
+            .collect::<Result<Vec<AuditEntry>, StoreError>>()?;
+        entries.reverse();
+        Ok(entries)
     }
 
     /// All entries, oldest first.

@@ -89,7 +89,7 @@ impl Store {
         self.trees.meta.get(key).map_err(|e| self.sled_err(e))
     }
 
-    fn read_counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+    pub(super) fn read_counter(&self, key: &[u8]) -> Result<u64, StoreError> {
         match self.get_meta(key)? {
             None => Ok(0),
             Some(v) => read_u64(&v).ok_or_else(|| {

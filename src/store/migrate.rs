@@ -13,7 +13,8 @@
 //!
 //! Version 0 is "no `schema_version` key": a new, empty database, or a store written before
 //! versioning. The step 0 → 1 (re)builds the derived data (indexes and record counters) from
-//! the records, which creates them empty for a new store. To change a layout, bump
+//! the records, which creates them empty for a new store. The step 1 → 2 fills the pseudonym
+//! log (`psn_log`) from the records that already have a pseudonym. To change a layout, bump
 //! [`CURRENT_SCHEMA`], append a step `from: CURRENT_SCHEMA - 1`, and test it on a store
 //! written in the old layout.
 //!
@@ -23,10 +24,10 @@ use std::path::Path;
 
 use super::codec::{read_u64, u64_value};
 use super::meta::SCHEMA_VERSION;
-use super::{StoreError, Trees, error, records};
+use super::{StoreError, Trees, error, psn_log, records};
 
 /// The schema version this build reads and writes.
-pub const CURRENT_SCHEMA: u64 = 1;
+pub const CURRENT_SCHEMA: u64 = 2;
 
 /// One step from `from` to `from + 1`.
 pub(crate) struct Migration {
@@ -37,11 +38,18 @@ pub(crate) struct Migration {
 }
 
 /// The registered steps, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    from: 0,
-    description: "build the filter and pseudonym indexes and the record counters",
-    apply: v0_to_v1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 0,
+        description: "build the filter and pseudonym indexes and the record counters",
+        apply: v0_to_v1,
+    },
+    Migration {
+        from: 1,
+        description: "back-fill the pseudonym log from records that have a pseudonym",
+        apply: psn_log::backfill,
+    },
+];
 
 fn v0_to_v1(trees: &Trees, path: &Path) -> Result<(), StoreError> {
     records::rebuild_derived(trees, path).map(drop)
@@ -91,7 +99,8 @@ pub(crate) fn run(
                 what: "schema migration",
                 why: format!("this build has no migration from schema version {version}"),
             })?;
-        if !(version == 0 && trees.records.is_empty()) {
+        // A new, empty store is "migrated" through every step; not worth a log line.
+        if !trees.records.is_empty() {
             tracing::info!(
                 path = %path.display(),
                 from = version,

@@ -18,6 +18,12 @@
 //! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
 //! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
+//! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
+//! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
+//!
+//! Next to sled's files, `ttp-agent-store.json` records the store's random id, which `meta`
+//! holds too: a database that sled opens empty or that belongs to another store is refused
+//! instead of being taken for a new store.
 //!
 //! The two indexes and `counts` are *derived* from `records`: every write keeps them exact in
 //! the same transaction, a restore rebuilds them, and [`Store::check_integrity`] verifies them.
@@ -35,8 +41,9 @@
 //!   write acknowledged by a completed `flush()` is present, and some later, unflushed writes
 //!   may be present too. Nothing flushed is lost; nothing is reordered.
 //! * Every multi-key change is **one sled transaction**: a record with its index entries and
-//!   the counters; a batch of records; a batch of tasks with the history counters of finished
-//!   occurrences they replace; a task purge with its history increments. After a crash either
+//!   the counters, and the pseudonym log entry when the record gets a pseudonym; a batch of
+//!   records; a batch of tasks with the history counters of finished occurrences they replace;
+//!   a task purge with its history increments; a manual change with its audit entry. After a crash either
 //!   all of a transaction's effects are present or none (sled seals each transaction's log
 //!   entries as one batch and recovery drops an incomplete batch). The `SIGKILL` test in
 //!   `tests/store_crash.rs` checks this by killing a writer at random moments.
@@ -45,12 +52,23 @@
 //! # Why sled is configured the way it is
 //!
 //! sled 0.34 is known to grow on disk without reclaiming space and to use much memory on open
-//! (upstream issues #1333, #1374). The store therefore runs in `Mode::LowSpace` (sled rewrites
-//! fragmented segments more eagerly), with a capped page cache (16 MiB unless configured), and
-//! stays small: finished tasks are purged into day counters and old IDAT is dropped. sled also
-//! has reports of stores that fail to open (#1410, #1358): [`Store::open`] maps every failure to
-//! an actionable [`StoreError`] (a sled panic during recovery included), and [`Store::backup_to`]
-//! writes a portable, checksummed file that does not depend on sled's on-disk format.
+//! (upstream issues #1333, #1374), and has reports of stores that fail to open (#1410, #1358).
+//! The store therefore:
+//!
+//! * caps sled's page cache (16 MiB unless configured) and asks for `Mode::LowSpace` (sled
+//!   0.34's default; its code does not act on the mode yet, the setting documents the intent);
+//! * runs without sled's background flusher (`flush_every_ms(None)`): an idle daemon does not
+//!   wake up every 500 ms, and durability points are explicit. The price: sled reclaims log
+//!   segments mostly from that flusher thread; without it, reclamation only piggybacks on page
+//!   rewrites, so a store under churn grows faster (see `benches/store_footprint.rs`);
+//! * stays small: finished tasks are purged into per-day counters, old IDAT is dropped, values
+//!   are compact (see `codec`), and [`Store::compact`] rewrites the whole store in key order
+//!   (random-key index inserts are what sled amplifies most: a bulk import of 1,000,000
+//!   records takes about 4.2x their raw size, 2.6x after compaction; figures from
+//!   `benches/store_footprint.rs`);
+//! * maps every open failure to an actionable [`StoreError`] (a sled panic during recovery
+//!   included), notices a database that sled silently opened empty (the marker file, see
+//!   `meta`), and writes portable, checksummed backups that do not depend on sled's format.
 //!
 //! # Concurrency
 //!
@@ -64,6 +82,7 @@
 //! never written in clear, never logged, never part of an error message. A backup contains it
 //! sealed, so restoring needs the same key.
 
+mod alerts;
 mod audit;
 mod backup;
 mod codec;
@@ -71,6 +90,7 @@ mod crypto;
 mod error;
 mod meta;
 mod migrate;
+mod psn_log;
 mod records;
 mod tasks;
 
@@ -78,12 +98,14 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::AuditEntry;
-pub use backup::BackupSummary;
+pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
 pub use meta::META_PROFILE_FINGERPRINT;
 pub use migrate::CURRENT_SCHEMA;
+pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts};
 
@@ -123,6 +145,7 @@ pub(crate) struct Trees {
     pub tasks: sled::Tree,
     pub history: sled::Tree,
     pub audit: sled::Tree,
+    pub psn_log: sled::Tree,
 }
 
 impl Trees {
@@ -137,6 +160,7 @@ impl Trees {
             tasks: open("tasks")?,
             history: open("history")?,
             audit: open("audit")?,
+            psn_log: open("psn_log")?,
         })
     }
 }
@@ -305,4 +329,14 @@ type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreErro
 
 fn abort(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
     sled::transaction::ConflictableTransactionError::Abort(e)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn store_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Store>();
+        assert_send_sync::<super::StoreOptions>();
+    }
 }

@@ -23,7 +23,7 @@ use ttp_proto::TaskKey;
 use super::codec::{
     history_key, history_value, parse_history_key, read_history_value, task_type_name,
 };
-use super::{Store, StoreError, TxResult, abort, error};
+use super::{AuditEntry, Store, StoreError, TxResult, abort, error};
 use crate::domain::{TaskRecord, TaskState};
 
 /// Finished tasks of one type on one day.
@@ -81,6 +81,59 @@ fn encode_task(rec: &TaskRecord) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_task(key: &[u8], value: &[u8], path: &Path) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(value).map_err(|e| {
+        error::corrupt(
+            path,
+            format!(
+                "task {:?} does not decode: {e}",
+                String::from_utf8_lossy(key)
+            ),
+        )
+    })
+}
+
+/// The part of a stored task a scan looks at first: its state, and its type for the history.
+/// serde skips the rest of the JSON without building it, so scanning many finished tasks for
+/// the few open ones (or for per-day counts) costs a fraction of decoding them all. Finished
+/// tasks stay stored for `[store] task_retention` (30 days), so they far outnumber open ones.
+#[derive(serde::Deserialize)]
+struct TaskHead {
+    state: TaskState,
+    task: TaskHeadTask,
+}
+
+#[derive(serde::Deserialize)]
+struct TaskHeadTask {
+    kind: KindHead,
+}
+
+/// `TaskKind`'s variants, contents skipped except an unknown task's name.
+#[derive(serde::Deserialize)]
+enum KindHead {
+    DicPsnAvailable(serde::de::IgnoredAny),
+    SendIdat(serde::de::IgnoredAny),
+    RepeatRequest(serde::de::IgnoredAny),
+    Unknown(UnknownHead),
+}
+
+#[derive(serde::Deserialize)]
+struct UnknownHead {
+    name: String,
+}
+
+impl KindHead {
+    /// The same names as `codec::task_type_name`.
+    fn type_name(&self) -> &str {
+        match self {
+            KindHead::DicPsnAvailable(_) => "dic_psn_available",
+            KindHead::SendIdat(_) => "send_idat",
+            KindHead::RepeatRequest(_) => "repeat_request",
+            KindHead::Unknown(u) => &u.name,
+        }
+    }
+}
+
+fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreError> {
     serde_json::from_slice(value).map_err(|e| {
         error::corrupt(
             path,
@@ -157,6 +210,66 @@ impl Store {
             .map_err(|e| self.tx_err(e))
     }
 
+    /// A manual change to one task, with its audit entry, in one transaction, and only if the
+    /// stored task is still exactly `expected` (as read before the change was decided).
+    /// Returns `false`, writing nothing, when it changed meanwhile (the daemon acted on it).
+    /// Replacing a finished occurrence counts it in the history, as [`Store::put_tasks`] does.
+    pub fn replace_task_audited(
+        &self,
+        expected: &TaskRecord,
+        new: &TaskRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        if expected.key != new.key {
+            return Err(StoreError::Invalid {
+                what: "task update",
+                why: "the expected and the new task have different keys".to_string(),
+            });
+        }
+        let json = encode_task(new)?;
+        let audit = super::audit::encode_entry(audit)?;
+        let _gate = self.write_gate();
+        let path = self.path.as_path();
+        let t = &self.trees;
+        (&t.tasks, &t.history, &t.meta, &t.audit)
+            .transaction(|(stored, history, meta, audit_tree)| {
+                let key = new.key.0.as_bytes();
+                let Some(current) = stored.get(key)? else {
+                    return Ok(false);
+                };
+                let current = decode_task(key, &current, path).map_err(abort)?;
+                if current != *expected {
+                    return Ok(false);
+                }
+                stored.insert(key, json.as_slice())?;
+                if current.state != new.state {
+                    if let Some((at, how)) = finished(&current.state) {
+                        count_in_history(history, &current, at, how, path)?;
+                    }
+                }
+                super::audit::append_in(meta, audit_tree, &audit, path)?;
+                Ok(true)
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// The stored tasks whose state satisfies `pred`, by key. Only those are decoded in full
+    /// (see `TaskHead`): the agent's cycle asks for the open tasks, which stay few while
+    /// finished ones accumulate until their purge.
+    pub fn tasks_where(
+        &self,
+        pred: impl Fn(&TaskState) -> bool,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.tasks.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            if pred(&decode_head(&key, &value, &self.path)?.state) {
+                found.push(decode_task(&key, &value, &self.path)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Every stored task: the open ones and the finished ones not purged yet, by key.
     pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         self.trees
@@ -176,9 +289,13 @@ impl Store {
         finished_before: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let mut candidates = Vec::new();
-        for rec in self.tasks()? {
-            if finished(&rec.state).is_some_and(|(at, _)| at < finished_before) {
-                candidates.push(rec.key.0);
+        for entry in self.trees.tasks.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let head = decode_head(&key, &value, &self.path)?;
+            if finished(&head.state).is_some_and(|(at, _)| at < finished_before) {
+                let key = String::from_utf8(key.to_vec())
+                    .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
+                candidates.push(key);
             }
         }
         if candidates.is_empty() {
@@ -255,13 +372,15 @@ impl Store {
         }
 
         // Finished occurrences still stored.
-        for rec in self.tasks()? {
-            let Some((at, how)) = finished(&rec.state) else {
+        for entry in self.trees.tasks.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let head = decode_head(&key, &value, &self.path)?;
+            let Some((at, how)) = finished(&head.state) else {
                 continue;
             };
             if let Some(types) = by_day.get_mut(&at.date_naive()) {
                 let c = types
-                    .entry(task_type_name(&rec.task.kind).to_string())
+                    .entry(head.task.kind.type_name().to_string())
                     .or_default();
                 match how {
                     Finish::Done => c.done += 1,
@@ -274,5 +393,80 @@ impl Store {
             .into_iter()
             .map(|(day, by_type)| DayHistory { day, by_type })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ttp_proto::{BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKind};
+
+    fn record(kind: TaskKind, state: TaskState) -> TaskRecord {
+        let now = Utc::now();
+        TaskRecord {
+            key: TaskKey("k".into()),
+            task: Task {
+                kind,
+                expires: None,
+                unknown_parts: vec![serde_json::json!({"name": "extra"})],
+            },
+            state,
+            attempts: 2,
+            last_error: Some("e".into()),
+            first_seen: now,
+            updated_at: now,
+            last_seen_poll: 3,
+        }
+    }
+
+    #[test]
+    fn the_head_of_a_stored_task_agrees_with_the_full_decode() {
+        let bf = BloomFilter(vec![1, 2, 3]);
+        let kinds = [
+            TaskKind::DicPsnAvailable {
+                bloom_filter: bf.clone(),
+                target: "t".into(),
+                pseudonym: "p".into(),
+            },
+            TaskKind::SendIdat {
+                task_id: "id".into(),
+                subject: SendIdatSubject::BloomFilter(bf.clone()),
+                elements: vec![
+                    ElementRequest::Known(IdatElement::Given),
+                    ElementRequest::Unknown("x".into()),
+                ],
+            },
+            TaskKind::RepeatRequest {
+                study: "s".into(),
+                bloom_filter: bf,
+                target: "t".into(),
+            },
+            TaskKind::Unknown {
+                name: "future_task".into(),
+                raw: serde_json::json!({"name": "future_task", "part": []}),
+            },
+        ];
+        let now = Utc::now();
+        let states = [
+            TaskState::Received,
+            TaskState::Running,
+            TaskState::InDoubt,
+            TaskState::RetryWait { next_at: now },
+            TaskState::NeedsAttention {
+                reason: crate::domain::Attention::UnknownRecord,
+            },
+            TaskState::Done { at: now },
+            TaskState::Expired { at: now },
+        ];
+        for kind in &kinds {
+            for state in &states {
+                let rec = record(kind.clone(), state.clone());
+                let json = encode_task(&rec).unwrap();
+                let head = decode_head(b"k", &json, Path::new("store")).unwrap();
+                assert_eq!(&head.state, state);
+                assert_eq!(head.task.kind.type_name(), task_type_name(kind));
+            }
+        }
+        assert!(decode_head(b"k", b"{\"state\":\"Nope\"}", Path::new("store")).is_err());
     }
 }

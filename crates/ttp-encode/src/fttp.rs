@@ -29,6 +29,12 @@
 //! permutation; since exactly one of `bits[i]` and `NOT bits[i]` is set, encoding a record ends
 //! with one table lookup and one bit store per original bit instead of `2L` random draws and swaps.
 //!
+//! Where it costs little memory, each n-gram's `k` positions are also kept as a ready-made
+//! `L`-bit mask, so a token ORs `⌈L/64⌉` whole words (which the compiler vectorises) instead of
+//! setting `k` scattered bits one read-modify-write at a time. With the usual parameters
+//! (`L = 900`, `k = 30`) a mask is 120 bytes, exactly the size of the 30 positions it replaces,
+//! and this halves the time of an encoding; see BENCHMARKS.md.
+//!
 //! # Beyond the library
 //!
 //! The Java library ignores `nGramLength` and always uses bigrams. This encoder implements general
@@ -55,6 +61,8 @@ pub const MAX_NGRAM_LENGTH: u32 = 3;
 pub const MAX_LENGTH: u32 = 1 << 20;
 /// Upper bound on positions per field table (64 MiB of `u32`): |V|ⁿ·k.
 pub const MAX_TABLE_POSITIONS: u64 = 1 << 24;
+/// Largest total size of the n-gram masks (all fields); beyond it `encode` sets positions.
+const MAX_MASK_BYTES: usize = 8 << 20;
 
 /// The parameters of an fTTP filter, with the key names of the library's configuration
 /// (`length`, `nGramLength`, `randomPositionNumber`, `vocabulary`) and the test vector's
@@ -191,6 +199,9 @@ pub struct FttpEncoder {
     /// Field tables, flattened: positions of n-gram `g` in field `f` are at
     /// `((f * entries) + g) * k .. + k`.
     positions: Zeroizing<Vec<u32>>,
+    /// The same tables as `L`-bit masks (`words` u64 per n-gram, same order), when they are
+    /// small enough (see [`mask_tables`]); `None` makes `encode` use `positions`.
+    masks: Option<Zeroizing<Vec<u64>>>,
     /// Balancing, precomputed: for original bit `i`, `destinations[2i + b]` is the output
     /// position that ends up set when the bit's value is `b`.
     destinations: Zeroizing<Vec<u32>>,
@@ -235,6 +246,7 @@ impl FttpEncoder {
             }
         }
 
+        let masks = mask_tables(&positions, length, k);
         let destinations = balancing_destinations(length, params.balanced_seed);
 
         Ok(FttpEncoder {
@@ -249,6 +261,7 @@ impl FttpEncoder {
             ascii_index,
             other_index,
             positions,
+            masks,
             destinations,
             field_order: params.field_order.clone(),
         })
@@ -328,6 +341,11 @@ impl FttpEncoder {
         let mut run = 0usize;
         let padding = std::iter::repeat_n(' ', self.n - 1);
         let padded = padding.clone().chain(value.chars()).chain(padding);
+        let words = filter.len();
+        let masks = self
+            .masks
+            .as_ref()
+            .map(|m| &m[field * self.entries * words..][..self.entries * words]);
         let table = &self.positions[field * self.entries * self.k..][..self.entries * self.k];
         for c in padded {
             let idx = if c == ' ' {
@@ -342,8 +360,18 @@ impl FttpEncoder {
             code = (code % self.code_window) * self.vocab_size + idx;
             run += 1;
             if run >= self.n {
-                for &p in &table[code as usize * self.k..][..self.k] {
-                    filter[p as usize >> 6] |= 1 << (p & 63);
+                match masks {
+                    Some(masks) => {
+                        let mask = &masks[code as usize * words..][..words];
+                        for (f, m) in filter.iter_mut().zip(mask) {
+                            *f |= m;
+                        }
+                    }
+                    None => {
+                        for &p in &table[code as usize * self.k..][..self.k] {
+                            filter[p as usize >> 6] |= 1 << (p & 63);
+                        }
+                    }
                 }
             }
         }
@@ -457,6 +485,24 @@ fn validate_fields(params: &FttpParams) -> Result<(), FttpError> {
         return Err(FttpError::UnusedSeed(unused.clone()));
     }
     Ok(())
+}
+
+/// The position tables as masks of `⌈L/64⌉` words per n-gram, if a mask is at most twice the
+/// size of the `k` positions it replaces and all masks fit in [`MAX_MASK_BYTES`]. A larger
+/// mask would cost more memory traffic than the scattered bit stores it saves.
+fn mask_tables(positions: &[u32], length: usize, k: usize) -> Option<Zeroizing<Vec<u64>>> {
+    let words = length.div_ceil(64);
+    let grams = positions.len() / k;
+    if words * 8 > 2 * k * 4 || grams.saturating_mul(words * 8) > MAX_MASK_BYTES {
+        return None;
+    }
+    let mut masks = Zeroizing::new(vec![0u64; grams * words]);
+    for (mask, gram) in masks.chunks_exact_mut(words).zip(positions.chunks_exact(k)) {
+        for &p in gram {
+            mask[p as usize >> 6] |= 1 << (p & 63);
+        }
+    }
+    Some(masks)
 }
 
 /// Replays the library's `2L` swaps on positions instead of bits.
@@ -660,6 +706,27 @@ mod tests {
             }
         }
         filter
+    }
+
+    #[test]
+    fn masks_and_scattered_positions_encode_alike() {
+        let fields = [("a", 11), ("b", 12), ("c", 13)];
+        // L = 900, k = 30 (the usual parameters): a mask is as large as its 30 positions.
+        let mut enc = FttpEncoder::new(&params(DEFAULT_VOCABULARY, 900, 30, &fields)).unwrap();
+        assert!(enc.masks.is_some());
+        let values = [
+            ["ANNA", "MUELLER", "19850314"],
+            ["", "X-Y  Z", "0"],
+            ["KARL HEINZ", "ÄÖ", "1"],
+        ];
+        let with: Vec<Vec<u8>> = values.iter().map(|v| enc.encode(v)).collect();
+        assert_ne!(with[0], with[1]);
+        enc.masks = None;
+        let without: Vec<Vec<u8>> = values.iter().map(|v| enc.encode(v)).collect();
+        assert_eq!(with, without);
+        // A long filter with few positions per n-gram keeps setting single bits.
+        let sparse = FttpEncoder::new(&params(DEFAULT_VOCABULARY, 4096, 2, &fields)).unwrap();
+        assert!(sparse.masks.is_none());
     }
 
     #[test]

@@ -26,8 +26,13 @@ pub fn handle(
     let mut changed = Vec::new();
     let mut conflict = false;
     for rec in &mut records {
+        let state_before = rec.state.clone();
         match rec.assign_pseudonym(pseudonym, now) {
-            Assigned::New | Assigned::Same => changed.push(rec.clone()),
+            Assigned::New => changed.push(rec.clone()),
+            // A repeated answer usually changes nothing; then there is nothing to write (and
+            // no IDAT to seal again). `Same` changes at most the state.
+            Assigned::Same if rec.state != state_before => changed.push(rec.clone()),
+            Assigned::Same => {}
             Assigned::Conflict => conflict = true,
         }
     }

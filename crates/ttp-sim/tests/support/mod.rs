@@ -47,6 +47,10 @@ impl Client {
     }
 
     pub fn with_timeout(sim: &SimHandle, timeout: Duration) -> Self {
+        // In a workspace build, Cargo unifies reqwest's features with the agent's
+        // (`rustls-no-provider`), and reqwest then needs a process-wide crypto provider even for
+        // plain-HTTP clients. Installing one is harmless when rustls is not compiled in.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()

@@ -1,0 +1,299 @@
+//! `/healthz` and `/readyz`.
+//!
+//! * **Healthy** means the process is alive and serving: `/healthz` answers `200 ok` without
+//!   looking at anything else (a liveness probe must not fail because the fTTP is down, or the
+//!   agent would be restarted for someone else's outage).
+//! * **Ready** means the agent is doing its job. `/readyz` answers 200 when all of these hold,
+//!   and 503 with the first reason that fails otherwise:
+//!   1. the daemon is not shutting down;
+//!   2. the store answers a read;
+//!   3. the last poll cycle did not fail because the fTTP refused the agent's credentials
+//!      (that never heals by itself: a person must fix the API key);
+//!   4. the first poll since start is still running, or the last successful poll (as recorded
+//!      in the store, so it survives restarts) is at most `[admin] ready_window` old.
+//!
+//! The decision is the pure function [`assess`]; [`Health`] only remembers what the scheduler
+//! reported through the hooks.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::AdminState;
+use crate::agent::{CycleError, CycleReport, META_LAST_POLL_OK};
+
+/// The last failed cycle, as the hooks saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CycleFailure {
+    /// [`CycleError::class`].
+    pub class: &'static str,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What the scheduler reported since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthView {
+    /// Cycles finished since the process started (successful or not; shutdowns excluded).
+    pub cycles: u64,
+    pub last_cycle_at: Option<DateTime<Utc>>,
+    /// The last cycle's failure; `None` after a successful one.
+    pub last_failure: Option<CycleFailure>,
+    pub stopping: bool,
+}
+
+/// Shared, updated by the hooks, read by `/readyz`, `/api/status` and the page.
+#[derive(Debug, Default)]
+pub struct Health {
+    view: Mutex<HealthView>,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HealthView> {
+        // The view is plain data, consistent after every assignment: a panic elsewhere while
+        // holding the lock cannot leave it half-written.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self) -> HealthView {
+        self.lock().clone()
+    }
+
+    /// Records a finished cycle. An interrupted one (shutdown) says nothing about health.
+    pub fn cycle_finished(&self, result: &Result<CycleReport, CycleError>, at: DateTime<Utc>) {
+        if matches!(result, Err(CycleError::ShuttingDown)) {
+            return;
+        }
+        let mut v = self.lock();
+        v.cycles += 1;
+        v.last_cycle_at = Some(at);
+        v.last_failure = result.as_ref().err().map(|e| CycleFailure {
+            class: e.class(),
+            message: e.to_string(),
+            at,
+        });
+    }
+
+    pub fn stopping(&self) {
+        self.lock().stopping = true;
+    }
+}
+
+/// The answer of `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready(String),
+    NotReady(String),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready(_))
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Readiness::Ready(r) | Readiness::NotReady(r) => r,
+        }
+    }
+}
+
+/// The readiness rules of the module docs. `last_ok` is the store's record of the last
+/// successful poll, or the store's error.
+pub fn assess(
+    view: &HealthView,
+    last_ok: Result<Option<DateTime<Utc>>, String>,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Readiness {
+    if view.stopping {
+        return Readiness::NotReady("the agent is shutting down".into());
+    }
+    let last_ok = match last_ok {
+        Ok(t) => t,
+        Err(e) => return Readiness::NotReady(format!("the store cannot be read: {e}")),
+    };
+    if let Some(f) = &view.last_failure
+        && f.class == "auth"
+    {
+        return Readiness::NotReady(format!(
+            "the fTTP refused the agent's credentials at the last poll ({}); fix the API key or Basic-auth settings and restart",
+            f.at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    if view.cycles == 0 {
+        return Readiness::Ready("starting: the first poll has not finished yet".into());
+    }
+    let window_text = humantime::format_duration(window).to_string();
+    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    match last_ok {
+        Some(t) if now - t <= window => Readiness::Ready(format!(
+            "last successful poll at {}",
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        Some(t) => Readiness::NotReady(format!(
+            "no successful poll since {} (more than {window_text} ago){}",
+            t.format("%Y-%m-%d %H:%M:%S UTC"),
+            failure_suffix(view)
+        )),
+        None => Readiness::NotReady(format!("no poll has succeeded yet{}", failure_suffix(view))),
+    }
+}
+
+fn failure_suffix(view: &HealthView) -> String {
+    view.last_failure
+        .as_ref()
+        .map_or(String::new(), |f| format!("; last error: {}", f.message))
+}
+
+/// The current readiness of the daemon behind `state`.
+pub fn readiness(state: &AdminState) -> Readiness {
+    let last_ok = state
+        .store
+        .meta_time(META_LAST_POLL_OK)
+        .map_err(|e| e.to_string());
+    assess(
+        &state.health.view(),
+        last_ok,
+        state.settings.ready_window,
+        Utc::now(),
+    )
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[derive(Serialize)]
+struct ReadyBody<'a> {
+    status: &'static str,
+    reason: &'a str,
+}
+
+pub async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let r = match tokio::task::spawn_blocking(move || readiness(&state)).await {
+        Ok(r) => r,
+        Err(e) => Readiness::NotReady(format!("the readiness check failed: {e}")),
+    };
+    let (status, word) = if r.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (
+        status,
+        axum::Json(ReadyBody {
+            status: word,
+            reason: r.reason(),
+        }),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn failure(class: &'static str) -> Option<CycleFailure> {
+        Some(CycleFailure {
+            class,
+            message: format!("{class} went wrong"),
+            at: at("2026-06-01T10:00:00Z"),
+        })
+    }
+
+    #[test]
+    fn a_fresh_daemon_is_ready_until_its_first_poll_says_otherwise() {
+        let now = at("2026-06-01T10:00:00Z");
+        let fresh = HealthView::default();
+        // Even with a store whose last success is days old, or none at all.
+        assert!(assess(&fresh, Ok(None), HOUR, now).is_ready());
+        assert!(assess(&fresh, Ok(Some(at("2026-05-01T00:00:00Z"))), HOUR, now).is_ready());
+    }
+
+    #[test]
+    fn readiness_follows_the_last_success_within_the_window() {
+        let now = at("2026-06-01T10:00:00Z");
+        let polled = HealthView {
+            cycles: 3,
+            ..HealthView::default()
+        };
+        let recent = Ok(Some(at("2026-06-01T09:30:00Z")));
+        assert!(assess(&polled, recent.clone(), HOUR, now).is_ready());
+        let old = Ok(Some(at("2026-06-01T08:59:59Z")));
+        let r = assess(&polled, old, HOUR, now);
+        assert!(!r.is_ready());
+        assert!(r.reason().contains("2026-06-01 08:59:59"), "{r:?}");
+        assert!(r.reason().contains("1h"), "{r:?}");
+        // A fetch failure does not matter while the last success is recent...
+        let failing = HealthView {
+            cycles: 4,
+            last_failure: failure("fetch"),
+            ..HealthView::default()
+        };
+        assert!(assess(&failing, recent, HOUR, now).is_ready());
+        // ...and is named once it does.
+        let r = assess(&failing, Ok(None), HOUR, now);
+        assert!(!r.is_ready());
+        assert!(r.reason().contains("fetch went wrong"), "{r:?}");
+    }
+
+    #[test]
+    fn refused_credentials_the_store_and_shutdown_make_it_not_ready_at_once() {
+        let now = at("2026-06-01T10:00:00Z");
+        let recent = Ok(Some(at("2026-06-01T09:59:00Z")));
+        let auth = HealthView {
+            cycles: 1,
+            last_failure: failure("auth"),
+            ..HealthView::default()
+        };
+        let r = assess(&auth, recent.clone(), HOUR, now);
+        assert!(!r.is_ready());
+        assert!(r.reason().contains("credentials"), "{r:?}");
+
+        let fine = HealthView {
+            cycles: 1,
+            ..HealthView::default()
+        };
+        let r = assess(&fine, Err("disk on fire".into()), HOUR, now);
+        assert!(
+            !r.is_ready() && r.reason().contains("disk on fire"),
+            "{r:?}"
+        );
+
+        let stopping = HealthView {
+            stopping: true,
+            ..fine
+        };
+        assert!(!assess(&stopping, recent, HOUR, now).is_ready());
+    }
+
+    #[test]
+    fn the_hooks_record_failures_and_clear_them_on_success_but_ignore_shutdowns() {
+        let h = Health::new();
+        let now = at("2026-06-01T10:00:00Z");
+        h.cycle_finished(&Err(CycleError::Auth("401".into())), now);
+        assert_eq!(h.view().last_failure.map(|f| f.class), Some("auth"));
+        h.cycle_finished(&Err(CycleError::ShuttingDown), now);
+        assert_eq!(h.view().cycles, 1);
+        assert!(h.view().last_failure.is_some());
+        h.cycle_finished(&Ok(CycleReport::default()), now);
+        assert_eq!(h.view().cycles, 2);
+        assert_eq!(h.view().last_failure, None);
+    }
+}

@@ -1,0 +1,348 @@
+//! The admin surface of the daemon: health, readiness, metrics, the status page and alerts.
+//!
+//! `ttp-agent run` starts a small HTTP server next to the scheduler, on `[admin] listen`
+//! (default `127.0.0.1:9464`):
+//!
+//! | path          | what                                                        | auth  |
+//! |---------------|-------------------------------------------------------------|-------|
+//! | `/healthz`    | `200 ok` while the process is alive                         | never |
+//! | `/readyz`     | 200 or 503 with the reason ([`health`])                     | token |
+//! | `/metrics`    | Prometheus / OpenMetrics text ([`metrics`])                 | token |
+//! | `/api/status` | the [`StatusReport`](crate::status::StatusReport) as JSON   | token |
+//! | `/`           | the coordinators' status page ([`page`])                    | token |
+//!
+//! "token" means: when `[admin] token_file` is set, the request must carry
+//! `Authorization: Bearer <token>` ([`auth`]). A listener reachable from other hosts without a
+//! token is refused at start-up ([`check_exposure`]): the page lists task keys and deadlines,
+//! which are nobody else's business, and `/metrics` tells what a site is doing.
+//!
+//! # How the parts fit
+//!
+//! ```text
+//!  scheduler ──DaemonHooks──► AdminHooks ──► SystemdHooks (sd_notify, watchdog)
+//!                                │  ├─────► Health   (last cycle, for /readyz)
+//!                                │  ├─────► AgentMetrics (poll histogram, errors, task events)
+//!                                │  └─────► Alerts::poke (evaluate after every cycle)
+//!  HTTP ──► router ──► health / metrics / api / page ──► Store (read-only, at request time)
+//!  Alerts: evaluator loop (after each cycle and when a deadline enters the warning window)
+//!          ──► store (mark + queue, one batch) ──► delivery loop ──► webhook (retries)
+//! ```
+//!
+//! Everything the HTTP side shows is read from the store when asked (a scan of the stored
+//! tasks: open ones plus recently finished ones, so a few thousand at most); the daemon's own
+//! state adds only what the store cannot know (whether the last cycle failed, and why).
+//! Nothing served here contains IDAT, Bloom filters or pseudonyms; metric labels are task
+//! types, states, operations and classes only (bounded, and no identifiers).
+
+pub mod alerts;
+pub mod api;
+pub mod auth;
+pub mod health;
+pub mod hooks;
+pub mod metrics;
+pub mod page;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use ttp_encode::Secret;
+
+use crate::agent::scheduler::{DaemonHooks, Schedule};
+use crate::agent::{Agent, Shutdown};
+use crate::client::TtpClient;
+use crate::config::{AdminConfig, ConfigError, Secrets};
+use crate::store::Store;
+
+pub use alerts::{Alerts, WebhookSettings};
+pub use health::Health;
+pub use hooks::AdminHooks;
+pub use metrics::AgentMetrics;
+
+/// How many days of history the page and `/api/status` show unless asked otherwise.
+pub const DEFAULT_HISTORY_DAYS: u32 = 14;
+
+/// The admin settings, from `[admin]` and its token file.
+pub struct AdminSettings {
+    /// Required on every endpoint but `/healthz` when set.
+    pub token: Option<Secret>,
+    /// `/readyz` wants a successful poll within this window.
+    pub ready_window: Duration,
+    /// Tasks expiring within this window are urgent (page, metrics, alerts).
+    pub warn_before_expiry: chrono::Duration,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ready_window", &self.ready_window)
+            .field("warn_before_expiry", &self.warn_before_expiry)
+            .finish()
+    }
+}
+
+impl AdminSettings {
+    pub fn from_config(admin: &AdminConfig, secrets: &Secrets) -> AdminSettings {
+        AdminSettings {
+            token: secrets.admin_token.clone(),
+            ready_window: admin.ready_window,
+            warn_before_expiry: warn_window(admin),
+        }
+    }
+}
+
+/// `[admin] warn_before_expiry` as a chrono duration (48 h if it does not fit, which no
+/// validated configuration produces).
+pub fn warn_window(admin: &AdminConfig) -> chrono::Duration {
+    chrono::Duration::from_std(admin.warn_before_expiry).unwrap_or(chrono::Duration::hours(48))
+}
+
+/// The study and site the agent works for (shown on the page and sent with alerts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub study: String,
+    pub target: String,
+}
+
+/// Everything the handlers share.
+pub struct AdminState {
+    pub(crate) store: Arc<Store>,
+    pub(crate) client: Option<TtpClient>,
+    pub(crate) settings: AdminSettings,
+    pub(crate) site: Site,
+    pub(crate) health: Health,
+    pub(crate) metrics: Arc<AgentMetrics>,
+    pub(crate) started_at: DateTime<Utc>,
+}
+
+impl AdminState {
+    /// `client` provides the request counters for `/metrics` (absent in tests that serve a
+    /// store without an agent).
+    pub fn new(
+        store: Arc<Store>,
+        client: Option<TtpClient>,
+        settings: AdminSettings,
+        site: Site,
+        metrics: Arc<AgentMetrics>,
+    ) -> Arc<AdminState> {
+        Arc::new(AdminState {
+            store,
+            client,
+            settings,
+            site,
+            health: Health::new(),
+            metrics,
+            started_at: Utc::now(),
+        })
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn metrics(&self) -> &Arc<AgentMetrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// Why the admin server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "cannot listen on {addr} (`[admin] listen`): {source}; is another ttp-agent (or another service) using that port? Choose a free port"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`[admin] webhook_url`: cannot build the HTTP client for the webhook: {0}")]
+    Webhook(String),
+}
+
+/// Refuses a listener that other hosts can reach unless a token protects it. Run before
+/// anything else at start-up; the error is a configuration error (exit 78).
+pub fn check_exposure(admin: &AdminConfig, token: Option<&Secret>) -> Result<(), ConfigError> {
+    if admin.listen.ip().is_loopback() || token.is_some() {
+        return Ok(());
+    }
+    Err(ConfigError::Cli(format!(
+        "`[admin] listen` is {}, which other hosts can reach, but `[admin] token_file` is not set: \
+         refusing to serve the admin endpoints (task keys, deadlines, metrics) without a token. \
+         Set `[admin] token_file` to a file holding a long random token (e.g. `openssl rand -hex 32 > \
+         /etc/ttp-agent/admin-token`), or listen on 127.0.0.1",
+        admin.listen
+    )))
+}
+
+/// The routes (see the module docs).
+pub fn router(state: Arc<AdminState>) -> Router {
+    let protected = Router::new()
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/api/status", get(api::status))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/", get(page::page))
+        .merge(protected)
+        .layer(axum::middleware::from_fn(auth::common_headers))
+        .with_state(state)
+}
+
+/// Binds the listener (port 0 picks a free port; tests use that).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AdminError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
+
+/// What [`start`] set running.
+pub struct Running {
+    /// Give these to the scheduler.
+    pub hooks: Arc<dyn DaemonHooks>,
+    /// Where the server listens (the real port when `[admin] listen` asked for port 0).
+    pub addr: SocketAddr,
+    pub state: Arc<AdminState>,
+    pub alerts: Arc<Alerts>,
+}
+
+/// Starts the admin surface of the daemon: binds `[admin] listen`, spawns the server, the
+/// alert evaluator and (with `[admin] webhook_url`) the webhook delivery, and wraps `inner`
+/// (the systemd hooks) in hooks that feed them. Call inside the runtime, after
+/// [`check_exposure`] and `Agent::recover`.
+pub async fn start(
+    admin: &AdminConfig,
+    secrets: &Secrets,
+    agent: &Arc<Agent>,
+    schedule: &Schedule,
+    shutdown: Shutdown,
+    inner: Arc<dyn DaemonHooks>,
+) -> Result<Running, AdminError> {
+    let settings = AdminSettings::from_config(admin, secrets);
+    warn_if_window_shorter_than_schedule(settings.ready_window, schedule);
+    let opts = agent.options();
+    let site = Site {
+        study: opts.study.clone(),
+        target: opts.target.clone(),
+    };
+    let metrics = Arc::new(AgentMetrics::new());
+    let webhook = admin
+        .webhook_url
+        .as_ref()
+        .map(|url| WebhookSettings::new(url.expose().clone()));
+    let alerts = Alerts::new(
+        Arc::clone(agent.store()),
+        settings.warn_before_expiry,
+        site.clone(),
+        webhook,
+        Arc::clone(&metrics),
+    )?;
+    let state = AdminState::new(
+        Arc::clone(agent.store()),
+        Some(agent.client().clone()),
+        settings,
+        site,
+        Arc::clone(&metrics),
+    );
+    let listener = bind(admin.listen).await?;
+    let addr = listener.local_addr().map_err(|source| AdminError::Bind {
+        addr: admin.listen,
+        source,
+    })?;
+    tracing::info!(
+        listen = %addr,
+        token = state.settings.token.is_some(),
+        webhook = admin.webhook_url.as_ref().map(|u| u.redacted()),
+        "admin endpoints: /healthz /readyz /metrics /api/status and the status page at /"
+    );
+    let server_state = Arc::clone(&state);
+    let server_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, server_state, server_shutdown).await {
+            tracing::error!(error = %e, "the admin server stopped");
+        }
+    });
+    tokio::spawn(Arc::clone(&alerts).run_evaluator(shutdown.clone()));
+    if alerts.has_webhook() {
+        tokio::spawn(Arc::clone(&alerts).run_delivery(shutdown));
+    }
+    let hooks = AdminHooks::new(inner, Arc::clone(&state), Arc::clone(&alerts));
+    Ok(Running {
+        hooks: Arc::new(hooks),
+        addr,
+        state,
+        alerts,
+    })
+}
+
+/// `/readyz` would flap if polls are further apart than the window: say so once, at start.
+fn warn_if_window_shorter_than_schedule(window: Duration, schedule: &Schedule) {
+    let now = Utc::now();
+    let Some(first) = schedule.next_after(now) else {
+        return;
+    };
+    let Some(second) = schedule.next_after(first) else {
+        return;
+    };
+    let gap = (second - first).to_std().unwrap_or_default();
+    if gap > window {
+        tracing::warn!(
+            ready_window = %humantime::format_duration(window),
+            poll_interval = %humantime::format_duration(gap),
+            "`[admin] ready_window` is shorter than the time between two scheduled polls: /readyz will report \"not ready\" between polls; make the window longer than the interval"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(listen: &str) -> AdminConfig {
+        AdminConfig {
+            listen: listen.parse().unwrap(),
+            token_file: None,
+            ready_window: Duration::from_secs(3600),
+            warn_before_expiry: Duration::from_secs(48 * 3600),
+            webhook_url: None,
+        }
+    }
+
+    #[test]
+    fn only_loopback_may_go_without_a_token() {
+        let token = Secret::from_text("t");
+        for ok in ["127.0.0.1:9464", "127.3.2.1:1", "[::1]:9464"] {
+            assert!(check_exposure(&admin(ok), None).is_ok(), "{ok}");
+        }
+        for exposed in ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464"] {
+            let err = check_exposure(&admin(exposed), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("token_file") && err.contains(exposed), "{err}");
+            assert!(check_exposure(&admin(exposed), Some(&token)).is_ok());
+        }
+    }
+}

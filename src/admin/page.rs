@@ -1,0 +1,165 @@
+//! `GET /`: the coordinators' status page.
+//!
+//! One self-contained HTML document (style and script inline, no external assets, no fonts,
+//! no CDN) that fetches `/api/status` every 15 seconds and draws it: what needs a person (with
+//! why and what to do), what expires soon (live countdowns), what is being retried (with the
+//! last error), open tasks by type and state, records, and a bar chart of tasks answered and
+//! expired per day. Urgent things come first, in red and amber; it names tasks by type in
+//! plain words and by key, never a patient. The assets are in `assets/` next to this file.
+//!
+//! # The token in a browser
+//!
+//! With `[admin] token_file` set, the page needs the token too. A browser cannot add an
+//! `Authorization` header to a link, so the page accepts it once as `/?token=…`: the script
+//! moves it into `sessionStorage` (this tab only, gone when the tab closes), removes it from
+//! the address bar, and sends it as `Authorization: Bearer` on every fetch. Reloading `/`
+//! without the token answers 401 with a small form whose script puts this tab's token back
+//! into the address once (a token the agent rejected is forgotten instead).
+//!
+//! The trade-offs, chosen deliberately:
+//!
+//! * The token appears in one request line. The agent never logs request lines; a reverse
+//!   proxy in front of it might (configure it not to log query strings, or inject the
+//!   `Authorization` header itself, which the page also accepts).
+//! * `sessionStorage` is readable by script on the same origin. The page runs only its own
+//!   inline script, pinned by hash in a strict Content-Security-Policy, and builds the DOM with
+//!   `textContent` (never `innerHTML`), so data from the store cannot inject script.
+//! * A cookie would survive reloads, but browsers send cookies to every port of a host, so
+//!   other services on the same machine would receive the token; storage is per origin
+//!   (port included).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::AdminState;
+use super::auth::{self, Verdict};
+
+const PAGE_HTML: &str = include_str!("assets/page.html");
+const PAGE_CSS: &str = include_str!("assets/page.css");
+const PAGE_JS: &str = include_str!("assets/page.js");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
+const LOGIN_CSS: &str = include_str!("assets/login.css");
+const LOGIN_JS: &str = include_str!("assets/login.js");
+
+/// An assembled document and the Content-Security-Policy that allows exactly its inline parts.
+struct Document {
+    html: String,
+    csp: HeaderValue,
+}
+
+fn csp_hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
+    )
+}
+
+fn assemble(template: &str, css: &str, js: &str, connect: bool) -> Document {
+    let html = template.replace("{{STYLE}}", css).replace("{{SCRIPT}}", js);
+    let csp = format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src {}; img-src 'self'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        csp_hash(js),
+        csp_hash(css),
+        if connect { "'self'" } else { "'none'" }
+    );
+    // The policy is ASCII by construction (keywords and base64).
+    let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'"));
+    Document { html, csp }
+}
+
+fn status_page() -> &'static Document {
+    static PAGE: OnceLock<Document> = OnceLock::new();
+    PAGE.get_or_init(|| assemble(PAGE_HTML, PAGE_CSS, PAGE_JS, true))
+}
+
+fn login_page(rejected: bool) -> Document {
+    let template = LOGIN_HTML
+        .replace("{{REJECTED}}", if rejected { "true" } else { "false" })
+        .replace(
+            "{{MESSAGE}}",
+            if rejected {
+                "That access token is not valid (it may have been changed). Enter the current one."
+            } else {
+                "This page needs the access token of the agent's admin page."
+            },
+        );
+    assemble(&template, LOGIN_CSS, LOGIN_JS, false)
+}
+
+fn html(status: StatusCode, doc: &Document) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        doc.html.clone(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, doc.csp.clone());
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    token: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<Arc<AdminState>>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let offered = auth::bearer(&headers).or(q.token.as_deref().map(str::as_bytes));
+    match auth::judge(state.settings.token.as_ref(), offered) {
+        Verdict::Allowed => html(StatusCode::OK, status_page()),
+        Verdict::Missing => html(StatusCode::UNAUTHORIZED, &login_page(false)),
+        Verdict::Wrong => html(StatusCode::UNAUTHORIZED, &login_page(true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_self_contained_and_its_policy_pins_its_inline_parts() {
+        let doc = status_page();
+        assert!(!doc.html.contains("{{"), "every placeholder is filled");
+        for external in ["src=\"http", "href=\"http", "src=\"//", "@import", "url("] {
+            assert!(
+                !doc.html.contains(external),
+                "no external asset: {external}"
+            );
+        }
+        assert!(
+            !PAGE_JS.contains("innerHTML"),
+            "data goes into the DOM as text only"
+        );
+        let csp = doc.csp.to_str().unwrap();
+        assert!(
+            csp.contains(&csp_hash(PAGE_JS)) && csp.contains(&csp_hash(PAGE_CSS)),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        // The hashed text must be exactly what sits between the tags.
+        assert!(doc.html.contains(&format!("<script>{PAGE_JS}</script>")));
+        assert!(doc.html.contains(&format!("<style>{PAGE_CSS}</style>")));
+    }
+
+    #[test]
+    fn the_login_page_says_whether_the_token_was_wrong() {
+        let fresh = login_page(false);
+        assert!(fresh.html.contains("data-rejected=\"false\""));
+        let rejected = login_page(true);
+        assert!(rejected.html.contains("data-rejected=\"true\""));
+        assert!(rejected.html.contains("not valid"));
+        assert!(!rejected.html.contains("{{"));
+    }
+}

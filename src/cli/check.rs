@@ -1,0 +1,440 @@
+//! `ttp-agent check --config F`: is this installation ready to run?
+//!
+//! Walks through what the daemon needs, in the order it needs it, and prints one line per
+//! step — `✓` passed, `!` a warning, `✗` failed, `–` skipped (with the reason) — then a
+//! verdict:
+//!
+//! 1. **configuration**: the file and environment load and validate; risky settings warn;
+//! 2. **secrets**: every secret file named is readable and well-formed; loose permissions warn;
+//! 3. **store**: the store opens with the configured IDAT key. A store locked by a running
+//!    daemon is fine (the daemon holds it), and is detected without opening it. A store that
+//!    does not exist yet is fine too (the first start creates it); `check` does not create it;
+//! 4. **encoding**: the `[encoding]` profile loads (only `submit` needs it);
+//! 5. **fTTP reachable**: `GET metadata` answers with a CapabilityStatement (DNS, TCP, TLS,
+//!    base URL);
+//! 6. **authentication**: an authenticated `$requestTasks` is accepted. Its result is counted
+//!    and dropped, never acted on or stored. With `[ttp] task_relisting = "once"` this step is
+//!    skipped: an fTTP that lists a task only once would hand it to `check` instead of to the
+//!    daemon.
+//!
+//! Exit status: 0 every check passed (warnings allowed), 1 a check failed, 78 the
+//! configuration itself is invalid (file, environment, secrets or encoding profile).
+
+use std::fmt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{ConfigArg, EX_CONFIG, context};
+use crate::client::{ErrorClass, TtpClient, TtpError};
+use crate::config::{AgentConfig, Secrets, TaskRelisting};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+
+    /// Also print the effective configuration (secrets appear as the paths of their files).
+    #[arg(long)]
+    show_config: bool,
+}
+
+/// The outcome of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mark {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mark::Pass => "✓",
+            Mark::Warn => "!",
+            Mark::Fail => "✗",
+            Mark::Skip => "–",
+        })
+    }
+}
+
+/// How bad a failure is for the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Severity {
+    /// Something outside the configuration (network, fTTP, store).
+    Check,
+    /// The configuration is invalid: exit 78, like every command would.
+    Config,
+}
+
+struct Line {
+    mark: Mark,
+    step: &'static str,
+    detail: String,
+}
+
+#[derive(Default)]
+struct Checklist {
+    lines: Vec<Line>,
+    failed: Option<Severity>,
+}
+
+impl Checklist {
+    fn push(&mut self, mark: Mark, step: &'static str, detail: impl Into<String>) {
+        let line = Line {
+            mark,
+            step,
+            detail: detail.into(),
+        };
+        println!("{} {:<15} {}", line.mark, line.step, line.detail);
+        self.lines.push(line);
+    }
+
+    fn pass(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.push(Mark::Pass, step, detail);
+    }
+
+    fn warn(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.push(Mark::Warn, step, detail);
+    }
+
+    fn skip(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.push(Mark::Skip, step, detail);
+    }
+
+    fn fail(&mut self, severity: Severity, step: &'static str, detail: impl Into<String>) {
+        self.push(Mark::Fail, step, detail);
+        self.failed = self.failed.max(Some(severity));
+    }
+
+    /// Prints the verdict and chooses the exit status.
+    fn finish(self) -> ExitCode {
+        let count = |m: Mark| self.lines.iter().filter(|l| l.mark == m).count();
+        let warnings = match count(Mark::Warn) {
+            0 => String::new(),
+            1 => " (1 warning)".to_owned(),
+            n => format!(" ({n} warnings)"),
+        };
+        println!();
+        match self.failed {
+            None => {
+                println!("verdict: ready — every check passed{warnings}");
+                ExitCode::SUCCESS
+            }
+            Some(severity) => {
+                let failed: Vec<&str> = self
+                    .lines
+                    .iter()
+                    .filter(|l| l.mark == Mark::Fail)
+                    .map(|l| l.step)
+                    .collect();
+                println!(
+                    "verdict: NOT ready — failed: {}{warnings}",
+                    failed.join(", ")
+                );
+                match severity {
+                    Severity::Config => ExitCode::from(EX_CONFIG),
+                    Severity::Check => ExitCode::FAILURE,
+                }
+            }
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut list = Checklist::default();
+    let config = match AgentConfig::load(args.config.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            list.fail(Severity::Config, "configuration", e.to_string());
+            return Ok(list.finish());
+        }
+    };
+    match config.source_file() {
+        Some(path) => list.pass("configuration", format!("{} is valid", path.display())),
+        None => list.pass(
+            "configuration",
+            "valid (no file: environment variables and defaults only)",
+        ),
+    }
+    for warning in config.warnings() {
+        list.warn("configuration", warning);
+    }
+    if args.show_config {
+        println!("\n{}", config.redacted_summary());
+    }
+
+    let secrets = match config.load_secrets() {
+        Ok(secrets) => secrets,
+        Err(e) => {
+            list.fail(Severity::Config, "secrets", e.to_string());
+            return Ok(list.finish());
+        }
+    };
+    list.pass("secrets", describe_secrets(&secrets));
+    for warning in &secrets.warnings {
+        list.warn("secrets", warning.to_string());
+    }
+
+    check_store(&mut list, &config, &secrets);
+    check_encoding(&mut list, &config);
+    check_fttp(&mut list, &config, &secrets);
+    Ok(list.finish())
+}
+
+fn describe_secrets(secrets: &Secrets) -> String {
+    let mut read = Vec::new();
+    if secrets.api_key.is_some() {
+        read.push("API key");
+    }
+    if secrets.basic_password.is_some() {
+        read.push("Basic-auth password");
+    }
+    read.push("IDAT key");
+    if secrets.admin_token.is_some() {
+        read.push("admin token");
+    }
+    format!("read: {}", read.join(", "))
+}
+
+fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
+    const STEP: &str = "store";
+    let path = &config.store.path;
+    if !path.exists() {
+        match nearest_existing_ancestor(path) {
+            Some(dir) if dir.is_dir() => list.pass(
+                STEP,
+                format!(
+                    "{} does not exist yet; the first start creates it (in {}, which must be writable by the agent's user)",
+                    path.display(),
+                    dir.display()
+                ),
+            ),
+            Some(other) => list.fail(
+                Severity::Check,
+                STEP,
+                format!(
+                    "{} cannot be created: {} is not a directory",
+                    path.display(),
+                    other.display()
+                ),
+            ),
+            None => list.fail(
+                Severity::Check,
+                STEP,
+                format!("{} cannot be created", path.display()),
+            ),
+        }
+        return;
+    }
+    match probe_lock(path) {
+        LockProbe::Held => {
+            list.pass(
+                STEP,
+                format!(
+                    "{} is in use by a running agent (locked) — fine",
+                    path.display()
+                ),
+            );
+            return;
+        }
+        LockProbe::Free | LockProbe::Unknown => {}
+    }
+    if let Some(owner) = foreign_owner(path) {
+        list.skip(
+            STEP,
+            format!(
+                "{} belongs to uid {owner} and this check runs as root: not opened, so that no \
+                 file in it ends up owned by root (which the agent could not write). Run the \
+                 check as the agent's user to open it",
+                path.display()
+            ),
+        );
+        return;
+    }
+    let opened = context::store_options(config, secrets)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|opts| Store::open(&opts).map_err(|e| describe_store_error(&e)));
+    match opened {
+        Ok(store) => match summarise_store(&store) {
+            Ok(summary) => list.pass(STEP, format!("{} opened: {summary}", path.display())),
+            Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
+        },
+        Err(message) => list.fail(Severity::Check, STEP, message),
+    }
+}
+
+fn describe_store_error(e: &StoreError) -> String {
+    match e {
+        StoreError::Locked { path } => format!(
+            "{} is in use by a running agent (locked) — fine",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn summarise_store(store: &Store) -> Result<String, StoreError> {
+    let counts = store.record_counts()?;
+    let open = store
+        .tasks()?
+        .iter()
+        .filter(|t| !t.state.is_final())
+        .count();
+    let last_poll = store
+        .meta_time(crate::agent::META_LAST_POLL_OK)?
+        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+    Ok(format!(
+        "schema {}, {} record(s), {} unfinished task(s), last successful poll {last_poll}",
+        store.schema_version()?,
+        counts.total,
+        open
+    ))
+}
+
+fn nearest_existing_ancestor(path: &Path) -> Option<&Path> {
+    path.ancestors().skip(1).find(|p| p.exists())
+}
+
+enum LockProbe {
+    /// Another process holds the store's lock: a running agent.
+    Held,
+    Free,
+    /// The lock file cannot be opened (no store yet, no permission): decide by opening.
+    Unknown,
+}
+
+/// Whether another process holds sled's lock on the store, without opening the store: sled
+/// takes an exclusive `flock` on `<store>/db`. Our own lock, if we get it, is released at
+/// once (closing the file) so that opening the store afterwards is not blocked by it.
+fn probe_lock(store: &Path) -> LockProbe {
+    use std::os::fd::AsRawFd as _;
+    let Ok(file) = std::fs::File::open(store.join("db")) else {
+        return LockProbe::Unknown;
+    };
+    // SAFETY: flock(2) on a file descriptor this function owns for the duration of the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return LockProbe::Free;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => LockProbe::Held,
+        _ => LockProbe::Unknown,
+    }
+}
+
+/// When running as root, the owner of a store directory that belongs to someone else.
+fn foreign_owner(store: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let owner = std::fs::metadata(store).ok()?.uid();
+    (euid == 0 && owner != 0).then_some(owner)
+}
+
+fn check_encoding(list: &mut Checklist, config: &AgentConfig) {
+    const STEP: &str = "encoding";
+    // The shipped example has the section with every key commented out: not configured yet.
+    if config.encoding.as_ref().is_none_or(toml::Table::is_empty) {
+        list.skip(
+            STEP,
+            "no [encoding] profile: the daemon does not need one; `submit` does",
+        );
+        return;
+    }
+    match context::encoder(config) {
+        Ok(_) => list.pass(STEP, "the [encoding] profile loads"),
+        Err(e) => list.fail(Severity::Config, STEP, format!("{e:#}")),
+    }
+}
+
+fn check_fttp(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
+    const REACH: &str = "fTTP reachable";
+    const AUTH: &str = "authentication";
+    let mut settings = context::client_settings(config, secrets);
+    // One retry: enough to ride out a blip, short enough to answer within seconds.
+    settings.retry.max_attempts = 2;
+    let client = match TtpClient::new(settings) {
+        Ok(client) => client,
+        Err(e) => {
+            list.fail(Severity::Config, REACH, format!("[ttp]: {e}"));
+            list.skip(AUTH, "not tried: no HTTP client");
+            return;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            list.fail(
+                Severity::Check,
+                REACH,
+                format!("cannot start the async runtime: {e}"),
+            );
+            return;
+        }
+    };
+    let metadata_url = client.url(crate::client::Operation::Metadata).to_owned();
+    match runtime.block_on(client.metadata()) {
+        Ok(()) => list.pass(
+            REACH,
+            format!("GET {metadata_url}: a FHIR CapabilityStatement"),
+        ),
+        Err(e) => {
+            list.fail(
+                Severity::Check,
+                REACH,
+                explain_fttp_error(&e, &metadata_url),
+            );
+            list.skip(AUTH, "not tried: the fTTP is not reachable");
+            return;
+        }
+    }
+    if config.ttp.task_relisting == TaskRelisting::Once {
+        list.skip(
+            AUTH,
+            "not tried: with [ttp] task_relisting = \"once\" the fTTP may list a task only once, \
+             and `check` would take it away from the daemon",
+        );
+        return;
+    }
+    match runtime.block_on(client.request_tasks()) {
+        Ok(listing) => list.pass(
+            AUTH,
+            format!(
+                "$requestTasks accepted the credentials: {} task(s) listed (not acted on)",
+                listing.tasks.len() + listing.problems.len()
+            ),
+        ),
+        Err(e) => list.fail(
+            Severity::Check,
+            AUTH,
+            explain_fttp_error(&e, client.url(crate::client::Operation::RequestTasks)),
+        ),
+    }
+}
+
+/// The client's error with what to look at, by class.
+fn explain_fttp_error(e: &TtpError, url: &str) -> String {
+    let hint = match e.class {
+        ErrorClass::Auth => {
+            "the fTTP refused the credentials: check [ttp] api_key_file (and api_key_header, \
+             send_api_key_in_body) or the Basic-auth settings with the fTTP operator"
+        }
+        ErrorClass::Transient if e.status.is_none() => {
+            "no answer: check [ttp] base_url (host and port), DNS, firewalls and proxies, and TLS \
+             (an https:// URL needs a TLS server; a private CA goes into [ttp] ca_file)"
+        }
+        ErrorClass::Transient | ErrorClass::InDoubt => {
+            "the fTTP or a proxy in front of it is failing; try again later or ask the fTTP operator"
+        }
+        ErrorClass::Permanent | ErrorClass::Protocol => {
+            "the server at [ttp] base_url does not answer like the fTTP dispatcher: check the URL \
+             (it ends in /ttp-fhir/fhir/dispatcher), [ttp] study and target"
+        }
+    };
+    format!("{url}: {e} — {hint}")
+}

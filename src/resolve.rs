@@ -1,0 +1,394 @@
+//! Resolving what needs a human: retry a task now, mark it handled, add a missing IDAT element.
+//!
+//! The agent parks a task in `NeedsAttention` when it cannot answer it alone (a record is
+//! unknown or lacks a requested element, the fTTP rejected the answer, ...), and a task may sit
+//! in `RetryWait` or `InDoubt` longer than a coordinator wants to wait. These functions are
+//! the three ways out, each a deliberate act of a named person:
+//!
+//! | action | allowed from | result |
+//! |---|---|---|
+//! | [`retry_task`] | `NeedsAttention`, `RetryWait`, `InDoubt` | `Received`: worked on in the next cycle |
+//! | [`mark_handled`] | any open state but `Running` | `Done`, `last_error = "marked handled by <who>: <comment>"` |
+//! | [`add_element`] | a record that still holds IDAT | the element added to its sealed IDAT |
+//!
+//! **Why "handled" is `Done`.** A task a person has dealt with outside the agent (answered by
+//! phone, withdrawn by the fTTP operator) is finished: it must leave the open and attention
+//! lists and count in the day's history like any other finished task, and the agent must not
+//! act on it again. `NeedsAttention { Handled }` would keep it open. The comment and the name
+//! stay with the task (`last_error`) and in the audit trail.
+//!
+//! **Why `Running` is refused.** A `Running` task's request may be on the wire; changing its
+//! state would race the dispatcher's outcome. A crashed agent's `Running` tasks become
+//! `InDoubt` at the next start, and can be retried or marked handled then.
+//!
+//! Every change is written together with its [`AuditEntry`] (who, when, what, which task or
+//! record) in one store transaction, and only if the task or record is still what the
+//! decision was based on (see [`Store::replace_task_audited`]): a change the daemon made in
+//! between is reported, not overwritten. IDAT values never reach the audit trail, an error, or
+//! a log line.
+//!
+//! The functions take the store, so they serve the command line (with the daemon stopped: the
+//! store is locked while it runs) and, later, an admin API inside the daemon alike.
+
+use chrono::{DateTime, Utc};
+use ttp_proto::{IdatElement, TaskKey};
+
+use crate::domain::{Idat, TaskRecord, TaskState};
+use crate::store::{AuditEntry, Store, StoreError};
+
+/// The longest comment `mark_handled` accepts (it is stored with the task and in the audit).
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+/// Who acts: recorded in the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// A name given explicitly (an admin API's authenticated user, a `--actor` option).
+    pub fn named(name: impl Into<String>) -> Actor {
+        Actor(name.into())
+    }
+
+    /// The operating-system user: `$SUDO_USER` (the person behind `sudo`), else `$USER`,
+    /// else the numeric uid.
+    pub fn from_env() -> Actor {
+        Actor::from_vars(
+            std::env::var("SUDO_USER").ok(),
+            std::env::var("USER").ok(),
+            // SAFETY: getuid has no preconditions and cannot fail.
+            unsafe { libc::getuid() },
+        )
+    }
+
+    fn from_vars(sudo_user: Option<String>, user: Option<String>, uid: u32) -> Actor {
+        let usable = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+                .map(str::to_string)
+        };
+        Actor(
+            usable(&sudo_user)
+                .or_else(|| usable(&user))
+                .unwrap_or_else(|| format!("uid {uid}")),
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a resolve action was refused. Messages name task keys, local ids and element codes,
+/// never IDAT values.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "no task with key {key:?} is stored; `ttp-agent status` lists open tasks and their keys"
+    )]
+    UnknownTask { key: String },
+    #[error("task {key:?} is already finished ({state}); there is nothing to resolve")]
+    Finished { key: String, state: &'static str },
+    #[error("task {key:?} cannot be retried: {why}")]
+    NotRetryable { key: String, why: String },
+    #[error("task {key:?} is running (its request may be on the wire); wait for its outcome")]
+    Running { key: String },
+    #[error("no local record {local_id:?} is stored")]
+    UnknownRecord { local_id: String },
+    #[error(
+        "record {local_id:?} holds no IDAT any more (purged by the retention rule); submit the record's IDAT again instead"
+    )]
+    IdatPurged { local_id: String },
+    #[error(
+        "record {local_id:?} already has element {element}; pass --replace to change its value"
+    )]
+    ElementPresent {
+        local_id: String,
+        element: IdatElement,
+    },
+    #[error("the value for element {element} is invalid: {why}")]
+    InvalidValue { element: IdatElement, why: String },
+    #[error("the comment is {why}")]
+    BadComment { why: String },
+    #[error(
+        "{what} changed while this command ran (the agent acted on it); look at `ttp-agent status` and run the command again"
+    )]
+    Concurrent { what: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a resolve action did (for the command's output).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The task key or local id.
+    pub subject: String,
+    /// The state before (`needs-attention`, ...), or for records `element added`/`replaced`.
+    pub from: String,
+    pub to: String,
+    /// Something the person should know (e.g. an answer may be sent twice).
+    pub warning: Option<String>,
+}
+
+/// Moves a task in `NeedsAttention`, `RetryWait` or `InDoubt` back to `Received`, so the next
+/// cycle works on it. Retrying an in-doubt `send_idat` may send the IDAT a second time (the
+/// fTTP may already have it): the result carries a warning.
+pub fn retry_task(
+    store: &Store,
+    key: &TaskKey,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Resolved, ResolveError> {
+    let current = load_task(store, key)?;
+    let why = match &current.state {
+        TaskState::NeedsAttention { .. } | TaskState::RetryWait { .. } | TaskState::InDoubt => None,
+        TaskState::Received => Some("it is already waiting to be worked on in the next cycle"),
+        TaskState::Running => return Err(ResolveError::Running { key: key.0.clone() }),
+        TaskState::Done { .. } | TaskState::Expired { .. } => {
+            return Err(ResolveError::Finished {
+                key: key.0.clone(),
+                state: current.state.name(),
+            });
+        }
+    };
+    if let Some(why) = why {
+        return Err(ResolveError::NotRetryable {
+            key: key.0.clone(),
+            why: why.to_string(),
+        });
+    }
+    if let Some(expires) = current.task.expires {
+        if expires.with_timezone(&Utc) <= now {
+            return Err(ResolveError::NotRetryable {
+                key: key.0.clone(),
+                why: format!(
+                    "its deadline passed at {}; the fTTP no longer accepts an answer",
+                    expires.with_timezone(&Utc).to_rfc3339()
+                ),
+            });
+        }
+    }
+    let warning = matches!(current.state, TaskState::InDoubt).then(|| {
+        "the task was in doubt: the fTTP may already have the answer, which is now sent again"
+            .to_string()
+    });
+    let mut next = current.clone();
+    next.state = TaskState::Received;
+    next.updated_at = now;
+    let from = current.state.name();
+    let detail = match &warning {
+        Some(w) => format!("{from} -> received; {w}"),
+        None => format!("{from} -> received"),
+    };
+    write_task(
+        store,
+        &current,
+        &next,
+        audit(actor, now, "resolve-retry", &key.0, detail),
+    )?;
+    Ok(Resolved {
+        subject: key.0.clone(),
+        from: from.to_string(),
+        to: "received".to_string(),
+        warning,
+    })
+}
+
+/// Marks an open task as handled by a person: `Done` now, with the comment (see the module
+/// documentation for why `Done`). The comment must not contain IDAT: it is stored in clear.
+pub fn mark_handled(
+    store: &Store,
+    key: &TaskKey,
+    comment: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Resolved, ResolveError> {
+    let comment = check_comment(comment)?;
+    let current = load_task(store, key)?;
+    match &current.state {
+        TaskState::Done { .. } | TaskState::Expired { .. } => {
+            return Err(ResolveError::Finished {
+                key: key.0.clone(),
+                state: current.state.name(),
+            });
+        }
+        TaskState::Running => return Err(ResolveError::Running { key: key.0.clone() }),
+        _ => {}
+    }
+    let mut next = current.clone();
+    next.state = TaskState::Done { at: now };
+    next.updated_at = now;
+    next.last_error = Some(format!("marked handled by {actor}: {comment}"));
+    let from = current.state.name();
+    write_task(
+        store,
+        &current,
+        &next,
+        audit(
+            actor,
+            now,
+            "resolve-handled",
+            &key.0,
+            format!("{from} -> done; {comment}"),
+        ),
+    )?;
+    Ok(Resolved {
+        subject: key.0.clone(),
+        from: from.to_string(),
+        to: "done".to_string(),
+        warning: None,
+    })
+}
+
+/// Adds `element` with `value` to the sealed IDAT of record `local_id` (`replace`: also when
+/// it has one already). The value is validated like a submitted one (trimmed, not empty,
+/// dates as `YYYY-MM-DD`, genders as FHIR codes) and appears nowhere but in the sealed IDAT.
+/// Tasks waiting for the element are not touched: retry them with [`retry_task`].
+pub fn add_element(
+    store: &Store,
+    local_id: &str,
+    element: IdatElement,
+    value: &str,
+    replace: bool,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Resolved, ResolveError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ResolveError::InvalidValue {
+            element,
+            why: "the value is empty".to_string(),
+        });
+    }
+    crate::submit::validate_value(element, value)
+        .map_err(|why| ResolveError::InvalidValue { element, why })?;
+    let current = store
+        .get_record(local_id)?
+        .ok_or_else(|| ResolveError::UnknownRecord {
+            local_id: local_id.to_string(),
+        })?;
+    let Some(idat) = &current.idat else {
+        return Err(ResolveError::IdatPurged {
+            local_id: local_id.to_string(),
+        });
+    };
+    let present = idat.0.contains_key(&element);
+    if present && !replace {
+        return Err(ResolveError::ElementPresent {
+            local_id: local_id.to_string(),
+            element,
+        });
+    }
+    let mut elements = idat.0.clone();
+    elements.insert(element, value.to_string());
+    let mut next = current.clone();
+    next.idat = Some(Idat(elements));
+    next.updated_at = now;
+    let what = if present { "replaced" } else { "added" };
+    let entry = audit(
+        actor,
+        now,
+        "resolve-add-element",
+        local_id,
+        format!("element {} {what}", element.code()),
+    );
+    if !store.update_record_audited(&current, &next, &entry)? {
+        return Err(ResolveError::Concurrent {
+            what: format!("record {local_id:?}"),
+        });
+    }
+    store.flush()?;
+    Ok(Resolved {
+        subject: local_id.to_string(),
+        from: format!("element {}", element.code()),
+        to: what.to_string(),
+        warning: None,
+    })
+}
+
+fn load_task(store: &Store, key: &TaskKey) -> Result<TaskRecord, ResolveError> {
+    store
+        .get_task(key)?
+        .ok_or_else(|| ResolveError::UnknownTask { key: key.0.clone() })
+}
+
+fn write_task(
+    store: &Store,
+    current: &TaskRecord,
+    next: &TaskRecord,
+    entry: AuditEntry,
+) -> Result<(), ResolveError> {
+    if !store.replace_task_audited(current, next, &entry)? {
+        return Err(ResolveError::Concurrent {
+            what: format!("task {:?}", current.key.0),
+        });
+    }
+    store.flush()?;
+    Ok(())
+}
+
+fn audit(
+    actor: &Actor,
+    at: DateTime<Utc>,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.0.clone(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        detail,
+    }
+}
+
+fn check_comment(comment: &str) -> Result<&str, ResolveError> {
+    let comment = comment.trim();
+    let bad = |why: &str| {
+        Err(ResolveError::BadComment {
+            why: why.to_string(),
+        })
+    };
+    if comment.is_empty() {
+        return bad("empty; say what was done, e.g. \"answered by phone, ticket 4711\"");
+    }
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return bad(&format!("longer than {MAX_COMMENT_CHARS} characters"));
+    }
+    if comment.chars().any(char::is_control) {
+        return bad("contains control characters (line breaks, tabs)");
+    }
+    Ok(comment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_actor_is_the_sudo_user_then_the_user_then_the_uid() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(Actor::from_vars(s("alice"), s("root"), 0).as_str(), "alice");
+        assert_eq!(Actor::from_vars(None, s("bob"), 1000).as_str(), "bob");
+        assert_eq!(Actor::from_vars(s(" "), s(""), 1000).as_str(), "uid 1000");
+        assert_eq!(Actor::from_vars(s("x\ny"), None, 7).as_str(), "uid 7");
+    }
+
+    #[test]
+    fn comments_must_say_something_on_one_line() {
+        assert_eq!(
+            check_comment("  done by phone ").ok(),
+            Some("done by phone")
+        );
+        assert!(check_comment("   ").is_err());
+        assert!(check_comment("a\nb").is_err());
+        assert!(check_comment(&"x".repeat(MAX_COMMENT_CHARS + 1)).is_err());
+    }
+}

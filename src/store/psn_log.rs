@@ -1,0 +1,276 @@
+//! The pseudonym log: every pseudonym the agent obtained, in the order it obtained them, and
+//! the cursors of the consumers that hand them over (`export --new`, the delivery webhook).
+//!
+//! # Why a log and not a scan of the records
+//!
+//! "Which pseudonyms are new since the last hand-over?" cannot be answered from the records
+//! alone: a record's `updated_at` moves for other reasons (IDAT purge, an element added), and
+//! a scan of a million records per hand-over is slow. So the moment a record gets a pseudonym
+//! it did not have, [`Store::update_records`] appends an event `{seq, local_id, pseudonym,
+//! obtained_at}` to the `psn_log` tree **in the same sled transaction** that stores the
+//! pseudonym: after a crash either both are present or neither, so no pseudonym is ever
+//! missing from the log, and the log never names one the store does not hold.
+//!
+//! Sequence numbers come from the `meta` counter `psn_seq`, incremented inside that
+//! transaction, so they are dense (1, 2, 3, ...; nothing is ever removed from the log) and a
+//! consumer's backlog is simply `head - cursor`.
+//!
+//! # Cursors
+//!
+//! A consumer remembers the last sequence number it handed over in a `meta` key
+//! `cursor:<consumer>`. It must advance its cursor only *after* the hand-over succeeded
+//! (the file was written and flushed, the receiver answered 2xx): a crash in between hands the
+//! same events over again, never skips one. Hand-over is therefore at least once; the `seq`
+//! travels with every event so a receiver can drop repeats.
+//!
+//! # Layout
+//!
+//! Key: `seq` (u64 big-endian, so key order is log order). Value: postcard of
+//! `(local_id, pseudonym, obtained_at as i64 nanoseconds)`.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::TransactionalTree;
+
+use super::codec::{decode_record, from_nanos, read_u64, u64_value};
+use super::meta::increment_in;
+use super::{Store, StoreError, Trees, TxResult, abort, error};
+
+/// The `meta` counter of the last sequence number given out.
+pub(crate) const PSN_SEQ: &[u8] = b"psn_seq";
+const CURSOR_PREFIX: &str = "cursor:";
+
+/// One pseudonym the agent obtained. `Debug` does not show the pseudonym.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct PsnEvent {
+    /// Position in the log: 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    pub local_id: String,
+    pub pseudonym: String,
+    /// When the agent stored the pseudonym (for events back-filled by the schema 2 migration:
+    /// the record's last update, the best time known).
+    pub obtained_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for PsnEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PsnEvent")
+            .field("seq", &self.seq)
+            .field("local_id", &self.local_id)
+            .field("pseudonym", &"<redacted>")
+            .field("obtained_at", &self.obtained_at)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEvent<'a> {
+    #[serde(borrow)]
+    local_id: &'a str,
+    #[serde(borrow)]
+    pseudonym: &'a str,
+    obtained_at: i64,
+}
+
+fn encode_event(local_id: &str, pseudonym: &str, obtained_at: i64) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(&StoredEvent {
+        local_id,
+        pseudonym,
+        obtained_at,
+    })
+    .map_err(|e| StoreError::Codec {
+        what: "pseudonym log entry",
+        detail: e.to_string(),
+    })
+}
+
+fn decode_event(key: &[u8], value: &[u8], path: &Path) -> Result<PsnEvent, StoreError> {
+    let seq =
+        read_u64(key).ok_or_else(|| error::corrupt(path, "a pseudonym log key is not 8 bytes"))?;
+    match postcard::take_from_bytes::<StoredEvent<'_>>(value) {
+        Ok((e, [])) => Ok(PsnEvent {
+            seq,
+            local_id: e.local_id.to_string(),
+            pseudonym: e.pseudonym.to_string(),
+            obtained_at: from_nanos(e.obtained_at),
+        }),
+        _ => Err(error::corrupt(
+            path,
+            format!("pseudonym log entry {seq} does not decode"),
+        )),
+    }
+}
+
+/// Appends one event inside a transaction over `meta` and `psn_log`; returns its `seq`.
+pub(crate) fn append_in(
+    meta: &TransactionalTree,
+    log: &TransactionalTree,
+    local_id: &str,
+    pseudonym: &str,
+    obtained_at: i64,
+    path: &Path,
+) -> TxResult<u64> {
+    let seq = increment_in(meta, PSN_SEQ, path)?;
+    let value = encode_event(local_id, pseudonym, obtained_at).map_err(abort)?;
+    log.insert(&u64_value(seq), value)?;
+    Ok(seq)
+}
+
+fn cursor_key(consumer: &str) -> Result<Vec<u8>, StoreError> {
+    if consumer.is_empty() || consumer.chars().any(char::is_control) {
+        return Err(StoreError::Invalid {
+            what: "hand-over consumer name",
+            why: "the name is empty or contains a control character".to_string(),
+        });
+    }
+    Ok([CURSOR_PREFIX.as_bytes(), consumer.as_bytes()].concat())
+}
+
+impl Store {
+    /// Up to `limit` events with a sequence number above `after`, in log order.
+    pub fn pseudonym_events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<PsnEvent>, StoreError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        self.trees
+            .psn_log
+            .range(u64_value(first)..)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+                decode_event(&key, &value, &self.path)
+            })
+            .collect()
+    }
+
+    /// The sequence number of the newest event (0 while the log is empty).
+    pub fn pseudonym_log_head(&self) -> Result<u64, StoreError> {
+        self.read_counter(PSN_SEQ)
+    }
+
+    /// The last sequence number `consumer` handed over (0 if it never did).
+    pub fn export_cursor(&self, consumer: &str) -> Result<u64, StoreError> {
+        self.read_counter(&cursor_key(consumer)?)
+    }
+
+    /// Records that `consumer` handed over every event up to `seq`. Call only after the
+    /// hand-over succeeded (see the module documentation); durable with the next
+    /// [`Store::flush`]. A cursor beyond the log's head is refused; moving it back is allowed
+    /// (to hand over again).
+    pub fn set_export_cursor(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        let key = cursor_key(consumer)?;
+        let head = self.pseudonym_log_head()?;
+        if seq > head {
+            return Err(StoreError::Invalid {
+                what: "hand-over cursor",
+                why: format!(
+                    "{seq} is beyond the newest pseudonym log entry ({head}) for consumer {consumer:?}"
+                ),
+            });
+        }
+        let _gate = self.write_gate();
+        self.trees
+            .meta
+            .insert(key, &u64_value(seq))
+            .map(drop)
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Events after `consumer`'s cursor (the log is dense, so this is a subtraction).
+    pub fn pending_events(&self, consumer: &str) -> Result<u64, StoreError> {
+        let head = self.pseudonym_log_head()?;
+        Ok(head.saturating_sub(self.export_cursor(consumer)?))
+    }
+}
+
+/// For [`Store::check_integrity`]: the log is dense (entries 1..=head, each decodable).
+/// Constant memory.
+pub(crate) fn check(
+    trees: &Trees,
+    path: &Path,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let head = match trees
+        .meta
+        .get(PSN_SEQ)
+        .map_err(|e| error::from_sled(path, e))?
+    {
+        None => 0,
+        Some(v) => match read_u64(&v) {
+            Some(n) => n,
+            None => {
+                problems.push("the pseudonym log counter is not 8 bytes".to_string());
+                return Ok(());
+            }
+        },
+    };
+    let mut expected = 1u64;
+    for entry in trees.psn_log.iter() {
+        let (key, value) = entry.map_err(|e| error::from_sled(path, e))?;
+        match decode_event(&key, &value, path) {
+            Ok(e) if e.seq == expected => expected += 1,
+            Ok(e) => {
+                problems.push(format!(
+                    "the pseudonym log skips from {} to {}",
+                    expected - 1,
+                    e.seq
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                return Ok(());
+            }
+        }
+    }
+    if expected - 1 != head {
+        problems.push(format!(
+            "the pseudonym log has {} entries, but its counter says {head}",
+            expected - 1
+        ));
+    }
+    Ok(())
+}
+
+/// Schema 1 → 2: fills the log from the records that already have a pseudonym, in `local_id`
+/// order (constant memory; the order they were obtained in is not known), with the record's
+/// last update as `obtained_at`. Idempotent: it clears the log and the counter first. No
+/// cursor can exist yet in a schema 1 store, so no consumer has seen the old content.
+pub(crate) fn backfill(trees: &Trees, path: &Path) -> Result<(), StoreError> {
+    let sled_err = |e| error::from_sled(path, e);
+    trees.psn_log.clear().map_err(sled_err)?;
+    let mut seq: u64 = 0;
+    for entry in trees.records.iter() {
+        let (key, value) = entry.map_err(sled_err)?;
+        let id = std::str::from_utf8(&key)
+            .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
+        let stored = decode_record(&value)
+            .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+        let Some(psn) = stored.pseudonym else {
+            continue;
+        };
+        seq += 1;
+        // Single inserts in key order: sled appends to the last leaf (see `rebuild_derived`).
+        trees
+            .psn_log
+            .insert(u64_value(seq), encode_event(id, psn, stored.updated_at)?)
+            .map_err(sled_err)?;
+    }
+    trees
+        .meta
+        .insert(PSN_SEQ, &u64_value(seq))
+        .map_err(sled_err)?;
+    if seq > 0 {
+        tracing::info!(
+            events = seq,
+            "pseudonym log back-filled from records that already had a pseudonym"
+        );
+    }
+    Ok(())
+}

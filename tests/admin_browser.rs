@@ -1,0 +1,280 @@
+//! The status page in a real browser: headless Chromium loads `/?token=…` from an admin server
+//! over the known scenario (see `admin_support`), runs the page's script (which fetches
+//! `/api/status` with the token), and the numbers in the rendered DOM (found by `data-testid`)
+//! are checked against the status report built from the store. A screenshot is written to
+//! `target/test-artifacts/status-page.png` for people to look at.
+//!
+//! Chromium comes from Debian (`apt-get install chromium`, done by `.ci/run`). Without it the
+//! test says why it skips, and passes only outside CI (`CI` unset): in CI it must run.
+
+mod admin_support;
+mod agent_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use admin_support::*;
+use ttp_agent::status::StatusReport;
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments, in a throw-away profile.
+async fn run_chromium(bin: &Path, url: &str, extra: &[String]) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
+    args.extend(extra.iter().cloned());
+    args.push(url.to_owned());
+    let bin = bin.to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(&args)
+            .output()
+            .expect("chromium starts")
+    })
+    .await
+    .unwrap();
+    drop(profile);
+    out
+}
+
+/// The text of the first element carrying `data-testid="id"` (its first text node).
+fn text_of(dom: &str, id: &str) -> String {
+    texts_of(dom, id)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no element data-testid={id:?} in the DOM"))
+}
+
+fn texts_of(dom: &str, id: &str) -> Vec<String> {
+    let needle = format!("data-testid=\"{id}\"");
+    dom.match_indices(&needle)
+        .map(|(i, _)| {
+            let rest = &dom[i..];
+            let start = rest.find('>').map_or(rest.len(), |j| j + 1);
+            let end = rest[start..].find('<').map_or(rest.len(), |j| start + j);
+            rest[start..end].trim().to_string()
+        })
+        .collect()
+}
+
+/// The opening tags carrying `data-testid="id"`.
+fn tags_of<'a>(dom: &'a str, id: &str) -> Vec<&'a str> {
+    let needle = format!("data-testid=\"{id}\"");
+    dom.match_indices(&needle)
+        .map(|(i, _)| {
+            let open = dom[..i].rfind('<').unwrap_or(0);
+            let close = dom[i..].find('>').map_or(dom.len(), |j| i + j);
+            &dom[open..close]
+        })
+        .collect()
+}
+
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let end = tag[start..].find('"')? + start;
+    Some(&tag[start..end])
+}
+
+fn number(dom: &str, id: &str) -> u64 {
+    let t = text_of(dom, id);
+    t.parse()
+        .unwrap_or_else(|_| panic!("data-testid={id:?} shows {t:?}, not a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
+    let Some(bin) = chromium() else {
+        let msg = "chromium not found on PATH (install it with `apt-get install -y chromium`)";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg}: in CI the browser test must run"
+        );
+        eprintln!("SKIPPED the_status_page_shows_the_stores_numbers_in_a_real_browser: {msg}");
+        return;
+    };
+    let s = scenario(&token_edits()).await;
+    let server = serve(&s).await;
+    let url = server.url(&format!("/?token={TOKEN}"));
+
+    let out = run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await;
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-state=\"loaded\""),
+        "the page did not load its data; chromium said:\n{}\nDOM:\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What the store says, through the same report the API serves.
+    let r: StatusReport =
+        ttp_agent::status::build(s.agent.store(), chrono::Duration::hours(48), 14).unwrap();
+    assert_eq!(
+        number(&dom, "tile-attention"),
+        r.summary.needs_attention as u64
+    );
+    assert_eq!(
+        number(&dom, "tile-expiring"),
+        r.summary.expiring_soon as u64
+    );
+    assert_eq!(number(&dom, "tile-failing"), r.summary.failing as u64);
+    assert_eq!(number(&dom, "tile-open"), r.summary.open as u64);
+    assert_eq!(number(&dom, "tile-pseudonyms"), r.records.pseudonymised);
+    assert_eq!(number(&dom, "records-total"), r.records.total);
+    assert_eq!(
+        number(&dom, "records-pseudonymised"),
+        r.records.pseudonymised
+    );
+    assert_eq!(
+        number(&dom, "records-awaiting"),
+        r.records.awaiting_clearing
+    );
+    assert_eq!(
+        number(&dom, "records-pending"),
+        r.records.pending_registration
+    );
+    assert_eq!(number(&dom, "records-rejected"), r.records.rejected);
+    let done: u64 = r.history.iter().flat_map(|d| d.done.values()).sum();
+    let expired: u64 = r.history.iter().flat_map(|d| d.expired.values()).sum();
+    assert_eq!(number(&dom, "history-done-total"), done);
+    assert_eq!(number(&dom, "history-expired-total"), expired);
+    assert_eq!(text_of(&dom, "last-poll"), "just now");
+
+    // Open tasks by type and state: every cell against the report.
+    let cells = tags_of(&dom, "open-count");
+    let counts = texts_of(&dom, "open-count");
+    assert!(!cells.is_empty());
+    for (tag, shown) in cells.iter().zip(&counts) {
+        let (ty, state) = (
+            attr(tag, "data-type").unwrap(),
+            attr(tag, "data-state").unwrap(),
+        );
+        let expected = r
+            .open_by_type
+            .get(ty)
+            .and_then(|m| m.get(state))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(shown, &expected.to_string(), "{ty}/{state}");
+    }
+    assert_eq!(cells.len(), r.open_by_type.len() * 5);
+
+    // The lists name the right tasks.
+    let rows = |id: &str| -> Vec<String> {
+        tags_of(&dom, id)
+            .iter()
+            .map(|t| attr(t, "data-task-key").unwrap().to_string())
+            .collect()
+    };
+    let keys = |lines: &[ttp_agent::status::TaskLine]| -> Vec<String> {
+        lines.iter().map(|l| l.key.clone()).collect()
+    };
+    assert_eq!(rows("attention-row"), keys(&r.needs_attention));
+    assert_eq!(rows("failing-row"), keys(&r.failing));
+    let urgent: Vec<String> = r
+        .open
+        .iter()
+        .chain(&r.needs_attention)
+        .filter(|l| l.urgent)
+        .map(|l| l.key.clone())
+        .collect();
+    assert_eq!(rows("expiring-row"), urgent);
+    assert!(
+        dom.contains("503"),
+        "the failing task's last error is shown"
+    );
+    assert!(dom.contains(UNKNOWN_TYPE), "the unknown type is named");
+
+    // The chart has one group per day, today's with the scenario's numbers.
+    let days = tags_of(&dom, "history-day");
+    assert_eq!(days.len(), 14);
+    let today = days.last().unwrap();
+    assert_eq!(
+        attr(today, "data-done"),
+        Some(EXPECTED.done_today.to_string().as_str())
+    );
+    assert_eq!(
+        attr(today, "data-expired"),
+        Some(EXPECTED.expired_today.to_string().as_str())
+    );
+
+    // A live countdown was written by the script (e.g. "1 d 5 h 59 min").
+    assert!(dom.contains("class=\"countdown amber\""), "{dom}");
+    // The token left the address bar and never reached the DOM; no patient data either.
+    assert!(!dom.contains(TOKEN));
+    for id in &s.identifiers {
+        if !id.contains('/') {
+            // Record ids and pseudonyms (task keys are shown on purpose).
+            assert!(!dom.contains(id.as_str()), "{id} in the page");
+        }
+    }
+    for name in ["Anna", "Jürgen", "Müller", "Greifswald"] {
+        assert!(!dom.contains(name), "IDAT in the page: {name}");
+    }
+
+    // Without the token: the login form, and no data.
+    let out = run_chromium(&bin, &server.url("/"), &["--dump-dom".to_owned()]).await;
+    let login = String::from_utf8_lossy(&out.stdout);
+    assert!(login.contains("data-testid=\"login-message\""), "{login}");
+    assert!(!login.contains("tile-attention"));
+
+    // A screenshot for people.
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&png);
+    let out = run_chromium(
+        &bin,
+        &url,
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1280,1000".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+    )
+    .await;
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot at {} ({e}); chromium said:\n{}",
+            png.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real image"
+    );
+    // And the whole page, chart included.
+    let full = artifacts.join("status-page-full.png");
+    run_chromium(
+        &bin,
+        &url,
+        &[
+            format!("--screenshot={}", full.display()),
+            "--window-size=1280,1700".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+    )
+    .await;
+    assert!(full.is_file(), "no screenshot at {}", full.display());
+    eprintln!("screenshots: {} and {}", png.display(), full.display());
+    s.env.sim.shutdown().await;
+}

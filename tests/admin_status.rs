@@ -1,0 +1,159 @@
+//! `ttp-agent status` (the real binary) on the known scenario (see `admin_support`), both ways:
+//! while a process holds the store it asks that process's admin endpoint (with the configured
+//! token); once the store is free it reads the store itself. Same numbers either way.
+
+mod admin_support;
+mod agent_support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use admin_support::*;
+use ttp_agent::status::StatusReport;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
+
+async fn status_cli(config: &Path, json: bool) -> Output {
+    let config = config.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("status")
+            .arg("--config")
+            .arg(&config)
+            .args(["--days", "2"]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.env_remove("TTP_AGENT_CONFIG")
+            .output()
+            .expect("the CLI runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn parse(out: &Output) -> StatusReport {
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn assert_expected(r: &StatusReport) {
+    assert_eq!(r.summary.needs_attention, EXPECTED.needs_attention);
+    assert_eq!(r.summary.expiring_soon, EXPECTED.expiring_soon);
+    assert_eq!(r.summary.failing, EXPECTED.failing);
+    assert_eq!(
+        r.summary.open,
+        EXPECTED.open_received + EXPECTED.open_retry_wait
+    );
+    assert_eq!(
+        r.open_by_type["send_idat"]["received"],
+        EXPECTED.open_received
+    );
+    assert_eq!(
+        r.open_by_type["send_idat"]["retry-wait"],
+        EXPECTED.open_retry_wait
+    );
+    assert_eq!(r.open_by_type[UNKNOWN_TYPE]["needs-attention"], 1);
+    assert_eq!(r.records.total, EXPECTED.records);
+    assert_eq!(r.records.pseudonymised, EXPECTED.pseudonymised);
+    let today = r.history.last().unwrap();
+    assert_eq!(today.done.values().sum::<u64>(), EXPECTED.done_today);
+    assert_eq!(today.expired.values().sum::<u64>(), EXPECTED.expired_today);
+    assert_eq!(r.history.len(), 2);
+}
+
+/// The lines of the text output that do not depend on the clock.
+fn stable_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tasks:")
+                || l.starts_with("records:")
+                || l.starts_with("  send_idat")
+                || l.starts_with("  delete_everything ")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_otherwise() {
+    let s = scenario(&token_edits()).await;
+    let config = s.env.config_path.clone();
+
+    // The store is held by this process, which serves the admin endpoints like the daemon.
+    let server = serve(&s).await;
+    set_listen(&config, server.addr);
+    let via_daemon = status_cli(&config, true).await;
+    let stderr = String::from_utf8_lossy(&via_daemon.stderr);
+    assert!(stderr.contains("in use by the running agent"), "{stderr}");
+    assert!(stderr.contains(&server.addr.to_string()), "{stderr}");
+    assert!(!stderr.contains(TOKEN));
+    let r = parse(&via_daemon);
+    assert_expected(&r);
+    assert!(r.daemon.is_some(), "the daemon adds its own state");
+    let text_via_daemon = status_cli(&config, false).await;
+    assert!(text_via_daemon.status.success());
+    let text_via_daemon = String::from_utf8(text_via_daemon.stdout).unwrap();
+    assert!(
+        text_via_daemon.contains("tasks: 1 need attention, 1 expire soon, 1 failing, 3 open"),
+        "{text_via_daemon}"
+    );
+    assert!(text_via_daemon.contains("agent: running since"));
+
+    // Without the token the daemon refuses, and the message says what to fix.
+    let no_token = s.env.dir.path().join("no-token.toml");
+    std::fs::write(
+        &no_token,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("token_file = \"secrets/admin-token\"\n", ""),
+    )
+    .unwrap();
+    let refused = status_cli(&no_token, true).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("token_file"),
+        "{stderr}"
+    );
+
+    // The "daemon" stops: the store is free, and the CLI reads it itself.
+    drop(server);
+    let Scenario { env, agent, .. } = s;
+    drop(agent);
+    let direct = status_cli(&config, true).await;
+    let stderr = String::from_utf8_lossy(&direct.stderr);
+    assert!(!stderr.contains("running agent"), "{stderr}");
+    let r = parse(&direct);
+    assert_expected(&r);
+    assert!(r.daemon.is_none());
+    let text_direct = String::from_utf8(status_cli(&config, false).await.stdout).unwrap();
+    assert_eq!(
+        stable_lines(&text_direct),
+        stable_lines(&text_via_daemon),
+        "the same table either way"
+    );
+    assert!(stable_lines(&text_direct).len() >= 4, "{text_direct}");
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_without_a_daemon_answering_is_explained() {
+    let s = scenario(&[]).await;
+    // Held by this process, but nothing serves the admin endpoints on the configured port.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    set_listen(&s.env.config_path, closed);
+    let out = status_cli(&s.env.config_path, false).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no ttp-agent answers"), "{stderr}");
+    assert!(stderr.contains(&closed.to_string()), "{stderr}");
+    s.env.sim.shutdown().await;
+}

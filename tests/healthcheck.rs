@@ -1,0 +1,122 @@
+//! `ttp-agent healthcheck` (the container HEALTHCHECK) against small HTTP servers on loopback
+//! that answer like the admin endpoint would, and against a closed port.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output};
+use std::thread::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
+
+/// Serves one connection with `answer`; returns the request it received.
+fn serve_once(answer: &'static str) -> (SocketAddr, JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 512];
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream.write_all(answer.as_bytes()).unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (addr, handle)
+}
+
+fn healthcheck(args: &[&str], envs: &[(&str, String)]) -> Output {
+    Command::new(BIN)
+        .arg("healthcheck")
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_200_from_healthz_is_healthy() {
+    let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let out = healthcheck(&["--address", &addr.to_string()], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("healthy"), "{stdout}");
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with("GET /healthz HTTP/1.1\r\n"),
+        "{request}"
+    );
+}
+
+#[test]
+fn any_other_status_is_unhealthy() {
+    let (addr, server) =
+        serve_once("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    let out = healthcheck(&["--address", &addr.to_string()], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("answered 503"), "{stdout}");
+    server.join().unwrap();
+}
+
+#[test]
+fn something_that_is_not_http_is_unhealthy() {
+    let (addr, server) = serve_once("SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    let out = healthcheck(&["--address", &addr.to_string()], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("not an HTTP response"), "{stdout}");
+    server.join().unwrap();
+}
+
+#[test]
+fn a_closed_port_is_unhealthy() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = healthcheck(&["--address", &addr.to_string(), "--timeout", "2s"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("unhealthy"), "{stdout}");
+}
+
+#[test]
+fn the_address_comes_from_the_configuration_and_a_wildcard_is_asked_on_loopback() {
+    let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        (
+            "TTP_AGENT__TTP__BASE_URL",
+            "https://fttp.example.org/ttp-fhir/fhir/dispatcher".to_owned(),
+        ),
+        ("TTP_AGENT__TTP__STUDY", "s".to_owned()),
+        ("TTP_AGENT__TTP__TARGET", "t".to_owned()),
+        (
+            "TTP_AGENT__STORE__IDAT_KEY_FILE",
+            dir.path().join("k").display().to_string(),
+        ),
+        (
+            "TTP_AGENT__ADMIN__LISTEN",
+            format!("0.0.0.0:{}", addr.port()),
+        ),
+    ];
+    let out = healthcheck(&[], &envs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("127.0.0.1:{}", addr.port())),
+        "{stdout}"
+    );
+    server.join().unwrap();
+}
