@@ -55,8 +55,9 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     cfg.repeat_first = 0.4;
     cfg.latency = Some(Duration::from_millis(3));
     // A `dic_psn_available` lost to a kill or a fault is recovered by registering the filter
-    // again after `recheck_after` (`[submit] recheck_after`, 7 days by default; tested in tests/faults.rs). Here the fTTP lists it
-    // a few more times, so that this test stays about kills and faults, not about waiting.
+    // again after `[submit] recheck_after` (7 days by default; tested in tests/faults.rs).
+    // Here the fTTP lists it a few more times, so that this test stays about kills and
+    // faults, not about waiting.
     cfg.dic_listings = 6;
     cfg.faults = FaultConfig {
         probability: 0.2,
