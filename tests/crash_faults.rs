@@ -9,6 +9,7 @@
 //! `scripts/crash-soak.sh N` runs this test with N kills in release mode.
 
 mod agent_support;
+mod robust_support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,13 +117,15 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
             vec!["run", "--config", &config]
         };
         let log_path = logs.join(format!("run-{runs:03}.log"));
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .expect("the agent starts");
+        let mut child = robust_support::Reaped(
+            Command::new(BIN)
+                .args(&args)
+                .env("TTP_AGENT_LOG_FORMAT", "text")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .spawn()
+                .expect("the agent starts"),
+        );
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..1200))).await;
         match child.try_wait().unwrap() {
             None => {
@@ -147,13 +150,15 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
 
     // A last daemon, undisturbed (but still with faults), finishes the job.
     let final_log = logs.join("final.log");
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config", &config])
-        .env("TTP_AGENT_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&final_log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = robust_support::Reaped(
+        Command::new(BIN)
+            .args(["run", "--config", &config])
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&final_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let converging = Instant::now();
     loop {
         let stats = env.sim.stats();

@@ -237,14 +237,16 @@ async fn no_secret_and_no_idat_in_any_output_or_in_clear_in_the_store() {
     );
     let provided = env.sim.stats().provide_ok;
     let daemon_log = dir.join("daemon.log");
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config", &config])
-        .env("RUST_LOG", "debug")
-        .env("TTP_AGENT_LOG_FORMAT", "text")
-        .stdout(std::fs::File::create(dir.join("daemon.out")).unwrap())
-        .stderr(std::fs::File::create(&daemon_log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = robust_support::Reaped(
+        Command::new(BIN)
+            .args(["run", "--config", &config])
+            .env("RUST_LOG", "debug")
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .stdout(std::fs::File::create(dir.join("daemon.out")).unwrap())
+            .stderr(std::fs::File::create(&daemon_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let started = Instant::now();
     while env.sim.stats().provide_ok == provided {
         assert!(

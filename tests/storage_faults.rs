@@ -264,7 +264,8 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
     let store_s = store.to_str().unwrap().to_string();
 
     let have_tmpfs = tmpfs.is_some();
-    let how = tokio::task::spawn_blocking({
+    let sim = &env.sim;
+    let how = tokio::task::block_in_place({
         let config = config.clone();
         let records = records.clone();
         let store_s = store_s.clone();
@@ -282,14 +283,16 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
                 let submit_out = run_bin(&submit, &store_env);
                 std::fs::remove_file(filler).unwrap();
                 // A daemon at work when the disk fills up stops by itself.
-                let mut daemon = Command::new(BIN)
-                    .args(run)
-                    .env("TTP_AGENT_LOG_FORMAT", "text")
-                    .env("TTP_AGENT__STORE__PATH", &store_s)
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(&log).unwrap())
-                    .spawn()
-                    .unwrap();
+                let mut daemon = robust_support::Reaped(
+                    Command::new(BIN)
+                        .args(run)
+                        .env("TTP_AGENT_LOG_FORMAT", "text")
+                        .env("TTP_AGENT__STORE__PATH", &store_s)
+                        .stdout(Stdio::null())
+                        .stderr(std::fs::File::create(&log).unwrap())
+                        .spawn()
+                        .unwrap(),
+                );
                 let started = Instant::now();
                 while !std::fs::read_to_string(&log)
                     .unwrap_or_default()
@@ -299,6 +302,14 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let filler = fill(&mnt);
+                // New work the daemon must store: far more than fits in what sled's current
+                // log segment has left, so the next cycle needs space on the full disk.
+                for i in 0..400 {
+                    sim.inject_task(serde_json::json!({
+                        "name": "future_task",
+                        "part": [{"name": "note", "valueString": format!("{i} {}", "x".repeat(1000))}]
+                    }));
+                }
                 let status = loop {
                     if let Some(status) = daemon.try_wait().unwrap() {
                         break status;
@@ -310,6 +321,7 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
                     std::thread::sleep(Duration::from_millis(50));
                 };
                 std::fs::remove_file(filler).unwrap();
+                sim.clear_injected();
                 let run_out = Output {
                     status,
                     stdout: Vec::new(),
@@ -333,20 +345,20 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
             }
             how
         }
-    })
-    .await
-    .unwrap();
+    });
 
     // Space is back: a daemon finishes the job.
     let log = env.dir.path().join("final.log");
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--config", &config])
-        .env("TTP_AGENT_LOG_FORMAT", "text")
-        .env("TTP_AGENT__STORE__PATH", &store_s)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = robust_support::Reaped(
+        Command::new(BIN)
+            .args(["run", "--config", &config])
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .env("TTP_AGENT__STORE__PATH", &store_s)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let started = Instant::now();
     loop {
         let stats = env.sim.stats();

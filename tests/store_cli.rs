@@ -120,13 +120,15 @@ async fn backup_corruption_and_restore_lose_nothing() {
 
         // Nor one a running daemon holds, --force or not.
         let log = dir.join("daemon.log");
-        let mut daemon = Command::new(BIN)
-            .args(["run", "--config", &config])
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut daemon = robust_support::Reaped(
+            Command::new(BIN)
+                .args(["run", "--config", &config])
+                .env("TTP_AGENT_LOG_FORMAT", "text")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         let started = Instant::now();
         while !std::fs::read_to_string(&log)
             .unwrap_or_default()
