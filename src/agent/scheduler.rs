@@ -103,6 +103,18 @@ fn server_pause(err: &CycleError) -> Option<chrono::Duration> {
     }
 }
 
+/// Gives the heap memory a cycle freed back to the OS before the loop sleeps. glibc keeps
+/// freed memory mapped for reuse, so without this an idle daemon holds the peak of its last
+/// cycle (hundreds of MiB after scanning a large store) until the next one. Costs a
+/// millisecond or so per cycle.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Run until shutdown with a fixed schedule. `watchdog` is how often the loop must show it
 /// is alive (systemd's `WatchdogSec` / 2); `None` sleeps until the next due moment.
 pub async fn run(
@@ -185,6 +197,7 @@ pub async fn run_reloadable(
                 tracing::error!(error = %e, "could not read the store to plan the next wake-up")
             }
         }
+        release_freed_memory();
         let mut next = not_earlier(
             next_wakeup(&schedule.borrow_and_update(), now, own),
             not_before,
