@@ -208,7 +208,7 @@ pub fn build(
 ) -> Result<StatusReport, StoreError> {
     let now = Utc::now();
     // Only open tasks are listed; finished ones only count in the history.
-    let tasks = store.tasks_where(|s| !s.is_final())?;
+    let tasks = store.open_tasks_where(|_| true)?;
     let mut open_by_type: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut open = Vec::new();
     let mut failing = Vec::new();

@@ -347,3 +347,218 @@ fn concurrent_writers_keep_counters_exact() {
     assert_eq!(store.record_counts().expect("counts").total, 200);
     assert!(store.check_integrity().expect("check").is_ok());
 }
+
+/// The open-task index follows every kind of write: the cycle and `status` read open tasks
+/// through it only, so a task it missed would never be acted on or shown.
+#[test]
+fn open_tasks_are_exactly_the_tasks_not_finished() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let done = TaskState::Done {
+        at: t("2025-05-01T10:00:00Z"),
+    };
+    store
+        .put_tasks(&[
+            task("a", dic_psn(1), TaskState::Received),
+            task("b", send_idat("T-1"), TaskState::Running),
+            task("c", repeat(2), done.clone()),
+            task(
+                "d",
+                dic_psn(3),
+                TaskState::NeedsAttention {
+                    reason: Attention::UnknownRecord,
+                },
+            ),
+        ])
+        .expect("put");
+    let open_keys = |store: &ttp_agent::store::Store| -> Vec<String> {
+        store
+            .open_tasks_where(|_| true)
+            .expect("open tasks")
+            .into_iter()
+            .map(|t| t.key.0)
+            .collect()
+    };
+    assert_eq!(open_keys(&store), ["a", "b", "d"]);
+    // The predicate filters among the open ones.
+    let running = store
+        .open_tasks_where(|s| *s == TaskState::Running)
+        .expect("running");
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].key.0, "b");
+
+    // Finishing a task takes it out; a new occurrence of a finished key puts it back.
+    store
+        .put_tasks(&[
+            task("a", dic_psn(1), done.clone()),
+            task("c", repeat(2), TaskState::Received),
+        ])
+        .expect("put");
+    assert_eq!(open_keys(&store), ["b", "c", "d"]);
+
+    // A manual change goes through the index too.
+    let d = store
+        .get_task(&TaskKey("d".to_string()))
+        .expect("get")
+        .expect("stored");
+    let mut handled = d.clone();
+    handled.state = TaskState::Done {
+        at: t("2025-05-02T00:00:00Z"),
+    };
+    let entry = AuditEntry {
+        at: t("2025-05-02T00:00:00Z"),
+        actor: "operator".to_string(),
+        action: "resolve-task".to_string(),
+        subject: "d".to_string(),
+        detail: "test".to_string(),
+    };
+    assert!(
+        store
+            .replace_task_audited(&d, &handled, &entry)
+            .expect("replace")
+    );
+    assert_eq!(open_keys(&store), ["b", "c"]);
+
+    // Purging finished tasks leaves the open ones alone.
+    store
+        .purge_finished_tasks(t("2030-01-01T00:00:00Z"))
+        .expect("purge");
+    assert_eq!(open_keys(&store), ["b", "c"]);
+    assert_eq!(store.tasks().expect("all").len(), 2);
+    assert!(store.check_integrity().expect("check").is_ok());
+}
+
+/// History counts a task when it finishes: a finished task still stored, a purged one and a
+/// finished occurrence replaced by a new one each count exactly once, whatever happens later.
+#[test]
+fn history_counts_each_finish_once_from_the_moment_it_finishes() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let d1 = t("2025-05-01T10:00:00Z");
+    store
+        .put_tasks(&[task("a", dic_psn(1), TaskState::Received)])
+        .expect("put");
+    let total = |store: &ttp_agent::store::Store| -> (u64, u64) {
+        let h = store.history_until(day("2025-05-03"), 3).expect("history");
+        h.iter().fold((0, 0), |acc, d| {
+            let t = d.total();
+            (acc.0 + t.done, acc.1 + t.expired)
+        })
+    };
+    assert_eq!(total(&store), (0, 0));
+    store
+        .put_tasks(&[task("a", dic_psn(1), TaskState::Done { at: d1 })])
+        .expect("finish");
+    assert_eq!(total(&store), (1, 0));
+    // Writing the same finished state again (a later listing of a done task) counts nothing.
+    store
+        .put_tasks(&[task("a", dic_psn(1), TaskState::Done { at: d1 })])
+        .expect("same again");
+    assert_eq!(total(&store), (1, 0));
+    // A new occurrence that expires counts on its own.
+    store
+        .put_tasks(&[task("a", dic_psn(1), TaskState::Received)])
+        .expect("new occurrence");
+    assert_eq!(total(&store), (1, 0));
+    store
+        .put_tasks(&[task(
+            "a",
+            dic_psn(1),
+            TaskState::Expired {
+                at: t("2025-05-02T10:00:00Z"),
+            },
+        )])
+        .expect("expire");
+    assert_eq!(total(&store), (1, 1));
+    // The purge removes the task, not its count.
+    assert_eq!(
+        store
+            .purge_finished_tasks(t("2030-01-01T00:00:00Z"))
+            .expect("purge"),
+        1
+    );
+    assert_eq!(total(&store), (1, 1));
+    let by_day = store.history_until(day("2025-05-02"), 2).expect("history");
+    assert_eq!(by_day[0].by_type["dic_psn_available"].done, 1);
+    assert_eq!(by_day[1].by_type["dic_psn_available"].expired, 1);
+}
+
+/// A store written by schema 2 (finished tasks counted by a scan, no open-task index) opens
+/// with the same history and its open tasks indexed, and opening it again counts nothing twice.
+#[test]
+fn schema_2_stores_move_retained_finished_tasks_into_the_history() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    store
+        .put_tasks(&[
+            task("open", dic_psn(1), TaskState::Received),
+            task(
+                "done",
+                send_idat("T-1"),
+                TaskState::Done {
+                    at: t("2025-05-01T10:00:00Z"),
+                },
+            ),
+            task(
+                "expired",
+                repeat(2),
+                TaskState::Expired {
+                    at: t("2025-05-02T10:00:00Z"),
+                },
+            ),
+        ])
+        .expect("put");
+    let expected = store.history_until(day("2025-05-02"), 2).expect("history");
+    drop(store);
+    {
+        // What schema 2 had on disk: no index, and no counters for finished tasks still stored.
+        let db = store_support::raw_sled(ts.path());
+        db.open_tree("history")
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        assert!(db.drop_tree("idx_open_tasks").expect("drop"));
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("schema_version", &2u64.to_be_bytes())
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let store = ts.open();
+        assert_eq!(
+            store.schema_version().expect("version"),
+            ttp_agent::store::CURRENT_SCHEMA
+        );
+        assert_eq!(
+            store.history_until(day("2025-05-02"), 2).expect("history"),
+            expected
+        );
+        let open = store.open_tasks_where(|_| true).expect("open");
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].key.0, "open");
+        assert!(store.check_integrity().expect("check").is_ok());
+    }
+}
+
+/// `check_integrity` notices an index that disagrees with the tasks.
+#[test]
+fn a_damaged_open_task_index_is_reported() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    store
+        .put_tasks(&[task("open", dic_psn(1), TaskState::Received)])
+        .expect("put");
+    drop(store);
+    {
+        let db = store_support::raw_sled(ts.path());
+        let idx = db.open_tree("idx_open_tasks").expect("tree");
+        idx.clear().expect("clear");
+        idx.insert("ghost", &[] as &[u8]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let report = ts.open().check_integrity().expect("check");
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(report.problems.iter().any(|p| p.contains("\"open\"")));
+    assert!(report.problems.iter().any(|p| p.contains("\"ghost\"")));
+}

@@ -20,10 +20,11 @@ use chrono::Utc;
 
 use super::AdminState;
 use super::alerts::Alerts;
-use super::metrics::{AgentMetrics, TaskEvent, type_label};
+use super::metrics::{AgentMetrics, TaskEvent, label_of_type};
 use crate::agent::scheduler::DaemonHooks;
 use crate::agent::{CycleError, CycleReport};
-use crate::domain::{TaskRecord, TaskState};
+use crate::domain::TaskState;
+use crate::store::TaskSummary;
 
 /// Where a task stands, as far as the event counters care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub struct TaskTracker {
 impl TaskTracker {
     /// Starts from what is stored now: tasks that exist at start-up are not "received" by
     /// this process.
-    pub fn baseline(tasks: &[TaskRecord]) -> TaskTracker {
+    pub fn baseline(tasks: &[TaskSummary]) -> TaskTracker {
         TaskTracker {
             seen: tasks
                 .iter()
@@ -67,11 +68,11 @@ impl TaskTracker {
 
     /// The events between the previous scan and `tasks`, and remember `tasks`. Pure apart
     /// from the tracker's own memory.
-    pub fn observe(&mut self, tasks: &[TaskRecord]) -> Vec<(TaskEvent, &'static str)> {
+    pub fn observe(&mut self, tasks: &[TaskSummary]) -> Vec<(TaskEvent, &'static str)> {
         let mut events = Vec::new();
         let mut now_seen = HashMap::with_capacity(tasks.len());
         for t in tasks {
-            let ty = type_label(t);
+            let ty = label_of_type(&t.task_type);
             let cur = phase(&t.state);
             let prev = self.seen.get(&t.key.0).copied();
             // New, or a new occurrence of a finished content-identified task.
@@ -108,7 +109,7 @@ pub struct AdminHooks {
 
 impl AdminHooks {
     pub fn new(inner: Arc<dyn DaemonHooks>, state: Arc<AdminState>, alerts: Arc<Alerts>) -> Self {
-        let tracker = match state.store.tasks() {
+        let tracker = match state.store.task_summaries() {
             Ok(tasks) => TaskTracker::baseline(&tasks),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the stored tasks; task counters start from an empty baseline");
@@ -124,7 +125,7 @@ impl AdminHooks {
     }
 
     fn count_task_events(&self, metrics: &AgentMetrics) {
-        let tasks = match self.state.store.tasks() {
+        let tasks = match self.state.store.task_summaries() {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the stored tasks for the task counters");
@@ -171,12 +172,12 @@ impl DaemonHooks for AdminHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Attention;
+    use crate::domain::{Attention, TaskRecord};
     use ttp_proto::{BloomFilter, SendIdatSubject, Task, TaskKey, TaskKind};
 
-    fn rec(key: &str, kind: TaskKind, state: TaskState) -> TaskRecord {
+    fn rec(key: &str, kind: TaskKind, state: TaskState) -> TaskSummary {
         let now = Utc::now();
-        TaskRecord {
+        TaskSummary::from(&TaskRecord {
             key: TaskKey(key.into()),
             task: Task {
                 kind,
@@ -189,10 +190,10 @@ mod tests {
             first_seen: now,
             updated_at: now,
             last_seen_poll: 1,
-        }
+        })
     }
 
-    fn send_idat(key: &str, state: TaskState) -> TaskRecord {
+    fn send_idat(key: &str, state: TaskState) -> TaskSummary {
         rec(
             key,
             TaskKind::SendIdat {
@@ -204,7 +205,7 @@ mod tests {
         )
     }
 
-    fn dic(key: &str, state: TaskState) -> TaskRecord {
+    fn dic(key: &str, state: TaskState) -> TaskSummary {
         rec(
             key,
             TaskKind::DicPsnAvailable {

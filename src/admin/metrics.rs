@@ -69,6 +69,17 @@ const OPEN_STATES: [&str; 5] = [
 
 /// The task type as a label value: never the name an unknown task came with (that is the
 /// fTTP's free text: unbounded, and not ours to put into a time series database).
+/// The metric label of a task type's wire name: the known types, everything else `unknown`
+/// (a label per unknown name would let the fTTP grow the metric without bound).
+pub fn label_of_type(name: &str) -> &'static str {
+    match name {
+        "dic_psn_available" => "dic_psn_available",
+        "send_idat" => "send_idat",
+        "repeat_request" => "repeat_request",
+        _ => "unknown",
+    }
+}
+
 pub fn type_label(rec: &TaskRecord) -> &'static str {
     match &rec.task.kind {
         TaskKind::DicPsnAvailable { .. } => "dic_psn_available",
@@ -272,7 +283,7 @@ fn state_registry(state: &AdminState, now: DateTime<Utc>) -> Registry {
     let mut r = Registry::with_prefix(PREFIX);
     let store = &state.store;
 
-    let tasks = store.tasks();
+    let tasks = store.open_tasks_where(|_| true);
     let counts = store.record_counts();
     let last_ok = store.meta_time(META_LAST_POLL_OK);
     let pending = store.pending_deliveries();

@@ -179,7 +179,7 @@ impl Agent {
     pub fn recover(&self) -> Result<usize, StoreError> {
         let interrupted: Vec<TaskRecord> = self
             .store
-            .tasks_where(|s| *s == TaskState::Running)?
+            .open_tasks_where(|s| *s == TaskState::Running)?
             .into_iter()
             .map(|mut t| {
                 t.state = TaskState::InDoubt;
@@ -264,7 +264,7 @@ impl Agent {
         // without being decoded).
         let mut changed = Vec::new();
         let mut all = Vec::new();
-        for mut rec in self.store.tasks_where(|s| !s.is_final())? {
+        for mut rec in self.store.open_tasks_where(|_| true)? {
             if rec.state == TaskState::InDoubt {
                 let listed_now = merged.contains_key(&rec.key);
                 if let Some(resolved) = merge::reconcile_in_doubt(
@@ -364,7 +364,7 @@ impl Agent {
     ) -> Result<std::collections::HashSet<Vec<u8>>, StoreError> {
         use ttp_proto::{SendIdatSubject, TaskKind};
         let mut subjects = std::collections::HashSet::new();
-        for t in self.store.tasks_where(|s| !s.is_final())? {
+        for t in self.store.open_tasks_where(|_| true)? {
             match &t.task.kind {
                 TaskKind::SendIdat { subject, .. } => match subject {
                     SendIdatSubject::BloomFilter(bf) => subjects.insert(bf.0.clone()),
@@ -385,7 +385,7 @@ impl Agent {
     pub fn next_own_wakeup(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let tasks = self
             .store
-            .tasks_where(|s| matches!(s, TaskState::RetryWait { .. } | TaskState::InDoubt))?;
+            .open_tasks_where(|s| matches!(s, TaskState::RetryWait { .. } | TaskState::InDoubt))?;
         Ok([
             plan::next_retry(&tasks),
             plan::next_reconcile(&tasks, self.opts.settle),

@@ -32,7 +32,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::{Store, StoreError, StoreOptions, Trees, error, meta, migrate, open_sled, records};
+use super::{
+    Store, StoreError, StoreOptions, Trees, error, meta, migrate, open_sled, records, tasks,
+};
 
 const MAGIC: &[u8] = b"ttp-agent-store-backup\n";
 const FORMAT: u32 = 1;
@@ -423,6 +425,7 @@ fn build_restored(
 
     migrate::bring_up_to_date(&trees, staging)?;
     records::rebuild_derived(&trees, staging)?;
+    tasks::rebuild_open_index(&trees, staging)?;
     meta::verify_or_install_key_check(&trees, &opts.idat_key.cipher(), staging)?;
     db.flush().map_err(sled_err)?;
     Ok(summary)

@@ -14,7 +14,9 @@
 //! Version 0 is "no `schema_version` key": a new, empty database, or a store written before
 //! versioning. The step 0 → 1 (re)builds the derived data (indexes and record counters) from
 //! the records, which creates them empty for a new store. The step 1 → 2 fills the pseudonym
-//! log (`psn_log`) from the records that already have a pseudonym. To change a layout, bump
+//! log (`psn_log`) from the records that already have a pseudonym. The step 2 → 3 moves the
+//! finished tasks still stored into the history counters and builds the open-task index (see
+//! `tasks`). To change a layout, bump
 //! [`CURRENT_SCHEMA`], append a step `from: CURRENT_SCHEMA - 1`, and test it on a store
 //! written in the old layout.
 //!
@@ -24,10 +26,10 @@ use std::path::Path;
 
 use super::codec::{read_u64, u64_value};
 use super::meta::SCHEMA_VERSION;
-use super::{StoreError, Trees, error, psn_log, records};
+use super::{StoreError, Trees, error, psn_log, records, tasks};
 
 /// The schema version this build reads and writes.
-pub const CURRENT_SCHEMA: u64 = 2;
+pub const CURRENT_SCHEMA: u64 = 3;
 
 /// One step from `from` to `from + 1`.
 pub(crate) struct Migration {
@@ -48,6 +50,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         from: 1,
         description: "back-fill the pseudonym log from records that have a pseudonym",
         apply: psn_log::backfill,
+    },
+    Migration {
+        from: 2,
+        description: "count the finished tasks still stored into the history and index the open tasks",
+        apply: tasks::migrate_to_open_index,
     },
 ];
 

@@ -16,7 +16,8 @@
 //! | `idx_psn` | `sha256(pseudonym)[..16] ‖ local_id` | empty                                   |
 //! | `counts`  | `records`                      | record counters by state (8 × u64)            |
 //! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
-//! | `history` | `day ‖ task type`              | done / expired counters of purged tasks       |
+//! | `idx_open_tasks` | task key                | empty: the tasks not `Done` / `Expired`       |
+//! | `history` | `day ‖ task type`              | done / expired counters of finished tasks     |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
 //! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
 //! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
@@ -25,8 +26,11 @@
 //! holds too: a database that sled opens empty or that belongs to another store is refused
 //! instead of being taken for a new store.
 //!
-//! The two indexes and `counts` are *derived* from `records`: every write keeps them exact in
-//! the same transaction, a restore rebuilds them, and [`Store::check_integrity`] verifies them.
+//! The two record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` from
+//! `tasks`: every write keeps them exact in the same transaction, a restore rebuilds them, and
+//! [`Store::check_integrity`] verifies them. The open-task index is what keeps the agent's
+//! cycle and `status` proportional to the open tasks: finished ones stay stored for 30 days and
+//! far outnumber them.
 //!
 //! # Durability: what is on disk when
 //!
@@ -107,7 +111,7 @@ pub use meta::META_PROFILE_FINGERPRINT;
 pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
-pub use tasks::{DayHistory, FinishedCounts};
+pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
 
 /// The page cache sled may use unless configured otherwise.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
@@ -143,6 +147,7 @@ pub(crate) struct Trees {
     pub psn_index: sled::Tree,
     pub counts: sled::Tree,
     pub tasks: sled::Tree,
+    pub open_tasks: sled::Tree,
     pub history: sled::Tree,
     pub audit: sled::Tree,
     pub psn_log: sled::Tree,
@@ -158,6 +163,7 @@ impl Trees {
             psn_index: open("idx_psn")?,
             counts: open("counts")?,
             tasks: open("tasks")?,
+            open_tasks: open("idx_open_tasks")?,
             history: open("history")?,
             audit: open("audit")?,
             psn_log: open("psn_log")?,

@@ -628,6 +628,7 @@ impl Store {
             ));
         }
         psn_log::check(t, &self.path, &mut report.problems)?;
+        super::tasks::check(t, &self.path, &mut report.problems)?;
         for entry in t.tasks.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             if let Err(e) = serde_json::from_slice::<crate::domain::TaskRecord>(&value) {

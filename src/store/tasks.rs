@@ -1,16 +1,21 @@
-//! Tasks, and the per-day history of finished ones.
+//! Tasks, the index of open ones, and the per-day history of finished ones.
 //!
 //! A task is stored as JSON under its [`TaskKey`]: tasks are few (the open ones plus recently
 //! finished ones), and `Task` carries `serde_json::Value` parts that only a self-describing
 //! format can read back.
 //!
-//! History must count every finished task occurrence exactly once, for as long as the day is
-//! asked for, although finished tasks are purged to keep the store small. So a finished
-//! occurrence is counted in exactly one place at any moment: while it is stored, by the scan in
-//! [`Store::history`]; when it leaves the `tasks` tree, in the `history` counters, *in the same
-//! transaction* that removes it. It leaves in two ways: [`Store::purge_finished_tasks`], or
-//! [`Store::put_tasks`] overwriting it with a new occurrence of the same key (a
-//! content-identified task listed again later, see `TaskRecord::last_seen_poll`).
+//! Finished tasks stay stored for `[store] task_retention` (30 days), so they far outnumber the
+//! open ones; everything that runs often (the agent's cycle, `status`, the alerts) needs only
+//! the open ones. `idx_open_tasks` lists them, kept exact in the same transaction as every task
+//! write, so those reads cost what the open tasks cost, not what the store holds.
+//!
+//! History counts every finished task occurrence exactly once, for as long as the day is asked
+//! for, although finished tasks are purged to keep the store small. An occurrence is counted in
+//! the `history` counters *in the transaction that finishes it* (the write that turns its state
+//! into `Done` or `Expired`), so reading a day's history is a short key range, and neither a
+//! purge nor a later occurrence of the same key (a content-identified task listed again, see
+//! `TaskRecord::last_seen_poll`) touches the counters again. (Stores written before schema 3
+//! counted retained finished tasks by a scan; the step 2 → 3 moves them into the counters.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,9 +26,10 @@ use sled::transaction::TransactionalTree;
 use ttp_proto::TaskKey;
 
 use super::codec::{
-    history_key, history_value, parse_history_key, read_history_value, task_type_name,
+    history_key, history_value, parse_history_key, read_history_value, task_type_name, u64_value,
 };
-use super::{AuditEntry, Store, StoreError, TxResult, abort, error};
+use super::meta::SCHEMA_VERSION;
+use super::{AuditEntry, Store, StoreError, Trees, TxResult, abort, error};
 use crate::domain::{TaskRecord, TaskState};
 
 /// Finished tasks of one type on one day.
@@ -49,6 +55,26 @@ impl DayHistory {
                 done: acc.done + c.done,
                 expired: acc.expired + c.expired,
             })
+    }
+}
+
+/// A stored task's key, state and type, without the rest: what a scan over every stored task
+/// needs when it only follows states (the admin surface's event counters).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSummary {
+    pub key: TaskKey,
+    pub state: TaskState,
+    /// The wire name, e.g. `send_idat` (an unknown task's own name).
+    pub task_type: String,
+}
+
+impl From<&TaskRecord> for TaskSummary {
+    fn from(rec: &TaskRecord) -> Self {
+        TaskSummary {
+            key: rec.key.clone(),
+            state: rec.state.clone(),
+            task_type: task_type_name(&rec.task.kind).to_string(),
+        }
     }
 }
 
@@ -167,6 +193,125 @@ fn count_in_history(
     Ok(())
 }
 
+/// Keeps the derived data right for one task write inside a transaction: the open-task index
+/// follows the new state, and an occurrence this write finishes (its state becomes `Done` or
+/// `Expired` and differs from the stored one) is counted in its day's history.
+fn apply_state_change(
+    open: &TransactionalTree,
+    history: &TransactionalTree,
+    rec: &TaskRecord,
+    old: Option<&TaskState>,
+    path: &Path,
+) -> TxResult<()> {
+    let key = rec.key.0.as_bytes();
+    if rec.state.is_final() {
+        open.remove(key)?;
+    } else {
+        open.insert(key, &[] as &[u8])?;
+    }
+    if old != Some(&rec.state)
+        && let Some((at, how)) = finished(&rec.state)
+    {
+        count_in_history(history, rec, at, how, path)?;
+    }
+    Ok(())
+}
+
+/// Migration 2 → 3: counts the finished tasks still stored into the history counters (before
+/// schema 3 the history scanned them) and builds the open-task index, in one transaction with
+/// the new schema version, so a crash leaves either all of it or none and the step cannot
+/// count a task twice when it runs again.
+pub(crate) fn migrate_to_open_index(trees: &Trees, path: &Path) -> Result<(), StoreError> {
+    let sled_err = |e| error::from_sled(path, e);
+    let mut counts: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    let mut open_keys = Vec::new();
+    for entry in trees.tasks.iter() {
+        let (key, value) = entry.map_err(sled_err)?;
+        let head = decode_head(&key, &value, path)?;
+        match finished(&head.state) {
+            None => open_keys.push(key),
+            Some((at, how)) => {
+                let c = counts
+                    .entry(history_key(at.date_naive(), head.task.kind.type_name()))
+                    .or_default();
+                match how {
+                    Finish::Done => c.0 += 1,
+                    Finish::Expired => c.1 += 1,
+                }
+            }
+        }
+    }
+    (&trees.open_tasks, &trees.history, &trees.meta)
+        .transaction(|(open, history, meta)| {
+            for key in &open_keys {
+                open.insert(key.as_ref(), &[] as &[u8])?;
+            }
+            for (key, (done, expired)) in &counts {
+                let (d, e) = match history.get(key)? {
+                    None => (0, 0),
+                    Some(v) => read_history_value(&v).ok_or_else(|| {
+                        abort(error::corrupt(path, "a history counter value is malformed"))
+                    })?,
+                };
+                history.insert(key.as_slice(), &history_value(d + done, e + expired))?;
+            }
+            meta.insert(SCHEMA_VERSION, &u64_value(3))?;
+            Ok(())
+        })
+        .map_err(|e| error::from_tx(path, e))
+}
+
+/// Rebuilds `idx_open_tasks` from the tasks (a restore; derived data is not in a backup).
+pub(crate) fn rebuild_open_index(trees: &Trees, path: &Path) -> Result<(), StoreError> {
+    let sled_err = |e| error::from_sled(path, e);
+    trees.open_tasks.clear().map_err(sled_err)?;
+    let mut batch = sled::Batch::default();
+    for entry in trees.tasks.iter() {
+        let (key, value) = entry.map_err(sled_err)?;
+        if !decode_head(&key, &value, path)?.state.is_final() {
+            batch.insert(key, &[] as &[u8]);
+        }
+    }
+    trees.open_tasks.apply_batch(batch).map_err(sled_err)
+}
+
+/// For [`Store::check_integrity`]: the open-task index names exactly the open tasks.
+pub(crate) fn check(
+    trees: &Trees,
+    path: &Path,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let sled_err = |e| error::from_sled(path, e);
+    for entry in trees.tasks.iter() {
+        let (key, value) = entry.map_err(sled_err)?;
+        let name = String::from_utf8_lossy(&key).into_owned();
+        // An undecodable task is reported by the caller's decode check.
+        let Ok(head) = decode_head(&key, &value, path) else {
+            continue;
+        };
+        let indexed = trees.open_tasks.contains_key(&key).map_err(sled_err)?;
+        match (head.state.is_final(), indexed) {
+            (false, false) => problems.push(format!(
+                "open task {name:?} is missing from the open-task index"
+            )),
+            (true, true) => {
+                problems.push(format!("finished task {name:?} is in the open-task index"))
+            }
+            _ => {}
+        }
+    }
+    for entry in trees.open_tasks.iter() {
+        let (key, _) = entry.map_err(sled_err)?;
+        if !trees.tasks.contains_key(&key).map_err(sled_err)? {
+            problems.push(format!(
+                "the open-task index names task {:?}, which is not stored",
+                String::from_utf8_lossy(&key)
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn get_task(&self, key: &TaskKey) -> Result<Option<TaskRecord>, StoreError> {
         match self
@@ -180,9 +325,8 @@ impl Store {
         }
     }
 
-    /// Stores (inserts or replaces) tasks, all in one transaction. Replacing a finished
-    /// occurrence with a different state (a new occurrence of the same key) moves the finished
-    /// one into the history counters in that transaction.
+    /// Stores (inserts or replaces) tasks, all in one transaction, with the open-task index
+    /// and the history counter of every occurrence the write finishes.
     pub fn put_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
         let encoded = tasks
             .iter()
@@ -190,20 +334,17 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let _gate = self.write_gate();
         let path = self.path.as_path();
-        (&self.trees.tasks, &self.trees.history)
-            .transaction(|(stored, history)| {
+        let t = &self.trees;
+        (&t.tasks, &t.open_tasks, &t.history)
+            .transaction(|(stored, open, history)| {
                 for (rec, json) in &encoded {
                     let key = rec.key.0.as_bytes();
-                    let Some(old) = stored.insert(key, json.as_slice())? else {
-                        continue;
+                    let old = stored.insert(key, json.as_slice())?;
+                    let old_state = match old {
+                        None => None,
+                        Some(v) => Some(decode_head(key, &v, path).map_err(abort)?.state),
                     };
-                    let old = decode_task(key, &old, path).map_err(abort)?;
-                    if old.state == rec.state {
-                        continue;
-                    }
-                    if let Some((at, how)) = finished(&old.state) {
-                        count_in_history(history, &old, at, how, path)?;
-                    }
+                    apply_state_change(open, history, rec, old_state.as_ref(), path)?;
                 }
                 Ok(())
             })
@@ -213,7 +354,7 @@ impl Store {
     /// A manual change to one task, with its audit entry, in one transaction, and only if the
     /// stored task is still exactly `expected` (as read before the change was decided).
     /// Returns `false`, writing nothing, when it changed meanwhile (the daemon acted on it).
-    /// Replacing a finished occurrence counts it in the history, as [`Store::put_tasks`] does.
+    /// Keeps the open-task index and the history as [`Store::put_tasks`] does.
     pub fn replace_task_audited(
         &self,
         expected: &TaskRecord,
@@ -231,8 +372,8 @@ impl Store {
         let _gate = self.write_gate();
         let path = self.path.as_path();
         let t = &self.trees;
-        (&t.tasks, &t.history, &t.meta, &t.audit)
-            .transaction(|(stored, history, meta, audit_tree)| {
+        (&t.tasks, &t.open_tasks, &t.history, &t.meta, &t.audit)
+            .transaction(|(stored, open, history, meta, audit_tree)| {
                 let key = new.key.0.as_bytes();
                 let Some(current) = stored.get(key)? else {
                     return Ok(false);
@@ -242,20 +383,44 @@ impl Store {
                     return Ok(false);
                 }
                 stored.insert(key, json.as_slice())?;
-                if current.state != new.state {
-                    if let Some((at, how)) = finished(&current.state) {
-                        count_in_history(history, &current, at, how, path)?;
-                    }
-                }
+                apply_state_change(open, history, new, Some(&current.state), path)?;
                 super::audit::append_in(meta, audit_tree, &audit, path)?;
                 Ok(true)
             })
             .map_err(|e| self.tx_err(e))
     }
 
-    /// The stored tasks whose state satisfies `pred`, by key. Only those are decoded in full
-    /// (see `TaskHead`): the agent's cycle asks for the open tasks, which stay few while
-    /// finished ones accumulate until their purge.
+    /// The open tasks (neither `Done` nor `Expired`) whose state satisfies `pred`, by key.
+    /// Reads only the open tasks, through `idx_open_tasks`: this is what the agent's cycle and
+    /// `status` call, and its cost does not grow with the finished tasks kept for 30 days.
+    pub fn open_tasks_where(
+        &self,
+        pred: impl Fn(&TaskState) -> bool,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.open_tasks.iter() {
+            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+            // A task is never removed, only replaced, while it is open; the index and the
+            // task change in one transaction, so a missing task is damage, not a race.
+            let value = self
+                .trees
+                .tasks
+                .get(&key)
+                .map_err(|e| self.sled_err(e))?
+                .ok_or_else(|| {
+                    self.corrupt("the open-task index names a task that is not stored")
+                })?;
+            let head = decode_head(&key, &value, &self.path)?;
+            if !head.state.is_final() && pred(&head.state) {
+                found.push(decode_task(&key, &value, &self.path)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The stored tasks, open or finished, whose state satisfies `pred`, by key. Scans every
+    /// stored task; only those `pred` accepts are decoded in full (see `TaskHead`). For open
+    /// tasks use [`Store::open_tasks_where`].
     pub fn tasks_where(
         &self,
         pred: impl Fn(&TaskState) -> bool,
@@ -270,6 +435,27 @@ impl Store {
         Ok(found)
     }
 
+    /// Every stored task's key, state and type, by key. Decodes only that much of each (see
+    /// `TaskHead`), so a scan of the 30 days of finished tasks costs a fraction of [`Store::tasks`]
+    /// in time and memory.
+    pub fn task_summaries(&self) -> Result<Vec<TaskSummary>, StoreError> {
+        self.trees
+            .tasks
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+                let head = decode_head(&key, &value, &self.path)?;
+                let key = String::from_utf8(key.to_vec())
+                    .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
+                Ok(TaskSummary {
+                    key: TaskKey(key),
+                    task_type: head.task.kind.type_name().to_string(),
+                    state: head.state,
+                })
+            })
+            .collect()
+    }
+
     /// Every stored task: the open ones and the finished ones not purged yet, by key.
     pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         self.trees
@@ -282,8 +468,8 @@ impl Store {
             .collect()
     }
 
-    /// Removes `Done` / `Expired` tasks that finished before `finished_before`, adding each to
-    /// the history counters of its day in the same transaction. Returns how many were removed.
+    /// Removes `Done` / `Expired` tasks that finished before `finished_before` (the history
+    /// counted them when they finished). Returns how many were removed.
     pub fn purge_finished_tasks(
         &self,
         finished_before: DateTime<Utc>,
@@ -303,8 +489,9 @@ impl Store {
         }
         let _gate = self.write_gate();
         let path = self.path.as_path();
-        (&self.trees.tasks, &self.trees.history)
-            .transaction(|(stored, history)| {
+        self.trees
+            .tasks
+            .transaction(|stored| {
                 let mut removed = 0;
                 for key in &candidates {
                     // Re-read inside the transaction: the task may have changed since the scan.
@@ -312,14 +499,13 @@ impl Store {
                         continue;
                     };
                     let rec = decode_task(key.as_bytes(), &value, path).map_err(abort)?;
-                    let Some((at, how)) = finished(&rec.state) else {
+                    let Some((at, _)) = finished(&rec.state) else {
                         continue;
                     };
                     if at >= finished_before {
                         continue;
                     }
                     stored.remove(key.as_bytes())?;
-                    count_in_history(history, &rec, at, how, path)?;
                     removed += 1;
                 }
                 Ok(removed)
@@ -351,7 +537,7 @@ impl Store {
             .map(|d| (d, BTreeMap::new()))
             .collect();
 
-        // Purged occurrences: a key range, since history keys start with the day.
+        // Every finished occurrence is in the counters: a key range, since keys start with the day.
         let start = history_key(first_day, "");
         let end = last_day.succ_opt().map(|d| history_key(d, ""));
         let range = match &end {
@@ -368,24 +554,6 @@ impl Store {
                 let c = types.entry(task_type.to_string()).or_default();
                 c.done += done;
                 c.expired += expired;
-            }
-        }
-
-        // Finished occurrences still stored.
-        for entry in self.trees.tasks.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let head = decode_head(&key, &value, &self.path)?;
-            let Some((at, how)) = finished(&head.state) else {
-                continue;
-            };
-            if let Some(types) = by_day.get_mut(&at.date_naive()) {
-                let c = types
-                    .entry(head.task.kind.type_name().to_string())
-                    .or_default();
-                match how {
-                    Finish::Done => c.done += 1,
-                    Finish::Expired => c.expired += 1,
-                }
             }
         }
 

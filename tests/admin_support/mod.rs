@@ -271,14 +271,12 @@ pub fn http() -> reqwest::Client {
 
 /// Points `[admin] listen` of the configuration file at `addr`.
 pub fn set_listen(config_path: &std::path::Path, addr: SocketAddr) {
+    // `agent_support::setup` has set the starter's port to 0 (any free port).
     let text = std::fs::read_to_string(config_path).unwrap();
-    assert!(text.contains("listen = \"127.0.0.1:9464\""));
+    assert!(text.contains("listen = \"127.0.0.1:0\""));
     std::fs::write(
         config_path,
-        text.replace(
-            "listen = \"127.0.0.1:9464\"",
-            &format!("listen = \"{addr}\""),
-        ),
+        text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
     )
     .unwrap();
 }

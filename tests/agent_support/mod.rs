@@ -56,6 +56,9 @@ pub async fn setup(sim: ttp_sim::SimConfig, edits: &[(&str, &str)]) -> Env {
         assert!(text.contains(from), "starter config lacks {from:?}");
         text = text.replace(from, to);
     }
+    // A daemon started by a test must not take the default admin port: tests run in parallel,
+    // and so may another agent on the machine. Port 0 picks a free one.
+    text = text.replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
     std::fs::write(&config_path, text).unwrap();
     Env {
         dir,
