@@ -314,7 +314,10 @@ fn daemon_run(label: &str, config: &Path, dir: &Path, idle: Duration) -> BenchRe
     let before = sample(pid);
     std::thread::sleep(idle);
     let after = sample(pid);
+    // With the daemon running the store is locked, so `status` asks the daemon's admin API.
+    let via_daemon = time_status_cli(config)?;
     daemon.stop()?;
+    print_status_cli("status-cli-via-daemon", label, &via_daemon);
     let secs = idle.as_secs_f64();
     println!(
         "RESULT daemon store={label} ready_s={:.3} first_poll_s={:.3} rss_at_ready_mib={:.1} \
@@ -334,13 +337,53 @@ fn daemon_run(label: &str, config: &Path, dir: &Path, idle: Duration) -> BenchRe
     Ok(())
 }
 
+/// Runs `ttp-agent status` three times: wall time and the child's resources each.
+fn time_status_cli(config: &Path) -> BenchResult<Vec<(Duration, support::ChildUsage)>> {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let child = Command::new(support::AGENT_BIN)
+            .args(["status", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let usage = support::wait_child(child)?;
+        if usage.exit_code != 0 {
+            return Err(format!("ttp-agent status exited with {}", usage.exit_code).into());
+        }
+        runs.push((started.elapsed(), usage));
+    }
+    Ok(runs)
+}
+
+fn print_status_cli(what: &str, label: &str, runs: &[(Duration, support::ChildUsage)]) {
+    println!(
+        "RESULT {what} store={label} wall_ms={:?} cpu_ms={:?} peak_rss_mib={:.1}",
+        runs.iter()
+            .map(|(d, _)| (d.as_secs_f64() * 1e4).round() / 10.0)
+            .collect::<Vec<_>>(),
+        runs.iter()
+            .map(|(_, u)| (u.cpu().as_secs_f64() * 1e4).round() / 10.0)
+            .collect::<Vec<_>>(),
+        mib(runs.iter().map(|(_, u)| u.max_rss_kib).max().unwrap_or(0))
+    );
+}
+
 fn write_config(dir: &Path, base_url: &str) -> BenchResult<PathBuf> {
+    // A free port of its own for the admin API (`status` asks it while the daemon runs).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
     support::write_config(
         dir,
         base_url,
         &[
             ("cron = \"0 */15 * * * *\"", CRON_DAILY),
             ("jitter = \"60s\"", "jitter = \"0s\""),
+            ("listen = \"127.0.0.1:9464\"", &listen),
         ],
     )
 }
@@ -416,32 +459,7 @@ fn main() -> BenchResult {
         mib(rss2)
     );
 
-    let mut cli = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let child = Command::new(support::AGENT_BIN)
-            .args(["status", "--config"])
-            .arg(&big_config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let usage = support::wait_child(child)?;
-        if usage.exit_code != 0 {
-            return Err(format!("ttp-agent status exited with {}", usage.exit_code).into());
-        }
-        cli.push((started.elapsed(), usage));
-    }
-    println!(
-        "RESULT status-cli store=big wall_ms={:?} cpu_ms={:?} peak_rss_mib={:.1}",
-        cli.iter()
-            .map(|(d, _)| (d.as_secs_f64() * 1e4).round() / 10.0)
-            .collect::<Vec<_>>(),
-        cli.iter()
-            .map(|(_, u)| (u.cpu().as_secs_f64() * 1e4).round() / 10.0)
-            .collect::<Vec<_>>(),
-        mib(cli.iter().map(|(_, u)| u.max_rss_kib).max().unwrap_or(0))
-    );
+    print_status_cli("status-cli", "big", &time_status_cli(&big_config)?);
 
     daemon_run("big", &big_config, &big_dir, idle)?;
     sim_rt.block_on(sim.shutdown());

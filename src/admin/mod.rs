@@ -16,6 +16,10 @@
 //! token is refused at start-up ([`check_exposure`]): the page lists task keys and deadlines,
 //! which are nobody else's business, and `/metrics` tells what a site is doing.
 //!
+//! Every request gets [`REQUEST_TIMEOUT`] (then 503) and at most [`MAX_CONCURRENT_REQUESTS`]
+//! run at once ([`bounded`]): the admin surface must never take more from the process than
+//! the work it reports on.
+//!
 //! # How the parts fit
 //!
 //! ```text
@@ -28,8 +32,8 @@
 //!          ──► store (mark + queue, one batch) ──► delivery loop ──► webhook (retries)
 //! ```
 //!
-//! Everything the HTTP side shows is read from the store when asked (a scan of the stored
-//! tasks: open ones plus recently finished ones, so a few thousand at most); the daemon's own
+//! Everything the HTTP side shows is read from the store when asked (the open tasks, through
+//! the store's open-task index, and counters: not the finished tasks kept for 30 days); the daemon's own
 //! state adds only what the store cannot know (whether the last cycle failed, and why).
 //! Nothing served here contains IDAT, Bloom filters or pseudonyms; metric labels are task
 //! types, states, operations and classes only (bounded, and no identifiers).
@@ -47,6 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse as _;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use ttp_encode::Secret;
@@ -183,8 +188,49 @@ pub fn check_exposure(admin: &AdminConfig, token: Option<&Secret>) -> Result<(),
     )))
 }
 
-/// The routes (see the module docs).
+/// How long one admin request may take before it is answered 503. The reads behind the
+/// endpoints take milliseconds; one that takes this long is stuck (a store under heavy load),
+/// and a monitor is better told so than left waiting.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many admin requests are served at once; more wait for a turn (within the timeout).
+/// Each holds a store read and its report in memory, and the admin surface shares the
+/// process with the agent's real work: a scraper or page refresh gone wild must not crowd it.
+pub const MAX_CONCURRENT_REQUESTS: usize = 8;
+
+/// The routes (see the module docs), with [`REQUEST_TIMEOUT`] and [`MAX_CONCURRENT_REQUESTS`].
 pub fn router(state: Arc<AdminState>) -> Router {
+    bounded(routes(state), REQUEST_TIMEOUT, MAX_CONCURRENT_REQUESTS)
+}
+
+/// Puts a time limit on every request of `router` and a cap on how many run at once, one cap
+/// for the whole server (a semaphore shared by every route and connection). Waiting for a
+/// turn counts against the time limit. A request over time is answered 503.
+pub fn bounded(router: Router, timeout: Duration, concurrent: usize) -> Router {
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrent));
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let slots = Arc::clone(&slots);
+            async move {
+                let served = async move {
+                    // The semaphore is never closed, so acquiring fails only in theory.
+                    let _slot = slots.acquire_owned().await.ok()?;
+                    Some(next.run(req).await)
+                };
+                match tokio::time::timeout(timeout, served).await {
+                    Ok(Some(response)) => response,
+                    _ => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "the admin request did not finish in time; try again\n",
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    ))
+}
+
+fn routes(state: Arc<AdminState>) -> Router {
     let protected = Router::new()
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::scrape))
@@ -344,5 +390,73 @@ mod tests {
             assert!(err.contains("token_file") && err.contains(exposed), "{err}");
             assert!(check_exposure(&admin(exposed), Some(&token)).is_ok());
         }
+    }
+
+    /// A server with `/slow` (held until `release`, reporting on `entered` when it starts)
+    /// and `/fast`, bounded by `timeout` and `cap`.
+    async fn bounded_server(
+        timeout: Duration,
+        cap: usize,
+    ) -> (
+        SocketAddr,
+        Arc<tokio::sync::Notify>,
+        Arc<tokio::sync::Notify>,
+    ) {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let (r, e) = (Arc::clone(&release), Arc::clone(&entered));
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let (r, e) = (Arc::clone(&r), Arc::clone(&e));
+                    async move {
+                        let released = r.notified();
+                        e.notify_one();
+                        released.await;
+                        "slow"
+                    }
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = bounded(app, timeout, cap);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        crate::client::tls::install_crypto_provider();
+        (addr, release, entered)
+    }
+
+    async fn status_of(client: &reqwest::Client, addr: SocketAddr, path: &str) -> u16 {
+        let response = client.get(format!("http://{addr}{path}")).send().await;
+        response.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_request_over_time_is_answered_503() {
+        let (addr, _release, _entered) = bounded_server(Duration::from_millis(200), 8).await;
+        let client = reqwest::Client::new();
+        assert_eq!(status_of(&client, addr, "/slow").await, 503);
+        assert_eq!(status_of(&client, addr, "/fast").await, 200);
+    }
+
+    /// The cap holds across connections: with the only slot taken by a request that does not
+    /// finish, a fast request on another connection waits for it, and is served once it ends.
+    #[tokio::test]
+    async fn requests_beyond_the_cap_wait_for_a_free_slot() {
+        let (addr, release, entered) = bounded_server(Duration::from_secs(60), 1).await;
+        let (one, two) = (reqwest::Client::new(), reqwest::Client::new());
+        let slow = tokio::spawn(async move { status_of(&one, addr, "/slow").await });
+        entered.notified().await;
+        let fast = tokio::spawn(async move { status_of(&two, addr, "/fast").await });
+        // Without the cap this would be answered at once.
+        let waited = tokio::time::timeout(Duration::from_millis(500), fast).await;
+        let Err(_) = waited else {
+            panic!("a request beyond the cap was served while the slot was taken")
+        };
+        release.notify_one();
+        assert_eq!(slow.await.unwrap(), 200);
+        let client = reqwest::Client::new();
+        assert_eq!(status_of(&client, addr, "/fast").await, 200);
     }
 }
