@@ -199,27 +199,7 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     );
 
     let stats = env.sim.stats();
-    assert_eq!(stats.duplicate_provides, 0, "IDAT sent twice: {stats:?}");
-    assert_eq!(
-        stats.provide_violations_total, 0,
-        "{:?}",
-        stats.provide_violations
-    );
-    assert_eq!(stats.clearings_aborted, 0, "{stats:?}");
-    assert!(
-        stats.tasks_expired_by_type.values().all(|&n| n == 0),
-        "{stats:?}"
-    );
-    let send_idat = stats
-        .tasks_raised_by_type
-        .get("send_idat")
-        .copied()
-        .unwrap_or(0);
-    assert!(
-        send_idat > 30,
-        "the scenario must be substantial: {stats:?}"
-    );
-    assert_eq!(stats.provide_ok, send_idat, "every send_idat answered once");
+    assert_protocol_kept(&stats, 30);
 
     let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
     let all = store.records_in_states(|_| true).unwrap();

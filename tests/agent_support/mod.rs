@@ -126,3 +126,31 @@ pub fn records_csv(n: usize) -> String {
     }
     out
 }
+
+/// What a run against the simulator must show at the end, whatever was done to the agent in
+/// between (kills, faults): no IDAT answer sent twice or out of protocol, no clearing aborted,
+/// no task expired, a substantial scenario (more than `min_send_idat` `send_idat` tasks), and
+/// every `send_idat` answered exactly once.
+pub fn assert_protocol_kept(stats: &ttp_sim::SimStats, min_send_idat: u64) {
+    assert_eq!(stats.duplicate_provides, 0, "IDAT sent twice: {stats:?}");
+    assert_eq!(
+        stats.provide_violations_total, 0,
+        "{:?}",
+        stats.provide_violations
+    );
+    assert_eq!(stats.clearings_aborted, 0, "{stats:?}");
+    assert!(
+        stats.tasks_expired_by_type.values().all(|&n| n == 0),
+        "{stats:?}"
+    );
+    let send_idat = stats
+        .tasks_raised_by_type
+        .get("send_idat")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        send_idat > min_send_idat,
+        "the scenario must be substantial: {stats:?}"
+    );
+    assert_eq!(stats.provide_ok, send_idat, "every send_idat answered once");
+}
