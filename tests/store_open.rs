@@ -17,6 +17,27 @@ fn second_open_of_the_same_store_is_locked() {
     assert!(msg.contains("already running"), "{msg}");
 }
 
+/// Another holder of the lock (the daemon, for `status`) is reported without waiting when the
+/// caller asks for no wait, and the store opens once the holder lets go.
+#[test]
+fn a_lock_held_elsewhere_is_reported_at_once_with_no_wait() {
+    use std::os::fd::AsRawFd as _;
+    let ts = TempStore::new();
+    drop(ts.open());
+    let holder = std::fs::File::open(ts.path().join("db")).expect("db file");
+    // SAFETY: flock on a descriptor `holder` owns.
+    assert_eq!(
+        unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let mut opts = ts.opts.clone();
+    opts.lock_wait = std::time::Duration::ZERO;
+    let err = Store::open(&opts).expect_err("locked");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    drop(holder);
+    Store::open(&opts).expect("opens once the lock is free");
+}
+
 #[test]
 fn the_lock_is_released_when_the_store_is_dropped() {
     let ts = TempStore::new();

@@ -52,6 +52,7 @@ pub fn store_options(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<
         path: config.store.path.clone(),
         cache_capacity: config.store.cache_capacity.0,
         idat_key,
+        lock_wait: crate::store::DEFAULT_LOCK_WAIT,
     })
 }
 

@@ -33,7 +33,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
-    let opts = context::store_options(&loaded.config, &loaded.secrets)?;
+    let mut opts = context::store_options(&loaded.config, &loaded.secrets)?;
+    // A lock held by the running daemon is answered by asking the daemon, at once.
+    opts.lock_wait = std::time::Duration::ZERO;
     let mut report = match Store::open(&opts) {
         Ok(store) => status::build(
             &store,

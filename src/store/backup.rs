@@ -350,7 +350,7 @@ fn build_restored(
     }
 
     super::create_private_dir(staging)?;
-    let db = open_sled(staging, opts.cache_capacity)?;
+    let db = open_sled(staging, opts.cache_capacity, opts.lock_wait)?;
     let trees = Trees::open(&db, staging)?;
     let sled_err = |e| error::from_sled(staging, e);
     let mut summary = BackupSummary {

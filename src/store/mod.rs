@@ -125,15 +125,24 @@ pub struct StoreOptions {
     pub cache_capacity: u64,
     /// The key that seals IDAT at rest.
     pub idat_key: IdatKey,
+    /// How long to keep trying while another holder has the store's lock before answering
+    /// [`StoreError::Locked`]. A moment by default: a `Store` dropped in this process releases
+    /// the lock only when sled's pool threads let go of the file. A caller with a better
+    /// answer to a lock held by the daemon (`status` asks the daemon) uses zero.
+    pub lock_wait: std::time::Duration,
 }
 
+/// The default [`StoreOptions::lock_wait`].
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl StoreOptions {
-    /// Options with the default cache capacity.
+    /// Options with the default cache capacity and lock wait.
     pub fn new(path: impl Into<PathBuf>, idat_key: IdatKey) -> StoreOptions {
         StoreOptions {
             path: path.into(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             idat_key,
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -198,7 +207,7 @@ impl Store {
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         let path = opts.path.as_path();
         create_private_dir(path)?;
-        let db = open_sled(path, opts.cache_capacity)?;
+        let db = open_sled(path, opts.cache_capacity, opts.lock_wait)?;
         if db.was_recovered() {
             tracing::debug!(path = %path.display(), "opened an existing store");
         } else {
@@ -288,12 +297,17 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), StoreError> {
 /// away (a restore, a CLI command after another) would otherwise fail with `Locked`. Another
 /// process holding the store keeps the lock far longer than this window, so it is still
 /// reported, after about a second.
-fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
+fn open_sled(
+    path: &Path,
+    cache_capacity: u64,
+    lock_wait: std::time::Duration,
+) -> Result<sled::Db, StoreError> {
     let mut pause = std::time::Duration::from_millis(5);
     let mut waited = std::time::Duration::ZERO;
     loop {
-        match open_sled_once(path, cache_capacity) {
-            Err(StoreError::Locked { .. }) if waited < std::time::Duration::from_secs(1) => {
+        let attempt = probe_lock(path).and_then(|()| open_sled_once(path, cache_capacity));
+        match attempt {
+            Err(StoreError::Locked { .. }) if waited < lock_wait => {
                 std::thread::sleep(pause);
                 waited += pause;
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
@@ -301,6 +315,39 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
             other => return other,
         }
     }
+}
+
+/// Answers [`StoreError::Locked`] at once when another holder has the lock on sled's `db`
+/// file. sled 0.34 reads much of a large store (hundreds of MiB for a million records) before
+/// it tries the lock, so without this a `status` next to the running daemon would pay for a
+/// full recovery only to be refused. The probe's own lock is released before sled takes it;
+/// a holder that comes in between is caught by sled's lock as before.
+#[cfg(unix)]
+fn probe_lock(path: &Path) -> Result<(), StoreError> {
+    use std::os::fd::AsRawFd as _;
+    let db = path.join("db");
+    let file = match std::fs::File::open(&db) {
+        Ok(f) => f,
+        // No database file yet (a new store), or unreadable: sled reports what is wrong.
+        Err(_) => return Ok(()),
+    };
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the calls.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        // SAFETY: as above; closing `file` would release it too.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        return Ok(());
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Err(StoreError::Locked {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn probe_lock(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Opens the sled database with the store's configuration (see "Why sled is configured...").
