@@ -427,7 +427,7 @@ fn build_restored(
     records::rebuild_derived(&trees, staging)?;
     tasks::rebuild_open_index(&trees, staging)?;
     meta::verify_or_install_key_check(&trees, &opts.idat_key.cipher(), staging)?;
-    db.flush().map_err(sled_err)?;
+    super::durable_flush(&db, staging)?;
     Ok(summary)
 }
 

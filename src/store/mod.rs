@@ -36,8 +36,9 @@
 //!
 //! * A write is visible to every reader of the store as soon as its method returns.
 //! * It is **durable only after [`Store::flush`] returns `Ok`**: flush writes sled's log and
-//!   fsyncs it. The store never flushes in the background (`flush_every_ms(None)`: an idle
-//!   daemon does not wake up every 500 ms); it flushes by itself only when opening (after a
+//!   `fdatasync`s its file (sled 0.34 alone does not: see `durable_flush`). The store never
+//!   flushes in the background (`flush_every_ms(None)`: an idle daemon does not wake up every
+//!   500 ms); it flushes by itself only when opening (after a
 //!   migration or creating the key check) and at the end of a restore. The agent calls `flush`
 //!   at its durability points, e.g. after persisting a task's `Running` state and *before*
 //!   sending the request that state announces.
@@ -220,7 +221,7 @@ impl Store {
         wrote |= migrate::bring_up_to_date(&trees, path)?;
         wrote |= meta::verify_or_install_key_check(&trees, &cipher, path)?;
         if wrote {
-            db.flush().map_err(|e| error::from_sled(path, e))?;
+            durable_flush(&db, path)?;
         }
         Ok(Store {
             db,
@@ -231,12 +232,10 @@ impl Store {
         })
     }
 
-    /// Makes every write so far durable (sled log written and fsynced).
+    /// Makes every write so far durable: sled's log written, and the file `fdatasync`ed (see
+    /// [`durable_flush`]).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| error::from_sled(&self.path, e))
+        durable_flush(&self.db, &self.path)
     }
 
     /// The store directory.
@@ -315,6 +314,23 @@ fn open_sled(
             other => return other,
         }
     }
+}
+
+/// `sled::Db::flush`, then `fdatasync` of sled's `db` file.
+///
+/// sled 0.34 writes its log with `sync_file_range` on Linux, which waits for the pages to
+/// reach the device but neither flushes the device's write cache nor persists the file's
+/// size; only its background flusher thread calls `fsync`, and the store runs without it (see
+/// "Why sled is configured the way it is"). That is enough when the process dies (the kernel
+/// keeps the written pages), not when the power goes. `fdatasync` makes a flush durable in
+/// both cases; it costs one device cache flush per durability point, which group commits keep
+/// few.
+pub(crate) fn durable_flush(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
+    db.flush().map_err(|e| error::from_sled(path, e))?;
+    let file = path.join("db");
+    std::fs::File::open(&file)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| error::from_io(&file, e))
 }
 
 /// Answers [`StoreError::Locked`] at once when another holder has the lock on sled's `db`
