@@ -150,12 +150,18 @@ struct Yardsticks {
 }
 
 impl Yardsticks {
-    fn line(&self, bytes: u64) -> String {
+    /// Ratios of the file length (what sled's `size_on_disk` and `ls` report) and of the
+    /// blocks allocated (`du`): redb grows its file ahead of use, leaving holes.
+    fn line(&self, size: DiskSize) -> String {
         format!(
-            "on_disk_mib={:.1} ratio_to_raw_kv={:.2} ratio_to_issue_raw={:.2}",
-            mib_b(bytes),
-            ratio(bytes, self.kv),
-            ratio(bytes, self.issue)
+            "on_disk_mib={:.1} ratio_to_raw_kv={:.2} ratio_to_issue_raw={:.2} \
+             allocated_mib={:.1} allocated_ratio_to_raw_kv={:.2} allocated_ratio_to_issue_raw={:.2}",
+            mib_b(size.apparent),
+            ratio(size.apparent, self.kv),
+            ratio(size.apparent, self.issue),
+            mib_b(size.allocated),
+            ratio(size.allocated, self.kv),
+            ratio(size.allocated, self.issue)
         )
     }
 }
@@ -191,13 +197,12 @@ fn run_engine<E: Engine>(
     }
     let size = disk_size(path)?;
     println!(
-        "RESULT load engine={} transactions={} s={:.1} cpu_s={:.1} {} allocated_mib={:.1} load={}",
+        "RESULT load engine={} transactions={} s={:.1} cpu_s={:.1} {} load={}",
         E::NAME,
         load.len(),
         wall.as_secs_f64(),
         cpu.as_secs_f64(),
-        yard.line(size.apparent),
-        mib_b(size.allocated),
+        yard.line(size),
         support::loadavg()
     );
     measure_child(&format!("{}-loaded", E::NAME), E::KIND, path, idle_secs)?;
@@ -217,14 +222,56 @@ fn run_engine<E: Engine>(
             n + 1,
             cycle.len(),
             took.as_secs_f64(),
-            yard.line(size.apparent),
+            yard.line(size),
             support::loadavg()
         );
     }
     db.close()?;
     if !churn.is_empty() {
         measure_child(&format!("{}-churned", E::NAME), E::KIND, path, idle_secs)?;
+    }
+    // Start-up after a crash: a writer that dies without closing the database (sled replays
+    // its log; redb walks the whole file to rebuild its allocator state, unless the commit
+    // had quick-repair on).
+    crash_child(E::KIND, path, false)?;
+    measure_child(
+        &format!("{}-after-crash", E::NAME),
+        E::KIND,
+        path,
+        idle_secs,
+    )?;
+    if matches!(E::KIND, Kind::Redb) {
+        crash_child(E::KIND, path, true)?;
+        measure_child(
+            &format!("{}-after-crash-quick-repair", E::NAME),
+            E::KIND,
+            path,
+            idle_secs,
+        )?;
+    }
+    if !churn.is_empty() {
         E::compact(path, yard)?;
+    }
+    Ok(())
+}
+
+/// Runs a child that opens the database, commits one durable transaction and kills itself.
+fn crash_child(kind: Kind, path: &Path, quick_repair: bool) -> BenchResult {
+    let child = Command::new(std::env::current_exe()?)
+        .arg(CHILD_ARG)
+        .arg("die")
+        .arg(kind.as_str())
+        .arg(path)
+        .arg(if quick_repair { "quick" } else { "full" })
+        .stdin(Stdio::null())
+        .spawn()?;
+    let usage = support::wait_child(child)?;
+    if usage.exit_code != -libc::SIGKILL {
+        return Err(format!(
+            "the dying writer ended with {} instead of SIGKILL",
+            usage.exit_code
+        )
+        .into());
     }
     Ok(())
 }
@@ -742,7 +789,7 @@ impl Engine for RedbDb {
         println!(
             "RESULT compact engine=redb s={:.1} rounds={rounds} {} load={}",
             started.elapsed().as_secs_f64(),
-            yard.line(size.apparent),
+            yard.line(size),
             support::loadavg()
         );
         Ok(())
@@ -845,11 +892,41 @@ mod child {
                 Path::new(path),
                 Duration::from_secs(idle.parse()?),
             ),
+            [mode, engine, path, repair] if mode == "die" => {
+                die(Kind::parse(engine)?, Path::new(path), repair == "quick")
+            }
             [mode, db, ack, value_len] if mode == "crash" => {
                 super::sigkill::writer(Path::new(db), Path::new(ack), value_len.parse()?)
             }
             _ => Err(format!("{CHILD_ARG}: unexpected arguments {args:?}").into()),
         }
+    }
+
+    /// One durable write, then SIGKILL: the database is left as a crash leaves it.
+    fn die(kind: Kind, path: &Path, quick_repair: bool) -> BenchResult {
+        let key = &b"crash-marker"[..];
+        let value = &b"1"[..];
+        // Both handles stay open: the process dies with them.
+        let _keep: Box<dyn std::any::Any> = match kind {
+            Kind::Sled => {
+                let db = sled_config(path).open()?;
+                db.open_tree("meta")?.insert(key, value)?;
+                db.flush()?;
+                Box::new(db)
+            }
+            Kind::Redb => {
+                let db = redb_builder().open(path)?;
+                let mut w = db.begin_write()?;
+                w.set_durability(redb::Durability::Immediate)?;
+                w.set_quick_repair(quick_repair);
+                w.open_table(table("meta"))?.insert(key, value)?;
+                w.commit()?;
+                Box::new(db)
+            }
+        };
+        // SAFETY: kill(2) of this process; nothing runs after it.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        Err("still alive after SIGKILL".into())
     }
 
     /// What one scan of a table touched: entries and bytes (nothing decoded).
