@@ -230,6 +230,11 @@ fn run_engine<E: Engine>(
             support::loadavg()
         );
     }
+    small_commits(&mut db, raw, false)?;
+    if matches!(E::KIND, Kind::Redb) {
+        small_commits(&mut db, raw, true)?;
+        db.set_quick_repair(false);
+    }
     db.close()?;
     if !churn.is_empty() {
         measure_child(&format!("{}-churned", E::NAME), E::KIND, path, idle_secs)?;
@@ -256,6 +261,33 @@ fn run_engine<E: Engine>(
     if !churn.is_empty() {
         E::compact(path, yard)?;
     }
+    Ok(())
+}
+
+/// The agent's commonest durable write: one task rewritten (a state change), one transaction,
+/// made durable. 200 of them, each a different stored task, on the full database.
+fn small_commits<E: Engine>(db: &mut E, raw: &Raw, quick_repair: bool) -> BenchResult {
+    const COMMITS: usize = 200;
+    let tasks = raw.find("tasks")?;
+    let pairs = &raw.trees[tasks].pairs;
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    db.set_quick_repair(quick_repair);
+    let started = Instant::now();
+    let cpu = support::self_cpu();
+    for i in 0..COMMITS {
+        let (k, v) = &pairs[i * pairs.len() / COMMITS];
+        db.commit(&[Op::Put(tasks, Cow::Borrowed(k), v)])?;
+    }
+    let (wall, cpu) = (started.elapsed(), support::self_cpu() - cpu);
+    println!(
+        "RESULT small-commit engine={} quick_repair={quick_repair} commits={COMMITS} wall_ms_each={:.2} cpu_ms_each={:.2} load={}",
+        E::NAME,
+        wall.as_secs_f64() * 1e3 / COMMITS as f64,
+        cpu.as_secs_f64() * 1e3 / COMMITS as f64,
+        support::loadavg()
+    );
     Ok(())
 }
 
@@ -618,6 +650,8 @@ trait Engine: Sized {
     fn close(self) -> BenchResult;
     /// Compacts the closed database at `path` if the engine can, printing the figures.
     fn compact(path: &Path, yard: Yardsticks) -> BenchResult;
+    /// redb's quick-repair for the following commits; other engines ignore it.
+    fn set_quick_repair(&mut self, _on: bool) {}
 }
 
 /// sled configured as the store configures it (`src/store/mod.rs`, `open_sled_once`).
@@ -701,6 +735,7 @@ impl Engine for SledDb {
 struct RedbDb {
     db: redb::Database,
     tables: Vec<String>,
+    quick_repair: bool,
 }
 
 fn redb_builder() -> redb::Builder {
@@ -727,6 +762,7 @@ impl Engine for RedbDb {
         Ok(RedbDb {
             db,
             tables: tables.to_vec(),
+            quick_repair: false,
         })
     }
 
@@ -734,12 +770,14 @@ impl Engine for RedbDb {
         Ok(RedbDb {
             db: redb_builder().open(path)?,
             tables: tables.to_vec(),
+            quick_repair: false,
         })
     }
 
     fn commit(&mut self, txn: &[Op<'_>]) -> BenchResult {
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
+        w.set_quick_repair(self.quick_repair);
         {
             // One handle per table the transaction touches, opened on first use.
             let mut open: Vec<Option<_>> = self.tables.iter().map(|_| None).collect();
@@ -778,6 +816,10 @@ impl Engine for RedbDb {
     fn close(self) -> BenchResult {
         self.db.close()?;
         Ok(())
+    }
+
+    fn set_quick_repair(&mut self, on: bool) {
+        self.quick_repair = on;
     }
 
     fn compact(path: &Path, yard: Yardsticks) -> BenchResult {
