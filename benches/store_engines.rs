@@ -30,7 +30,10 @@
 //! 4. **Churn.** `ENGINES_BENCH_CYCLES` (default 3) cycles, each deleting 5 % of the records
 //!    (with their index entries) and inserting as many new ones (new local ids, the deleted
 //!    records' value bytes, fresh index keys), 1,000 deleted + 1,000 inserted records per
-//!    durable transaction; size after each cycle, then the child measurements again.
+//!    durable transaction; size after each cycle; the cost of one small durable commit (one
+//!    task rewritten; redb also with quick-repair); then the child measurements again, and
+//!    once more after a child that commits and SIGKILLs itself (the open after a crash: sled
+//!    replays its log, redb repairs the file unless the last commit had quick-repair).
 //! 5. **SIGKILL** (redb): a child commits transactions of records (inserts, updates, deletes,
 //!    two counters) and appends each transaction's number to a side file once `commit()` has
 //!    returned; the parent kills it with SIGKILL at a random moment, `ENGINES_BENCH_KILLS`
