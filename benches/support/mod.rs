@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod agent_data;
+
 pub const STUDY: &str = "bench-study";
 pub const TARGET: &str = "dic_bench";
 pub const API_KEY: &str = "bench-api-key-0123456789";

@@ -1,0 +1,128 @@
+//! The agent's data at scale, as `benches/scale.rs` builds it: records `Pseudonymised` with
+//! sealed IDAT (four elements) and a 225-byte filter (the starter profile's L = 900), and
+//! finished tasks of all three types spread over the last 25 days (inside the 30-day retention).
+//!
+//! The same synthetic values as `scale.rs`, so that the figures of both benches describe the
+//! same store; kept here so that other benches build it through the real `Store` API too.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::store::Store;
+use ttp_proto::{BloomFilter, IdatElement, Task, TaskKind};
+
+use super::BenchResult;
+
+/// 225 pseudo-random bytes, distinct per `i` (no two records share a filter).
+pub fn filter(i: u64) -> Vec<u8> {
+    let mut rng = super::Rng::new(i);
+    let mut out = Vec::with_capacity(225);
+    while out.len() < 225 {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(225);
+    out
+}
+
+/// Record `i`: synthetic IDAT (never a real person's), its pseudonym, times of 20 / 10 days ago.
+pub fn record(i: u64, now: DateTime<Utc>) -> LocalRecord {
+    let idat: BTreeMap<IdatElement, String> = [
+        (IdatElement::Given, format!("GIVEN{:05}", i % 100_000)),
+        (IdatElement::Family, format!("FAMILY{i:07}")),
+        (
+            IdatElement::Birthdate,
+            format!("{}-{:02}-{:02}", 1930 + i % 90, 1 + i % 12, 1 + i % 28),
+        ),
+        (
+            IdatElement::Gender,
+            if i % 2 == 0 { "female" } else { "male" }.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    LocalRecord {
+        local_id: format!("case-{i:010}"),
+        bloom_filter: filter(i),
+        idat: Some(Idat(idat)),
+        state: RecordState::Pseudonymised,
+        pseudonym: Some(format!("bench-study_{i:08X}")),
+        created_at: now - chrono::Duration::days(20),
+        updated_at: now - chrono::Duration::days(10),
+    }
+}
+
+/// The yardstick for "raw data" of a record: local id + filter + IDAT values +
+/// pseudonym, as `scale.rs` counts it.
+pub fn record_raw_size(r: &LocalRecord) -> u64 {
+    let idat: usize = r
+        .idat
+        .as_ref()
+        .map_or(0, |i| i.0.values().map(String::len).sum());
+    let psn = r.pseudonym.as_ref().map_or(0, String::len);
+    (r.local_id.len() + r.bloom_filter.len() + idat + psn) as u64
+}
+
+/// Finished task `i` (`Done`), one of the three types in turn.
+pub fn finished_task(i: u64, now: DateTime<Utc>) -> TaskRecord {
+    let at = now - chrono::Duration::minutes((i % (25 * 24 * 60)) as i64);
+    let kind = match i % 3 {
+        0 => TaskKind::DicPsnAvailable {
+            bloom_filter: BloomFilter(filter(i)),
+            target: super::TARGET.into(),
+            pseudonym: format!("bench-study_{i:08X}"),
+        },
+        1 => TaskKind::RepeatRequest {
+            study: super::STUDY.into(),
+            bloom_filter: BloomFilter(filter(i)),
+            target: super::TARGET.into(),
+        },
+        _ => TaskKind::SendIdat {
+            task_id: format!("{i:08x}-0000-4000-8000-000000000000"),
+            subject: ttp_proto::SendIdatSubject::BloomFilter(BloomFilter(filter(i))),
+            elements: ["given", "family", "birthdate", "gender"]
+                .iter()
+                .filter_map(|c| IdatElement::from_code(c))
+                .map(ttp_proto::ElementRequest::Known)
+                .collect(),
+        },
+    };
+    let task = Task {
+        kind,
+        expires: None,
+        unknown_parts: Vec::new(),
+    };
+    TaskRecord {
+        key: task.key(),
+        task,
+        state: TaskState::Done { at },
+        attempts: 1,
+        last_error: None,
+        first_seen: at - chrono::Duration::minutes(5),
+        updated_at: at,
+        last_seen_poll: 1,
+    }
+}
+
+/// Fills `store` with `records` records and `tasks` finished tasks through the store API,
+/// `batch` per call (each call is one transaction per 512 records inside the store), then
+/// flushes. Returns the raw size of the records (see [`record_raw_size`]).
+pub fn fill_store(store: &Store, records: u64, tasks: u64, batch: u64) -> BenchResult<u64> {
+    let now = Utc::now();
+    let mut raw = 0;
+    for start in (0..records).step_by(batch as usize) {
+        let recs: Vec<LocalRecord> = (start..(start + batch).min(records))
+            .map(|i| record(i, now))
+            .collect();
+        raw += recs.iter().map(record_raw_size).sum::<u64>();
+        store.insert_records(&recs)?;
+    }
+    for start in (0..tasks).step_by(batch as usize) {
+        let batch: Vec<TaskRecord> = (start..(start + batch).min(tasks))
+            .map(|i| finished_task(i, now))
+            .collect();
+        store.put_tasks(&batch)?;
+    }
+    store.flush()?;
+    Ok(raw)
+}
