@@ -148,12 +148,12 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
 /// Adds one finished occurrence to the `history` counters, inside a transaction.
 fn count_in_history(
     history: &TransactionalTree,
-    rec: &TaskRecord,
+    task_type: &str,
     at: DateTime<Utc>,
     how: Finish,
     path: &Path,
 ) -> TxResult<()> {
-    let key = history_key(at.date_naive(), task_type_name(&rec.task.kind));
+    let key = history_key(at.date_naive(), task_type);
     let (mut done, mut expired) = match history.get(&key)? {
         None => (0, 0),
         Some(v) => read_history_value(&v)
@@ -183,9 +183,15 @@ impl Store {
     /// Stores (inserts or replaces) tasks, all in one transaction. Replacing a finished
     /// occurrence with a different state (a new occurrence of the same key) moves the finished
     /// one into the history counters in that transaction.
-    pub fn put_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+    ///
+    /// Takes any collection of references (a slice, `map.values()`), so that callers need not
+    /// copy records they keep into a new vector just to store them.
+    pub fn put_tasks<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a TaskRecord>,
+    ) -> Result<(), StoreError> {
         let encoded = tasks
-            .iter()
+            .into_iter()
             .map(|t| Ok((t, encode_task(t)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let _gate = self.write_gate();
@@ -197,12 +203,14 @@ impl Store {
                     let Some(old) = stored.insert(key, json.as_slice())? else {
                         continue;
                     };
-                    let old = decode_task(key, &old, path).map_err(abort)?;
+                    // State and type are all the history needs of the replaced value: its
+                    // head, not a full decode (most writes replace a task: intent, outcome).
+                    let old = decode_head(key, &old, path).map_err(abort)?;
                     if old.state == rec.state {
                         continue;
                     }
                     if let Some((at, how)) = finished(&old.state) {
-                        count_in_history(history, &old, at, how, path)?;
+                        count_in_history(history, old.task.kind.type_name(), at, how, path)?;
                     }
                 }
                 Ok(())
@@ -244,7 +252,13 @@ impl Store {
                 stored.insert(key, json.as_slice())?;
                 if current.state != new.state {
                     if let Some((at, how)) = finished(&current.state) {
-                        count_in_history(history, &current, at, how, path)?;
+                        count_in_history(
+                            history,
+                            task_type_name(&current.task.kind),
+                            at,
+                            how,
+                            path,
+                        )?;
                     }
                 }
                 super::audit::append_in(meta, audit_tree, &audit, path)?;
@@ -265,6 +279,30 @@ impl Store {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             if pred(&decode_head(&key, &value, &self.path)?.state) {
                 found.push(decode_task(&key, &value, &self.path)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`Store::tasks_where`] for a caller that already holds some of the stored records:
+    /// for each stored key, `held(key)` may hand over the caller's record, which is then
+    /// taken instead of decoding the stored value (and reported with `true`). The agent's
+    /// cycle passes the records its merge has just written, which are what is stored under
+    /// those keys; only the tasks the listing did not mention are read from the store. By key.
+    pub fn tasks_where_held(
+        &self,
+        pred: impl Fn(&TaskState) -> bool,
+        mut held: impl FnMut(&str) -> Option<TaskRecord>,
+    ) -> Result<Vec<(TaskRecord, bool)>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.tasks.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            if let Some(rec) = std::str::from_utf8(&key).ok().and_then(&mut held) {
+                if pred(&rec.state) {
+                    found.push((rec, true));
+                }
+            } else if pred(&decode_head(&key, &value, &self.path)?.state) {
+                found.push((decode_task(&key, &value, &self.path)?, false));
             }
         }
         Ok(found)
@@ -319,7 +357,7 @@ impl Store {
                         continue;
                     }
                     stored.remove(key.as_bytes())?;
-                    count_in_history(history, &rec, at, how, path)?;
+                    count_in_history(history, task_type_name(&rec.task.kind), at, how, path)?;
                     removed += 1;
                 }
                 Ok(removed)

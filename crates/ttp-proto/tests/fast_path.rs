@@ -88,7 +88,11 @@ fn pointers(json: &Json, at: String, out: &mut Vec<String>) {
     match json {
         Json::Object(map) => {
             for (key, value) in map {
-                pointers(value, format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")), out);
+                pointers(
+                    value,
+                    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Json::Array(items) => {
@@ -248,7 +252,10 @@ fn bodies_without_tasks_agree() {
         r#"{"parameter":[],"id":"x","meta":{"a":[1,{}]},"resourceType":"Parameters"}"#,
     ] {
         assert!(agree(body.as_bytes(), &limits), "declined {body}");
-        assert_eq!(parse_tasks_with(body.as_bytes(), &limits), Ok(Default::default()));
+        assert_eq!(
+            parse_tasks_with(body.as_bytes(), &limits),
+            Ok(Default::default())
+        );
     }
 }
 
@@ -275,7 +282,10 @@ fn byte_level_changes_keep_the_paths_in_agreement() {
         }
     }
     // Changes inside string values (names excepted) keep the shape: some are answered fast.
-    assert!(fast > 100, "the fast path answered {fast} of 4000 changed bodies");
+    assert!(
+        fast > 100,
+        "the fast path answered {fast} of 4000 changed bodies"
+    );
     // A truncated body is not JSON: declined, and an error on the generic path.
     for len in 0..original.trim_ascii_end().len() {
         assert!(!agree(&original[..len], &limits), "truncated at {len}");
@@ -308,9 +318,15 @@ fn the_fast_path_declines_what_needs_the_generic_one() {
     declined(&dic(r#",{"name":"future","valueString":"x"}"#));
     // a null value, a repeated key, two value[x] keys, a key the view does not know,
     declined(&dic(r#",{"name":"expires","valueInstant":null}"#));
-    declined(&dic(r#",{"name":"expires","name":"expires","valueInstant":"2030-01-01T00:00:00Z"}"#));
-    declined(&dic(r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z","valueDateTime":"2030-01-01T00:00:00Z"}"#));
-    declined(&dic(r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z","id":"x"}"#));
+    declined(&dic(
+        r#",{"name":"expires","name":"expires","valueInstant":"2030-01-01T00:00:00Z"}"#,
+    ));
+    declined(&dic(
+        r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z","valueDateTime":"2030-01-01T00:00:00Z"}"#,
+    ));
+    declined(&dic(
+        r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z","id":"x"}"#,
+    ));
     // a task that is a problem (a repeated part), an unknown task type,
     declined(&dic(r#",{"name":"target","valueString":"u"}"#));
     declined(r#"{"resourceType":"Parameters","parameter":[{"name":"future_task","part":[]}]}"#);
@@ -344,5 +360,17 @@ fn escaped_strings_read_the_same_on_both_paths() {
     assert!(agree(body.as_bytes(), &limits));
     let list = parse_tasks_with(body.as_bytes(), &limits).unwrap();
     assert_eq!(list.tasks.len(), 1);
-    assert_eq!(list.tasks[0].key(), parse_one(task("dic_psn_available", vec![bf(BF), ident("target", "eyematics"), ident("pseudonym", "x")])).unwrap().key());
+    assert_eq!(
+        list.tasks[0].key(),
+        parse_one(task(
+            "dic_psn_available",
+            vec![
+                bf(BF),
+                ident("target", "eyematics"),
+                ident("pseudonym", "x")
+            ]
+        ))
+        .unwrap()
+        .key()
+    );
 }

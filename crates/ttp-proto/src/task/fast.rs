@@ -113,7 +113,12 @@ struct EntryView<'a> {
 struct PartView<'a> {
     #[serde(borrow)]
     name: Text<'a>,
-    #[serde(rename = "valueBase64Binary", default, borrow, deserialize_with = "present")]
+    #[serde(
+        rename = "valueBase64Binary",
+        default,
+        borrow,
+        deserialize_with = "present"
+    )]
     base64_binary: Option<Text<'a>>,
     #[serde(rename = "valueId", default, borrow, deserialize_with = "present")]
     id: Option<Text<'a>>,
@@ -121,9 +126,19 @@ struct PartView<'a> {
     string: Option<Text<'a>>,
     #[serde(rename = "valueInstant", default, borrow, deserialize_with = "present")]
     instant: Option<Text<'a>>,
-    #[serde(rename = "valueDateTime", default, borrow, deserialize_with = "present")]
+    #[serde(
+        rename = "valueDateTime",
+        default,
+        borrow,
+        deserialize_with = "present"
+    )]
     date_time: Option<Text<'a>>,
-    #[serde(rename = "valueIdentifier", default, borrow, deserialize_with = "present")]
+    #[serde(
+        rename = "valueIdentifier",
+        default,
+        borrow,
+        deserialize_with = "present"
+    )]
     identifier: Option<IdentifierView<'a>>,
     #[serde(rename = "valueCoding", default, borrow, deserialize_with = "present")]
     coding: Option<CodingView<'a>>,
