@@ -166,11 +166,11 @@ fn mutations(json: &Json) -> Vec<Json> {
                     ("_valueString", json!({})),
                 ] {
                     let mut mutated = json.clone();
-                    if let Some(Json::Object(m)) = mutated.pointer_mut(pointer) {
-                        if !m.contains_key(key) {
-                            m.insert(key.to_owned(), value);
-                            all.push(mutated);
-                        }
+                    if let Some(Json::Object(m)) = mutated.pointer_mut(pointer)
+                        && !m.contains_key(key)
+                    {
+                        m.insert(key.to_owned(), value);
+                        all.push(mutated);
                     }
                 }
             }
