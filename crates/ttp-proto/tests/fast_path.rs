@@ -121,6 +121,8 @@ fn mutations(json: &Json) -> Vec<Json> {
         json!(" "),
         json!("x"),
         json!([]),
+        json!(["x", "y"]),
+        json!([null, "eyematics"]),
         json!({}),
         json!("2021-05-28T13:00:00Z"),
         json!(BF),
@@ -327,6 +329,14 @@ fn the_fast_path_declines_what_needs_the_generic_one() {
     declined(&dic(
         r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z","id":"x"}"#,
     ));
+    // an array where an object belongs (serde's derived structs would read it by position),
+    declined(&dic(
+        r#",{"name":"expires","valueInstant":"2030-01-01T00:00:00Z"}]},{"name":"send_idat","part":[["expires","x"]"#,
+    ));
+    declined(&dic("").replace(r#"{"value":"t"}"#, r#"[null,"t"]"#));
+    declined(&dic("").replace(r#"{"value":"t"}"#, r#"["urn:x","t"]"#));
+    declined(r#"["Parameters",[]]"#);
+    declined(r#"{"resourceType":"Parameters","parameter":[["send_idat",[]]]}"#);
     // a task that is a problem (a repeated part), an unknown task type,
     declined(&dic(r#",{"name":"target","valueString":"u"}"#));
     declined(r#"{"resourceType":"Parameters","parameter":[{"name":"future_task","part":[]}]}"#);

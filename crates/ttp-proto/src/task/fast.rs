@@ -18,7 +18,7 @@
 //! ```
 //!
 //! and gives up (`None`) on anything else: an unknown task type or part, any other key in an
-//! entry, a part or an Identifier, a `null`, a repeated key, more entries than
+//! entry, a part or an Identifier, a `null`, an array where an object belongs, a repeated key, more entries than
 //! [`ParseLimits::max_tasks`], and any task the task rules turn into a problem. The caller then
 //! parses the whole body again on the generic path, so every unusual body gets exactly the
 //! answer it always got; this path only has to be right about the bodies it accepts.
@@ -28,7 +28,7 @@
 //! no `extra` keys, no resource) and hands it to the same `parse_known`. What it saves is the
 //! intermediate `Value` tree (strings are borrowed from the body unless they contain escapes)
 //! and the raw copy of each entry, which only problems and unknown parts need. The test
-//! `fast_and_generic_paths_agree` in `tests/tasks.rs` checks the claim on the reference
+//! `fast_and_generic_paths_agree` in `tests/fast_path.rs` checks the claim on the reference
 //! examples, every task shape of the test suite, and systematic mutations of them.
 
 use std::borrow::Cow;
@@ -44,12 +44,12 @@ use crate::parameters::{Coding, Identifier, Parameter, RESOURCE_TYPE, Value};
 pub(super) fn parse(body: &[u8], limits: &ParseLimits) -> Option<TaskList> {
     // The same byte order mark the generic path skips.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let view: BodyView<'_> = serde_json::from_slice(body).ok()?;
+    let Object(view): Object<BodyView<'_>> = serde_json::from_slice(body).ok()?;
     if view.resource_type.0 != RESOURCE_TYPE || view.parameter.len() > limits.max_tasks {
         return None;
     }
     let mut tasks = Vec::with_capacity(view.parameter.len());
-    for entry in view.parameter {
+    for Object(entry) in view.parameter {
         tasks.push(entry_task(entry, limits)?);
     }
     Some(TaskList {
@@ -65,7 +65,7 @@ fn entry_task(entry: EntryView<'_>, limits: &ParseLimits) -> Option<Task> {
     }
     let known = schema(&name);
     let mut parts = Vec::with_capacity(entry.part.len());
-    for part in entry.part {
+    for Object(part) in entry.part {
         if !known.contains(&part.name.0.as_ref()) {
             return None;
         }
@@ -94,7 +94,7 @@ struct BodyView<'a> {
     resource_type: Text<'a>,
     /// Absent reads as no entries (as on the generic path); `null` fails (generic: an error).
     #[serde(default, borrow)]
-    parameter: Vec<EntryView<'a>>,
+    parameter: Vec<Object<EntryView<'a>>>,
 }
 
 /// A task entry: a name and parts, nothing else (an entry-level value, resource, `id` or
@@ -105,7 +105,7 @@ struct EntryView<'a> {
     #[serde(borrow)]
     name: Text<'a>,
     #[serde(borrow)]
-    part: Vec<PartView<'a>>,
+    part: Vec<Object<PartView<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -139,9 +139,9 @@ struct PartView<'a> {
         borrow,
         deserialize_with = "present"
     )]
-    identifier: Option<IdentifierView<'a>>,
+    identifier: Option<Object<IdentifierView<'a>>>,
     #[serde(rename = "valueCoding", default, borrow, deserialize_with = "present")]
-    coding: Option<CodingView<'a>>,
+    coding: Option<Object<CodingView<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -187,14 +187,14 @@ impl PartView<'_> {
             string.map(|t| Value::String(t.owned())),
             instant.map(|t| Value::Instant(t.owned())),
             date_time.map(|t| Value::DateTime(t.owned())),
-            identifier.map(|i| {
+            identifier.map(|Object(i)| {
                 Value::Identifier(Identifier {
                     system: i.system.map(Text::owned),
                     value: i.value.map(Text::owned),
                     extra: serde_json::Map::new(),
                 })
             }),
-            coding.map(|c| {
+            coding.map(|Object(c)| {
                 Value::Coding(Coding {
                     system: c.system.map(Text::owned),
                     code: c.code.map(Text::owned),
@@ -214,6 +214,32 @@ impl PartView<'_> {
             part: Vec::new(),
             resource: None,
         })
+    }
+}
+
+/// A JSON object read as `T`. serde's derived structs also accept a JSON array of their
+/// fields in order (`["https://...", "eyematics"]` for an Identifier), which the generic codec
+/// rightly reports as a wrong type; every view is therefore read through this, which accepts
+/// an object and nothing else.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
     }
 }
 
