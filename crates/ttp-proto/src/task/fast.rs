@@ -23,6 +23,12 @@
 //! parses the whole body again on the generic path, so every unusual body gets exactly the
 //! answer it always got; this path only has to be right about the bodies it accepts.
 //!
+//! Memory: the views of all entries are read before [`ParseLimits::max_tasks`] is checked (the
+//! generic path stops keeping entries at the limit while streaming). They borrow from the body
+//! and take a few machine words per entry and part, so even a body made of nothing but empty
+//! entries costs about twice its own size, and bodies are bounded by the client's response
+//! size limit; past the task limit the generic path then takes over as before.
+//!
 //! It is right about those because it does not re-implement the task rules: it builds the same
 //! [`Parameter`] the generic codec builds for such an entry (names and values as received,
 //! no `extra` keys, no resource) and hands it to the same `parse_known`. What it saves is the
