@@ -72,6 +72,63 @@ fn tasks_round_trip_in_every_state_and_kind() {
 }
 
 #[test]
+fn open_tasks_where_held_takes_held_records_and_decodes_only_the_others() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let open = task("a-open", dic_psn(1), TaskState::Received);
+    let done = task(
+        "b-done",
+        repeat(2),
+        TaskState::Done {
+            at: t("2025-03-01T00:00:00Z"),
+        },
+    );
+    let held_open = task("c-held", send_idat("T-1"), TaskState::InDoubt);
+    let held_done = task(
+        "d-held-done",
+        dic_psn(3),
+        TaskState::Done {
+            at: t("2025-03-01T00:00:00Z"),
+        },
+    );
+    store
+        .put_tasks([&open, &done, &held_open, &held_done])
+        .expect("put");
+
+    // The held copies differ from what is stored, so the result shows which one was taken.
+    let mut held = std::collections::HashMap::new();
+    for rec in [&held_open, &held_done] {
+        let mut copy = rec.clone();
+        copy.last_seen_poll = 99;
+        held.insert(rec.key.clone(), copy);
+    }
+    let asked = std::cell::RefCell::new(Vec::new());
+    let found = store
+        .open_tasks_where_held(
+            |_| true,
+            |key| {
+                asked.borrow_mut().push(key.to_string());
+                held.remove(key)
+            },
+        )
+        .expect("scan");
+    // Every open task's key is offered, in key order; held records are taken, the others
+    // come from the store. Finished tasks are not looked at, held or not.
+    assert_eq!(asked.into_inner(), ["a-open", "c-held"]);
+    assert_eq!(
+        held.keys().map(|k| k.0.as_str()).collect::<Vec<_>>(),
+        ["d-held-done"],
+        "only the open held record was handed over"
+    );
+    let summary: Vec<(&str, u64, bool)> = found
+        .iter()
+        .map(|(rec, was_held)| (rec.key.0.as_str(), rec.last_seen_poll, *was_held))
+        .collect();
+    assert_eq!(summary, [("a-open", 1, false), ("c-held", 99, true)]);
+    assert_eq!(found[0].0, open);
+}
+
+#[test]
 fn empty_task_key_is_refused_and_the_batch_is_not_written() {
     let ts = TempStore::new();
     let store = ts.open();

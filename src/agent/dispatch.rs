@@ -73,11 +73,14 @@ impl Agent {
         ready: Vec<TaskRecord>,
     ) -> Result<DispatchStats, DispatchError> {
         let mut stats = DispatchStats::default();
-        for wave in ready.chunks(self.opts.wave_size.max(1)) {
+        let wave_size = self.opts.wave_size.max(1);
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
             if self.shutdown.is_triggered() {
                 return Err(DispatchError::ShuttingDown);
             }
-            self.dispatch_wave(wave.to_vec(), &mut stats).await?;
+            let wave: Vec<TaskRecord> = ready.by_ref().take(wave_size).collect();
+            self.dispatch_wave(wave, &mut stats).await?;
             if stats.auth_failed > 0 {
                 return Err(DispatchError::Auth(
                     "HTTP 401/403 while answering tasks; check [ttp] api_key_file and the Basic-auth settings"
@@ -94,7 +97,6 @@ impl Agent {
         stats: &mut DispatchStats,
     ) -> Result<(), DispatchError> {
         let now = Utc::now();
-        let mut intents = Vec::new();
         let mut finished = Vec::new();
         let mut record_updates = Vec::new();
         let mut to_send = Vec::new();
@@ -109,23 +111,22 @@ impl Agent {
                 rec.state = TaskState::Running;
                 rec.attempts += 1;
                 rec.updated_at = now;
-                intents.push(rec.clone());
                 to_send.push(rec);
             } else {
                 // Local-only work (dic_psn_available): no intent needed, it is idempotent.
-                let outcome = self.handle_local(&rec, now)?;
-                record_updates.extend(outcome.records.iter().cloned());
-                finished.push(self.apply(rec, outcome.effect, now, stats));
+                let Outcome { effect, records } = self.handle_local(&rec, now)?;
+                record_updates.extend(records);
+                finished.push(self.apply(rec, effect, now, stats));
             }
         }
 
-        // 1. Intent (and the local-only results, which ride along in the same flush).
+        // 1. Intent: the tasks about to be sent, as `Running` (and the local-only results,
+        //    which ride along in the same flush).
         if !record_updates.is_empty() {
             self.store.update_records(&record_updates)?;
         }
-        intents.extend(finished);
-        if !intents.is_empty() {
-            self.store.put_tasks(&intents)?;
+        if !to_send.is_empty() || !finished.is_empty() {
+            self.store.put_tasks(to_send.iter().chain(&finished))?;
             self.store.flush()?;
         }
         if to_send.is_empty() {

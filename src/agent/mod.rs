@@ -255,18 +255,20 @@ impl Agent {
             merged.insert(problem.key.clone(), rec);
         }
         if !merged.is_empty() {
-            let batch: Vec<TaskRecord> = merged.values().cloned().collect();
-            self.store.put_tasks(&batch)?;
+            self.store.put_tasks(merged.values())?;
         }
 
         // Reconcile in-doubt answers and expire, over every open task (finished ones can
         // neither be reconciled, expired nor dispatched; they are many, so they are skipped
-        // without being decoded).
+        // without being decoded). The listed ones are the records just stored from `merged`:
+        // they are taken from there rather than decoded again.
         let mut changed = Vec::new();
         let mut all = Vec::new();
-        for mut rec in self.store.open_tasks_where(|_| true)? {
+        let open = self
+            .store
+            .open_tasks_where_held(|_| true, |key| merged.remove(key))?;
+        for (mut rec, listed_now) in open {
             if rec.state == TaskState::InDoubt {
-                let listed_now = merged.contains_key(&rec.key);
                 if let Some(resolved) = merge::reconcile_in_doubt(
                     rec.clone(),
                     listed_now,

@@ -174,12 +174,12 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
 /// Adds one finished occurrence to the `history` counters, inside a transaction.
 fn count_in_history(
     history: &TransactionalTree,
-    rec: &TaskRecord,
+    task_type: &str,
     at: DateTime<Utc>,
     how: Finish,
     path: &Path,
 ) -> TxResult<()> {
-    let key = history_key(at.date_naive(), task_type_name(&rec.task.kind));
+    let key = history_key(at.date_naive(), task_type);
     let (mut done, mut expired) = match history.get(&key)? {
         None => (0, 0),
         Some(v) => read_history_value(&v)
@@ -212,7 +212,7 @@ fn apply_state_change(
     if old != Some(&rec.state)
         && let Some((at, how)) = finished(&rec.state)
     {
-        count_in_history(history, rec, at, how, path)?;
+        count_in_history(history, task_type_name(&rec.task.kind), at, how, path)?;
     }
     Ok(())
 }
@@ -327,9 +327,15 @@ impl Store {
 
     /// Stores (inserts or replaces) tasks, all in one transaction, with the open-task index
     /// and the history counter of every occurrence the write finishes.
-    pub fn put_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
+    ///
+    /// Takes any collection of references (a slice, `map.values()`), so that callers need not
+    /// copy records they keep into a new vector just to store them.
+    pub fn put_tasks<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a TaskRecord>,
+    ) -> Result<(), StoreError> {
         let encoded = tasks
-            .iter()
+            .into_iter()
             .map(|t| Ok((t, encode_task(t)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let _gate = self.write_gate();
@@ -454,6 +460,42 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// [`Store::open_tasks_where`] for a caller that already holds some of the stored records:
+    /// for each open task's key, `held(key)` may hand over the caller's record, which is then
+    /// taken instead of decoding the stored value (and reported with `true`). The agent's
+    /// cycle passes the records its merge has just written, which are what is stored under
+    /// those keys; only the open tasks the listing did not mention are read from the store. By
+    /// key.
+    pub fn open_tasks_where_held(
+        &self,
+        pred: impl Fn(&TaskState) -> bool,
+        mut held: impl FnMut(&str) -> Option<TaskRecord>,
+    ) -> Result<Vec<(TaskRecord, bool)>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.open_tasks.iter() {
+            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
+            if let Some(rec) = std::str::from_utf8(&key).ok().and_then(&mut held) {
+                if !rec.state.is_final() && pred(&rec.state) {
+                    found.push((rec, true));
+                }
+                continue;
+            }
+            let value = self
+                .trees
+                .tasks
+                .get(&key)
+                .map_err(|e| self.sled_err(e))?
+                .ok_or_else(|| {
+                    self.corrupt("the open-task index names a task that is not stored")
+                })?;
+            let head = decode_head(&key, &value, &self.path)?;
+            if !head.state.is_final() && pred(&head.state) {
+                found.push((decode_task(&key, &value, &self.path)?, false));
+            }
+        }
+        Ok(found)
     }
 
     /// Every stored task: the open ones and the finished ones not purged yet, by key.

@@ -45,6 +45,8 @@ use crate::IdatElement;
 use crate::ProtoError;
 use crate::parameters::{self, Entry, Parameter, Value, display_name};
 
+mod fast;
+
 /// A Bloom filter as raw bytes. On the wire it is standard base64 with padding.
 ///
 /// `Debug` and `Display` show only a short digest: a filter is not IDAT, but it is the
@@ -233,6 +235,14 @@ impl std::fmt::Display for BloomFilter {
     }
 }
 
+/// Lets maps keyed by `TaskKey` be searched with the key's text (a store key read back),
+/// without building a `TaskKey` for it. Hash and equality are those of the string.
+impl std::borrow::Borrow<str> for TaskKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for TaskKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -285,6 +295,26 @@ pub fn parse_tasks(body: &[u8]) -> Result<TaskList, ProtoError> {
 /// Parses a `$requestTasks` response. Errors only for a body that is not a `Parameters`
 /// resource at all; every task-level defect is a [`TaskProblem`] in the result.
 pub fn parse_tasks_with(body: &[u8], limits: &ParseLimits) -> Result<TaskList, ProtoError> {
+    // Listings of well-formed tasks, the normal case, take the fast path; anything unusual
+    // is parsed (again) on the generic one, which accounts for every defect (see `fast`).
+    match fast::parse(body, limits) {
+        Some(list) => Ok(list),
+        None => parse_tasks_generic(body, limits),
+    }
+}
+
+/// The fast path of [`parse_tasks_with`] alone: `None` where it leaves the body to the
+/// generic path. Public for the differential tests only.
+#[doc(hidden)]
+pub fn parse_tasks_fast(body: &[u8], limits: &ParseLimits) -> Option<TaskList> {
+    fast::parse(body, limits)
+}
+
+/// [`parse_tasks_with`] without the fast path: every body through the generic `Parameters`
+/// codec. Public for the differential tests (the two paths must agree wherever the fast path
+/// answers); callers want [`parse_tasks_with`].
+#[doc(hidden)]
+pub fn parse_tasks_generic(body: &[u8], limits: &ParseLimits) -> Result<TaskList, ProtoError> {
     let parsed = parameters::parse_body(body, limits.max_tasks)?;
     let mut list = TaskList::default();
     for entry in &parsed.entries {
@@ -332,8 +362,11 @@ fn parse_entry(entry: &Entry, limits: &ParseLimits) -> Result<Task, TaskProblem>
             unknown_parts: Vec::new(),
         }),
         (_, Err(e)) => Err(problem(entry, e.reason.clone())),
-        (_, Ok(parameter)) => parse_known(parameter, &entry.raw, limits)
-            .map_err(|reasons| problem(entry, reasons.join("; "))),
+        (_, Ok(parameter)) => {
+            let raw_parts = entry.raw.get("part").and_then(Json::as_array);
+            parse_known(parameter, raw_parts.map(Vec::as_slice), limits)
+                .map_err(|reasons| problem(entry, reasons.join("; ")))
+        }
     }
 }
 
@@ -383,9 +416,14 @@ fn lenient_expires(parameter: &Parameter) -> Option<DateTime<FixedOffset>> {
     }
 }
 
-fn parse_known(p: &Parameter, raw: &Json, limits: &ParseLimits) -> Result<Task, Vec<String>> {
+/// The task rules for a known type. `raw_parts` are the entry's parts as received, from which
+/// unknown parts are kept verbatim (the fast path passes none: it gives up on unknown parts).
+fn parse_known(
+    p: &Parameter,
+    raw_parts: Option<&[Json]>,
+    limits: &ParseLimits,
+) -> Result<Task, Vec<String>> {
     let known = schema(&p.name);
-    let raw_parts = raw.get("part").and_then(Json::as_array);
     let unknown_parts = p
         .part
         .iter()
