@@ -71,6 +71,14 @@ fn edits() -> Vec<(&'static str, String)> {
             "[dispatch]\n",
             "[dispatch]\nretry_base = \"1s\"\nretry_cap = \"2s\"\n".to_string(),
         ),
+        // The simulator lists a `dic_psn_available` twice; a fault after processing can lose
+        // both listings, and the agent's way back is registering the filter again once the
+        // clearing has been quiet for `recheck_after` (ARCHITECTURE.md, durability point 9).
+        // Seconds here instead of days, so the test sees that path through.
+        (
+            "[submit]\n",
+            "[submit]\nrecheck_after = \"3s\"\n".to_string(),
+        ),
     ]
 }
 
