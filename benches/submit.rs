@@ -15,7 +15,9 @@
 //!
 //! Environment: `SUBMIT_BENCH_RECORDS` (default 100,000), `SUBMIT_BENCH_BATCH` (default 100,
 //! `[submit] batch_size`), `SUBMIT_BENCH_IN_FLIGHT` (default 4, `[submit] batches_in_flight`;
-//! `[ttp] max_concurrency` is set to match), `SUBMIT_BENCH_SKIP_CLI=1` (only the split).
+//! `[ttp] max_concurrency` is set to match), `SUBMIT_BENCH_SKIP_CLI=1` (only the split),
+//! `SUBMIT_BENCH_WRAP`: a command to run the agent under, e.g. `perf record -g -o submit.data`
+//! (then the CPU figures include the wrapper).
 //!
 //! The configuration lifts `[ttp] rate_limit_per_second` (default 5 requests/s) to 100,000:
 //! at 5 requests/s registration is capped at 5 × batch_size records/s by policy, not by the agent.
@@ -96,7 +98,11 @@ fn main() -> BenchResult {
         let log = temp.path().join("cli-submit.log");
         let out = tempfile::NamedTempFile::new()?;
         let started = Instant::now();
-        let child = Command::new(support::AGENT_BIN)
+        let wrap = std::env::var("SUBMIT_BENCH_WRAP").unwrap_or_default();
+        let mut words: Vec<&str> = wrap.split_whitespace().collect();
+        words.push(support::AGENT_BIN);
+        let child = Command::new(words[0])
+            .args(&words[1..])
             .args(["submit", "--json", "--config", &config])
             .arg(&csv)
             .env("TTP_AGENT_LOG_FORMAT", "text")

@@ -27,18 +27,17 @@
 //! answered and before the listing was on disk, each time), registering the filter again is the
 //! only way back to its pseudonym — and it is safe, because the operation is idempotent.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use chrono::Utc;
-use futures_util::StreamExt as _;
-use futures_util::stream::FuturesUnordered;
 use rayon::prelude::*;
+use tokio::task::JoinSet;
 use ttp_encode::profile::ProfileEncoder;
 use ttp_proto::{BloomFilter, IdatElement};
 
 use crate::agent::Agent;
-use crate::client::ErrorClass;
+use crate::client::{ErrorClass, PsnResponse, TtpError};
 use crate::domain::{Idat, LocalRecord, RecordHead, RecordState};
 use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
@@ -466,13 +465,12 @@ pub fn needs_registration(
 
 /// The filters of one batch, each once (several local records may share a filter).
 fn distinct_filters(batch: &[RecordHead]) -> Vec<BloomFilter> {
-    let mut filters: Vec<BloomFilter> = Vec::with_capacity(batch.len());
-    for r in batch {
-        if !filters.iter().any(|f| f.0 == r.bloom_filter) {
-            filters.push(BloomFilter(r.bloom_filter.clone()));
-        }
-    }
-    filters
+    let mut seen = HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .filter(|r| seen.insert(r.bloom_filter.as_slice()))
+        .map(|r| BloomFilter(r.bloom_filter.clone()))
+        .collect()
 }
 
 /// The batches of one registration run, from "to be sent" to "answered".
@@ -551,7 +549,11 @@ impl Agent {
             unflushed: false,
         };
         let in_flight_max = self.opts.batches_in_flight.max(1);
-        let mut in_flight = FuturesUnordered::new();
+        // Each request runs as its own task, so that answers are received and parsed on the
+        // runtime's workers while this loop writes to the store. Dropping the set (an error
+        // return) aborts the requests still in flight; their records stay `Sending`.
+        let mut in_flight: JoinSet<Result<PsnResponse, TtpError>> = JoinSet::new();
+        let mut sent_batches: HashMap<tokio::task::Id, Vec<RecordHead>> = HashMap::new();
         let mut stopping = false;
         loop {
             while !stopping && in_flight.len() < in_flight_max {
@@ -569,13 +571,29 @@ impl Agent {
                     break;
                 };
                 stats.batches += 1;
-                in_flight.push(async move {
-                    let result = self.client.request_psn(&distinct_filters(&batch)).await;
-                    (batch, result)
-                });
+                let client = self.client.clone();
+                let filters = distinct_filters(&batch);
+                let task = in_flight.spawn(async move { client.request_psn(&filters).await });
+                sent_batches.insert(task.id(), batch);
             }
-            let Some((mut batch, result)) = in_flight.next().await else {
+            let Some(joined) = in_flight.join_next_with_id().await else {
                 break;
+            };
+            let (id, result) = match joined {
+                Ok((id, result)) => (id, result),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => {
+                    // Cancelled: only when the runtime shuts down under us. The batch stays
+                    // `Sending` on disk and goes out again next time.
+                    if let Some(batch) = sent_batches.remove(&e.id()) {
+                        batches.marked.push_front(batch);
+                    }
+                    stopping = true;
+                    continue;
+                }
+            };
+            let Some(mut batch) = sent_batches.remove(&id) else {
+                continue;
             };
             match result {
                 Ok(response) => {
