@@ -94,7 +94,13 @@ fn main() -> BenchResult {
     let records = support::records_csv(n, 5);
 
     if skip_cli == 0 {
-        let (config, csv) = setup(&temp.path().join("cli"), &sim.base_url(), batch, in_flight, &records)?;
+        let (config, csv) = setup(
+            &temp.path().join("cli"),
+            &sim.base_url(),
+            batch,
+            in_flight,
+            &records,
+        )?;
         let log = temp.path().join("cli-submit.log");
         let out = tempfile::NamedTempFile::new()?;
         let started = Instant::now();
@@ -139,7 +145,13 @@ fn main() -> BenchResult {
     }
 
     // The split, in-process.
-    let (config, csv) = setup(&temp.path().join("split"), &sim.base_url(), batch, in_flight, &records)?;
+    let (config, csv) = setup(
+        &temp.path().join("split"),
+        &sim.base_url(),
+        batch,
+        in_flight,
+        &records,
+    )?;
     let agent_config =
         AgentConfig::from_file_and_env(Some(std::path::Path::new(&config)), std::iter::empty())?;
     let secrets = agent_config.load_secrets()?;

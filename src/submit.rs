@@ -473,6 +473,11 @@ fn distinct_filters(batch: &[RecordHead]) -> Vec<BloomFilter> {
         .collect()
 }
 
+/// Intents are written for this many times `batches_in_flight` batches at once: one flush
+/// then covers the intents of the next few rounds of requests and the answers of the last.
+/// A crash sends at most this many batches again (idempotent).
+const INTENT_GROUP: usize = 2;
+
 /// The batches of one registration run, from "to be sent" to "answered".
 ///
 /// `queue` holds batches nothing has been written for. `marked` holds batches whose records
@@ -565,7 +570,7 @@ impl Agent {
                     if batches.queue.is_empty() {
                         break;
                     }
-                    self.mark_sending(&mut batches, in_flight_max)?;
+                    self.mark_sending(&mut batches, INTENT_GROUP * in_flight_max)?;
                 }
                 let Some(batch) = batches.marked.pop_front() else {
                     break;
@@ -646,8 +651,10 @@ impl Agent {
         Ok(stats)
     }
 
-    /// Writes the next `group` batches of the queue as `Sending` in one transaction, and one
-    /// flush makes them (and every answer written since the last flush) durable.
+    /// Marks the next `group` batches of the queue `Sending`: one transaction for all their
+    /// records, and one flush makes them (and every answer written since the last flush)
+    /// durable. Records already `Sending` (a batch a crash or a pause interrupted) are on disk
+    /// as such and are not written again.
     fn mark_sending(&self, batches: &mut Batches, group: usize) -> Result<(), StoreError> {
         let mut intents = Vec::new();
         let mut marked = Vec::with_capacity(group);
@@ -657,14 +664,20 @@ impl Agent {
             };
             let id = self.store.next_batch_id()?;
             for r in &mut batch {
-                r.state = RecordState::Sending { batch: id };
+                if !matches!(r.state, RecordState::Sending { .. }) {
+                    r.state = RecordState::Sending { batch: id };
+                    intents.push(r.clone());
+                }
             }
-            intents.extend(batch.iter().cloned());
             marked.push(batch);
         }
-        self.store.update_record_heads(&intents)?;
-        self.store.flush()?;
-        batches.unflushed = false;
+        if !intents.is_empty() {
+            self.store.update_record_heads(&intents)?;
+        }
+        if !intents.is_empty() || batches.unflushed {
+            self.store.flush()?;
+            batches.unflushed = false;
+        }
         batches.marked.extend(marked);
         Ok(())
     }

@@ -593,7 +593,12 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
     assert_eq!(log.len(), 1, "{log:?}");
     let counts = store.record_counts().expect("counts");
     assert_eq!(
-        (counts.new, counts.sending, counts.pseudonymised, counts.with_pseudonym),
+        (
+            counts.new,
+            counts.sending,
+            counts.pseudonymised,
+            counts.with_pseudonym
+        ),
         (0, 1, 1, 1)
     );
     assert!(store.check_integrity().expect("check").is_ok());

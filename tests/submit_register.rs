@@ -23,8 +23,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ttp_agent::agent::{Agent, Shutdown};
-use ttp_agent::client::{RetryPolicy, TtpClient};
 use ttp_agent::cli::context;
+use ttp_agent::client::{RetryPolicy, TtpClient};
 use ttp_agent::domain::RecordState;
 use ttp_agent::submit::{self, RegisterStats};
 
@@ -145,7 +145,11 @@ async fn decide_and_forward(
         let _ = tokio::time::timeout(Duration::from_secs(5), max.wait_for(|m| *m >= n)).await;
     }
     if refuse {
-        return fhir_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "filter refused");
+        return fhir_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "filter refused",
+        );
     }
     if limit.is_some_and(|n| state.forwarded.fetch_add(1, Ordering::SeqCst) >= n) {
         return fhir_error(StatusCode::SERVICE_UNAVAILABLE, "transient", "maintenance");
@@ -225,7 +229,11 @@ async fn site(
     .unwrap();
     if let Some(other) = same_filters_as {
         let seeds = Path::new("secrets").join("encoding-seeds.json");
-        std::fs::copy(other.env.dir.path().join(&seeds), env.dir.path().join(&seeds)).unwrap();
+        std::fs::copy(
+            other.env.dir.path().join(&seeds),
+            env.dir.path().join(&seeds),
+        )
+        .unwrap();
     }
     let loaded = load(&env.config_path);
     let mut settings = context::client_settings(&loaded.config, &loaded.secrets);
@@ -294,7 +302,10 @@ async fn batches_in_flight_give_the_same_result_as_one_after_the_other() {
     assert_eq!(concurrent.proxy.max_in_flight(), 4, "four batches at once");
     assert_eq!(one, four);
     assert_eq!((one.batches, one.sent, one.pending_left), (N / 10, N, 0));
-    assert!(one.pseudonymised > 0 && one.awaiting_clearing > 0, "{one:?}");
+    assert!(
+        one.pseudonymised > 0 && one.awaiting_clearing > 0,
+        "{one:?}"
+    );
     assert_eq!(one.pseudonymised + one.awaiting_clearing, N);
 
     let (a, b) = (outcome(&sequential), outcome(&concurrent));

@@ -403,11 +403,7 @@ impl Store {
                         why: "the local id is empty".to_string(),
                     });
                 }
-                Ok((
-                    h,
-                    StoredState::from_state(&h.state),
-                    nanos(h.updated_at)?,
-                ))
+                Ok((h, StoredState::from_state(&h.state), nanos(h.updated_at)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let _gate = self.write_gate();
@@ -822,14 +818,7 @@ impl Derived<'_> {
             }
             if let Some(psn) = new.pseudonym {
                 self.psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
-                psn_log::append_in(
-                    self.meta,
-                    self.psn_log,
-                    id,
-                    psn,
-                    new.updated_at,
-                    self.path,
-                )?;
+                psn_log::append_in(self.meta, self.psn_log, id, psn, new.updated_at, self.path)?;
             }
         }
         delta.minus(old);
