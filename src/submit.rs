@@ -33,6 +33,7 @@ use std::path::Path;
 use chrono::Utc;
 use rayon::prelude::*;
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 use ttp_encode::profile::ProfileEncoder;
 use ttp_proto::{BloomFilter, IdatElement};
 
@@ -473,9 +474,10 @@ fn distinct_filters(batch: &[RecordHead]) -> Vec<BloomFilter> {
         .collect()
 }
 
-/// Intents are written for this many times `batches_in_flight` batches at once: one flush
-/// then covers the intents of the next few rounds of requests and the answers of the last.
-/// A crash sends at most this many batches again (idempotent).
+/// With several batches in flight, intents are written for this many times
+/// `batches_in_flight` batches at once: one flush then covers the intents of the next rounds
+/// of requests and the answers that came in since the last. A crash sends at most these
+/// batches again, plus answered ones whose answer was not flushed yet (idempotent).
 const INTENT_GROUP: usize = 2;
 
 /// The batches of one registration run, from "to be sent" to "answered".
@@ -554,6 +556,13 @@ impl Agent {
             unflushed: false,
         };
         let in_flight_max = self.opts.batches_in_flight.max(1);
+        // One batch at a time keeps the sequential guarantee: each answer is flushed (with
+        // the next intent) before the next batch leaves.
+        let intent_group = if in_flight_max == 1 {
+            1
+        } else {
+            INTENT_GROUP * in_flight_max
+        };
         // Each request runs as its own task, so that answers are received and parsed on the
         // runtime's workers while this loop writes to the store. Dropping the set (an error
         // return) aborts the requests still in flight; their records stay `Sending`.
@@ -570,7 +579,7 @@ impl Agent {
                     if batches.queue.is_empty() {
                         break;
                     }
-                    self.mark_sending(&mut batches, INTENT_GROUP * in_flight_max)?;
+                    self.mark_sending(&mut batches, intent_group)?;
                 }
                 let Some(batch) = batches.marked.pop_front() else {
                     break;
@@ -578,7 +587,9 @@ impl Agent {
                 stats.batches += 1;
                 let client = self.client.clone();
                 let filters = distinct_filters(&batch);
-                let task = in_flight.spawn(async move { client.request_psn(&filters).await });
+                // In the caller's span (the poll cycle's), as if the request ran inline.
+                let request = async move { client.request_psn(&filters).await };
+                let task = in_flight.spawn(request.instrument(tracing::Span::current()));
                 sent_batches.insert(task.id(), batch);
             }
             let Some(joined) = in_flight.join_next_with_id().await else {
