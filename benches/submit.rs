@@ -7,12 +7,17 @@
 //!    from `wait4`).
 //! 2. **Split**, in this process with the library functions `submit` is made of: reading and
 //!    validating the CSV, encoding (all cores), storing (`New`, flushed), registering (per batch:
-//!    mark `Sending` + flush, request, store the answer + flush). The HTTP share of registering
-//!    is then measured alone by sending the same batches again (the simulator answers known
-//!    filters the same way, as the fTTP does); the store share is the difference.
+//!    intents of a group of batches + one flush, requests with several batches in flight,
+//!    answers stored as they arrive and flushed with the next group). The HTTP share of
+//!    registering is then measured alone by sending the same batches again, as many at once
+//!    (the simulator answers known filters the same way, as the fTTP does); the store share is
+//!    the difference.
 //!
 //! Environment: `SUBMIT_BENCH_RECORDS` (default 100,000), `SUBMIT_BENCH_BATCH` (default 100,
-//! `[submit] batch_size`), `SUBMIT_BENCH_SKIP_CLI=1` (only the split).
+//! `[submit] batch_size`), `SUBMIT_BENCH_IN_FLIGHT` (default 4, `[submit] batches_in_flight`;
+//! `[ttp] max_concurrency` is set to match), `SUBMIT_BENCH_SKIP_CLI=1` (only the split),
+//! `SUBMIT_BENCH_WRAP`: a command to run the agent under, e.g. `perf record -g -o submit.data`
+//! (then the CPU figures include the wrapper).
 //!
 //! The configuration lifts `[ttp] rate_limit_per_second` (default 5 requests/s) to 100,000:
 //! at 5 requests/s registration is capped at 5 × batch_size records/s by policy, not by the agent.
@@ -22,6 +27,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt as _;
 use support::{BenchResult, env_or, machine_line, per_sec};
 use ttp_agent::agent::Shutdown;
 use ttp_agent::cli::context::{self, Loaded};
@@ -33,6 +39,7 @@ fn setup(
     dir: &std::path::Path,
     base_url: &str,
     batch: usize,
+    in_flight: usize,
     records: &str,
 ) -> BenchResult<(String, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
@@ -40,8 +47,17 @@ fn setup(
         dir,
         base_url,
         &[
-            ("[ttp]\n", "[ttp]\nrate_limit_per_second = 100000.0\n"),
-            ("batch_size = 50", &format!("batch_size = {batch}")),
+            (
+                "[ttp]\n",
+                &format!(
+                    "[ttp]\nrate_limit_per_second = 100000.0\nmax_concurrency = {}\n",
+                    in_flight.max(4)
+                ),
+            ),
+            (
+                "batch_size = 50",
+                &format!("batch_size = {batch}\nbatches_in_flight = {in_flight}"),
+            ),
         ],
     )?;
     let csv = dir.join("records.csv");
@@ -67,8 +83,9 @@ fn line(what: &str, d: Duration, n: usize, total: Duration) -> String {
 fn main() -> BenchResult {
     let n: usize = env_or("SUBMIT_BENCH_RECORDS", 100_000)?;
     let batch: usize = env_or("SUBMIT_BENCH_BATCH", 100)?;
+    let in_flight: usize = env_or("SUBMIT_BENCH_IN_FLIGHT", 4)?;
     let skip_cli: u8 = env_or("SUBMIT_BENCH_SKIP_CLI", 0)?;
-    println!("submit: {n} records, batch_size {batch}");
+    println!("submit: {n} records, batch_size {batch}, batches_in_flight {in_flight}");
     println!("{}", machine_line());
 
     let sim_rt = support::sim_runtime()?;
@@ -77,11 +94,21 @@ fn main() -> BenchResult {
     let records = support::records_csv(n, 5);
 
     if skip_cli == 0 {
-        let (config, csv) = setup(&temp.path().join("cli"), &sim.base_url(), batch, &records)?;
+        let (config, csv) = setup(
+            &temp.path().join("cli"),
+            &sim.base_url(),
+            batch,
+            in_flight,
+            &records,
+        )?;
         let log = temp.path().join("cli-submit.log");
         let out = tempfile::NamedTempFile::new()?;
         let started = Instant::now();
-        let child = Command::new(support::AGENT_BIN)
+        let wrap = std::env::var("SUBMIT_BENCH_WRAP").unwrap_or_default();
+        let mut words: Vec<&str> = wrap.split_whitespace().collect();
+        words.push(support::AGENT_BIN);
+        let child = Command::new(words[0])
+            .args(&words[1..])
             .args(["submit", "--json", "--config", &config])
             .arg(&csv)
             .env("TTP_AGENT_LOG_FORMAT", "text")
@@ -118,7 +145,13 @@ fn main() -> BenchResult {
     }
 
     // The split, in-process.
-    let (config, csv) = setup(&temp.path().join("split"), &sim.base_url(), batch, &records)?;
+    let (config, csv) = setup(
+        &temp.path().join("split"),
+        &sim.base_url(),
+        batch,
+        in_flight,
+        &records,
+    )?;
     let agent_config =
         AgentConfig::from_file_and_env(Some(std::path::Path::new(&config)), std::iter::empty())?;
     let secrets = agent_config.load_secrets()?;
@@ -158,8 +191,11 @@ fn main() -> BenchResult {
         .collect();
     let t4 = Instant::now();
     rt.block_on(async {
-        for chunk in filters.chunks(batch) {
-            agent.client().request_psn(chunk).await?;
+        let mut replies = futures_util::stream::iter(filters.chunks(batch))
+            .map(|chunk| agent.client().request_psn(chunk))
+            .buffer_unordered(in_flight.max(1));
+        while let Some(reply) = replies.next().await {
+            reply?;
         }
         Ok::<(), ttp_agent::client::TtpError>(())
     })?;

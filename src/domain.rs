@@ -204,21 +204,87 @@ impl LocalRecord {
     /// Give the record the pseudonym the fTTP assigned. Idempotent; never overwrites a
     /// different pseudonym (that needs a human).
     pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
-        match self.pseudonym.as_deref() {
-            Some(p) if p == pseudonym => {
-                if self.state != RecordState::Pseudonymised {
-                    self.state = RecordState::Pseudonymised;
-                    self.updated_at = now;
-                }
-                Assigned::Same
+        assign(
+            &mut self.pseudonym,
+            &mut self.state,
+            &mut self.updated_at,
+            pseudonym,
+            now,
+        )
+    }
+
+    /// The record without its IDAT.
+    pub fn head(&self) -> RecordHead {
+        RecordHead {
+            local_id: self.local_id.clone(),
+            bloom_filter: self.bloom_filter.clone(),
+            state: self.state.clone(),
+            pseudonym: self.pseudonym.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A [`LocalRecord`] without its IDAT: everything registration works with. The store lists
+/// and updates heads without opening (or re-sealing) the IDAT, which is most of the cost of a
+/// record write and need not be in memory in clear just to send a filter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordHead {
+    pub local_id: String,
+    pub bloom_filter: Vec<u8>,
+    pub state: RecordState,
+    pub pseudonym: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for RecordHead {
+    // Same redaction as `LocalRecord`'s.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordHead")
+            .field("local_id", &self.local_id)
+            .field("bloom_filter_len", &self.bloom_filter.len())
+            .field("state", &self.state)
+            .field("pseudonym", &self.pseudonym.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RecordHead {
+    /// As [`LocalRecord::assign_pseudonym`].
+    pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
+        assign(
+            &mut self.pseudonym,
+            &mut self.state,
+            &mut self.updated_at,
+            pseudonym,
+            now,
+        )
+    }
+}
+
+fn assign(
+    current: &mut Option<String>,
+    state: &mut RecordState,
+    updated_at: &mut DateTime<Utc>,
+    pseudonym: &str,
+    now: DateTime<Utc>,
+) -> Assigned {
+    match current.as_deref() {
+        Some(p) if p == pseudonym => {
+            if *state != RecordState::Pseudonymised {
+                *state = RecordState::Pseudonymised;
+                *updated_at = now;
             }
-            Some(_) => Assigned::Conflict,
-            None => {
-                self.pseudonym = Some(pseudonym.to_owned());
-                self.state = RecordState::Pseudonymised;
-                self.updated_at = now;
-                Assigned::New
-            }
+            Assigned::Same
+        }
+        Some(_) => Assigned::Conflict,
+        None => {
+            *current = Some(pseudonym.to_owned());
+            *state = RecordState::Pseudonymised;
+            *updated_at = now;
+            Assigned::New
         }
     }
 }

@@ -9,9 +9,16 @@
 //! 3. [`store_records`] inserts them (`New`); a record already stored with the same filter is
 //!    left alone, so submitting a file twice changes nothing and sends nothing new.
 //! 4. [`Agent::register_pending`] sends every `New` record (and every `Sending` one a crash left
-//!    behind) in batches. Each batch is marked `Sending` and flushed before it goes out; its
-//!    answer is stored and flushed before the next batch. A crash in between sends the batch
-//!    again, which the fTTP answers the same way (the operation is idempotent per filter).
+//!    behind) in batches, `[submit] batches_in_flight` of them at once. A batch leaves only
+//!    once its records are on disk as `Sending`: the intents of the next few batches are
+//!    written in one transaction and made durable by one flush. Answers are stored as they
+//!    arrive and ride along with the next flush. A crash sends the batches marked `Sending`
+//!    again — those in flight and those whose answer was not yet flushed — which the fTTP
+//!    answers the same way (the operation is idempotent per filter).
+//!
+//!    Registration reads and writes record *heads* ([`RecordHead`]: filter, state,
+//!    pseudonym, times): the sealed IDAT stays on disk as it is, neither opened nor sealed
+//!    again. Sealing a record's IDAT is what a state change used to cost most.
 //!
 //! The daemon calls step 4 at the start of every cycle, so records submitted while the fTTP was
 //! down are registered as soon as it is back. Step 4 also picks up records that have been
@@ -20,17 +27,19 @@
 //! answered and before the listing was on disk, each time), registering the filter again is the
 //! only way back to its pseudonym — and it is safe, because the operation is idempotent.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use chrono::Utc;
 use rayon::prelude::*;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
 use ttp_encode::profile::ProfileEncoder;
 use ttp_proto::{BloomFilter, IdatElement};
 
 use crate::agent::Agent;
-use crate::client::ErrorClass;
-use crate::domain::{Idat, LocalRecord, RecordState};
+use crate::client::{ErrorClass, PsnResponse, TtpError};
+use crate::domain::{Idat, LocalRecord, RecordHead, RecordState};
 use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
 /// One row of the input file, validated.
@@ -407,7 +416,7 @@ pub enum RegisterError {
 
 /// Apply a `$requestPsnFromBfWorkflow` answer to the records of one batch. Pure.
 pub fn apply_psn_response(
-    batch: &mut [LocalRecord],
+    batch: &mut [RecordHead],
     response: &ttp_proto::ops::PsnResponse,
     stats: &mut RegisterStats,
 ) {
@@ -444,7 +453,7 @@ pub fn apply_psn_response(
 /// Whether `register_pending` sends this record: new ones, interrupted batches, and records
 /// whose clearing has shown no result for `recheck_after`. Pure.
 pub fn needs_registration(
-    rec: &LocalRecord,
+    rec: &RecordHead,
     now: chrono::DateTime<Utc>,
     recheck_after: chrono::Duration,
 ) -> bool {
@@ -455,9 +464,55 @@ pub fn needs_registration(
     }
 }
 
+/// The filters of one batch, each once (several local records may share a filter).
+fn distinct_filters(batch: &[RecordHead]) -> Vec<BloomFilter> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .filter(|r| seen.insert(r.bloom_filter.as_slice()))
+        .map(|r| BloomFilter(r.bloom_filter.clone()))
+        .collect()
+}
+
+/// With several batches in flight, intents are written for this many times
+/// `batches_in_flight` batches at once: one flush then covers the intents of the next rounds
+/// of requests and the answers that came in since the last. A crash sends at most these
+/// batches again, plus answered ones whose answer was not flushed yet (idempotent).
+const INTENT_GROUP: usize = 2;
+
+/// The batches of one registration run, from "to be sent" to "answered".
+///
+/// `queue` holds batches nothing has been written for. `marked` holds batches whose records
+/// are on disk (flushed) as `Sending`, not yet sent: only these may leave. Intents are written
+/// for a group of batches at once, answers are written as they arrive, and one flush makes
+/// both durable — so a run costs about one flush per `group` batches instead of two per batch.
+struct Batches {
+    queue: VecDeque<Vec<RecordHead>>,
+    marked: VecDeque<Vec<RecordHead>>,
+    /// Answers written but not yet flushed.
+    unflushed: bool,
+}
+
+impl Batches {
+    fn pending_left(&self) -> usize {
+        self.queue.iter().chain(&self.marked).map(Vec::len).sum()
+    }
+}
+
 impl Agent {
     /// Send every record that is `New`, `Sending` from an interrupted run, or awaiting clearing
-    /// for longer than `recheck_after`, in batches.
+    /// for longer than `recheck_after`, in batches, up to `batches_in_flight` at once.
+    ///
+    /// Durability (ARCHITECTURE.md, point 5): a batch leaves only once its records are on
+    /// disk as `Sending`. Answers are written as they arrive and flushed with the next group
+    /// of intents (or at the end); one lost in a crash leaves its records `Sending`, and they
+    /// are sent again, which the fTTP answers the same way.
+    ///
+    /// Failures: 401/403 stops everything; a permanent refusal (4xx) of a batch splits that
+    /// batch until the record it objects to is alone, while other batches go on; anything
+    /// else (the fTTP unreachable, an answer in doubt) stops sending new batches, lets those
+    /// in flight finish, and leaves the rest for the next cycle. Shutdown likewise sends
+    /// nothing new.
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         let mut stats = RegisterStats::default();
         let now = Utc::now();
@@ -468,7 +523,7 @@ impl Agent {
         let mut pending = if counts.new == 0 && counts.sending == 0 {
             Vec::new()
         } else {
-            self.store.records_in_states(|s| {
+            self.store.record_heads_in_states(|s| {
                 matches!(s, RecordState::New | RecordState::Sending { .. })
             })?
         };
@@ -492,73 +547,152 @@ impl Agent {
                 r.created_at,
             )
         });
-        let mut queue: VecDeque<Vec<LocalRecord>> = pending
-            .chunks(self.opts.batch_size.max(1))
-            .map(<[LocalRecord]>::to_vec)
-            .collect();
-        while let Some(mut batch) = queue.pop_front() {
-            if self.shutdown.is_triggered() {
-                queue.push_front(batch);
-                break;
-            }
-            // Intent: the batch is on disk as `Sending` before it leaves.
-            let id = self.store.next_batch_id()?;
-            for r in &mut batch {
-                r.state = RecordState::Sending { batch: id };
-            }
-            self.store.update_records(&batch)?;
-            self.store.flush()?;
-
-            let mut filters: Vec<BloomFilter> = Vec::with_capacity(batch.len());
-            for r in &batch {
-                let bf = BloomFilter(r.bloom_filter.clone());
-                if !filters.contains(&bf) {
-                    filters.push(bf);
+        let mut batches = Batches {
+            queue: pending
+                .chunks(self.opts.batch_size.max(1))
+                .map(<[RecordHead]>::to_vec)
+                .collect(),
+            marked: VecDeque::new(),
+            unflushed: false,
+        };
+        let in_flight_max = self.opts.batches_in_flight.max(1);
+        // One batch at a time keeps the sequential guarantee: each answer is flushed (with
+        // the next intent) before the next batch leaves.
+        let intent_group = if in_flight_max == 1 {
+            1
+        } else {
+            INTENT_GROUP * in_flight_max
+        };
+        // Each request runs as its own task, so that answers are received and parsed on the
+        // runtime's workers while this loop writes to the store. Dropping the set (an error
+        // return) aborts the requests still in flight; their records stay `Sending`.
+        let mut in_flight: JoinSet<Result<PsnResponse, TtpError>> = JoinSet::new();
+        let mut sent_batches: HashMap<tokio::task::Id, Vec<RecordHead>> = HashMap::new();
+        let mut stopping = false;
+        loop {
+            while !stopping && in_flight.len() < in_flight_max {
+                if self.shutdown.is_triggered() {
+                    stopping = true;
+                    break;
                 }
+                if batches.marked.is_empty() {
+                    if batches.queue.is_empty() {
+                        break;
+                    }
+                    self.mark_sending(&mut batches, intent_group)?;
+                }
+                let Some(batch) = batches.marked.pop_front() else {
+                    break;
+                };
+                stats.batches += 1;
+                let client = self.client.clone();
+                let filters = distinct_filters(&batch);
+                // In the caller's span (the poll cycle's), as if the request ran inline.
+                let request = async move { client.request_psn(&filters).await };
+                let task = in_flight.spawn(request.instrument(tracing::Span::current()));
+                sent_batches.insert(task.id(), batch);
             }
-            stats.batches += 1;
-            match self.client.request_psn(&filters).await {
+            let Some(joined) = in_flight.join_next_with_id().await else {
+                break;
+            };
+            let (id, result) = match joined {
+                Ok((id, result)) => (id, result),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => {
+                    // Cancelled: only when the runtime shuts down under us. The batch stays
+                    // `Sending` on disk and goes out again next time.
+                    if let Some(batch) = sent_batches.remove(&e.id()) {
+                        batches.marked.push_front(batch);
+                    }
+                    stopping = true;
+                    continue;
+                }
+            };
+            let Some(mut batch) = sent_batches.remove(&id) else {
+                continue;
+            };
+            match result {
                 Ok(response) => {
                     stats.sent += batch.len();
                     apply_psn_response(&mut batch, &response, &mut stats);
-                    self.store.update_records(&batch)?;
-                    self.store.flush()?;
+                    self.store.update_record_heads(&batch)?;
+                    batches.unflushed = true;
                 }
                 Err(e) if e.class == ErrorClass::Auth => {
+                    // Keep what was answered; the batches still in flight are dropped and
+                    // stay `Sending` on disk (sent again once the credentials are fixed).
+                    self.store.flush()?;
                     return Err(RegisterError::Auth(e.to_string()));
                 }
                 Err(e) if e.class == ErrorClass::Permanent && batch.len() > 1 => {
-                    // One bad filter must not block the others: split until it is alone.
+                    // One bad filter must not block the others: split until it is alone. Both
+                    // halves are on disk as `Sending` already.
                     tracing::warn!(error = %e, size = batch.len(), "the fTTP rejected a batch; splitting it to find the record it objects to");
                     let second = batch.split_off(batch.len() / 2);
-                    queue.push_front(second);
-                    queue.push_front(batch);
+                    batches.marked.push_front(second);
+                    batches.marked.push_front(batch);
                 }
                 Err(e) if e.class == ErrorClass::Permanent => {
                     tracing::warn!(error = %e, local_id = %batch[0].local_id, "the fTTP rejected a record");
                     batch[0].state = RecordState::Rejected {
                         code: format!("http-{}", e.status.unwrap_or(0)),
                     };
+                    batch[0].updated_at = Utc::now();
                     stats.rejected += 1;
-                    self.store.update_records(&batch)?;
-                    self.store.flush()?;
+                    self.store.update_record_heads(&batch)?;
+                    batches.unflushed = true;
                 }
                 Err(e) => {
                     // Unreachable or in doubt: the records stay `Sending` and go out again
-                    // next time (idempotent). No point hammering an fTTP that is down.
-                    tracing::warn!(error = %e, "registration paused; pending records are sent again on the next cycle");
-                    stats.stopped = Some(e.to_string());
-                    queue.push_front(batch);
-                    break;
+                    // next time (idempotent). No point hammering an fTTP that is down; the
+                    // batches in flight finish.
+                    if stats.stopped.is_none() {
+                        tracing::warn!(error = %e, "registration paused; pending records are sent again on the next cycle");
+                        stats.stopped = Some(e.to_string());
+                    }
+                    stopping = true;
+                    batches.marked.push_front(batch);
                 }
             }
         }
-        stats.pending_left = queue.iter().map(Vec::len).sum();
+        if batches.unflushed {
+            self.store.flush()?;
+        }
+        stats.pending_left = batches.pending_left();
         Ok(stats)
     }
-}
 
-impl Agent {
+    /// Marks the next `group` batches of the queue `Sending`: one transaction for all their
+    /// records, and one flush makes them (and every answer written since the last flush)
+    /// durable. Records already `Sending` (a batch a crash or a pause interrupted) are on disk
+    /// as such and are not written again.
+    fn mark_sending(&self, batches: &mut Batches, group: usize) -> Result<(), StoreError> {
+        let mut intents = Vec::new();
+        let mut marked = Vec::with_capacity(group);
+        while marked.len() < group {
+            let Some(mut batch) = batches.queue.pop_front() else {
+                break;
+            };
+            let id = self.store.next_batch_id()?;
+            for r in &mut batch {
+                if !matches!(r.state, RecordState::Sending { .. }) {
+                    r.state = RecordState::Sending { batch: id };
+                    intents.push(r.clone());
+                }
+            }
+            marked.push(batch);
+        }
+        if !intents.is_empty() {
+            self.store.update_record_heads(&intents)?;
+        }
+        if !intents.is_empty() || batches.unflushed {
+            self.store.flush()?;
+            batches.unflushed = false;
+        }
+        batches.marked.extend(marked);
+        Ok(())
+    }
+
     /// Records `AwaitingClearing` for longer than `recheck_after` that no open task refers
     /// to. Their clearing may have finished with a `dic_psn_available` the agent never saw: the
     /// fTTP may list that task only a few times (or once), and a listing can be lost after the
@@ -566,13 +700,13 @@ impl Agent {
     /// Registering the filter again is the protocol's way back: a finished clearing answers
     /// with the pseudonym, one still running answers with nothing (no harm done), and the
     /// record waits another `recheck_after` before the next try.
-    fn quiet_clearings(&self, now: chrono::DateTime<Utc>) -> Result<Vec<LocalRecord>, StoreError> {
+    fn quiet_clearings(&self, now: chrono::DateTime<Utc>) -> Result<Vec<RecordHead>, StoreError> {
         if self.store.record_counts()?.awaiting_clearing == 0 {
             return Ok(Vec::new());
         }
-        let quiet: Vec<LocalRecord> = self
+        let quiet: Vec<RecordHead> = self
             .store
-            .records_in_states(|s| *s == RecordState::AwaitingClearing)?
+            .record_heads_in_states(|s| *s == RecordState::AwaitingClearing)?
             .into_iter()
             .filter(|r| needs_registration(r, now, self.opts.recheck_after))
             .collect();
@@ -769,10 +903,9 @@ mod tests {
     fn registration_picks_new_interrupted_and_long_waiting_records() {
         let now = Utc::now();
         let week = chrono::Duration::days(7);
-        let rec = |state: RecordState, age_days: i64| LocalRecord {
+        let rec = |state: RecordState, age_days: i64| RecordHead {
             local_id: "x".into(),
             bloom_filter: vec![1],
-            idat: None,
             state,
             pseudonym: None,
             created_at: now,
@@ -809,10 +942,9 @@ mod tests {
     fn psn_answers_are_applied_per_filter() {
         use ttp_proto::ops::{PsnError, PsnResponse, PsnResult};
         let now = Utc::now();
-        let rec = |id: &str, bf: u8| LocalRecord {
+        let rec = |id: &str, bf: u8| RecordHead {
             local_id: id.into(),
             bloom_filter: vec![bf; 4],
-            idat: None,
             state: RecordState::Sending { batch: 1 },
             pseudonym: None,
             created_at: now,

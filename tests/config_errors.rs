@@ -342,6 +342,16 @@ fn ranges_are_enforced() {
             "[ttp] max_concurrency",
         ),
         (
+            "TTP_AGENT__SUBMIT__BATCHES_IN_FLIGHT",
+            "0",
+            "[submit] batches_in_flight",
+        ),
+        (
+            "TTP_AGENT__SUBMIT__BATCHES_IN_FLIGHT",
+            "65",
+            "[submit] batches_in_flight",
+        ),
+        (
             "TTP_AGENT__DISPATCH__CONCURRENCY",
             "257",
             "[dispatch] concurrency",

@@ -75,6 +75,7 @@ fn every_default_applies_when_only_required_keys_are_set() {
 
     assert!(c.encoding.is_none());
     assert_eq!(c.submit.batch_size, 50);
+    assert_eq!(c.submit.batches_in_flight, 4);
 
     assert_eq!(c.dispatch.concurrency, 8);
     assert_eq!(c.dispatch.grace_period, Duration::from_secs(10));
@@ -95,7 +96,7 @@ fn every_default_applies_when_only_required_keys_are_set() {
 fn file_values_replace_defaults() {
     let text = format!(
         "{REQUIRED}\n[schedule]\ncron = \"0 0 */2 * * *\"\ntimezone = \"UTC\"\njitter = \"0s\"\n\
-         [submit]\nbatch_size = 100\n[dispatch]\nretry_cap = \"2h\"\n\
+         [submit]\nbatch_size = 100\nbatches_in_flight = 1\n[dispatch]\nretry_cap = \"2h\"\n\
          [log]\nformat = \"json\"\nlevel = \"info,ttp_agent::client=debug\"\n"
     );
     let c = load(&text, &[]).unwrap();
@@ -103,6 +104,7 @@ fn file_values_replace_defaults() {
     assert_eq!(c.schedule.timezone, chrono_tz::UTC);
     assert_eq!(c.schedule.jitter, Duration::ZERO);
     assert_eq!(c.submit.batch_size, 100);
+    assert_eq!(c.submit.batches_in_flight, 1);
     assert_eq!(c.dispatch.retry_cap, Duration::from_secs(7_200));
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.log.level.as_str(), "info,ttp_agent::client=debug");
@@ -163,6 +165,7 @@ fn environment_values_are_read_as_their_setting_type_and_never_reinterpreted() {
             ),
             ("TTP_AGENT__TTP__API_KEY_HEADER", "true"),
             ("TTP_AGENT__SUBMIT__BATCH_SIZE", "25"),
+            ("TTP_AGENT__SUBMIT__BATCHES_IN_FLIGHT", "8"),
             ("TTP_AGENT__TTP__RATE_LIMIT_PER_SECOND", "2"),
             ("TTP_AGENT__TTP__SEND_API_KEY_IN_BODY", "false"),
             ("TTP_AGENT__TTP__MAX_RESPONSE_SIZE", "1048576"),
@@ -182,6 +185,7 @@ fn environment_values_are_read_as_their_setting_type_and_never_reinterpreted() {
     );
     assert_eq!(c.ttp.api_key_header, "true");
     assert_eq!(c.submit.batch_size, 25);
+    assert_eq!(c.submit.batches_in_flight, 8);
     assert_eq!(c.ttp.rate_limit_per_second, 2.0);
     assert_eq!(c.ttp.max_response_size, ByteSize(1_048_576));
     assert_eq!(c.store.cache_capacity, ByteSize(64 * 1024 * 1024));
@@ -348,7 +352,7 @@ fn the_summary_is_toml_that_loads_back_to_the_same_configuration() {
         summary_values(&reloaded.redacted_summary()),
         "{summary}"
     );
-    assert_eq!(summary_values(&summary).len(), 36, "{summary}");
+    assert_eq!(summary_values(&summary).len(), 37, "{summary}");
 }
 
 /// The example with every `# key = value` line switched on.

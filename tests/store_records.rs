@@ -2,8 +2,8 @@
 
 mod store_support;
 
-use store_support::{TempStore, bytes_on_disk_contain, filter, idat, record, t};
-use ttp_agent::domain::{Idat, RecordState};
+use store_support::{TempStore, bytes_on_disk_contain, filter, idat, raw_sled, record, t};
+use ttp_agent::domain::{Idat, LocalRecord, RecordState};
 use ttp_agent::store::{InsertOutcome, RecordCounts, Store, StoreError};
 
 #[test]
@@ -518,4 +518,120 @@ fn integrity_check_finds_index_and_counter_drift() {
             .any(|p| p.contains("pseudonym index lacks"))
     );
     assert!(report.problems.iter().any(|p| p.contains("counters")));
+}
+
+/// The sealed IDAT inside a raw record value (postcard: filter as varint length + bytes, then
+/// `Some` = 1 + varint length + bytes).
+fn sealed_part(value: &[u8]) -> Vec<u8> {
+    fn varint(bytes: &[u8]) -> (usize, usize) {
+        let mut n = 0usize;
+        for (i, b) in bytes.iter().enumerate() {
+            n |= usize::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (n, i + 1);
+            }
+        }
+        panic!("unterminated varint");
+    }
+    let (filter_len, used) = varint(value);
+    let rest = &value[used + filter_len..];
+    assert_eq!(rest[0], 1, "the record holds sealed IDAT");
+    let (sealed_len, used) = varint(&rest[1..]);
+    rest[1 + used..1 + used + sealed_len].to_vec()
+}
+
+#[test]
+fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let a = record("case-a", 1);
+    let b = record("case-b", 2);
+    store
+        .insert_records(&[a.clone(), b.clone()])
+        .expect("insert");
+    store.flush().expect("flush");
+    drop(store);
+    let raw_value = |local_id: &str| {
+        let db = raw_sled(ts.path());
+        let value = db
+            .open_tree("records")
+            .expect("tree")
+            .get(local_id)
+            .expect("read")
+            .expect("stored");
+        value.to_vec()
+    };
+    let sealed_before = sealed_part(&raw_value("case-a"));
+
+    let store = ts.open();
+    let mut heads = store
+        .record_heads_in_states(|s| *s == RecordState::New)
+        .expect("heads");
+    assert_eq!(heads.len(), 2);
+    assert_eq!(heads[0], a.head());
+    heads[0].state = RecordState::Pseudonymised;
+    heads[0].pseudonym = Some("psn-a".to_string());
+    heads[0].updated_at = t("2025-03-04T05:06:07Z");
+    heads[1].state = RecordState::Sending { batch: 9 };
+    store.update_record_heads(&heads).expect("update");
+
+    let stored_a = store.get_record("case-a").expect("get").expect("stored");
+    assert_eq!(
+        stored_a,
+        LocalRecord {
+            state: RecordState::Pseudonymised,
+            pseudonym: Some("psn-a".to_string()),
+            updated_at: t("2025-03-04T05:06:07Z"),
+            ..a.clone()
+        }
+    );
+    assert_eq!(
+        store.record_by_pseudonym("psn-a").expect("lookup"),
+        Some(stored_a)
+    );
+    let log = store.pseudonym_events_after(0, 10).expect("log");
+    assert_eq!(log.len(), 1, "{log:?}");
+    let counts = store.record_counts().expect("counts");
+    assert_eq!(
+        (
+            counts.new,
+            counts.sending,
+            counts.pseudonymised,
+            counts.with_pseudonym
+        ),
+        (0, 1, 1, 1)
+    );
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    // Refused, and nothing written: a changed filter, an unknown record.
+    let mut changed = heads[1].clone();
+    changed.bloom_filter = filter(77);
+    changed.state = RecordState::AwaitingClearing;
+    let err = store
+        .update_record_heads(&[changed])
+        .expect_err("changed filter");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    let mut ghost = b.head();
+    ghost.local_id = "case-ghost".to_string();
+    let mut first = heads[1].clone();
+    first.state = RecordState::AwaitingClearing;
+    let err = store
+        .update_record_heads(&[first, ghost])
+        .expect_err("unknown record");
+    assert!(
+        matches!(&err, StoreError::UnknownRecord { local_id } if local_id == "case-ghost"),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get_record("case-b").expect("get").map(|r| r.state),
+        Some(RecordState::Sending { batch: 9 })
+    );
+
+    store.flush().expect("flush");
+    drop(store);
+    assert_eq!(
+        sealed_part(&raw_value("case-a")),
+        sealed_before,
+        "the sealed IDAT is kept byte for byte (not sealed again)"
+    );
 }

@@ -49,6 +49,9 @@ pub struct AgentOptions {
     pub wave_size: usize,
     pub retry: RetrySettings,
     pub batch_size: usize,
+    /// `$requestPsnFromBfWorkflow` batches in flight at once during registration (the CLI caps
+    /// it by `[ttp] max_concurrency`); 1 sends them one after the other.
+    pub batches_in_flight: usize,
     /// A record `AwaitingClearing` this long, with no open task about it, is registered again
     /// (see `Agent::register_pending`): its `dic_psn_available` may have been lost.
     pub recheck_after: chrono::Duration,
@@ -67,6 +70,7 @@ impl AgentOptions {
             wave_size: 512,
             retry: RetrySettings::default(),
             batch_size: 50,
+            batches_in_flight: 4,
             recheck_after: chrono::Duration::days(7),
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),

@@ -112,6 +112,12 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
         ..RetrySettings::default()
     };
     o.batch_size = config.submit.batch_size;
+    // More batches in flight than the client lets out at once would only mark records
+    // `Sending` early.
+    o.batches_in_flight = config
+        .submit
+        .batches_in_flight
+        .min(config.ttp.max_concurrency);
     o.recheck_after =
         chrono::Duration::from_std(config.submit.recheck_after).unwrap_or(o.recheck_after);
     o.task_retention =

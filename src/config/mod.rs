@@ -192,6 +192,10 @@ pub struct SubmitConfig {
     /// A record still awaiting clearing this long after its last answer is registered again
     /// (idempotent), so a `dic_psn_available` the agent missed cannot strand it; non-zero.
     pub recheck_after: Duration,
+    /// Batches in flight at once while registering; 1 to 64, and at most `[ttp]
+    /// max_concurrency` take effect. Each batch's records are on disk as `Sending` before it
+    /// leaves.
+    pub batches_in_flight: usize,
 }
 
 /// `[dispatch]`: working off tasks.
@@ -558,6 +562,12 @@ fn build(
             "known clients send batches of 10 to 100 filters",
         )?,
         recheck_after: positive_duration(&mut l, &SUBMIT_RECHECK_AFTER)?,
+        batches_in_flight: count(
+            &mut l,
+            &SUBMIT_BATCHES_IN_FLIGHT,
+            64,
+            "1 sends batches one after the other; more than [ttp] max_concurrency has no effect",
+        )?,
     };
     let dispatch = DispatchConfig {
         concurrency: count(&mut l, &DISPATCH_CONCURRENCY, 256, "")?,

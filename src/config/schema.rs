@@ -67,6 +67,7 @@ pub(crate) const STORE_TASK_RETENTION: KeySpec = spec("store", "task_retention",
 
 pub(crate) const SUBMIT_BATCH_SIZE: KeySpec = spec("submit", "batch_size", D("50"));
 pub(crate) const SUBMIT_RECHECK_AFTER: KeySpec = spec("submit", "recheck_after", D("7d"));
+pub(crate) const SUBMIT_BATCHES_IN_FLIGHT: KeySpec = spec("submit", "batches_in_flight", D("4"));
 
 pub(crate) const DISPATCH_CONCURRENCY: KeySpec = spec("dispatch", "concurrency", D("8"));
 pub(crate) const DISPATCH_GRACE_PERIOD: KeySpec = spec("dispatch", "grace_period", D("10s"));
@@ -118,6 +119,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     STORE_TASK_RETENTION,
     SUBMIT_BATCH_SIZE,
     SUBMIT_RECHECK_AFTER,
+    SUBMIT_BATCHES_IN_FLIGHT,
     DISPATCH_CONCURRENCY,
     DISPATCH_GRACE_PERIOD,
     DISPATCH_RETRY_BASE,

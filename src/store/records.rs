@@ -17,7 +17,7 @@ use super::codec::{
     index_key_local_id, nanos,
 };
 use super::{AuditEntry, Store, StoreError, Trees, TxResult, abort, error, psn_log};
-use crate::domain::{LocalRecord, RecordState};
+use crate::domain::{LocalRecord, RecordHead, RecordState};
 
 /// Records per transaction in `insert_records` and `purge_idat`: large enough to amortise a
 /// transaction, small enough that its write set stays a few hundred KiB.
@@ -366,22 +366,15 @@ impl Store {
                             return Ok(false);
                         }
                         let new = decode_in_tx(&p.value, id, path)?;
-                        if old.bloom_filter != new.bloom_filter {
-                            bf_index.remove(index_key(old.bloom_filter, id))?;
-                            bf_index.insert(index_key(new.bloom_filter, id), &[])?;
-                        }
-                        if old.pseudonym != new.pseudonym {
-                            if let Some(psn) = old.pseudonym {
-                                psn_index.remove(index_key(psn.as_bytes(), id))?;
-                            }
-                            if let Some(psn) = new.pseudonym {
-                                psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
-                                psn_log::append_in(meta, psn_log, id, psn, new.updated_at, path)?;
-                            }
-                        }
+                        let derived = Derived {
+                            bf_index,
+                            psn_index,
+                            meta,
+                            psn_log,
+                            path,
+                        };
+                        derived.replace(id, &old, &new, &mut delta)?;
                         records.insert(id.as_bytes(), p.value.as_slice())?;
-                        delta.minus(&old);
-                        delta.plus(&new);
                     }
                     delta.apply(counts, path)?;
                     if let Some(entry) = audit {
@@ -390,6 +383,78 @@ impl Store {
                     Ok(true)
                 },
             )
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// Writes the state, pseudonym and `updated_at` of stored records, keeping their sealed
+    /// IDAT bytes (and `created_at`) exactly as stored: no IDAT is opened or sealed, which is
+    /// what makes this the cheap path for registration. The pseudonym index, the pseudonym log
+    /// and the counters change in the same transaction, as with [`Store::update_records`]; all
+    /// heads of the call are one transaction. A `local_id` that is not stored fails the call
+    /// with [`StoreError::UnknownRecord`], a head whose filter differs from the stored one with
+    /// [`StoreError::Invalid`] (a new filter means new IDAT: use `update_records`).
+    pub fn update_record_heads(&self, heads: &[RecordHead]) -> Result<(), StoreError> {
+        let changes = heads
+            .iter()
+            .map(|h| {
+                if h.local_id.is_empty() {
+                    return Err(StoreError::Invalid {
+                        what: "record",
+                        why: "the local id is empty".to_string(),
+                    });
+                }
+                Ok((h, StoredState::from_state(&h.state), nanos(h.updated_at)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let _gate = self.write_gate();
+        let t = &self.trees;
+        let path = self.path.as_path();
+        (
+            &t.records,
+            &t.bf_index,
+            &t.psn_index,
+            &t.counts,
+            &t.meta,
+            &t.psn_log,
+        )
+            .transaction(|(records, bf_index, psn_index, counts, meta, psn_log)| {
+                let mut delta = Delta::default();
+                for (head, state, updated_at) in &changes {
+                    let id = head.local_id.as_str();
+                    let Some(existing) = records.get(id)? else {
+                        return Err(abort(StoreError::UnknownRecord {
+                            local_id: id.to_string(),
+                        }));
+                    };
+                    let old = decode_in_tx(&existing, id, path)?;
+                    if old.bloom_filter != head.bloom_filter.as_slice() {
+                        return Err(abort(StoreError::Invalid {
+                            what: "record head update",
+                            why: format!(
+                                "record {id:?} is stored with a different filter; a changed filter is written with its IDAT (update_records)"
+                            ),
+                        }));
+                    }
+                    let new = StoredRecord {
+                        state: *state,
+                        pseudonym: head.pseudonym.as_deref(),
+                        updated_at: *updated_at,
+                        ..old
+                    };
+                    let value = encode_record(&new).map_err(abort)?;
+                    let derived = Derived {
+                        bf_index,
+                        psn_index,
+                        meta,
+                        psn_log,
+                        path,
+                    };
+                    derived.replace(id, &old, &new, &mut delta)?;
+                    records.insert(id.as_bytes(), value)?;
+                }
+                delta.apply(counts, path)?;
+                Ok(())
+            })
             .map_err(|e| self.tx_err(e))
     }
 
@@ -468,6 +533,32 @@ impl Store {
             let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
             if pred(&stored.state.to_state()) {
                 found.push(self.open_record(id, stored)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every record whose state satisfies `pred`, without its IDAT (a full scan that opens no
+    /// seal; for registration, which needs the filter, not the IDAT).
+    pub fn record_heads_in_states(
+        &self,
+        pred: impl Fn(&RecordState) -> bool,
+    ) -> Result<Vec<RecordHead>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.records.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let id = self.key_local_id(&key)?;
+            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
+            let state = stored.state.to_state();
+            if pred(&state) {
+                found.push(RecordHead {
+                    local_id: id.to_string(),
+                    bloom_filter: stored.bloom_filter.to_vec(),
+                    state,
+                    pseudonym: stored.pseudonym.map(str::to_string),
+                    created_at: from_nanos(stored.created_at),
+                    updated_at: from_nanos(stored.updated_at),
+                });
             }
         }
         Ok(found)
@@ -695,6 +786,45 @@ pub struct IntegrityReport {
 impl IntegrityReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
+    }
+}
+
+/// The trees derived from `records` inside one record transaction.
+struct Derived<'t> {
+    bf_index: &'t TransactionalTree,
+    psn_index: &'t TransactionalTree,
+    meta: &'t TransactionalTree,
+    psn_log: &'t TransactionalTree,
+    path: &'t Path,
+}
+
+impl Derived<'_> {
+    /// Keeps both indexes, the pseudonym log and the counter delta right for a record that
+    /// changes from `old` to `new` (the caller writes the record itself). A pseudonym the
+    /// record did not have is appended to the log.
+    fn replace(
+        &self,
+        id: &str,
+        old: &StoredRecord<'_>,
+        new: &StoredRecord<'_>,
+        delta: &mut Delta,
+    ) -> TxResult<()> {
+        if old.bloom_filter != new.bloom_filter {
+            self.bf_index.remove(index_key(old.bloom_filter, id))?;
+            self.bf_index.insert(index_key(new.bloom_filter, id), &[])?;
+        }
+        if old.pseudonym != new.pseudonym {
+            if let Some(psn) = old.pseudonym {
+                self.psn_index.remove(index_key(psn.as_bytes(), id))?;
+            }
+            if let Some(psn) = new.pseudonym {
+                self.psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
+                psn_log::append_in(self.meta, self.psn_log, id, psn, new.updated_at, self.path)?;
+            }
+        }
+        delta.minus(old);
+        delta.plus(new);
+        Ok(())
     }
 }
 
