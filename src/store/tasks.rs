@@ -203,11 +203,19 @@ fn apply_state_change(
     old: Option<&TaskState>,
     path: &Path,
 ) -> TxResult<()> {
+    // The index already agrees with the stored state (same transactions), so it changes only
+    // when the task opens or closes: most writes (intent, retry) leave it alone, and sled
+    // charges every key a transaction touches.
     let key = rec.key.0.as_bytes();
-    if rec.state.is_final() {
-        open.remove(key)?;
-    } else {
-        open.insert(key, &[] as &[u8])?;
+    let was_open = old.is_some_and(|s| !s.is_final());
+    match (was_open, !rec.state.is_final()) {
+        (false, true) => {
+            open.insert(key, &[] as &[u8])?;
+        }
+        (true, false) => {
+            open.remove(key)?;
+        }
+        _ => {}
     }
     if old != Some(&rec.state)
         && let Some((at, how)) = finished(&rec.state)
