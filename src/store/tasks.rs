@@ -171,37 +171,44 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
     })
 }
 
-/// Adds one finished occurrence to the `history` counters, inside a transaction.
-fn count_in_history(
-    history: &TransactionalTree,
-    task_type: &str,
-    at: DateTime<Utc>,
-    how: Finish,
-    path: &Path,
-) -> TxResult<()> {
-    let key = history_key(at.date_naive(), task_type);
-    let (mut done, mut expired) = match history.get(&key)? {
-        None => (0, 0),
-        Some(v) => read_history_value(&v)
-            .ok_or_else(|| abort(error::corrupt(path, "a history counter value is malformed")))?,
-    };
+/// History increments gathered over one transaction's writes: `history_key` → (done, expired).
+/// Added to the counters once per key at the end ([`add_to_history`]): a wave finishes
+/// hundreds of tasks of a few types on one day, and sled charges every read and write a
+/// transaction makes.
+type HistoryDelta = BTreeMap<Vec<u8>, (u64, u64)>;
+
+fn count_finish(delta: &mut HistoryDelta, task_type: &str, at: DateTime<Utc>, how: Finish) {
+    let c = delta
+        .entry(history_key(at.date_naive(), task_type))
+        .or_default();
     match how {
-        Finish::Done => done += 1,
-        Finish::Expired => expired += 1,
+        Finish::Done => c.0 += 1,
+        Finish::Expired => c.1 += 1,
     }
-    history.insert(key, &history_value(done, expired))?;
+}
+
+/// Adds `delta` to the `history` counters, inside a transaction.
+fn add_to_history(history: &TransactionalTree, delta: &HistoryDelta, path: &Path) -> TxResult<()> {
+    for (key, (done, expired)) in delta {
+        let (d, e) = match history.get(key)? {
+            None => (0, 0),
+            Some(v) => read_history_value(&v).ok_or_else(|| {
+                abort(error::corrupt(path, "a history counter value is malformed"))
+            })?,
+        };
+        history.insert(key.as_slice(), &history_value(d + done, e + expired))?;
+    }
     Ok(())
 }
 
 /// Keeps the derived data right for one task write inside a transaction: the open-task index
 /// follows the new state, and an occurrence this write finishes (its state becomes `Done` or
-/// `Expired` and differs from the stored one) is counted in its day's history.
+/// `Expired` and differs from the stored one) is counted in `delta` for its day's history.
 fn apply_state_change(
     open: &TransactionalTree,
-    history: &TransactionalTree,
+    delta: &mut HistoryDelta,
     rec: &TaskRecord,
     old: Option<&TaskState>,
-    path: &Path,
 ) -> TxResult<()> {
     // The index already agrees with the stored state (same transactions), so it changes only
     // when the task opens or closes: most writes (intent, retry) leave it alone, and sled
@@ -220,7 +227,7 @@ fn apply_state_change(
     if old != Some(&rec.state)
         && let Some((at, how)) = finished(&rec.state)
     {
-        count_in_history(history, task_type_name(&rec.task.kind), at, how, path)?;
+        count_finish(delta, task_type_name(&rec.task.kind), at, how);
     }
     Ok(())
 }
@@ -231,22 +238,14 @@ fn apply_state_change(
 /// count a task twice when it runs again.
 pub(crate) fn migrate_to_open_index(trees: &Trees, path: &Path) -> Result<(), StoreError> {
     let sled_err = |e| error::from_sled(path, e);
-    let mut counts: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
+    let mut counts = HistoryDelta::new();
     let mut open_keys = Vec::new();
     for entry in trees.tasks.iter() {
         let (key, value) = entry.map_err(sled_err)?;
         let head = decode_head(&key, &value, path)?;
         match finished(&head.state) {
             None => open_keys.push(key),
-            Some((at, how)) => {
-                let c = counts
-                    .entry(history_key(at.date_naive(), head.task.kind.type_name()))
-                    .or_default();
-                match how {
-                    Finish::Done => c.0 += 1,
-                    Finish::Expired => c.1 += 1,
-                }
-            }
+            Some((at, how)) => count_finish(&mut counts, head.task.kind.type_name(), at, how),
         }
     }
     (&trees.open_tasks, &trees.history, &trees.meta)
@@ -254,15 +253,7 @@ pub(crate) fn migrate_to_open_index(trees: &Trees, path: &Path) -> Result<(), St
             for key in &open_keys {
                 open.insert(key.as_ref(), &[] as &[u8])?;
             }
-            for (key, (done, expired)) in &counts {
-                let (d, e) = match history.get(key)? {
-                    None => (0, 0),
-                    Some(v) => read_history_value(&v).ok_or_else(|| {
-                        abort(error::corrupt(path, "a history counter value is malformed"))
-                    })?,
-                };
-                history.insert(key.as_slice(), &history_value(d + done, e + expired))?;
-            }
+            add_to_history(history, &counts, path)?;
             meta.insert(SCHEMA_VERSION, &u64_value(3))?;
             Ok(())
         })
@@ -351,6 +342,7 @@ impl Store {
         let t = &self.trees;
         (&t.tasks, &t.open_tasks, &t.history)
             .transaction(|(stored, open, history)| {
+                let mut delta = HistoryDelta::new();
                 for (rec, json) in &encoded {
                     let key = rec.key.0.as_bytes();
                     let old = stored.insert(key, json.as_slice())?;
@@ -358,9 +350,9 @@ impl Store {
                         None => None,
                         Some(v) => Some(decode_head(key, &v, path).map_err(abort)?.state),
                     };
-                    apply_state_change(open, history, rec, old_state.as_ref(), path)?;
+                    apply_state_change(open, &mut delta, rec, old_state.as_ref())?;
                 }
-                Ok(())
+                add_to_history(history, &delta, path)
             })
             .map_err(|e| self.tx_err(e))
     }
@@ -397,7 +389,9 @@ impl Store {
                     return Ok(false);
                 }
                 stored.insert(key, json.as_slice())?;
-                apply_state_change(open, history, new, Some(&current.state), path)?;
+                let mut delta = HistoryDelta::new();
+                apply_state_change(open, &mut delta, new, Some(&current.state))?;
+                add_to_history(history, &delta, path)?;
                 super::audit::append_in(meta, audit_tree, &audit, path)?;
                 Ok(true)
             })
