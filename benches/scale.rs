@@ -21,106 +21,20 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use support::agent_data::{finished_task, record, record_raw_size};
 use support::{BenchResult, env_or, machine_line, mib};
-use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{LocalRecord, TaskRecord};
 use ttp_agent::store::Store;
-use ttp_proto::{BloomFilter, IdatElement, Task, TaskKind};
 
 const CHUNK: u64 = 10_000;
 /// Far from any bench run: the daemon polls once at start-up and then sleeps.
 const CRON_DAILY: &str = "cron = \"0 30 3 * * *\"";
-
-fn filter(i: u64) -> Vec<u8> {
-    let mut rng = support::Rng::new(i);
-    let mut out = Vec::with_capacity(225);
-    while out.len() < 225 {
-        out.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    out.truncate(225);
-    out
-}
-
-fn record(i: u64, now: chrono::DateTime<Utc>) -> LocalRecord {
-    let idat: BTreeMap<IdatElement, String> = [
-        (IdatElement::Given, format!("GIVEN{:05}", i % 100_000)),
-        (IdatElement::Family, format!("FAMILY{i:07}")),
-        (
-            IdatElement::Birthdate,
-            format!("{}-{:02}-{:02}", 1930 + i % 90, 1 + i % 12, 1 + i % 28),
-        ),
-        (
-            IdatElement::Gender,
-            if i % 2 == 0 { "female" } else { "male" }.to_string(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    LocalRecord {
-        local_id: format!("case-{i:010}"),
-        bloom_filter: filter(i),
-        idat: Some(Idat(idat)),
-        state: RecordState::Pseudonymised,
-        pseudonym: Some(format!("bench-study_{i:08X}")),
-        created_at: now - chrono::Duration::days(20),
-        updated_at: now - chrono::Duration::days(10),
-    }
-}
-
-fn raw_size(r: &LocalRecord) -> u64 {
-    let idat: usize = r
-        .idat
-        .as_ref()
-        .map_or(0, |i| i.0.values().map(String::len).sum());
-    let psn = r.pseudonym.as_ref().map_or(0, String::len);
-    (r.local_id.len() + r.bloom_filter.len() + idat + psn) as u64
-}
-
-fn finished_task(i: u64, now: chrono::DateTime<Utc>) -> TaskRecord {
-    let at = now - chrono::Duration::minutes((i % (25 * 24 * 60)) as i64);
-    let kind = match i % 3 {
-        0 => TaskKind::DicPsnAvailable {
-            bloom_filter: BloomFilter(filter(i)),
-            target: support::TARGET.into(),
-            pseudonym: format!("bench-study_{i:08X}"),
-        },
-        1 => TaskKind::RepeatRequest {
-            study: support::STUDY.into(),
-            bloom_filter: BloomFilter(filter(i)),
-            target: support::TARGET.into(),
-        },
-        _ => TaskKind::SendIdat {
-            task_id: format!("{i:08x}-0000-4000-8000-000000000000"),
-            subject: ttp_proto::SendIdatSubject::BloomFilter(BloomFilter(filter(i))),
-            elements: ["given", "family", "birthdate", "gender"]
-                .iter()
-                .filter_map(|c| IdatElement::from_code(c))
-                .map(ttp_proto::ElementRequest::Known)
-                .collect(),
-        },
-    };
-    let task = Task {
-        kind,
-        expires: None,
-        unknown_parts: Vec::new(),
-    };
-    TaskRecord {
-        key: task.key(),
-        task,
-        state: TaskState::Done { at },
-        attempts: 1,
-        last_error: None,
-        first_seen: at - chrono::Duration::minutes(5),
-        updated_at: at,
-        last_seen_poll: 1,
-    }
-}
 
 /// Builds the store (or reuses a complete one); returns the raw data size.
 fn build_store(config: &Path, records: u64, tasks: u64) -> BenchResult<u64> {
@@ -133,7 +47,7 @@ fn build_store(config: &Path, records: u64, tasks: u64) -> BenchResult<u64> {
         let recs: Vec<LocalRecord> = (start..(start + CHUNK).min(records))
             .map(|i| record(i, now))
             .collect();
-        raw += recs.iter().map(raw_size).sum::<u64>();
+        raw += recs.iter().map(record_raw_size).sum::<u64>();
         if start + CHUNK > have {
             store.insert_records(&recs)?;
         }

@@ -405,25 +405,11 @@ impl Store {
         &self,
         pred: impl Fn(&TaskState) -> bool,
     ) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.trees.open_tasks.iter() {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            // A task is never removed, only replaced, while it is open; the index and the
-            // task change in one transaction, so a missing task is damage, not a race.
-            let value = self
-                .trees
-                .tasks
-                .get(&key)
-                .map_err(|e| self.sled_err(e))?
-                .ok_or_else(|| {
-                    self.corrupt("the open-task index names a task that is not stored")
-                })?;
-            let head = decode_head(&key, &value, &self.path)?;
-            if !head.state.is_final() && pred(&head.state) {
-                found.push(decode_task(&key, &value, &self.path)?);
-            }
-        }
-        Ok(found)
+        Ok(self
+            .open_tasks_where_held(pred, |_| None)?
+            .into_iter()
+            .map(|(rec, _)| rec)
+            .collect())
     }
 
     /// The stored tasks, open or finished, whose state satisfies `pred`, by key. Scans every
@@ -484,6 +470,8 @@ impl Store {
                 }
                 continue;
             }
+            // A task is never removed, only replaced, while it is open; the index and the
+            // task change in one transaction, so a missing task is damage, not a race.
             let value = self
                 .trees
                 .tasks
