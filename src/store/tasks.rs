@@ -412,23 +412,6 @@ impl Store {
             .collect())
     }
 
-    /// The stored tasks, open or finished, whose state satisfies `pred`, by key. Scans every
-    /// stored task; only those `pred` accepts are decoded in full (see `TaskHead`). For open
-    /// tasks use [`Store::open_tasks_where`].
-    pub fn tasks_where(
-        &self,
-        pred: impl Fn(&TaskState) -> bool,
-    ) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.trees.tasks.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            if pred(&decode_head(&key, &value, &self.path)?.state) {
-                found.push(decode_task(&key, &value, &self.path)?);
-            }
-        }
-        Ok(found)
-    }
-
     /// Every stored task's key, state and type, by key. Decodes only that much of each (see
     /// `TaskHead`), so a scan of the 30 days of finished tasks costs a fraction of [`Store::tasks`]
     /// in time and memory.
