@@ -107,6 +107,16 @@ fn encode_task(rec: &TaskRecord) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode_task(key: &[u8], value: &[u8], path: &Path) -> Result<TaskRecord, StoreError> {
+    decode_json(key, value, path)
+}
+
+/// A stored task's JSON as `T` (the whole record, or just its head); a value that does not
+/// decode is damage to the store, named by its key.
+fn decode_json<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    value: &[u8],
+    path: &Path,
+) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| {
         error::corrupt(
             path,
@@ -160,15 +170,7 @@ impl KindHead {
 }
 
 fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreError> {
-    serde_json::from_slice(value).map_err(|e| {
-        error::corrupt(
-            path,
-            format!(
-                "task {:?} does not decode: {e}",
-                String::from_utf8_lossy(key)
-            ),
-        )
-    })
+    decode_json(key, value, path)
 }
 
 /// History increments gathered over one transaction's writes: `history_key` → (done, expired).
