@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use super::{ConfigArg, EX_CONFIG, context};
 use crate::client::{ErrorClass, TtpClient, TtpError};
 use crate::config::{AgentConfig, Secrets, TaskRelisting};
-use crate::store::{Store, StoreError};
+use crate::store::{LockState, Store, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -228,8 +228,8 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
         }
         return;
     }
-    match probe_lock(path) {
-        LockProbe::Held => {
+    match crate::store::probe_lock(path) {
+        LockState::Held => {
             list.pass(
                 STEP,
                 format!(
@@ -239,7 +239,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
             );
             return;
         }
-        LockProbe::Free | LockProbe::Unknown => {}
+        LockState::Free | LockState::NoDatabase | LockState::Unknown(_) => {}
     }
     if let Some(owner) = foreign_owner(path) {
         list.skip(
@@ -295,33 +295,6 @@ fn summarise_store(store: &Store) -> Result<String, StoreError> {
 
 fn nearest_existing_ancestor(path: &Path) -> Option<&Path> {
     path.ancestors().skip(1).find(|p| p.exists())
-}
-
-enum LockProbe {
-    /// Another process holds the store's lock: a running agent.
-    Held,
-    Free,
-    /// The lock file cannot be opened (no store yet, no permission): decide by opening.
-    Unknown,
-}
-
-/// Whether another process holds sled's lock on the store, without opening the store: sled
-/// takes an exclusive `flock` on `<store>/db`. Our own lock, if we get it, is released at
-/// once (closing the file) so that opening the store afterwards is not blocked by it.
-fn probe_lock(store: &Path) -> LockProbe {
-    use std::os::fd::AsRawFd as _;
-    let Ok(file) = std::fs::File::open(store.join("db")) else {
-        return LockProbe::Unknown;
-    };
-    // SAFETY: flock(2) on a file descriptor this function owns for the duration of the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return LockProbe::Free;
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EWOULDBLOCK) => LockProbe::Held,
-        _ => LockProbe::Unknown,
-    }
 }
 
 /// When running as root, the owner of a store directory that belongs to someone else.

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::{ConfigArg, context};
-use crate::store::{Store, StoreOptions};
+use crate::store::{LockState, Store, StoreOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -116,29 +116,15 @@ fn holds_data(path: &Path) -> anyhow::Result<bool> {
 /// A running agent holds an exclusive lock on the store's `db` file (sled takes it with
 /// `flock`); taking it for a moment tells whether one does, without opening the store.
 fn refuse_if_in_use(target: &Path) -> anyhow::Result<()> {
-    let db = target.join("db");
-    let file = match std::fs::File::open(&db) {
-        Ok(f) => f,
-        // No sled file there: nothing can hold it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", db.display())),
-    };
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: flock(2) on a descriptor owned by `file`, which outlives the call. The lock, if
-    // taken, is released when `file` is closed at the end of this function.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        anyhow::bail!(
+    match crate::store::probe_lock(target) {
+        LockState::Free | LockState::NoDatabase => Ok(()),
+        LockState::Held => anyhow::bail!(
             "the store at {} is in use by a running ttp-agent (its lock is held); stop the daemon before restoring (--force does not override this)",
             target.display()
-        );
+        ),
+        LockState::Unknown(err) => Err(err)
+            .with_context(|| format!("checking the lock on {}", target.join("db").display())),
     }
-    Err(err).with_context(|| format!("checking the lock on {}", db.display()))
 }
 
 /// Without `--force`, only an empty store may be replaced.

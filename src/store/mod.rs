@@ -304,7 +304,7 @@ fn open_sled(
     let mut pause = std::time::Duration::from_millis(5);
     let mut waited = std::time::Duration::ZERO;
     loop {
-        let attempt = probe_lock(path).and_then(|()| open_sled_once(path, cache_capacity));
+        let attempt = refuse_if_held(path).and_then(|()| open_sled_once(path, cache_capacity));
         match attempt {
             Err(StoreError::Locked { .. }) if waited < lock_wait => {
                 std::thread::sleep(pause);
@@ -333,37 +333,68 @@ pub(crate) fn durable_flush(db: &sled::Db, path: &Path) -> Result<(), StoreError
         .map_err(|e| error::from_io(&file, e))
 }
 
-/// Answers [`StoreError::Locked`] at once when another holder has the lock on sled's `db`
-/// file. sled 0.34 reads much of a large store (hundreds of MiB for a million records) before
-/// it tries the lock, so without this a `status` next to the running daemon would pay for a
-/// full recovery only to be refused. The probe's own lock is released before sled takes it;
+/// Who holds sled's lock on a store directory, seen without opening the store.
+#[derive(Debug)]
+pub enum LockState {
+    /// Nobody: the probe took the lock and gave it back at once.
+    Free,
+    /// Another holder (in practice a running agent).
+    Held,
+    /// No sled database file there (no store yet, or not a directory).
+    NoDatabase,
+    /// The file or its lock could not be read; opening the store decides.
+    Unknown(std::io::Error),
+}
+
+/// Probes sled's exclusive `flock` on `<store>/db` without opening the store. The probe's own
+/// lock is released before returning, so opening the store afterwards is not blocked by it;
 /// a holder that comes in between is caught by sled's lock as before.
+///
+/// [`Store::open`] calls it first: sled 0.34 reads much of a large store (hundreds of MiB for
+/// a million records) before it tries the lock, so a `status` next to the running daemon
+/// would otherwise pay for a full recovery only to be refused. `check` and `restore` use it to
+/// tell whether a daemon runs.
 #[cfg(unix)]
-fn probe_lock(path: &Path) -> Result<(), StoreError> {
+pub fn probe_lock(path: &Path) -> LockState {
     use std::os::fd::AsRawFd as _;
-    let db = path.join("db");
-    let file = match std::fs::File::open(&db) {
+    let file = match std::fs::File::open(path.join("db")) {
         Ok(f) => f,
-        // No database file yet (a new store), or unreadable: sled reports what is wrong.
-        Err(_) => return Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return LockState::NoDatabase;
+        }
+        Err(e) => return LockState::Unknown(e),
     };
     // SAFETY: flock on a descriptor owned by `file`, which outlives the calls.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         // SAFETY: as above; closing `file` would release it too.
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        return Ok(());
+        return LockState::Free;
     }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EWOULDBLOCK) => Err(StoreError::Locked {
-            path: path.to_path_buf(),
-        }),
-        _ => Ok(()),
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => LockState::Held,
+        _ => LockState::Unknown(err),
     }
 }
 
 #[cfg(not(unix))]
-fn probe_lock(_path: &Path) -> Result<(), StoreError> {
-    Ok(())
+pub fn probe_lock(_path: &Path) -> LockState {
+    LockState::Unknown(std::io::Error::other("lock probing needs flock (Unix)"))
+}
+
+/// [`StoreError::Locked`] at once when another holder has the lock (see [`probe_lock`]).
+fn refuse_if_held(path: &Path) -> Result<(), StoreError> {
+    match probe_lock(path) {
+        LockState::Held => Err(StoreError::Locked {
+            path: path.to_path_buf(),
+        }),
+        LockState::Free | LockState::NoDatabase | LockState::Unknown(_) => Ok(()),
+    }
 }
 
 /// Opens the sled database with the store's configuration (see "Why sled is configured...").
