@@ -214,9 +214,6 @@ pub fn build(
     let mut failing = Vec::new();
     let mut needs_attention = Vec::new();
     for t in &tasks {
-        if t.state.is_final() {
-            continue;
-        }
         *open_by_type
             .entry(task_type(t))
             .or_default()
