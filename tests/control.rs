@@ -152,6 +152,13 @@ fn outcome(out: &Output) -> Result3 {
     }
 }
 
+/// A run that failed with exit status 1: its error line.
+fn failure(out: &Output) -> String {
+    let r = outcome(out);
+    assert_eq!(r.code, Some(1), "{}", text(out));
+    r.error.expect("an error line")
+}
+
 fn cmd(args: &[&str]) -> Result3 {
     outcome(&run_bin(args, &[]))
 }
@@ -379,9 +386,7 @@ fn a_command_whose_daemon_is_killed_mid_way_fails_clearly_and_loses_nothing() {
         .recv_timeout(PATIENCE)
         .expect("submit ends after the kill")
         .expect("its output");
-    let r = outcome(&out);
-    assert_eq!(r.code, Some(1), "{}", text(&out));
-    let line = r.error.expect("an error line");
+    let line = failure(&out);
     assert!(
         line.contains("ended the connection before `submit` finished")
             && line.contains("run the command again"),
@@ -468,9 +473,7 @@ fn a_user_outside_the_operators_group_is_refused_by_the_socket() {
 
     // Outside the group: the kernel refuses the connection.
     let out = run_as(NOBODY, NOBODY, &["status", "--config", &c]);
-    let r = outcome(&out);
-    assert_eq!(r.code, Some(1), "{}", text(&out));
-    let line = r.error.expect("an error line");
+    let line = failure(&out);
     assert!(
         line.contains("permission denied on the control socket")
             && line.contains("operators group"),
@@ -486,9 +489,7 @@ fn a_user_outside_the_operators_group_is_refused_by_the_socket() {
     // A socket an administrator opened up by mistake: the daemon's own check refuses.
     readable_by_all(&site.socket(), 0o666);
     let out = run_as(NOBODY, NOBODY, &["status", "--config", &c]);
-    let r = outcome(&out);
-    assert_eq!(r.code, Some(1), "{}", text(&out));
-    let line = r.error.expect("an error line");
+    let line = failure(&out);
     assert!(
         line.contains("refuses") && line.contains("uid 65534") && line.contains("4242"),
         "{line}"
