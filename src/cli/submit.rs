@@ -40,7 +40,7 @@ pub struct Request {
     pub json: bool,
 }
 
-/// Records encoded between two progress reports.
+/// Records encoded (and stored) between two progress reports.
 const ENCODE_CHUNK: usize = 10_000;
 
 /// How often registration reports its progress.
@@ -86,7 +86,17 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
 
     let agent = ctx.agent()?;
     submit::check_profile(&ctx.store, &encoder).map_err(context::config_error)?;
-    let stored = submit::store_records(&ctx.store, &encoded, 10_000)?;
+    // Chunk by chunk (each flushed, as `store_records` does), to show progress.
+    let mut stored = submit::StoreStats::default();
+    let mut done = 0u64;
+    for part in encoded.chunks(ENCODE_CHUNK) {
+        let s = submit::store_records(&ctx.store, part, ENCODE_CHUNK)?;
+        stored.inserted += s.inserted;
+        stored.unchanged += s.unchanged;
+        stored.conflicts.extend(s.conflicts);
+        done += part.len() as u64;
+        io.progress("storing", done, total);
+    }
     if agent.registration_running() {
         io.waiting(
             "the daemon is registering records in its poll cycle; this file's records are stored, and are sent when that registration is done",

@@ -20,6 +20,10 @@ use crate::store::{Store, StoreError};
 /// normal operation; it turns a daemon that holds the store without a channel into an error.
 pub const CHANNEL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a command waits for the next word from the daemon. The daemon reports progress
+/// and waits as they happen, so silence this long means it is stuck, not busy.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(600);
+
 /// Where a command's output goes.
 #[derive(Clone, Debug)]
 pub enum OutputTarget {
@@ -353,6 +357,9 @@ fn through_daemon(
             "the running agent ended the connection before `{command}` finished ({detail}): it stopped or was killed. What it completed is stored; run the command again to finish it (every command is safe to repeat)"
         )
     };
+    stream
+        .set_read_timeout(Some(SILENCE_LIMIT))
+        .context("the control connection")?;
     let mut writer = BufWriter::new(stream.try_clone().context("the control connection")?);
     let mut reader = BufReader::new(stream);
     let hello = ClientMsg::Hello {
@@ -387,6 +394,17 @@ fn through_daemon(
         let frame = match wire::read_frame::<ServerMsg>(&mut reader) {
             Ok(f) => f,
             Err(WireError::Closed) => return Err(lost("no answer".into())),
+            Err(WireError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                anyhow::bail!(
+                    "the running agent has said nothing about `{command}` for {} minutes; it may be stuck: see its log (journalctl -u ttp-agent). What it completed is stored; the command is safe to repeat",
+                    SILENCE_LIMIT.as_secs() / 60
+                );
+            }
             Err(e) => return Err(lost(e.to_string())),
         };
         match frame {
