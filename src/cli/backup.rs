@@ -43,9 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = context::open_store(&loaded.config, &loaded.secrets)?;
     let summary = store.backup_to(&args.output)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        crate::outln!(
             "backup written to {}: {} record(s), {} task(s), {} history row(s), {} audit entr(ies); {} bytes, sha256 {}",
             args.output.display(),
             summary.records,
@@ -55,8 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             summary.bytes,
             summary.sha256
         );
-        println!(
-            "IDAT in it is sealed with the key in {}: keep that key file (and only that) with the backup",
+        crate::outln!(
+            "IDAT in it is sealed with the key in {}: back that key file up too, but keep its copy apart from the store backups (docs/OPERATIONS.md, \"Backup and restore\")",
             loaded.config.store.idat_key_file.display()
         );
     }

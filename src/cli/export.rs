@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store.flush()?;
         }
     }
-    eprintln!(
+    crate::errln!(
         "{} pseudonym(s) exported{}",
         summary.rows,
         summary

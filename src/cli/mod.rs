@@ -12,6 +12,8 @@ mod encode;
 mod export;
 mod healthcheck;
 pub mod init;
+pub mod out;
+mod owner;
 mod poll;
 mod purge;
 mod reload;
@@ -144,6 +146,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`… | head`): not an error, no message.
+        Err(err) if out::is_broken_pipe(&err) => ExitCode::from(out::EXIT_BROKEN_PIPE),
         Err(err) => report(&err, format),
     }
 }
@@ -161,8 +165,8 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
             logging::init(LogFormat::Json, "error");
             tracing::error!(error = %message, "ttp-agent: exiting on an error");
         }
-        LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
-        _ => eprintln!("ttp-agent: error: {message}"),
+        LogFormat::Journald => crate::errln!("<3>ttp-agent: error: {message}"),
+        _ => crate::errln!("ttp-agent: error: {message}"),
     }
     if err
         .chain()

@@ -22,10 +22,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = context::agent(&loaded, Shutdown::never())?;
     let purged = agent.purge(chrono::Utc::now())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&purged)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&purged)?);
     } else {
         let store = &loaded.config.store;
-        println!(
+        crate::outln!(
             "{} finished task(s) older than {} moved into the history; IDAT of {} record(s) finished more than {} ago dropped",
             purged.tasks,
             humantime::format_duration(store.task_retention),

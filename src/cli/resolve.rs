@@ -101,12 +101,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             resolve::add_element(&store, &local_id, element, &value, replace, &actor, now)?
         }
     };
-    println!(
+    crate::outln!(
         "{}: {} -> {} (recorded in the audit trail as {actor})",
-        done.subject, done.from, done.to
+        done.subject,
+        done.from,
+        done.to
     );
     if let Some(w) = &done.warning {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,7 +117,7 @@ fn open(loaded: &context::Loaded) -> anyhow::Result<std::sync::Arc<Store>> {
     context::open_store(&loaded.config, &loaded.secrets).map_err(|e| {
         match e.downcast_ref::<StoreError>() {
             Some(StoreError::Locked { path }) => anyhow::anyhow!(
-                "the store at {} is in use by the running ttp-agent daemon; stop the daemon (e.g. `systemctl stop ttp-agent`) or use the admin API, then run this command again",
+                "the store at {} is in use by the running ttp-agent daemon; stop the daemon (`systemctl stop ttp-agent`), run this command again, then start it (`systemctl start ttp-agent`); `ttp-agent status` shows the task meanwhile",
                 path.display()
             ),
             _ => e,

@@ -36,30 +36,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = context::store_options(&loaded.config, &loaded.secrets)?;
     // A lock held by the running daemon is answered by asking the daemon, at once.
     opts.lock_wait = std::time::Duration::ZERO;
-    let mut report = match Store::open(&opts) {
-        Ok(store) => status::build(
-            &store,
-            crate::admin::warn_window(&loaded.config.admin),
-            args.days,
-        )?,
-        Err(StoreError::Locked { .. }) => {
-            let url = daemon_url(loaded.config.admin.listen, args.days);
-            eprintln!(
-                "ttp-agent: the store is in use by the running agent; showing its status from {}",
-                url.split('?').next().unwrap_or(&url)
-            );
-            from_daemon(&loaded.config, &loaded.secrets, &url)?
+    // Another user's store is not opened (files created now would lock its owner out): the
+    // daemon, when it runs, answers instead; when it does not, the refusal says what to do.
+    let mut report = if let Err(foreign) = super::owner::refuse_foreign_store(&opts.path) {
+        let url = daemon_url(loaded.config.admin.listen, args.days);
+        from_daemon(&loaded.config, &loaded.secrets, &url).map_err(|_| foreign)?
+    } else {
+        match Store::open(&opts) {
+            Ok(store) => status::build(
+                &store,
+                crate::admin::warn_window(&loaded.config.admin),
+                args.days,
+            )?,
+            Err(StoreError::Locked { .. }) => {
+                let url = daemon_url(loaded.config.admin.listen, args.days);
+                crate::errln!(
+                    "ttp-agent: the store is in use by the running agent; showing its status from {}",
+                    url.split('?').next().unwrap_or(&url)
+                );
+                from_daemon(&loaded.config, &loaded.secrets, &url)?
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     if loaded.config.handover.webhook_url.is_none() {
         // A webhook that ran once and was switched off since has nothing to report.
         report.handover.webhook = None;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", status::render_text(&report));
+        crate::out!("{}", status::render_text(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use super::{ConfigArg, context};
 use crate::agent::Shutdown;
 use crate::config::LogFormat;
+use crate::input::InputSettings;
 use crate::submit;
 
 #[derive(Debug, clap::Args)]
@@ -20,11 +21,28 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// CSV with a header row: `local_id` and fTTP element codes (given, family, birthdate
-    /// as YYYY-MM-DD, gender as male/female/other/unknown, …).
+    /// as YYYY-MM-DD or DD.MM.YYYY, gender as male/female/other/unknown, …). `,`- or
+    /// `;`-separated, UTF-8 or Windows-1252; `[input]` in the configuration maps other
+    /// layouts and codes.
     records: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Store the valid rows and leave the invalid ones out, listing their line numbers in the
+    /// reject file (without this, a file with an invalid row stores nothing).
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Where `--skip-invalid` lists the rows it left out (default: RECORDS.rejected.csv).
+    #[arg(long, value_name = "PATH", requires = "skip_invalid")]
+    rejects: Option<PathBuf>,
+    /// The column separator (default: `[input] delimiter`, else detected from the header
+    /// line: `,`, `;` or tab).
+    #[arg(long, value_name = "CHAR", value_parser = crate::input::table::delimiter_for)]
+    delimiter: Option<u8>,
+    /// The file's character encoding, e.g. `windows-1252` (default: `[input] encoding`, else
+    /// UTF-8, or Windows-1252 with a note when the file is not UTF-8).
+    #[arg(long, value_name = "NAME", value_parser = crate::input::text::encoding_for_label)]
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 pub fn run(
@@ -37,10 +55,11 @@ pub fn run(
     context::log_warnings(&loaded);
     let encoder = context::encoder(&loaded.config)?;
 
-    let records = submit::read_records(&args.records)?;
+    let records = read_valid(&args, &loaded.config)?;
     let total = records.len() as u64;
     let bar = progress_bar(total, "encoding");
-    let encoded = submit::encode_records(&encoder, records, &|n| bar.inc(n))?;
+    let encoded = submit::encode_records(&encoder, records, &|n| bar.inc(n))
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was stored", args.records.display()))?;
     bar.finish_and_clear();
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -53,9 +72,9 @@ pub fn run(
         let out = serde_json::json!({
             "read": total, "stored": stored, "registration": registered,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        crate::outln!(
             "{total} records read; {} stored new, {} already stored{}",
             stored.inserted,
             stored.unchanged,
@@ -69,7 +88,7 @@ pub fn run(
                 )
             }
         );
-        println!(
+        crate::outln!(
             "registration: {} sent in {} batch(es): {} pseudonymised at once, {} awaiting clearing, {} rejected; {} still pending",
             registered.sent,
             registered.batches,
@@ -79,7 +98,9 @@ pub fn run(
             registered.pending_left
         );
         if let Some(why) = &registered.stopped {
-            println!("registration paused: {why}; the daemon (or another `submit`) sends the rest");
+            crate::outln!(
+                "registration paused: {why}; the daemon (or another `submit`) sends the rest"
+            );
         }
     }
     Ok(
@@ -89,6 +110,86 @@ pub fn run(
             ExitCode::SUCCESS
         },
     )
+}
+
+/// The input settings: `[input]` from the configuration, then the command line.
+fn input_settings(
+    args: &Args,
+    config: &crate::config::AgentConfig,
+) -> anyhow::Result<InputSettings> {
+    let mut settings = match &config.input {
+        Some(table) => InputSettings::from_table(table).map_err(|e| {
+            context::config_error(match config.source_file() {
+                Some(file) => format!("{}: {e}", file.display()),
+                None => e,
+            })
+        })?,
+        None => InputSettings::default(),
+    };
+    settings.delimiter = args.delimiter.or(settings.delimiter);
+    settings.encoding = args.encoding.or(settings.encoding);
+    Ok(settings)
+}
+
+/// Reads the whole file first. Every invalid row is listed (up to a limit) and nothing is
+/// stored, unless `--skip-invalid` stores the valid ones and writes the others' line numbers
+/// to the reject file.
+fn read_valid(
+    args: &Args,
+    config: &crate::config::AgentConfig,
+) -> anyhow::Result<Vec<submit::InputRecord>> {
+    let settings = input_settings(args, config)?;
+    let name = args.records.display().to_string();
+    let parsed = submit::read_records_with(&args.records, &settings)?;
+    for note in &parsed.notes {
+        crate::errln!("ttp-agent: {name}: note: {note}");
+    }
+    if parsed.problems.is_empty() {
+        return Ok(parsed.records);
+    }
+    let n = parsed.problems.len();
+    for p in parsed.problems.iter().take(submit::PROBLEMS_SHOWN) {
+        crate::errln!("ttp-agent: {name}: {p}");
+    }
+    if n > submit::PROBLEMS_SHOWN {
+        crate::errln!(
+            "ttp-agent: {name}: … and {} more invalid row(s)",
+            n - submit::PROBLEMS_SHOWN
+        );
+    }
+    if !args.skip_invalid {
+        anyhow::bail!(
+            "{name}: {n} invalid row(s), listed above; nothing was stored. Fix them and run \
+             `submit` again, or store the valid rows with --skip-invalid"
+        );
+    }
+    let rejects = args.rejects.clone().unwrap_or_else(|| {
+        let mut p = args.records.clone().into_os_string();
+        p.push(".rejected.csv");
+        PathBuf::from(p)
+    });
+    std::fs::write(&rejects, rejects_csv(&parsed.problems))
+        .with_context(|| format!("writing the reject file {}", rejects.display()))?;
+    crate::errln!(
+        "ttp-agent: {name}: left out {n} invalid row(s); their line numbers and problems are in {}",
+        rejects.display()
+    );
+    Ok(parsed.records)
+}
+
+/// `line,column,problem`: what was wrong with each row left out, never a value.
+fn rejects_csv(problems: &[crate::input::RowProblem]) -> String {
+    let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::from("line,column,problem\n");
+    for p in problems {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            p.line,
+            p.column.as_deref().map(quoted).unwrap_or_default(),
+            quoted(&p.reason)
+        ));
+    }
+    out
 }
 
 /// A progress bar on a terminal, nothing otherwise (logs and pipes stay clean).
