@@ -21,9 +21,9 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// CSV with a header row: `local_id` and fTTP element codes (given, family, birthdate
-    /// as YYYY-MM-DD or DD.MM.YYYY, gender as male/female/other/unknown, …). `,`- or
-    /// `;`-separated, UTF-8 or Windows-1252; `[input]` in the configuration maps other
-    /// layouts and codes.
+    /// as YYYY, YYYY-MM or YYYY-MM-DD, also DD.MM.YYYY; gender as male/female/other/unknown
+    /// or m/w/d/x, …). `,`- or `;`-separated, UTF-8 or Windows-1252; `[input]` in the
+    /// configuration maps other layouts and codes.
     records: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]

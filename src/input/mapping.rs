@@ -239,12 +239,17 @@ impl ValueMappings {
             .unwrap_or_else(|| value.to_owned())
     }
 
-    /// The accepted date layouts, for messages.
+    /// The date layouts the settings add, for messages.
     pub fn date_layouts(&self) -> String {
-        std::iter::once("YYYY-MM-DD")
-            .chain(self.date_formats.iter().map(DateFormat::as_str))
-            .collect::<Vec<_>>()
-            .join(", ")
+        match self.date_formats.len() {
+            0 => "none".to_owned(),
+            _ => self
+                .date_formats
+                .iter()
+                .map(DateFormat::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 }
 

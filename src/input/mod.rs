@@ -197,10 +197,10 @@ fn check_row(
             IdatElement::Gender => mappings.gender(value),
             _ => value.to_owned(),
         };
-        crate::submit::validate_value(*el, &value).map_err(|reason| {
+        let value = crate::submit::validate_value(*el, &value).map_err(|reason| {
             let hint = match el {
                 IdatElement::Birthdate => format!(
-                    " (accepted layouts: {}; more in `[input] date_formats`)",
+                    " (layouts the input settings add: {}; more in `[input] date_formats`)",
                     mappings.date_layouts()
                 ),
                 IdatElement::Gender => " (map the site's codes in `[input.gender]`)".to_owned(),
