@@ -376,7 +376,9 @@ fn a_command_whose_daemon_is_killed_mid_way_fails_clearly_and_loses_nothing() {
     });
     // Killed once the daemon is registering this file's records.
     let mut daemon = daemon;
+    // The daemon shows the progress of both long steps in its log (and to the command).
     daemon.wait_for_log("\"what\":\"encoding\"");
+    daemon.wait_for_log("\"what\":\"registering\"");
     wait_until(
         || site.sim.stats().registrations > 0,
         "a registration request",

@@ -77,6 +77,9 @@ pub struct Request {
 /// Records encoded between two progress reports.
 const ENCODE_CHUNK: usize = 10_000;
 
+/// How often registration reports its progress.
+const REGISTER_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn run(
     args: Args,
     format: Option<LogFormat>,
@@ -226,7 +229,7 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             "the daemon is registering records in its poll cycle; this file's records are stored, and are sent when that registration is done",
         );
     }
-    let registered = ctx.block_on(agent.register_pending())??;
+    let registered = ctx.block_on(register_showing_progress(&agent, &ctx.store, io))??;
 
     if req.json {
         let out = serde_json::json!({
@@ -271,4 +274,35 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             0
         },
     )
+}
+
+/// Registers what is pending, reporting how many of the records waiting at the start have left
+/// (read from the store's counters, which cost nothing to read).
+async fn register_showing_progress(
+    agent: &crate::agent::Agent,
+    store: &crate::store::Store,
+    io: &mut dyn Session,
+) -> Result<submit::RegisterStats, submit::RegisterError> {
+    let waiting = |store: &crate::store::Store| {
+        store
+            .record_counts()
+            .map(|c| c.new + c.sending)
+            .unwrap_or(0)
+    };
+    let at_start = waiting(store);
+    let registration = agent.register_pending();
+    tokio::pin!(registration);
+    let mut tick = tokio::time::interval(REGISTER_PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = &mut registration => return result,
+            _ = tick.tick() => {
+                if at_start > 0 {
+                    let left = waiting(store).min(at_start);
+                    io.progress("registering", at_start - left, at_start);
+                }
+            }
+        }
+    }
 }
