@@ -19,6 +19,7 @@
 //! Run with `--nocapture` to see the figures (faults injected, after processing, requests).
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::time::{Duration, Instant};
