@@ -4,12 +4,13 @@
 //! refused by the socket.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_support::{records_csv, sim_config};
@@ -60,7 +61,7 @@ impl Site {
     fn start_daemon(&self) -> Daemon {
         let log = self.path("daemon.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let child = hermetic::command(BIN)
             .args(["run", "--config", self.cfg()])
             .env("TTP_AGENT_LOG_FORMAT", "json")
             .env_remove("RUST_LOG")
@@ -171,7 +172,7 @@ fn ok(args: &[&str]) -> String {
 
 /// `ttp-agent ARGS` in the background, text logs, output captured.
 fn spawn_bin(args: &[&str], stdin: Stdio) -> std::process::Child {
-    Command::new(BIN)
+    hermetic::command(BIN)
         .args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")
@@ -434,7 +435,7 @@ fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
 
 /// Runs `ttp-agent ARGS` as `uid`/`gid` (no supplementary groups); needs root.
 fn run_as(uid: u32, gid: u32, args: &[&str]) -> Output {
-    Command::new(BIN)
+    hermetic::command(BIN)
         .args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")
