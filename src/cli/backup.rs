@@ -1,6 +1,6 @@
 //! `ttp-agent backup --config F OUT`: a consistent, checksummed copy of the store in one file.
 //!
-//! The file does not depend on sled's on-disk format (see `store::backup`), so it also carries
+//! The file does not depend on redb's on-disk format (see `store::backup`), so it also carries
 //! a store across an upgrade. IDAT stays sealed under the IDAT key: a backup is useless without
 //! the key file, and as sensitive as the store with it. The store must not be in use: stop the
 //! daemon first (its lock would make this command fail with a message saying so).

@@ -1,8 +1,8 @@
 //! `ttp-agent status --config F [--json] [--days N]`: open tasks, what needs attention,
 //! pseudonyms.
 //!
-//! sled lets one process open the store. When the daemon runs, it holds the store, so this
-//! command asks the daemon instead: `GET /api/status` on `[admin] listen` (with the admin token
+//! One process at a time opens the store (it holds the store's lock). When the daemon runs,
+//! it holds the store, so this command asks the daemon instead: `GET /api/status` on `[admin] listen` (with the admin token
 //! when one is configured), which returns the same report built by the same code, plus the
 //! daemon's own state. Either way the output is the same table or JSON; a note on stderr says
 //! where the numbers came from.
