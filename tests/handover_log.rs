@@ -159,7 +159,7 @@ fn opening_a_schema_1_store_back_fills_the_log_from_pseudonymised_records() {
         db.drop_tree("psn_log").expect("drops");
         let meta = db.open_tree("meta").expect("meta");
         meta.remove("psn_seq").expect("removes");
-        meta.insert("schema_version", &1u64.to_be_bytes())
+        meta.insert("schema_version", 1u64.to_be_bytes())
             .expect("sets");
         db.flush().expect("flushes");
     }

@@ -194,7 +194,7 @@ fn a_newer_schema_is_refused_without_touching_the_store() {
     let set_version = |v: u64| {
         let db = store_support::raw_db(ts.path());
         let meta = db.open_tree("meta").expect("meta");
-        meta.insert("schema_version", &v.to_be_bytes())
+        meta.insert("schema_version", v.to_be_bytes())
             .expect("insert");
         db.flush().expect("flush");
     };

@@ -495,7 +495,7 @@ fn integrity_check_finds_index_and_counter_drift() {
         // One stale filter entry, one missing pseudonym entry, counters off.
         db.open_tree("idx_bf")
             .expect("tree")
-            .insert([7u8; 20], &[])
+            .insert([7u8; 20], [])
             .expect("insert");
         db.open_tree("idx_psn")
             .expect("tree")

@@ -577,7 +577,7 @@ fn schema_2_stores_move_retained_finished_tasks_into_the_history() {
         assert!(db.drop_tree("idx_open_tasks").expect("drop"));
         db.open_tree("meta")
             .expect("meta")
-            .insert("schema_version", &2u64.to_be_bytes())
+            .insert("schema_version", 2u64.to_be_bytes())
             .expect("version");
         db.flush().expect("flush");
     }

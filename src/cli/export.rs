@@ -73,11 +73,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             summary
         }
     };
-    if args.new {
-        if let Some(last) = summary.last_seq {
-            store.set_export_cursor(EXPORT_CONSUMER, last)?;
-            store.flush()?;
-        }
+    if args.new
+        && let Some(last) = summary.last_seq
+    {
+        store.set_export_cursor(EXPORT_CONSUMER, last)?;
+        store.flush()?;
     }
     eprintln!(
         "{} pseudonym(s) exported{}",

@@ -184,13 +184,13 @@ fn parse_key(bytes: &[u8]) -> Result<IdatKey, String> {
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "the IDAT key file is accessible to group or others; restrict it (chmod 600)"
-            );
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the IDAT key file is accessible to group or others; restrict it (chmod 600)"
+        );
     }
 }
 

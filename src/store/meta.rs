@@ -159,10 +159,10 @@ pub(crate) fn verify_or_install_key_check(
         };
     }
     let records = rtree(&tx, RECORDS, path)?;
-    if let Some((local_id, sealed)) = super::records::first_sealed_idat(&records, path)? {
-        if cipher.open(local_id.as_bytes(), &sealed).is_err() {
-            return Err(StoreError::WrongKey);
-        }
+    if let Some((local_id, sealed)) = super::records::first_sealed_idat(&records, path)?
+        && cipher.open(local_id.as_bytes(), &sealed).is_err()
+    {
+        return Err(StoreError::WrongKey);
     }
     drop(records);
     drop(tx);

@@ -225,7 +225,7 @@ impl RawTree<'_> {
     }
 
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, redb::Error> {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
+        use redb::ReadableDatabase as _;
         let tx = self.db.begin_read()?;
         let t = tx.open_table(self.def)?;
         Ok(t.get(key.as_ref())?.map(|v| v.value().to_vec()))
