@@ -6,6 +6,10 @@
 //! `--address`. An address that listens on all interfaces (`0.0.0.0`, `::`) is asked on
 //! loopback.
 //!
+//! `--ready` asks `GET /readyz` instead (a poll succeeded within `[admin] ready_window`), with
+//! the admin token when `[admin] token_file` is set: a readiness probe that runs inside the
+//! container (a Kubernetes exec probe) needs no token in its definition.
+//!
 //! Deliberately tiny: one HTTP/1.1 request over a plain TCP connection with a deadline, no
 //! TLS (the admin endpoint is local), no retries (the container runtime repeats the check).
 
@@ -29,29 +33,46 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+
+    /// Ask `/readyz` (readiness) instead of `/healthz` (liveness), with the admin token of
+    /// the configuration if it sets one.
+    #[arg(long)]
+    ready: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let address = match args.address {
-        Some(a) => a,
-        None => {
-            AgentConfig::load(args.config.config.as_deref())?
-                .admin
-                .listen
-        }
+    // Liveness with an explicit address needs no configuration; readiness needs its token.
+    let config = match (args.address, args.ready) {
+        (Some(_), false) => None,
+        _ => Some(AgentConfig::load(args.config.config.as_deref())?),
+    };
+    let token = match &config {
+        Some(c) if args.ready && c.admin.token_file.is_some() => c.load_secrets()?.admin_token,
+        _ => None,
+    };
+    let address = match (args.address, &config) {
+        (Some(a), _) => a,
+        (None, Some(c)) => c.admin.listen,
+        (None, None) => unreachable!("the configuration is loaded when no address is given"),
     };
     let target = reachable(address);
-    match probe(target, args.timeout) {
+    let (path, good, bad) = if args.ready {
+        ("/readyz", "ready", "not ready")
+    } else {
+        ("/healthz", "healthy", "unhealthy")
+    };
+    let token = token.as_ref().and_then(|t| t.expose_str());
+    match probe(target, path, token, args.timeout) {
         Ok(200) => {
-            println!("healthy: GET http://{target}/healthz answered 200");
+            println!("{good}: GET http://{target}{path} answered 200");
             Ok(ExitCode::SUCCESS)
         }
         Ok(status) => {
-            println!("unhealthy: GET http://{target}/healthz answered {status}");
+            println!("{bad}: GET http://{target}{path} answered {status}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            println!("unhealthy: GET http://{target}/healthz: {e}");
+            println!("{bad}: GET http://{target}{path}: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -70,14 +91,22 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The status code of `GET /healthz`.
-fn probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+/// The status code of `GET path`.
+fn probe(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ttp-agent-healthcheck\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ttp-agent-healthcheck\r\n{auth}Connection: close\r\n\r\n"
     )?;
     // The status line is all we need; read until it is complete (or 1 KiB, or the end).
     let mut head = Vec::with_capacity(1024);
