@@ -80,6 +80,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Podman's complaints that it cannot reach systemd to schedule health checks (there is no
+# systemd here; the checks are run by hand below) go to podman.err, not to the output.
 # Every podman run: runc, ulimits within what this sandbox allows (podman's defaults exceed
 # them: "setrlimit RLIMIT_NOFILE: Operation not permitted"), the hardening compose.yaml sets.
 RUN=(podman run --runtime "$RUNTIME" --ulimit nofile=1024:1024 --ulimit nproc=1000:1000
@@ -106,14 +108,14 @@ check "environment: JSON logs, store in the volume" test \
 # The file system: nothing that could run a command besides the agent.
 ctr_fs="$(podman create --runtime "$RUNTIME" --name "$run_id-fs" "$IMAGE")"
 podman export "$ctr_fs" | tar -t > "$work/files.txt"
-podman rm "$ctr_fs" >/dev/null
+podman rm "$ctr_fs" > /dev/null 2>> "$work/podman.err"
 say "$(wc -l < "$work/files.txt") files and directories in the image"
 check "no shell, no package manager, no coreutils" bash -c \
   "! grep -Eq '(^|/)(s?bin/)(sh|bash|dash|busybox|apt|apt-get|dpkg|ls|cat)$' '$work/files.txt'"
 check "CA bundle /etc/ssl/certs/ca-certificates.crt" grep -qx 'etc/ssl/certs/ca-certificates.crt' "$work/files.txt"
 check "time zones /usr/share/zoneinfo/Europe/Berlin" grep -qx 'usr/share/zoneinfo/Europe/Berlin' "$work/files.txt"
-check "binary runs in the image (--version)" \
-  "${RUN[@]}" --rm --network none --entrypoint ttp-agent "$IMAGE" --version
+version_out() { "${RUN[@]}" --rm --network none --entrypoint ttp-agent "$IMAGE" --version 2>> "$work/podman.err"; }
+if v="$(version_out)"; then ok "the binary runs in the image: $v"; else bad "the binary does not run in the image"; fi
 
 # --- Secrets, the encoding profile, records. -------------------------------------------------
 step "fixtures"
@@ -193,7 +195,7 @@ step "daemon A: polls once at start (cron once a year), then SIGTERM"
 # Cron once a year: A's only poll is the one at start, so work is left for B.
 podman_daemon() { # podman_daemon NAME CRON
   "${RUN[@]}" -d --name "$1" "${AGENT[@]}" -e TTP_AGENT__SCHEDULE__CRON="$2" \
-    --health-interval disable "$IMAGE" > /dev/null
+    --health-interval disable "$IMAGE" > /dev/null 2>> "$work/podman.err"
 }
 json_logs_ok() { # every line of the container's log is a JSON object
   podman logs "$1" 2>&1 | python3 -c '
@@ -206,14 +208,22 @@ for line in sys.stdin:
 assert n > 0
 '
 }
+# What the container changed in its root file system, less the mount points podman itself
+# creates before making it read-only (/etc for hosts and resolv.conf, the secrets' files).
+wrote_outside_volume() {
+  local mounts
+  mounts="$(podman inspect --format '{{range .Mounts}}{{.Destination}}{{"\n"}}{{end}}' "$1")"
+  podman diff "$1" | awk '{print $2}' | grep -vxF -e /etc -e /etc/hosts -e /etc/resolv.conf \
+    -e /etc/hostname -e /run -e /run/secrets -e /run/.containerenv $(printf -- '-e %s ' $mounts) || true
+}
 logged() { podman logs "$1" 2>&1 | grep -q "\"message\":\"$2\""; }
 status_json() { podman exec "$1" ttp-agent status --json; }
 
 podman_daemon "$run_id-a" "0 0 0 1 1 *"
 wait_for "daemon A's first poll" logged "$run_id-a" "poll cycle finished" || { podman logs "$run_id-a" | tail -20; die "daemon A did not poll"; }
 pid_a="$(podman inspect --format '{{.State.Pid}}' "$run_id-a")"
-check "the agent runs as uid 65532 (gid 65532), no supplementary groups" bash -c \
-  "grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Gid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Groups:\s*$' /proc/$pid_a/status"
+check "the agent runs as uid 65532, gid 65532, in no other group" bash -c \
+  "grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Gid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Groups:\s*(65532)?\s*$' /proc/$pid_a/status"
 check "no capabilities" grep -Eq '^CapEff:\s+0+$' "/proc/$pid_a/status"
 check "podman healthcheck run: healthy" podman healthcheck run "$run_id-a"
 check "/healthz on 127.0.0.1:$admin_port: 200" curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/healthz"
@@ -223,13 +233,13 @@ psn_a="$(jq '.records.pseudonymised' "$work/status-a.json")"
 open_a="$(jq '.summary.open' "$work/status-a.json")"
 say "A after its poll: $psn_a of $RECORDS records pseudonymised, $open_a task(s) open"
 t=$SECONDS
-podman stop -t 60 "$run_id-a" > /dev/null
+podman stop -t 60 "$run_id-a" > /dev/null 2>> "$work/podman.err"
 stop_secs=$((SECONDS - t))
 exit_a="$(podman inspect --format '{{.State.ExitCode}}' "$run_id-a")"
 check "SIGTERM: A exited 0 after ${stop_secs}s (stop timeout 60s, grace period 10s)" test "$exit_a" = 0
 check "A logged 'ttp-agent stopped'" logged "$run_id-a" "ttp-agent stopped"
 check "A logged JSON only, one object per line" json_logs_ok "$run_id-a"
-check "A changed nothing outside the volume (podman diff is empty)" test -z "$(podman diff "$run_id-a")"
+check "A changed nothing outside the volume (podman diff: only podman's mount points)" test -z "$(wrote_outside_volume "$run_id-a")"
 
 # --- Container B: same volume, carries on until everything is answered. ----------------------
 step "daemon B: the same volume, polling every 2 s until every task is answered"
@@ -267,11 +277,11 @@ check "podman healthcheck run: still healthy (liveness; readiness is /readyz)" p
 
 step "SIGTERM to B"
 t=$SECONDS
-podman stop -t 60 "$run_id-b" > /dev/null
+podman stop -t 60 "$run_id-b" > /dev/null 2>> "$work/podman.err"
 stop_secs=$((SECONDS - t))
 check "SIGTERM: B exited 0 after ${stop_secs}s" test "$(podman inspect --format '{{.State.ExitCode}}' "$run_id-b")" = 0
 check "B logged JSON only" json_logs_ok "$run_id-b"
-check "B changed nothing outside the volume" test -z "$(podman diff "$run_id-b")"
+check "B changed nothing outside the volume" test -z "$(wrote_outside_volume "$run_id-b")"
 
 # --- Nothing lost, nothing sent twice. -------------------------------------------------------
 step "the simulator's counters"
@@ -285,9 +295,13 @@ check "no registration repeated" test "$(stat_of .duplicate_registrations)" = 0
 check "no IDAT sent twice (duplicate_provides 0)" test "$(stat_of .duplicate_provides)" = 0
 check "every send_idat answered ($(stat_of '.provide_ok') of $(stat_of '.tasks_raised_by_type.send_idat // 0'))" \
   test "$(stat_of '.provide_ok')" = "$(stat_of '.tasks_raised_by_type.send_idat // 0')"
-check "every task raised was completed, none expired" test \
-  "$(stat_of '[.tasks_raised_by_type[]] | add // 0')" = "$(stat_of '[.tasks_completed_by_type[]] | add // 0')" \
-  -a "$(stat_of '[.tasks_expired_by_type[]] | add // 0')" = 0
+# dic_psn_available counts as completed in the simulator only after it was listed twice; the
+# agent has the pseudonym from the first listing (checked by the export below).
+for type in send_idat repeat_request; do
+  check "every $type answered ($(stat_of ".tasks_completed_by_type.$type // 0") of $(stat_of ".tasks_raised_by_type.$type // 0"))" \
+    test "$(stat_of ".tasks_completed_by_type.$type // 0")" = "$(stat_of ".tasks_raised_by_type.$type // 0")"
+done
+check "no task expired" test "$(stat_of '[.tasks_expired_by_type[]] | add // 0')" = 0
 check "every clearing finished ($(stat_of .clearings_finished) of $(stat_of .clearings_started))" \
   test "$(stat_of .clearings_finished)" = "$(stat_of .clearings_started)"
 check "clearings happened across the restart (at least one)" test "$(stat_of .clearings_started)" -gt 0
@@ -344,7 +358,7 @@ token="$(head -1 "$work/secrets/admin-token")"
   -e TTP_AGENT__STORE__IDAT_KEY_FILE=/run/secrets/idat-key \
   -e TTP_AGENT__ADMIN__LISTEN=0.0.0.0:9464 \
   -e TTP_AGENT__ADMIN__TOKEN_FILE=/run/secrets/admin-token \
-  --health-interval disable "$IMAGE" > /dev/null
+  --health-interval disable "$IMAGE" > /dev/null 2>> "$work/podman.err"
 if wait_for "/healthz through the published port" curl -fsS -o /dev/null "http://127.0.0.1:$pub_port/healthz"; then
   ok "/healthz through 127.0.0.1:$pub_port: 200"
 else
@@ -352,15 +366,19 @@ else
 fi
 code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pub_port/metrics")"
 check "/metrics without the token: 401 (got $code)" test "$code" = 401
-code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$pub_port/readyz")"
-check "/readyz with the token: 503, the fTTP is unreachable (got $code)" test "$code" = 503
+readyz_503() { [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$pub_port/readyz")" = 503 ]; }
+if wait_for "/readyz 503 after the first poll failed" readyz_503; then
+  ok "/readyz with the token: 503 (the fTTP is unreachable)"
+else
+  bad "/readyz with the token did not turn 503"
+fi
 check "podman healthcheck run (asks 127.0.0.1:9464 inside): healthy" podman healthcheck run "$run_id-pub"
 check "published on loopback only" bash -c \
   "podman port '$run_id-pub' | grep -qx '9464/tcp -> 127.0.0.1:$pub_port'"
-podman stop -t 60 "$run_id-pub" > /dev/null
+podman stop -t 60 "$run_id-pub" > /dev/null 2>> "$work/podman.err"
 check "SIGTERM: exit 0" test "$(podman inspect --format '{{.State.ExitCode}}' "$run_id-pub")" = 0
 pub_vol="$(podman inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{end}}{{end}}' "$run_id-pub")"
-podman rm -f "$run_id-pub" > /dev/null
+podman rm -f "$run_id-pub" > /dev/null 2>> "$work/podman.err"
 [ -z "$pub_vol" ] || podman volume rm -f "$pub_vol" > /dev/null 2>&1 || true
 
 # --- Verdict. --------------------------------------------------------------------------------

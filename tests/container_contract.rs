@@ -428,7 +428,8 @@ fn seconds(text: &str) -> u64 {
 }
 
 fn yaml_str<'a>(v: &'a serde_yaml::Value, what: &str) -> &'a str {
-    v.as_str().unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
 }
 
 /// A deployment's environment, loaded as the agent would load it (no configuration file).
@@ -458,7 +459,10 @@ fn compose_runs_the_image_as_its_contract_says() {
         serde_yaml::from_str(&repo_file("deploy/compose.yaml")).expect("compose.yaml parses");
     compose.apply_merge().expect("compose.yaml: merge keys");
     let service = &compose["services"]["ttp-agent"];
-    assert_eq!(yaml_str(&service["build"]["dockerfile"], "build.dockerfile"), "Containerfile");
+    assert_eq!(
+        yaml_str(&service["build"]["dockerfile"], "build.dockerfile"),
+        "Containerfile"
+    );
 
     let env: Vec<(String, String)> = service["environment"]
         .as_mapping()
@@ -477,9 +481,16 @@ fn compose_runs_the_image_as_its_contract_says() {
         .map(|v| yaml_str(v, "volume"))
         .collect();
     let (volume_name, target) = volumes[0].split_once(':').expect("NAME:PATH");
-    assert!(compose["volumes"].get(volume_name).is_some(), "volume {volume_name} is declared");
+    assert!(
+        compose["volumes"].get(volume_name).is_some(),
+        "volume {volume_name} is declared"
+    );
     assert_eq!(contract.volumes, [target]);
-    assert!(config.store.path.starts_with(target), "{:?}", config.store.path);
+    assert!(
+        config.store.path.starts_with(target),
+        "{:?}",
+        config.store.path
+    );
 
     // Secrets: each file the configuration names is a declared secret at /run/secrets/NAME.
     let secrets: Vec<&str> = service["secrets"]
@@ -494,15 +505,24 @@ fn compose_runs_the_image_as_its_contract_says() {
             .unwrap_or_else(|_| panic!("{file:?} is not a mounted secret"))
             .to_str()
             .unwrap();
-        assert!(secrets.contains(&name), "{name} is not among the service's secrets {secrets:?}");
-        assert!(compose["secrets"].get(name).is_some(), "secret {name} is not declared");
+        assert!(
+            secrets.contains(&name),
+            "{name} is not among the service's secrets {secrets:?}"
+        );
+        assert!(
+            compose["secrets"].get(name).is_some(),
+            "secret {name} is not declared"
+        );
     }
 
     // Hardening and stopping.
     assert_eq!(service["read_only"].as_bool(), Some(true));
     assert_eq!(service["cap_drop"][0].as_str(), Some("ALL"));
     let stop = seconds(yaml_str(&service["stop_grace_period"], "stop_grace_period"));
-    assert!(stop > dispatch_grace, "stop_grace_period {stop}s <= grace period {dispatch_grace}s");
+    assert!(
+        stop > dispatch_grace,
+        "stop_grace_period {stop}s <= grace period {dispatch_grace}s"
+    );
     assert!(
         service.get("entrypoint").is_none() && service.get("user").is_none(),
         "the service keeps the image's entrypoint and user"
@@ -521,7 +541,10 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
         .filter(|d: &serde_yaml::Value| !d.is_null())
         .collect();
     let of_kind = |kind: &str| -> &serde_yaml::Value {
-        let found: Vec<_> = docs.iter().filter(|d| d["kind"].as_str() == Some(kind)).collect();
+        let found: Vec<_> = docs
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some(kind))
+            .collect();
         assert_eq!(found.len(), 1, "one {kind} in the manifest");
         found[0]
     };
@@ -532,7 +555,10 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
     // One agent per store, and never two at once.
     assert_eq!(spec["replicas"].as_u64(), Some(1));
     assert_eq!(spec["strategy"]["type"].as_str(), Some("Recreate"));
-    assert_eq!(pvc["spec"]["accessModes"][0].as_str(), Some("ReadWriteOnce"));
+    assert_eq!(
+        pvc["spec"]["accessModes"][0].as_str(),
+        Some("ReadWriteOnce")
+    );
 
     let pod = &spec["template"]["spec"];
     let containers = pod["containers"].as_sequence().expect("containers");
@@ -546,8 +572,14 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
 
     // The image's user.
     let (uid, gid) = contract.user.split_once(':').expect("USER uid:gid");
-    assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), uid.parse().ok());
-    assert_eq!(pod["securityContext"]["runAsGroup"].as_u64(), gid.parse().ok());
+    assert_eq!(
+        pod["securityContext"]["runAsUser"].as_u64(),
+        uid.parse().ok()
+    );
+    assert_eq!(
+        pod["securityContext"]["runAsGroup"].as_u64(),
+        gid.parse().ok()
+    );
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let hardening = &container["securityContext"];
     assert_eq!(hardening["readOnlyRootFilesystem"].as_bool(), Some(true));
@@ -559,7 +591,12 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
         .as_sequence()
         .expect("env")
         .iter()
-        .map(|e| (yaml_str(&e["name"], "env name").into(), yaml_str(&e["value"], "env value").into()))
+        .map(|e| {
+            (
+                yaml_str(&e["name"], "env name").into(),
+                yaml_str(&e["value"], "env value").into(),
+            )
+        })
         .collect();
     let config = agent_config(&env, "ttp-agent.yaml");
 
@@ -575,16 +612,27 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
     };
     let mut state_mounted = false;
     let mut secret_dirs = Vec::new();
-    for mount in container["volumeMounts"].as_sequence().expect("volumeMounts") {
+    for mount in container["volumeMounts"]
+        .as_sequence()
+        .expect("volumeMounts")
+    {
         let path = PathBuf::from(yaml_str(&mount["mountPath"], "mountPath"));
         let volume = volume_of(yaml_str(&mount["name"], "mount name"));
         if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
             assert_eq!(Some(claim), pvc["metadata"]["name"].as_str());
             assert_eq!(contract.volumes, [path.to_str().unwrap()]);
-            assert!(config.store.path.starts_with(&path), "{:?}", config.store.path);
+            assert!(
+                config.store.path.starts_with(&path),
+                "{:?}",
+                config.store.path
+            );
             state_mounted = true;
         } else if volume.get("secret").is_some() {
-            assert_eq!(mount["readOnly"].as_bool(), Some(true), "secrets are mounted read-only");
+            assert_eq!(
+                mount["readOnly"].as_bool(),
+                Some(true),
+                "secrets are mounted read-only"
+            );
             secret_dirs.push(path);
         }
     }
@@ -612,7 +660,11 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
     for probe in ["livenessProbe", "startupProbe"] {
         let get = &container[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some("/healthz"), "{probe}");
-        assert_eq!(port_number(&get["port"]), u64::from(admin.port()), "{probe}");
+        assert_eq!(
+            port_number(&get["port"]),
+            u64::from(admin.port()),
+            "{probe}"
+        );
     }
     let readiness = &container["readinessProbe"];
     match readiness.get("httpGet") {
@@ -634,9 +686,14 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
     }
     // The kubelet reaches the pod's address, not its loopback; such a listener needs the
     // admin token (the daemon refuses to start without one).
-    assert!(!admin.ip().is_loopback(), "the kubelet cannot reach {admin}");
+    assert!(
+        !admin.ip().is_loopback(),
+        "the kubelet cannot reach {admin}"
+    );
     assert!(config.admin.token_file.is_some(), "[admin] token_file");
 
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
     assert!(grace > config.dispatch.grace_period.as_secs());
 }

@@ -162,7 +162,10 @@ fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.starts_with("ready: GET"), "{stdout}");
-    assert!(!stdout.contains("probe-token"), "the token is never printed: {stdout}");
+    assert!(
+        !stdout.contains("probe-token"),
+        "the token is never printed: {stdout}"
+    );
     let request = server.join().unwrap();
     assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
     assert!(
