@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian package, installed for real: a Debian 12 root file system (debootstrap, with
-# systemd) runs as a container whose init is systemd; `dpkg -i` installs the package built by
-# scripts/build-deb.sh, and the packaged unit is started against the fTTP simulator on this
+# systemd) runs as a container whose init is systemd; apt installs the package built by
+# scripts/build-deb.sh (with its dependencies from Debian; `dpkg -i` reinstalls it later), and
+# the packaged unit is started against the fTTP simulator on this
 # machine's loopback:
 #
 #   * the service user, its directories and their permissions, the conffile, the unit
@@ -96,9 +97,16 @@ wait_for "systemd to finish booting" bash -c "[[ \"\$(podman exec $ctr systemctl
 ok "systemd $(in_ctr systemctl --version | head -1 | awk '{print $2}') is PID 1 in the container (state: $(state))"
 
 # --- Install. ---------------------------------------------------------------------------------
-step "dpkg -i $(basename "$deb")"
-in_ctr dpkg -i /srv/ttp-agent.deb > "$work/dpkg.out" 2>&1 || { cat "$work/dpkg.out"; die "dpkg -i failed"; }
-sed 's/^/    /' "$work/dpkg.out" | tail -8
+step "apt-get install ./$(basename "$deb") (as OPERATIONS.md says; dpkg -i follows for the upgrade)"
+# apt resolves the package's dependencies from Debian (ca-certificates is not in minbase).
+t=$SECONDS
+{ in_ctr apt-get update -qq && in_ctr env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends /srv/ttp-agent.deb; } > "$work/dpkg.out" 2>&1 \
+  || { cat "$work/dpkg.out"; die "apt-get install of the package failed"; }
+grep -E '^(Setting up|ttp-agent:|Creating|Adding)' "$work/dpkg.out" | sed 's/^/    /'
+say "installed in $(elapsed "$t")"
+check "its dependencies came along (adduser, ca-certificates)" bash -c \
+  "podman exec $ctr dpkg-query -W -f='\${Status}\n' adduser ca-certificates | grep -c 'install ok installed' | grep -qx 2"
 check "postinst told the site what to do next" grep -q 'configure /etc/ttp-agent/agent.toml' "$work/dpkg.out"
 
 passwd_line="$(in_ctr getent passwd ttp-agent || true)"
@@ -150,6 +158,7 @@ else
 fi
 check "active (running)" test "$(prop ActiveState)/$(prop SubState)" = "active/running"
 pid="$(prop MainPID)"
+[ "$pid" != 0 ] || die "the service is not running; the journal above says why"
 check "the process runs as ttp-agent" bash -c "podman exec $ctr ps -o user= -p $pid | grep -qx ttp-agent"
 check "no capabilities" bash -c "podman exec $ctr grep -Eq '^CapEff:\s+0+$' /proc/$pid/status"
 check "NoNewPrivs" bash -c "podman exec $ctr grep -Eq '^NoNewPrivs:\s+1$' /proc/$pid/status"

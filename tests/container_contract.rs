@@ -432,6 +432,14 @@ fn yaml_str<'a>(v: &'a serde_yaml::Value, what: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
 }
 
+fn yaml_strs<'a>(v: &'a serde_yaml::Value, what: &str) -> Vec<&'a str> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("{what}: expected a list, got {v:?}"))
+        .iter()
+        .map(|item| yaml_str(item, what))
+        .collect()
+}
+
 /// A deployment's environment, loaded as the agent would load it (no configuration file).
 fn agent_config(env: &[(String, String)], what: &str) -> ttp_agent::config::AgentConfig {
     ttp_agent::config::AgentConfig::from_file_and_env(None, env.to_vec())
@@ -474,12 +482,7 @@ fn compose_runs_the_image_as_its_contract_says() {
     let dispatch_grace = config.dispatch.grace_period.as_secs();
 
     // The store on the named volume, at the image's volume path.
-    let volumes: Vec<&str> = service["volumes"]
-        .as_sequence()
-        .expect("volumes")
-        .iter()
-        .map(|v| yaml_str(v, "volume"))
-        .collect();
+    let volumes = yaml_strs(&service["volumes"], "volumes");
     let (volume_name, target) = volumes[0].split_once(':').expect("NAME:PATH");
     assert!(
         compose["volumes"].get(volume_name).is_some(),
@@ -493,12 +496,7 @@ fn compose_runs_the_image_as_its_contract_says() {
     );
 
     // Secrets: each file the configuration names is a declared secret at /run/secrets/NAME.
-    let secrets: Vec<&str> = service["secrets"]
-        .as_sequence()
-        .expect("secrets")
-        .iter()
-        .map(|s| yaml_str(s, "secret"))
-        .collect();
+    let secrets = yaml_strs(&service["secrets"], "secrets");
     for file in secret_files(&config) {
         let name = file
             .strip_prefix("/run/secrets")
@@ -673,12 +671,10 @@ fn the_kubernetes_manifest_runs_the_image_as_its_contract_says() {
             assert_eq!(port_number(&get["port"]), u64::from(admin.port()));
         }
         None => {
-            let command: Vec<&str> = readiness["exec"]["command"]
-                .as_sequence()
-                .expect("readinessProbe: httpGet or exec")
-                .iter()
-                .map(|w| yaml_str(w, "command"))
-                .collect();
+            let command = yaml_strs(
+                &readiness["exec"]["command"],
+                "readinessProbe: httpGet or exec",
+            );
             // The image's health check command, asking /readyz.
             assert_eq!(command[..2], contract.healthcheck[..], "{command:?}");
             assert!(command.contains(&"--ready"), "{command:?}");

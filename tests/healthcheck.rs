@@ -39,6 +39,18 @@ fn healthcheck(args: &[&str], envs: &[(&str, String)]) -> Output {
         .unwrap()
 }
 
+/// The standard output of a health check that exited 0 (both outputs in the message otherwise).
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn a_200_from_healthz_is_healthy() {
     let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -106,14 +118,7 @@ fn the_address_comes_from_the_configuration_and_a_wildcard_is_asked_on_loopback(
             format!("0.0.0.0:{}", addr.port()),
         ),
     ];
-    let out = healthcheck(&[], &envs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&healthcheck(&[], &envs));
     assert!(
         stdout.contains(&format!("127.0.0.1:{}", addr.port())),
         "{stdout}"
@@ -153,14 +158,7 @@ fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
     };
 
     let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    let out = healthcheck(&["--ready"], &envs(addr.port()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&healthcheck(&["--ready"], &envs(addr.port())));
     assert!(stdout.starts_with("ready: GET"), "{stdout}");
     assert!(
         !stdout.contains("probe-token"),
