@@ -196,6 +196,10 @@ grace_period = "10s"
 listen = "127.0.0.1:9464"
 warn_before_expiry = "48h"
 
+[control]
+# The daemon's control socket: commands run through the running daemon over it.
+socket = "control.sock"
+
 [log]
 format = "auto"
 level = "info"

@@ -91,6 +91,9 @@ pub(crate) const ADMIN_READY_WINDOW: KeySpec = spec("admin", "ready_window", D("
 pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_expiry", D("48h"));
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
 
+pub(crate) const CONTROL_SOCKET: KeySpec = spec("control", "socket", O);
+pub(crate) const CONTROL_GROUP: KeySpec = spec("control", "group", O);
+
 pub(crate) const HANDOVER_WEBHOOK_URL: KeySpec = spec("handover", "webhook_url", O);
 pub(crate) const HANDOVER_WEBHOOK_TOKEN_FILE: KeySpec = spec("handover", "webhook_token_file", O);
 pub(crate) const HANDOVER_WEBHOOK_TIMEOUT: KeySpec = spec("handover", "webhook_timeout", D("10s"));
@@ -146,6 +149,8 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_READY_WINDOW,
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
+    CONTROL_SOCKET,
+    CONTROL_GROUP,
     HANDOVER_WEBHOOK_URL,
     HANDOVER_WEBHOOK_TOKEN_FILE,
     HANDOVER_WEBHOOK_TIMEOUT,
@@ -267,6 +272,7 @@ mod tests {
                 "submit",
                 "dispatch",
                 "admin",
+                "control",
                 "handover",
                 "log"
             ]
