@@ -231,6 +231,7 @@ revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 buildah config \
   --env PATH=/usr/local/bin:/usr/bin:/bin \
   --env TTP_AGENT__STORE__PATH=/var/lib/ttp-agent/store \
+  --env TTP_AGENT__CONTROL__SOCKET=/var/lib/ttp-agent/control.sock \
   --env TTP_AGENT__LOG__FORMAT=json \
   --user 65532:65532 \
   --workingdir /var/lib/ttp-agent \

@@ -6,7 +6,8 @@
 #   * configuration from environment variables only, secrets as mounted read-only files, a
 #     read-only root file system (no tmpfs either), the store on a named volume, no
 #     capabilities, no new privileges;
-#   * records submitted through the image, every task answered, pseudonyms exported;
+#   * records submitted and pseudonyms exported through the running daemon (`podman exec …
+#     ttp-agent submit|export`, over its control socket in the volume), every task answered;
 #   * SIGTERM (podman stop) ends the daemon with exit 0 before the stop timeout; a second
 #     container on the same volume carries on: nothing lost, nothing sent twice (the
 #     simulator's counters);
@@ -102,9 +103,9 @@ check "volume /var/lib/ttp-agent" test "$(cfg '.[0].Config.Volumes | keys')" = '
 check "working directory /var/lib/ttp-agent" test "$(cfg '.[0].Config.WorkingDir')" = '"/var/lib/ttp-agent"'
 check "stop signal SIGTERM" test "$(cfg '.[0].Config.StopSignal')" = '"SIGTERM"'
 check "health check [CMD, ttp-agent, healthcheck]" test "$(cfg '.[0].Healthcheck.Test')" = '["CMD","ttp-agent","healthcheck"]'
-check "environment: JSON logs, store in the volume" test \
+check "environment: JSON logs, store and control socket in the volume" test \
   "$(cfg '[.[0].Config.Env[] | select(startswith("TTP_AGENT__"))] | sort')" = \
-  '["TTP_AGENT__LOG__FORMAT=json","TTP_AGENT__STORE__PATH=/var/lib/ttp-agent/store"]'
+  '["TTP_AGENT__CONTROL__SOCKET=/var/lib/ttp-agent/control.sock","TTP_AGENT__LOG__FORMAT=json","TTP_AGENT__STORE__PATH=/var/lib/ttp-agent/store"]'
 # The file system: nothing that could run a command besides the agent.
 ctr_fs="$(podman create --runtime "$RUNTIME" --name "$run_id-fs" "$IMAGE")"
 podman export "$ctr_fs" | tar -t > "$work/files.txt"
@@ -128,9 +129,10 @@ chown 65532:65532 "$work/secrets/fttp-api-key" "$work/secrets/idat-key"
 chmod 400 "$work/secrets/fttp-api-key" "$work/secrets/idat-key"
 chmod 755 "$work/secrets"
 
-# `submit` needs the [encoding] section, which only a configuration file can hold: the profile
-# `ttp-agent init` writes, alone in a file, with its seeds next to it (mounted read-only at
-# /etc/ttp-agent-encoding for the submit container only; the daemon gets none).
+# `submit` needs the [encoding] section, which only a configuration file can hold (the daemon
+# encodes: `submit` streams the CSV to it): the profile `ttp-agent init` writes, alone in a
+# file, with its seeds next to it, mounted read-only at the default path /etc/ttp-agent/.
+# Everything else comes from the environment.
 "$host_bin" init --dir "$work/init" > /dev/null
 mkdir -p "$work/encoding/secrets"
 awk '/^\[/ { keep = ($0 ~ /^\[encoding(\.|\])/) } keep' "$work/init/agent.toml" > "$work/encoding/agent.toml"
@@ -167,6 +169,8 @@ podman volume create "$volume" >/dev/null
 # store volume.
 AGENT=(--network host
        -v "$volume:/var/lib/ttp-agent"
+       -v "$work/encoding:/etc/ttp-agent:ro"
+       -v "$work/input:/input:ro"
        -v "$work/secrets/fttp-api-key:/run/secrets/fttp-api-key:ro"
        -v "$work/secrets/idat-key:/run/secrets/idat-key:ro"
        -e TTP_AGENT__TTP__BASE_URL="$base_url"
@@ -178,21 +182,10 @@ AGENT=(--network host
        -e TTP_AGENT__ADMIN__READY_WINDOW="$READY_WINDOW"
        -e TTP_AGENT__SCHEDULE__JITTER=0s)
 
-# --- Submit through the image. ---------------------------------------------------------------
-step "submit $RECORDS records (a one-off container on the volume; the daemon is not running yet)"
-t=$SECONDS
-"${RUN[@]}" --rm --name "$run_id-submit" "${AGENT[@]}" \
-  -v "$work/encoding:/etc/ttp-agent-encoding:ro" -v "$work/input:/input:ro" \
-  --entrypoint ttp-agent "$IMAGE" submit --config /etc/ttp-agent-encoding/agent.toml /input/records.csv \
-  > "$work/submit.out" 2> "$work/submit.err" || { cat "$work/submit.out" "$work/submit.err"; die "submit failed"; }
-sed 's/^/    /' "$work/submit.out"
-check "submit stored and registered the records ($(elapsed "$t"))" grep -q "$RECORDS" "$work/submit.out"
-check "the volume is the image user's" test \
-  "$(stat -c '%u:%g %a' "$(podman volume inspect --format '{{.Mountpoint}}' "$volume")")" = "65532:65532 700"
-
 # --- Container A: one poll at start, then stopped with SIGTERM. ------------------------------
-step "daemon A: polls once at start (cron once a year), then SIGTERM"
-# Cron once a year: A's only poll is the one at start, so work is left for B.
+step "daemon A: submit through it (podman exec), then SIGTERM"
+# Cron once a year: A's only poll is the one at start, before the records exist; the tasks the
+# registration raises are left for B.
 podman_daemon() { # podman_daemon NAME CRON
   "${RUN[@]}" -d --name "$1" "${AGENT[@]}" -e TTP_AGENT__SCHEDULE__CRON="$2" \
     --health-interval disable "$IMAGE" > /dev/null 2>> "$work/podman.err"
@@ -225,13 +218,23 @@ pid_a="$(podman inspect --format '{{.State.Pid}}' "$run_id-a")"
 check "the agent runs as uid 65532, gid 65532, in no other group" bash -c \
   "grep -Eq '^Uid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Gid:\s+65532\s+65532\s+65532\s+65532$' /proc/$pid_a/status && grep -Eq '^Groups:\s*(65532)?\s*$' /proc/$pid_a/status"
 check "no capabilities" grep -Eq '^CapEff:\s+0+$' "/proc/$pid_a/status"
+check "the volume is the image user's" test \
+  "$(stat -c '%u:%g %a' "$(podman volume inspect --format '{{.Mountpoint}}' "$volume")")" = "65532:65532 700"
+t=$SECONDS
+podman exec "$run_id-a" ttp-agent submit /input/records.csv > "$work/submit.out" 2> "$work/submit.err" \
+  || { cat "$work/submit.out" "$work/submit.err"; die "submit through the daemon failed"; }
+sed 's/^/    /' "$work/submit.out"
+check "podman exec … submit: $RECORDS records stored and registered through the daemon's control socket ($(elapsed "$t"))" \
+  grep -q "$RECORDS" "$work/submit.out"
+check "the daemon ran it (its log names the command)" bash -c \
+  "podman logs '$run_id-a' 2>&1 | grep '\"message\":\"control: command started\"' | grep -q submit"
 check "podman healthcheck run: healthy" podman healthcheck run "$run_id-a"
 check "/healthz on 127.0.0.1:$admin_port: 200" curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/healthz"
 check "/readyz: 200 after a successful poll" curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz"
 status_json "$run_id-a" > "$work/status-a.json"
 psn_a="$(jq '.records.pseudonymised' "$work/status-a.json")"
 open_a="$(jq '.summary.open' "$work/status-a.json")"
-say "A after its poll: $psn_a of $RECORDS records pseudonymised, $open_a task(s) open"
+say "A after the submit: $psn_a of $RECORDS records pseudonymised, $open_a task(s) open"
 t=$SECONDS
 podman stop -t 60 "$run_id-a" > /dev/null 2>> "$work/podman.err"
 stop_secs=$((SECONDS - t))
@@ -257,6 +260,21 @@ else
 fi
 check "B logged 'recovered_in_doubt' 0 at start (A stopped cleanly)" bash -c \
   "podman logs '$run_id-b' 2>&1 | grep '\"message\":\"ttp-agent started\"' | grep -q '\"recovered_in_doubt\":0'"
+
+# --- Export through the image. ---------------------------------------------------------------
+step "export through B (podman exec)"
+podman exec "$run_id-b" ttp-agent export --format csv > "$work/export.csv" 2> "$work/export.err" \
+  || { cat "$work/export.err"; bad "export failed"; }
+rows="$(($(wc -l < "$work/export.csv") - 1))"
+check "export: $rows pseudonyms for $RECORDS records" test "$rows" = "$RECORDS"
+check "export: every local_id once, each with a pseudonym" python3 - "$work/export.csv" "$RECORDS" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+ids = sorted(r["local_id"] for r in rows)
+want = sorted("ct-%03d" % i for i in range(1, int(sys.argv[2]) + 1))
+assert ids == want, (ids[:5], want[:5])
+assert all(r["pseudonym"].strip() for r in rows)
+EOF
 
 # --- The fTTP goes away: liveness stays, readiness goes. -------------------------------------
 step "the fTTP goes away"
@@ -293,7 +311,7 @@ stat_of() { jq -r "$1" "$work/sim-stats.json"; }
 check "every record registered once ($(stat_of .registrations) of $RECORDS)" test "$(stat_of .registrations)" = "$RECORDS"
 check "no registration repeated" test "$(stat_of .duplicate_registrations)" = 0
 check "no IDAT sent twice (duplicate_provides 0)" test "$(stat_of .duplicate_provides)" = 0
-check "every send_idat answered ($(stat_of '.provide_ok') of $(stat_of '.tasks_raised_by_type.send_idat // 0'))" \
+check "every send_idat's IDAT accepted (provide_ok $(stat_of '.provide_ok') of $(stat_of '.tasks_raised_by_type.send_idat // 0'))" \
   test "$(stat_of '.provide_ok')" = "$(stat_of '.tasks_raised_by_type.send_idat // 0')"
 # dic_psn_available counts as completed in the simulator only after it was listed twice; the
 # agent has the pseudonym from the first listing (checked by the export below).
@@ -307,22 +325,6 @@ check "every clearing finished ($(stat_of .clearings_finished) of $(stat_of .cle
 check "clearings happened across the restart (at least one)" test "$(stat_of .clearings_started)" -gt 0
 check "no data-minimisation violation, no authentication failure" \
   test "$(stat_of .provide_violations_total)" = 0 -a "$(stat_of .auth_failures)" = 0
-
-# --- Export through the image. ---------------------------------------------------------------
-step "export (a one-off container on the volume)"
-"${RUN[@]}" --rm --name "$run_id-export" "${AGENT[@]}" --entrypoint ttp-agent "$IMAGE" \
-  export --format csv > "$work/export.csv" 2> "$work/export.err" \
-  || { cat "$work/export.err"; bad "export failed"; }
-rows="$(($(wc -l < "$work/export.csv") - 1))"
-check "export: $rows pseudonyms for $RECORDS records" test "$rows" = "$RECORDS"
-check "export: every local_id once, each with a pseudonym" python3 - "$work/export.csv" "$RECORDS" <<'EOF'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1], newline="")))
-ids = sorted(r["local_id"] for r in rows)
-want = sorted("ct-%03d" % i for i in range(1, int(sys.argv[2]) + 1))
-assert ids == want, (ids[:5], want[:5])
-assert all(r["pseudonym"].strip() for r in rows)
-EOF
 
 # --- Writing outside the volume is refused. --------------------------------------------------
 step "the root file system is read-only, the volume the only writable place"

@@ -415,8 +415,14 @@ fn the_containerfile_and_the_image_build_script_declare_the_same_contract() {
     assert_eq!(containerfile.stop_signal, "SIGTERM");
     assert_eq!(containerfile.binary, "/usr/local/bin/ttp-agent");
     assert_eq!(containerfile.env["TTP_AGENT__LOG__FORMAT"], "json");
-    let store = Path::new(&containerfile.env["TTP_AGENT__STORE__PATH"]);
-    assert!(store.starts_with(&containerfile.volumes[0]), "{store:?}");
+    // The volume is the only writable path: the store and the control socket live there.
+    for key in ["TTP_AGENT__STORE__PATH", "TTP_AGENT__CONTROL__SOCKET"] {
+        let path = Path::new(&containerfile.env[key]);
+        assert!(
+            path.starts_with(&containerfile.volumes[0]),
+            "{key}: {path:?}"
+        );
+    }
 }
 
 /// `--healthcheck-interval 30s` and `--interval=30s` mean the same; so do "Ns" and "N".
