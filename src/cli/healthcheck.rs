@@ -2,13 +2,16 @@
 //!
 //! For container health checks (`HEALTHCHECK` in the Containerfile), where no `curl` exists:
 //! exit 0 when the endpoint answers 200, 1 otherwise, with one line saying why. The address is
-//! `[admin] listen` from the configuration (environment variables alone in a container), or
-//! `--address`. An address that listens on all interfaces (`0.0.0.0`, `::`) is asked on
-//! loopback.
+//! `--address`, or `[admin] listen` from the environment (`TTP_AGENT__ADMIN__LISTEN`, all a
+//! container has) or the configuration file. Only that key is read: the rest of the
+//! configuration (secrets under `${CREDENTIALS_DIRECTORY}`, which exists only inside the
+//! service) is none of a liveness check's business. An address that listens on all interfaces
+//! (`0.0.0.0`, `::`) is asked on loopback.
 //!
 //! `--ready` asks `GET /readyz` instead (a poll succeeded within `[admin] ready_window`), with
 //! the admin token when `[admin] token_file` is set: a readiness probe that runs inside the
-//! container (a Kubernetes exec probe) needs no token in its definition.
+//! container (a Kubernetes exec probe) needs no token in its definition. It loads the whole
+//! configuration and its secrets, as the daemon beside it does.
 //!
 //! Deliberately tiny: one HTTP/1.1 request over a plain TCP connection with a deadline, no
 //! TLS (the admin endpoint is local), no retries (the container runtime repeats the check).
@@ -41,19 +44,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Liveness with an explicit address needs no configuration; readiness needs its token.
-    let config = match (args.address, args.ready) {
-        (Some(_), false) => None,
-        _ => Some(AgentConfig::load(args.config.config.as_deref())?),
-    };
-    let token = match &config {
-        Some(c) if args.ready && c.admin.token_file.is_some() => c.load_secrets()?.admin_token,
-        _ => None,
-    };
-    let address = match (args.address, &config) {
-        (Some(a), _) => a,
-        (None, Some(c)) => c.admin.listen,
-        (None, None) => unreachable!("the configuration is loaded when no address is given"),
+    // Liveness reads `[admin] listen` alone; readiness also needs the admin token, so it loads
+    // the configuration with its secrets (as the container or the service has them).
+    let (address, token) = if args.ready {
+        let config = AgentConfig::load(args.config.config.as_deref())?;
+        let token = match config.admin.token_file {
+            Some(_) => config.load_secrets()?.admin_token,
+            None => None,
+        };
+        (args.address.unwrap_or(config.admin.listen), token)
+    } else {
+        let address = match args.address {
+            Some(a) => a,
+            None => AgentConfig::load_admin_listen(args.config.config.as_deref())?,
+        };
+        (address, None)
     };
     let target = reachable(address);
     let (path, good, bad) = if args.ready {
@@ -64,15 +69,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let token = token.as_ref().and_then(|t| t.expose_str());
     match probe(target, path, token, args.timeout) {
         Ok(200) => {
-            println!("{good}: GET http://{target}{path} answered 200");
+            crate::outln!("{good}: GET http://{target}{path} answered 200");
             Ok(ExitCode::SUCCESS)
         }
         Ok(status) => {
-            println!("{bad}: GET http://{target}{path} answered {status}");
+            crate::outln!("{bad}: GET http://{target}{path} answered {status}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            println!("{bad}: GET http://{target}{path}: {e}");
+            crate::outln!("{bad}: GET http://{target}{path}: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
