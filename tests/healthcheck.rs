@@ -40,8 +40,8 @@ fn healthcheck(args: &[&str], envs: &[(&str, String)]) -> Output {
         .unwrap()
 }
 
-/// Asserts exit 0 and "healthy …"; returns stdout.
-fn healthy(out: &Output) -> String {
+/// Asserts exit 0 and that stdout starts with `verdict`; returns stdout.
+fn passed(out: &Output, verdict: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -49,8 +49,13 @@ fn healthy(out: &Output) -> String {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("healthy"), "{stdout}");
+    assert!(stdout.starts_with(verdict), "{stdout}");
     stdout
+}
+
+/// Asserts exit 0 and "healthy …"; returns stdout.
+fn healthy(out: &Output) -> String {
+    passed(out, "healthy")
 }
 
 #[test]
@@ -191,15 +196,7 @@ fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
     };
 
     let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    let out = ready(addr.port());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.starts_with("ready: GET"), "{stdout}");
+    let stdout = passed(&ready(addr.port()), "ready: GET");
     assert!(
         !stdout.contains("probe-token"),
         "the token is never printed: {stdout}"
