@@ -204,10 +204,10 @@ impl TokenSource {
     /// wait for one fetch instead of each fetching.
     pub(crate) async fn bearer(&self, op: Operation) -> Result<HeaderValue, TtpError> {
         let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref() {
-            if Instant::now() < cached.refresh_at {
-                return Ok(cached.header.clone());
-            }
+        if let Some(cached) = cache.as_ref()
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.header.clone());
         }
         let obtained = Instant::now();
         let token = self.fetch(op).await?;
