@@ -99,7 +99,9 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
     assert!(text_via_daemon.status.success());
     let text_via_daemon = String::from_utf8(text_via_daemon.stdout).unwrap();
     assert!(
-        text_via_daemon.contains("tasks: 1 need attention, 1 expire soon, 1 failing, 3 open"),
+        text_via_daemon.contains(
+            "tasks open: 4, of which the agent works on 3, 1 need a person; 1 expire soon, 1 failing"
+        ),
         "{text_via_daemon}"
     );
     assert!(text_via_daemon.contains("agent: running since"));

@@ -1,7 +1,9 @@
 //! `ttp-agent resolve retry|handled|add-element`: the ways out of "needs attention".
 //!
 //! ```text
-//! ttp-agent resolve retry TASK_KEY
+//! ttp-agent resolve retry TASK_KEY [--yes]
+//! ttp-agent resolve retry --record LOCAL_ID [--record LOCAL_ID ...]
+//! ttp-agent resolve retry --rejected CAUSE
 //! ttp-agent resolve handled TASK_KEY --comment "answered by phone, ticket 4711"
 //! ttp-agent resolve add-element LOCAL_ID ELEMENT [VALUE | -] [--replace]
 //! ```
@@ -34,12 +36,25 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Work on a task again in the next cycle (from needs-attention, retry-wait or in-doubt).
+    /// Work on a task again in the next cycle (from needs-attention, retry-wait or in-doubt),
+    /// or register rejected records again (--record, --rejected).
     Retry {
         #[command(flatten)]
         config: ConfigArg,
         /// The task key, as `ttp-agent status` shows it.
-        task_key: String,
+        #[arg(required_unless_present_any = ["records", "rejected"], conflicts_with_all = ["records", "rejected"])]
+        task_key: Option<String>,
+        /// Register this rejected record again (its local id); repeat for a list.
+        #[arg(long = "record", value_name = "LOCAL_ID", conflicts_with = "rejected")]
+        records: Vec<String>,
+        /// Register every record rejected with this cause again (the stored code, e.g.
+        /// `http-404`, which older versions recorded for a wrong study or target).
+        #[arg(long, value_name = "CAUSE")]
+        rejected: Option<String>,
+        /// Confirm sending a send_idat answer again that the fTTP still lists although the
+        /// agent answered it (a second disclosure if the first did arrive).
+        #[arg(long)]
+        yes: bool,
     },
     /// Mark a task as dealt with outside the agent: it is finished and not acted on again.
     Handled {
@@ -86,8 +101,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let actor = Actor::from_env();
     let now = chrono::Utc::now();
     let done: Resolved = match args.action {
-        Action::Retry { task_key, .. } => {
-            resolve::retry_task(&store, &TaskKey(task_key), &actor, now)?
+        Action::Retry {
+            task_key: Some(task_key),
+            yes,
+            ..
+        } => resolve::retry_task(&store, &TaskKey(task_key), &actor, now, yes)?,
+        Action::Retry {
+            records, rejected, ..
+        } => {
+            let selection = match rejected {
+                Some(cause) => resolve::RecordSelection::Cause(cause),
+                None => resolve::RecordSelection::Ids(records),
+            };
+            let done = resolve::retry_records(&store, &selection, &actor, now)?;
+            for d in &done {
+                println!("{}: {} -> {}", d.subject, d.from, d.to);
+            }
+            println!(
+                "{} record(s) will be registered again in the next cycle (recorded in the audit trail as {actor})",
+                done.len()
+            );
+            return Ok(ExitCode::SUCCESS);
         }
         Action::Handled {
             task_key, comment, ..
