@@ -11,8 +11,10 @@
 //!   fTTP has not caught up yet). If it comes back after at least one successful poll without
 //!   it, it is a *new* occurrence and is done again. Their effects are idempotent (storing the
 //!   same pseudonym, registering the same filter), so re-arming can never do harm twice.
-//! * A finished `send_idat` (identified by its task id) is never re-armed: its answer carries
-//!   IDAT and is not repeated. If it keeps being listed, the status shows it.
+//! * A finished `send_idat` (identified by its task id) is never re-armed by itself: its answer
+//!   carries IDAT and is not repeated. Listed again after the in-doubt settle time, it needs a
+//!   person (`TaskRecord::relisted_after_answer`, applied by the cycle), who can re-arm it
+//!   with `resolve retry --yes`.
 //!
 //! An `InDoubt` task (the agent crashed or timed out while its answer was in flight) is
 //! resolved here, by the listing itself: see [`reconcile_in_doubt`].
