@@ -55,6 +55,10 @@ pub struct StatusReport {
     /// The newest manual actions (resolve commands, restores), oldest first.
     #[serde(default)]
     pub recent_audit: Vec<AuditEntry>,
+    /// Information, not attention: the newest `send_idat` answers sent "as far as known",
+    /// without requested elements the records do not hold (oldest first).
+    #[serde(default)]
+    pub answered_without_elements: Vec<AuditEntry>,
     /// Set while registration is paused because the fTTP refused whole requests.
     #[serde(default)]
     pub registration_blocked: Option<RegistrationBlocked>,
@@ -202,6 +206,9 @@ pub fn advice(reason: &Attention) -> Option<&'static str> {
         Attention::PseudonymConflict => {
             "Ask the fTTP operator which pseudonym is valid for this patient."
         }
+        Attention::SubjectMismatch => {
+            "Ask the fTTP operator which record the task means (its pseudonym and Bloom filter disagree); then answer with `ttp-agent resolve` or mark it handled."
+        }
         Attention::Handled => return None,
         Attention::StillListed { .. } => {
             "Ask the fTTP operator whether the answer arrived; if not, send it again with `ttp-agent resolve retry TASK_KEY --yes` before the deadline."
@@ -271,6 +278,9 @@ pub fn build(
                 .collect(),
         })
         .collect();
+    // Agent notes can outnumber manual actions; read enough to show the newest of both.
+    let (recent_audit, answered_without_elements) =
+        split_audit(store.recent_audit(RECENT_AUDIT_ENTRIES * 20)?);
     Ok(StatusReport {
         generated_at: now,
         last_successful_poll: store.meta_time(META_LAST_POLL_OK)?,
@@ -291,12 +301,27 @@ pub fn build(
         webhook: webhook_summary(store)?,
         daemon: None,
         handover: handover::status(store)?,
-        recent_audit: store.recent_audit(RECENT_AUDIT_ENTRIES)?,
+        recent_audit,
+        answered_without_elements,
         registration_blocked: crate::submit::registration_blocked(store)?,
         last_listing: store
             .get_meta_string(crate::agent::META_LAST_LISTING)?
             .and_then(|text| serde_json::from_str(&text).ok()),
     })
+}
+
+/// Splits the newest audit entries into manual actions and the agent's own notes about
+/// answers sent without elements, the newest [`RECENT_AUDIT_ENTRIES`] of each.
+fn split_audit(entries: Vec<AuditEntry>) -> (Vec<AuditEntry>, Vec<AuditEntry>) {
+    let (notes, manual): (Vec<AuditEntry>, Vec<AuditEntry>) = entries
+        .into_iter()
+        .partition(|e| e.action == crate::agent::handlers::send_idat::MISSING_ELEMENTS_ACTION);
+    let newest = |mut v: Vec<AuditEntry>| {
+        let skip = v.len().saturating_sub(RECENT_AUDIT_ENTRIES);
+        v.drain(..skip);
+        v
+    };
+    (newest(manual), newest(notes))
 }
 
 fn webhook_summary(store: &Store) -> Result<WebhookSummary, StoreError> {
@@ -513,6 +538,21 @@ pub fn render_text(r: &StatusReport) -> String {
         );
     }
     render_handover(&mut out, &r.handover);
+    if !r.answered_without_elements.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ninformation: send_idat answered as far as known (the records do not hold these requested elements; nothing to do):"
+        );
+        for a in &r.answered_without_elements {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                a.subject,
+                a.detail
+            );
+        }
+    }
     if !r.recent_audit.is_empty() {
         let _ = writeln!(out, "\nrecent manual actions (audit trail):");
         for a in &r.recent_audit {

@@ -125,8 +125,19 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
 
     // The "daemon" stops: the store is free, and the CLI reads it itself.
     drop(server);
+    let store_path = s.loaded.config.store.path.clone();
     let Scenario { env, agent, .. } = s;
     drop(agent);
+    // The server task lets go of the store once its last connection has closed: wait for that
+    // (polling, generously), not for a fixed time.
+    let free_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while matches!(
+        ttp_agent::store::probe_lock(&store_path),
+        ttp_agent::store::LockState::Held
+    ) {
+        assert!(std::time::Instant::now() < free_by, "the store stays locked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let direct = status_cli(&config, true).await;
     let stderr = String::from_utf8_lossy(&direct.stderr);
     assert!(!stderr.contains("running agent"), "{stderr}");

@@ -36,6 +36,8 @@ pub struct Secrets {
     pub admin_token: Option<Secret>,
     /// `[handover] webhook_token_file`: the bearer token of the pseudonym delivery webhook.
     pub handover_token: Option<Secret>,
+    /// `[ttp.oauth2] client_secret_file`: the OAuth2 client secret.
+    pub oauth2_client_secret: Option<Secret>,
     /// Files other users may read. Report them (the `check` command, a log line at start-up).
     pub warnings: Vec<SecretFileWarning>,
 }
