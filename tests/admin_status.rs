@@ -135,7 +135,10 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
         ttp_agent::store::probe_lock(&store_path),
         ttp_agent::store::LockState::Held
     ) {
-        assert!(std::time::Instant::now() < free_by, "the store stays locked");
+        assert!(
+            std::time::Instant::now() < free_by,
+            "the store stays locked"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let direct = status_cli(&config, true).await;

@@ -235,9 +235,14 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     cfg.clearing = 1.0;
     cfg.repeat_first = 0.0;
     cfg.dic_listings = 1;
-    // Every send_idat asks for the birthplace, which record b lacks: its task needs a human.
+    // Every send_idat asks for the birthplace, which record b lacks: with `missing_elements =
+    // "hold"` its task needs a human (and keeps b's clearing open).
     cfg.elements = vec!["birthplace".into()];
-    let env = setup(cfg, &[]).await;
+    let env = setup(
+        cfg,
+        &[("[dispatch]\n", "[dispatch]\nmissing_elements = \"hold\"\n")],
+    )
+    .await;
     let loaded = load(&env.config_path);
     let agent = agent(&loaded);
     let encoder = encoder(&loaded);
