@@ -32,22 +32,22 @@ pub struct TtpSettings {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = write_starter(&args.dir, None)?;
-    println!("wrote {}", config.display());
-    println!(
+    crate::outln!("wrote {}", config.display());
+    crate::outln!(
         "secrets (mode 0600) in {}:",
         args.dir.join("secrets").display()
     );
-    println!("  idat.key               encrypts IDAT in the store; back it up with the store");
-    println!(
+    crate::outln!("  idat.key               encrypts IDAT in the store; back it up with the store");
+    crate::outln!(
         "  encoding-seeds.json    fTTP filter seeds, freshly generated — replace them with the"
     );
-    println!(
+    crate::outln!(
         "                         values your fTTP operator hands out before registering real records"
     );
-    println!(
+    crate::outln!(
         "next: set [ttp] base_url, study, target and api_key_file (or TTP_AGENT__TTP__* variables),"
     );
-    println!("then `ttp-agent check --config {}`", config.display());
+    crate::outln!("then `ttp-agent check --config {}`", config.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -195,6 +195,10 @@ grace_period = "10s"
 [admin]
 listen = "127.0.0.1:9464"
 warn_before_expiry = "48h"
+
+[control]
+# The daemon's control socket: commands run through the running daemon over it.
+socket = "control.sock"
 
 [log]
 format = "auto"

@@ -43,6 +43,7 @@ pub(crate) struct FileLayer {
     pub(crate) path: PathBuf,
     values: Vec<(KeyPath, Entry)>,
     pub(crate) encoding: Option<toml::Table>,
+    pub(crate) input: Option<toml::Table>,
 }
 
 /// Parses the file's text. `path` should be absolute: relative paths inside the file are
@@ -73,12 +74,13 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
         path: path.to_owned(),
         values: Vec::new(),
         encoding: None,
+        input: None,
     };
     for (section_name, section_value) in document.get_ref() {
         let section = section_name.get_ref().as_ref();
         let Some(table) = section_value.get_ref().as_table() else {
             if let Some(section) = schema::sections()
-                .chain([schema::ENCODING_SECTION])
+                .chain(schema::TABLE_SECTIONS)
                 .find(|s| *s == section)
             {
                 return Err(ConfigError::NotASection {
@@ -93,7 +95,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                 suggestion: schema::suggest_key("", section).map(|k| format!("`{k}`")),
             });
         };
-        if section == schema::ENCODING_SECTION {
+        if schema::TABLE_SECTIONS.contains(&section) {
             let table = toml::Table::deserialize(section_value.clone().into_deserializer())
                 .map_err(|e| ConfigError::Syntax {
                     path: path.to_owned(),
@@ -101,7 +103,11 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                     column: position(section_value.span().start).1,
                     message: e.message().to_owned(),
                 })?;
-            layer.encoding = Some(table);
+            if section == schema::ENCODING_SECTION {
+                layer.encoding = Some(table);
+            } else {
+                layer.input = Some(table);
+            }
             continue;
         }
         if !schema::is_section(section) {
@@ -209,11 +215,12 @@ fn parse_env(
         }
         let (section, name) = (section.to_ascii_lowercase(), name.to_ascii_lowercase());
         let origin = Origin::Env { var: var.clone() };
-        if section == schema::ENCODING_SECTION {
+        if schema::TABLE_SECTIONS.contains(&section.as_str()) {
             return Err(ConfigError::BadEnvironment {
                 var,
-                problem: "the [encoding] section can only be set in the configuration file"
-                    .to_owned(),
+                problem: format!(
+                    "the [{section}] section can only be set in the configuration file"
+                ),
             });
         }
         let Some(spec) = schema::find(&section, &name) else {

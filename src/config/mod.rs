@@ -81,6 +81,14 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/ttp-agent/agent.toml";
 /// The default location of the embedded store.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/ttp-agent/store";
 
+/// Where systemd puts the secrets of `ttp-agent.service` (`LoadCredential=`): the value of
+/// `$CREDENTIALS_DIRECTORY` for the daemon.
+pub const SERVICE_CREDENTIALS_DIR: &str = "/run/credentials/ttp-agent.service";
+
+/// Where the daemon's control socket is unless `[control] socket` says otherwise: in the
+/// runtime directory systemd creates for the unit (`RuntimeDirectory=ttp-agent`).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ttp-agent/control.sock";
+
 /// The whole configuration, validated. Paths are absolute (or as given when absolute).
 #[derive(Clone)]
 #[non_exhaustive]
@@ -93,9 +101,13 @@ pub struct AgentConfig {
     /// Placeholder: the typed profile (`ttp_encode::profile`) replaces this table once it
     /// exists. It may hold seeds, so `Debug` and the summary never show its contents.
     pub encoding: Option<toml::Table>,
+    /// The `[input]` section (how `submit` reads site exports), unparsed:
+    /// `crate::input::InputSettings::from_table` reads it.
+    pub input: Option<toml::Table>,
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,
     pub admin: AdminConfig,
+    pub control: ControlConfig,
     pub handover: HandoverConfig,
     pub log: LogConfig,
     /// The file that was loaded, absolute; `None` for an environment-only configuration.
@@ -251,6 +263,27 @@ pub struct AdminConfig {
     pub webhook_url: Option<WebhookUrl>,
 }
 
+/// `[control]`: the daemon's local control channel (see `crate::control`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ControlConfig {
+    /// The Unix socket the daemon listens on and the commands connect to, as configured;
+    /// `None`: [`DEFAULT_CONTROL_SOCKET`] (see [`ControlConfig::socket_path`]).
+    pub socket: Option<PathBuf>,
+    /// The operators group (a name or a numeric gid): its members may use the control channel
+    /// besides the agent's own user and root. Unset: the agent's own user and root only.
+    pub group: Option<String>,
+}
+
+impl ControlConfig {
+    /// The socket's path: the configured one, or [`DEFAULT_CONTROL_SOCKET`].
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    }
+}
+
 /// `[handover]`: delivering pseudonyms to the site's systems (see `crate::handover`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -280,6 +313,21 @@ impl AgentConfig {
         AgentConfig::load_from(path, process_env()?)
     }
 
+    /// Like [`AgentConfig::load`], for the commands an operator runs beside the daemon, which
+    /// share the daemon's configuration file: a path under `${CREDENTIALS_DIRECTORY}` names a
+    /// file in the service's credentials directory ([`SERVICE_CREDENTIALS_DIR`]) when the
+    /// variable is not set. While the daemon runs, these commands read no secret at all.
+    pub fn load_beside_service(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        let mut env = process_env()?;
+        if !env.iter().any(|(name, _)| name == layers::CREDENTIALS_VAR) {
+            env.push((
+                layers::CREDENTIALS_VAR.to_owned(),
+                SERVICE_CREDENTIALS_DIR.to_owned(),
+            ));
+        }
+        AgentConfig::load_from(path, env)
+    }
+
     /// Like [`AgentConfig::load`], with the environment given as `(name, value)` pairs
     /// instead of read from the process. Variables without the `TTP_AGENT__` prefix are
     /// ignored (except `CREDENTIALS_DIRECTORY`, see "Paths" in the module docs), so passing a
@@ -288,10 +336,7 @@ impl AgentConfig {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<AgentConfig, ConfigError> {
-        match path {
-            Some(path) => AgentConfig::from_file_and_env(Some(path), env),
-            None => load_with_default(Path::new(DEFAULT_CONFIG_PATH), env),
-        }
+        build(file_layer(path)?, env)
     }
 
     /// Loads from exactly these sources: `file`, which must exist, or no file at all when
@@ -301,14 +346,19 @@ impl AgentConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<AgentConfig, ConfigError> {
         let file = match file {
-            Some(path) => {
-                let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-                let text = read_config_file(&path)?;
-                Some(layers::parse_file(&path, &text)?)
-            }
+            Some(path) => file_layer(Some(path))?,
             None => None,
         };
         build(file, env)
+    }
+
+    /// `[admin] listen` alone, from the same sources as [`AgentConfig::load`] (environment
+    /// over file over default). Nothing else is validated and no secret or path is resolved:
+    /// a health check must not fail because a credential directory exists only inside the
+    /// service (`${CREDENTIALS_DIRECTORY}` is unset in a shell or a container probe).
+    pub fn load_admin_listen(path: Option<&Path>) -> Result<SocketAddr, ConfigError> {
+        let file = file_layer(path)?;
+        Layers::new(file.as_ref(), process_env()?, None)?.get(&ADMIN_LISTEN)
     }
 
     /// The configuration file that was loaded, if any.
@@ -512,6 +562,7 @@ impl fmt::Debug for AgentConfig {
             .field("submit", &self.submit)
             .field("dispatch", &self.dispatch)
             .field("admin", &self.admin)
+            .field("control", &self.control)
             .field("handover", &self.handover)
             .field("log", &self.log)
             .field("source_file", &self.source_file)
@@ -548,14 +599,34 @@ fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// Loads `default` if it exists, else the environment alone.
+/// Like [`AgentConfig::load_from`] without a path, with another default file.
+#[cfg(test)]
 fn load_with_default(
     default: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<AgentConfig, ConfigError> {
-    match read_config_file(default) {
-        Ok(text) => build(Some(layers::parse_file(default, &text)?), env),
-        Err(ConfigError::FileNotFound { .. }) => build(None, env),
-        Err(other) => Err(other),
+    build(file_layer_or(None, default)?, env)
+}
+
+/// The named file, which must exist, or [`DEFAULT_CONFIG_PATH`] if it exists.
+fn file_layer(path: Option<&Path>) -> Result<Option<layers::FileLayer>, ConfigError> {
+    file_layer_or(path, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+fn file_layer_or(
+    path: Option<&Path>,
+    default: &Path,
+) -> Result<Option<layers::FileLayer>, ConfigError> {
+    match path {
+        Some(path) => {
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            Ok(Some(layers::parse_file(&path, &read_config_file(&path)?)?))
+        }
+        None => match read_config_file(default) {
+            Ok(text) => Ok(Some(layers::parse_file(default, &text)?)),
+            Err(ConfigError::FileNotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        },
     }
 }
 
@@ -634,6 +705,10 @@ fn build(
         warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
     };
+    let control = ControlConfig {
+        socket: l.optional_path(&CONTROL_SOCKET)?,
+        group: l.optional(&CONTROL_GROUP)?,
+    };
     let handover = HandoverConfig {
         webhook_url: l.optional(&HANDOVER_WEBHOOK_URL)?,
         webhook_token_file: l.optional_path(&HANDOVER_WEBHOOK_TOKEN_FILE)?,
@@ -663,10 +738,12 @@ fn build(
         ttp,
         schedule,
         store,
-        encoding: file.and_then(|f| f.encoding),
+        encoding: file.as_ref().and_then(|f| f.encoding.clone()),
+        input: file.and_then(|f| f.input),
         submit,
         dispatch,
         admin,
+        control,
         handover,
         log,
         source_file,

@@ -91,6 +91,9 @@ pub(crate) const ADMIN_READY_WINDOW: KeySpec = spec("admin", "ready_window", D("
 pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_expiry", D("48h"));
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
 
+pub(crate) const CONTROL_SOCKET: KeySpec = spec("control", "socket", O);
+pub(crate) const CONTROL_GROUP: KeySpec = spec("control", "group", O);
+
 pub(crate) const HANDOVER_WEBHOOK_URL: KeySpec = spec("handover", "webhook_url", O);
 pub(crate) const HANDOVER_WEBHOOK_TOKEN_FILE: KeySpec = spec("handover", "webhook_token_file", O);
 pub(crate) const HANDOVER_WEBHOOK_TIMEOUT: KeySpec = spec("handover", "webhook_timeout", D("10s"));
@@ -146,6 +149,8 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_READY_WINDOW,
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
+    CONTROL_SOCKET,
+    CONTROL_GROUP,
     HANDOVER_WEBHOOK_URL,
     HANDOVER_WEBHOOK_TOKEN_FILE,
     HANDOVER_WEBHOOK_TIMEOUT,
@@ -159,6 +164,13 @@ pub(crate) const ALL: &[KeySpec] = &[
 /// fit `SECTION__KEY` variables.
 pub(crate) const ENCODING_SECTION: &str = "encoding";
 
+/// The input settings of `submit` (separator, encoding, value mappings; see
+/// `crate::input::mapping`): lists and tables, so passed through like `[encoding]`.
+pub(crate) const INPUT_SECTION: &str = "input";
+
+/// The sections passed through as tables, settable only in the file.
+pub(crate) const TABLE_SECTIONS: [&str; 2] = [ENCODING_SECTION, INPUT_SECTION];
+
 /// The sections with scalar keys, in order, without duplicates.
 pub(crate) fn sections() -> impl Iterator<Item = &'static str> {
     ALL.iter()
@@ -168,7 +180,7 @@ pub(crate) fn sections() -> impl Iterator<Item = &'static str> {
 }
 
 pub(crate) fn is_section(name: &str) -> bool {
-    name == ENCODING_SECTION || sections().any(|s| s == name)
+    TABLE_SECTIONS.contains(&name) || sections().any(|s| s == name)
 }
 
 pub(crate) fn find(section: &str, name: &str) -> Option<&'static KeySpec> {
@@ -201,7 +213,7 @@ pub(crate) fn suggest_key(section: &str, name: &str) -> Option<KeyPath> {
 
 /// The known section an unknown section name most likely meant.
 pub(crate) fn suggest_section(name: &str) -> Option<&'static str> {
-    let all = sections().chain(std::iter::once(ENCODING_SECTION));
+    let all = sections().chain(TABLE_SECTIONS);
     closest(name, all.map(|s| (s, s)))
 }
 
@@ -267,6 +279,7 @@ mod tests {
                 "submit",
                 "dispatch",
                 "admin",
+                "control",
                 "handover",
                 "log"
             ]

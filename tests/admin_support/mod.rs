@@ -241,6 +241,11 @@ pub async fn serve(s: &Scenario) -> Server {
         },
         Arc::new(AgentMetrics::new()),
     );
+    // The scenario is a daemon that has polled: its first poll succeeded.
+    state.health().cycle_finished(
+        &Ok(ttp_agent::agent::CycleReport::default()),
+        chrono::Utc::now(),
+    );
     serve_state(state).await
 }
 
