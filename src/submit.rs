@@ -375,15 +375,14 @@ impl Agent {
         let mut stats = RegisterStats::default();
         let now = Utc::now();
         let blocked = registration_blocked(&self.store)?;
-        if let Some(b) = &blocked {
-            if !b.allows_attempt(&self.opts.study, &self.opts.target, now) {
-                let counts = self.store.record_counts()?;
-                stats.pending_left =
-                    usize::try_from(counts.new + counts.sending).unwrap_or(usize::MAX);
-                stats.stopped = Some(b.failure.to_string());
-                stats.blocked = Some(b.failure.clone());
-                return Ok(stats);
-            }
+        if let Some(b) = &blocked
+            && !b.allows_attempt(&self.opts.study, &self.opts.target, now)
+        {
+            let counts = self.store.record_counts()?;
+            stats.pending_left = usize::try_from(counts.new + counts.sending).unwrap_or(usize::MAX);
+            stats.stopped = Some(b.failure.to_string());
+            stats.blocked = Some(b.failure.clone());
+            return Ok(stats);
         }
         // The counters are kept in the same transactions as the records, so they are exact:
         // when nothing waits, skip the full scan (every cycle calls this, and a site may hold
