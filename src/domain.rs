@@ -151,6 +151,12 @@ pub enum Attention {
     PseudonymConflict,
     /// A human marked the task handled (with a comment, in the audit trail).
     Handled,
+    /// A `repeat_request` names a study or target other than the configured ones: sending it
+    /// would register the site's filter in a project it may not take part in.
+    ForeignStudy {
+        study: String,
+        target: String,
+    },
 }
 
 impl std::fmt::Display for Attention {
@@ -181,6 +187,10 @@ impl std::fmt::Display for Attention {
                 "the fTTP sent a pseudonym for a record that already has a different one; the stored pseudonym was kept — ask the fTTP operator which is valid"
             ),
             Attention::Handled => write!(f, "marked handled by a person (see the audit trail)"),
+            Attention::ForeignStudy { study, target } => write!(
+                f,
+                "the task asks to register a filter for study `{study}` and target `{target}`, which are not the configured ones; it was not sent"
+            ),
             Attention::IdatPurged => write!(
                 f,
                 "the record's IDAT was purged by the retention rule; re-submit the record's IDAT"

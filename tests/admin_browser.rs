@@ -1,7 +1,7 @@
-//! The status page in a real browser: headless Chromium loads `/?token=…` from an admin server
-//! over the known scenario (see `admin_support`), runs the page's script (which fetches
-//! `/api/status` with the token), and the numbers in the rendered DOM (found by `data-testid`)
-//! are checked against the status report built from the store. A screenshot is written to
+//! The status page in a real browser: headless Chromium opens a link `/#token=…` to an admin
+//! server over the known scenario (see `admin_support`); the login form's script posts the
+//! token (which never travels in a URL), the page's script fetches `/api/status` with it, and
+//! the numbers in the rendered DOM (found by `data-testid`) are checked against the status report built from the store. A screenshot is written to
 //! `target/test-artifacts/status-page.png` for people to look at.
 //!
 //! Chromium comes from Debian (`apt-get install chromium`, done by `.ci/run`). Without it the
@@ -114,7 +114,7 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     };
     let s = scenario(&token_edits()).await;
     let server = serve(&s).await;
-    let url = server.url(&format!("/?token={TOKEN}"));
+    let url = server.url(&format!("/#token={TOKEN}"));
 
     let out = run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await;
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -49,7 +49,8 @@ async fn every_endpoint_but_healthz_requires_the_token() {
         assert_eq!(headers["cache-control"], "no-store");
     }
 
-    // The page: a login form without the token, the page with it (header or query).
+    // The page: a login form without the token, the page with it (header or the form's POST;
+    // never from the URL).
     let (status, body, headers) = get(&server.url("/"), None).await;
     assert_eq!(status, 401);
     assert!(body.contains("access token") && body.contains("data-rejected=\"false\""));
@@ -59,10 +60,28 @@ async fn every_endpoint_but_healthz_requires_the_token() {
             .unwrap()
             .contains("default-src 'none'")
     );
-    let (status, body, _) = get(&server.url("/?token=wrong"), None).await;
+    let (status, body, _) = get(&server.url(&format!("/?token={TOKEN}")), None).await;
+    assert_eq!(status, 401, "a token in the URL is not taken");
+    assert!(body.contains("data-rejected=\"false\""));
+    let post = |token: &'static str| {
+        let url = server.url("/");
+        async move {
+            let resp = http()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            (status, resp.text().await.unwrap(), headers)
+        }
+    };
+    let (status, body, _) = post("wrong").await;
     assert_eq!(status, 401);
     assert!(body.contains("data-rejected=\"true\""));
-    let (status, body, headers) = get(&server.url(&format!("/?token={TOKEN}")), None).await;
+    let (status, body, headers) = post(TOKEN).await;
     assert_eq!(status, 200);
     assert!(body.contains("data-testid=\"tile-attention\""));
     assert!(!body.contains(TOKEN), "the page never echoes the token");

@@ -126,6 +126,10 @@ impl SecretDigests {
                 "[handover] webhook_token_file",
                 digest(secrets.handover_token.as_ref()),
             ),
+            (
+                "[encoding] seeds_file / secret_file",
+                digest(secrets.encoding.as_ref()),
+            ),
         ])
     }
 
@@ -243,6 +247,7 @@ mod tests {
             idat_key: ttp_encode::Secret::new(idat.as_bytes().to_vec()),
             admin_token: None,
             handover_token: None,
+            encoding: None,
             warnings: Vec::new(),
         };
         let a = SecretDigests::of(&secrets("key-one", "idat"));

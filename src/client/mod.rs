@@ -42,6 +42,7 @@ pub mod backoff;
 pub mod classify;
 pub mod limit;
 pub mod metrics;
+mod screen;
 pub mod tls;
 mod transport;
 mod wire;
@@ -59,7 +60,7 @@ use ttp_proto::{BloomFilter, TaskList};
 pub use backoff::RetryPolicy;
 pub use classify::{ErrorClass, Operation, TtpError};
 pub use metrics::{ClientMetricsSnapshot, RequestCount, StatusClass};
-pub use wire::PsnResponse;
+pub use wire::{ParseLimits, PsnResponse};
 
 use limit::{Limits, Spacing};
 use metrics::Metrics;
@@ -98,6 +99,10 @@ pub struct ClientSettings {
     pub user_agent: String,
     /// Retries of idempotent operations.
     pub retry: RetryPolicy,
+    /// What one `$requestTasks` answer may make the agent keep.
+    pub listing_limits: ParseLimits,
+    /// Pseudonyms from the fTTP must match this; see [`screen`].
+    pub pseudonym_pattern: regex::Regex,
 }
 
 /// Credentials. See [`auth`] for where they travel.
@@ -158,6 +163,8 @@ impl ClientSettings {
             max_concurrency: 4,
             user_agent: ClientSettings::default_user_agent(),
             retry: RetryPolicy::default(),
+            listing_limits: ParseLimits::default(),
+            pseudonym_pattern: default_pseudonym_pattern(),
         }
     }
 
@@ -165,6 +172,12 @@ impl ClientSettings {
     pub fn default_user_agent() -> String {
         concat!("ttp-agent/", env!("CARGO_PKG_VERSION")).to_string()
     }
+}
+
+fn default_pseudonym_pattern() -> regex::Regex {
+    // A constant pattern, covered by the tests of `screen`.
+    regex::Regex::new(crate::config::DEFAULT_PSEUDONYM_PATTERN)
+        .unwrap_or_else(|_| unreachable!("the default pseudonym pattern is valid"))
 }
 
 /// Why a [`TtpClient`] could not be built. Messages name the setting or file at fault and
@@ -224,6 +237,8 @@ struct Inner {
     study: String,
     target: String,
     body_api_key: Option<Secret>,
+    listing_limits: ParseLimits,
+    pseudonym_pattern: regex::Regex,
 }
 
 impl std::fmt::Debug for TtpClient {
@@ -286,6 +301,8 @@ impl TtpClient {
                 study: settings.study,
                 target: settings.target,
                 body_api_key: credentials.body_api_key,
+                listing_limits: settings.listing_limits,
+                pseudonym_pattern: settings.pseudonym_pattern,
             }),
         })
     }
@@ -295,8 +312,10 @@ impl TtpClient {
         let op = Operation::RequestTasks;
         let body = wire::request_tasks_body(&self.inner.study, &self.inner.target, self.body_key());
         let bytes = self.inner.transport.execute(op, Some(body)).await?;
-        wire::parse_tasks(&bytes)
-            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))
+        let mut list = wire::parse_tasks_with(&bytes, &self.inner.listing_limits)
+            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))?;
+        screen::screen_tasks(&mut list, &self.inner.pseudonym_pattern);
+        Ok(list)
     }
 
     /// `$requestPsnFromBfWorkflow` for a batch of filters, for the configured study and target.
@@ -305,6 +324,12 @@ impl TtpClient {
     pub async fn request_psn(&self, filters: &[BloomFilter]) -> Result<PsnResponse, TtpError> {
         self.request_psn_for(&self.inner.study, &self.inner.target, filters)
             .await
+    }
+
+    /// Whether `study` and `target` are the ones this agent is configured for (the only pair a
+    /// `repeat_request` may be sent for).
+    pub fn is_configured_study(&self, study: &str, target: &str) -> bool {
+        self.inner.study == study && self.inner.target == target
     }
 
     /// `$requestPsnFromBfWorkflow` with the study and target a `repeat_request` task names
@@ -318,8 +343,10 @@ impl TtpClient {
         let op = Operation::RequestPsn;
         let body = wire::request_psn_body(study, target, filters, self.body_key());
         let bytes = self.inner.transport.execute(op, Some(body)).await?;
-        wire::parse_psn_response(&bytes)
-            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))
+        let mut response = wire::parse_psn_response(&bytes)
+            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))?;
+        screen::screen_psn_response(&mut response, &self.inner.pseudonym_pattern);
+        Ok(response)
     }
 
     /// `$providePatientData`: answers a `send_idat` task. Exactly one attempt; on

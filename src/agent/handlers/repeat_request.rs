@@ -3,7 +3,9 @@
 //! The operation is idempotent for a given filter (the fTTP answers a known filter with the
 //! same pseudonym, and asks for exactly this repetition), so any failure short of a rejection is
 //! simply retried later. Study and target come from the task (the Identifiers' values), as the
-//! reference says, not from the configuration.
+//! reference says; a task naming a study or target the site is not configured for needs
+//! attention instead: a hostile or confused dispatcher must not make the site register its
+//! filters in another project.
 
 use chrono::{DateTime, Utc};
 
@@ -21,6 +23,12 @@ pub async fn handle(
     bloom_filter: &BloomFilter,
     now: DateTime<Utc>,
 ) -> Outcome {
+    if !client.is_configured_study(study, target) {
+        return Outcome::effect(Effect::Attention(Attention::ForeignStudy {
+            study: study.to_owned(),
+            target: target.to_owned(),
+        }));
+    }
     let response = match client
         .request_psn_for(study, target, std::slice::from_ref(bloom_filter))
         .await
