@@ -149,6 +149,9 @@ pub enum Attention {
     IdatPurged,
     /// The fTTP sent a pseudonym for a record that already has a different one.
     PseudonymConflict,
+    /// A `send_idat` names its record by pseudonym and by Bloom filter, and the two point to
+    /// different local records.
+    SubjectMismatch,
     /// A human marked the task handled (with a comment, in the audit trail).
     Handled,
     /// A `repeat_request` names a study or target other than the configured ones: sending it
@@ -185,6 +188,10 @@ impl std::fmt::Display for Attention {
             Attention::PseudonymConflict => write!(
                 f,
                 "the fTTP sent a pseudonym for a record that already has a different one; the stored pseudonym was kept — ask the fTTP operator which is valid"
+            ),
+            Attention::SubjectMismatch => write!(
+                f,
+                "the task's pseudonym and Bloom filter point to different local records; nothing was sent — ask the fTTP operator which record is meant"
             ),
             Attention::Handled => write!(f, "marked handled by a person (see the audit trail)"),
             Attention::ForeignStudy { study, target } => write!(

@@ -247,8 +247,8 @@ pub fn mark_handled(
 }
 
 /// Adds `element` with `value` to the sealed IDAT of record `local_id` (`replace`: also when
-/// it has one already). The value is validated like a submitted one (trimmed, not empty,
-/// dates as `YYYY-MM-DD`, genders as FHIR codes) and appears nowhere but in the sealed IDAT.
+/// it has one already). The value is validated and stored like a submitted one (canonical
+/// text of `ttp_proto::value`) and appears nowhere but in the sealed IDAT.
 /// Tasks waiting for the element are not touched: retry them with [`retry_task`].
 pub fn add_element(
     store: &Store,
@@ -266,7 +266,7 @@ pub fn add_element(
             why: "the value is empty".to_string(),
         });
     }
-    crate::submit::validate_value(element, value)
+    let value = crate::submit::validate_value(element, value)
         .map_err(|why| ResolveError::InvalidValue { element, why })?;
     let current = store
         .get_record(local_id)?
@@ -286,7 +286,7 @@ pub fn add_element(
         });
     }
     let mut elements = idat.0.clone();
-    elements.insert(element, value.to_string());
+    elements.insert(element, value);
     let mut next = current.clone();
     next.idat = Some(Idat(elements));
     next.updated_at = now;

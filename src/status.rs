@@ -55,6 +55,10 @@ pub struct StatusReport {
     /// The newest manual actions (resolve commands, restores), oldest first.
     #[serde(default)]
     pub recent_audit: Vec<AuditEntry>,
+    /// Information, not attention: the newest `send_idat` answers sent "as far as known",
+    /// without requested elements the records do not hold (oldest first).
+    #[serde(default)]
+    pub answered_without_elements: Vec<AuditEntry>,
 }
 
 /// The numbers a coordinator looks at first.
@@ -199,6 +203,9 @@ pub fn advice(reason: &Attention) -> Option<&'static str> {
         Attention::ForeignStudy { .. } => {
             "Ask the fTTP operator why the task names another study or target; if the site takes part in it, configure it."
         }
+        Attention::SubjectMismatch => {
+            "Ask the fTTP operator which record the task means (its pseudonym and Bloom filter disagree); then answer with `ttp-agent resolve` or mark it handled."
+        }
         Attention::Handled => return None,
     })
 }
@@ -265,6 +272,9 @@ pub fn build(
                 .collect(),
         })
         .collect();
+    // Agent notes can outnumber manual actions; read enough to show the newest of both.
+    let (recent_audit, answered_without_elements) =
+        split_audit(store.recent_audit(RECENT_AUDIT_ENTRIES * 20)?);
     Ok(StatusReport {
         generated_at: now,
         last_successful_poll: store.meta_time(META_LAST_POLL_OK)?,
@@ -285,8 +295,23 @@ pub fn build(
         webhook: webhook_summary(store)?,
         daemon: None,
         handover: handover::status(store)?,
-        recent_audit: store.recent_audit(RECENT_AUDIT_ENTRIES)?,
+        recent_audit,
+        answered_without_elements,
     })
+}
+
+/// Splits the newest audit entries into manual actions and the agent's own notes about
+/// answers sent without elements, the newest [`RECENT_AUDIT_ENTRIES`] of each.
+fn split_audit(entries: Vec<AuditEntry>) -> (Vec<AuditEntry>, Vec<AuditEntry>) {
+    let (notes, manual): (Vec<AuditEntry>, Vec<AuditEntry>) = entries
+        .into_iter()
+        .partition(|e| e.action == crate::agent::handlers::send_idat::MISSING_ELEMENTS_ACTION);
+    let newest = |mut v: Vec<AuditEntry>| {
+        let skip = v.len().saturating_sub(RECENT_AUDIT_ENTRIES);
+        v.drain(..skip);
+        v
+    };
+    (newest(manual), newest(notes))
 }
 
 fn webhook_summary(store: &Store) -> Result<WebhookSummary, StoreError> {
@@ -459,6 +484,21 @@ pub fn render_text(r: &StatusReport) -> String {
         );
     }
     render_handover(&mut out, &r.handover);
+    if !r.answered_without_elements.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ninformation: send_idat answered as far as known (the records do not hold these requested elements; nothing to do):"
+        );
+        for a in &r.answered_without_elements {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                a.subject,
+                a.detail
+            );
+        }
+    }
     if !r.recent_audit.is_empty() {
         let _ = writeln!(out, "\nrecent manual actions (audit trail):");
         for a in &r.recent_audit {

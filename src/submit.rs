@@ -88,8 +88,6 @@ pub enum InputError {
     },
 }
 
-const GENDERS: [&str; 4] = ["male", "female", "other", "unknown"];
-
 /// Longest accepted local id (characters).
 pub const MAX_LOCAL_ID_CHARS: usize = 256;
 
@@ -139,32 +137,12 @@ impl<R: std::io::Read> std::io::Read for UnixLineEndings<R> {
     }
 }
 
-/// Check one value against the rules for its element. The reason never repeats the value.
-pub fn validate_value(element: IdatElement, value: &str) -> Result<(), String> {
-    match element {
-        IdatElement::Birthdate => {
-            chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                .map_err(|_| "not a valid date in the form YYYY-MM-DD".to_string())?;
-            if value.len() != 10 {
-                return Err("not a valid date in the form YYYY-MM-DD".into());
-            }
-            Ok(())
-        }
-        IdatElement::Gender => {
-            if GENDERS.contains(&value) {
-                Ok(())
-            } else {
-                Err("must be one of the FHIR codes male, female, other, unknown".into())
-            }
-        }
-        _ => {
-            if value.chars().any(|c| c.is_control()) {
-                Err("contains control characters".into())
-            } else {
-                Ok(())
-            }
-        }
-    }
+/// Check one value against the rules for its element (`ttp_proto::value`, the same parser
+/// that shapes the Patient of a `send_idat` answer, so a value accepted here cannot fail
+/// there) and return the form to store: its canonical text (`w` → `female`, `d` → `divers`,
+/// `de-de` → `de-DE`, names trimmed). The reason never repeats the value.
+pub fn validate_value(element: IdatElement, value: &str) -> Result<String, String> {
+    ttp_proto::canonical_value(element, value).map_err(|e| e.to_string())
 }
 
 /// Read and validate a records file: header `local_id` plus fTTP element codes.
@@ -279,8 +257,9 @@ pub fn read_records_from(
             if value.is_empty() {
                 continue;
             }
-            validate_value(*el, value).map_err(|reason| field_err(el.code(), reason))?;
-            idat.insert(*el, value.to_string());
+            let value =
+                validate_value(*el, value).map_err(|reason| field_err(el.code(), reason))?;
+            idat.insert(*el, value);
         }
         out.push(InputRecord {
             line,
@@ -770,7 +749,7 @@ mod tests {
         assert!(e.contains("`birthdate`"), "{e}");
         assert!(!e.contains("14.03.1985") && !e.contains("Zoë"), "{e}");
 
-        let e = read("local_id,given,gender\nc1,Anna,f\n")
+        let e = read("local_id,given,gender\nc1,Anna,q\n")
             .unwrap_err()
             .to_string();
         assert!(

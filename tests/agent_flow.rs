@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use agent_support::*;
 use serde_json::json;
-use ttp_agent::domain::{Attention, RecordState, TaskState};
+use ttp_agent::domain::{Attention, TaskState};
 use ttp_agent::submit;
 use ttp_proto::IdatElement;
 
@@ -48,24 +48,7 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
     );
     assert_eq!(reg.pseudonymised + reg.awaiting_clearing, 40);
 
-    let mut cycles = 0;
-    loop {
-        cycles += 1;
-        let report = agent.poll_cycle().await.expect("cycle succeeds");
-        assert_eq!(report.dispatch.attention, 0, "{report:?}");
-        let waiting = agent
-            .store()
-            .records_in_states(|s| *s != RecordState::Pseudonymised)
-            .unwrap();
-        if waiting.is_empty() && env.sim.open_tasks().is_empty() {
-            break;
-        }
-        assert!(
-            cycles < 12,
-            "not finished after {cycles} cycles: {} waiting",
-            waiting.len()
-        );
-    }
+    run_until_settled(&env, &agent).await;
 
     let stats = env.sim.stats();
     for ty in ["dic_psn_available", "send_idat", "repeat_request"] {
@@ -212,11 +195,19 @@ async fn an_expired_task_is_not_acted_on_and_an_unknown_type_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_idat_for_an_unknown_record_or_missing_element_needs_attention() {
+async fn a_send_idat_for_an_unknown_record_or_missing_element_needs_attention_with_hold() {
     let mut cfg = sim_config(5);
     cfg.clearing = 0.0;
     cfg.allow_missing_elements = true;
-    let env = setup(cfg, &[]).await;
+    // `hold` keeps the behaviour from before "as far as known": a person looks first.
+    let env = setup(
+        cfg,
+        &[(
+            "grace_period = \"10s\"",
+            "grace_period = \"10s\"\nmissing_elements = \"hold\"",
+        )],
+    )
+    .await;
     let loaded = load(&env.config_path);
     let agent = agent(&loaded);
     let encoder = encoder(&loaded);

@@ -398,15 +398,6 @@ fn broken_tasks(known_bf: &str) -> Vec<(&'static str, serde_json::Value)> {
                 {"name": "bloomfilter", "valueBase64Binary": known_bf},
                 {"name": "target", "valueIdentifier": {"value": TARGET}}]}),
         ),
-        (
-            "both pseudonym and bloomfilter",
-            json!({"name": "send_idat", "part": [
-                {"name": "expires", "valueInstant": "2099-01-01T00:00:00Z"},
-                {"name": "taskId", "valueId": "both-subjects"},
-                {"name": "pseudonym", "valueIdentifier": {"value": "psn_y"}},
-                {"name": "bloomfilter", "valueBase64Binary": known_bf},
-                coding("given")]}),
-        ),
         ("not an object", json!(42)),
         (
             "no name",
@@ -455,7 +446,8 @@ async fn broken_tasks_need_attention_and_the_rest_is_processed() {
             .await
             .expect("broken tasks never fail a cycle");
         if cycles == 1 {
-            // Seven cannot be read at all; the unknown element code is read and refused.
+            // Six cannot be read at all; the unknown element code is read and refused. (Both
+            // `pseudonym` and `bloomfilter` is no defect: the IG allows it; see idat_fidelity.rs.)
             assert_eq!(report.problems, broken.len() - 1, "{report:?}");
             assert_eq!(report.dispatch.attention, 1, "{report:?}");
         } else {

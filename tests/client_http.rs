@@ -369,6 +369,7 @@ async fn api_key_in_the_body_with_basic_auth() {
     let mut s = settings(&server.base_url());
     s.auth.api_key = Some(Secret::from_text("key-4711"));
     s.auth.api_key_in_body = true;
+    s.auth.api_key_in_header = false;
     s.auth.basic = Some(("site-a".into(), Secret::from_text("pw")));
     client(s).request_tasks().await.expect("ok");
     let request = &server.requests()[0];

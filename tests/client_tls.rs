@@ -16,7 +16,8 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use ttp_agent::client::{ClientSettings, ErrorClass, TtpClient};
+use ttp_agent::client::{ClientSettings, ErrorClass, OAuth2Settings, TtpClient};
+use ttp_encode::Secret;
 
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -111,6 +112,11 @@ impl TlsServer {
     /// An HTTPS server for 127.0.0.1 with a certificate from `ca`; when `client_ca` is given,
     /// client certificates issued by it are required.
     async fn start(ca: &Ca, client_ca: Option<&Ca>) -> TlsServer {
+        TlsServer::start_with(ca, client_ca, vec![Reply::fhir(200, CAPABILITY_STATEMENT)]).await
+    }
+
+    /// [`TlsServer::start`] answering with `replies`.
+    async fn start_with(ca: &Ca, client_ca: Option<&Ca>, replies: Vec<Reply>) -> TlsServer {
         ttp_agent::client::tls::install_crypto_provider();
         let (cert, key) = ca.issue(
             &["127.0.0.1", "localhost"],
@@ -146,7 +152,7 @@ impl TlsServer {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             client_certs: client_certs.clone(),
         };
-        let server = Server::serve(listener, vec![Reply::fhir(200, CAPABILITY_STATEMENT)]);
+        let server = Server::serve(listener, replies);
         TlsServer {
             server,
             client_certs,
@@ -236,4 +242,135 @@ async fn the_client_certificate_is_presented() {
     );
     assert!(err.detail.contains("CertificateRequired"), "{err}");
     assert_eq!(server.server.request_count(), 1);
+}
+
+/// A site's client certificate and the trust for the server, as files.
+struct MtlsSite {
+    cert: rcgen::Certificate,
+    ca_file: tempfile::NamedTempFile,
+    cert_file: tempfile::NamedTempFile,
+    key_file: tempfile::NamedTempFile,
+}
+
+impl MtlsSite {
+    fn new(ca: &Ca, client_ca: &Ca) -> MtlsSite {
+        let (cert, key) = client_ca.issue(&["site.example"], ExtendedKeyUsagePurpose::ClientAuth);
+        MtlsSite {
+            ca_file: pem_file(&ca.pem()),
+            cert_file: pem_file(&cert.pem()),
+            key_file: pem_file(&key.serialize_pem()),
+            cert,
+        }
+    }
+
+    fn settings(&self, server: &TlsServer) -> ClientSettings {
+        let mut s = tls_settings(server, Some(&self.ca_file));
+        s.tls.client_cert_file = Some(self.cert_file.path().to_path_buf());
+        s.tls.client_key_file = Some(self.key_file.path().to_path_buf());
+        s
+    }
+}
+
+/// mTLS combines with every other credential: here the key in the header and the body, and
+/// Basic auth, all on the one request that carries the client certificate.
+#[tokio::test]
+async fn mtls_combines_with_the_api_key_in_header_and_body_and_basic_auth() {
+    let ca = Ca::new("Test Hospital CA");
+    let client_ca = Ca::new("Test Client CA");
+    let server = TlsServer::start_with(&ca, Some(&client_ca), vec![Reply::ok_parameters()]).await;
+    let site = MtlsSite::new(&ca, &client_ca);
+    let mut s = site.settings(&server);
+    s.auth.api_key = Some(Secret::from_text("key-4711"));
+    s.auth.api_key_in_header = true;
+    s.auth.api_key_in_body = true;
+    s.auth.basic = Some(("site-a".into(), Secret::from_text("pw")));
+    TtpClient::new(s)
+        .expect("valid")
+        .request_tasks()
+        .await
+        .expect("accepted");
+
+    let request = &server.server.requests()[0];
+    assert_eq!(request.header("apikey"), Some("key-4711"));
+    assert_eq!(request.header("authorization"), Some("Basic c2l0ZS1hOnB3"));
+    assert!(
+        request.json()["parameter"]
+            .as_array()
+            .expect("array")
+            .contains(&serde_json::json!({"name": "apikey", "valueString": "key-4711"}))
+    );
+    assert_eq!(
+        server.client_certs.lock().expect("lock").as_slice(),
+        &[Some(site.cert.der().clone())]
+    );
+}
+
+/// And with OAuth2: the token endpoint (here on the same TLS server) gets the client
+/// credentials as Basic and never the API key; the dispatcher gets the bearer token and the
+/// key, over mTLS.
+#[tokio::test]
+async fn mtls_combines_with_an_oauth2_bearer_token() {
+    let ca = Ca::new("Test Hospital CA");
+    let client_ca = Ca::new("Test Client CA");
+    let token = Reply::status(200)
+        .header("content-type", "application/json")
+        .body(br#"{"access_token":"tok-123","token_type":"Bearer","expires_in":300}"#.to_vec());
+    let server = TlsServer::start_with(
+        &ca,
+        Some(&client_ca),
+        vec![token, Reply::ok_parameters(), Reply::ok_parameters()],
+    )
+    .await;
+    let site = MtlsSite::new(&ca, &client_ca);
+    let mut s = site.settings(&server);
+    s.auth.api_key = Some(Secret::from_text("key-4711"));
+    s.auth.oauth2 = Some(OAuth2Settings {
+        token_url: format!(
+            "https://{}/realms/ttp/protocol/openid-connect/token",
+            server.server.addr
+        ),
+        client_id: "site a".into(),
+        client_secret: Secret::from_text("s3cret"),
+        scope: Some("dispatcher read".into()),
+    });
+    let client = TtpClient::new(s).expect("valid");
+    assert!(!format!("{client:?}").contains("s3cret"));
+    client.request_tasks().await.expect("accepted");
+    client.request_tasks().await.expect("the token is cached");
+
+    let requests = server.server.requests();
+    assert_eq!(requests.len(), 3, "one token request, two operations");
+    let token_request = &requests[0];
+    assert!(token_request.path.ends_with("/openid-connect/token"));
+    assert_eq!(
+        token_request.header("apikey"),
+        None,
+        "the key stays with the fTTP"
+    );
+    assert_eq!(
+        token_request.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&token_request.body),
+        "grant_type=client_credentials&scope=dispatcher+read"
+    );
+    // base64("site+a:s3cret")
+    assert_eq!(
+        token_request.header("authorization"),
+        Some("Basic c2l0ZSthOnMzY3JldA==")
+    );
+    for request in &requests[1..] {
+        assert_eq!(request.header("authorization"), Some("Bearer tok-123"));
+        assert_eq!(request.header("apikey"), Some("key-4711"));
+    }
+    assert!(
+        server
+            .client_certs
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|c| c.as_ref() == Some(site.cert.der())),
+        "every connection presented the client certificate"
+    );
 }

@@ -153,14 +153,24 @@ impl Agent {
         let now = Utc::now();
         let mut records = Vec::new();
         let mut tasks = Vec::with_capacity(outcomes.len());
+        let mut notes = Vec::new();
         for (rec, outcome) in outcomes {
             records.extend(outcome.records);
+            if let Effect::DoneWithout { missing } = &outcome.effect {
+                notes.push(handlers::send_idat::missing_elements_entry(
+                    &rec.key.0, missing, now,
+                ));
+            }
             let span = task_span(&rec);
             let _entered = span.enter();
             tasks.push(self.apply(rec, outcome.effect, now, stats));
         }
         if !records.is_empty() {
             self.store.update_records(&records)?;
+        }
+        // Before the tasks: a crash in between may repeat a note, never lose one.
+        for note in &notes {
+            self.store.append_audit(note)?;
         }
         self.store.put_tasks(&tasks)?;
         self.store.flush()?;
@@ -204,8 +214,15 @@ impl Agent {
                 subject,
                 elements,
             } => {
-                handlers::send_idat::handle(&self.client, &self.store, task_id, subject, elements)
-                    .await
+                handlers::send_idat::handle(
+                    &self.client,
+                    &self.store,
+                    task_id,
+                    subject,
+                    elements,
+                    self.opts.missing_elements,
+                )
+                .await
             }
             TaskKind::RepeatRequest {
                 study,
@@ -238,9 +255,17 @@ impl Agent {
     ) -> TaskRecord {
         rec.updated_at = now;
         match effect {
-            Effect::Done => {
+            Effect::Done | Effect::DoneWithout { .. } => {
                 stats.done += 1;
-                tracing::info!("task done");
+                if let Effect::DoneWithout { missing } = &effect {
+                    let codes: Vec<&str> = missing.iter().map(|e| e.code()).collect();
+                    tracing::info!(
+                        missing = %codes.join(","),
+                        "task done as far as known (requested elements the record does not hold were left out)"
+                    );
+                } else {
+                    tracing::info!("task done");
+                }
                 rec.state = TaskState::Done { at: now };
                 rec.last_error = None;
             }

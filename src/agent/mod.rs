@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub recheck_after: chrono::Duration,
     pub task_retention: chrono::Duration,
     pub idat_retention: chrono::Duration,
+    /// `send_idat` asking for elements the record lacks (`[dispatch] missing_elements`).
+    pub missing_elements: handlers::send_idat::MissingElementsPolicy,
 }
 
 impl AgentOptions {
@@ -74,6 +76,7 @@ impl AgentOptions {
             recheck_after: chrono::Duration::days(7),
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
+            missing_elements: handlers::send_idat::MissingElementsPolicy::SendKnown,
         }
     }
 }
@@ -375,6 +378,13 @@ impl Agent {
                 TaskKind::SendIdat { subject, .. } => match subject {
                     SendIdatSubject::BloomFilter(bf) => subjects.insert(bf.0.clone()),
                     SendIdatSubject::Pseudonym(p) => subjects.insert(p.as_bytes().to_vec()),
+                    SendIdatSubject::Both {
+                        pseudonym,
+                        bloom_filter,
+                    } => {
+                        subjects.insert(pseudonym.as_bytes().to_vec());
+                        subjects.insert(bloom_filter.0.clone())
+                    }
                 },
                 TaskKind::DicPsnAvailable { bloom_filter, .. }
                 | TaskKind::RepeatRequest { bloom_filter, .. } => {

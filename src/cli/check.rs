@@ -358,7 +358,7 @@ fn check_fttp(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
         ),
         Err(e) => {
             list.fail(
-                Severity::Check,
+                severity_of(&e),
                 REACH,
                 explain_fttp_error(&e, &metadata_url),
             );
@@ -383,19 +383,33 @@ fn check_fttp(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
             ),
         ),
         Err(e) => list.fail(
-            Severity::Check,
+            severity_of(&e),
             AUTH,
             explain_fttp_error(&e, client.url(crate::client::Operation::RequestTasks)),
         ),
     }
 }
 
+/// Wrong OAuth2 client credentials are a configuration error (exit 78), as a wrong key file
+/// would be; everything else the fTTP says is a failed check.
+fn severity_of(e: &TtpError) -> Severity {
+    if e.from_token_endpoint && e.class == ErrorClass::Auth {
+        Severity::Config
+    } else {
+        Severity::Check
+    }
+}
+
 /// The client's error with what to look at, by class.
 fn explain_fttp_error(e: &TtpError, url: &str) -> String {
     let hint = match e.class {
+        ErrorClass::Auth if e.from_token_endpoint => {
+            "the OAuth2 authorisation server refused the agent: check [ttp.oauth2] client_id, \
+             client_secret_file and scope with the operator of the authorisation server"
+        }
         ErrorClass::Auth => {
             "the fTTP refused the credentials: check [ttp] api_key_file (and api_key_header, \
-             send_api_key_in_body) or the Basic-auth settings with the fTTP operator"
+             api_key_in), the Basic-auth settings or [ttp.oauth2] with the fTTP operator"
         }
         ErrorClass::Transient if e.status.is_none() => {
             "no answer: check [ttp] base_url (host and port), DNS, firewalls and proxies, and TLS \

@@ -10,7 +10,7 @@ use ttp_encode::profile::{EncodingProfile, ProfileEncoder};
 
 use super::ConfigArg;
 use crate::agent::{Agent, AgentOptions, RetrySettings, Shutdown};
-use crate::client::{AuthSettings, ClientSettings, TlsSettings, TtpClient};
+use crate::client::{AuthSettings, ClientSettings, OAuth2Settings, TlsSettings, TtpClient};
 use crate::config::{AgentConfig, ConfigError, LogFormat, Secrets};
 use crate::store::{IdatKey, Store, StoreOptions};
 
@@ -77,9 +77,19 @@ pub fn client_settings(config: &AgentConfig, secrets: &Secrets) -> ClientSetting
         auth: AuthSettings {
             api_key: secrets.api_key.clone(),
             api_key_header: t.api_key_header.clone(),
-            api_key_in_body: t.send_api_key_in_body,
+            api_key_in_header: t.api_key_in.header,
+            api_key_in_body: t.api_key_in.body,
             basic: match (&t.basic_user, &secrets.basic_password) {
                 (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                _ => None,
+            },
+            oauth2: match (&t.oauth2, &secrets.oauth2_client_secret) {
+                (Some(o), Some(secret)) => Some(OAuth2Settings {
+                    token_url: o.token_url.to_string(),
+                    client_id: o.client_id.clone(),
+                    client_secret: secret.clone(),
+                    scope: o.scope.clone(),
+                }),
                 _ => None,
             },
         },
@@ -130,6 +140,7 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
         chrono::Duration::from_std(config.store.task_retention).unwrap_or(o.task_retention);
     o.idat_retention =
         chrono::Duration::from_std(config.store.idat_retention).unwrap_or(o.idat_retention);
+    o.missing_elements = config.dispatch.missing_elements;
     o
 }
 

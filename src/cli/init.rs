@@ -192,7 +192,9 @@ version = 1
 fields.firstName = ["nfc", "collapse_whitespace", "strip_titles", "transliterate_de", "uppercase", {{ replace = [["-", " "]] }}, {{ keep_chars = "A-Z " }}, "collapse_whitespace", "trim"]
 fields.lastName = ["nfc", "collapse_whitespace", "strip_titles", "transliterate_de", "uppercase", {{ replace = [["-", " "]] }}, {{ keep_chars = "A-Z " }}, "collapse_whitespace", "trim"]
 fields.birthDate = [{{ date = {{ from = "%Y-%m-%d", to = "%Y%m%d" }} }}]
-fields.gender = [{{ map = {{ male = "M", female = "F", other = "O", unknown = "U" }} }}]
+# `submit` stores gender canonically (m/w become male/female; d, x become divers, unbestimmt,
+# which FHIR calls `other`): map all of them.
+fields.gender = [{{ map = {{ male = "M", female = "F", other = "O", divers = "O", unbestimmt = "O", unknown = "U" }} }}]
 
 [submit]
 batch_size = 50

@@ -130,6 +130,10 @@ impl SecretDigests {
                 "[encoding] seeds_file / secret_file",
                 digest(secrets.encoding.as_ref()),
             ),
+            (
+                "[ttp.oauth2] client_secret_file",
+                digest(secrets.oauth2_client_secret.as_ref()),
+            ),
         ])
     }
 
@@ -248,6 +252,7 @@ mod tests {
             admin_token: None,
             handover_token: None,
             encoding: None,
+            oauth2_client_secret: None,
             warnings: Vec::new(),
         };
         let a = SecretDigests::of(&secrets("key-one", "idat"));

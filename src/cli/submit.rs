@@ -20,7 +20,7 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// CSV with a header row: `local_id` and fTTP element codes (given, family, birthdate
-    /// as YYYY-MM-DD, gender as male/female/other/unknown, …).
+    /// as YYYY, YYYY-MM or YYYY-MM-DD, gender as male/female/other/unknown or m/w/d/x, …).
     records: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]

@@ -2,9 +2,11 @@
 //!
 //! The dispatcher IG says only that "the API key travels in a request header"; THS's own
 //! clients use the header `apiKey`, older gateways (and public clients still in use) expect a
-//! `Parameters` entry `apikey` in the body, often together with HTTP Basic auth. All three are
-//! configurable ([`AuthSettings`]); the key goes to exactly one place, the header *or* the body,
-//! so it is not exposed twice.
+//! `Parameters` entry `apikey` in the body, often together with HTTP Basic auth and a client
+//! certificate. All of it is configurable ([`AuthSettings`]): the key goes into the header,
+//! the body or both (`[ttp] api_key_in`), and Basic auth and mTLS combine with either. An
+//! OAuth2 bearer token (`super::oauth2`) replaces Basic auth: both would need the
+//! `Authorization` header.
 //!
 //! Everything is validated and encoded once, when the client is built: a key that cannot be
 //! sent (a stray newline from a key file, say) is a configuration error at start-up rather than
@@ -41,6 +43,11 @@ pub(crate) fn prepare(auth: &AuthSettings) -> Result<PreparedAuth, ClientConfigE
     let mut headers = HeaderMap::new();
     let mut body_api_key = None;
 
+    if auth.basic.is_some() && auth.oauth2.is_some() {
+        return Err(ClientConfigError::InvalidBasic {
+            reason: "it cannot be combined with OAuth2: both need the Authorization header",
+        });
+    }
     match &auth.api_key {
         None if auth.api_key_in_body => {
             return Err(ClientConfigError::InvalidApiKey {
@@ -48,6 +55,11 @@ pub(crate) fn prepare(auth: &AuthSettings) -> Result<PreparedAuth, ClientConfigE
             });
         }
         None => {}
+        Some(_) if !auth.api_key_in_header && !auth.api_key_in_body => {
+            return Err(ClientConfigError::InvalidApiKey {
+                reason: "it is to travel neither in the header nor in the body",
+            });
+        }
         Some(key) => {
             let text = key.expose_str().ok_or(ClientConfigError::InvalidApiKey {
                 reason: "the key is not valid UTF-8",
@@ -65,7 +77,8 @@ pub(crate) fn prepare(auth: &AuthSettings) -> Result<PreparedAuth, ClientConfigE
             }
             if auth.api_key_in_body {
                 body_api_key = Some(key.clone());
-            } else {
+            }
+            if auth.api_key_in_header {
                 let name =
                     HeaderName::from_bytes(auth.api_key_header.as_bytes()).map_err(|_| {
                         ClientConfigError::InvalidHeaderName {
@@ -142,15 +155,47 @@ mod tests {
     }
 
     #[test]
-    fn api_key_in_body_is_not_also_sent_as_header() {
+    fn api_key_goes_to_the_body_the_header_or_both_as_configured() {
         let mut auth = settings(Some("k-123"));
         auth.api_key_in_body = true;
+        auth.api_key_in_header = false;
         let prepared = prepare(&auth).expect("valid");
         assert!(prepared.headers.is_empty());
         assert_eq!(
             prepared.body_api_key.as_ref().and_then(Secret::expose_str),
             Some("k-123")
         );
+
+        auth.api_key_in_header = true;
+        auth.basic = Some(("site".into(), Secret::from_text("pw")));
+        let both = prepare(&auth).expect("valid");
+        assert_eq!(
+            both.headers.get("apikey").map(|v| v.as_bytes()),
+            Some(&b"k-123"[..])
+        );
+        assert!(both.headers.contains_key(AUTHORIZATION));
+        assert!(both.body_api_key.is_some());
+
+        auth.api_key_in_header = false;
+        auth.api_key_in_body = false;
+        assert!(
+            prepare(&auth).is_err(),
+            "a key that goes nowhere is a mistake"
+        );
+    }
+
+    #[test]
+    fn basic_and_oauth2_are_not_combined() {
+        let mut auth = settings(None);
+        auth.basic = Some(("site".into(), Secret::from_text("pw")));
+        auth.oauth2 = Some(super::super::OAuth2Settings {
+            token_url: "https://kc.example.org/token".into(),
+            client_id: "c".into(),
+            client_secret: Secret::from_text("s"),
+            scope: None,
+        });
+        let err = prepare(&auth).unwrap_err().to_string();
+        assert!(err.contains("Authorization"), "{err}");
     }
 
     #[test]

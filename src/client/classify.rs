@@ -151,6 +151,9 @@ pub struct TtpError {
     /// `max_retry_after`. When the client gave up because the server asked for a longer pause
     /// than it waits inline, this is when the caller should try again.
     pub retry_after: Option<Duration>,
+    /// The error came from the OAuth2 token endpoint, not the dispatcher (an `Auth` one then
+    /// means wrong `[ttp.oauth2]` client credentials: a configuration error).
+    pub from_token_endpoint: bool,
 }
 
 impl TtpError {
@@ -164,6 +167,7 @@ impl TtpError {
             status: None,
             detail: bounded(detail.into()),
             retry_after: None,
+            from_token_endpoint: false,
         }
     }
 

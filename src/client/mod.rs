@@ -42,6 +42,7 @@ pub mod backoff;
 pub mod classify;
 pub mod limit;
 pub mod metrics;
+pub mod oauth2;
 mod screen;
 pub mod tls;
 mod transport;
@@ -60,6 +61,7 @@ use ttp_proto::{BloomFilter, TaskList};
 pub use backoff::RetryPolicy;
 pub use classify::{ErrorClass, Operation, TtpError};
 pub use metrics::{ClientMetricsSnapshot, RequestCount, StatusClass};
+pub use oauth2::OAuth2Settings;
 pub use wire::{ParseLimits, PsnResponse};
 
 use limit::{Limits, Spacing};
@@ -111,11 +113,16 @@ pub struct AuthSettings {
     pub api_key: Option<Secret>,
     /// Header carrying the API key. Default `apiKey` (THS's dispatcher REST API).
     pub api_key_header: String,
-    /// Send the API key as the `Parameters` entry `apikey` in the body (older gateways)
-    /// instead of the header. `metadata` (a GET) then carries no key.
+    /// Send the API key in the header `api_key_header` (default). `metadata` (a GET) carries
+    /// it only there.
+    pub api_key_in_header: bool,
+    /// Send the API key as the `Parameters` entry `apikey` in the body (older gateways and
+    /// public clients), alone or together with the header.
     pub api_key_in_body: bool,
-    /// HTTP Basic auth: user name and password.
+    /// HTTP Basic auth: user name and password. Not together with `oauth2`.
     pub basic: Option<(String, Secret)>,
+    /// OAuth2 client credentials: a bearer token on every request.
+    pub oauth2: Option<OAuth2Settings>,
 }
 
 impl Default for AuthSettings {
@@ -123,8 +130,10 @@ impl Default for AuthSettings {
         AuthSettings {
             api_key: None,
             api_key_header: "apiKey".into(),
+            api_key_in_header: true,
             api_key_in_body: false,
             basic: None,
+            oauth2: None,
         }
     }
 }
@@ -286,6 +295,10 @@ impl TtpClient {
         let http = builder
             .build()
             .map_err(|e| ClientConfigError::Build(classify::describe_transport(&e)))?;
+        let oauth2 = match &settings.auth.oauth2 {
+            Some(oauth2) => Some(token_source(&settings, oauth2)?),
+            None => None,
+        };
 
         let urls = Operation::ALL.map(|op| op_url(&base, op));
         Ok(TtpClient {
@@ -297,6 +310,7 @@ impl TtpClient {
                     metrics: Metrics::default(),
                     retry: settings.retry,
                     max_response_bytes: settings.max_response_bytes,
+                    oauth2,
                 },
                 study: settings.study,
                 target: settings.target,
@@ -437,6 +451,42 @@ impl TtpClient {
             .as_ref()
             .and_then(Secret::expose_str)
     }
+}
+
+/// The token source of `[ttp.oauth2]`: its own HTTP client (same TLS trust, timeouts and
+/// redirect rule, none of the dispatcher's credential headers).
+fn token_source(
+    settings: &ClientSettings,
+    oauth2: &OAuth2Settings,
+) -> Result<oauth2::TokenSource, ClientConfigError> {
+    let url = parse_base_url(&oauth2.token_url, settings.allow_insecure_http).map_err(|e| {
+        ClientConfigError::InvalidSetting {
+            setting: "oauth2.token_url",
+            value: mask_userinfo(&oauth2.token_url),
+            reason: match e {
+                ClientConfigError::InsecureHttp { .. } => {
+                    "plain http is only allowed to loopback: the client secret would travel unencrypted"
+                }
+                _ => "must be an https URL without credentials, query or fragment",
+            },
+        }
+    })?;
+    let builder = reqwest::Client::builder()
+        .user_agent(settings.user_agent.as_str())
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false);
+    let http = tls::configure(builder, &settings.tls)?
+        .build()
+        .map_err(|e| ClientConfigError::Build(classify::describe_transport(&e)))?;
+    oauth2::TokenSource::new(oauth2, http, url).map_err(|reason| {
+        ClientConfigError::InvalidSetting {
+            setting: "oauth2.client_secret",
+            value: "<redacted>".into(),
+            reason,
+        }
+    })
 }
 
 fn validate(settings: &ClientSettings) -> Result<(), ClientConfigError> {

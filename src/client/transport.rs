@@ -44,6 +44,8 @@ pub(crate) struct Transport {
     pub(crate) metrics: Metrics,
     pub(crate) retry: RetryPolicy,
     pub(crate) max_response_bytes: usize,
+    /// OAuth2 bearer tokens, when `[ttp.oauth2]` is configured.
+    pub(crate) oauth2: Option<super::oauth2::TokenSource>,
 }
 
 /// What a successful response must look like for an operation.
@@ -119,7 +121,10 @@ impl Transport {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let result = self.send(op, body).instrument(span.clone()).await;
+        let result = self
+            .send_authorised(op, body)
+            .instrument(span.clone())
+            .await;
         span.record(
             "duration_ms",
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -135,10 +140,42 @@ impl Transport {
         result.map(|(_, body)| body)
     }
 
+    /// [`Transport::send`] with the OAuth2 bearer token, when configured. A 401 to a token
+    /// the agent held for valid (revoked, or the authorisation server restarted) costs one
+    /// fresh token and one more try; a 401 is "not processed", so even `$providePatientData`
+    /// may be sent again.
+    async fn send_authorised(
+        &self,
+        op: Operation,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), TtpError> {
+        let Some(tokens) = &self.oauth2 else {
+            return self.send(op, body, None).await;
+        };
+        let bearer = tokens.bearer(op).await?;
+        match self.send(op, body, Some(&bearer)).await {
+            Err(err) if err.status == Some(401) => {
+                tracing::debug!(
+                    op = op.name(),
+                    "the bearer token was refused; fetching a new one"
+                );
+                tokens.invalidate(&bearer).await;
+                let fresh = tokens.bearer(op).await?;
+                self.send(op, body, Some(&fresh)).await
+            }
+            other => other,
+        }
+    }
+
     /// One attempt, without limits or bookkeeping. `Ok` carries the (2xx) status and the body.
-    async fn send(&self, op: Operation, body: Option<&[u8]>) -> Result<(u16, Vec<u8>), TtpError> {
+    async fn send(
+        &self,
+        op: Operation,
+        body: Option<&[u8]>,
+        bearer: Option<&HeaderValue>,
+    ) -> Result<(u16, Vec<u8>), TtpError> {
         let url = self.url(op).clone();
-        let request = match (op, body) {
+        let mut request = match (op, body) {
             (Operation::Metadata, _) => self.http.get(url),
             (_, body) => self
                 .http
@@ -146,6 +183,9 @@ impl Transport {
                 .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
                 .body(body.unwrap_or_default().to_vec()),
         };
+        if let Some(bearer) = bearer {
+            request = request.header(reqwest::header::AUTHORIZATION, bearer.clone());
+        }
         let mut response = request
             .send()
             .await

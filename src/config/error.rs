@@ -26,9 +26,10 @@ pub struct KeyPath {
 impl KeyPath {
     /// The environment variable that sets this key, e.g. `TTP_AGENT__TTP__BASE_URL`.
     pub fn env_var(&self) -> String {
+        // A sub-table `[ttp.oauth2]` is one more `__` level: TTP_AGENT__TTP__OAUTH2__TOKEN_URL.
         format!(
             "{ENV_PREFIX}{}__{}",
-            self.section.to_ascii_uppercase(),
+            self.section.replace('.', "__").to_ascii_uppercase(),
             self.name.to_ascii_uppercase()
         )
     }

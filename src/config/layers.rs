@@ -157,37 +157,51 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                 suggestion: schema::suggest_section(section).map(|s| format!("`[{s}]`")),
             });
         }
-        for (key_name, value) in table {
-            let name = key_name.get_ref().as_ref();
-            let Some(spec) = schema::find(section, name) else {
-                return Err(ConfigError::UnknownKey {
-                    key: format!("[{section}] {name}"),
-                    origin: origin_at(key_name.span().start),
-                    suggestion: schema::suggest_key(section, name).map(|k| {
-                        if k.section == section {
-                            format!("`{}`", k.name)
-                        } else {
-                            format!("`{k}`")
-                        }
-                    }),
-                });
-            };
-            let raw = toml::Value::deserialize(value.clone().into_deserializer()).map_err(|e| {
-                let (line, column) = position(value.span().start);
-                ConfigError::Syntax {
-                    path: path.to_owned(),
-                    line,
-                    column,
-                    message: e.message().to_owned(),
+        // `[ttp.oauth2]` arrives as the key `oauth2` of `[ttp]` holding a table: such known
+        // sub-tables are walked like sections of their own.
+        let mut tables = vec![(section.to_owned(), table)];
+        while let Some((section, table)) = tables.pop() {
+            let section = section.as_str();
+            for (key_name, value) in table {
+                let name = key_name.get_ref().as_ref();
+                let nested = format!("{section}.{name}");
+                if let Some(sub) = value.get_ref().as_table() {
+                    if schema::is_section(&nested) {
+                        tables.push((nested, sub));
+                        continue;
+                    }
                 }
-            })?;
-            layer.values.push((
-                spec.key,
-                Entry {
-                    raw: Raw::Toml(raw),
-                    origin: origin_at(value.span().start),
-                },
-            ));
+                let Some(spec) = schema::find(section, name) else {
+                    return Err(ConfigError::UnknownKey {
+                        key: format!("[{section}] {name}"),
+                        origin: origin_at(key_name.span().start),
+                        suggestion: schema::suggest_key(section, name).map(|k| {
+                            if k.section == section {
+                                format!("`{}`", k.name)
+                            } else {
+                                format!("`{k}`")
+                            }
+                        }),
+                    });
+                };
+                let raw =
+                    toml::Value::deserialize(value.clone().into_deserializer()).map_err(|e| {
+                        let (line, column) = position(value.span().start);
+                        ConfigError::Syntax {
+                            path: path.to_owned(),
+                            line,
+                            column,
+                            message: e.message().to_owned(),
+                        }
+                    })?;
+                layer.values.push((
+                    spec.key,
+                    Entry {
+                        raw: Raw::Toml(raw),
+                        origin: origin_at(value.span().start),
+                    },
+                ));
+            }
         }
     }
     Ok(layer)
@@ -227,7 +241,16 @@ fn parse_env(
         let Some((section, name)) = rest.split_once("__") else {
             return Err(malformed());
         };
-        if section.is_empty() || name.is_empty() || name.contains("__") {
+        // One more `__` level names a sub-table: TTP__OAUTH2__TOKEN_URL is `[ttp.oauth2]`.
+        let (section, name) = match name.split_once("__") {
+            Some((sub, key))
+                if schema::is_section(&format!("{section}.{sub}").to_ascii_lowercase()) =>
+            {
+                (format!("{section}.{sub}"), key)
+            }
+            _ => (section.to_owned(), name),
+        };
+        if section.is_empty() || section.ends_with('.') || name.is_empty() || name.contains("__") {
             return Err(malformed());
         }
         let (section, name) = (section.to_ascii_lowercase(), name.to_ascii_lowercase());
@@ -543,12 +566,19 @@ mod tests {
         .unwrap();
         assert_eq!(values.len(), 1);
         assert_eq!(values[0].0.to_string(), "[ttp] api_key_file");
+        let values = parse_env([(
+            "TTP_AGENT__TTP__OAUTH2__TOKEN_URL".to_owned(),
+            "https://kc.example.org/token".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(values[0].0.to_string(), "[ttp.oauth2] token_url");
 
         for var in [
             "TTP_AGENT__TTP",
             "TTP_AGENT__TTP__",
             "TTP_AGENT____X",
             "TTP_AGENT__A__B__C",
+            "TTP_AGENT__TTP__OAUTH2__",
         ] {
             let err = parse_env([(var.to_owned(), "x".to_owned())]).unwrap_err();
             assert!(

@@ -66,7 +66,9 @@ use reqwest::Url;
 
 pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
 pub use secrets::{SecretFileWarning, Secrets};
-pub use values::{ByteSize, LogFormat, LogLevel, TaskRelisting, WebhookUrl};
+pub use values::{
+    ApiKeyIn, ByteSize, LogFormat, LogLevel, MissingElements, TaskRelisting, WebhookUrl,
+};
 
 use layers::{Layers, Recorded};
 use schema::*;
@@ -120,7 +122,10 @@ pub struct TtpConfig {
     pub api_key_file: Option<PathBuf>,
     /// The request header carrying the API key (default `apiKey`); a valid header name.
     pub api_key_header: String,
-    /// Also send the key as the `apikey` body parameter, as gateways before 2025-10 expected.
+    /// Where the key travels: the header, the `apikey` body parameter, or both
+    /// (`api_key_in`; the deprecated `send_api_key_in_body = true` adds the body).
+    pub api_key_in: ApiKeyIn,
+    /// The deprecated switch as set (kept for the summary; `api_key_in` is what counts).
     pub send_api_key_in_body: bool,
     /// HTTP Basic user; set together with `basic_password_file`.
     pub basic_user: Option<String>,
@@ -149,6 +154,22 @@ pub struct TtpConfig {
     pub max_unknown_tasks: usize,
     /// What a pseudonym from the fTTP must look like (anchored); others are refused.
     pub pseudonym_pattern: regex::Regex,
+    /// `[ttp.oauth2]`: OAuth2 client credentials, when the gateway sits behind an
+    /// authorisation server (Keycloak).
+    pub oauth2: Option<OAuth2Config>,
+}
+
+/// `[ttp.oauth2]`: the client-credentials grant (RFC 6749 § 4.4). All of `token_url`,
+/// `client_id` and `client_secret_file` are set, or none.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OAuth2Config {
+    /// The authorisation server's token endpoint.
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    /// Space-separated scopes to ask for; none by default.
+    pub scope: Option<String>,
 }
 
 /// Letters, digits, `_`, `.`, `:` and `-`, not starting with a punctuation character (gPAS
@@ -224,6 +245,9 @@ pub struct DispatchConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
+    /// A `send_idat` asking for elements the record does not hold: answered with those it
+    /// holds (`send_known`, the IG's "as far as known"), or held for a person (`hold`).
+    pub missing_elements: MissingElements,
 }
 
 /// `[admin]`: the health, metrics and admin endpoint.
@@ -352,6 +376,18 @@ impl AgentConfig {
             .as_deref()
             .map(|p| read(&HANDOVER_WEBHOOK_TOKEN_FILE, p, SecretKind::Line))
             .transpose()?;
+        let oauth2_client_secret = self
+            .ttp
+            .oauth2
+            .as_ref()
+            .map(|o| {
+                read(
+                    &TTP_OAUTH2_CLIENT_SECRET_FILE,
+                    &o.client_secret_file,
+                    SecretKind::Line,
+                )
+            })
+            .transpose()?;
         let encoding = self.read_encoding_secret(&mut warnings)?;
         Ok(Secrets {
             api_key,
@@ -360,6 +396,7 @@ impl AgentConfig {
             admin_token,
             handover_token,
             encoding,
+            oauth2_client_secret,
             warnings,
         })
     }
@@ -410,7 +447,10 @@ impl AgentConfig {
     /// and a start-up log line.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.ttp.api_key_file.is_none() && self.ttp.basic_user.is_none() {
+        if self.ttp.api_key_file.is_none()
+            && self.ttp.basic_user.is_none()
+            && self.ttp.oauth2.is_none()
+        {
             warnings.push(
                 "neither `[ttp] api_key_file` nor `[ttp] basic_user` is set: requests to the \
                  dispatcher carry no credentials"
@@ -634,6 +674,7 @@ fn build(
         grace_period: l.get(&DISPATCH_GRACE_PERIOD)?,
         retry_base: positive_duration(&mut l, &DISPATCH_RETRY_BASE)?,
         retry_cap: positive_duration(&mut l, &DISPATCH_RETRY_CAP)?,
+        missing_elements: l.get(&DISPATCH_MISSING_ELEMENTS)?,
     };
     if dispatch.retry_base > dispatch.retry_cap {
         return Err(l.invalid(
@@ -800,6 +841,17 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
             "`[ttp] api_key_file` to be set as well, or false",
         ));
     }
+    let explicit_api_key_in: Option<ApiKeyIn> = l.optional(&TTP_API_KEY_IN)?;
+    if explicit_api_key_in.is_some() && api_key_file.is_none() {
+        return Err(l.invalid(
+            &TTP_API_KEY_IN,
+            "it is set, but `[ttp] api_key_file` is not, so there is no key to send",
+            "`[ttp] api_key_file` to be set as well, or `api_key_in` removed",
+        ));
+    }
+    // The old switch meant "also in the body"; it still does.
+    let mut api_key_in = explicit_api_key_in.unwrap_or_default();
+    api_key_in.body |= send_api_key_in_body;
 
     let basic_user: Option<String> = l.optional(&TTP_BASIC_USER)?;
     let basic_password_file = l.optional_path(&TTP_BASIC_PASSWORD_FILE)?;
@@ -856,6 +908,14 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
             ));
         }
     };
+    let oauth2 = build_oauth2(l)?;
+    if oauth2.is_some() && basic_user.is_some() {
+        return Err(l.invalid(
+            &TTP_OAUTH2_TOKEN_URL,
+            "it is set together with `[ttp] basic_user`, but a bearer token and Basic auth both need the Authorization header",
+            "either `[ttp.oauth2]` or `[ttp] basic_user`/`basic_password_file`, not both",
+        ));
+    }
 
     Ok(TtpConfig {
         base_url,
@@ -863,6 +923,7 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
         target,
         api_key_file,
         api_key_header,
+        api_key_in,
         send_api_key_in_body,
         basic_user,
         basic_password_file,
@@ -879,7 +940,59 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
         max_listed_tasks,
         max_unknown_tasks,
         pseudonym_pattern,
+        oauth2,
     })
+}
+
+fn build_oauth2(l: &mut Layers) -> Result<Option<OAuth2Config>, ConfigError> {
+    let token_url: Option<Url> = l.optional(&TTP_OAUTH2_TOKEN_URL)?;
+    let client_id: Option<String> = l.optional(&TTP_OAUTH2_CLIENT_ID)?;
+    let client_secret_file = l.optional_path(&TTP_OAUTH2_CLIENT_SECRET_FILE)?;
+    let scope: Option<String> = l.optional(&TTP_OAUTH2_SCOPE)?;
+    both_or_neither(l, &TTP_OAUTH2_TOKEN_URL, &TTP_OAUTH2_CLIENT_ID)?;
+    both_or_neither(l, &TTP_OAUTH2_TOKEN_URL, &TTP_OAUTH2_CLIENT_SECRET_FILE)?;
+    let (Some(token_url), Some(client_id), Some(client_secret_file)) =
+        (token_url, client_id, client_secret_file)
+    else {
+        if scope.is_some() {
+            return Err(l.invalid(
+                &TTP_OAUTH2_SCOPE,
+                "it is set, but `[ttp.oauth2] token_url` is not",
+                "`[ttp.oauth2] token_url`, `client_id` and `client_secret_file` as well",
+            ));
+        }
+        return Ok(None);
+    };
+    if token_url.scheme() == "http" && !is_loopback_url(&token_url) {
+        return Err(l.invalid(
+            &TTP_OAUTH2_TOKEN_URL,
+            "the URL uses plain http:// to a host other than this machine, which would send the client secret unencrypted",
+            "an https:// URL (plain http:// is accepted for loopback addresses)",
+        ));
+    }
+    if client_id.is_empty() || client_id.trim() != client_id {
+        return Err(l.invalid(
+            &TTP_OAUTH2_CLIENT_ID,
+            "the client id is empty or has leading or trailing whitespace",
+            "the client id exactly as the authorisation server knows it",
+        ));
+    }
+    if scope
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty() || s.chars().any(char::is_control))
+    {
+        return Err(l.invalid(
+            &TTP_OAUTH2_SCOPE,
+            "the scope is empty or holds a control character",
+            "space-separated scope names, such as \"dispatcher\"",
+        ));
+    }
+    Ok(Some(OAuth2Config {
+        token_url,
+        client_id,
+        client_secret_file,
+        scope,
+    }))
 }
 
 /// A string that must carry a value: not empty and without surrounding whitespace (which in

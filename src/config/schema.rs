@@ -39,6 +39,9 @@ pub(crate) const TTP_STUDY: KeySpec = spec("ttp", "study", R);
 pub(crate) const TTP_TARGET: KeySpec = spec("ttp", "target", R);
 pub(crate) const TTP_API_KEY_FILE: KeySpec = spec("ttp", "api_key_file", O);
 pub(crate) const TTP_API_KEY_HEADER: KeySpec = spec("ttp", "api_key_header", D("apiKey"));
+/// Optional rather than defaulted: an explicit list without `api_key_file` is a mistake worth
+/// naming, while the default (`["header"]`) without a key is simply "no key".
+pub(crate) const TTP_API_KEY_IN: KeySpec = spec("ttp", "api_key_in", O);
 pub(crate) const TTP_SEND_API_KEY_IN_BODY: KeySpec =
     spec("ttp", "send_api_key_in_body", D("false"));
 pub(crate) const TTP_BASIC_USER: KeySpec = spec("ttp", "basic_user", O);
@@ -62,6 +65,12 @@ pub(crate) const TTP_PSEUDONYM_PATTERN: KeySpec = spec(
     D(crate::config::DEFAULT_PSEUDONYM_PATTERN),
 );
 
+pub(crate) const TTP_OAUTH2_TOKEN_URL: KeySpec = spec("ttp.oauth2", "token_url", O);
+pub(crate) const TTP_OAUTH2_CLIENT_ID: KeySpec = spec("ttp.oauth2", "client_id", O);
+pub(crate) const TTP_OAUTH2_CLIENT_SECRET_FILE: KeySpec =
+    spec("ttp.oauth2", "client_secret_file", O);
+pub(crate) const TTP_OAUTH2_SCOPE: KeySpec = spec("ttp.oauth2", "scope", O);
+
 pub(crate) const SCHEDULE_CRON: KeySpec = spec("schedule", "cron", D("0 */15 * * * *"));
 pub(crate) const SCHEDULE_TIMEZONE: KeySpec = spec("schedule", "timezone", D("Europe/Berlin"));
 pub(crate) const SCHEDULE_JITTER: KeySpec = spec("schedule", "jitter", D("60s"));
@@ -80,6 +89,8 @@ pub(crate) const DISPATCH_CONCURRENCY: KeySpec = spec("dispatch", "concurrency",
 pub(crate) const DISPATCH_GRACE_PERIOD: KeySpec = spec("dispatch", "grace_period", D("10s"));
 pub(crate) const DISPATCH_RETRY_BASE: KeySpec = spec("dispatch", "retry_base", D("30s"));
 pub(crate) const DISPATCH_RETRY_CAP: KeySpec = spec("dispatch", "retry_cap", D("1h"));
+pub(crate) const DISPATCH_MISSING_ELEMENTS: KeySpec =
+    spec("dispatch", "missing_elements", D("send_known"));
 
 pub(crate) const ADMIN_LISTEN: KeySpec = spec("admin", "listen", D("127.0.0.1:9464"));
 pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
@@ -104,6 +115,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     TTP_TARGET,
     TTP_API_KEY_FILE,
     TTP_API_KEY_HEADER,
+    TTP_API_KEY_IN,
     TTP_SEND_API_KEY_IN_BODY,
     TTP_BASIC_USER,
     TTP_BASIC_PASSWORD_FILE,
@@ -120,6 +132,10 @@ pub(crate) const ALL: &[KeySpec] = &[
     TTP_MAX_LISTED_TASKS,
     TTP_MAX_UNKNOWN_TASKS,
     TTP_PSEUDONYM_PATTERN,
+    TTP_OAUTH2_TOKEN_URL,
+    TTP_OAUTH2_CLIENT_ID,
+    TTP_OAUTH2_CLIENT_SECRET_FILE,
+    TTP_OAUTH2_SCOPE,
     SCHEDULE_CRON,
     SCHEDULE_TIMEZONE,
     SCHEDULE_JITTER,
@@ -135,6 +151,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     DISPATCH_GRACE_PERIOD,
     DISPATCH_RETRY_BASE,
     DISPATCH_RETRY_CAP,
+    DISPATCH_MISSING_ELEMENTS,
     ADMIN_LISTEN,
     ADMIN_TOKEN_FILE,
     ADMIN_READY_WINDOW,
@@ -237,7 +254,8 @@ mod tests {
         let mut seen = HashSet::new();
         for spec in ALL {
             assert!(seen.insert(spec.key), "duplicate key {}", spec.key);
-            for part in [spec.key.section, spec.key.name] {
+            // A sub-table such as `[ttp.oauth2]` is spelt with a dot; each part is snake case.
+            for part in spec.key.section.split('.').chain([spec.key.name]) {
                 assert!(
                     part.chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -254,7 +272,15 @@ mod tests {
         assert_eq!(
             sections,
             [
-                "ttp", "schedule", "store", "submit", "dispatch", "admin", "handover", "log"
+                "ttp",
+                "ttp.oauth2",
+                "schedule",
+                "store",
+                "submit",
+                "dispatch",
+                "admin",
+                "handover",
+                "log"
             ]
         );
     }

@@ -38,6 +38,8 @@ pub struct Secrets {
     pub handover_token: Option<Secret>,
     /// `[encoding] seeds_file` or `secret_file`: the encoding profile's seeds or clkhash secret.
     pub encoding: Option<Secret>,
+    /// `[ttp.oauth2] client_secret_file`: the OAuth2 client secret.
+    pub oauth2_client_secret: Option<Secret>,
     /// Files other users may read. Report them (the `check` command, a log line at start-up).
     pub warnings: Vec<SecretFileWarning>,
 }

@@ -501,6 +501,108 @@ impl Setting for TaskRelisting {
     }
 }
 
+/// Where the API key travels (`[ttp] api_key_in`): any of the request header and the
+/// `apikey` body parameter. Public clients send both; the IG names the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiKeyIn {
+    pub header: bool,
+    pub body: bool,
+}
+
+impl Default for ApiKeyIn {
+    fn default() -> ApiKeyIn {
+        ApiKeyIn {
+            header: true,
+            body: false,
+        }
+    }
+}
+
+impl ApiKeyIn {
+    fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<ApiKeyIn, String> {
+        let mut places = ApiKeyIn {
+            header: false,
+            body: false,
+        };
+        for name in names {
+            match name.trim() {
+                "header" => places.header = true,
+                "body" => places.body = true,
+                other => {
+                    return Err(format!("{} is not a place for the API key", quoted(other)));
+                }
+            }
+        }
+        if !places.header && !places.body {
+            return Err("the list is empty".to_owned());
+        }
+        Ok(places)
+    }
+}
+
+impl Setting for ApiKeyIn {
+    const EXPECTED: &'static str = "a list of \"header\" and/or \"body\", such as [\"header\"] or [\"header\", \"body\"] (in an environment variable: header,body)";
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        ApiKeyIn::from_names(text.split(',').filter(|s| !s.trim().is_empty()))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Array(items) => {
+                let names = items
+                    .iter()
+                    .map(|item| item.as_str().ok_or_else(|| found(item)))
+                    .collect::<Result<Vec<&str>, String>>()?;
+                ApiKeyIn::from_names(names)
+            }
+            toml::Value::String(text) => ApiKeyIn::parse_text(text),
+            other => Err(found(other)),
+        }
+    }
+
+    fn display(&self) -> String {
+        let names: Vec<String> = [(self.header, "header"), (self.body, "body")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| quoted(name))
+            .collect();
+        format!("[{}]", names.join(", "))
+    }
+}
+
+/// What to do when a `send_idat` asks for elements the record does not hold (`[dispatch]
+/// missing_elements`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingElements {
+    /// Answer with the elements the record holds (the IG's "soweit bekannt"); the missing ones
+    /// are recorded in the audit trail and shown in `status` as information.
+    #[default]
+    SendKnown,
+    /// Do not answer; the task needs attention until a person adds the elements or marks the
+    /// task handled.
+    Hold,
+}
+
+impl Setting for MissingElements {
+    const EXPECTED: &'static str = "\"send_known\" or \"hold\"";
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "send_known" => Ok(MissingElements::SendKnown),
+            "hold" => Ok(MissingElements::Hold),
+            _ => Err(format!("{} is not a missing-elements mode", quoted(text))),
+        }
+    }
+
+    fn display(&self) -> String {
+        quoted(match self {
+            MissingElements::SendKnown => "send_known",
+            MissingElements::Hold => "hold",
+        })
+    }
+}
+
 /// The log output format. `Auto` leaves the choice to the logging setup, which looks at where
 /// the agent runs (the systemd journal, a terminal, a container).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -752,8 +854,42 @@ mod tests {
     #[test]
     fn enumerations_name_their_choices() {
         assert_eq!(TaskRelisting::parse_text("once"), Ok(TaskRelisting::Once));
+        assert_eq!(
+            MissingElements::parse_text("hold"),
+            Ok(MissingElements::Hold)
+        );
+        assert!(MissingElements::parse_text("drop").is_err());
         assert_eq!(LogFormat::parse_text("journald"), Ok(LogFormat::Journald));
         assert!(LogFormat::parse_text("JSON").is_err());
         assert!(TaskRelisting::EXPECTED.contains("until_done"));
+    }
+}
+
+#[cfg(test)]
+mod api_key_in_tests {
+    use super::*;
+
+    #[test]
+    fn api_key_places_read_from_a_toml_list_or_a_comma_separated_variable() {
+        let both = ApiKeyIn {
+            header: true,
+            body: true,
+        };
+        assert_eq!(ApiKeyIn::parse_text("header,body"), Ok(both));
+        assert_eq!(
+            ApiKeyIn::parse_text(" body "),
+            Ok(ApiKeyIn {
+                header: false,
+                body: true
+            })
+        );
+        let list = toml::Value::Array(vec!["body".into(), "header".into()]);
+        assert_eq!(ApiKeyIn::from_toml(&list), Ok(both));
+        assert_eq!(both.display(), "[\"header\", \"body\"]");
+        for bad in ["", "query", "header,cookie"] {
+            assert!(ApiKeyIn::parse_text(bad).is_err(), "{bad}");
+        }
+        assert!(ApiKeyIn::from_toml(&toml::Value::Array(vec![])).is_err());
+        assert!(ApiKeyIn::from_toml(&toml::Value::Array(vec![1.into()])).is_err());
     }
 }

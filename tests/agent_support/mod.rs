@@ -154,3 +154,24 @@ pub fn assert_protocol_kept(stats: &ttp_sim::SimStats, min_send_idat: u64) {
     );
     assert_eq!(stats.provide_ok, send_idat, "every send_idat answered once");
 }
+
+/// Polls until every record has its pseudonym and the simulator lists nothing; no cycle may
+/// leave a task needing attention, and at most 11 cycles may be needed.
+pub async fn run_until_settled(env: &Env, agent: &Arc<Agent>) {
+    for cycle in 1.. {
+        let report = agent.poll_cycle().await.expect("cycle succeeds");
+        assert_eq!(report.dispatch.attention, 0, "{report:?}");
+        let waiting = agent
+            .store()
+            .records_in_states(|s| *s != ttp_agent::domain::RecordState::Pseudonymised)
+            .unwrap();
+        if waiting.is_empty() && env.sim.open_tasks().is_empty() {
+            return;
+        }
+        assert!(
+            cycle < 12,
+            "not settled after {cycle} cycles: {} waiting",
+            waiting.len()
+        );
+    }
+}

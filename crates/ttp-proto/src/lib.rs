@@ -13,6 +13,8 @@
 //! * [`ops`]: request bodies of the operations the agent calls, and the
 //!   `$requestPsnFromBfWorkflow` response.
 //! * [`patient`]: the minimal `Patient` answering a `send_idat` task.
+//! * [`value`]: the domain value types of IDAT (gender with the German codes, partial dates,
+//!   country, language, marital status) and their one canonical parser.
 //! * [`outcome`]: one-line summaries of error bodies.
 //!
 //! A poll, as the agent does it:
@@ -48,6 +50,7 @@ pub mod outcome;
 pub mod parameters;
 pub mod patient;
 pub mod task;
+pub mod value;
 
 pub use element::IdatElement;
 pub use ops::{
@@ -56,11 +59,14 @@ pub use ops::{
 };
 pub use outcome::summarize_error_body;
 pub use parameters::{Coding, Identifier, Parameter, Parameters, Value};
-pub use patient::{MissingElements, build_patient, elements_present};
+pub use patient::{
+    KnownPatient, MissingElements, build_known_patient, build_patient, elements_present,
+};
 pub use task::{
     BloomFilter, ElementRequest, ParseLimits, SendIdatSubject, Task, TaskKey, TaskKind, TaskList,
     TaskProblem, parse_tasks, parse_tasks_with,
 };
+pub use value::{IdatValue, InvalidValue, canonical_value, parse_value};
 
 /// What can go wrong with a whole body. Problems with single tasks or parts are not errors: they
 /// are reported in [`TaskList::problems`] and the rest of the body is still used.

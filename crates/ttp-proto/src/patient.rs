@@ -2,9 +2,11 @@
 //! for, shaped as the dispatcher's profile
 //! `https://ths-greifswald.de/fhir/StructureDefinition/dispatcher/Patient/Idat` expects.
 //!
-//! Data minimisation is the point of this module: [`build_patient`] writes the requested
+//! Data minimisation is the point of this module: [`build_known_patient`] writes the requested
 //! elements and nothing else (no `identifier`, `telecom`, `contact` or `link`, which the profile
-//! forbids anyway, and no element the task did not name even if the site has it).
+//! forbids anyway, and no element the task did not name even if the site has it). Of the
+//! requested elements it writes those the record holds: the IG's `$providePatientData` carries
+//! them "soweit bekannt" (as far as known), and it names the ones left out.
 //!
 //! # Mapping
 //!
@@ -16,27 +18,29 @@
 //! | `degree` | `name[official].prefix`, with `_prefix` extension `iso21090-EN-qualifier` = `AC` |
 //! | `suffix` | `name[official].suffix` |
 //! | `maidenname` | a second `name` with `use: maiden` and `family` |
-//! | `birthdate` | `birthDate` (`YYYY-MM-DD`, a real calendar date) |
-//! | `gender` | `gender` (`male`, `female`, `other`, `unknown`; case-insensitive in, lower-case out) |
+//! | `birthdate` | `birthDate` (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`, as precise as the site knows it) |
+//! | `gender` | `gender` (`male`, `female`, `other`, `unknown`); German `d`/`divers` and `x`/`unbestimmt` are `other` with `_gender` extension `http://fhir.de/StructureDefinition/gender-amtlich-de` (`D`, `X` of `http://fhir.de/CodeSystem/gender-amtlich-de`) |
 //! | `address-line`, `-city`, `-postalcode` | one `address` with `line[0]`, `city`, `postalCode` |
 //! | `birthplace` | extension `patient-birthPlace`, `valueAddress.city` |
-//! | `language` | `communication[0].language.coding` (`urn:ietf:bcp:47`), `preferred: true` |
-//! | `nationality` | extension `patient-nationality`, sub-extension `code` (ISO 3166 alpha-2/-3, upper-cased) |
-//! | `maritalstatus` | `maritalStatus.coding` (v3-MaritalStatus; `UNK` from v3-NullFlavor) |
+//! | `language` | `communication[0].language.coding` (`urn:ietf:bcp:47`, a code of the R4 `languages` value set), `preferred: true` |
+//! | `nationality` | extension `patient-nationality`, sub-extension `code` (ISO 3166-1 alpha-2, upper-cased) |
+//! | `maritalstatus` | `maritalStatus.coding` (v3-MaritalStatus; `UNK` from v3-NullFlavor) and the required `text` |
 //!
 //! When both `prefix` and `degree` are requested the name has two prefixes, the plain one
 //! first ("Herr", then "Dr. med."); FHIR JSON keeps a primitive array's extensions in a
 //! parallel `_prefix` array, so that array has `null` where a prefix has no qualifier.
 //!
-//! Values are trimmed of surrounding whitespace (FHIR strings should not have any) and
-//! otherwise sent as the site holds them, except for the coded elements, whose case is
-//! normalised as above.
+//! Values are parsed by [`crate::value::parse_value`] (the same parser `submit` validates
+//! with): strings are trimmed and otherwise sent as the site holds them, coded elements in
+//! their canonical form.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value as Json, json};
 
 use crate::IdatElement;
+pub use crate::value::InvalidValue;
+use crate::value::{GENDER_AMTLICH_SYSTEM, GENDER_AMTLICH_URL, IdatValue, parse_value};
 
 pub const PATIENT_PROFILE: &str =
     "https://ths-greifswald.de/fhir/StructureDefinition/dispatcher/Patient/Idat";
@@ -48,14 +52,11 @@ pub const ISO3166_SYSTEM: &str = "urn:iso:std:iso:3166";
 pub const MARITAL_STATUS_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus";
 pub const NULL_FLAVOR_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor";
 
-/// Codes of the v3-MaritalStatus code system (R4 value set `marital-status` adds `UNK`).
-const MARITAL_STATUS_CODES: [&str; 11] = ["A", "C", "D", "I", "L", "M", "P", "S", "T", "U", "W"];
-
 /// Patient elements the profile forbids; [`build_patient`] never writes them.
 pub const FORBIDDEN_ELEMENTS: [&str; 4] = ["identifier", "telecom", "contact", "link"];
 
 /// Requested elements the site cannot send: absent from the record, empty, or not valid for
-/// their FHIR type (see [`normalize_value`] for why a value is refused).
+/// their FHIR type (see [`crate::value::parse_value`] for why a value is refused).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", missing_message(.0))]
 pub struct MissingElements(pub Vec<IdatElement>);
@@ -68,124 +69,63 @@ fn missing_message(elements: &[IdatElement]) -> String {
     )
 }
 
-/// Why a value cannot be sent for an element. Never carries the value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidValue {
-    #[error("the value is empty")]
-    Empty,
-    #[error("the value contains control characters")]
-    ControlCharacters,
-    #[error("not a date of the form YYYY-MM-DD")]
-    NotADate,
-    #[error("not one of male, female, other, unknown")]
-    NotAGender,
-    #[error("not a BCP 47 language tag (like de or de-DE)")]
-    NotALanguageTag,
-    #[error("not an ISO 3166 alpha-2 or alpha-3 country code")]
-    NotACountryCode,
-    #[error("not a v3-MaritalStatus code (A C D I L M P S T U W) or UNK")]
-    NotAMaritalStatus,
+/// The form in which `value` is sent for `element`, or why it cannot be (the canonical text
+/// of [`crate::value::parse_value`]).
+pub fn normalize_value(element: IdatElement, value: &str) -> Result<String, InvalidValue> {
+    crate::value::canonical_value(element, value)
 }
 
-/// The form in which `value` is sent for `element`, or why it cannot be.
-pub fn normalize_value(element: IdatElement, value: &str) -> Result<String, InvalidValue> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(InvalidValue::Empty);
-    }
-    // FHIR `string` allows tab, CR and LF among the control characters, nothing else.
-    if value
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
-    {
-        return Err(InvalidValue::ControlCharacters);
-    }
-    match element {
-        IdatElement::Birthdate => {
-            let shape_ok = value.len() == 10
-                && value.bytes().enumerate().all(|(i, b)| match i {
-                    4 | 7 => b == b'-',
-                    _ => b.is_ascii_digit(),
-                });
-            if shape_ok && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok() {
-                Ok(value.to_owned())
-            } else {
-                Err(InvalidValue::NotADate)
-            }
-        }
-        IdatElement::Gender => {
-            let lower = value.to_ascii_lowercase();
-            match lower.as_str() {
-                "male" | "female" | "other" | "unknown" => Ok(lower),
-                _ => Err(InvalidValue::NotAGender),
-            }
-        }
-        IdatElement::Language => {
-            let well_formed = value.len() <= 35
-                && value.split('-').enumerate().all(|(i, subtag)| {
-                    (1..=8).contains(&subtag.len())
-                        && subtag.bytes().all(|b| b.is_ascii_alphanumeric())
-                        && (i > 0 || subtag.bytes().all(|b| b.is_ascii_alphabetic()))
-                });
-            if well_formed {
-                Ok(value.to_owned())
-            } else {
-                Err(InvalidValue::NotALanguageTag)
-            }
-        }
-        IdatElement::Nationality => {
-            if (2..=3).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphabetic()) {
-                Ok(value.to_ascii_uppercase())
-            } else {
-                Err(InvalidValue::NotACountryCode)
-            }
-        }
-        IdatElement::Maritalstatus => {
-            let upper = value.to_ascii_uppercase();
-            if upper == "UNK" || MARITAL_STATUS_CODES.contains(&upper.as_str()) {
-                Ok(upper)
-            } else {
-                Err(InvalidValue::NotAMaritalStatus)
-            }
-        }
-        IdatElement::Given
-        | IdatElement::Family
-        | IdatElement::Prefix
-        | IdatElement::Suffix
-        | IdatElement::AddressLine
-        | IdatElement::AddressCity
-        | IdatElement::AddressPostalcode
-        | IdatElement::Birthplace
-        | IdatElement::Maidenname
-        | IdatElement::Degree => Ok(value.to_owned()),
-    }
+/// A Patient "as far as known": the requested elements the record holds, and the requested
+/// ones it lacks (absent, or a stored value that is not valid for FHIR), in element order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnownPatient {
+    pub patient: Json,
+    pub missing: Vec<IdatElement>,
 }
 
 /// Builds the `Patient` holding exactly the `requested` elements (duplicates are harmless).
 /// Fails with every requested element that has no usable value, so one answer to the fTTP
-/// operator names them all.
+/// operator names them all. For the IG's "as far as known" answer see [`build_known_patient`].
 pub fn build_patient(
     values: &BTreeMap<IdatElement, String>,
     requested: &[IdatElement],
 ) -> Result<Json, MissingElements> {
+    let known = build_known_patient(values, requested);
+    if known.missing.is_empty() {
+        Ok(known.patient)
+    } else {
+        Err(MissingElements(known.missing))
+    }
+}
+
+/// Builds the `Patient` with those `requested` elements the record holds (data minimisation:
+/// never one that was not requested) and lists the requested ones it lacks.
+pub fn build_known_patient(
+    values: &BTreeMap<IdatElement, String>,
+    requested: &[IdatElement],
+) -> KnownPatient {
     let requested: BTreeSet<IdatElement> = requested.iter().copied().collect();
-    let mut v: BTreeMap<IdatElement, String> = BTreeMap::new();
+    let mut parsed: BTreeMap<IdatElement, IdatValue> = BTreeMap::new();
     let mut missing = Vec::new();
     for &element in &requested {
         match values
             .get(&element)
-            .map(|value| normalize_value(element, value))
+            .map(|value| parse_value(element, value))
         {
             Some(Ok(value)) => {
-                v.insert(element, value);
+                parsed.insert(element, value);
             }
             _ => missing.push(element),
         }
     }
-    if !missing.is_empty() {
-        return Err(MissingElements(missing));
+    KnownPatient {
+        patient: patient_json(&parsed),
+        missing,
     }
-    let get = |e: IdatElement| v.get(&e).cloned();
+}
+
+fn patient_json(parsed: &BTreeMap<IdatElement, IdatValue>) -> Json {
+    let get = |e: IdatElement| parsed.get(&e).map(IdatValue::canonical);
 
     let mut patient = Map::new();
     patient.insert("resourceType".into(), json!("Patient"));
@@ -253,8 +193,20 @@ pub fn build_patient(
         patient.insert("name".into(), Json::Array(names));
     }
 
-    if let Some(gender) = get(IdatElement::Gender) {
-        patient.insert("gender".into(), json!(gender));
+    if let Some(IdatValue::Gender(gender)) = parsed.get(&IdatElement::Gender) {
+        patient.insert("gender".into(), json!(gender.fhir_code()));
+        // FHIR has only `other` for the German `D` and `X`: the German base profile's
+        // extension on the primitive keeps which one it is.
+        if let Some(german) = gender.german_other() {
+            let (code, display) = german.coding();
+            patient.insert(
+                "_gender".into(),
+                json!({ "extension": [ {
+                    "url": GENDER_AMTLICH_URL,
+                    "valueCoding": { "system": GENDER_AMTLICH_SYSTEM, "code": code, "display": display }
+                } ] }),
+            );
+        }
     }
     if let Some(date) = get(IdatElement::Birthdate) {
         patient.insert("birthDate".into(), json!(date));
@@ -274,28 +226,34 @@ pub fn build_patient(
         patient.insert("address".into(), json!([address]));
     }
 
-    if let Some(status) = get(IdatElement::Maritalstatus) {
-        let system = if status == "UNK" {
+    if let Some(IdatValue::MaritalStatus(status)) = parsed.get(&IdatElement::Maritalstatus) {
+        let system = if status.is_null_flavor() {
             NULL_FLAVOR_SYSTEM
         } else {
             MARITAL_STATUS_SYSTEM
         };
+        // The profile requires `text` (1..1); the code's display is the site-neutral text.
         patient.insert(
             "maritalStatus".into(),
-            json!({ "coding": [ { "system": system, "code": status } ] }),
+            json!({
+                "coding": [ { "system": system, "code": status.code(), "display": status.display() } ],
+                "text": status.display()
+            }),
         );
     }
-    if let Some(language) = get(IdatElement::Language) {
+    if let Some(IdatValue::Language(language)) = parsed.get(&IdatElement::Language) {
         patient.insert(
             "communication".into(),
             json!([ {
-                "language": { "coding": [ { "system": BCP47_SYSTEM, "code": language } ] },
+                "language": { "coding": [ {
+                    "system": BCP47_SYSTEM, "code": language.code(), "display": language.display()
+                } ] },
                 "preferred": true
             } ]),
         );
     }
 
-    Ok(Json::Object(patient))
+    Json::Object(patient)
 }
 
 /// The IDAT elements a Patient carries (the inverse of [`build_patient`], for checks that an
@@ -356,9 +314,24 @@ pub fn patient_values(patient: &Json) -> BTreeMap<IdatElement, String> {
         IdatElement::Birthdate,
         patient.get("birthDate").and_then(Json::as_str),
     );
+    let german_gender = patient
+        .pointer("/_gender/extension")
+        .and_then(Json::as_array)
+        .and_then(|extensions| {
+            extensions
+                .iter()
+                .find(|e| e.get("url").and_then(Json::as_str) == Some(GENDER_AMTLICH_URL))
+        })
+        .and_then(|e| e.pointer("/valueCoding/code"))
+        .and_then(Json::as_str)
+        .and_then(|code| match code {
+            "D" => Some("divers"),
+            "X" => Some("unbestimmt"),
+            _ => None,
+        });
     put(
         IdatElement::Gender,
-        patient.get("gender").and_then(Json::as_str),
+        german_gender.or_else(|| patient.get("gender").and_then(Json::as_str)),
     );
     for address in array(patient.get("address")) {
         for line in array(address.get("line")) {

@@ -24,7 +24,7 @@
 //!   [`Task::unknown_parts`], unknown element codes in [`ElementRequest::Unknown`]: newer
 //!   gateways will send them, and the agent reports rather than ignores them.
 //! * Everything else that does not match the cardinalities of the dispatcher IG (a missing or
-//!   repeated part, both or neither of `pseudonym` and `bloomfilter`, bad base64, a bad
+//!   repeated part, neither of `pseudonym` and `bloomfilter`, bad base64, a bad
 //!   instant, an `element` without code...) makes the task a [`TaskProblem`]. Problem reasons
 //!   name the task type and the part, never a part's value.
 //!
@@ -165,6 +165,11 @@ pub enum TaskKind {
 pub enum SendIdatSubject {
     BloomFilter(BloomFilter),
     Pseudonym(String),
+    /// Both parts were sent; they must name the same record.
+    Both {
+        pseudonym: String,
+        bloom_filter: BloomFilter,
+    },
 }
 
 /// One requested element; a code this version does not know is kept so it can be reported.
@@ -925,16 +930,19 @@ impl Checker {
         }
     }
 
-    /// `pseudonym` xor `bloomfilter`, each 0..1.
+    /// `pseudonym` and/or `bloomfilter`, each 0..1: the IG requires one and does not forbid
+    /// both (whether both name the same record is the agent's question, not the parser's).
     fn send_idat_subject(&mut self, p: &Parameter) -> Option<SendIdatSubject> {
         let pseudonym = self.at_most_one(p, "pseudonym");
         let bloom_filter = self.at_most_one(p, "bloomfilter");
         match (pseudonym, bloom_filter) {
-            (Ok(Some(_)), Ok(Some(_))) => {
-                self.push(
-                    "has both `pseudonym` and `bloomfilter`, exactly one is allowed".to_owned(),
-                );
-                None
+            (Ok(Some(psn)), Ok(Some(bf))) => {
+                let pseudonym = self.identifier(psn);
+                let bloom_filter = self.bloom_filter(bf);
+                Some(SendIdatSubject::Both {
+                    pseudonym: pseudonym?,
+                    bloom_filter: bloom_filter?,
+                })
             }
             (Ok(Some(part)), Ok(None)) => self.identifier(part).map(SendIdatSubject::Pseudonym),
             (Ok(None), Ok(Some(part))) => self.bloom_filter(part).map(SendIdatSubject::BloomFilter),
@@ -1207,6 +1215,11 @@ impl std::fmt::Debug for SendIdatSubject {
                 f.debug_tuple("BloomFilter").field(filter).finish()
             }
             SendIdatSubject::Pseudonym(_) => f.write_str("Pseudonym(<redacted>)"),
+            SendIdatSubject::Both { bloom_filter, .. } => f
+                .debug_struct("Both")
+                .field("pseudonym", &"<redacted>")
+                .field("bloom_filter", bloom_filter)
+                .finish(),
         }
     }
 }

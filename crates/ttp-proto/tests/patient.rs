@@ -84,8 +84,11 @@ fn the_full_mapping() {
         "gender": "female",
         "birthDate": "1964-08-12",
         "address": [ { "line": ["Heidestraße 17"], "city": "Köln", "postalCode": "51147" } ],
-        "maritalStatus": { "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ] },
-        "communication": [ { "language": { "coding": [ { "system": "urn:ietf:bcp:47", "code": "de-DE" } ] }, "preferred": true } ]
+        "maritalStatus": {
+            "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "Married" } ],
+            "text": "Married"
+        },
+        "communication": [ { "language": { "coding": [ { "system": "urn:ietf:bcp:47", "code": "de-DE", "display": "German (Germany)" } ] }, "preferred": true } ]
     });
     assert_eq!(patient, expected);
     assert_eq!(patient_values(&patient), full_record());
@@ -160,14 +163,19 @@ fn invalid_values_are_refused_with_reasons_and_never_quoted() {
         (Birthdate, "1965-02-30", InvalidValue::NotADate),
         (Birthdate, "1965-2-3", InvalidValue::NotADate),
         (Birthdate, "1965-12-03T00:00:00", InvalidValue::NotADate),
-        (Gender, "M", InvalidValue::NotAGender),
-        (Gender, "divers", InvalidValue::NotAGender),
-        (Language, "de_DE", InvalidValue::NotALanguageTag),
-        (Language, "German language", InvalidValue::NotALanguageTag),
-        (Language, "1de", InvalidValue::NotALanguageTag),
+        (Birthdate, "19", InvalidValue::NotADate),
+        (Birthdate, "1965-13", InvalidValue::NotADate),
+        (Gender, "mw", InvalidValue::NotAGender),
+        (Gender, "intersex", InvalidValue::NotAGender),
+        (Language, "de_DE", InvalidValue::NotALanguage),
+        (Language, "German language", InvalidValue::NotALanguage),
+        (Language, "1de", InvalidValue::NotALanguage),
+        (Language, "zh-Hant-TW", InvalidValue::NotALanguage),
         (Nationality, "Germany", InvalidValue::NotACountryCode),
         (Nationality, "276", InvalidValue::NotACountryCode),
+        (Nationality, "DEU", InvalidValue::NotACountryCode),
         (Maritalstatus, "married", InvalidValue::NotAMaritalStatus),
+        (Maritalstatus, "C", InvalidValue::NotAMaritalStatus),
         (Family, "Muster\u{0}mann", InvalidValue::ControlCharacters),
         (Given, "\u{7}", InvalidValue::ControlCharacters),
         (AddressCity, "   ", InvalidValue::Empty),
@@ -189,13 +197,17 @@ fn coded_values_are_normalised() {
     let cases = [
         (Gender, "Female", "female"),
         (Gender, " UNKNOWN ", "unknown"),
+        (Gender, "W", "female"),
+        (Gender, "d", "divers"),
+        (Gender, "X", "unbestimmt"),
         (Nationality, "de", "DE"),
-        (Nationality, "deu", "DEU"),
         (Maritalstatus, "w", "W"),
         (Language, "en", "en"),
-        (Language, "zh-Hant-TW", "zh-Hant-TW"),
+        (Language, "zh-tw", "zh-TW"),
         (Family, "  von Musterhausen ", "von Musterhausen"),
         (Birthdate, " 2000-02-29", "2000-02-29"),
+        (Birthdate, "1970", "1970"),
+        (Birthdate, "1970-05", "1970-05"),
     ];
     for (element, input, output) in cases {
         assert_eq!(
@@ -211,8 +223,64 @@ fn unknown_marital_status_uses_the_null_flavor_system() {
     let patient = build_patient(&values(&[(Maritalstatus, "unk")]), &[Maritalstatus]).unwrap();
     assert_eq!(
         patient["maritalStatus"],
-        json!({ "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK" } ] })
+        json!({
+            "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK", "display": "unknown" } ],
+            "text": "unknown"
+        })
     );
+}
+
+#[test]
+fn marital_status_carries_the_required_text() {
+    let patient = build_patient(&values(&[(Maritalstatus, "m")]), &[Maritalstatus]).unwrap();
+    assert_eq!(patient["maritalStatus"]["text"], json!("Married"));
+    assert_eq!(patient["maritalStatus"]["coding"][0]["code"], json!("M"));
+}
+
+#[test]
+fn german_divers_and_unbestimmt_are_other_with_the_amtlich_extension() {
+    for (input, code, display) in [("d", "D", "divers"), ("unbestimmt", "X", "unbestimmt")] {
+        let record = values(&[(Gender, input)]);
+        let patient = build_patient(&record, &[Gender]).unwrap();
+        assert_eq!(patient["gender"], json!("other"));
+        assert_eq!(
+            patient["_gender"],
+            json!({ "extension": [ {
+                "url": "http://fhir.de/StructureDefinition/gender-amtlich-de",
+                "valueCoding": { "system": "http://fhir.de/CodeSystem/gender-amtlich-de", "code": code, "display": display }
+            } ] })
+        );
+        // Read back, the German value is kept.
+        assert_eq!(patient_values(&patient)[&Gender], display);
+    }
+    for (input, fhir) in [("m", "male"), ("w", "female"), ("unbekannt", "unknown")] {
+        let patient = build_patient(&values(&[(Gender, input)]), &[Gender]).unwrap();
+        assert_eq!(patient["gender"], json!(fhir));
+        assert!(patient.get("_gender").is_none(), "{input}");
+    }
+}
+
+#[test]
+fn partial_birth_dates_are_sent_as_they_are_known() {
+    for date in ["1970", "1970-05", "1970-05-31"] {
+        let patient = build_patient(&values(&[(Birthdate, date)]), &[Birthdate]).unwrap();
+        assert_eq!(patient["birthDate"], json!(date));
+    }
+}
+
+#[test]
+fn as_far_as_known_sends_the_held_elements_and_names_the_missing_ones() {
+    let record = values(&[(Given, "Max"), (Family, "Muster"), (Nationality, "DEU")]);
+    let known = ttp_proto::build_known_patient(&record, &[Degree, Given, Birthplace, Nationality]);
+    assert_eq!(known.missing, vec![Birthplace, Degree, Nationality]);
+    assert_eq!(elements_present(&known.patient), BTreeSet::from([Given]));
+    assert!(
+        known.patient["name"][0].get("family").is_none(),
+        "never an unrequested one"
+    );
+    let nothing = ttp_proto::build_known_patient(&record, &[Degree]);
+    assert_eq!(nothing.missing, vec![Degree]);
+    assert!(elements_present(&nothing.patient).is_empty());
 }
 
 #[test]

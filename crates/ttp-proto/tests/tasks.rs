@@ -293,12 +293,31 @@ fn repeated_single_parts_are_problems() {
 }
 
 #[test]
-fn send_idat_needs_exactly_one_of_pseudonym_and_bloomfilter() {
-    let both = problem_of(task("send_idat", with(send_idat_parts(), bf(BF))));
-    assert_eq!(
-        both.reason,
-        "send_idat task: has both `pseudonym` and `bloomfilter`, exactly one is allowed"
-    );
+fn send_idat_needs_pseudonym_or_bloomfilter_and_keeps_both_when_both_come() {
+    // The IG requires one and does not forbid both: the agent checks they name one record.
+    let both = parse_one(task("send_idat", with(send_idat_parts(), bf(BF)))).unwrap();
+    match both.kind {
+        TaskKind::SendIdat {
+            subject:
+                SendIdatSubject::Both {
+                    pseudonym,
+                    bloom_filter,
+                },
+            ..
+        } => {
+            assert_eq!(pseudonym, "mii_1244Q2");
+            assert_eq!(bloom_filter.to_base64(), BF);
+        }
+        other => panic!("expected both subjects, got {other:?}"),
+    }
+    let bad_filter = problem_of(task(
+        "send_idat",
+        with(
+            send_idat_parts(),
+            json!({ "name": "bloomfilter", "valueBase64Binary": "!!" }),
+        ),
+    ));
+    assert!(bad_filter.reason.contains("bloomfilter"), "{bad_filter:?}");
     let neither = problem_of(task("send_idat", without(send_idat_parts(), "pseudonym")));
     assert_eq!(
         neither.reason,

@@ -8,8 +8,15 @@ use hyper::header::AUTHORIZATION;
 
 use crate::config::SimAuth;
 
-/// Whether a header credential (or no credential, for [`SimAuth::None`]) is enough.
-pub(crate) fn headers_ok(auth: &SimAuth, headers: &HeaderMap) -> bool {
+/// Whether a request's credentials satisfy `auth`. `body_key` is the body's `apikey`
+/// parameter (`None` when the body was not read or has none); `bearer_ok` says whether a
+/// bearer token is one the token endpoint issued and that is still valid.
+pub(crate) fn satisfied(
+    auth: &SimAuth,
+    headers: &HeaderMap,
+    body_key: Option<&str>,
+    bearer_ok: &dyn Fn(&str) -> bool,
+) -> bool {
     match auth {
         SimAuth::None => true,
         SimAuth::Header { name, value } => headers
@@ -20,20 +27,16 @@ pub(crate) fn headers_ok(auth: &SimAuth, headers: &HeaderMap) -> bool {
             .get_all(AUTHORIZATION)
             .iter()
             .any(|sent| basic_matches(sent.as_bytes(), user, password)),
-        SimAuth::BodyParam(_) => false,
-        SimAuth::AnyOf(options) => options.iter().any(|option| headers_ok(option, headers)),
-    }
-}
-
-/// Whether the body's `apikey` parameter (if any) is an accepted key.
-pub(crate) fn body_key_ok(auth: &SimAuth, sent: Option<&str>) -> bool {
-    let Some(sent) = sent else {
-        return false;
-    };
-    match auth {
-        SimAuth::BodyParam(key) => same(sent.as_bytes(), key.as_bytes()),
-        SimAuth::AnyOf(options) => options.iter().any(|option| body_key_ok(option, Some(sent))),
-        SimAuth::None | SimAuth::Header { .. } | SimAuth::Basic { .. } => false,
+        SimAuth::BodyParam(key) => {
+            body_key.is_some_and(|sent| same(sent.as_bytes(), key.as_bytes()))
+        }
+        SimAuth::Bearer(_) => crate::oauth::bearer(headers).is_some_and(bearer_ok),
+        SimAuth::AnyOf(options) => options
+            .iter()
+            .any(|option| satisfied(option, headers, body_key, bearer_ok)),
+        SimAuth::AllOf(options) => options
+            .iter()
+            .all(|option| satisfied(option, headers, body_key, bearer_ok)),
     }
 }
 
@@ -78,6 +81,14 @@ mod tests {
         map
     }
 
+    fn no_bearer(_: &str) -> bool {
+        false
+    }
+
+    fn headers_ok(auth: &SimAuth, headers: &HeaderMap) -> bool {
+        satisfied(auth, headers, None, &no_bearer)
+    }
+
     #[test]
     fn header_key_must_match_exactly() {
         let auth = SimAuth::api_key_header("k-123");
@@ -113,16 +124,63 @@ mod tests {
     }
 
     #[test]
-    fn any_of_accepts_each_option() {
-        let auth = SimAuth::AnyOf(vec![
+    fn any_of_accepts_each_option_and_all_of_needs_every_one() {
+        let any = SimAuth::AnyOf(vec![
             SimAuth::BodyParam("body-key".into()),
             SimAuth::api_key_header("header-key"),
         ]);
-        assert!(headers_ok(&auth, &headers(&[("apiKey", "header-key")])));
-        assert!(!headers_ok(&auth, &headers(&[("apiKey", "body-key")])));
-        assert!(body_key_ok(&auth, Some("body-key")));
-        assert!(!body_key_ok(&auth, Some("header-key")));
-        assert!(!body_key_ok(&auth, None));
-        assert!(auth.accepts_body_param() && !auth.accepts_basic());
+        let header = headers(&[("apiKey", "header-key")]);
+        assert!(headers_ok(&any, &header));
+        assert!(!headers_ok(&any, &headers(&[("apiKey", "body-key")])));
+        assert!(satisfied(
+            &any,
+            &HeaderMap::new(),
+            Some("body-key"),
+            &no_bearer
+        ));
+        assert!(!satisfied(
+            &any,
+            &HeaderMap::new(),
+            Some("header-key"),
+            &no_bearer
+        ));
+        assert!(any.accepts_body_param() && !any.accepts_basic());
+
+        let all = SimAuth::AllOf(vec![
+            SimAuth::BodyParam("body-key".into()),
+            SimAuth::api_key_header("header-key"),
+        ]);
+        assert!(satisfied(&all, &header, Some("body-key"), &no_bearer));
+        assert!(!satisfied(&all, &header, None, &no_bearer));
+        assert!(!satisfied(
+            &all,
+            &HeaderMap::new(),
+            Some("body-key"),
+            &no_bearer
+        ));
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked_by_the_token_store() {
+        let auth = SimAuth::Bearer(crate::OAuth2Client {
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            token_ttl: std::time::Duration::from_secs(60),
+            scope: None,
+        });
+        let valid = |token: &str| token == "good";
+        assert!(satisfied(
+            &auth,
+            &headers(&[("authorization", "Bearer good")]),
+            None,
+            &valid
+        ));
+        assert!(!satisfied(
+            &auth,
+            &headers(&[("authorization", "Bearer bad")]),
+            None,
+            &valid
+        ));
+        assert!(!satisfied(&auth, &headers(&[]), None, &valid));
     }
 }

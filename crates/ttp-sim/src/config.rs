@@ -64,9 +64,13 @@ pub struct SimConfig {
     pub identifier_system: String,
     /// UTC offset, in seconds, of the `expires` instants the simulator writes.
     pub utc_offset_secs: i32,
-    /// The IG says a site sends the requested elements "as far as known"; the brief this
-    /// simulator was built to says a missing element is an error (422). `false` = 422.
+    /// The IG says a site sends the requested elements "as far as known" (`true`, the
+    /// default): a `$providePatientData` without some requested elements is accepted. `false`
+    /// answers it 422, as a stricter gateway might.
     pub allow_missing_elements: bool,
+    /// Fraction of `send_idat` tasks that name the record by its Bloom filter *and* its
+    /// pseudonym (the IG allows both); the pseudonym is the filter's own once it has one.
+    pub idat_by_both: f64,
 }
 
 impl Default for SimConfig {
@@ -89,7 +93,8 @@ impl Default for SimConfig {
             latency: None,
             identifier_system: "https://ths-greifswald.de/gpas".to_owned(),
             utc_offset_secs: 2 * 3600,
-            allow_missing_elements: false,
+            allow_missing_elements: true,
+            idat_by_both: 0.0,
         }
     }
 }
@@ -115,6 +120,7 @@ impl fmt::Debug for SimConfig {
             .field("identifier_system", &self.identifier_system)
             .field("utc_offset_secs", &self.utc_offset_secs)
             .field("allow_missing_elements", &self.allow_missing_elements)
+            .field("idat_by_both", &self.idat_by_both)
             .finish()
     }
 }
@@ -132,6 +138,12 @@ pub enum SimAuth {
     Basic { user: String, password: String },
     /// Any one of several methods is enough (public clients send a body key *and* Basic).
     AnyOf(Vec<SimAuth>),
+    /// Every one of several methods is required (a gateway that wants the API key *and*
+    /// Basic auth, or the key in the header *and* the body).
+    AllOf(Vec<SimAuth>),
+    /// An OAuth2 bearer token from the simulator's own token endpoint
+    /// ([`crate::TOKEN_PATH`]), issued to this client with the client-credentials grant.
+    Bearer(crate::OAuth2Client),
 }
 
 impl SimAuth {
@@ -146,16 +158,29 @@ impl SimAuth {
     pub(crate) fn accepts_body_param(&self) -> bool {
         match self {
             Self::BodyParam(_) => true,
-            Self::AnyOf(options) => options.iter().any(Self::accepts_body_param),
-            Self::None | Self::Header { .. } | Self::Basic { .. } => false,
+            Self::AnyOf(options) | Self::AllOf(options) => {
+                options.iter().any(Self::accepts_body_param)
+            }
+            Self::None | Self::Header { .. } | Self::Basic { .. } | Self::Bearer(_) => false,
         }
     }
 
     pub(crate) fn accepts_basic(&self) -> bool {
         match self {
             Self::Basic { .. } => true,
-            Self::AnyOf(options) => options.iter().any(Self::accepts_basic),
-            Self::None | Self::Header { .. } | Self::BodyParam(_) => false,
+            Self::AnyOf(options) | Self::AllOf(options) => options.iter().any(Self::accepts_basic),
+            Self::None | Self::Header { .. } | Self::BodyParam(_) | Self::Bearer(_) => false,
+        }
+    }
+
+    /// The OAuth2 client this configuration issues tokens to, if any.
+    pub(crate) fn oauth2_client(&self) -> Option<&crate::OAuth2Client> {
+        match self {
+            Self::Bearer(client) => Some(client),
+            Self::AnyOf(options) | Self::AllOf(options) => {
+                options.iter().find_map(Self::oauth2_client)
+            }
+            Self::None | Self::Header { .. } | Self::BodyParam(_) | Self::Basic { .. } => None,
         }
     }
 }
@@ -176,6 +201,8 @@ impl fmt::Debug for SimAuth {
                 .field("password", &"<redacted>")
                 .finish(),
             Self::AnyOf(options) => f.debug_tuple("AnyOf").field(options).finish(),
+            Self::AllOf(options) => f.debug_tuple("AllOf").field(options).finish(),
+            Self::Bearer(client) => f.debug_tuple("Bearer").field(client).finish(),
         }
     }
 }
@@ -316,6 +343,7 @@ impl SimConfig {
         check_fraction("clearing", self.clearing)?;
         check_fraction("repeat_first", self.repeat_first)?;
         check_fraction("idat_by_pseudonym", self.idat_by_pseudonym)?;
+        check_fraction("idat_by_both", self.idat_by_both)?;
         if self.elements.is_empty() {
             return Err(invalid(
                 "elements",
@@ -401,6 +429,24 @@ impl SimAuth {
                     ));
                 }
                 options.iter().try_for_each(Self::validate)
+            }
+            Self::AllOf(options) => {
+                if options.is_empty() {
+                    return Err(invalid(
+                        "auth",
+                        "AllOf with no options would accept every request; use None",
+                    ));
+                }
+                options.iter().try_for_each(Self::validate)
+            }
+            Self::Bearer(client) => {
+                if client.client_id.is_empty() || client.client_secret.is_empty() {
+                    return Err(invalid(
+                        "auth",
+                        "the OAuth2 client id and secret must not be empty",
+                    ));
+                }
+                Ok(())
             }
         }
     }

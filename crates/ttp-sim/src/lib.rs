@@ -63,6 +63,7 @@ mod config;
 mod fault;
 mod fhir;
 mod hash;
+mod oauth;
 mod patient;
 mod server;
 mod state;
@@ -83,7 +84,8 @@ use tokio::task::JoinHandle;
 pub use config::{
     FaultConfig, FaultKind, FaultTiming, InvalidConfig, KNOWN_ELEMENTS, SimAuth, SimConfig,
 };
-pub use patient::IDAT_PROFILE;
+pub use oauth::{OAuth2Client, TOKEN_PATH};
+pub use patient::{IDAT_PROFILE, check_idat_patient};
 pub use server::BASE_PATH;
 pub use state::IdatSubject;
 pub use stats::{MAX_VIOLATIONS_KEPT, SimStats};
@@ -153,7 +155,21 @@ impl SimHandle {
         let mut stats = lock(&self.shared.dispatcher).stats();
         lock(&self.shared.traffic).fill(&mut stats);
         stats.max_concurrent_requests = self.shared.max_in_flight.load(Ordering::Relaxed);
+        let tokens = lock(&self.shared.tokens);
+        stats.oauth_token_requests = tokens.requests;
+        stats.oauth_token_refusals = tokens.refused;
         stats
+    }
+
+    /// The OAuth2 token endpoint's URL (it answers only with [`SimAuth::Bearer`]).
+    pub fn token_url(&self) -> String {
+        format!("http://{}{TOKEN_PATH}", self.addr)
+    }
+
+    /// Revokes every token issued so far: the next request with one of them gets 401, as
+    /// after a restart of the authorisation server or a key rotation.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).revoke_all();
     }
 
     /// Replaces the fault configuration; the fault sequence restarts at request 0.

@@ -34,6 +34,34 @@ struct Args {
     /// Also accept the key as the legacy body parameter `apikey`.
     #[arg(long)]
     api_key_in_body: bool,
+    /// Require the key in the header *and* the body (with --api-key-in-body).
+    #[arg(long)]
+    api_key_in_both: bool,
+    /// Require an OAuth2 bearer token too: the client id. The token endpoint is
+    /// `/realms/ttp/protocol/openid-connect/token` on the same address.
+    #[arg(long, requires = "oauth2_client_secret_file")]
+    oauth2_client_id: Option<String>,
+    /// File holding the OAuth2 client secret (first line).
+    #[arg(long, requires = "oauth2_client_id")]
+    oauth2_client_secret_file: Option<PathBuf>,
+    /// Lifetime of the OAuth2 tokens, in seconds.
+    #[arg(long, default_value_t = 300)]
+    oauth2_token_ttl_secs: u64,
+    /// Element codes a send_idat may ask for (comma-separated); e.g. add degree,birthplace
+    /// to ask for elements most records lack.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "given,family,birthdate,gender"
+    )]
+    elements: Vec<String>,
+    /// Answer a $providePatientData that lacks a requested element with 422 (a stricter
+    /// gateway than the IG, which accepts what the site knows).
+    #[arg(long)]
+    strict_elements: bool,
+    /// Fraction of clearings whose send_idat names the filter and a pseudonym together.
+    #[arg(long, default_value_t = 0.0)]
+    idat_by_both: f64,
     /// Study name the dispatcher serves.
     #[arg(long, default_value = "mii")]
     study: String,
@@ -86,12 +114,27 @@ fn config(args: &Args) -> Result<SimConfig, String> {
                 name: args.api_key_header.clone(),
                 value: key.clone(),
             };
-            if args.api_key_in_body {
-                SimAuth::AnyOf(vec![header, SimAuth::BodyParam(key)])
-            } else {
-                header
+            match (args.api_key_in_body, args.api_key_in_both) {
+                (_, true) => SimAuth::AllOf(vec![header, SimAuth::BodyParam(key)]),
+                (true, false) => SimAuth::AnyOf(vec![header, SimAuth::BodyParam(key)]),
+                (false, false) => header,
             }
         }
+    };
+    let auth = match (&args.oauth2_client_id, &args.oauth2_client_secret_file) {
+        (Some(client_id), Some(secret_file)) => {
+            let bearer = SimAuth::Bearer(ttp_sim::OAuth2Client {
+                client_id: client_id.clone(),
+                client_secret: read_api_key(secret_file)?,
+                token_ttl: Duration::from_secs(args.oauth2_token_ttl_secs),
+                scope: None,
+            });
+            match auth {
+                SimAuth::None => bearer,
+                other => SimAuth::AllOf(vec![other, bearer]),
+            }
+        }
+        _ => auth,
     };
     let mut kinds = vec![
         FaultKind::Status(500),
@@ -116,6 +159,9 @@ fn config(args: &Args) -> Result<SimConfig, String> {
         clearing: args.clearing,
         repeat_first: args.repeat_first,
         task_ttl: Duration::from_secs(args.task_ttl_secs),
+        elements: args.elements.clone(),
+        allow_missing_elements: !args.strict_elements,
+        idat_by_both: args.idat_by_both,
         faults: FaultConfig {
             probability: args.fault_rate,
             kinds,
@@ -194,6 +240,37 @@ mod tests {
         let err = check_listen(&args(&["--listen", "0.0.0.0:8080"])).expect_err("refused");
         assert!(err.contains("0.0.0.0:8080"), "{err}");
         assert!(check_listen(&args(&["--listen", "0.0.0.0:8080", "--allow-non-loopback"])).is_ok());
+    }
+
+    #[test]
+    fn gateway_fidelity_switches_become_a_valid_configuration() {
+        let dir = std::env::temp_dir().join(format!("ttp-sim-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = dir.join("key");
+        std::fs::write(&key, "k-1\n").expect("write");
+        let key = key.to_str().expect("utf-8");
+        let cfg = config(&args(&[
+            "--api-key-file",
+            key,
+            "--api-key-in-both",
+            "--oauth2-client-id",
+            "site",
+            "--oauth2-client-secret-file",
+            key,
+            "--elements",
+            "given,degree,birthplace",
+            "--strict-elements",
+            "--idat-by-both",
+            "0.5",
+        ]))
+        .expect("config");
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(cfg.validate(), Ok(()));
+        assert!(matches!(&cfg.auth, SimAuth::AllOf(all) if all.len() == 2));
+        assert_eq!(cfg.elements, ["given", "degree", "birthplace"]);
+        assert!(!cfg.allow_missing_elements);
+        assert_eq!(cfg.idat_by_both, 0.5);
+        assert!(config(&args(&[])).expect("config").allow_missing_elements);
     }
 
     #[test]

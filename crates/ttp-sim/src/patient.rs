@@ -17,6 +17,10 @@ pub const IDAT_PROFILE: &str =
 const BIRTH_PLACE: &str = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace";
 const NATIONALITY: &str = "http://hl7.org/fhir/StructureDefinition/patient-nationality";
 const EN_QUALIFIER: &str = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier";
+/// The German base profile's extension on `Patient.gender` (de.basisprofil) and its
+/// CodeSystem (HL7 Deutschland terminologie-basis-de: M, W, D divers, X unbestimmt).
+const GENDER_AMTLICH: &str = "http://fhir.de/StructureDefinition/gender-amtlich-de";
+const GENDER_AMTLICH_SYSTEM: &str = "http://fhir.de/CodeSystem/gender-amtlich-de";
 
 /// Patient fields the profile sets to `max = 0`.
 const FORBIDDEN: [&str; 12] = [
@@ -47,7 +51,21 @@ impl Findings {
     }
 }
 
-/// Every way `patient` departs from what the task `requested`; empty means acceptable.
+/// Every way `patient` departs from the Idat profile (`input/fsh/profile-Idat.fsh`, IG
+/// 2025.2.0) and from what the task `requested`; empty means acceptable. With
+/// `allow_missing` a requested element may be absent (the IG's "soweit bekannt").
+///
+/// This is the one checker of the profile's rules: the simulator judges every
+/// `$providePatientData` with it, and the agent's tests use it on the Patients the agent
+/// builds. Messages name paths and element codes, never values.
+pub fn check_idat_patient(
+    patient: &Value,
+    requested: &[String],
+    allow_missing: bool,
+) -> Vec<String> {
+    check(patient, requested, allow_missing)
+}
+
 pub(crate) fn check(patient: &Value, requested: &[String], allow_missing: bool) -> Vec<String> {
     let mut findings = Findings::default();
     let Some(object) = patient.as_object() else {
@@ -56,12 +74,15 @@ pub(crate) fn check(patient: &Value, requested: &[String], allow_missing: bool) 
     if object.get("resourceType").and_then(Value::as_str) != Some("Patient") {
         return vec!["the `patient` parameter's resource is not a Patient".into()];
     }
-    let profiles = object
-        .get("meta")
-        .and_then(|meta| meta.get("profile"))
-        .and_then(Value::as_array);
-    if !profiles.is_some_and(|p| p.iter().any(|p| p.as_str() == Some(IDAT_PROFILE))) {
-        findings.problem(format!("Patient.meta.profile does not name {IDAT_PROFILE}"));
+    // The IG's own example carries no `meta.profile`; a Patient that claims profiles must
+    // claim this one.
+    if let Some(profiles) = object.get("meta").and_then(|meta| meta.get("profile")) {
+        let names_it = profiles
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p.as_str() == Some(IDAT_PROFILE)));
+        if !names_it {
+            findings.problem(format!("Patient.meta.profile does not name {IDAT_PROFILE}"));
+        }
     }
 
     for (key, value) in object {
@@ -86,6 +107,7 @@ pub(crate) fn check(patient: &Value, requested: &[String], allow_missing: bool) 
                     findings.problem("Patient.gender is not one of male, female, other, unknown");
                 }
             }
+            "_gender" => check_gender_extension(value, object.get("gender"), &mut findings),
             "birthDate" => {
                 if value.as_str().is_some_and(is_fhir_date) {
                     findings.present.insert("birthdate");
@@ -96,10 +118,16 @@ pub(crate) fn check(patient: &Value, requested: &[String], allow_missing: bool) 
                 }
             }
             "maritalStatus" => {
-                if codeable_concept_has_content(value) {
+                let before = findings.problems.len();
+                check_bound_concept(
+                    value,
+                    "Patient.maritalStatus",
+                    &MARITAL_STATUS,
+                    true,
+                    &mut findings,
+                );
+                if findings.problems.len() == before {
                     findings.present.insert("maritalstatus");
-                } else {
-                    findings.problem("Patient.maritalStatus has neither coding.code nor text");
                 }
             }
             other if FORBIDDEN.contains(&other) => {
@@ -173,18 +201,6 @@ fn is_fhir_date(text: &str) -> bool {
         }
         _ => false,
     }
-}
-
-fn codeable_concept_has_content(value: &Value) -> bool {
-    let coded = value
-        .get("coding")
-        .and_then(Value::as_array)
-        .is_some_and(|codings| {
-            codings
-                .iter()
-                .any(|coding| coding.get("code").is_some_and(non_empty_string))
-        });
-    coded || value.get("text").is_some_and(non_empty_string)
 }
 
 fn check_name(name: &Value, path: &str, findings: &mut Findings) {
@@ -302,9 +318,19 @@ fn check_address(address: &Value, path: &str, findings: &mut Findings) {
 }
 
 fn check_communication(communication: &Value, path: &str, findings: &mut Findings) {
-    let language = communication.get("language");
-    if !language.is_some_and(codeable_concept_has_content) {
-        findings.problem(format!("{path}.language has neither coding.code nor text"));
+    let Some(language) = communication.get("language") else {
+        findings.problem(format!("{path}.language is missing"));
+        return;
+    };
+    let before = findings.problems.len();
+    check_bound_concept(
+        language,
+        &format!("{path}.language"),
+        &LANGUAGES,
+        false,
+        findings,
+    );
+    if findings.problems.len() != before {
         return;
     }
     if communication.get("preferred").and_then(Value::as_bool) != Some(true) {
@@ -355,10 +381,20 @@ fn check_extension(extension: &Value, path: &str, findings: &mut Findings) {
                         .find(|s| s.get("url").and_then(Value::as_str) == Some("code"))
                 });
             match code.and_then(|c| c.get("valueCodeableConcept")) {
-                Some(concept) if codeable_concept_has_content(concept) => {
-                    findings.present.insert("nationality");
+                Some(concept) => {
+                    let before = findings.problems.len();
+                    check_bound_concept(
+                        concept,
+                        &format!("{path} (nationality) code"),
+                        &COUNTRIES,
+                        false,
+                        findings,
+                    );
+                    if findings.problems.len() == before {
+                        findings.present.insert("nationality");
+                    }
                 }
-                _ => findings.problem(format!(
+                None => findings.problem(format!(
                     "{path} (nationality) has no sub-extension `code` with a valueCodeableConcept"
                 )),
             }
@@ -367,6 +403,155 @@ fn check_extension(extension: &Value, path: &str, findings: &mut Findings) {
             "{path} is an extension the Idat profile does not define (data minimisation)"
         )),
         None => findings.problem(format!("{path} has no url")),
+    }
+}
+
+/// A required binding, as the profile's CodeableConcepts have it: `coding` 0..1, whose
+/// `system` and `code` are both required and from `binding`; `text` 1..1 when
+/// `text_required` (maritalStatus), else optional. A concept must say something, and with a
+/// required binding that means a coding from the value set.
+struct Binding {
+    name: &'static str,
+    /// `(system, codes)` pairs; codes separated by spaces.
+    systems: &'static [(&'static str, &'static str)],
+}
+
+/// R4 `marital-status`: v3-MaritalStatus and `UNK` from v3-NullFlavor.
+const MARITAL_STATUS: Binding = Binding {
+    name: "the R4 marital-status value set",
+    systems: &[
+        (
+            "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+            "A D I L M P S T U W",
+        ),
+        ("http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "UNK"),
+    ],
+};
+
+/// R4 `languages` (BCP 47 codes enumerated by the value set). Kept here in its own form
+/// rather than taken from the agent's crates: the simulator is the independent reading.
+const LANGUAGES: Binding = Binding {
+    name: "the R4 languages value set",
+    systems: &[(
+        "urn:ietf:bcp:47",
+        "ar bn cs da de de-AT de-CH de-DE el en en-AU en-CA en-GB en-IN en-NZ en-SG en-US es \
+         es-AR es-ES es-UY fi fr fr-BE fr-CH fr-FR fy fy-NL hi hr it it-CH it-IT ja ko nl nl-BE \
+         nl-NL no no-NO pa pl pt pt-BR ru ru-RU sr sr-RS sv sv-SE te zh zh-CN zh-HK zh-SG zh-TW",
+    )],
+};
+
+/// ISO 3166-1 alpha-2, the officially assigned codes.
+const COUNTRIES: Binding = Binding {
+    name: "ISO 3166-1 alpha-2",
+    systems: &[(
+        "urn:iso:std:iso:3166",
+        "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO \
+         BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ \
+         DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP \
+         GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG \
+         KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML \
+         MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE \
+         PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL \
+         SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM \
+         US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW",
+    )],
+};
+
+fn check_bound_concept(
+    concept: &Value,
+    path: &str,
+    binding: &Binding,
+    text_required: bool,
+    findings: &mut Findings,
+) {
+    let Some(object) = concept.as_object() else {
+        findings.problem(format!("{path} is not a CodeableConcept"));
+        return;
+    };
+    for key in object.keys() {
+        if !matches!(key.as_str(), "coding" | "text") {
+            findings.problem(format!("{path}.{key} is not used by the Idat profile"));
+        }
+    }
+    match object.get("text") {
+        Some(text) if !non_empty_string(text) => {
+            findings.problem(format!("{path}.text is empty or not a string"));
+        }
+        None if text_required => {
+            findings.problem(format!(
+                "{path}.text is missing (the Idat profile requires it)"
+            ));
+        }
+        _ => {}
+    }
+    let codings = object.get("coding").map(|c| c.as_array());
+    match codings {
+        None => findings.problem(format!(
+            "{path} has no coding (the binding to {} is required)",
+            binding.name
+        )),
+        Some(None) => findings.problem(format!("{path}.coding is not an array")),
+        Some(Some(codings)) if codings.len() != 1 => findings.problem(format!(
+            "{path}.coding has {} entries; the Idat profile allows one",
+            codings.len()
+        )),
+        Some(Some(codings)) => {
+            let coding = &codings[0];
+            let system = coding.get("system").and_then(Value::as_str);
+            let code = coding.get("code").and_then(Value::as_str);
+            let (Some(system), Some(code)) = (system, code) else {
+                findings.problem(format!(
+                    "{path}.coding needs both system and code (the Idat profile requires them)"
+                ));
+                return;
+            };
+            let bound = binding.systems.iter().any(|(bound_system, codes)| {
+                *bound_system == system && codes.split_whitespace().any(|c| c == code)
+            });
+            if !bound {
+                findings.problem(format!(
+                    "{path}.coding is not a code of {} (required binding)",
+                    binding.name
+                ));
+            }
+        }
+    }
+}
+
+/// `_gender`: only the German base profile's `gender-amtlich-de` extension, whose code must
+/// agree with `gender` (`D`/`X` only with `other`).
+fn check_gender_extension(value: &Value, gender: Option<&Value>, findings: &mut Findings) {
+    let path = "Patient._gender";
+    let Some(extensions) = value.get("extension").and_then(Value::as_array) else {
+        findings.problem(format!("{path} has no extension array"));
+        return;
+    };
+    if value.as_object().is_some_and(|o| o.len() != 1) {
+        findings.problem(format!("{path} carries more than its extension"));
+    }
+    for (index, extension) in extensions.iter().enumerate() {
+        if extension.get("url").and_then(Value::as_str) != Some(GENDER_AMTLICH) {
+            findings.problem(format!(
+                "{path}.extension[{index}] is an extension the Idat profile does not define"
+            ));
+            continue;
+        }
+        let coding = extension.get("valueCoding");
+        let system = coding.and_then(|c| c.get("system")).and_then(Value::as_str);
+        let code = coding.and_then(|c| c.get("code")).and_then(Value::as_str);
+        let fits = system == Some(GENDER_AMTLICH_SYSTEM)
+            && matches!(
+                (code, gender.and_then(Value::as_str)),
+                (Some("D" | "X"), Some("other"))
+                    | (Some("M"), Some("male"))
+                    | (Some("W"), Some("female"))
+            );
+        if !fits {
+            findings.problem(format!(
+                "{path}.extension[{index}] (gender-amtlich-de) has no code of \
+                 {GENDER_AMTLICH_SYSTEM} that agrees with Patient.gender"
+            ));
+        }
     }
 }
 
@@ -528,10 +713,74 @@ mod tests {
             "birthDate": "1970-01-31",
             "address": [ { "line": ["Teststr. 1"], "city": "Teststadt", "postalCode": "12345" } ],
             "communication": [ { "language": { "coding": [ { "system": "urn:ietf:bcp:47", "code": "de" } ] }, "preferred": true } ],
-            "maritalStatus": { "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ] }
+            "maritalStatus": { "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ], "text": "verheiratet" }
         });
         let all = codes(&crate::config::KNOWN_ELEMENTS);
         assert_eq!(check(&patient, &all, false), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_profiles_bindings_and_required_texts_are_enforced() {
+        let requested = codes(&["maritalstatus", "language", "nationality", "gender"]);
+        let patient = |marital: Value, language: Value, nationality: Value| {
+            json!({
+                "resourceType": "Patient",
+                "extension": [ { "url": NATIONALITY, "extension": [ { "url": "code", "valueCodeableConcept": nationality } ] } ],
+                "gender": "other",
+                "_gender": { "extension": [ { "url": GENDER_AMTLICH, "valueCoding": { "system": GENDER_AMTLICH_SYSTEM, "code": "D", "display": "divers" } } ] },
+                "communication": [ { "language": language, "preferred": true } ],
+                "maritalStatus": marital
+            })
+        };
+        let good = patient(
+            json!({ "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ], "text": "Married" }),
+            json!({ "coding": [ { "system": "urn:ietf:bcp:47", "code": "de-DE" } ] }),
+            json!({ "coding": [ { "system": "urn:iso:std:iso:3166", "code": "DE" } ] }),
+        );
+        assert_eq!(check(&good, &requested, false), Vec::<String>::new());
+
+        let bad = patient(
+            json!({ "coding": [ { "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M" } ] }),
+            json!({ "coding": [ { "system": "urn:ietf:bcp:47", "code": "tr" } ] }),
+            json!({ "coding": [ { "system": "urn:iso:std:iso:3166", "code": "DEU" } ] }),
+        );
+        let problems = check(&bad, &requested, true);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("maritalStatus.text is missing")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("R4 languages value set")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("ISO 3166-1 alpha-2")),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 3, "{problems:?}");
+
+        let mut wrong_gender = good.clone();
+        wrong_gender["gender"] = json!("male");
+        let problems = check(&wrong_gender, &requested, false);
+        assert!(
+            problems.iter().any(|p| p.contains("gender-amtlich-de")),
+            "{problems:?}"
+        );
+
+        let mut no_system = good;
+        no_system["communication"][0]["language"] = json!({ "coding": [ { "code": "de" } ] });
+        no_system["communication"][0]["preferred"] = json!(false);
+        let problems = check(&no_system, &requested, false);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("needs both system and code")),
+            "{problems:?}"
+        );
     }
 
     #[test]

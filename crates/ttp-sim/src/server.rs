@@ -195,6 +195,8 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Mutex<Dispatcher>,
     pub(crate) traffic: Mutex<Traffic>,
     pub(crate) faults: Mutex<FaultPlan>,
+    /// OAuth2 tokens issued by the token endpoint (used only with [`SimAuth::Bearer`]).
+    pub(crate) tokens: Mutex<crate::oauth::Tokens>,
     in_flight: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -217,6 +219,7 @@ impl Shared {
             dispatcher: Mutex::new(dispatcher),
             traffic: Mutex::new(Traffic::default()),
             faults: Mutex::new(faults),
+            tokens: Mutex::new(crate::oauth::Tokens::default()),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             shutdown,
@@ -343,6 +346,16 @@ async fn handle(
         Err(_) => return Err(DropConnection),
     };
 
+    // The token endpoint belongs to the authorisation server, not the gateway: the gateway's
+    // faults do not apply to it.
+    if parts.uri.path() == crate::oauth::TOKEN_PATH {
+        return Ok(send(
+            &shared,
+            token_endpoint(&shared, &parts.method, &parts.headers, &body),
+            None,
+        ));
+    }
+
     let fault = lock(&shared.faults).next();
     if let Some(fault) = &fault {
         let mut traffic = lock(&shared.traffic);
@@ -452,8 +465,11 @@ fn process(shared: &Shared, op: Op, method: &Method, headers: &HeaderMap, body: 
             "Content-Type must be application/fhir+json".into(),
         );
     }
-    let header_auth = auth::headers_ok(&shared.auth, headers);
-    if !header_auth && !shared.auth.accepts_body_param() {
+    let now = shared.clock.now();
+    let bearer_ok = |token: &str| lock(&shared.tokens).valid(token, now);
+    // Without a body key in play, credentials are checked before the body is read.
+    let needs_body = shared.auth.accepts_body_param();
+    if !needs_body && !auth::satisfied(&shared.auth, headers, None, &bearer_ok) {
         return unauthorised(shared);
     }
     let value: Value = match serde_json::from_slice(body) {
@@ -466,10 +482,13 @@ fn process(shared: &Shared, op: Op, method: &Method, headers: &HeaderMap, body: 
         Ok(params) => params,
         Err(bad) => return Answer::outcome(400, "structure", bad.0),
     };
-    if !header_auth {
-        match params.optional_string("apikey", "valueString") {
-            Ok(key) if auth::body_key_ok(&shared.auth, key) => {}
-            _ => return unauthorised(shared),
+    if needs_body {
+        let key = params
+            .optional_string("apikey", "valueString")
+            .ok()
+            .flatten();
+        if !auth::satisfied(&shared.auth, headers, key, &bearer_ok) {
+            return unauthorised(shared);
         }
     }
     match run(shared, op, &params) {
@@ -505,6 +524,22 @@ fn run(shared: &Shared, op: Op, params: &Parameters<'_>) -> Result<Reply, fhir::
             )));
         }
     })
+}
+
+/// The authorisation server's token endpoint; 404 unless the simulator issues tokens.
+fn token_endpoint(shared: &Shared, method: &Method, headers: &HeaderMap, body: &[u8]) -> Answer {
+    let Some(client) = shared.auth.oauth2_client() else {
+        return Answer::text(404, "text/plain", "no token endpoint here".into());
+    };
+    if *method != Method::POST {
+        return Answer::text(405, "text/plain", "the token endpoint expects POST".into())
+            .with_header(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    let now = shared.clock.now();
+    let answer = lock(&shared.tokens).request(client, headers, body, now);
+    let mut reply = Answer::json(answer.status, &answer.body);
+    reply.content_type = "application/json";
+    reply
 }
 
 fn unauthorised(shared: &Shared) -> Answer {

@@ -48,6 +48,12 @@ pub enum IdatSubject {
     BloomFilter(String),
     /// A pseudonym (for clearings: a provisional one the site cannot know).
     Pseudonym(String),
+    /// Both parts, which the IG does not forbid (for clearings: the filter and a provisional
+    /// pseudonym the site cannot know).
+    Both {
+        bloom_filter: String,
+        pseudonym: String,
+    },
 }
 
 /// An HTTP status and a FHIR JSON body.
@@ -78,6 +84,7 @@ struct Rules {
     clearing: f64,
     repeat_first: f64,
     idat_by_pseudonym: f64,
+    idat_by_both: f64,
     elements: Vec<String>,
     ttl: TimeDelta,
     dic_listings: u32,
@@ -168,6 +175,7 @@ impl Dispatcher {
             clearing: cfg.clearing,
             repeat_first: cfg.repeat_first,
             idat_by_pseudonym: cfg.idat_by_pseudonym,
+            idat_by_both: cfg.idat_by_both,
             elements: cfg.elements.clone(),
             ttl: TimeDelta::from_std(cfg.task_ttl).unwrap_or(TimeDelta::MAX),
             dic_listings: cfg.dic_listings.max(1),
@@ -417,6 +425,16 @@ impl Dispatcher {
             self.rules.idat_by_pseudonym,
         ) {
             IdatSubject::Pseudonym(self.allocate_pseudonym("provisional-pseudonym", filter))
+        } else if hash::chance(
+            self.rules.seed,
+            "idat-by-both",
+            filter.as_bytes(),
+            self.rules.idat_by_both,
+        ) {
+            IdatSubject::Both {
+                bloom_filter: filter.to_owned(),
+                pseudonym: self.allocate_pseudonym("provisional-pseudonym", filter),
+            }
         } else {
             IdatSubject::BloomFilter(filter.to_owned())
         };
@@ -716,12 +734,21 @@ fn task_json(rules: &Rules, task: &Task) -> Value {
             ..
         } => {
             parts.push(fhir::id_part("taskId", task_id));
-            parts.push(match subject {
-                IdatSubject::BloomFilter(filter) => fhir::base64_part("bloomfilter", filter),
-                IdatSubject::Pseudonym(pseudonym) => {
-                    fhir::identifier_part("pseudonym", system, pseudonym)
+            match subject {
+                IdatSubject::BloomFilter(filter) => {
+                    parts.push(fhir::base64_part("bloomfilter", filter));
                 }
-            });
+                IdatSubject::Pseudonym(pseudonym) => {
+                    parts.push(fhir::identifier_part("pseudonym", system, pseudonym));
+                }
+                IdatSubject::Both {
+                    bloom_filter,
+                    pseudonym,
+                } => {
+                    parts.push(fhir::identifier_part("pseudonym", system, pseudonym));
+                    parts.push(fhir::base64_part("bloomfilter", bloom_filter));
+                }
+            }
             parts.extend(elements.iter().map(|code| fhir::element_part(code)));
         }
         TaskKind::RepeatRequest { filter } => {

@@ -45,6 +45,10 @@ pub struct SimStats {
     pub max_requests_in_any_1s_window: u64,
     pub max_concurrent_requests: u64,
     pub auth_failures: u64,
+    /// Requests to the OAuth2 token endpoint, and of those the ones refused for wrong client
+    /// credentials.
+    pub oauth_token_requests: u64,
+    pub oauth_token_refusals: u64,
 }
 
 /// How many violation messages are kept; a badly broken agent must not grow the simulator

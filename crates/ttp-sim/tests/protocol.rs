@@ -419,6 +419,8 @@ async fn provide_violations_are_detected_and_rejected() {
     let sim = ttp_sim::start(SimConfig {
         elements: codes(&["given", "family"]),
         seed: 3,
+        // A strict gateway: a missing element is an error (the IG's default is not).
+        allow_missing_elements: false,
         ..clearing_cfg(0.0)
     })
     .await
@@ -998,5 +1000,32 @@ async fn concurrent_requests_are_served_and_counted() {
     assert!(stats.max_concurrent_requests >= 1);
     assert!(stats.max_requests_in_any_1s_window >= 1);
     assert_eq!(stats.status_counts.get(&200), Some(&32));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn by_default_a_requested_element_the_site_lacks_is_no_error() {
+    let sim = ttp_sim::start(SimConfig {
+        elements: codes(&["given", "degree"]),
+        ..clearing_cfg(0.0)
+    })
+    .await
+    .expect("start");
+    let client = Client::new(&sim);
+    let f = filter(1);
+    client.register(&[&f]).await;
+    let tasks = client.tasks().await.body;
+    let task = named(&tasks, "send_idat")
+        .into_iter()
+        .find(|t| part(t, "bloomfilter")["valueBase64Binary"] == f.as_str())
+        .expect("task for the filter");
+    let task_id = part(&task, "taskId")["valueId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // "Soweit bekannt": an empty Patient is a complete answer from a site that holds none.
+    let reply = client.provide(&task_id, patient_with(&[])).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(sim.stats().provide_violations_total, 0);
     sim.shutdown().await;
 }

@@ -23,6 +23,11 @@ pub struct Outcome {
 pub enum Effect {
     /// Answered.
     Done,
+    /// A `send_idat` answered as far as known: without these requested elements, which the
+    /// record does not hold. Done, plus an audit entry naming them.
+    DoneWithout {
+        missing: Vec<ttp_proto::IdatElement>,
+    },
     /// Failed without reaching the fTTP (or the operation may be repeated): try again later.
     Retry {
         error: String,

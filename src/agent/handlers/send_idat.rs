@@ -1,13 +1,21 @@
-//! `send_idat`: send exactly the requested IDAT elements of one record with
-//! `$providePatientData`, before the task expires.
+//! `send_idat`: send the requested IDAT elements of one record with `$providePatientData`,
+//! before the task expires.
 //!
 //! This is the one answer that is not repeated lightly: it carries names and dates of birth.
 //! The dispatcher has put the task in `Running` on disk before this handler runs; a failure
 //! that may have reached the fTTP becomes `InDoubt` and is resolved by the next listing
 //! (`merge::reconcile_in_doubt`), never by blindly sending again.
 //!
-//! The Patient holds the requested elements and nothing else (data minimisation); the mapping
-//! to FHIR is `ttp_proto::patient`.
+//! The Patient holds requested elements and nothing else (data minimisation); the mapping to
+//! FHIR is `ttp_proto::patient`. Of the requested elements it holds those the record has: the
+//! IG's `$providePatientData` carries them "soweit bekannt" (as far as known). A requested
+//! element the record lacks is left out and named in the audit trail
+//! ([`MissingElementsPolicy::SendKnown`], the default); with
+//! [`MissingElementsPolicy::Hold`] the task waits for a person instead.
+//!
+//! A task may name its record by pseudonym, by Bloom filter, or by both (the IG does not
+//! forbid both). With both, the two must not point to different records: that is a
+//! contradiction a person has to clear up, never a guess.
 
 use super::{Effect, Outcome, effect_of_error};
 use crate::client::TtpClient;
@@ -15,27 +23,79 @@ use crate::domain::{Attention, LocalRecord};
 use crate::store::{Store, StoreError};
 use ttp_proto::{ElementRequest, IdatElement, SendIdatSubject};
 
+/// What to do when a task asks for elements the record does not hold (`[dispatch]
+/// missing_elements`).
+pub use crate::config::MissingElements as MissingElementsPolicy;
+
+/// Which local record a task's subject names.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(LocalRecord),
+    NotFound,
+    /// Pseudonym and filter of one task name two different local records.
+    Contradiction,
+}
+
+/// Decides, from what the pseudonym and the filter each found, which record the task is about.
+/// A part that finds no record does not contradict the other: a task may carry a pseudonym
+/// the site has not been told yet (a clearing still running) next to the filter it knows.
+pub fn resolve_subject(
+    by_pseudonym: Option<LocalRecord>,
+    by_filter: Option<LocalRecord>,
+) -> Lookup {
+    match (by_pseudonym, by_filter) {
+        (Some(p), Some(f)) => {
+            // Several local ids may share one filter (the same person registered twice); they
+            // are one person, so the pseudonym's record counts as the same if its filter is.
+            if p.local_id == f.local_id || p.bloom_filter == f.bloom_filter {
+                Lookup::Found(p)
+            } else {
+                Lookup::Contradiction
+            }
+        }
+        (Some(record), None) | (None, Some(record)) => Lookup::Found(record),
+        (None, None) => Lookup::NotFound,
+    }
+}
+
 /// Find the record a task is about. Several local ids may share one filter (the same person
 /// registered twice); they carry the same identifying data, so the first one serves.
-pub fn find_record(
-    store: &Store,
-    subject: &SendIdatSubject,
-) -> Result<Option<LocalRecord>, StoreError> {
-    match subject {
-        SendIdatSubject::BloomFilter(bf) => {
-            Ok(store.records_by_bloom_filter(&bf.0)?.into_iter().next())
-        }
-        SendIdatSubject::Pseudonym(p) => store.record_by_pseudonym(p),
-    }
+pub fn find_record(store: &Store, subject: &SendIdatSubject) -> Result<Lookup, StoreError> {
+    let by_filter = |bf: &ttp_proto::BloomFilter| -> Result<Option<LocalRecord>, StoreError> {
+        Ok(store.records_by_bloom_filter(&bf.0)?.into_iter().next())
+    };
+    Ok(match subject {
+        SendIdatSubject::BloomFilter(bf) => resolve_subject(None, by_filter(bf)?),
+        SendIdatSubject::Pseudonym(p) => resolve_subject(store.record_by_pseudonym(p)?, None),
+        SendIdatSubject::Both {
+            pseudonym,
+            bloom_filter,
+        } => resolve_subject(
+            store.record_by_pseudonym(pseudonym)?,
+            by_filter(bloom_filter)?,
+        ),
+    })
+}
+
+/// What to send: the Patient, and the requested elements left out of it.
+#[derive(Debug, PartialEq)]
+pub struct Prepared {
+    pub patient: serde_json::Value,
+    pub missing: Vec<IdatElement>,
 }
 
 /// Decide what to send, without sending: the Patient JSON, or why the task needs a human.
 /// Pure apart from the record lookup, so the data-minimisation rules are testable alone.
 pub fn prepare(
-    record: Option<LocalRecord>,
+    lookup: Lookup,
     elements: &[ElementRequest],
-) -> Result<serde_json::Value, Attention> {
-    let record = record.ok_or(Attention::UnknownRecord)?;
+    policy: MissingElementsPolicy,
+) -> Result<Prepared, Attention> {
+    let record = match lookup {
+        Lookup::Found(record) => record,
+        Lookup::NotFound => return Err(Attention::UnknownRecord),
+        Lookup::Contradiction => return Err(Attention::SubjectMismatch),
+    };
     let unknown: Vec<&str> = elements
         .iter()
         .filter_map(|e| match e {
@@ -57,9 +117,38 @@ pub fn prepare(
         })
         .collect();
     let idat = record.idat.ok_or(Attention::IdatPurged)?;
-    ttp_proto::patient::build_patient(&idat.0, &requested)
-        .map_err(|missing| Attention::MissingElements(missing.0))
+    let known = ttp_proto::build_known_patient(&idat.0, &requested);
+    if !known.missing.is_empty() && policy == MissingElementsPolicy::Hold {
+        return Err(Attention::MissingElements(known.missing));
+    }
+    Ok(Prepared {
+        patient: known.patient,
+        missing: known.missing,
+    })
 }
+
+/// The audit entry that says which requested elements an answer went without. Names the
+/// task and element codes only, never a value.
+pub fn missing_elements_entry(
+    task_key: &str,
+    missing: &[IdatElement],
+    at: chrono::DateTime<chrono::Utc>,
+) -> crate::store::AuditEntry {
+    let codes: Vec<&str> = missing.iter().map(|e| e.code()).collect();
+    crate::store::AuditEntry {
+        at,
+        actor: "ttp-agent".to_owned(),
+        action: MISSING_ELEMENTS_ACTION.to_owned(),
+        subject: task_key.to_owned(),
+        detail: format!(
+            "answered as far as known; the record does not hold the requested element(s) {}",
+            codes.join(", ")
+        ),
+    }
+}
+
+/// The audit action of [`missing_elements_entry`] (`status` counts these as information).
+pub const MISSING_ELEMENTS_ACTION: &str = "send-idat-without-elements";
 
 pub async fn handle(
     client: &TtpClient,
@@ -67,9 +156,10 @@ pub async fn handle(
     task_id: &str,
     subject: &SendIdatSubject,
     elements: &[ElementRequest],
+    policy: MissingElementsPolicy,
 ) -> Outcome {
-    let record = match find_record(store, subject) {
-        Ok(r) => r,
+    let lookup = match find_record(store, subject) {
+        Ok(lookup) => lookup,
         Err(e) => {
             return Outcome::effect(Effect::Retry {
                 error: format!("store: {e}"),
@@ -77,12 +167,124 @@ pub async fn handle(
             });
         }
     };
-    let patient = match prepare(record, elements) {
+    let Prepared { patient, missing } = match prepare(lookup, elements, policy) {
         Ok(p) => p,
         Err(attention) => return Outcome::effect(Effect::Attention(attention)),
     };
     match client.provide_patient_data(task_id, patient).await {
-        Ok(()) => Outcome::effect(Effect::Done),
+        Ok(()) if missing.is_empty() => Outcome::effect(Effect::Done),
+        Ok(()) => Outcome::effect(Effect::DoneWithout { missing }),
         Err(e) => Outcome::effect(effect_of_error(&e, false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Idat, RecordState};
+    use IdatElement::*;
+
+    fn record(local_id: &str, filter: u8, idat: &[(IdatElement, &str)]) -> LocalRecord {
+        LocalRecord {
+            local_id: local_id.into(),
+            bloom_filter: vec![filter; 8],
+            idat: Some(Idat(
+                idat.iter().map(|(e, v)| (*e, (*v).to_owned())).collect(),
+            )),
+            state: RecordState::Pseudonymised,
+            pseudonym: Some("psn".into()),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn asks(elements: &[IdatElement]) -> Vec<ElementRequest> {
+        elements.iter().map(|e| ElementRequest::Known(*e)).collect()
+    }
+
+    #[test]
+    fn pseudonym_and_filter_must_name_the_same_record() {
+        let a = record("a", 1, &[]);
+        let a_again = record("a2", 1, &[]);
+        let b = record("b", 2, &[]);
+        assert!(matches!(
+            resolve_subject(Some(a.clone()), Some(a.clone())),
+            Lookup::Found(r) if r.local_id == "a"
+        ));
+        assert!(matches!(
+            resolve_subject(Some(a.clone()), Some(a_again)),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(
+            resolve_subject(Some(a.clone()), Some(b.clone())),
+            Lookup::Contradiction
+        ));
+        assert!(matches!(
+            resolve_subject(None, Some(b)),
+            Lookup::Found(r) if r.local_id == "b"
+        ));
+        assert!(matches!(resolve_subject(None, None), Lookup::NotFound));
+    }
+
+    #[test]
+    fn send_known_answers_with_the_held_elements_and_names_the_rest() {
+        let rec = record("a", 1, &[(Given, "Max"), (Family, "Muster")]);
+        let prepared = prepare(
+            Lookup::Found(rec),
+            &asks(&[Given, Degree, Birthplace]),
+            MissingElementsPolicy::SendKnown,
+        )
+        .unwrap();
+        assert_eq!(prepared.missing, vec![Birthplace, Degree]);
+        assert_eq!(
+            ttp_proto::elements_present(&prepared.patient),
+            [Given].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn hold_keeps_the_old_behaviour_and_contradictions_need_a_person() {
+        let rec = record("a", 1, &[(Given, "Max")]);
+        assert_eq!(
+            prepare(
+                Lookup::Found(rec.clone()),
+                &asks(&[Given, Degree]),
+                MissingElementsPolicy::Hold
+            ),
+            Err(Attention::MissingElements(vec![Degree]))
+        );
+        assert!(
+            prepare(
+                Lookup::Found(rec),
+                &asks(&[Given]),
+                MissingElementsPolicy::Hold
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            prepare(
+                Lookup::Contradiction,
+                &asks(&[Given]),
+                MissingElementsPolicy::SendKnown
+            ),
+            Err(Attention::SubjectMismatch)
+        );
+        assert_eq!(
+            prepare(
+                Lookup::NotFound,
+                &asks(&[Given]),
+                MissingElementsPolicy::SendKnown
+            ),
+            Err(Attention::UnknownRecord)
+        );
+    }
+
+    #[test]
+    fn the_audit_entry_names_codes_not_values() {
+        let entry =
+            missing_elements_entry("send_idat/t-1", &[Birthplace, Degree], chrono::Utc::now());
+        assert_eq!(entry.action, MISSING_ELEMENTS_ACTION);
+        assert_eq!(entry.subject, "send_idat/t-1");
+        assert!(entry.detail.ends_with("birthplace, degree"), "{entry:?}");
     }
 }
