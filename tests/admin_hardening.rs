@@ -9,24 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use admin_support::*;
-use agent_support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use ttp_agent::admin::{AdminSettings, AdminState, AgentMetrics, ServeLimits, Site};
+use ttp_agent::admin::{AdminState, ServeLimits};
 
 fn state(s: &Scenario, limits: ServeLimits) -> Arc<AdminState> {
-    let mut settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
-    settings.limits = limits;
-    AdminState::new(
-        Arc::clone(s.agent.store()),
-        Some(s.agent.client().clone()),
-        settings,
-        Site {
-            study: STUDY.into(),
-            target: TARGET.into(),
-        },
-        Arc::new(AgentMetrics::new()),
-    )
+    state_with(s, |settings| settings.limits = limits)
 }
 
 /// Waits (generously: the machine may be loaded) until the server closes `stream`; panics if

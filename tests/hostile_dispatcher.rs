@@ -6,20 +6,10 @@ mod agent_support;
 use agent_support::*;
 use serde_json::json;
 use ttp_agent::domain::{Attention, TaskState};
-use ttp_agent::submit;
 
 /// Stores and registers `n` records; returns the agent and the base64 filter of the first.
 async fn registered(env: &Env, n: usize) -> (std::sync::Arc<ttp_agent::agent::Agent>, String) {
-    let loaded = load(&env.config_path);
-    let agent = agent(&loaded);
-    let encoder = encoder(&loaded);
-    let path = env.dir.path().join("records.csv");
-    std::fs::write(&path, records_csv(n)).unwrap();
-    let records = submit::read_records(&path).unwrap();
-    let encoded = submit::encode_records(&encoder, records, &|_| {}).unwrap();
-    submit::check_profile(agent.store(), &encoder).unwrap();
-    submit::store_records(agent.store(), &encoded, 100).unwrap();
-    agent.register_pending().await.unwrap();
+    let agent = submit_records(env, n).await;
     let known = agent.store().get_record("case-00000").unwrap().unwrap();
     let bf = ttp_proto::BloomFilter(known.bloom_filter.clone()).to_base64();
     (agent, bf)

@@ -11,22 +11,6 @@ use std::process::{Command, Stdio};
 use agent_support::*;
 use serde_json::json;
 use ttp_agent::domain::TaskState;
-use ttp_agent::submit;
-
-/// Stores and registers `n` records, then closes the store.
-async fn register(env: &Env, n: usize) {
-    let loaded = load(&env.config_path);
-    let agent = agent(&loaded);
-    let encoder = encoder(&loaded);
-    let path = env.dir.path().join("records.csv");
-    std::fs::write(&path, records_csv(n)).unwrap();
-    let records = submit::read_records(&path).unwrap();
-    let encoded = submit::encode_records(&encoder, records, &|_| {}).unwrap();
-    submit::check_profile(agent.store(), &encoder).unwrap();
-    submit::store_records(agent.store(), &encoded, 100).unwrap();
-    agent.register_pending().await.unwrap();
-    agent.store().flush().unwrap();
-}
 
 /// Bytes of every file under `dir`.
 fn tree_size(dir: &Path) -> u64 {
@@ -85,7 +69,7 @@ async fn a_listing_flooded_with_unknown_tasks_costs_bounded_memory_and_disk() {
     cfg.clearing = 1.0;
     cfg.repeat_first = 0.0;
     let env = setup(cfg, &[]).await;
-    register(&env, RECORDS).await;
+    drop(submit_records(&env, RECORDS).await);
     assert_eq!(
         env.sim.open_tasks().len(),
         RECORDS,

@@ -230,8 +230,14 @@ impl Drop for Server {
 
 /// Starts the admin server on a free loopback port, with the configuration's settings.
 pub async fn serve(s: &Scenario) -> Server {
-    let settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
-    let state = AdminState::new(
+    serve_state(state_with(s, |_| {})).await
+}
+
+/// The scenario's admin state, with the configuration's settings changed by `adjust`.
+pub fn state_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Arc<AdminState> {
+    let mut settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
+    adjust(&mut settings);
+    AdminState::new(
         Arc::clone(s.agent.store()),
         Some(s.agent.client().clone()),
         settings,
@@ -240,8 +246,7 @@ pub async fn serve(s: &Scenario) -> Server {
             target: TARGET.into(),
         },
         Arc::new(AgentMetrics::new()),
-    );
-    serve_state(state).await
+    )
 }
 
 pub async fn serve_state(state: Arc<AdminState>) -> Server {
