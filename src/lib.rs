@@ -13,6 +13,8 @@
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
 //! * [`admin`]: the daemon's HTTP surface (health, readiness, metrics, status page) and alerts.
+//! * [`control`]: the daemon's local control channel (Unix socket): the commands run through
+//!   the running daemon, or in-process when none runs, by the same code.
 //! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
 
 pub mod admin;
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod handover;
 pub mod logging;

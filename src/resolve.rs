@@ -27,8 +27,8 @@
 //! between is reported, not overwritten. IDAT values never reach the audit trail, an error, or
 //! a log line.
 //!
-//! The functions take the store, so they serve the command line (with the daemon stopped: the
-//! store is locked while it runs) and, later, an admin API inside the daemon alike.
+//! The functions take the store, so they serve the command line running in the daemon (through
+//! its control channel, `crate::control`) or in-process, and, later, an admin API alike.
 
 use chrono::{DateTime, Utc};
 use ttp_proto::{IdatElement, TaskKey};

@@ -493,6 +493,9 @@ impl Agent {
     /// in flight finish, and leaves the rest for the next cycle. Shutdown likewise sends
     /// nothing new.
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
+        // The daemon's cycle and a `submit` through the control channel may both get here:
+        // two registrations at once would pick the same `New` records.
+        let _one_at_a_time = self.registering.lock().await;
         let mut stats = RegisterStats::default();
         let now = Utc::now();
         // The counters are kept in the same transactions as the records, so they are exact:

@@ -1,6 +1,6 @@
 //! `ttp-agent status` (the real binary) on the known scenario (see `admin_support`), both ways:
-//! while a process holds the store it asks that process's admin endpoint (with the configured
-//! token); once the store is free it reads the store itself. Same numbers either way.
+//! while a process holds the store it runs in that process, through its control channel; once
+//! the store is free it reads the store itself. Same numbers either way.
 
 mod admin_support;
 mod agent_support;
@@ -84,13 +84,25 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
     let s = scenario(&token_edits()).await;
     let config = s.env.config_path.clone();
 
-    // The store is held by this process, which serves the admin endpoints like the daemon.
+    // The store is held by this process, which serves the control channel like the daemon.
     let server = serve(&s).await;
-    set_listen(&config, server.addr);
+    let control = ttp_agent::control::server::bind(&s.loaded.config.control)
+        .expect("binds")
+        .serve(ttp_agent::control::server::Shared {
+            agent: std::sync::Arc::clone(&s.agent),
+            config: std::sync::Arc::new(s.loaded.config.clone()),
+            admin: std::sync::Arc::clone(&server.state),
+            runtime: tokio::runtime::Handle::current(),
+            active: std::sync::atomic::AtomicUsize::new(0),
+        })
+        .expect("serves");
     let via_daemon = status_cli(&config, true).await;
     let stderr = String::from_utf8_lossy(&via_daemon.stderr);
     assert!(stderr.contains("in use by the running agent"), "{stderr}");
-    assert!(stderr.contains(&server.addr.to_string()), "{stderr}");
+    assert!(
+        stderr.contains(control.path().to_str().unwrap()),
+        "{stderr}"
+    );
     assert!(!stderr.contains(TOKEN));
     let r = parse(&via_daemon);
     assert_expected(&r);
@@ -104,24 +116,10 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
     );
     assert!(text_via_daemon.contains("agent: running since"));
 
-    // Without the token the daemon refuses, and the message says what to fix.
-    let no_token = s.env.dir.path().join("no-token.toml");
-    std::fs::write(
-        &no_token,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("token_file = \"secrets/admin-token\"\n", ""),
-    )
-    .unwrap();
-    let refused = status_cli(&no_token, true).await;
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("HTTP 401") && stderr.contains("token_file"),
-        "{stderr}"
-    );
-
     // The "daemon" stops: the store is free, and the CLI reads it itself.
+    tokio::task::spawn_blocking(move || control.stop())
+        .await
+        .unwrap();
     drop(server);
     let Scenario { env, agent, .. } = s;
     drop(agent);
@@ -144,16 +142,18 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_store_without_a_daemon_answering_is_explained() {
     let s = scenario(&[]).await;
-    // Held by this process, but nothing serves the admin endpoints on the configured port.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    set_listen(&s.env.config_path, closed);
+    // Held by this process, but nothing serves the control channel.
     let out = status_cli(&s.env.config_path, false).await;
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no ttp-agent answers"), "{stderr}");
-    assert!(stderr.contains(&closed.to_string()), "{stderr}");
+    assert!(
+        stderr.contains("waiting"),
+        "it said what it waited for: {stderr}"
+    );
+    assert!(stderr.contains("no ttp-agent daemon answers"), "{stderr}");
+    assert!(
+        stderr.contains(s.loaded.config.control.socket_path().to_str().unwrap()),
+        "{stderr}"
+    );
     s.env.sim.shutdown().await;
 }

@@ -86,6 +86,8 @@ pub struct Agent {
     pub(crate) client: TtpClient,
     pub(crate) opts: AgentOptions,
     pub(crate) shutdown: Shutdown,
+    /// Held by [`Agent::register_pending`]: one registration at a time per process.
+    pub(crate) registering: tokio::sync::Mutex<()>,
 }
 
 /// What one cycle did.
@@ -166,7 +168,13 @@ impl Agent {
             client,
             opts,
             shutdown,
+            registering: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether a registration is under way (a caller about to wait for it can say so).
+    pub fn registration_running(&self) -> bool {
+        self.registering.try_lock().is_err()
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -13,15 +13,20 @@
 //! * `--since-seq N` writes the rows after sequence number `N` and leaves the cursor alone
 //!   (to repeat a hand-over from a known point).
 //!
-//! The store is opened exclusively: while the daemon runs, stop it first (the message says so).
+//! Runs through the daemon when it runs (`crate::control`): the daemon reads the log and
+//! streams the rows; this command writes them (the file is the operator's) and confirms, and
+//! only then does the daemon move the `--new` cursor. A command or daemon that dies in between
+//! leaves the cursor where it was.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 
-use super::{ConfigArg, context};
+use super::ConfigArg;
+use crate::control::client::{self, OutputTarget};
+use crate::control::{Ctx, Session};
 use crate::store::{PsnEvent, Store};
 
 /// The cursor `export --new` keeps in the store.
@@ -30,7 +35,8 @@ pub const EXPORT_CONSUMER: &str = "export";
 /// Events read from the store at a time: bounded memory for any log size.
 const PAGE: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Csv,
     Json,
@@ -55,38 +61,54 @@ pub struct Args {
     since_seq: Option<u64>,
 }
 
+/// `export`, as the daemon receives it (the output file stays the command's).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub format: Format,
+    pub new: bool,
+    pub since_seq: Option<u64>,
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = context::load(&args.config)?;
-    let store = context::open_store(&loaded.config, &loaded.secrets)?;
-    let after = match (args.new, args.since_seq) {
+    let config = client::load_config(&args.config)?;
+    let request = crate::control::Request::Export(Request {
+        format: args.format,
+        new: args.new,
+        since_seq: args.since_seq,
+    });
+    let target = match args.output {
+        Some(path) => OutputTarget::File {
+            path,
+            replace: true,
+        },
+        None => OutputTarget::Stdout,
+    };
+    client::run(config, request, None, target, None)
+}
+
+pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
+    let store = &ctx.store;
+    let after = match (req.new, req.since_seq) {
         (true, _) => store.export_cursor(EXPORT_CONSUMER)?,
         (false, Some(n)) => n,
         (false, None) => 0,
     };
-    let summary = match &args.output {
-        Some(path) => write_file_atomically(path, |w| write_events(&store, after, args.format, w))?,
-        None => {
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
-            let summary = write_events(&store, after, args.format, &mut w)?;
-            w.flush().context("writing to standard output")?;
-            summary
-        }
-    };
-    if args.new {
+    let summary = write_events(store, after, req.format, io.output())?;
+    io.commit_output()?;
+    if req.new {
         if let Some(last) = summary.last_seq {
             store.set_export_cursor(EXPORT_CONSUMER, last)?;
             store.flush()?;
         }
     }
-    eprintln!(
+    io.note(&format!(
         "{} pseudonym(s) exported{}",
         summary.rows,
         summary
             .last_seq
             .map_or(String::new(), |s| format!(" (up to seq {s})"))
-    );
-    Ok(ExitCode::SUCCESS)
+    ));
+    Ok(0)
 }
 
 /// What [`write_events`] wrote.
@@ -191,44 +213,6 @@ impl<'w> JsonArray<'w> {
     fn end(self) -> std::io::Result<()> {
         self.w.write_all(if self.first { b"]\n" } else { b"\n]\n" })
     }
-}
-
-/// Writes `path` through a temporary file in the same directory: fsynced, then renamed over
-/// `path`, then the directory fsynced. On any error `path` is untouched.
-fn write_file_atomically<T>(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let shown = path.display();
-    let tmp = tempfile::Builder::new()
-        .prefix(".ttp-agent-export.")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write {shown}: creating a temporary file in {}",
-                dir.display()
-            )
-        })?;
-    let mut w = std::io::BufWriter::new(tmp);
-    let result = write(&mut w).with_context(|| format!("writing {shown}"))?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("writing {shown}"))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing {shown}"))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("replacing {shown}"))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing the directory of {shown}"))?;
-    Ok(result)
 }
 
 #[cfg(test)]

@@ -210,6 +210,10 @@ warn_before_expiry = "48h"
 # other hosts can reach; recommended for any):
 # token_file = "secrets/admin-token"
 
+[control]
+# The daemon's control socket: commands run through the running daemon over it.
+socket = "control.sock"
+
 [log]
 format = "auto"
 level = "info"

@@ -4,22 +4,22 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
-mod backup;
+pub mod backup;
 mod check;
 pub mod context;
 mod demo;
 mod encode;
-mod export;
+pub mod export;
 mod healthcheck;
 pub mod init;
 mod poll;
-mod purge;
+pub mod purge;
 mod reload;
-mod resolve;
+pub mod resolve;
 mod restore;
 mod run;
-mod status;
-mod submit;
+pub mod status;
+pub mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,7 +104,8 @@ enum Command {
     Check(check::Args),
     /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
     Healthcheck(healthcheck::Args),
-    /// Write a consistent, checksummed copy of the store to a file (the daemon must be stopped).
+    /// Write a consistent, checksummed copy of the store to a file (through the running daemon
+    /// when it runs).
     Backup(backup::Args),
     /// Restore the store from a backup file (refuses a running daemon; --force replaces a store
     /// that holds data, moving it aside).
@@ -179,19 +180,24 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
         LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
         _ => eprintln!("ttp-agent: error: {message}"),
     }
+    ExitCode::from(exit_status(err))
+}
+
+/// The exit status for an error: 78 for a configuration problem, 1 otherwise.
+pub(crate) fn exit_status(err: &anyhow::Error) -> u8 {
     if err
         .chain()
         .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())
     {
-        ExitCode::from(EX_CONFIG)
+        EX_CONFIG
     } else {
-        ExitCode::FAILURE
+        1
     }
 }
 
 /// The error and its causes on one line. Many messages already include their cause's text
 /// (`"I/O error on X: {source}"`); a cause whose text is already there is not repeated.
-fn one_line(err: &anyhow::Error) -> String {
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut line = err.to_string();
     for cause in err.chain().skip(1) {
         let text = cause.to_string();

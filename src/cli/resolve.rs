@@ -13,18 +13,21 @@
 //! An IDAT value given on the command line is visible to other users in the process list and
 //! lands in the shell history: leave VALUE out (or give `-`) to read it from standard input.
 //!
-//! The store is locked while the daemon runs; the commands then say so instead of waiting.
+//! Runs in the daemon when it runs (`crate::control`); the audit trail then names the user
+//! the kernel reports for the connection, not what the command claims.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 use ttp_proto::{IdatElement, TaskKey};
 use zeroize::Zeroizing;
 
-use super::{ConfigArg, context};
-use crate::resolve::{self, Actor, Resolved};
-use crate::store::{Store, StoreError};
+use super::ConfigArg;
+use crate::control::client::{self, OutputTarget};
+use crate::control::{Ctx, Session};
+use crate::resolve::{self, Resolved};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -66,61 +69,110 @@ enum Action {
     },
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match &args.action {
-        Action::Retry { config, .. }
-        | Action::Handled { config, .. }
-        | Action::AddElement { config, .. } => config,
-    };
-    let loaded = context::load(config)?;
-    // Read the value before opening the store, so nothing waits on a terminal with the store
-    // locked.
-    let value = match &args.action {
-        Action::AddElement { element, value, .. } => {
-            let element = parse_element(element)?;
-            Some((element, read_value(value.as_deref())?))
-        }
-        _ => None,
-    };
-    let store = open(&loaded)?;
-    let actor = Actor::from_env();
-    let now = chrono::Utc::now();
-    let done: Resolved = match args.action {
-        Action::Retry { task_key, .. } => {
-            resolve::retry_task(&store, &TaskKey(task_key), &actor, now)?
-        }
-        Action::Handled {
-            task_key, comment, ..
-        } => resolve::mark_handled(&store, &TaskKey(task_key), &comment, &actor, now)?,
-        Action::AddElement {
-            local_id, replace, ..
-        } => {
-            let Some((element, value)) = value else {
-                anyhow::bail!("internal error: the element value was not read");
-            };
-            resolve::add_element(&store, &local_id, element, &value, replace, &actor, now)?
-        }
-    };
-    println!(
-        "{}: {} -> {} (recorded in the audit trail as {actor})",
-        done.subject, done.from, done.to
-    );
-    if let Some(w) = &done.warning {
-        eprintln!("warning: {w}");
-    }
-    Ok(ExitCode::SUCCESS)
+/// `resolve`, as the daemon receives it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub action: RequestAction,
 }
 
-fn open(loaded: &context::Loaded) -> anyhow::Result<std::sync::Arc<Store>> {
-    context::open_store(&loaded.config, &loaded.secrets).map_err(|e| {
-        match e.downcast_ref::<StoreError>() {
-            Some(StoreError::Locked { path }) => anyhow::anyhow!(
-                "the store at {} is in use by the running ttp-agent daemon; stop the daemon (e.g. `systemctl stop ttp-agent`) or use the admin API, then run this command again",
-                path.display()
-            ),
-            _ => e,
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestAction {
+    Retry {
+        task_key: String,
+    },
+    Handled {
+        task_key: String,
+        comment: String,
+    },
+    AddElement {
+        local_id: String,
+        element: String,
+        value: IdatValue,
+        replace: bool,
+    },
+}
+
+/// An IDAT value on its way to the daemon: wiped from memory when dropped, never in `Debug`.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdatValue(String);
+
+impl Drop for IdatValue {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for IdatValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdatValue(<redacted>)")
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (config, action) = match args.action {
+        Action::Retry { config, task_key } => (config, RequestAction::Retry { task_key }),
+        Action::Handled {
+            config,
+            task_key,
+            comment,
+        } => (config, RequestAction::Handled { task_key, comment }),
+        Action::AddElement {
+            config,
+            local_id,
+            element,
+            value,
+            replace,
+        } => {
+            // Checked and read before anything else, so nothing waits on a terminal with the
+            // store or the daemon's attention held.
+            parse_element(&element)?;
+            let value = read_value(value.as_deref())?;
+            let action = RequestAction::AddElement {
+                local_id,
+                element,
+                value: IdatValue(value.as_str().to_owned()),
+                replace,
+            };
+            (config, action)
         }
-    })
+    };
+    let config = client::load_config(&config)?;
+    let request = crate::control::Request::Resolve(Request { action });
+    client::run(config, request, None, OutputTarget::Stdout, None)
+}
+
+pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
+    let store = &ctx.store;
+    let actor = &ctx.actor;
+    let now = chrono::Utc::now();
+    let done: Resolved = match req.action {
+        RequestAction::Retry { task_key } => {
+            resolve::retry_task(store, &TaskKey(task_key), actor, now)?
+        }
+        RequestAction::Handled { task_key, comment } => {
+            resolve::mark_handled(store, &TaskKey(task_key), &comment, actor, now)?
+        }
+        RequestAction::AddElement {
+            local_id,
+            element,
+            value,
+            replace,
+        } => {
+            let element = parse_element(&element)?;
+            let value = Zeroizing::new(value.0.clone());
+            resolve::add_element(store, &local_id, element, &value, replace, actor, now)?
+        }
+    };
+    io.print(&format!(
+        "{}: {} -> {} (recorded in the audit trail as {actor})\n",
+        done.subject, done.from, done.to
+    ));
+    if let Some(w) = &done.warning {
+        io.note(&format!("warning: {w}"));
+    }
+    Ok(0)
 }
 
 fn parse_element(code: &str) -> anyhow::Result<IdatElement> {

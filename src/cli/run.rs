@@ -117,6 +117,44 @@ pub fn run(
             daemon_hooks,
         )
         .await?;
+        // The control channel: the commands run in this process from now on (the admin
+        // state is what `status` adds about the daemon).
+        let control = match crate::control::server::bind(&loaded.config.control) {
+            Ok(l) => Some(l),
+            Err(e @ crate::control::server::BindError::Group(_)) => {
+                return Err(context::config_error(e.to_string()));
+            }
+            // The default place (systemd's RuntimeDirectory=) may not exist where the agent
+            // runs without systemd (a container): the daemon works without the channel then.
+            Err(e) if loaded.config.control.socket.is_none() => {
+                tracing::warn!(
+                    error = %e,
+                    "no control channel: the other commands cannot run beside this daemon; set `[control] socket` to a directory the agent may write"
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let control = match control {
+            Some(l) => {
+                let serving = l
+                    .serve(crate::control::server::Shared {
+                        agent: Arc::clone(&agent),
+                        config: Arc::new(loaded.config.clone()),
+                        admin: Arc::clone(&admin.state),
+                        runtime: tokio::runtime::Handle::current(),
+                        active: std::sync::atomic::AtomicUsize::new(0),
+                    })
+                    .context("starting the control channel")?;
+                tracing::info!(
+                    socket = %serving.path().display(),
+                    group = loaded.config.control.group.as_deref(),
+                    "control channel: submit, export, resolve, backup, purge and status run through this daemon"
+                );
+                Some(serving)
+            }
+            None => None,
+        };
         // The secrets live on in the client and the admin state; this copy goes.
         drop(loaded);
         let (schedule_tx, schedule_rx) = watch::channel(schedule);
@@ -185,6 +223,11 @@ pub fn run(
         if let Some(w) = webhook {
             // It abandons a request in flight at once (delivered again at the next start).
             let _ = tokio::time::timeout(grace, w).await;
+        }
+        // The socket goes with the daemon: a command started from now on opens the store
+        // itself once this process has let go of it.
+        if let Some(c) = control {
+            c.stop();
         }
         anyhow::Ok(finished)
     })?;

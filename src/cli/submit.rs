@@ -3,16 +3,21 @@
 //! Idempotent: a record already stored with the same filter is not stored or sent again, so
 //! running the same file twice sends nothing new, and a run interrupted at any point is
 //! finished by running it again (or by the daemon's next cycle).
+//!
+//! Runs in the daemon when it runs (`crate::control`): this command opens the file under the
+//! operator's account and streams its bytes unchanged; the daemon validates, encodes (it holds
+//! the secrets), stores and registers, reporting progress. Without a daemon, the same steps
+//! run in this process.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigArg, context};
-use crate::agent::Shutdown;
 use crate::config::LogFormat;
+use crate::control::client::{self, OutputTarget};
+use crate::control::{Ctx, Session};
 use crate::submit;
 
 #[derive(Debug, clap::Args)]
@@ -27,36 +32,73 @@ pub struct Args {
     json: bool,
 }
 
+/// `submit`, as the daemon receives it; the file's bytes follow as the input stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// The file as given, for messages.
+    pub name: String,
+    pub json: bool,
+}
+
+/// Records encoded between two progress reports.
+const ENCODE_CHUNK: usize = 10_000;
+
 pub fn run(
     args: Args,
     format: Option<LogFormat>,
     level: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = context::load(&args.config)?;
-    context::init_logging(&loaded.config, format, level.as_deref());
-    context::log_warnings(&loaded);
-    let encoder = context::encoder(&loaded.config)?;
+    let config = client::load_config(&args.config)?;
+    context::init_logging(&config, format, level.as_deref());
+    let name = args.records.display().to_string();
+    let file = std::fs::File::open(&args.records).map_err(|source| submit::InputError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    let request = crate::control::Request::Submit(Request {
+        name,
+        json: args.json,
+    });
+    client::run(
+        config,
+        request,
+        Some(Box::new(file)),
+        OutputTarget::Stdout,
+        None,
+    )
+}
 
-    let records = submit::read_records(&args.records)?;
+pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
+    let encoder = context::encoder(&ctx.config)?;
+    let records = submit::read_records_from(io.input(), &req.name)?;
     let total = records.len() as u64;
-    let bar = progress_bar(total, "encoding");
-    let encoded = submit::encode_records(&encoder, records, &|n| bar.inc(n))?;
-    bar.finish_and_clear();
+    let mut encoded = Vec::with_capacity(records.len());
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(ENCODE_CHUNK));
+        encoded.extend(submit::encode_records(&encoder, rest, &|_| {})?);
+        rest = tail;
+        io.progress("encoding", encoded.len() as u64, total);
+    }
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let agent = context::agent(&loaded, Shutdown::never())?;
-    submit::check_profile(agent.store(), &encoder).map_err(context::config_error)?;
-    let stored = submit::store_records(agent.store(), &encoded, 10_000)?;
-    let registered = runtime.block_on(agent.register_pending())?;
+    let agent = ctx.agent()?;
+    submit::check_profile(&ctx.store, &encoder).map_err(context::config_error)?;
+    let stored = submit::store_records(&ctx.store, &encoded, 10_000)?;
+    if agent.registration_running() {
+        io.waiting(
+            "the daemon is registering records in its poll cycle; this file's records are stored, and are sent when that registration is done",
+        );
+    }
+    let registered = ctx.block_on(agent.register_pending())??;
 
-    if args.json {
+    if req.json {
         let out = serde_json::json!({
             "read": total, "stored": stored, "registration": registered,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        io.print(&format!("{}\n", serde_json::to_string_pretty(&out)?));
     } else {
-        println!(
-            "{total} records read; {} stored new, {} already stored{}",
+        let mut text = format!(
+            "{total} records read; {} stored new, {} already stored{}\n",
             stored.inserted,
             stored.unchanged,
             if stored.conflicts.is_empty() {
@@ -69,39 +111,27 @@ pub fn run(
                 )
             }
         );
-        println!(
-            "registration: {} sent in {} batch(es): {} pseudonymised at once, {} awaiting clearing, {} rejected; {} still pending",
+        text.push_str(&format!(
+            "registration: {} sent in {} batch(es): {} pseudonymised at once, {} awaiting clearing, {} rejected; {} still pending\n",
             registered.sent,
             registered.batches,
             registered.pseudonymised,
             registered.awaiting_clearing,
             registered.rejected,
             registered.pending_left
-        );
+        ));
         if let Some(why) = &registered.stopped {
-            println!("registration paused: {why}; the daemon (or another `submit`) sends the rest");
+            text.push_str(&format!(
+                "registration paused: {why}; the daemon (or another `submit`) sends the rest\n"
+            ));
         }
+        io.print(&text);
     }
     Ok(
         if registered.stopped.is_some() || !stored.conflicts.is_empty() {
-            ExitCode::FAILURE
+            1
         } else {
-            ExitCode::SUCCESS
+            0
         },
     )
-}
-
-/// A progress bar on a terminal, nothing otherwise (logs and pipes stay clean).
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() || len < 1_000 {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} {bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_message(what.to_string());
-    bar
 }

@@ -81,6 +81,14 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/ttp-agent/agent.toml";
 /// The default location of the embedded store.
 pub const DEFAULT_STORE_PATH: &str = "/var/lib/ttp-agent/store";
 
+/// Where systemd puts the secrets of `ttp-agent.service` (`LoadCredential=`): the value of
+/// `$CREDENTIALS_DIRECTORY` for the daemon.
+pub const SERVICE_CREDENTIALS_DIR: &str = "/run/credentials/ttp-agent.service";
+
+/// Where the daemon's control socket is unless `[control] socket` says otherwise: in the
+/// runtime directory systemd creates for the unit (`RuntimeDirectory=ttp-agent`).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ttp-agent/control.sock";
+
 /// The whole configuration, validated. Paths are absolute (or as given when absolute).
 #[derive(Clone)]
 #[non_exhaustive]
@@ -96,6 +104,7 @@ pub struct AgentConfig {
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,
     pub admin: AdminConfig,
+    pub control: ControlConfig,
     pub handover: HandoverConfig,
     pub log: LogConfig,
     /// The file that was loaded, absolute; `None` for an environment-only configuration.
@@ -267,6 +276,27 @@ pub struct AdminConfig {
     pub allowed_hosts: Vec<String>,
 }
 
+/// `[control]`: the daemon's local control channel (see `crate::control`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ControlConfig {
+    /// The Unix socket the daemon listens on and the commands connect to, as configured;
+    /// `None`: [`DEFAULT_CONTROL_SOCKET`] (see [`ControlConfig::socket_path`]).
+    pub socket: Option<PathBuf>,
+    /// The operators group (a name or a numeric gid): its members may use the control channel
+    /// besides the agent's own user and root. Unset: the agent's own user and root only.
+    pub group: Option<String>,
+}
+
+impl ControlConfig {
+    /// The socket's path: the configured one, or [`DEFAULT_CONTROL_SOCKET`].
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    }
+}
+
 /// `[handover]`: delivering pseudonyms to the site's systems (see `crate::handover`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -294,6 +324,21 @@ impl AgentConfig {
     /// [`DEFAULT_CONFIG_PATH`] when `None`, overlaid by the process environment.
     pub fn load(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
         AgentConfig::load_from(path, process_env()?)
+    }
+
+    /// Like [`AgentConfig::load`], for the commands an operator runs beside the daemon, which
+    /// share the daemon's configuration file: a path under `${CREDENTIALS_DIRECTORY}` names a
+    /// file in the service's credentials directory ([`SERVICE_CREDENTIALS_DIR`]) when the
+    /// variable is not set. While the daemon runs, these commands read no secret at all.
+    pub fn load_beside_service(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        let mut env = process_env()?;
+        if !env.iter().any(|(name, _)| name == layers::CREDENTIALS_VAR) {
+            env.push((
+                layers::CREDENTIALS_VAR.to_owned(),
+                SERVICE_CREDENTIALS_DIR.to_owned(),
+            ));
+        }
+        AgentConfig::load_from(path, env)
     }
 
     /// Like [`AgentConfig::load`], with the environment given as `(name, value)` pairs
@@ -572,6 +617,7 @@ impl fmt::Debug for AgentConfig {
             .field("submit", &self.submit)
             .field("dispatch", &self.dispatch)
             .field("admin", &self.admin)
+            .field("control", &self.control)
             .field("handover", &self.handover)
             .field("log", &self.log)
             .field("source_file", &self.source_file)
@@ -695,6 +741,10 @@ fn build(
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
         allowed_hosts: l.get::<values::HostList>(&ADMIN_ALLOWED_HOSTS)?.0,
     };
+    let control = ControlConfig {
+        socket: l.optional_path(&CONTROL_SOCKET)?,
+        group: l.optional(&CONTROL_GROUP)?,
+    };
     let handover = HandoverConfig {
         webhook_url: l.optional(&HANDOVER_WEBHOOK_URL)?,
         webhook_token_file: l.optional_path(&HANDOVER_WEBHOOK_TOKEN_FILE)?,
@@ -740,6 +790,7 @@ fn build(
         submit,
         dispatch,
         admin,
+        control,
         handover,
         log,
         source_file,

@@ -99,6 +99,9 @@ pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
 pub(crate) const ADMIN_ALLOWED_HOSTS: KeySpec = spec("admin", "allowed_hosts", D(""));
 
+pub(crate) const CONTROL_SOCKET: KeySpec = spec("control", "socket", O);
+pub(crate) const CONTROL_GROUP: KeySpec = spec("control", "group", O);
+
 pub(crate) const HANDOVER_WEBHOOK_URL: KeySpec = spec("handover", "webhook_url", O);
 pub(crate) const HANDOVER_WEBHOOK_TOKEN_FILE: KeySpec = spec("handover", "webhook_token_file", O);
 pub(crate) const HANDOVER_WEBHOOK_TIMEOUT: KeySpec = spec("handover", "webhook_timeout", D("10s"));
@@ -158,6 +161,8 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
     ADMIN_ALLOWED_HOSTS,
+    CONTROL_SOCKET,
+    CONTROL_GROUP,
     HANDOVER_WEBHOOK_URL,
     HANDOVER_WEBHOOK_TOKEN_FILE,
     HANDOVER_WEBHOOK_TIMEOUT,
@@ -279,6 +284,7 @@ mod tests {
                 "submit",
                 "dispatch",
                 "admin",
+                "control",
                 "handover",
                 "log"
             ]
