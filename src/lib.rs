@@ -9,6 +9,8 @@
 //!   rate limit. The wire format itself is `ttp_proto`.
 //! * [`agent`]: poll cycle, dispatcher, expiry, reconciliation, scheduler, one handler per
 //!   task type.
+//! * [`input`]: reading site exports: encoding, separator, value mappings, every bad row at
+//!   once; pure.
 //! * [`submit`]: encoding and registering records.
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
@@ -25,6 +27,7 @@ pub mod config;
 pub mod control;
 pub mod domain;
 pub mod handover;
+pub mod input;
 pub mod logging;
 pub mod notify;
 pub mod resolve;

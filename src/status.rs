@@ -100,6 +100,10 @@ pub struct DaemonInfo {
     pub last_cycle_at: Option<DateTime<Utc>>,
     /// The error of the last poll cycle, if it failed.
     pub last_cycle_error: Option<String>,
+    /// What kind of failure that was: `fetch` (the fTTP could not be reached or failed),
+    /// `auth` (credentials refused), `store` (the agent's own store).
+    #[serde(default)]
+    pub last_cycle_class: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,6 +125,10 @@ pub struct TaskLine {
     /// When a task waiting to be retried is tried again.
     #[serde(default)]
     pub next_attempt: Option<DateTime<Utc>>,
+    /// The task names a Bloom filter no local record has (a foreign filter): the page shows
+    /// what a coordinator can find out and a summary to send to the fTTP.
+    #[serde(default)]
+    pub unknown_record: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -172,6 +180,12 @@ fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLin
             TaskState::RetryWait { next_at } => Some(next_at),
             _ => None,
         },
+        unknown_record: matches!(
+            rec.state,
+            TaskState::NeedsAttention {
+                reason: Attention::UnknownRecord
+            }
+        ),
     }
 }
 
@@ -334,7 +348,7 @@ fn render_handover(out: &mut String, h: &HandoverStatus) {
     use std::fmt::Write as _;
     let _ = writeln!(
         out,
-        "\npseudonym hand-over: {} obtained, {} not yet exported with `export --new`",
+        "\npseudonym hand-over: {} pseudonyms obtained, {} of them not yet exported with `export --new`",
         h.obtained, h.export_pending
     );
     if let Some(w) = &h.webhook {
@@ -411,10 +425,13 @@ pub fn render_text(r: &StatusReport) -> String {
     let rc = &r.records;
     let _ = writeln!(
         out,
-        "records: {} total, {} pseudonymised, {} awaiting clearing, {} pending registration, {} rejected",
+        "records registered by this site: {} in all: {} with a pseudonym, {} waiting for the fTTP's clearing, {} not yet sent to the fTTP, {} rejected by the fTTP",
         rc.total, rc.pseudonymised, rc.awaiting_clearing, rc.pending_registration, rc.rejected
     );
-    let _ = writeln!(out, "\nopen tasks by type and state:");
+    let _ = writeln!(
+        out,
+        "\nunfinished tasks by type and state (those needing a person included):"
+    );
     if r.open_by_type.is_empty() {
         let _ = writeln!(out, "  none");
     }
@@ -423,7 +440,11 @@ pub fn render_text(r: &StatusReport) -> String {
         let _ = writeln!(out, "  {ty:<20} {}", parts.join(", "));
     }
     if !r.open.is_empty() {
-        let _ = writeln!(out, "\nopen tasks, most urgent first:");
+        let _ = writeln!(
+            out,
+            "\ntasks the agent works on by itself ({}), most urgent first:",
+            r.open.len()
+        );
         let _ = writeln!(
             out,
             "  {:<2}{:<56} {:<12} {:>10}  last error",
@@ -442,7 +463,11 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     if !r.failing.is_empty() {
-        let _ = writeln!(out, "\nfailing (the agent retries by itself):");
+        let _ = writeln!(
+            out,
+            "\ntasks whose last attempt failed ({}; the agent retries them by itself):",
+            r.failing.len()
+        );
         for t in &r.failing {
             let _ = writeln!(
                 out,
@@ -455,7 +480,11 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     if !r.needs_attention.is_empty() {
-        let _ = writeln!(out, "\nneeds attention:");
+        let _ = writeln!(
+            out,
+            "\ntasks that need a person ({}; the agent cannot answer them by itself):",
+            r.needs_attention.len()
+        );
         for t in &r.needs_attention {
             let _ = writeln!(
                 out,
@@ -474,7 +503,7 @@ pub fn render_text(r: &StatusReport) -> String {
     if w.pending > 0 || w.dropped > 0 {
         let _ = writeln!(
             out,
-            "\nwebhook: {} alert(s) waiting to be delivered ({} failed so far), {} dropped{}",
+            "\nalert webhook: {} alert(s) waiting to be delivered ({} of them failed at least once), {} given up on{}",
             w.pending,
             w.failing,
             w.dropped,
@@ -514,7 +543,10 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     if !r.history.is_empty() {
-        let _ = writeln!(out, "\nhistory (UTC days): done / expired");
+        let _ = writeln!(
+            out,
+            "\ntasks finished per day (UTC): answered / expired before an answer"
+        );
         for d in &r.history {
             let done: u64 = d.done.values().sum();
             let expired: u64 = d.expired.values().sum();
@@ -548,6 +580,39 @@ mod tests {
             assert!(advice.ends_with('.'), "{advice}");
         }
         assert_eq!(advice(&Attention::Handled), None);
+    }
+
+    /// Every number in the text says what it counts: a reader must never meet "0 open" and
+    /// then a list of open tasks.
+    #[test]
+    fn every_count_in_the_text_says_what_it_counts() {
+        let task = |key: &str, state: &str| {
+            serde_json::json!({
+                "key": key, "task_type": "send_idat", "state": state, "expires": null,
+                "seconds_to_expiry": 3600, "urgent": true, "attempts": 1,
+                "last_error": null, "reason": "no local record", "first_seen": "2026-06-01T10:00:00Z",
+            })
+        };
+        let report: StatusReport = serde_json::from_value(serde_json::json!({
+            "generated_at": "2026-06-01T10:00:00Z",
+            "last_successful_poll": null,
+            "open_by_type": {"send_idat": {"needs-attention": 2, "received": 1}},
+            "open": [task("send_idat/c", "received")],
+            "needs_attention": [task("send_idat/a", "needs-attention"), task("send_idat/b", "needs-attention")],
+            "records": {"total": 5, "pending_registration": 1, "awaiting_clearing": 2,
+                        "pseudonymised": 2, "rejected": 0},
+            "history": [],
+        }))
+        .unwrap();
+        let text = render_text(&report);
+        for phrase in [
+            "records registered by this site: 5 in all: 2 with a pseudonym, 2 waiting for the fTTP's clearing, 1 not yet sent to the fTTP, 0 rejected by the fTTP",
+            "unfinished tasks by type and state (those needing a person included)",
+            "tasks the agent works on by itself (1), most urgent first",
+            "tasks that need a person (2; the agent cannot answer them by itself)",
+        ] {
+            assert!(text.contains(phrase), "{phrase:?} not in:\n{text}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use admin_support::*;
+use agent_support::TARGET;
 use ttp_agent::status::StatusReport;
 
 fn chromium() -> Option<PathBuf> {
@@ -113,6 +114,32 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
         return;
     };
     let s = scenario(&token_edits()).await;
+    // Besides the scenario: a task for a filter no local record has (a foreign filter), due
+    // within the warning window, so it belongs both to "needs a person" and to "expiring
+    // soon" and must be shown once.
+    let now = chrono::Utc::now();
+    let foreign = ttp_agent::domain::TaskRecord {
+        key: ttp_proto::TaskKey("dic_psn_available/foreign-filter".into()),
+        task: ttp_proto::Task {
+            kind: ttp_proto::TaskKind::DicPsnAvailable {
+                bloom_filter: ttp_proto::BloomFilter(vec![0xA5; 16]),
+                target: TARGET.into(),
+                pseudonym: "psn-of-someone-else".into(),
+            },
+            expires: Some((now + chrono::Duration::hours(20)).fixed_offset()),
+            unknown_parts: Vec::new(),
+        },
+        state: ttp_agent::domain::TaskState::NeedsAttention {
+            reason: ttp_agent::domain::Attention::UnknownRecord,
+        },
+        attempts: 1,
+        last_error: None,
+        first_seen: now,
+        updated_at: now,
+        last_seen_poll: 1,
+    };
+    s.agent.store().put_tasks([&foreign]).unwrap();
+    s.agent.store().flush().unwrap();
     let server = serve(&s).await;
     let url = server.url(&format!("/#token={TOKEN}"));
 
@@ -187,16 +214,42 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     let keys = |lines: &[ttp_agent::status::TaskLine]| -> Vec<String> {
         lines.iter().map(|l| l.key.clone()).collect()
     };
+    // Each task once, in its most urgent section: a person first, then the deadline, then
+    // the retries.
     assert_eq!(rows("attention-row"), keys(&r.needs_attention));
-    assert_eq!(rows("failing-row"), keys(&r.failing));
     let urgent: Vec<String> = r
         .open
         .iter()
-        .chain(&r.needs_attention)
         .filter(|l| l.urgent)
         .map(|l| l.key.clone())
         .collect();
     assert_eq!(rows("expiring-row"), urgent);
+    let retrying: Vec<String> = r
+        .failing
+        .iter()
+        .filter(|l| !l.urgent)
+        .map(|l| l.key.clone())
+        .collect();
+    assert_eq!(rows("failing-row"), retrying);
+    let mut all: Vec<String> = ["attention-row", "expiring-row", "failing-row"]
+        .iter()
+        .flat_map(|id| rows(id))
+        .collect();
+    let shown = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), shown, "a task appears in two sections: {all:?}");
+    assert!(
+        r.needs_attention.iter().any(|l| l.urgent),
+        "the scenario has an urgent task needing a person, which must not repeat under \"Expiring soon\""
+    );
+    // One date format, with the time zone.
+    assert!(!dom.contains(" AM") && !dom.contains(" PM"), "{dom}");
+    let deadline = r.needs_attention[0].expires.unwrap();
+    assert!(
+        dom.contains(&deadline.format("%Y-%m-%d %H:%M UTC").to_string()),
+        "{dom}"
+    );
     assert!(
         dom.contains("503"),
         "the failing task's last error is shown"
@@ -226,8 +279,81 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
             assert!(!dom.contains(id.as_str()), "{id} in the page");
         }
     }
-    for name in ["Anna", "Jürgen", "Müller", "Greifswald"] {
-        assert!(!dom.contains(name), "IDAT in the page: {name}");
+    for name in [
+        "Anna",
+        "Jürgen",
+        "Müller",
+        "Greifswald",
+        "psn-of-someone-else",
+    ] {
+        assert!(
+            !dom.contains(name),
+            "IDAT or a pseudonym in the page: {name}"
+        );
+    }
+
+    // Without JavaScript: the same first view, rendered by the server. The page as the server
+    // sends it, with its script element removed, in the browser: what a browser with scripts
+    // off (or a screenshot before any script ran) shows.
+    let served = http().get(&url).send().await.unwrap().text().await.unwrap();
+    let script = served.find("<script>").expect("the page has its script");
+    let script_end = served.find("</script>").unwrap() + "</script>".len();
+    let without_js = format!("{}{}", &served[..script], &served[script_end..]);
+    assert!(!without_js.contains("<script"));
+    let static_page = tempfile::tempdir().unwrap();
+    let static_file = static_page.path().join("page.html");
+    std::fs::write(&static_file, &without_js).unwrap();
+    let out = run_chromium(
+        &bin,
+        &format!("file://{}", static_file.display()),
+        &["--dump-dom".to_owned()],
+    )
+    .await;
+    let plain = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!plain.contains("Loading"), "{plain}");
+    for (id, n) in [
+        ("tile-attention", r.summary.needs_attention as u64),
+        ("tile-open", r.summary.open as u64),
+        ("records-total", r.records.total),
+        ("history-done-total", done),
+    ] {
+        assert_eq!(number(&plain, id), n, "{id} without JavaScript");
+    }
+    assert_eq!(
+        tags_of(&plain, "attention-row").len(),
+        r.needs_attention.len()
+    );
+    assert!(plain.contains("data-testid=\"copy-summary\""), "{plain}");
+
+    // An outage: the credentials were refused at the last poll. A sentence for people, the
+    // technical detail folded away, and no card that stays green.
+    server.state.health().cycle_finished(
+        &Err(ttp_agent::agent::CycleError::Auth(
+            "HTTP 401 from the dispatcher".into(),
+        )),
+        chrono::Utc::now(),
+    );
+    let out = run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await;
+    let down = String::from_utf8_lossy(&out.stdout).into_owned();
+    let banner = tags_of(&down, "outage");
+    assert_eq!(banner.len(), 1, "{down}");
+    assert!(down.contains("refuses the agent's access key"), "{down}");
+    let detail = down
+        .find("data-testid=\"technical-detail\"")
+        .expect("folded detail");
+    assert!(
+        down[detail..].contains("HTTP 401 from the dispatcher"),
+        "{down}"
+    );
+    for id in ["tile-poll", "tile-open", "tile-failing", "tile-expiring"] {
+        let tag = down[..down.find(&format!("id=\"{id}\"")).unwrap()]
+            .rfind('<')
+            .map(|i| &down[i..down[i..].find('>').unwrap() + i])
+            .unwrap();
+        assert!(
+            tag.contains("outage") && !tag.contains("green"),
+            "{id}: {tag}"
+        );
     }
 
     // Without the token: the login form, and no data.

@@ -4,9 +4,10 @@
 
 mod admin_support;
 mod agent_support;
+mod hermetic;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use admin_support::*;
@@ -29,7 +30,7 @@ async fn a_listener_other_hosts_can_reach_needs_a_token() {
     .await;
     let config = env.config_path.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        hermetic::command(BIN)
             .args(["run", "--config"])
             .arg(&config)
             .env("TTP_AGENT_LOG_FORMAT", "text")
@@ -66,7 +67,7 @@ async fn the_daemon_serves_health_readiness_metrics_and_status_and_stops_on_sigt
     )
     .unwrap();
     let config = env.config_path.clone();
-    let mut daemon = Command::new(BIN)
+    let mut daemon = hermetic::command(BIN)
         .args(["run", "--config"])
         .arg(&config)
         .env("TTP_AGENT_LOG_FORMAT", "text")
@@ -130,7 +131,7 @@ async fn the_daemon_serves_health_readiness_metrics_and_status_and_stops_on_sigt
     // `status` while the daemon holds the store: answered by the daemon.
     let cfg = config.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        hermetic::command(BIN)
             .args(["status", "--json", "--config"])
             .arg(&cfg)
             .output()

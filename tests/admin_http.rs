@@ -209,8 +209,9 @@ async fn readiness_follows_the_cycles_the_hooks_report() {
     let server = serve_state(Arc::clone(&state)).await;
     let took = Duration::from_millis(250);
 
+    // Not ready before the first successful poll: a start-up probe waits for it.
     let (status, reason) = ready(&server).await;
-    assert_eq!(status, 200, "{reason}");
+    assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("first poll"), "{reason}");
 
     // A real cycle against the simulator with a wrong API key: credentials refused.
@@ -277,11 +278,11 @@ async fn an_old_last_success_makes_the_daemon_not_ready_once_a_poll_has_failed()
     let state = state_with_window(&s, Duration::from_nanos(1));
     let hooks = hooks_for(&s, &state);
     let server = serve_state(Arc::clone(&state)).await;
-    assert_eq!(
-        ready(&server).await.0,
-        200,
-        "the first poll is still pending"
-    );
+    let (status, reason) = ready(&server).await;
+    assert_eq!(status, 503, "the first poll is still pending: {reason}");
+    assert!(reason.contains("first poll"), "{reason}");
+    // One success since the start (the store keeps the scenario's older time), then a failure.
+    hooks.cycle_finished(&Ok(CycleReport::default()), Duration::from_millis(5));
     let fetch_failed: Result<CycleReport, CycleError> =
         Err(CycleError::Store(ttp_agent::store::StoreError::Invalid {
             what: "test",

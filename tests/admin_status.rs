@@ -4,9 +4,10 @@
 
 mod admin_support;
 mod agent_support;
+mod hermetic;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use admin_support::*;
 use ttp_agent::status::StatusReport;
@@ -16,7 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 async fn status_cli(config: &Path, json: bool) -> Output {
     let config = config.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = hermetic::command(BIN);
         cmd.arg("status")
             .arg("--config")
             .arg(&config)

@@ -5,6 +5,7 @@
 //! others is in `client_tls.rs`, which has a TLS server.
 
 mod agent_support;
+mod hermetic;
 
 use std::path::Path;
 use std::time::Duration;
@@ -209,7 +210,7 @@ async fn an_oauth2_token_is_replaced_before_it_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_client_secret_is_a_configuration_error_in_check() {
     let env = oauth2_setup(Duration::from_secs(3600), "not-the-secret").await;
-    let out = tokio::process::Command::new(BIN)
+    let out = hermetic::command_async(BIN)
         .args(["check", "--config", env.config_path.to_str().unwrap()])
         .env_remove("RUST_LOG")
         .output()

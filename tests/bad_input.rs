@@ -11,6 +11,7 @@
 //!   simulator's listings.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //! a closed port, a TLS mismatch, wrong credentials and invalid configurations.
 
 mod agent_support;
+mod hermetic;
 
 use std::path::Path;
 use std::process::Output;
@@ -11,9 +12,8 @@ use agent_support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
 async fn check(config: &Path) -> Output {
-    tokio::process::Command::new(BIN)
+    hermetic::command_async(BIN)
         .args(["check", "--config", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
         .output()
         .await
         .expect("the agent runs")
@@ -216,42 +216,202 @@ async fn with_tasks_listed_only_once_the_check_does_not_consume_them() {
     env.sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shipped_example_needs_only_site_values_and_skips_the_empty_encoding_section() {
-    let sim = ttp_sim::start(ttp_sim::SimConfig {
-        study: "example-study".into(),
-        target: "example-site".into(),
-        ..sim_config(9)
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("idat-key");
+/// The shipped example with the site's values from the environment, its secrets in `dir`.
+async fn check_example(
+    dir: &Path,
+    example: &Path,
+    site: &[(&str, String)],
+    extra: &[&str],
+) -> Output {
+    let key = dir.join("idat-key");
     std::fs::write(
         &key,
         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
     )
     .unwrap();
-    let api_key = dir.path().join("api-key");
+    let api_key = dir.join("api-key");
     std::fs::write(&api_key, format!("{API_KEY}\n")).unwrap();
     for file in [&key, &api_key] {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.toml");
-    let out = tokio::process::Command::new(BIN)
+    hermetic::command_async(BIN)
         .args(["check", "--config", example.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .env("TTP_AGENT__TTP__BASE_URL", sim.base_url())
+        .args(extra)
         .env("TTP_AGENT__TTP__API_KEY_FILE", &api_key)
         .env("TTP_AGENT__STORE__IDAT_KEY_FILE", &key)
-        .env("TTP_AGENT__STORE__PATH", dir.path().join("store"))
+        .env("TTP_AGENT__STORE__PATH", dir.join("store"))
+        .envs(site.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+fn shipped_example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_example_is_ready_for_the_daemon_once_the_site_values_are_set() {
+    let sim = ttp_sim::start(sim_config(9)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let site = [
+        ("TTP_AGENT__TTP__BASE_URL", sim.base_url()),
+        ("TTP_AGENT__TTP__STUDY", STUDY.to_owned()),
+        ("TTP_AGENT__TTP__TARGET", TARGET.to_owned()),
+    ];
+    let out = check_example(dir.path(), &shipped_example(), &site, &["--for", "run"]).await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(line(&text, "encoding").starts_with('–'), "{text}");
+    assert!(line(&text, "admin listener").starts_with('✓'), "{text}");
     assert!(line(&text, "authentication").starts_with('✓'), "{text}");
+
+    // For every command: `submit` needs the [encoding] section, which the example leaves
+    // commented. The line says what to do.
+    let out = check_example(dir.path(), &shipped_example(), &site, &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let encoding = line(&text, "encoding");
+    assert!(encoding.starts_with('✗'), "{text}");
+    assert!(
+        encoding.contains("Uncomment the [encoding] section"),
+        "{text}"
+    );
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_examples_placeholder_values_are_not_a_valid_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check_example(dir.path(), &shipped_example(), &[], &["--for", "run"]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    for key in ["base_url", "study", "target"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("✗ configuration") && l.contains(&format!("[ttp] {key}`"))),
+            "{key}: {text}"
+        );
+    }
+    assert!(text.contains("TTP_AGENT__TTP__BASE_URL"), "{text}");
+}
+
+/// The example's [encoding] block, uncommented, is a complete profile: only the seeds file
+/// (from the fTTP operator) has to be put in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_examples_encoding_block_uncommented_loads() {
+    let sim = ttp_sim::start(sim_config(10)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(shipped_example()).unwrap();
+    let mut in_encoding = false;
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.starts_with('[') && l != "[encoding]" {
+            in_encoding = false;
+        }
+        if l == "[encoding]" {
+            in_encoding = true;
+        }
+        let key_or_table = l.strip_prefix("# ").filter(|rest| {
+            rest.starts_with('[')
+                || rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+        });
+        match key_or_table {
+            Some(rest) if in_encoding => out.push_str(rest),
+            _ => out.push_str(l),
+        }
+        out.push('\n');
+    }
+    let seeds = dir.path().join("seeds.json");
+    std::fs::write(
+        &seeds,
+        r#"{"balanced_seed": 11, "field_seeds": {"firstName": 1, "lastName": 2, "birthDate": 3, "gender": 4}}"#,
+    )
+    .unwrap();
+    let out = out.replace(
+        "/etc/ttp-agent/secrets/encoding-seeds.json",
+        seeds.to_str().unwrap(),
+    );
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, out).unwrap();
+    let site = [
+        ("TTP_AGENT__TTP__BASE_URL", sim.base_url()),
+        ("TTP_AGENT__TTP__STUDY", STUDY.to_owned()),
+        ("TTP_AGENT__TTP__TARGET", TARGET.to_owned()),
+    ];
+    let out = check_example(dir.path(), &config, &site, &["--for", "submit"]).await;
+    let text = stdout(&out);
+    assert!(line(&text, "encoding").starts_with('✓'), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idat_key_of_the_wrong_length_fails_even_while_the_daemon_holds_the_store() {
+    let env = setup(sim_config(11), &[]).await;
+    let loaded = load(&env.config_path);
+    // The daemon holds the store (opened with the good key); then someone breaks the file.
+    let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
+    std::fs::write(env.dir.path().join("secrets/idat.key"), "abc").unwrap();
+    let out = check(&env.config_path).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    let secrets = line(&text, "secrets");
+    assert!(secrets.starts_with('✗'), "{text}");
+    assert!(secrets.contains("idat_key_file"), "{text}");
+    assert!(
+        !text.contains("abc"),
+        "the key's content is never shown: {text}"
+    );
+    drop(store);
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_the_agents_user_cannot_create_fails_the_store_check() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = setup(
+        sim_config(12),
+        &[("path = \"store\"", "path = \"locked/store\"")],
+    )
+    .await;
+    let locked = env.dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root may write anywhere; what counts is the directory's owner, the service's user.
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&locked, Some(65534), Some(65534)).unwrap();
+    }
+    let out = check(&env.config_path).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let store = line(&text, "store");
+    assert!(
+        store.starts_with('✗') && store.contains("cannot be created"),
+        "{text}"
+    );
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_other_hosts_can_reach_without_a_token_fails() {
+    let env = setup(
+        sim_config(13),
+        &[("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:9464\"")],
+    )
+    .await;
+    let out = check(&env.config_path).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    let admin = line(&text, "admin listener");
+    assert!(
+        admin.starts_with('✗') && admin.contains("token_file"),
+        "{text}"
+    );
+    env.sim.shutdown().await;
 }

@@ -6,6 +6,7 @@
 //! it. A key the fTTP refuses is a runtime error (exit 1) that names the settings to check.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::path::Path;

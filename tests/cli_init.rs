@@ -1,15 +1,15 @@
 //! `ttp-agent init` writes a configuration the other commands accept as it is, once the `[ttp]`
 //! settings come from the environment.
 
+mod hermetic;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
 #[test]
 fn init_then_status_with_ttp_settings_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = hermetic::command(BIN)
         .args(["init", "--dir"])
         .arg(dir.path())
         .output()
@@ -33,7 +33,7 @@ fn init_then_status_with_ttp_settings_from_the_environment() {
     let config = dir.path().join("agent.toml");
 
     // Without [ttp]: a configuration error naming the key and the variable, exit 78.
-    let out = Command::new(BIN)
+    let out = hermetic::command(BIN)
         .args(["status", "--config"])
         .arg(&config)
         .env_remove("TTP_AGENT__TTP__BASE_URL")
@@ -64,7 +64,7 @@ fn init_then_status_with_ttp_settings_from_the_environment() {
         &["status", "--json"][..],
         &["export", "--format", "csv"][..],
     ] {
-        let out = Command::new(BIN)
+        let out = hermetic::command(BIN)
             .args(args)
             .arg("--config")
             .arg(&config)
@@ -83,7 +83,7 @@ fn init_then_status_with_ttp_settings_from_the_environment() {
     );
 
     // A second init never overwrites.
-    let out = Command::new(BIN)
+    let out = hermetic::command(BIN)
         .args(["init", "--dir"])
         .arg(dir.path())
         .output()

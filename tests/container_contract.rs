@@ -13,6 +13,7 @@
 
 mod agent_support;
 mod daemon_support;
+mod hermetic;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -90,7 +91,7 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
     let before: Vec<_> = read_only.iter().map(|d| snapshot(d)).collect();
 
     let admin = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hermetic::command(BIN);
     cmd.arg("run")
         .env_clear()
         .current_dir(&workdir)
@@ -121,7 +122,7 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
 
     // The HEALTHCHECK: `ttp-agent healthcheck` in the same environment asks the admin
     // endpoint the environment configures.
-    let health = Command::new(BIN)
+    let health = hermetic::command(BIN)
         .arg("healthcheck")
         .env_clear()
         .current_dir(&workdir)
@@ -210,7 +211,7 @@ fn fatal_errors_are_json_lines_too_and_a_configuration_error_exits_78() {
     };
 
     // The study is missing: a configuration error, before logging could be set up.
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hermetic::command(BIN);
     base(&mut cmd);
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(78));
@@ -227,7 +228,7 @@ fn fatal_errors_are_json_lines_too_and_a_configuration_error_exits_78() {
     // A store that cannot be created (its parent is a file): a runtime error, exit 1.
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, "").unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hermetic::command(BIN);
     base(&mut cmd);
     cmd.env("TTP_AGENT__TTP__STUDY", STUDY)
         .env("TTP_AGENT__STORE__PATH", not_a_dir.join("store"));

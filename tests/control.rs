@@ -4,12 +4,13 @@
 //! refused by the socket.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_support::{records_csv, sim_config};
@@ -60,7 +61,7 @@ impl Site {
     fn start_daemon(&self) -> Daemon {
         let log = self.path("daemon.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let child = hermetic::command(BIN)
             .args(["run", "--config", self.cfg()])
             .env("TTP_AGENT_LOG_FORMAT", "json")
             .env_remove("RUST_LOG")
@@ -171,7 +172,7 @@ fn ok(args: &[&str]) -> String {
 
 /// `ttp-agent ARGS` in the background, text logs, output captured.
 fn spawn_bin(args: &[&str], stdin: Stdio) -> std::process::Child {
-    Command::new(BIN)
+    hermetic::command(BIN)
         .args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")
@@ -375,7 +376,9 @@ fn a_command_whose_daemon_is_killed_mid_way_fails_clearly_and_loses_nothing() {
     });
     // Killed once the daemon is registering this file's records.
     let mut daemon = daemon;
+    // The daemon shows the progress of both long steps in its log (and to the command).
     daemon.wait_for_log("\"what\":\"encoding\"");
+    daemon.wait_for_log("\"what\":\"registering\"");
     wait_until(
         || site.sim.stats().registrations > 0,
         "a registration request",
@@ -432,7 +435,7 @@ fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
 
 /// Runs `ttp-agent ARGS` as `uid`/`gid` (no supplementary groups); needs root.
 fn run_as(uid: u32, gid: u32, args: &[&str]) -> Output {
-    Command::new(BIN)
+    hermetic::command(BIN)
         .args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")

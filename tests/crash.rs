@@ -8,8 +8,9 @@
 //! every data-minimisation violation.
 
 mod agent_support;
+mod hermetic;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -67,7 +68,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             vec!["run", "--config", &config]
         };
         let log = std::fs::File::create(logs.join(format!("run-{runs:02}.log"))).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = hermetic::command(BIN)
             .args(&args)
             .env("TTP_AGENT_LOG_FORMAT", "text")
             .stdout(Stdio::null())
@@ -97,7 +98,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
 
     // Let a final daemon run until the fTTP has nothing open and every filter is
     // pseudonymised, then stop it with SIGTERM (which must exit 0).
-    let mut daemon = Command::new(BIN)
+    let mut daemon = hermetic::command(BIN)
         .args(["run", "--config", &config])
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .stdout(Stdio::null())
@@ -161,7 +162,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
         }
         rechecks += 1;
         tokio::time::sleep(Duration::from_millis(3200)).await;
-        let out = Command::new(BIN)
+        let out = hermetic::command(BIN)
             .args(["poll", "--once", "--config", &config])
             .env("TTP_AGENT_LOG_FORMAT", "text")
             .output()

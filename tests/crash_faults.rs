@@ -9,9 +9,10 @@
 //! `scripts/crash-soak.sh N` runs this test with N kills in release mode.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -118,7 +119,7 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
         };
         let log_path = logs.join(format!("run-{runs:03}.log"));
         let mut child = robust_support::Reaped(
-            Command::new(BIN)
+            hermetic::command(BIN)
                 .args(&args)
                 .env("TTP_AGENT_LOG_FORMAT", "text")
                 .stdout(Stdio::null())
@@ -151,7 +152,7 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     // A last daemon, undisturbed (but still with faults), finishes the job.
     let final_log = logs.join("final.log");
     let mut daemon = robust_support::Reaped(
-        Command::new(BIN)
+        hermetic::command(BIN)
             .args(["run", "--config", &config])
             .env("TTP_AGENT_LOG_FORMAT", "text")
             .stdout(Stdio::null())

@@ -8,6 +8,7 @@
 
 mod agent_support;
 mod daemon_support;
+mod hermetic;
 
 use std::time::Duration;
 

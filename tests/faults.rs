@@ -19,6 +19,7 @@
 //! Run with `--nocapture` to see the figures (faults injected, after processing, requests).
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::time::{Duration, Instant};
@@ -235,9 +236,17 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     cfg.clearing = 1.0;
     cfg.repeat_first = 0.0;
     cfg.dic_listings = 1;
-    // Every send_idat asks for the birthplace, which record b lacks: its task needs a human.
+    // Every send_idat asks for the birthplace, which record b lacks: with `hold` its task
+    // needs a human (the default would answer it without the birthplace).
     cfg.elements = vec!["birthplace".into()];
-    let env = setup(cfg, &[]).await;
+    let env = setup(
+        cfg,
+        &[(
+            "grace_period = \"10s\"",
+            "grace_period = \"10s\"\nmissing_elements = \"hold\"",
+        )],
+    )
+    .await;
     let loaded = load(&env.config_path);
     let agent = agent(&loaded);
     let encoder = encoder(&loaded);

@@ -3,8 +3,9 @@
 //! reaches the receiver, and SIGTERM stops daemon and worker cleanly.
 
 mod agent_support;
+mod hermetic;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +60,7 @@ async fn the_daemon_delivers_every_pseudonym_it_obtains() {
     let config = env.config_path.to_str().expect("UTF-8").to_string();
     let records = env.dir.path().join("records.csv");
     std::fs::write(&records, records_csv(RECORDS)).expect("records written");
-    let submit = Command::new(BIN)
+    let submit = hermetic::command(BIN)
         .args([
             "submit",
             "--config",
@@ -75,7 +76,7 @@ async fn the_daemon_delivers_every_pseudonym_it_obtains() {
     );
 
     let log = env.dir.path().join("daemon.log");
-    let mut daemon = Command::new(BIN)
+    let mut daemon = hermetic::command(BIN)
         .args(["run", "--config", &config])
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .stdout(Stdio::null())

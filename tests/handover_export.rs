@@ -3,6 +3,7 @@
 //! through the library; no network.
 
 mod handover_support;
+mod hermetic;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -6,6 +6,7 @@
 //! turns a hang into a failure; nothing asserts how long anything took.
 
 mod handover_support;
+mod hermetic;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

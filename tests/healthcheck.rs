@@ -1,9 +1,10 @@
 //! `ttp-agent healthcheck` (the container HEALTHCHECK) against small HTTP servers on loopback
 //! that answer like the admin endpoint would, and against a closed port.
 
+mod hermetic;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::thread::JoinHandle;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
@@ -30,13 +31,26 @@ fn serve_once(answer: &'static str) -> (SocketAddr, JoinHandle<String>) {
 }
 
 fn healthcheck(args: &[&str], envs: &[(&str, String)]) -> Output {
-    Command::new(BIN)
+    hermetic::command(BIN)
         .arg("healthcheck")
         .args(args)
         .env_clear()
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap()
+}
+
+/// Asserts exit 0 and "healthy …"; returns stdout.
+fn healthy(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("healthy"), "{stdout}");
+    stdout
 }
 
 #[test]
@@ -106,17 +120,35 @@ fn the_address_comes_from_the_configuration_and_a_wildcard_is_asked_on_loopback(
             format!("0.0.0.0:{}", addr.port()),
         ),
     ];
-    let out = healthcheck(&[], &envs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // An empty file stands for "no file" (a container): the host's /etc is never read.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let stdout = healthy(&healthcheck(&["--config", empty.to_str().unwrap()], &envs));
     assert!(
         stdout.contains(&format!("127.0.0.1:{}", addr.port())),
         "{stdout}"
     );
     server.join().unwrap();
+}
+
+/// A health check needs the admin address and nothing else: not the fTTP settings, not the
+/// secrets. On a host with the Debian package, the packaged file names its secrets under
+/// `${CREDENTIALS_DIRECTORY}`, which only the service has; a probe from a shell must still work.
+#[test]
+fn only_the_admin_address_is_read_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    for body in [
+        // The packaged shape: secrets under the credentials directory, which is not set here.
+        "[ttp]\nbase_url = \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"\nstudy = \"s\"\n\
+         target = \"t\"\napi_key_file = \"${CREDENTIALS_DIRECTORY}/api-key\"\n\
+         [store]\nidat_key_file = \"${CREDENTIALS_DIRECTORY}/idat-key\"\n[admin]\nlisten = \"LISTEN\"\n",
+        // The [admin] section alone: the required [ttp] keys are missing.
+        "[admin]\nlisten = \"LISTEN\"\n",
+    ] {
+        let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(&config, body.replace("LISTEN", &addr.to_string())).unwrap();
+        healthy(&healthcheck(&["--config", config.to_str().unwrap()], &[]));
+        server.join().unwrap();
+    }
 }

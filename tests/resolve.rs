@@ -2,6 +2,7 @@
 //! IDAT kept out of every output, and a clear message while the daemon holds the store.
 
 mod handover_support;
+mod hermetic;
 mod store_support;
 
 use handover_support::{ok, site, stderr, stdout};
@@ -334,5 +335,7 @@ fn while_the_daemon_holds_the_store_the_command_says_what_to_do() {
     // the store: it says so.
     assert!(err.contains("no ttp-agent daemon answers"), "{err}");
     assert!(err.contains("[control] socket"), "{err}");
+    // Every hint names a command that exists.
+    assert!(!err.contains("admin API"), "{err}");
     assert_eq!(task_state(&held, "task-1"), attention("task-1", 1).state);
 }

@@ -14,10 +14,11 @@
 //! The records are synthetic and use made-up names that cannot occur anywhere by chance.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -144,7 +145,7 @@ struct Captured {
 
 impl Captured {
     fn run(&mut self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = hermetic::command(BIN);
         cmd.args(args)
             .env("RUST_LOG", "debug")
             .env("TTP_AGENT_LOG_FORMAT", "text")
@@ -238,7 +239,7 @@ async fn no_secret_and_no_idat_in_any_output_or_in_clear_in_the_store() {
     let provided = env.sim.stats().provide_ok;
     let daemon_log = dir.join("daemon.log");
     let mut daemon = robust_support::Reaped(
-        Command::new(BIN)
+        hermetic::command(BIN)
             .args(["run", "--config", &config])
             .env("RUST_LOG", "debug")
             .env("TTP_AGENT_LOG_FORMAT", "text")

@@ -10,6 +10,7 @@
 //! printed.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::os::unix::process::CommandExt as _;
@@ -69,7 +70,7 @@ impl Drop for TinyFs {
 /// Runs the binary with writes limited to files of `limit` bytes (`SIGXFSZ` ignored, so the
 /// write fails with `EFBIG` instead of killing the process).
 fn run_limited(args: &[&str], env: &[(&str, &str)], limit: u64) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hermetic::command(BIN);
     cmd.args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")
@@ -284,7 +285,7 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
                 std::fs::remove_file(filler).unwrap();
                 // A daemon at work when the disk fills up stops by itself.
                 let mut daemon = robust_support::Reaped(
-                    Command::new(BIN)
+                    hermetic::command(BIN)
                         .args(run)
                         .env("TTP_AGENT_LOG_FORMAT", "text")
                         .env("TTP_AGENT__STORE__PATH", &store_s)
@@ -350,7 +351,7 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
     // Space is back: a daemon finishes the job.
     let log = env.dir.path().join("final.log");
     let mut daemon = robust_support::Reaped(
-        Command::new(BIN)
+        hermetic::command(BIN)
             .args(["run", "--config", &config])
             .env("TTP_AGENT_LOG_FORMAT", "text")
             .env("TTP_AGENT__STORE__PATH", &store_s)

@@ -3,10 +3,11 @@
 //! everything back, and the refusals that protect a store from being replaced by mistake.
 
 mod agent_support;
+mod hermetic;
 mod robust_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -121,7 +122,7 @@ async fn backup_corruption_and_restore_lose_nothing() {
         // Nor one a running daemon holds, --force or not.
         let log = dir.join("daemon.log");
         let mut daemon = robust_support::Reaped(
-            Command::new(BIN)
+            hermetic::command(BIN)
                 .args(["run", "--config", &config])
                 .env("TTP_AGENT_LOG_FORMAT", "text")
                 .stdout(Stdio::null())

@@ -5,8 +5,8 @@
 
 mod agent_support;
 mod daemon_support;
+mod hermetic;
 
-use std::process::Command;
 use std::time::Duration;
 
 use agent_support::*;
@@ -51,7 +51,7 @@ async fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     let socket_path = env.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
 
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hermetic::command(BIN);
     cmd.args(["run", "--config", env.config_path.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &socket_path)
         // 2 s: the agent pings every 0.5 s while idle between polls.

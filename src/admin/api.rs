@@ -35,6 +35,7 @@ pub fn report(state: &AdminState, days: u32) -> Result<StatusReport, crate::stor
         ready: readiness.is_ready(),
         not_ready_reason: (!readiness.is_ready()).then(|| readiness.reason().to_string()),
         last_cycle_at: view.last_cycle_at,
+        last_cycle_class: view.last_failure.as_ref().map(|f| f.class.to_owned()),
         last_cycle_error: view.last_failure.map(|f| f.message),
     });
     Ok(report)

@@ -214,7 +214,7 @@ pub async fn login(
 ) -> Response {
     let offered = Some(form.token.trim().as_bytes()).filter(|t| !t.is_empty());
     match check(&state, client, offered) {
-        Ok(verdict) => super::page::respond(verdict),
+        Ok(verdict) => super::page::respond(state, verdict).await,
         Err(throttled) => throttled.into_response(),
     }
 }

@@ -9,8 +9,9 @@
 //!   2. the store answers a read;
 //!   3. the last poll cycle did not fail because the fTTP refused the agent's credentials
 //!      (that never heals by itself: a person must fix the API key);
-//!   4. the first poll since start is still running, or the last successful poll (as recorded
-//!      in the store, so it survives restarts) is at most `[admin] ready_window` old.
+//!   4. a poll has succeeded since the process started (before that, the agent has not shown
+//!      it can reach the fTTP: a start-up probe waits for this), and the last successful poll
+//!      (as recorded in the store) is at most `[admin] ready_window` old.
 //!
 //! The decision is the pure function [`assess`]; [`Health`] only remembers what the scheduler
 //! reported through the hooks.
@@ -41,6 +42,8 @@ pub struct CycleFailure {
 pub struct HealthView {
     /// Cycles finished since the process started (successful or not; shutdowns excluded).
     pub cycles: u64,
+    /// Cycles that succeeded since the process started.
+    pub successes: u64,
     pub last_cycle_at: Option<DateTime<Utc>>,
     /// The last cycle's failure; `None` after a successful one.
     pub last_failure: Option<CycleFailure>,
@@ -75,6 +78,7 @@ impl Health {
         }
         let mut v = self.lock();
         v.cycles += 1;
+        v.successes += u64::from(result.is_ok());
         v.last_cycle_at = Some(at);
         v.last_failure = result.as_ref().err().map(|e| CycleFailure {
             class: e.class(),
@@ -130,8 +134,15 @@ pub fn assess(
             f.at.format("%Y-%m-%d %H:%M:%S UTC")
         ));
     }
-    if view.cycles == 0 {
-        return Readiness::Ready("starting: the first poll has not finished yet".into());
+    if view.successes == 0 {
+        return Readiness::NotReady(match view.cycles {
+            0 => "starting: the first poll has not finished yet; ready once one succeeds".into(),
+            n => format!(
+                "starting: none of the {n} poll(s) since the start has succeeded yet; ready once \
+                 one does{}",
+                failure_suffix(view)
+            ),
+        });
     }
     let window_text = humantime::format_duration(window).to_string();
     let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
@@ -218,12 +229,28 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_daemon_is_ready_until_its_first_poll_says_otherwise() {
+    fn a_fresh_daemon_is_not_ready_before_its_first_successful_poll() {
         let now = at("2026-06-01T10:00:00Z");
         let fresh = HealthView::default();
-        // Even with a store whose last success is days old, or none at all.
-        assert!(assess(&fresh, Ok(None), HOUR, now).is_ready());
-        assert!(assess(&fresh, Ok(Some(at("2026-05-01T00:00:00Z"))), HOUR, now).is_ready());
+        // Even with a store whose last success is recent (a restart), or none at all.
+        for last in [None, Some(at("2026-06-01T09:59:00Z"))] {
+            let r = assess(&fresh, Ok(last), HOUR, now);
+            assert!(!r.is_ready(), "{r:?}");
+            assert!(r.reason().contains("first poll has not finished"), "{r:?}");
+        }
+        let failed_once = HealthView {
+            cycles: 1,
+            last_failure: failure("fetch"),
+            ..HealthView::default()
+        };
+        let r = assess(
+            &failed_once,
+            Ok(Some(at("2026-06-01T09:59:00Z"))),
+            HOUR,
+            now,
+        );
+        assert!(!r.is_ready(), "{r:?}");
+        assert!(r.reason().contains("fetch went wrong"), "{r:?}");
     }
 
     #[test]
@@ -231,6 +258,7 @@ mod tests {
         let now = at("2026-06-01T10:00:00Z");
         let polled = HealthView {
             cycles: 3,
+            successes: 3,
             ..HealthView::default()
         };
         let recent = Ok(Some(at("2026-06-01T09:30:00Z")));
@@ -243,6 +271,7 @@ mod tests {
         // A fetch failure does not matter while the last success is recent...
         let failing = HealthView {
             cycles: 4,
+            successes: 3,
             last_failure: failure("fetch"),
             ..HealthView::default()
         };
@@ -268,6 +297,7 @@ mod tests {
 
         let fine = HealthView {
             cycles: 1,
+            successes: 1,
             ..HealthView::default()
         };
         let r = assess(&fine, Err("disk on fire".into()), HOUR, now);

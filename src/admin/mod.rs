@@ -59,6 +59,7 @@ pub mod health;
 pub mod hooks;
 pub mod metrics;
 pub mod page;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

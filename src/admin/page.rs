@@ -1,10 +1,12 @@
 //! `GET /`: the coordinators' status page.
 //!
 //! One self-contained HTML document (style and script inline, no external assets, no fonts,
-//! no CDN) that fetches `/api/status` every 15 seconds and draws it: what needs a person (with
-//! why and what to do), what expires soon (live countdowns), what is being retried (with the
-//! last error), open tasks by type and state, records, and a bar chart of tasks answered and
-//! expired per day. Urgent things come first, in red and amber; it names tasks by type in
+//! no CDN). The server renders its content from the status report ([`super::view`]): what
+//! needs a person (with why and what to do), what expires soon, what is being retried (with
+//! the last error), open tasks by type and state, records, and a bar chart of tasks answered
+//! and expired per day. It works without JavaScript; the script fetches the same page every
+//! 15 seconds, swaps the new content in (parsed with `DOMParser`, never `innerHTML`) and
+//! ticks the countdowns. Urgent things come first, in red and amber; it names tasks by type in
 //! plain words and by key, never a patient. The assets are in `assets/` next to this file.
 //!
 //! # The token in a browser
@@ -74,9 +76,38 @@ fn assemble(template: &str, css: &str, js: &str, connect: bool) -> Document {
     Document { html, csp }
 }
 
-fn status_page() -> &'static Document {
-    static PAGE: OnceLock<Document> = OnceLock::new();
-    PAGE.get_or_init(|| assemble(PAGE_HTML, PAGE_CSS, PAGE_JS, true))
+/// The page around its rendered content (`{{BODY}}`); the policy pins the constant script
+/// and style, so it is computed once.
+fn status_page(body: &str) -> Document {
+    static FRAME: OnceLock<Document> = OnceLock::new();
+    let frame = FRAME.get_or_init(|| assemble(PAGE_HTML, PAGE_CSS, PAGE_JS, true));
+    Document {
+        // Last, so that text in the report can never be taken for a placeholder.
+        html: frame.html.replacen("{{BODY}}", body, 1),
+        csp: frame.csp.clone(),
+    }
+}
+
+/// The page with the daemon's current report, rendered on the server.
+async fn current_page(state: Arc<AdminState>) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || {
+        super::api::report(&state, super::DEFAULT_HISTORY_DAYS)
+            .map(|r| super::view::render(&r, chrono::Utc::now()))
+    })
+    .await;
+    match rendered {
+        Ok(Ok(body)) => html(StatusCode::OK, &status_page(&body)),
+        Ok(Err(e)) => unavailable(&format!("the store cannot be read: {e}")),
+        Err(e) => unavailable(&format!("the status report failed: {e}")),
+    }
+}
+
+fn unavailable(why: &str) -> Response {
+    let body = format!(
+        "<main><div class=\"banner red\" role=\"alert\" data-testid=\"outage\">The agent cannot show its status right now. Tell your IT team.{}</div></main>",
+        super::view::folded(why)
+    );
+    html(StatusCode::SERVICE_UNAVAILABLE, &status_page(&body))
 }
 
 fn login_page(rejected: bool) -> Document {
@@ -112,15 +143,15 @@ pub async fn page(
     headers: HeaderMap,
 ) -> Response {
     match auth::check(&state, client, auth::bearer(&headers)) {
-        Ok(verdict) => respond(verdict),
+        Ok(verdict) => respond(state, verdict).await,
         Err(throttled) => throttled.into_response(),
     }
 }
 
 /// The page for an allowed request, the login form otherwise.
-pub(super) fn respond(verdict: Verdict) -> Response {
+pub(super) async fn respond(state: Arc<AdminState>, verdict: Verdict) -> Response {
     match verdict {
-        Verdict::Allowed => html(StatusCode::OK, status_page()),
+        Verdict::Allowed => current_page(state).await,
         Verdict::Missing => html(StatusCode::UNAUTHORIZED, &login_page(false)),
         Verdict::Wrong => html(StatusCode::UNAUTHORIZED, &login_page(true)),
     }
@@ -132,8 +163,13 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_its_policy_pins_its_inline_parts() {
-        let doc = status_page();
-        assert!(!doc.html.contains("{{"), "every placeholder is filled");
+        let doc = status_page("<main>{{SCRIPT}}</main>");
+        assert!(
+            !doc.html
+                .replace("<main>{{SCRIPT}}</main>", "")
+                .contains("{{"),
+            "every placeholder is filled, and text in the body is not taken for one"
+        );
         for external in ["src=\"http", "href=\"http", "src=\"//", "@import", "url("] {
             assert!(
                 !doc.html.contains(external),

@@ -117,7 +117,7 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             summary.sha256
         ));
         io.print(&format!(
-            "IDAT in it is sealed with the key in {}: keep that key file (and only that) with the backup\n",
+            "IDAT in it is sealed with the key in {}: back that key file up too, but keep its copy apart from the store backups (docs/OPERATIONS.md, \"Backup and restore\")\n",
             ctx.config.store.idat_key_file.display()
         ));
     }

@@ -37,6 +37,42 @@ pub struct Args {
     /// Also print the effective configuration (secrets appear as the paths of their files).
     #[arg(long)]
     show_config: bool,
+
+    /// Check what this command needs (default: every command's needs).
+    #[arg(
+        long = "for",
+        value_enum,
+        default_value = "all",
+        value_name = "COMMAND"
+    )]
+    purpose: Purpose,
+}
+
+/// The command whose needs `check` verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Purpose {
+    /// Everything any command needs.
+    All,
+    /// The daemon: store, fTTP, admin listener (no encoding profile).
+    Run,
+    /// `submit`: store, encoding profile, fTTP.
+    Submit,
+    /// Commands that work on the store alone: `status`, `export`, `resolve`, `backup`, `purge`.
+    Store,
+}
+
+impl Purpose {
+    fn needs_encoding(self) -> bool {
+        matches!(self, Purpose::All | Purpose::Submit)
+    }
+
+    fn needs_fttp(self) -> bool {
+        !matches!(self, Purpose::Store)
+    }
+
+    fn needs_admin(self) -> bool {
+        matches!(self, Purpose::All | Purpose::Run)
+    }
 }
 
 /// The outcome of one step.
@@ -87,7 +123,7 @@ impl Checklist {
             step,
             detail: detail.into(),
         };
-        println!("{} {:<15} {}", line.mark, line.step, line.detail);
+        crate::outln!("{} {:<15} {}", line.mark, line.step, line.detail);
         self.lines.push(line);
     }
 
@@ -116,10 +152,10 @@ impl Checklist {
             1 => " (1 warning)".to_owned(),
             n => format!(" ({n} warnings)"),
         };
-        println!();
+        crate::outln!();
         match self.failed {
             None => {
-                println!("verdict: ready — every check passed{warnings}");
+                crate::outln!("verdict: ready — every check passed{warnings}");
                 ExitCode::SUCCESS
             }
             Some(severity) => {
@@ -129,7 +165,7 @@ impl Checklist {
                     .filter(|l| l.mark == Mark::Fail)
                     .map(|l| l.step)
                     .collect();
-                println!(
+                crate::outln!(
                     "verdict: NOT ready — failed: {}{warnings}",
                     failed.join(", ")
                 );
@@ -161,8 +197,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for warning in config.warnings() {
         list.warn("configuration", warning);
     }
+    for placeholder in placeholders(&config) {
+        list.fail(Severity::Config, "configuration", placeholder);
+    }
     if args.show_config {
-        println!("\n{}", config.redacted_summary());
+        crate::outln!("\n{}", config.redacted_summary());
     }
 
     let secrets = match config.load_secrets() {
@@ -172,15 +211,114 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(list.finish());
         }
     };
-    list.pass("secrets", describe_secrets(&secrets));
+    let problems = secret_problems(&config, &secrets);
+    if problems.is_empty() {
+        list.pass("secrets", describe_secrets(&secrets));
+    }
+    for problem in problems {
+        list.fail(Severity::Config, "secrets", problem);
+    }
     for warning in &secrets.warnings {
         list.warn("secrets", warning.to_string());
     }
+    if args.purpose.needs_admin() {
+        match crate::admin::check_exposure(&config.admin, secrets.admin_token.as_ref()) {
+            Ok(()) => list.pass(
+                "admin listener",
+                format!("{} is allowed", config.admin.listen),
+            ),
+            Err(e) => list.fail(Severity::Config, "admin listener", e.to_string()),
+        }
+    }
 
     check_store(&mut list, &config, &secrets);
-    check_encoding(&mut list, &config);
-    check_fttp(&mut list, &config, &secrets);
+    check_encoding(&mut list, &config, args.purpose);
+    if args.purpose.needs_fttp() {
+        check_fttp(&mut list, &config, &secrets);
+    } else {
+        list.skip(
+            "fTTP reachable",
+            "not needed by commands that work on the store alone",
+        );
+    }
     Ok(list.finish())
+}
+
+/// The example values of `config/agent.toml` and of `init`'s starter, which a real
+/// installation must replace: they load fine, and then nothing works.
+fn placeholders(config: &AgentConfig) -> Vec<String> {
+    let mut found = Vec::new();
+    let origin = |key: &str| {
+        config
+            .source_file()
+            .map_or_else(|| "the environment".to_owned(), |p| p.display().to_string())
+            + &format!(" ({key})")
+    };
+    let host = config.ttp.base_url.host_str().unwrap_or("");
+    let example_host = ["example.org", "example.com", "example.net"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+    if example_host {
+        found.push(format!(
+            "`[ttp] base_url` is the example address {}: set the dispatcher URL the fTTP operator \
+             gave you in {}",
+            config.ttp.base_url,
+            origin("TTP_AGENT__TTP__BASE_URL")
+        ));
+    }
+    let examples = [
+        ("study", &config.ttp.study, ["example-study", "your-study"]),
+        (
+            "target",
+            &config.ttp.target,
+            ["example-site", "your-site-domain"],
+        ),
+    ];
+    for (key, value, bad) in examples {
+        if bad.contains(&value.as_str()) {
+            found.push(format!(
+                "`[ttp] {key}` is the example value `{value}`: set the {key} the fTTP operator \
+                 gave you in {}",
+                origin(&format!("TTP_AGENT__TTP__{}", key.to_uppercase()))
+            ));
+        }
+    }
+    found
+}
+
+/// The shortest admin or webhook token accepted: shorter ones can be guessed.
+const MIN_TOKEN_CHARS: usize = 16;
+
+/// Secrets that were read but would fail later: an IDAT key of the wrong length or format
+/// (the daemon refuses it when it opens the store, which `check` skips while the daemon runs),
+/// tokens too short to be secret.
+fn secret_problems(config: &AgentConfig, secrets: &Secrets) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::store::IdatKey::from_key_file_bytes(
+        secrets.idat_key.expose(),
+        &config.store.idat_key_file,
+    ) {
+        problems.push(format!(
+            "[store] idat_key_file: {e}. Write a new key with `head -c 32 /dev/urandom | od -An \
+             -tx1 | tr -d ' \\n'` (64 hex characters) — only for a new store: an existing store \
+             needs the key it was created with (restore it from your key backup)"
+        ));
+    }
+    let tokens = [
+        ("[admin] token_file", &secrets.admin_token),
+        ("[handover] webhook_token_file", &secrets.handover_token),
+    ];
+    for (key, token) in tokens {
+        if let Some(token) = token
+            && token.expose().len() < MIN_TOKEN_CHARS
+        {
+            problems.push(format!(
+                "{key}: the token is shorter than {MIN_TOKEN_CHARS} characters and could be \
+                 guessed; write a long random one, e.g. `openssl rand -hex 32`"
+            ));
+        }
+    }
+    problems
 }
 
 fn describe_secrets(secrets: &Secrets) -> String {
@@ -203,19 +341,27 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
     let path = &config.store.path;
     if !path.exists() {
         match nearest_existing_ancestor(path) {
-            Some(dir) if dir.is_dir() => list.pass(
-                STEP,
-                format!(
-                    "{} does not exist yet; the first start creates it (in {}, which must be writable by the agent's user)",
-                    path.display(),
-                    dir.display()
+            Some(dir) if dir.is_dir() => match super::owner::writable(dir) {
+                Ok(()) => list.pass(
+                    STEP,
+                    format!(
+                        "{} does not exist yet; the first start creates it in {}, which the \
+                         agent's user can write",
+                        path.display(),
+                        dir.display()
+                    ),
                 ),
-            ),
+                Err(why) => list.fail(
+                    Severity::Check,
+                    STEP,
+                    format!("{} cannot be created: {why}", path.display()),
+                ),
+            },
             Some(other) => list.fail(
                 Severity::Check,
                 STEP,
                 format!(
-                    "{} cannot be created: {} is not a directory",
+                    "{} cannot be created: {} is not a directory; choose another `[store] path`",
                     path.display(),
                     other.display()
                 ),
@@ -223,9 +369,22 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
             None => list.fail(
                 Severity::Check,
                 STEP,
-                format!("{} cannot be created", path.display()),
+                format!(
+                    "{} cannot be created; choose another `[store] path`",
+                    path.display()
+                ),
             ),
         }
+        return;
+    }
+    if path.is_dir()
+        && let Err(why) = super::owner::writable(path)
+    {
+        list.fail(
+            Severity::Check,
+            STEP,
+            format!("{} is not writable: {why}", path.display()),
+        );
         return;
     }
     match crate::store::probe_lock(path) {
@@ -241,14 +400,15 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
         }
         LockState::Free | LockState::NoDatabase | LockState::Unknown(_) => {}
     }
-    if let Some(owner) = foreign_owner(path) {
+    if let Some(owner) = super::owner::foreign_owner(path) {
+        let who = super::owner::user_name(owner);
         list.skip(
             STEP,
             format!(
-                "{} belongs to uid {owner} and this check runs as root: not opened, so that no \
-                 file in it ends up owned by root (which the agent could not write). Run the \
-                 check as the agent's user to open it",
-                path.display()
+                "{} belongs to {who}: not opened, so that no file in it ends up owned by {} \
+                 (which the agent could not write). Run the check as {who} to open it",
+                path.display(),
+                super::owner::user_name(super::owner::euid()),
             ),
         );
         return;
@@ -297,23 +457,28 @@ fn nearest_existing_ancestor(path: &Path) -> Option<&Path> {
     path.ancestors().skip(1).find(|p| p.exists())
 }
 
-/// When running as root, the owner of a store directory that belongs to someone else.
-fn foreign_owner(store: &Path) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let owner = std::fs::metadata(store).ok()?.uid();
-    (euid == 0 && owner != 0).then_some(owner)
-}
-
-fn check_encoding(list: &mut Checklist, config: &AgentConfig) {
+fn check_encoding(list: &mut Checklist, config: &AgentConfig, purpose: Purpose) {
     const STEP: &str = "encoding";
     // The shipped example has the section with every key commented out: not configured yet.
     if config.encoding.as_ref().is_none_or(toml::Table::is_empty) {
-        list.skip(
-            STEP,
-            "no [encoding] profile: the daemon does not need one; `submit` does",
-        );
+        if purpose.needs_encoding() {
+            list.fail(
+                Severity::Check,
+                STEP,
+                format!(
+                    "no [encoding] profile in {}: `submit` cannot turn records into Bloom filters. \
+                     Uncomment the [encoding] section and fill in the values the fTTP operator \
+                     gives you (docs/OPERATIONS.md, \"Encoding\"); `check --for run` checks the \
+                     daemon alone, which needs none",
+                    config.source_file().map_or_else(
+                        || "the configuration".to_owned(),
+                        |p| p.display().to_string()
+                    )
+                ),
+            );
+        } else {
+            list.skip(STEP, "not needed by this command (only `submit` encodes)");
+        }
         return;
     }
     match context::encoder(config) {

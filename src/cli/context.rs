@@ -57,6 +57,7 @@ pub fn store_options(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<
 }
 
 pub fn open_store(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<Arc<Store>> {
+    super::owner::refuse_foreign_store(&config.store.path)?;
     let opts = store_options(config, secrets)?;
     let store = Store::open(&opts)?;
     Ok(Arc::new(store))

@@ -71,7 +71,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("starting the fTTP simulator")?;
-    println!("1. fTTP simulator listening at {}", sim.base_url());
+    crate::outln!("1. fTTP simulator listening at {}", sim.base_url());
 
     let temp;
     let dir = match &args.dir {
@@ -92,7 +92,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let records_path = dir.join("records.csv");
     std::fs::write(&records_path, RECORDS).context("writing the demo records")?;
-    println!(
+    crate::outln!(
         "2. configuration written by `init`: {} (secrets mode 0600, store in {})",
         config_path.display(),
         dir.join("store").display()
@@ -110,23 +110,24 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     submit::check_profile(agent.store(), &encoder).map_err(context::config_error)?;
     let stored = submit::store_records(agent.store(), &encoded, 1000)?;
     let reg = agent.register_pending().await?;
-    println!(
+    crate::outln!(
         "3. submitted {n} synthetic records: {} stored, encoded as {}-byte fTTP filters, sent in {} batch(es)",
         stored.inserted,
         encoder.output_len(),
         reg.batches
     );
-    println!(
+    crate::outln!(
         "   the fTTP answered: {} pseudonym(s) at once, {} record(s) need clearing",
-        reg.pseudonymised, reg.awaiting_clearing
+        reg.pseudonymised,
+        reg.awaiting_clearing
     );
 
-    println!("4. poll cycles:");
+    crate::outln!("4. poll cycles:");
     let mut finished = false;
     for _ in 0..args.max_cycles {
         let report = agent.poll_cycle().await?;
         let d = &report.dispatch;
-        println!(
+        crate::outln!(
             "   poll {}: {} task(s) listed ({} new) → done {}, retry {}, needs attention {}, expired {}",
             report.poll_seq,
             report.listed,
@@ -150,7 +151,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     let stats = sim.stats();
     let raised: u64 = stats.tasks_raised_by_type.values().sum();
-    println!(
+    crate::outln!(
         "5. the simulator raised {raised} task(s) ({}); {} IDAT answer(s) accepted, {} duplicate(s), {} data-minimisation violation(s)",
         stats
             .tasks_raised_by_type
@@ -167,9 +168,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .store()
         .records_in_states(|s| *s == RecordState::Pseudonymised)?;
     rows.sort_by(|a, b| a.local_id.cmp(&b.local_id));
-    println!("6. pseudonyms obtained ({} of {n}):", rows.len());
+    crate::outln!("6. pseudonyms obtained ({} of {n}):", rows.len());
     for r in &rows {
-        println!(
+        crate::outln!(
             "   {:<10} {}",
             r.local_id,
             r.pseudonym.as_deref().unwrap_or("-")
@@ -182,10 +183,10 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         && stats.duplicate_provides == 0
         && stats.provide_violations_total == 0;
     if ok {
-        println!("demo finished: every task answered, every record has its pseudonym");
+        crate::outln!("demo finished: every task answered, every record has its pseudonym");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("demo did NOT finish cleanly (see above)");
+        crate::outln!("demo did NOT finish cleanly (see above)");
         Ok(ExitCode::FAILURE)
     }
 }

@@ -44,6 +44,13 @@ pub struct Args {
     /// Report bad rows on stderr and leave them out instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
+    /// The column separator (default: detected from the header line: `,`, `;` or tab).
+    #[arg(long, value_name = "CHAR", value_parser = crate::input::table::delimiter_for)]
+    delimiter: Option<u8>,
+    /// The input's character encoding, e.g. `windows-1252` (default: UTF-8, or Windows-1252
+    /// with a note when the file is not UTF-8).
+    #[arg(long = "encoding", value_name = "NAME", value_parser = crate::input::text::encoding_for_label)]
+    input_encoding: Option<&'static encoding_rs::Encoding>,
     /// Input CSV; the header row names the fields (for clkhash: the feature identifiers,
     /// ignored features included).
     input: PathBuf,
@@ -58,28 +65,27 @@ enum Encoder {
     Fttp(ProfileEncoder),
 }
 
-/// A row that could not be encoded. Names the line and the field, never the value.
+/// A row that could not be read or encoded. Names the line and the field, never the value.
 #[derive(Debug)]
 struct RowError {
     line: u64,
-    field: String,
+    field: Option<String>,
     reason: String,
 }
 
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}, field `{}`: {}",
-            self.line, self.field, self.reason
-        )
+        match &self.field {
+            Some(field) => write!(f, "line {}, field `{field}`: {}", self.line, self.reason),
+            None => write!(f, "line {}: {}", self.line, self.reason),
+        }
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let encoder = load_encoder(&args)?;
     let input_name = args.input.display().to_string();
-    let (header, rows) = read_csv(&args.input)?;
+    let (header, rows) = read_csv(&args)?;
     let columns = column_map(&encoder, &header)
         .map_err(|e| anyhow::anyhow!("{input_name}: line 1 (header): {e}"))?;
 
@@ -87,7 +93,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let results: Vec<Result<String, RowError>> = rows
         .par_iter()
         .map(|(line, row)| {
-            let r = encode_row(&encoder, &columns, &header, *line, row);
+            let r = match row {
+                Ok(row) => encode_row(&encoder, &columns, &header, *line, row),
+                Err(reason) => Err(RowError {
+                    line: *line,
+                    field: None,
+                    reason: reason.clone(),
+                }),
+            };
             bar.inc(1);
             r
         })
@@ -100,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match r {
             Ok(c) => clks.push(c),
             Err(e) if args.skip_invalid => {
-                eprintln!("ttp-agent: skipped {input_name}: {e}");
+                crate::errln!("ttp-agent: skipped {input_name}: {e}");
                 skipped += 1;
             }
             Err(e) => anyhow::bail!("{input_name}: {e}; nothing was written"),
@@ -121,7 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("writing to standard output")?,
     }
     if skipped > 0 || args.output.is_some() {
-        eprintln!(
+        crate::errln!(
             "ttp-agent: encoded {} record(s), skipped {skipped}",
             clks.len()
         );
@@ -167,37 +180,22 @@ fn read_secret(path: &Path) -> anyhow::Result<Secret> {
     Ok(Secret::new(bytes))
 }
 
-type Rows = Vec<(u64, csv::StringRecord)>;
+/// Rows with their line in the file; a row that is not readable CSV carries why.
+type Rows = Vec<(u64, Result<csv::StringRecord, String>)>;
 
-fn read_csv(path: &Path) -> anyhow::Result<(Vec<String>, Rows)> {
-    let name = path.display();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_path(path)
-        .with_context(|| format!("opening {name}"))?;
-    let header: Vec<String> = reader
-        .headers()
-        .with_context(|| format!("{name}: line 1 (header) is not readable CSV"))?
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').to_string())
-        .collect();
-    let mut rows = Vec::new();
-    for row in reader.records() {
-        let row = row.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            match e.kind() {
-                csv::ErrorKind::UnequalLengths { expected_len, len, .. } => anyhow::anyhow!(
-                    "{name}: line {line}: has {len} fields, the header has {expected_len}; nothing was written"
-                ),
-                csv::ErrorKind::Utf8 { .. } => anyhow::anyhow!("{name}: line {line}: not valid UTF-8; nothing was written"),
-                _ => anyhow::anyhow!("{name}: line {line}: not valid CSV; nothing was written"),
-            }
-        })?;
-        let line = row.position().map_or(0, |p| p.line());
-        rows.push((line, row));
+/// The input through the same reader as `submit`'s (encoding, separator, file line numbers).
+fn read_csv(args: &Args) -> anyhow::Result<(Vec<String>, Rows)> {
+    let name = args.input.display();
+    let bytes = std::fs::read(&args.input).with_context(|| format!("reading {name}"))?;
+    let decoded = crate::input::text::decode(&bytes, args.input_encoding)
+        .map_err(|reason| anyhow::anyhow!("{name}: {reason}"))?;
+    let table = crate::input::table::read(&decoded.text, args.delimiter)
+        .map_err(|reason| anyhow::anyhow!("{name}: line 1 (header): {reason}"))?;
+    for note in decoded.note.iter().chain(&table.note) {
+        crate::errln!("ttp-agent: {name}: note: {note}");
     }
-    Ok((header, rows))
+    let rows = table.rows.into_iter().map(|r| (r.line, r.fields)).collect();
+    Ok((table.header, rows))
 }
 
 /// For each encoder input (feature / source), the CSV column it comes from.
@@ -265,7 +263,7 @@ fn encode_row(
                 .map(|clk| ttp_encode::clk::to_base64(&clk))
                 .map_err(|e| RowError {
                     line,
-                    field: e.feature.clone(),
+                    field: Some(e.feature.clone()),
                     reason: e.reason.clone(),
                 })
         }
@@ -280,7 +278,7 @@ fn encode_row(
                 .map(|bf| ttp_proto::BloomFilter(bf).to_base64())
                 .map_err(|e| RowError {
                     line,
-                    field: e.source.clone(),
+                    field: Some(e.source.clone()),
                     reason: e.reason.to_string(),
                 })
         }

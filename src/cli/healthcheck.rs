@@ -2,8 +2,10 @@
 //!
 //! For container health checks (`HEALTHCHECK` in the Containerfile), where no `curl` exists:
 //! exit 0 when the endpoint answers 200, 1 otherwise, with one line saying why. The address is
-//! `[admin] listen` from the configuration (environment variables alone in a container), or
-//! `--address`. An address that listens on all interfaces (`0.0.0.0`, `::`) is asked on
+//! `--address`, or `[admin] listen` from the environment (`TTP_AGENT__ADMIN__LISTEN`, all a
+//! container has) or the configuration file. Only that key is read: the rest of the
+//! configuration (secrets under `${CREDENTIALS_DIRECTORY}`, which exists only inside the
+//! service) is none of a health check's business. An address that listens on all interfaces (`0.0.0.0`, `::`) is asked on
 //! loopback.
 //!
 //! Deliberately tiny: one HTTP/1.1 request over a plain TCP connection with a deadline, no
@@ -34,24 +36,20 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let address = match args.address {
         Some(a) => a,
-        None => {
-            AgentConfig::load(args.config.config.as_deref())?
-                .admin
-                .listen
-        }
+        None => AgentConfig::load_admin_listen(args.config.config.as_deref())?,
     };
     let target = reachable(address);
     match probe(target, args.timeout) {
         Ok(200) => {
-            println!("healthy: GET http://{target}/healthz answered 200");
+            crate::outln!("healthy: GET http://{target}/healthz answered 200");
             Ok(ExitCode::SUCCESS)
         }
         Ok(status) => {
-            println!("unhealthy: GET http://{target}/healthz answered {status}");
+            crate::outln!("unhealthy: GET http://{target}/healthz answered {status}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            println!("unhealthy: GET http://{target}/healthz: {e}");
+            crate::outln!("unhealthy: GET http://{target}/healthz: {e}");
             Ok(ExitCode::FAILURE)
         }
     }

@@ -32,25 +32,25 @@ pub struct TtpSettings {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = write_starter(&args.dir, None)?;
-    println!("wrote {}", config.display());
-    println!(
+    crate::outln!("wrote {}", config.display());
+    crate::outln!(
         "secrets (mode 0600) in {}:",
         args.dir.join("secrets").display()
     );
-    println!("  idat.key               encrypts IDAT in the store; back it up with the store");
-    println!(
+    crate::outln!("  idat.key               encrypts IDAT in the store; back it up with the store");
+    crate::outln!(
         "  encoding-seeds.json    fTTP filter seeds, freshly generated — replace them with the"
     );
-    println!(
+    crate::outln!(
         "                         values your fTTP operator hands out before registering real records"
     );
-    println!(
+    crate::outln!(
         "  admin-token            bearer token for the admin endpoints; uncomment [admin] token_file"
     );
-    println!(
+    crate::outln!(
         "next: set [ttp] base_url, study, target and api_key_file (or TTP_AGENT__TTP__* variables),"
     );
-    println!("then `ttp-agent check --config {}`", config.display());
+    crate::outln!("then `ttp-agent check --config {}`", config.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,8 @@ mod encode;
 pub mod export;
 mod healthcheck;
 pub mod init;
+pub mod out;
+pub(crate) mod owner;
 mod poll;
 pub mod purge;
 mod reload;
@@ -160,6 +162,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`… | head`): not an error, no message.
+        Err(err) if out::is_broken_pipe(&err) => ExitCode::from(out::EXIT_BROKEN_PIPE),
         Err(err) => report(&err, format),
     }
 }
@@ -177,8 +181,8 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
             logging::init(LogFormat::Json, "error");
             tracing::error!(error = %message, "ttp-agent: exiting on an error");
         }
-        LogFormat::Journald => eprintln!("<3>ttp-agent: error: {message}"),
-        _ => eprintln!("ttp-agent: error: {message}"),
+        LogFormat::Journald => crate::errln!("<3>ttp-agent: error: {message}"),
+        _ => crate::errln!("ttp-agent: error: {message}"),
     }
     ExitCode::from(exit_status(err))
 }

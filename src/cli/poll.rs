@@ -42,10 +42,10 @@ pub fn run(
         Err(join) => anyhow::bail!("the poll cycle did not complete: {join}"),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let d = &report.dispatch;
-        println!(
+        crate::outln!(
             "poll {}: {} task(s) listed ({} new, {} unreadable); done {}, retry {}, in doubt {}, needs attention {}, expired {}; {} open",
             report.poll_seq,
             report.listed,

@@ -36,6 +36,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = context::load(&args.config)?;
+    super::owner::refuse_foreign_store(&loaded.config.store.path)?;
     let opts = context::store_options(&loaded.config, &loaded.secrets)?;
     let target = opts.path.clone();
     if !args.input.is_file() {
@@ -78,9 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     if args.json {
         let out = serde_json::json!({ "restored": summary, "previous_store_moved_to": aside });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
+        crate::outln!(
             "restored {} record(s), {} task(s), {} history row(s), {} audit entr(ies) from {} (made {}) into {}",
             summary.records,
             summary.tasks,
@@ -91,12 +92,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             target.display()
         );
         if let Some(aside) = &aside {
-            println!(
+            crate::outln!(
                 "the previous store was moved to {}; delete it once the restored store has proved good",
                 aside.display()
             );
         }
-        println!(
+        crate::outln!(
             "tasks the fTTP still lists are picked up again at the next poll; answers sent after the backup was made are not repeated for tasks the fTTP no longer lists"
         );
     }

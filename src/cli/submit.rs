@@ -4,20 +4,27 @@
 //! running the same file twice sends nothing new, and a run interrupted at any point is
 //! finished by running it again (or by the daemon's next cycle).
 //!
+//! The whole file is checked first (`crate::input`, a pure function over its bytes): every bad
+//! row is listed and nothing is stored, unless `--skip-invalid` stores the good rows and writes
+//! the bad rows' lines to a reject file. This check runs here, under the operator's account
+//! (which writes the reject file), before anything is sent.
+//!
 //! Runs in the daemon when it runs (`crate::control`): this command opens the file under the
-//! operator's account and streams its bytes unchanged; the daemon validates, encodes (it holds
-//! the secrets), stores and registers, reporting progress. Without a daemon, the same steps
-//! run in this process.
+//! operator's account and streams its bytes unchanged; the daemon validates again with the same
+//! function and settings, encodes (it holds the secrets), stores and registers, reporting
+//! progress. Without a daemon, the same steps run in this process.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigArg, context};
 use crate::config::LogFormat;
 use crate::control::client::{self, OutputTarget};
 use crate::control::{Ctx, Session};
+use crate::input::{self, InputSettings, RowProblem};
 use crate::submit;
 
 #[derive(Debug, clap::Args)]
@@ -25,11 +32,28 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// CSV with a header row: `local_id` and fTTP element codes (given, family, birthdate
-    /// as YYYY, YYYY-MM or YYYY-MM-DD, gender as male/female/other/unknown or m/w/d/x, …).
+    /// as YYYY, YYYY-MM or YYYY-MM-DD, also DD.MM.YYYY; gender as male/female/other/unknown
+    /// or m/w/d/x, …). `,`- or `;`-separated, UTF-8 or Windows-1252; `[input]` in the
+    /// configuration maps other layouts and codes.
     records: PathBuf,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Store the valid rows and leave the invalid ones out, listing their line numbers in the
+    /// reject file (without this, a file with an invalid row stores nothing).
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Where `--skip-invalid` lists the rows it left out (default: RECORDS.rejected.csv).
+    #[arg(long, value_name = "PATH", requires = "skip_invalid")]
+    rejects: Option<PathBuf>,
+    /// The column separator (default: `[input] delimiter`, else detected from the header
+    /// line: `,`, `;` or tab).
+    #[arg(long, value_name = "CHAR", value_parser = crate::input::table::delimiter_for)]
+    delimiter: Option<u8>,
+    /// The file's character encoding, e.g. `windows-1252` (default: `[input] encoding`, else
+    /// UTF-8, or Windows-1252 with a note when the file is not UTF-8).
+    #[arg(long, value_name = "NAME")]
+    encoding: Option<String>,
 }
 
 /// `submit`, as the daemon receives it; the file's bytes follow as the input stream.
@@ -38,10 +62,23 @@ pub struct Request {
     /// The file as given, for messages.
     pub name: String,
     pub json: bool,
+    /// Store the valid rows of a file with invalid ones (the command has written the reject
+    /// file).
+    #[serde(default)]
+    pub skip_invalid: bool,
+    /// `--delimiter`, over `[input] delimiter`.
+    #[serde(default)]
+    pub delimiter: Option<u8>,
+    /// `--encoding` (a label), over `[input] encoding`.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 /// Records encoded between two progress reports.
 const ENCODE_CHUNK: usize = 10_000;
+
+/// How often registration reports its progress.
+const REGISTER_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn run(
     args: Args,
@@ -51,32 +88,135 @@ pub fn run(
     let config = client::load_config(&args.config)?;
     context::init_logging(&config, format, level.as_deref());
     let name = args.records.display().to_string();
-    let file = std::fs::File::open(&args.records).map_err(|source| submit::InputError::Io {
+    let bytes = std::fs::read(&args.records).map_err(|source| input::FileProblem::Io {
         path: name.clone(),
         source,
     })?;
-    let request = crate::control::Request::Submit(Request {
+    let request = Request {
         name,
         json: args.json,
-    });
+        skip_invalid: args.skip_invalid,
+        delimiter: args.delimiter,
+        encoding: args.encoding.clone(),
+    };
+    // Checked here first: the operator sees every problem before anything is sent, and the
+    // reject file is written under the operator's account.
+    let settings = input_settings(&request, &config)?;
+    let parsed = input::parse(&bytes, &request.name, &settings)?;
+    for note in &parsed.notes {
+        crate::errln!("ttp-agent: {}: note: {note}", request.name);
+    }
+    if !parsed.problems.is_empty() {
+        report_problems(&request.name, &parsed.problems);
+        let n = parsed.problems.len();
+        if !args.skip_invalid {
+            anyhow::bail!(
+                "{}: {n} invalid row(s), listed above; nothing was stored. Fix them and run \
+                 `submit` again, or store the valid rows with --skip-invalid",
+                request.name
+            );
+        }
+        let rejects = args.rejects.clone().unwrap_or_else(|| {
+            let mut p = args.records.clone().into_os_string();
+            p.push(".rejected.csv");
+            PathBuf::from(p)
+        });
+        std::fs::write(&rejects, rejects_csv(&parsed.problems))
+            .with_context(|| format!("writing the reject file {}", rejects.display()))?;
+        crate::errln!(
+            "ttp-agent: {}: left out {n} invalid row(s); their line numbers and problems are in {}",
+            request.name,
+            rejects.display()
+        );
+    }
     client::run(
         config,
-        request,
-        Some(Box::new(file)),
+        crate::control::Request::Submit(request),
+        Some(Box::new(std::io::Cursor::new(bytes))),
         OutputTarget::Stdout,
         None,
     )
 }
 
+/// The input settings: `[input]` from the configuration, then the command line.
+fn input_settings(
+    req: &Request,
+    config: &crate::config::AgentConfig,
+) -> anyhow::Result<InputSettings> {
+    let in_file = |e: String| {
+        context::config_error(match config.source_file() {
+            Some(file) => format!("{}: {e}", file.display()),
+            None => e,
+        })
+    };
+    let mut settings = match &config.input {
+        Some(table) => InputSettings::from_table(table).map_err(in_file)?,
+        None => InputSettings::default(),
+    };
+    settings.delimiter = req.delimiter.or(settings.delimiter);
+    if let Some(label) = &req.encoding {
+        settings.encoding = Some(
+            input::text::encoding_for_label(label)
+                .map_err(|e| anyhow::anyhow!("--encoding: {e}"))?,
+        );
+    }
+    Ok(settings)
+}
+
+/// Every problem on stderr, up to [`submit::PROBLEMS_SHOWN`], then how many more.
+fn report_problems(name: &str, problems: &[RowProblem]) {
+    for p in problems.iter().take(submit::PROBLEMS_SHOWN) {
+        crate::errln!("ttp-agent: {name}: {p}");
+    }
+    if problems.len() > submit::PROBLEMS_SHOWN {
+        crate::errln!(
+            "ttp-agent: {name}: … and {} more invalid row(s)",
+            problems.len() - submit::PROBLEMS_SHOWN
+        );
+    }
+}
+
+/// `line,column,problem`: what was wrong with each row left out, never a value.
+fn rejects_csv(problems: &[RowProblem]) -> String {
+    let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::from("line,column,problem\n");
+    for p in problems {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            p.line,
+            p.column.as_deref().map(quoted).unwrap_or_default(),
+            quoted(&p.reason)
+        ));
+    }
+    out
+}
+
 pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
     let encoder = context::encoder(&ctx.config)?;
-    let records = submit::read_records_from(io.input(), &req.name)?;
+    let settings = input_settings(&req, &ctx.config)?;
+    let mut bytes = Vec::new();
+    io.input()
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", req.name))?;
+    // The same pure check as the command's; it already listed the problems.
+    let parsed = input::parse(&bytes, &req.name, &settings)?;
+    if !parsed.problems.is_empty() && !req.skip_invalid {
+        return Err(submit::InputError::Rows {
+            path: req.name,
+            problems: parsed.problems,
+        }
+        .into());
+    }
+    let records = parsed.records;
     let total = records.len() as u64;
     let mut encoded = Vec::with_capacity(records.len());
     let mut rest = records;
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(ENCODE_CHUNK));
-        encoded.extend(submit::encode_records(&encoder, rest, &|_| {})?);
+        encoded.extend(
+            submit::encode_records(&encoder, rest, &|_| {})
+                .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was stored", req.name))?,
+        );
         rest = tail;
         io.progress("encoding", encoded.len() as u64, total);
     }
@@ -89,7 +229,7 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             "the daemon is registering records in its poll cycle; this file's records are stored, and are sent when that registration is done",
         );
     }
-    let registered = ctx.block_on(agent.register_pending())??;
+    let registered = ctx.block_on(register_showing_progress(&agent, &ctx.store, io))??;
 
     if req.json {
         let out = serde_json::json!({
@@ -134,4 +274,35 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             0
         },
     )
+}
+
+/// Registers what is pending, reporting how many of the records waiting at the start have left
+/// (read from the store's counters, which cost nothing to read).
+async fn register_showing_progress(
+    agent: &crate::agent::Agent,
+    store: &crate::store::Store,
+    io: &mut dyn Session,
+) -> Result<submit::RegisterStats, submit::RegisterError> {
+    let waiting = |store: &crate::store::Store| {
+        store
+            .record_counts()
+            .map(|c| c.new + c.sending)
+            .unwrap_or(0)
+    };
+    let at_start = waiting(store);
+    let registration = agent.register_pending();
+    tokio::pin!(registration);
+    let mut tick = tokio::time::interval(REGISTER_PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = &mut registration => return result,
+            _ = tick.tick() => {
+                if at_start > 0 {
+                    let left = waiting(store).min(at_start);
+                    io.progress("registering", at_start - left, at_start);
+                }
+            }
+        }
+    }
 }

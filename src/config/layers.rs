@@ -45,6 +45,7 @@ pub(crate) struct FileLayer {
     pub(crate) encoding: Option<toml::Table>,
     /// Where the path keys of `[encoding]` are (`seeds_file`, ...), for errors about them.
     pub(crate) encoding_origins: Vec<(&'static str, Origin)>,
+    pub(crate) input: Option<toml::Table>,
 }
 
 /// The `[encoding]` keys that name files, whose values may start with the credentials
@@ -89,12 +90,13 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
         values: Vec::new(),
         encoding: None,
         encoding_origins: Vec::new(),
+        input: None,
     };
     for (section_name, section_value) in document.get_ref() {
         let section = section_name.get_ref().as_ref();
         let Some(table) = section_value.get_ref().as_table() else {
             if let Some(section) = schema::sections()
-                .chain([schema::ENCODING_SECTION])
+                .chain(schema::TABLE_SECTIONS)
                 .find(|s| *s == section)
             {
                 return Err(ConfigError::NotASection {
@@ -140,6 +142,8 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                     layer.encoding_origins.push((*key, origin));
                 }
             }
+        }
+        if schema::TABLE_SECTIONS.contains(&section) {
             let table = toml::Table::deserialize(section_value.clone().into_deserializer())
                 .map_err(|e| ConfigError::Syntax {
                     path: path.to_owned(),
@@ -147,7 +151,11 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                     column: position(section_value.span().start).1,
                     message: e.message().to_owned(),
                 })?;
-            layer.encoding = Some(table);
+            if section == schema::ENCODING_SECTION {
+                layer.encoding = Some(table);
+            } else {
+                layer.input = Some(table);
+            }
             continue;
         }
         if !schema::is_section(section) {
@@ -255,11 +263,12 @@ fn parse_env(
         }
         let (section, name) = (section.to_ascii_lowercase(), name.to_ascii_lowercase());
         let origin = Origin::Env { var: var.clone() };
-        if section == schema::ENCODING_SECTION {
+        if schema::TABLE_SECTIONS.contains(&section.as_str()) {
             return Err(ConfigError::BadEnvironment {
                 var,
-                problem: "the [encoding] section can only be set in the configuration file"
-                    .to_owned(),
+                problem: format!(
+                    "the [{section}] section can only be set in the configuration file"
+                ),
             });
         }
         let Some(spec) = schema::find(&section, &name) else {

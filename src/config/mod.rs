@@ -101,6 +101,9 @@ pub struct AgentConfig {
     /// Placeholder: the typed profile (`ttp_encode::profile`) replaces this table once it
     /// exists. It may hold seeds, so `Debug` and the summary never show its contents.
     pub encoding: Option<toml::Table>,
+    /// The `[input]` section (how `submit` reads site exports), unparsed:
+    /// `crate::input::InputSettings::from_table` reads it.
+    pub input: Option<toml::Table>,
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,
     pub admin: AdminConfig,
@@ -349,10 +352,7 @@ impl AgentConfig {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<AgentConfig, ConfigError> {
-        match path {
-            Some(path) => AgentConfig::from_file_and_env(Some(path), env),
-            None => load_with_default(Path::new(DEFAULT_CONFIG_PATH), env),
-        }
+        build(file_layer(path)?, env)
     }
 
     /// Loads from exactly these sources: `file`, which must exist, or no file at all when
@@ -362,14 +362,19 @@ impl AgentConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<AgentConfig, ConfigError> {
         let file = match file {
-            Some(path) => {
-                let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-                let text = read_config_file(&path)?;
-                Some(layers::parse_file(&path, &text)?)
-            }
+            Some(path) => file_layer(Some(path))?,
             None => None,
         };
         build(file, env)
+    }
+
+    /// `[admin] listen` alone, from the same sources as [`AgentConfig::load`] (environment
+    /// over file over default). Nothing else is validated and no secret or path is resolved:
+    /// a health check must not fail because a credential directory exists only inside the
+    /// service (`${CREDENTIALS_DIRECTORY}` is unset in a shell or a container probe).
+    pub fn load_admin_listen(path: Option<&Path>) -> Result<SocketAddr, ConfigError> {
+        let file = file_layer(path)?;
+        Layers::new(file.as_ref(), process_env()?, None)?.get(&ADMIN_LISTEN)
     }
 
     /// The configuration file that was loaded, if any.
@@ -654,14 +659,34 @@ fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
 }
 
 /// Loads `default` if it exists, else the environment alone.
+/// Like [`AgentConfig::load_from`] without a path, with another default file.
+#[cfg(test)]
 fn load_with_default(
     default: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<AgentConfig, ConfigError> {
-    match read_config_file(default) {
-        Ok(text) => build(Some(layers::parse_file(default, &text)?), env),
-        Err(ConfigError::FileNotFound { .. }) => build(None, env),
-        Err(other) => Err(other),
+    build(file_layer_or(None, default)?, env)
+}
+
+/// The named file, which must exist, or [`DEFAULT_CONFIG_PATH`] if it exists.
+fn file_layer(path: Option<&Path>) -> Result<Option<layers::FileLayer>, ConfigError> {
+    file_layer_or(path, Path::new(DEFAULT_CONFIG_PATH))
+}
+
+fn file_layer_or(
+    path: Option<&Path>,
+    default: &Path,
+) -> Result<Option<layers::FileLayer>, ConfigError> {
+    match path {
+        Some(path) => {
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            Ok(Some(layers::parse_file(&path, &read_config_file(&path)?)?))
+        }
+        None => match read_config_file(default) {
+            Ok(text) => Ok(Some(layers::parse_file(default, &text)?)),
+            Err(ConfigError::FileNotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        },
     }
 }
 
@@ -787,6 +812,7 @@ fn build(
         schedule,
         store,
         encoding,
+        input: file.as_ref().and_then(|f| f.input.clone()),
         submit,
         dispatch,
         admin,

@@ -176,6 +176,13 @@ pub(crate) const ALL: &[KeySpec] = &[
 /// fit `SECTION__KEY` variables.
 pub(crate) const ENCODING_SECTION: &str = "encoding";
 
+/// The input settings of `submit` (separator, encoding, value mappings; see
+/// `crate::input::mapping`): lists and tables, so passed through like `[encoding]`.
+pub(crate) const INPUT_SECTION: &str = "input";
+
+/// The sections passed through as tables, settable only in the file.
+pub(crate) const TABLE_SECTIONS: [&str; 2] = [ENCODING_SECTION, INPUT_SECTION];
+
 /// The sections with scalar keys, in order, without duplicates.
 pub(crate) fn sections() -> impl Iterator<Item = &'static str> {
     ALL.iter()
@@ -185,7 +192,7 @@ pub(crate) fn sections() -> impl Iterator<Item = &'static str> {
 }
 
 pub(crate) fn is_section(name: &str) -> bool {
-    name == ENCODING_SECTION || sections().any(|s| s == name)
+    TABLE_SECTIONS.contains(&name) || sections().any(|s| s == name)
 }
 
 pub(crate) fn find(section: &str, name: &str) -> Option<&'static KeySpec> {
@@ -218,7 +225,7 @@ pub(crate) fn suggest_key(section: &str, name: &str) -> Option<KeyPath> {
 
 /// The known section an unknown section name most likely meant.
 pub(crate) fn suggest_section(name: &str) -> Option<&'static str> {
-    let all = sections().chain(std::iter::once(ENCODING_SECTION));
+    let all = sections().chain(TABLE_SECTIONS);
     closest(name, all.map(|s| (s, s)))
 }
 

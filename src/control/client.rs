@@ -112,14 +112,13 @@ impl Session for Terminal {
 
     fn print(&mut self, text: &str) {
         self.end_bar();
-        let mut out = std::io::stdout().lock();
-        // A closed pipe (`| head`) is not worth a panic.
-        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        // A closed pipe (`| head`) ends the command quietly (status 141).
+        crate::out!("{text}");
     }
 
     fn note(&mut self, line: &str) {
         self.end_bar();
-        eprintln!("{line}");
+        crate::errln!("{line}");
     }
 
     fn progress(&mut self, what: &str, done: u64, total: u64) {
@@ -135,7 +134,7 @@ impl Session for Terminal {
 
     fn waiting(&mut self, what: &str) {
         self.end_bar();
-        eprintln!("ttp-agent: waiting: {what}");
+        crate::errln!("ttp-agent: waiting: {what}");
     }
 
     fn input(&mut self) -> &mut dyn Read {
@@ -287,6 +286,9 @@ pub fn run(
                         s
                     }
                 };
+                // Another user's store (root running a command by hand) is not opened: files
+                // created now would lock the service out.
+                crate::cli::owner::refuse_foreign_store(&config.store.path)?;
                 let mut opts = crate::cli::context::store_options(&config, &loaded)?;
                 opts.lock_wait = Duration::ZERO;
                 match Store::open(&opts) {

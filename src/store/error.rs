@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     /// Another process (almost always a running agent) holds the store's lock file.
     #[error(
-        "the store at {} is locked by another process: is ttp-agent already running? Stop it (or run this command through the running agent) and try again",
+        "the store at {} is locked by another process: is ttp-agent already running? Stop it (`systemctl stop ttp-agent`), run this command again, then start it (`systemctl start ttp-agent`)",
         path.display()
     )]
     Locked { path: PathBuf },

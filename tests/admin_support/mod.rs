@@ -228,11 +228,6 @@ impl Drop for Server {
     }
 }
 
-/// Starts the admin server on a free loopback port, with the configuration's settings.
-pub async fn serve(s: &Scenario) -> Server {
-    serve_state(state_with(s, |_| {})).await
-}
-
 /// The scenario's admin state, with the configuration's settings changed by `adjust`.
 pub fn state_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Arc<AdminState> {
     let mut settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
@@ -247,6 +242,17 @@ pub fn state_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Arc<
         },
         Arc::new(AgentMetrics::new()),
     )
+}
+
+/// Starts the admin server on a free loopback port, with the configuration's settings, as a
+/// daemon that has polled: its first poll succeeded.
+pub async fn serve(s: &Scenario) -> Server {
+    let state = state_with(s, |_| {});
+    state.health().cycle_finished(
+        &Ok(ttp_agent::agent::CycleReport::default()),
+        chrono::Utc::now(),
+    );
+    serve_state(state).await
 }
 
 pub async fn serve_state(state: Arc<AdminState>) -> Server {

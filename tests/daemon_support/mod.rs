@@ -36,7 +36,7 @@ pub struct Daemon {
 impl Daemon {
     /// `ttp-agent run --config CONFIG` with JSON logs on stderr (into `log`).
     pub fn run(config: &Path, log: &Path) -> Daemon {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = crate::hermetic::command(BIN);
         cmd.args(["run", "--config", config.to_str().unwrap()]);
         Daemon::spawn(cmd, log)
     }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use ttp_agent::cli::context;
 use ttp_agent::cli::init::{TtpSettings, write_starter};
@@ -59,7 +59,7 @@ impl Site {
     /// Runs `ttp-agent <args> --config <config>` as user `coordinator`, with `stdin` as input.
     pub fn run(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write as _;
-        let mut child = Command::new(BIN)
+        let mut child = crate::hermetic::command(BIN)
             .args(args)
             .arg("--config")
             .arg(&self.config)

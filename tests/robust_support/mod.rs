@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use ttp_agent::cli::init::{TtpSettings, write_starter};
 
@@ -95,7 +95,7 @@ pub fn fast_schedule() -> Vec<(&'static str, &'static str)> {
 
 /// Runs the binary to completion with `args`, text logs, and extra environment.
 pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = crate::hermetic::command(BIN);
     cmd.args(args)
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .env_remove("RUST_LOG")
