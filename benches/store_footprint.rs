@@ -132,7 +132,7 @@ fn task(i: u64, state: TaskState) -> TaskRecord {
 }
 
 /// `STORE_BENCH_OPEN_ONLY=1` with `STORE_BENCH_DIR` and `STORE_BENCH_KEY` (a key file): measure
-/// opening an existing store in a fresh process (sled's memory use on open).
+/// opening an existing store in a fresh process (the store's memory use on open).
 fn open_only() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::var_os("STORE_BENCH_DIR").ok_or("STORE_BENCH_DIR is required")?;
     let key = std::env::var_os("STORE_BENCH_KEY").ok_or("STORE_BENCH_KEY is required")?;

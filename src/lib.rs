@@ -4,7 +4,7 @@
 //!
 //! * [`domain`]: what the agent keeps (records, tasks, task states); pure.
 //! * [`config`]: the TOML/environment configuration and the secrets it points to.
-//! * [`store`]: the embedded store (sled); the only module that touches it.
+//! * [`store`]: the embedded store (redb); the only module that touches it.
 //! * [`client`]: the HTTP client for the dispatcher: classification of outcomes, retries,
 //!   rate limit. The wire format itself is `ttp_proto`.
 //! * [`agent`]: poll cycle, dispatcher, expiry, reconciliation, scheduler, one handler per

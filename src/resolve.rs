@@ -163,16 +163,16 @@ pub fn retry_task(
             why: why.to_string(),
         });
     }
-    if let Some(expires) = current.task.expires {
-        if expires.with_timezone(&Utc) <= now {
-            return Err(ResolveError::NotRetryable {
-                key: key.0.clone(),
-                why: format!(
-                    "its deadline passed at {}; the fTTP no longer accepts an answer",
-                    expires.with_timezone(&Utc).to_rfc3339()
-                ),
-            });
-        }
+    if let Some(expires) = current.task.expires
+        && expires.with_timezone(&Utc) <= now
+    {
+        return Err(ResolveError::NotRetryable {
+            key: key.0.clone(),
+            why: format!(
+                "its deadline passed at {}; the fTTP no longer accepts an answer",
+                expires.with_timezone(&Utc).to_rfc3339()
+            ),
+        });
     }
     let warning = matches!(current.state, TaskState::InDoubt).then(|| {
         "the task was in doubt: the fTTP may already have the answer, which is now sent again"

@@ -295,7 +295,15 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     // Without JavaScript: the same first view, rendered by the server. The page as the server
     // sends it, with its script element removed, in the browser: what a browser with scripts
     // off (or a screenshot before any script ran) shows.
-    let served = http().get(&url).send().await.unwrap().text().await.unwrap();
+    let served = http()
+        .get(server.url("/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let script = served.find("<script>").expect("the page has its script");
     let script_end = served.find("</script>").unwrap() + "</script>".len();
     let without_js = format!("{}{}", &served[..script], &served[script_end..]);

@@ -155,7 +155,7 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
     );
 
     // The store lives in the state directory; nothing else changed.
-    assert!(state.join("store").join("db").exists());
+    assert!(state.join("store").join(ttp_agent::store::DB_FILE).exists());
     let after: Vec<_> = read_only.iter().map(|d| snapshot(d)).collect();
     assert_eq!(before, after, "the agent wrote outside its state directory");
     let top: Vec<_> = std::fs::read_dir(root.path())

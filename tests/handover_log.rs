@@ -3,7 +3,7 @@
 
 mod store_support;
 
-use store_support::{TempStore, raw_sled, record, t, task};
+use store_support::{TempStore, raw_db, record, t, task};
 use ttp_agent::domain::{RecordState, TaskState};
 use ttp_agent::store::{AuditEntry, CURRENT_SCHEMA, PsnEvent, Store, StoreError, StoreOptions};
 
@@ -155,11 +155,11 @@ fn opening_a_schema_1_store_back_fills_the_log_from_pseudonymised_records() {
     }
     {
         // Turn it into what schema 1 wrote: no log, no counter.
-        let db = raw_sled(ts.path());
+        let db = raw_db(ts.path());
         db.drop_tree("psn_log").expect("drops");
         let meta = db.open_tree("meta").expect("meta");
         meta.remove("psn_seq").expect("removes");
-        meta.insert("schema_version", &1u64.to_be_bytes())
+        meta.insert("schema_version", 1u64.to_be_bytes())
             .expect("sets");
         db.flush().expect("flushes");
     }
@@ -285,7 +285,7 @@ fn the_integrity_check_notices_a_gap_in_the_log() {
         store.flush().expect("flushes");
     }
     {
-        let db = raw_sled(ts.path());
+        let db = raw_db(ts.path());
         let log = db.open_tree("psn_log").expect("log");
         log.remove(1u64.to_be_bytes()).expect("removes");
         db.flush().expect("flushes");

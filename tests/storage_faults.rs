@@ -281,7 +281,17 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
             assert!(out.status.success(), "{}", text(&out));
             let (how, submit_out, run_out) = if have_tmpfs {
                 let filler = fill(&mnt);
-                let submit_out = run_bin(&submit, &store_env);
+                // New records, more than the free pages inside the database file hold: the
+                // submit must grow the file (records already stored need no space at all).
+                let more = mnt.parent().unwrap().join("more-records.csv");
+                std::fs::write(&more, records_csv(3000)).unwrap();
+                let more_submit = [
+                    "submit",
+                    "--config",
+                    config.as_str(),
+                    more.to_str().unwrap(),
+                ];
+                let submit_out = run_bin(&more_submit, &store_env);
                 std::fs::remove_file(filler).unwrap();
                 // A daemon at work when the disk fills up stops by itself.
                 let mut daemon = robust_support::Reaped(
@@ -303,8 +313,8 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let filler = fill(&mnt);
-                // New work the daemon must store: far more than fits in what sled's current
-                // log segment has left, so the next cycle needs space on the full disk.
+                // New work the daemon must store: far more than fits in the free pages the
+                // database file has left, so the next cycle needs space on the full disk.
                 for i in 0..400 {
                     sim.inject_task(serde_json::json!({
                         "name": "future_task",

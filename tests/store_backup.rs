@@ -246,8 +246,10 @@ fn backup_does_not_contain_idat_in_clear() {
     let file = ts.sibling("b");
     store.backup_to(&file).expect("backup");
     let bytes = std::fs::read(&file).expect("read");
-    // The local id is stored in clear: proves the search can find what is there.
-    assert!(bytes.windows(6).any(|w| w == b"case-x"));
+    // The header is in clear: proves the search can find what is there.
+    assert!(bytes.windows(22).any(|w| w == b"ttp-agent-store-backup"));
+    // Everything after it is encrypted: not even the local id shows.
+    assert!(!bytes.windows(6).any(|w| w == b"case-x"));
     assert!(!bytes.windows(12).any(|w| w == b"Plonkwhistle"));
 }
 

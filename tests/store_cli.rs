@@ -66,12 +66,11 @@ fn export(config: &str) -> String {
 }
 
 fn corrupt(store: &Path) {
-    // Garbage over the middle of sled's log: its checksums catch it.
-    let db = store.join("db");
+    // Garbage over the start of the database file, where redb keeps its header.
+    let db = store.join(ttp_agent::store::DB_FILE);
     let mut bytes = std::fs::read(&db).unwrap();
-    let at = 1000.min(bytes.len() / 2);
-    let end = (at + 4096).min(bytes.len());
-    bytes[at..end].fill(0xAB);
+    let end = 4096.min(bytes.len());
+    bytes[..end].fill(0xAB);
     std::fs::write(&db, bytes).unwrap();
 }
 

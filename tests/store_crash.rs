@@ -65,12 +65,12 @@ fn crash_child() {
                 },
             )])
             .expect("put task");
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             store
                 .purge_finished_tasks(old + Duration::days(1))
                 .expect("purge tasks");
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             store
                 .purge_idat(old + Duration::days(1), |_| false)
                 .expect("purge idat");

@@ -24,7 +24,8 @@ fn a_lock_held_elsewhere_is_reported_at_once_with_no_wait() {
     use std::os::fd::AsRawFd as _;
     let ts = TempStore::new();
     drop(ts.open());
-    let holder = std::fs::File::open(ts.path().join("db")).expect("db file");
+    let holder =
+        std::fs::File::open(ts.path().join(ttp_agent::store::LOCK_FILE)).expect("lock file");
     // SAFETY: flock on a descriptor `holder` owns.
     assert_eq!(
         unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
@@ -115,7 +116,7 @@ fn a_read_only_directory_is_not_writable() {
         move || {
             drop_permission_bypass_in_this_thread();
             let new_dir = Store::open(&in_new_dir).map(drop);
-            // An existing but read-only store directory: sled cannot create its files.
+            // An existing but read-only store directory: the database file cannot be created.
             let mut in_existing = in_new_dir.clone();
             in_existing.path = existing;
             (new_dir, in_existing)
@@ -148,7 +149,7 @@ fn new_store_gets_the_current_schema_version() {
     let ts = TempStore::new();
     let store = ts.open();
     assert_eq!(store.schema_version().expect("version"), CURRENT_SCHEMA);
-    assert_eq!(CURRENT_SCHEMA, 3);
+    assert_eq!(CURRENT_SCHEMA, 4);
 }
 
 #[test]
@@ -164,7 +165,7 @@ fn a_version_0_store_is_migrated() {
     let expected_counts = store.record_counts().expect("counts");
     drop(store);
     {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         let meta = db.open_tree("meta").expect("meta");
         meta.remove("schema_version").expect("remove");
         for tree in ["idx_bf", "idx_psn", "counts"] {
@@ -191,9 +192,9 @@ fn a_newer_schema_is_refused_without_touching_the_store() {
     let ts = TempStore::new();
     drop(ts.open());
     let set_version = |v: u64| {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         let meta = db.open_tree("meta").expect("meta");
-        meta.insert("schema_version", &v.to_be_bytes())
+        meta.insert("schema_version", v.to_be_bytes())
             .expect("insert");
         db.flush().expect("flush");
     };
@@ -204,7 +205,7 @@ fn a_newer_schema_is_refused_without_touching_the_store() {
         "{err:?}"
     );
     // Still the newer version on disk.
-    let db = store_support::raw_sled(ts.path());
+    let db = store_support::raw_db(ts.path());
     let v = db
         .open_tree("meta")
         .expect("meta")
@@ -223,10 +224,13 @@ fn an_emptied_database_is_reported_not_silently_recreated() {
         .expect("insert");
     store.flush().expect("flush");
     drop(store);
-    // sled opens a zeroed log as an empty database; the marker file notices.
-    let db_file = ts.path().join("db");
-    let len = std::fs::metadata(&db_file).expect("db file").len();
-    std::fs::write(&db_file, vec![0u8; len as usize]).expect("zero");
+    // An emptied database file would be initialised as a new database; the marker notices.
+    let db_file = ts.path().join(ttp_agent::store::DB_FILE);
+    std::fs::File::options()
+        .write(true)
+        .open(&db_file)
+        .and_then(|f| f.set_len(0))
+        .expect("empty the database file");
     let err = Store::open(&ts.opts).expect_err("emptied");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let msg = err.to_string();
@@ -242,7 +246,7 @@ fn a_garbled_database_file_is_an_error_not_a_panic() {
     store.insert_records(&recs).expect("insert");
     store.flush().expect("flush");
     drop(store);
-    let db_file = ts.path().join("db");
+    let db_file = ts.path().join(ttp_agent::store::DB_FILE);
     let mut bytes = std::fs::read(&db_file).expect("read");
     for b in &mut bytes {
         *b = !*b;

@@ -2,7 +2,7 @@
 
 mod store_support;
 
-use store_support::{TempStore, bytes_on_disk_contain, filter, idat, raw_sled, record, t};
+use store_support::{TempStore, bytes_on_disk_contain, filter, idat, raw_db, record, t};
 use ttp_agent::domain::{Idat, LocalRecord, RecordState};
 use ttp_agent::store::{InsertOutcome, RecordCounts, Store, StoreError};
 
@@ -422,7 +422,7 @@ fn wrong_key_is_refused_even_without_a_key_check() {
         .expect("insert");
     drop(store);
     {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         let meta = db.open_tree("meta").expect("meta");
         assert!(meta.remove("key_check").expect("remove").is_some());
         db.flush().expect("flush");
@@ -444,7 +444,7 @@ fn sealed_idat_moved_to_another_record_fails_authentication() {
         .expect("insert");
     drop(store);
     {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         let records = db.open_tree("records").expect("records");
         let v1 = records.get("case-1").expect("get").expect("exists");
         records.insert("case-2", v1).expect("insert");
@@ -491,11 +491,11 @@ fn integrity_check_finds_index_and_counter_drift() {
     assert!(store.check_integrity().expect("check").is_ok());
     drop(store);
     {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         // One stale filter entry, one missing pseudonym entry, counters off.
         db.open_tree("idx_bf")
             .expect("tree")
-            .insert([7u8; 20], &[])
+            .insert([7u8; 20], [])
             .expect("insert");
         db.open_tree("idx_psn")
             .expect("tree")
@@ -552,7 +552,7 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
     store.flush().expect("flush");
     drop(store);
     let raw_value = |local_id: &str| {
-        let db = raw_sled(ts.path());
+        let db = raw_db(ts.path());
         let value = db
             .open_tree("records")
             .expect("tree")

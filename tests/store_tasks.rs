@@ -569,7 +569,7 @@ fn schema_2_stores_move_retained_finished_tasks_into_the_history() {
     drop(store);
     {
         // What schema 2 had on disk: no index, and no counters for finished tasks still stored.
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         db.open_tree("history")
             .expect("tree")
             .clear()
@@ -577,7 +577,7 @@ fn schema_2_stores_move_retained_finished_tasks_into_the_history() {
         assert!(db.drop_tree("idx_open_tasks").expect("drop"));
         db.open_tree("meta")
             .expect("meta")
-            .insert("schema_version", &2u64.to_be_bytes())
+            .insert("schema_version", 2u64.to_be_bytes())
             .expect("version");
         db.flush().expect("flush");
     }
@@ -608,7 +608,7 @@ fn a_damaged_open_task_index_is_reported() {
         .expect("put");
     drop(store);
     {
-        let db = store_support::raw_sled(ts.path());
+        let db = store_support::raw_db(ts.path());
         let idx = db.open_tree("idx_open_tasks").expect("tree");
         idx.clear().expect("clear");
         idx.insert("ghost", &[] as &[u8]).expect("insert");

@@ -36,7 +36,12 @@ pub fn record(i: u64, now: DateTime<Utc>) -> LocalRecord {
         ),
         (
             IdatElement::Gender,
-            if i % 2 == 0 { "female" } else { "male" }.to_string(),
+            if i.is_multiple_of(2) {
+                "female"
+            } else {
+                "male"
+            }
+            .to_string(),
         ),
     ]
     .into_iter()

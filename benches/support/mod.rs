@@ -254,7 +254,11 @@ pub fn people(n: usize, seed: u64) -> Vec<Person> {
                     rng.range(1, 12),
                     rng.range(1, 28)
                 ),
-                sex: if rng.next_u64() % 2 == 0 { "F" } else { "M" },
+                sex: if rng.next_u64().is_multiple_of(2) {
+                    "F"
+                } else {
+                    "M"
+                },
             }
         })
         .collect()

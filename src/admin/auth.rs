@@ -161,10 +161,10 @@ pub fn check(
 ) -> Result<Verdict, Throttled> {
     let now = Instant::now();
     let expected = state.settings.token.as_ref();
-    if expected.is_some() {
-        if let Some(wait) = state.throttle.blocked(client.0, now) {
-            return Err(Throttled(wait));
-        }
+    if expected.is_some()
+        && let Some(wait) = state.throttle.blocked(client.0, now)
+    {
+        return Err(Throttled(wait));
     }
     let verdict = judge(expected, offered);
     if verdict == Verdict::Wrong {

@@ -283,19 +283,19 @@ impl Agent {
             .store
             .open_tasks_where_held(|_| true, |key| merged.remove(key))?;
         for (mut rec, listed_now) in open {
-            if rec.state == TaskState::InDoubt {
-                if let Some(resolved) = merge::reconcile_in_doubt(
+            if rec.state == TaskState::InDoubt
+                && let Some(resolved) = merge::reconcile_in_doubt(
                     rec.clone(),
                     listed_now,
                     self.opts.relisting,
                     self.opts.settle,
                     now,
-                ) {
-                    report.in_doubt_resolved += 1;
-                    tracing::info!(task = %resolved.key, state = resolved.state.name(), "in-doubt answer resolved by the listing");
-                    rec = resolved;
-                    changed.push(rec.clone());
-                }
+                )
+            {
+                report.in_doubt_resolved += 1;
+                tracing::info!(task = %resolved.key, state = resolved.state.name(), "in-doubt answer resolved by the listing");
+                rec = resolved;
+                changed.push(rec.clone());
             }
             if expire::expire_if_due(&mut rec, now) {
                 report.expired_on_merge += 1;

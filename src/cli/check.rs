@@ -572,6 +572,10 @@ fn explain_fttp_error(e: &TtpError, url: &str) -> String {
             "the OAuth2 authorisation server refused the agent: check [ttp.oauth2] client_id, \
              client_secret_file and scope with the operator of the authorisation server"
         }
+        _ if e.from_token_endpoint => {
+            "the OAuth2 token endpoint did not answer with a token: check [ttp.oauth2] \
+             token_url, DNS, firewalls and TLS (a private CA goes into [ttp] ca_file)"
+        }
         ErrorClass::Auth => {
             "the fTTP refused the credentials: check [ttp] api_key_file (and api_key_header, \
              api_key_in), the Basic-auth settings or [ttp.oauth2] with the fTTP operator"

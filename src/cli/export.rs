@@ -95,11 +95,11 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
     };
     let summary = write_events(store, after, req.format, io.output())?;
     io.commit_output()?;
-    if req.new {
-        if let Some(last) = summary.last_seq {
-            store.set_export_cursor(EXPORT_CONSUMER, last)?;
-            store.flush()?;
-        }
+    if req.new
+        && let Some(last) = summary.last_seq
+    {
+        store.set_export_cursor(EXPORT_CONSUMER, last)?;
+        store.flush()?;
     }
     io.note(&format!(
         "{} pseudonym(s) exported{}",

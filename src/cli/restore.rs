@@ -114,8 +114,8 @@ fn holds_data(path: &Path) -> anyhow::Result<bool> {
     }
 }
 
-/// A running agent holds an exclusive lock on the store's `db` file (sled takes it with
-/// `flock`); taking it for a moment tells whether one does, without opening the store.
+/// A running agent holds an exclusive `flock` on the store's lock file; taking it for a moment
+/// tells whether one does, without opening the store.
 fn refuse_if_in_use(target: &Path) -> anyhow::Result<()> {
     match crate::store::probe_lock(target) {
         LockState::Free | LockState::NoDatabase => Ok(()),
@@ -123,8 +123,12 @@ fn refuse_if_in_use(target: &Path) -> anyhow::Result<()> {
             "the store at {} is in use by a running ttp-agent (its lock is held); stop the daemon before restoring (--force does not override this)",
             target.display()
         ),
-        LockState::Unknown(err) => Err(err)
-            .with_context(|| format!("checking the lock on {}", target.join("db").display())),
+        LockState::Unknown(err) => Err(err).with_context(|| {
+            format!(
+                "checking the lock on {}",
+                target.join(crate::store::LOCK_FILE).display()
+            )
+        }),
     }
 }
 

@@ -204,10 +204,10 @@ impl TokenSource {
     /// wait for one fetch instead of each fetching.
     pub(crate) async fn bearer(&self, op: Operation) -> Result<HeaderValue, TtpError> {
         let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.as_ref() {
-            if Instant::now() < cached.refresh_at {
-                return Ok(cached.header.clone());
-            }
+        if let Some(cached) = cache.as_ref()
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.header.clone());
         }
         let obtained = Instant::now();
         let token = self.fetch(op).await?;
@@ -248,17 +248,29 @@ impl TokenSource {
             .await
             .map_err(|e| fail(classify_transport(&e), describe_transport(&e)))?;
         let status = response.status().as_u16();
-        // A token answer is small; more than this is not one.
+        // A token answer is small; more than this is not one, and is not read further. The
+        // body holds the token: it is wiped when dropped.
         const LIMIT: usize = 64 * 1024;
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| fail(ErrorClass::Transient, describe_transport(&e)))?;
-        if body.len() > LIMIT {
-            return Err(fail(
+        let too_large = || {
+            fail(
                 ErrorClass::Protocol,
                 "the answer is larger than 64 KiB".into(),
-            ));
+            )
+        };
+        if response.content_length().is_some_and(|n| n > LIMIT as u64) {
+            return Err(too_large());
+        }
+        let mut response = response;
+        let mut body = Zeroizing::new(Vec::new());
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| fail(ErrorClass::Transient, describe_transport(&e)))?
+        {
+            if body.len() + chunk.len() > LIMIT {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         parse_token_response(status, &body).map_err(|e| {
             let class = match (&e, status) {

@@ -173,11 +173,11 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
             for (key_name, value) in table {
                 let name = key_name.get_ref().as_ref();
                 let nested = format!("{section}.{name}");
-                if let Some(sub) = value.get_ref().as_table() {
-                    if schema::is_section(&nested) {
-                        tables.push((nested, sub));
-                        continue;
-                    }
+                if let Some(sub) = value.get_ref().as_table()
+                    && schema::is_section(&nested)
+                {
+                    tables.push((nested, sub));
+                    continue;
                 }
                 let Some(spec) = schema::find(section, name) else {
                     return Err(ConfigError::UnknownKey {

@@ -520,14 +520,15 @@ impl AgentConfig {
                 self.admin.listen
             ));
         }
-        if let Some(url) = &self.handover.webhook_url {
-            if url.expose().scheme() == "http" && !is_loopback_url(url.expose()) {
-                warnings.push(format!(
-                    "`[handover] webhook_url` uses plain http ({}): pseudonyms and the webhook \
+        if let Some(url) = &self.handover.webhook_url
+            && url.expose().scheme() == "http"
+            && !is_loopback_url(url.expose())
+        {
+            warnings.push(format!(
+                "`[handover] webhook_url` uses plain http ({}): pseudonyms and the webhook \
                      token travel unencrypted",
-                    url.redacted()
-                ));
-            }
+                url.redacted()
+            ));
         }
         warnings
     }

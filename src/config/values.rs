@@ -178,7 +178,7 @@ impl Setting for Duration {
 /// formatter uses months and years of fractional length, which would read back differently.)
 pub(crate) fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() != 0 {
-        return if d.subsec_nanos() % 1_000_000 == 0 {
+        return if d.subsec_nanos().is_multiple_of(1_000_000) {
             format!("{}ms", d.as_millis())
         } else {
             format!("{}ns", d.as_nanos())

@@ -379,11 +379,10 @@ fn through_daemon(
         wire::write_msg(&mut writer, &ClientMsg::InputEnd)?;
         writer.flush()
     })();
-    if let Err(e) = sent {
-        if let Some(InputFailed(source)) = e.get_ref().and_then(|i| i.downcast_ref::<InputFailed>())
-        {
-            anyhow::bail!("reading the input: {source}");
-        }
+    if let Err(e) = sent
+        && let Some(InputFailed(source)) = e.get_ref().and_then(|i| i.downcast_ref::<InputFailed>())
+    {
+        anyhow::bail!("reading the input: {source}");
     }
     loop {
         let frame = match wire::read_frame::<ServerMsg>(&mut reader) {

@@ -62,13 +62,13 @@ pub fn bind(config: &ControlConfig) -> Result<Listener, BindError> {
         .map(access::resolve_group)
         .transpose()
         .map_err(BindError::Group)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-            // Traversable, not listable: the socket's own mode decides who connects.
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        // Traversable, not listable: the socket's own mode decides who connects.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
     }
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.file_type().is_socket() => {

@@ -4,13 +4,12 @@
 //! | key                                 | value                                      |
 //! |-------------------------------------|--------------------------------------------|
 //! | `m` 0 kind 0 task key               | JSON [`AlertMark`] (when it was raised)    |
-//! | `q` 0 id (u64 BE, sled `generate_id`) | JSON [`PendingDelivery`] without its id |
+//! | `q` 0 id (u64 BE, `meta` counter `alert_seq`) | JSON [`PendingDelivery`] without its id |
 //! | `dropped`                           | u64 BE: deliveries given up on             |
 //!
-//! Raising an alert writes its mark and its delivery in one atomic batch, so a crash can never
+//! Raising an alert writes its mark and its delivery in one transaction, so a crash can never
 //! leave an alert marked as raised whose delivery was lost (or a delivery without its mark,
-//! which would be raised again). The tree opens lazily, on first use: stores that never raised
-//! an alert do not have it. It is deliberately not part of a backup: after a restore, alerts
+//! which would be raised again). It is deliberately not part of a backup: after a restore, alerts
 //! that still apply are raised again, which at worst repeats a notification.
 //!
 //! The store does not know what an alert says: a delivery's body is the caller's text.
@@ -19,9 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::codec::read_u64;
-use super::{Store, StoreError};
+use super::meta::increment_in;
+use super::{ALERTS, META, Store, StoreError, wtree};
 
-const TREE: &str = "alerts";
+const ALERT_SEQ: &[u8] = b"alert_seq";
 const MARK_PREFIX: &[u8] = b"m\0";
 const QUEUE_PREFIX: &[u8] = b"q\0";
 const DROPPED: &[u8] = b"dropped";
@@ -94,17 +94,13 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreE
 }
 
 impl Store {
-    fn alerts_tree(&self) -> Result<sled::Tree, StoreError> {
-        self.db.open_tree(TREE).map_err(|e| self.sled_err(e))
-    }
-
     /// Every alert raised and not forgotten.
     pub fn alert_marks(&self) -> Result<Vec<AlertMark>, StoreError> {
-        self.alerts_tree()?
-            .scan_prefix(MARK_PREFIX)
+        self.read(ALERTS)?
+            .scan_prefix(MARK_PREFIX)?
             .map(|entry| {
-                let (_, value) = entry.map_err(|e| self.sled_err(e))?;
-                serde_json::from_slice(&value)
+                let (_, value) = entry?;
+                serde_json::from_slice(value.value())
                     .map_err(|e| self.corrupt(format!("an alert mark does not decode: {e}")))
             })
             .collect()
@@ -117,32 +113,28 @@ impl Store {
         mark: &AlertMark,
         delivery_body: Option<&str>,
     ) -> Result<Option<u64>, StoreError> {
-        let tree = self.alerts_tree()?;
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            mark_key(&mark.kind, &mark.task_key)?,
-            encode("alert mark", mark)?,
-        );
-        let id = match delivery_body {
-            None => None,
-            Some(body) => {
-                let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
-                let pending = PendingDelivery {
-                    id,
-                    body: body.to_owned(),
-                    created_at: mark.at,
-                    attempts: 0,
-                    next_attempt: mark.at,
-                    last_attempt: None,
-                    last_error: None,
-                };
-                batch.insert(queue_key(id), encode("webhook delivery", &pending)?);
-                Some(id)
-            }
-        };
-        let _gate = self.write_gate();
-        tree.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        Ok(id)
+        let mark_key = mark_key(&mark.kind, &mark.task_key)?;
+        let mark_value = encode("alert mark", mark)?;
+        let path = self.path.as_path();
+        self.write(|tx| {
+            let mut tree = wtree(tx, ALERTS, path)?;
+            tree.insert(&mark_key, &mark_value)?;
+            let Some(body) = delivery_body else {
+                return Ok(None);
+            };
+            let id = increment_in(&mut wtree(tx, META, path)?, ALERT_SEQ, path)?;
+            let pending = PendingDelivery {
+                id,
+                body: body.to_owned(),
+                created_at: mark.at,
+                attempts: 0,
+                next_attempt: mark.at,
+                last_attempt: None,
+                last_error: None,
+            };
+            tree.insert(&queue_key(id), &encode("webhook delivery", &pending)?)?;
+            Ok(Some(id))
+        })
     }
 
     /// Forgets alert marks, so the same condition can be raised again for those tasks.
@@ -150,28 +142,34 @@ impl Store {
         if marks.is_empty() {
             return Ok(());
         }
-        let tree = self.alerts_tree()?;
-        let mut batch = sled::Batch::default();
-        for m in marks {
-            batch.remove(mark_key(&m.kind, &m.task_key)?);
-        }
-        let _gate = self.write_gate();
-        tree.apply_batch(batch).map_err(|e| self.sled_err(e))
+        let keys = marks
+            .iter()
+            .map(|m| mark_key(&m.kind, &m.task_key))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(|tx| {
+            let mut tree = wtree(tx, ALERTS, &self.path)?;
+            for key in &keys {
+                tree.remove(key)?;
+            }
+            Ok(())
+        })
     }
 
     /// Deliveries not yet made, oldest first.
     pub fn pending_deliveries(&self) -> Result<Vec<PendingDelivery>, StoreError> {
-        self.alerts_tree()?
-            .scan_prefix(QUEUE_PREFIX)
+        self.read(ALERTS)?
+            .scan_prefix(QUEUE_PREFIX)?
             .map(|entry| {
-                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+                let (key, value) = entry?;
                 let id = key
+                    .value()
                     .get(QUEUE_PREFIX.len()..)
                     .and_then(read_u64)
                     .ok_or_else(|| self.corrupt("a webhook delivery key is malformed"))?;
-                let mut d: PendingDelivery = serde_json::from_slice(&value).map_err(|e| {
-                    self.corrupt(format!("webhook delivery {id} does not decode: {e}"))
-                })?;
+                let mut d: PendingDelivery =
+                    serde_json::from_slice(value.value()).map_err(|e| {
+                        self.corrupt(format!("webhook delivery {id} does not decode: {e}"))
+                    })?;
                 d.id = id;
                 Ok(d)
             })
@@ -180,50 +178,35 @@ impl Store {
 
     /// Stores a delivery's new attempt count, next attempt and last error.
     pub fn update_delivery(&self, delivery: &PendingDelivery) -> Result<(), StoreError> {
-        let tree = self.alerts_tree()?;
         let value = encode("webhook delivery", delivery)?;
-        let _gate = self.write_gate();
-        tree.insert(queue_key(delivery.id), value)
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+        self.write(|tx| {
+            wtree(tx, ALERTS, &self.path)?
+                .insert(&queue_key(delivery.id), &value)
+                .map(drop)
+        })
     }
 
     /// Removes a delivery: it was made, or (`gave_up`) it is abandoned and counted as dropped.
     pub fn finish_delivery(&self, id: u64, gave_up: bool) -> Result<(), StoreError> {
-        let tree = self.alerts_tree()?;
-        let _gate = self.write_gate();
-        if !gave_up {
-            return tree
-                .remove(queue_key(id))
-                .map(drop)
-                .map_err(|e| self.sled_err(e));
-        }
         let path = self.path.as_path();
-        tree.transaction(|t| {
-            if t.remove(queue_key(id))?.is_some() {
+        self.write(|tx| {
+            let mut t = wtree(tx, ALERTS, path)?;
+            if t.remove(&queue_key(id))?.is_some() && gave_up {
                 let dropped = match t.get(DROPPED)? {
                     None => 0,
                     Some(v) => read_u64(&v).ok_or_else(|| {
-                        super::abort(super::error::corrupt(
-                            path,
-                            "the dropped-deliveries counter is malformed",
-                        ))
+                        super::error::corrupt(path, "the dropped-deliveries counter is malformed")
                     })?,
                 };
                 t.insert(DROPPED, &(dropped + 1).to_be_bytes())?;
             }
             Ok(())
         })
-        .map_err(|e| self.tx_err(e))
     }
 
     /// How many deliveries were given up on since the store was created.
     pub fn dropped_deliveries(&self) -> Result<u64, StoreError> {
-        match self
-            .alerts_tree()?
-            .get(DROPPED)
-            .map_err(|e| self.sled_err(e))?
-        {
+        match self.read(ALERTS)?.get(DROPPED)? {
             None => Ok(0),
             Some(v) => read_u64(&v)
                 .ok_or_else(|| self.corrupt("the dropped-deliveries counter is malformed")),

@@ -1,19 +1,16 @@
 //! The audit trail of manual actions (who did what, when), append-only.
 //!
-//! Entries are keyed by a sequence number kept in `meta` (not sled's `generate_id`, which
-//! restarts after a restore into a fresh database and would then overwrite restored entries),
-//! so listing them in key order lists them in the order they were made.
+//! Entries are keyed by a sequence number kept in `meta` (restored with it, so a restored
+//! store never reuses a number), so listing them in key order lists them in the order they
+//! were made.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::Transactional as _;
 
 use std::path::Path;
 
-use sled::transaction::TransactionalTree;
-
 use super::meta::{AUDIT_SEQ, increment_in};
-use super::{Store, StoreError, TxResult};
+use super::{AUDIT, META, Store, StoreError, WTree, wtree};
 
 /// One manual action. The caller must not put IDAT into any field: name records by local id
 /// and tasks by key.
@@ -40,11 +37,11 @@ pub(crate) fn encode_entry(entry: &AuditEntry) -> Result<Vec<u8>, StoreError> {
 /// Appends an encoded entry inside a transaction over `meta` and `audit`, so a change and the
 /// record of who made it are stored together or not at all.
 pub(crate) fn append_in(
-    meta: &TransactionalTree,
-    audit: &TransactionalTree,
+    meta: &mut WTree<'_, '_>,
+    audit: &mut WTree<'_, '_>,
     value: &[u8],
     path: &Path,
-) -> TxResult<()> {
+) -> Result<(), StoreError> {
     let seq = increment_in(meta, AUDIT_SEQ, path)?;
     audit.insert(&seq.to_be_bytes(), value)?;
     Ok(())
@@ -54,24 +51,27 @@ impl Store {
     /// Appends an entry (durable with the next [`Store::flush`]).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let value = encode_entry(entry)?;
-        let _gate = self.write_gate();
         let path = self.path.as_path();
-        (&self.trees.meta, &self.trees.audit)
-            .transaction(|(meta, audit)| append_in(meta, audit, &value, path))
-            .map_err(|e| self.tx_err(e))
+        self.write(|tx| {
+            append_in(
+                &mut wtree(tx, META, path)?,
+                &mut wtree(tx, AUDIT, path)?,
+                &value,
+                path,
+            )
+        })
     }
 
     /// The newest `n` entries, oldest first (for the status report).
     pub fn recent_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let mut entries = self
-            .trees
-            .audit
-            .iter()
+            .read(AUDIT)?
+            .iter()?
             .rev()
             .take(n)
             .map(|entry| {
-                let (_, value) = entry.map_err(|e| self.sled_err(e))?;
-                serde_json::from_slice(&value)
+                let (_, value) = entry?;
+                serde_json::from_slice(value.value())
                     .map_err(|e| self.corrupt(format!("an audit entry does not decode: {e}")))
             })
             .collect::<Result<Vec<AuditEntry>, StoreError>>()?;
@@ -81,12 +81,11 @@ impl Store {
 
     /// All entries, oldest first.
     pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.trees
-            .audit
-            .iter()
+        self.read(AUDIT)?
+            .iter()?
             .map(|entry| {
-                let (_, value) = entry.map_err(|e| self.sled_err(e))?;
-                serde_json::from_slice(&value)
+                let (_, value) = entry?;
+                serde_json::from_slice(value.value())
                     .map_err(|e| self.corrupt(format!("an audit entry does not decode: {e}")))
             })
             .collect()

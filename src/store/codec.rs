@@ -1,15 +1,18 @@
-//! Byte layouts of keys and values. Pure functions: no sled, no I/O.
+//! Byte layouts of keys and values. Pure functions: no redb, no I/O.
 //!
 //! Records are the bulk of the store (up to millions), so their layout is compact:
 //!
-//! * value = postcard of [`StoredRecord`]: the filter as length-prefixed bytes, the sealed IDAT,
+//! * value = postcard of [`StoredRecord`]: the sealed filter as length-prefixed bytes, the sealed IDAT,
 //!   a one-byte state tag, the pseudonym, and both times as zig-zag varint nanoseconds since
 //!   the Unix epoch (exact round trip of `DateTime<Utc>` for the years 1678–2261).
 //! * IDAT plaintext (inside the seal) = `0x01 ‖ (tag u8 ‖ varint len ‖ UTF-8 value)*` with the
 //!   element tags of `idat_tag`: one byte per element instead of its code.
-//! * filter and pseudonym indexes key = `sha256(x)[..16] ‖ local_id`, value empty: fixed-size
-//!   digests keep the index small (not 225 bytes per filter), the `local_id` suffix lets several
-//!   records share one filter or pseudonym, and a lookup is one prefix scan. Digest collisions are
+//! * filter index key = `HMAC-SHA256(k_index, filter)[..16] ‖ local_id`, pseudonym index key =
+//!   `sha256(pseudonym)[..16] ‖ local_id`, value empty: fixed-size digests keep the index small
+//!   (not 225 bytes per filter), the `local_id` suffix lets several records share one filter or
+//!   pseudonym, and a lookup is one prefix scan. The filter's digest is keyed (`k_index` is
+//!   derived from the IDAT key, see `crypto`): a plain hash would let anyone with the encoding
+//!   seeds confirm a guessed name and birth date against the index. Digest collisions are
 //!   harmless: a lookup compares the full filter / pseudonym of every record it finds.
 //!
 //! Everything else is small and kept self-describing (JSON), so that a future version can read
@@ -133,8 +136,10 @@ pub(crate) fn decode_idat(mut bytes: &[u8]) -> Result<Idat, String> {
 /// A record as stored under its `local_id`. Borrowing: decoding does not copy the filter.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredRecord<'a> {
+    /// The Bloom filter, sealed (`nonce ‖ ciphertext ‖ tag` under the filter key, AAD the
+    /// local id; see `crypto`). Before schema 4 the filter in clear.
     #[serde(borrow)]
-    pub bloom_filter: &'a [u8],
+    pub sealed_filter: &'a [u8],
     /// `nonce ‖ ciphertext ‖ tag`, see `crypto`; `None` once purged.
     #[serde(borrow)]
     pub sealed_idat: Option<&'a [u8]>,
@@ -150,7 +155,7 @@ impl std::fmt::Debug for StoredRecord<'_> {
     // Same redaction as `LocalRecord`'s: sizes, not contents.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredRecord")
-            .field("bloom_filter_len", &self.bloom_filter.len())
+            .field("sealed_filter_len", &self.sealed_filter.len())
             .field("sealed_idat_len", &self.sealed_idat.map(<[u8]>::len))
             .field("state", &self.state)
             .field("pseudonym", &self.pseudonym.map(|_| "<redacted>"))
@@ -245,10 +250,15 @@ pub(crate) fn digest16(data: &[u8]) -> [u8; DIGEST_LEN] {
     out
 }
 
-/// `digest16(indexed) ‖ local_id`.
+/// `digest16(indexed) ‖ local_id`: the pseudonym index key.
 pub(crate) fn index_key(indexed: &[u8], local_id: &str) -> Vec<u8> {
+    index_key_with(&digest16(indexed), local_id)
+}
+
+/// `digest ‖ local_id` for a digest computed by the caller (the filter index's keyed one).
+pub(crate) fn index_key_with(digest: &[u8; DIGEST_LEN], local_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(DIGEST_LEN + local_id.len());
-    key.extend_from_slice(&digest16(indexed));
+    key.extend_from_slice(digest);
     key.extend_from_slice(local_id.as_bytes());
     key
 }
@@ -372,7 +382,7 @@ mod tests {
             },
         ] {
             let stored = StoredRecord {
-                bloom_filter: &bf,
+                sealed_filter: &bf,
                 sealed_idat: Some(&sealed),
                 state: StoredState::from_state(&state),
                 pseudonym: Some("psn-1"),
@@ -390,7 +400,7 @@ mod tests {
     #[test]
     fn truncated_or_padded_record_values_are_rejected() {
         let stored = StoredRecord {
-            bloom_filter: &[1, 2, 3],
+            sealed_filter: &[1, 2, 3],
             sealed_idat: None,
             state: StoredState::New,
             pseudonym: None,

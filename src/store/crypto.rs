@@ -30,6 +30,16 @@ pub(crate) const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 const KEY_LEN: usize = 32;
 
+/// HKDF `info` labels of the keys derived from the IDAT key. Never change one: what was sealed
+/// or keyed under it would no longer open.
+const FILTER_SEAL_INFO: &[u8] = b"ttp-agent/store/filter-seal/v1";
+const FILTER_INDEX_INFO: &[u8] = b"ttp-agent/store/filter-index/v1";
+const TASK_SEAL_INFO: &[u8] = b"ttp-agent/store/task-seal/v1";
+const BACKUP_INFO: &[u8] = b"ttp-agent/backup/v1";
+
+/// Bytes of a keyed filter digest in the filter index.
+pub(crate) const FILTER_TAG_LEN: usize = 16;
+
 /// The 32-byte key that seals IDAT at rest. Zeroed when dropped; `Debug` never shows it.
 pub struct IdatKey(Box<[u8; KEY_LEN]>);
 
@@ -75,10 +85,30 @@ impl IdatKey {
     }
 
     pub(crate) fn cipher(&self) -> IdatCipher {
-        let key: &Key = (&*self.0).into();
-        IdatCipher {
-            aead: XChaCha20Poly1305::new(key),
+        IdatCipher::from_key(&self.0)
+    }
+
+    /// The IDAT cipher and the keys derived from the IDAT key (see [`StoreKeys`]).
+    pub(crate) fn store_keys(&self) -> StoreKeys {
+        StoreKeys {
+            idat: self.cipher(),
+            filter: IdatCipher::from_key(&self.derive(FILTER_SEAL_INFO)),
+            task: IdatCipher::from_key(&self.derive(TASK_SEAL_INFO)),
+            filter_index: self.derive(FILTER_INDEX_INFO),
+            backup: self.derive(BACKUP_INFO),
         }
+    }
+
+    /// HKDF-SHA256 (RFC 5869) of the IDAT key with no salt (the key is uniformly random already)
+    /// and `info` as the domain separation: one key per purpose, none usable for another.
+    fn derive(&self, info: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, &self.0[..]);
+        // 32 bytes are far below HKDF-SHA256's limit of 255 × 32.
+        if hk.expand(info, &mut out[..]).is_err() {
+            unreachable!("HKDF-SHA256 expands to 32 bytes");
+        }
+        out
     }
 
     #[cfg(test)]
@@ -154,13 +184,13 @@ fn parse_key(bytes: &[u8]) -> Result<IdatKey, String> {
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "the IDAT key file is accessible to group or others; restrict it (chmod 600)"
-            );
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the IDAT key file is accessible to group or others; restrict it (chmod 600)"
+        );
     }
 }
 
@@ -173,11 +203,56 @@ pub(crate) struct IdatCipher {
     aead: XChaCha20Poly1305,
 }
 
+/// Everything the store seals or keys, all from the one IDAT key the site configures.
+pub(crate) struct StoreKeys {
+    /// Seals IDAT (the IDAT key itself).
+    pub idat: IdatCipher,
+    /// Seals Bloom filters in records (AAD: the local id).
+    pub filter: IdatCipher,
+    /// Seals stored tasks, which carry filters (AAD: the task key).
+    pub task: IdatCipher,
+    /// HMAC-SHA256 key of the filter index.
+    filter_index: Zeroizing<[u8; KEY_LEN]>,
+    /// Root of a backup's keys (see `backup`).
+    pub backup: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl StoreKeys {
+    /// The filter index's digest of a filter: HMAC-SHA256 under a key derived from the IDAT key,
+    /// truncated. Without the key, a guessed name and birth date cannot be checked against the
+    /// index (a plain hash could be).
+    pub(crate) fn filter_tag(&self, filter: &[u8]) -> [u8; FILTER_TAG_LEN] {
+        let full = hmac_sha256(&self.filter_index[..], &[filter]);
+        let mut out = [0u8; FILTER_TAG_LEN];
+        out.copy_from_slice(&full[..FILTER_TAG_LEN]);
+        out
+    }
+}
+
+/// HMAC-SHA256 of the concatenated `parts`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac as _};
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length");
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Authentication failed: wrong key, or the sealed bytes / AAD were altered.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct AuthFailed;
 
 impl IdatCipher {
+    pub(crate) fn from_key(key: &[u8; KEY_LEN]) -> IdatCipher {
+        let key: &Key = key.into();
+        IdatCipher {
+            aead: XChaCha20Poly1305::new(key),
+        }
+    }
+
     /// Seals a plaintext that `write` appends to a buffer. `plaintext_len` must be exact: the
     /// buffer is allocated once, so no reallocation leaves plaintext copies in freed memory.
     pub(crate) fn seal_with(
@@ -225,6 +300,47 @@ impl IdatCipher {
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         self.aead
             .decrypt_inout_detached(&nonce, aad, (&mut buf[..]).into(), &tag)
+            .map_err(|_| AuthFailed)?;
+        Ok(buf)
+    }
+
+    /// Seals with a nonce the caller guarantees unique under this key (a backup's chunks:
+    /// random file nonce ‖ chunk number). Returns `ciphertext ‖ tag`, no nonce.
+    pub(crate) fn seal_at(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let nonce = XNonce::from(*nonce);
+        let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        let tag = self
+            .aead
+            .encrypt_inout_detached(&nonce, aad, (&mut buf[..]).into())
+            .map_err(|_| StoreError::Codec {
+                what: "backup chunk",
+                detail: "too long to seal".to_string(),
+            })?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
+    }
+
+    /// Opens what [`IdatCipher::seal_at`] sealed.
+    pub(crate) fn open_at(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, AuthFailed> {
+        let Some(split) = sealed.len().checked_sub(TAG_LEN) else {
+            return Err(AuthFailed);
+        };
+        let (ciphertext, tag) = sealed.split_at(split);
+        let tag = Tag::try_from(tag).map_err(|_| AuthFailed)?;
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        self.aead
+            .decrypt_inout_detached(&XNonce::from(*nonce), aad, (&mut buf[..]).into(), &tag)
             .map_err(|_| AuthFailed)?;
         Ok(buf)
     }

@@ -1,4 +1,4 @@
-//! The store's error type and the mapping from sled and I/O errors to it.
+//! The store's error type and the mapping from redb and I/O errors to it.
 //!
 //! Callers branch on a few variants (`Locked`, `NotWritable`, `DiskFull`, `Corrupt`,
 //! `SchemaTooNew`, `WrongKey`): each says what happened *and what the operator should do*,
@@ -18,6 +18,14 @@ pub enum StoreError {
     )]
     Locked { path: PathBuf },
 
+    /// The directory holds a store of the sled-based development builds, which this version
+    /// cannot read.
+    #[error(
+        "the store at {} was written by a development build of ttp-agent that kept it in sled (files `db` and `conf`); this version keeps the store in redb and cannot read it. No release wrote such a store: move the directory aside (keep it as long as you may need it) and start the agent again to create a new store, then submit the records again",
+        path.display()
+    )]
+    SledStore { path: PathBuf },
+
     /// The store directory (or a file in it) cannot be created or written.
     #[error(
         "cannot create or write the store at {}: {source}; check that the directory exists, is a directory, and is writable by the agent's user",
@@ -36,7 +44,7 @@ pub enum StoreError {
     )]
     DiskFull { path: PathBuf },
 
-    /// sled reported corruption, or a stored value does not decode.
+    /// redb reported corruption, or a stored value does not decode.
     #[error(
         "the store at {} is corrupt or unreadable ({detail}); stop the agent and restore the latest backup with `ttp-agent restore --force BACKUP` (it moves the damaged directory aside for analysis, it deletes nothing)",
         path.display()
@@ -117,48 +125,40 @@ fn is_disk_full(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// Maps a sled error for the store at `path`.
-pub(crate) fn from_sled(path: &Path, e: sled::Error) -> StoreError {
-    match e {
-        // sled wraps the failed `flock` in an `Other` I/O error; its text is the only marker.
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+/// Maps a redb error for the store at `path`.
+pub(crate) fn from_redb(path: &Path, e: impl Into<redb::Error>) -> StoreError {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match e.into() {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             StoreError::Locked {
                 path: path.to_path_buf(),
             }
         }
-        sled::Error::Io(io) => from_io(path, io),
-        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+        // redb reports a file that is not a database (bad magic number) this way.
+        redb::Error::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
+            corrupt(format!("redb cannot read the file: {io}"))
+        }
+        redb::Error::Io(io) => from_io(path, io),
+        redb::Error::Corrupted(what) => corrupt(format!("redb found the file corrupt: {what}")),
+        redb::Error::UpgradeRequired(v) => corrupt(format!(
+            "the database file has redb format {v}, which this build does not read"
+        )),
+        // An earlier write failed (full disk, I/O error): redb refuses further writes in this
+        // process, and the operator's remedy is the one of the earlier error plus a restart.
+        redb::Error::PreviousIo => StoreError::Io {
             path: path.to_path_buf(),
-            detail: match at {
-                Some(at) => format!("sled found a corrupt log entry at {at:?}"),
-                None => "sled found a corrupt log entry".to_string(),
-            },
+            source: io::Error::other(
+                "an earlier write to the store failed (disk full or I/O error); fix that and restart the agent",
+            ),
         },
-        // Our configuration never changes, so sled refusing it means the files are not the ones
-        // this agent wrote (or a sled bug): either way the operator's remedy is the backup.
-        sled::Error::Unsupported(what) => StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!("sled refuses the store files: {what}"),
+        redb::Error::ValueTooLarge(n) => StoreError::Invalid {
+            what: "store value",
+            why: format!("{n} bytes are more than the store takes in one value"),
         },
-        sled::Error::ReportableBug(what) => StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!("sled internal error: {what}"),
-        },
-        sled::Error::CollectionNotFound(name) => StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: format!("sled tree {:?} is missing", String::from_utf8_lossy(&name)),
-        },
-    }
-}
-
-/// Maps the result of a sled transaction whose closure aborts with a [`StoreError`].
-pub(crate) fn from_tx(
-    path: &Path,
-    e: sled::transaction::TransactionError<StoreError>,
-) -> StoreError {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => from_sled(path, e),
+        other => corrupt(format!("redb: {other}")),
     }
 }
 
@@ -181,10 +181,7 @@ mod tests {
 
     #[test]
     fn lock_failure_maps_to_locked_and_tells_what_to_do() {
-        let io = io::Error::other(
-            "could not acquire lock on \"/var/lib/ttp-agent/store/db\": Os { code: 11 }",
-        );
-        let e = from_sled(p(), sled::Error::Io(io));
+        let e = from_redb(p(), redb::Error::DatabaseAlreadyOpen);
         assert!(matches!(e, StoreError::Locked { .. }), "{e:?}");
         let msg = e.to_string();
         assert!(msg.contains("/var/lib/ttp-agent/store"), "{msg}");
@@ -194,7 +191,7 @@ mod tests {
     #[test]
     fn enospc_and_quota_map_to_disk_full() {
         for code in [libc::ENOSPC, libc::EDQUOT] {
-            let e = from_sled(p(), sled::Error::Io(io::Error::from_raw_os_error(code)));
+            let e = from_redb(p(), redb::Error::Io(io::Error::from_raw_os_error(code)));
             assert!(matches!(e, StoreError::DiskFull { .. }), "{code}: {e:?}");
         }
     }
@@ -216,11 +213,23 @@ mod tests {
     }
 
     #[test]
-    fn sled_corruption_maps_to_corrupt_naming_path_and_remedy() {
-        let e = from_sled(p(), sled::Error::Corruption { at: None, bt: () });
+    fn redb_corruption_maps_to_corrupt_naming_path_and_remedy() {
+        let e = from_redb(p(), redb::Error::Corrupted("bad checksum".into()));
         let msg = e.to_string();
         assert!(matches!(e, StoreError::Corrupt { .. }));
         assert!(msg.contains("/var/lib/ttp-agent/store"), "{msg}");
         assert!(msg.contains("restore"), "{msg}");
+    }
+
+    #[test]
+    fn a_sled_store_is_named_with_what_to_do() {
+        let msg = StoreError::SledStore {
+            path: p().to_path_buf(),
+        }
+        .to_string();
+        assert!(
+            msg.contains("sled") && msg.contains("move the directory aside"),
+            "{msg}"
+        );
     }
 }

@@ -6,11 +6,13 @@
 
 use std::path::Path;
 
+use redb::ReadableDatabase as _;
+
 use chrono::{DateTime, Utc};
 
 use super::codec::{from_nanos, nanos, read_i64, read_u64, u64_value};
-use super::crypto::IdatCipher;
-use super::{Store, StoreError, Trees, TxResult, abort, error};
+use super::crypto::StoreKeys;
+use super::{META, RECORDS, Store, StoreError, WTree, durable_commit, error, rtree, wtree};
 
 pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
 const POLL_SEQ: &[u8] = b"poll_seq";
@@ -45,12 +47,8 @@ impl Store {
 
     pub fn set_meta_time(&self, name: &str, t: DateTime<Utc>) -> Result<(), StoreError> {
         let value = nanos(t)?.to_be_bytes();
-        let _gate = self.write_gate();
-        self.trees
-            .meta
-            .insert(prefixed(TIME_PREFIX, name)?, &value)
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+        let key = prefixed(TIME_PREFIX, name)?;
+        self.write(|tx| wtree(tx, META, &self.path)?.insert(&key, &value).map(drop))
     }
 
     pub fn meta_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -63,12 +61,12 @@ impl Store {
     }
 
     pub fn set_meta_string(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        let _gate = self.write_gate();
-        self.trees
-            .meta
-            .insert(prefixed(STRING_PREFIX, name)?, value.as_bytes())
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+        let key = prefixed(STRING_PREFIX, name)?;
+        self.write(|tx| {
+            wtree(tx, META, &self.path)?
+                .insert(&key, value.as_bytes())
+                .map(drop)
+        })
     }
 
     pub fn get_meta_string(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -85,8 +83,8 @@ impl Store {
         self.read_counter(SCHEMA_VERSION)
     }
 
-    fn get_meta(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        self.trees.meta.get(key).map_err(|e| self.sled_err(e))
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(META)?.get(key)
     }
 
     pub(super) fn read_counter(&self, key: &[u8]) -> Result<u64, StoreError> {
@@ -102,41 +100,31 @@ impl Store {
     }
 
     fn increment(&self, key: &[u8]) -> Result<u64, StoreError> {
-        let _gate = self.write_gate();
-        let path = self.path.clone();
-        self.trees
-            .meta
-            .transaction(|m| -> TxResult<u64> {
-                let next = increment_in(m, key, &path)?;
-                Ok(next)
-            })
-            .map_err(|e| self.tx_err(e))
+        self.write(|tx| increment_in(&mut wtree(tx, META, &self.path)?, key, &self.path))
     }
 }
 
-/// Increments a counter inside a transaction on the `meta` tree.
+/// Increments a counter of the `meta` table inside a write transaction.
 pub(crate) fn increment_in(
-    meta: &sled::transaction::TransactionalTree,
+    meta: &mut WTree<'_, '_>,
     key: &[u8],
     path: &Path,
-) -> TxResult<u64> {
+) -> Result<u64, StoreError> {
     let current = match meta.get(key)? {
         None => 0,
         Some(v) => read_u64(&v).ok_or_else(|| {
-            abort(error::corrupt(
+            error::corrupt(
                 path,
                 format!(
                     "meta counter {:?} is not 8 bytes",
                     String::from_utf8_lossy(key)
                 ),
-            ))
+            )
         })?,
     };
-    let next = current.checked_add(1).ok_or_else(|| {
-        abort(StoreError::Invalid {
-            what: "meta counter",
-            why: format!("{:?} overflowed", String::from_utf8_lossy(key)),
-        })
+    let next = current.checked_add(1).ok_or_else(|| StoreError::Invalid {
+        what: "meta counter",
+        why: format!("{:?} overflowed", String::from_utf8_lossy(key)),
     })?;
     meta.insert(key, &u64_value(next))?;
     Ok(next)
@@ -158,30 +146,42 @@ fn prefixed(prefix: &str, name: &str) -> Result<Vec<u8>, StoreError> {
 /// under the configured key; if it already holds sealed IDAT, that is tried first, so a wrong
 /// key is refused rather than certified.
 pub(crate) fn verify_or_install_key_check(
-    trees: &Trees,
-    cipher: &IdatCipher,
+    db: &redb::Database,
+    keys: &StoreKeys,
     path: &Path,
 ) -> Result<bool, StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
-    if let Some(sealed) = trees.meta.get(KEY_CHECK).map_err(sled_err)? {
+    let cipher = &keys.idat;
+    let tx = db.begin_read().map_err(|e| error::from_redb(path, e))?;
+    if let Some(sealed) = rtree(&tx, META, path)?.get(KEY_CHECK)? {
         return match cipher.open(KEY_CHECK_AAD, &sealed) {
             Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => Ok(false),
             _ => Err(StoreError::WrongKey),
         };
     }
-    if let Some((local_id, sealed)) = super::records::first_sealed_idat(trees, path)? {
-        if cipher.open(local_id.as_bytes(), &sealed).is_err() {
-            return Err(StoreError::WrongKey);
-        }
+    let records = rtree(&tx, RECORDS, path)?;
+    if let Some((local_id, sealed)) = super::records::first_sealed_idat(&records, path)?
+        && cipher.open(local_id.as_bytes(), &sealed).is_err()
+    {
+        return Err(StoreError::WrongKey);
     }
+    drop(records);
+    drop(tx);
     let sealed = cipher.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
-    trees.meta.insert(KEY_CHECK, sealed).map_err(sled_err)?;
+    durable_commit(db, path, |tx| {
+        wtree(tx, META, path)?.insert(KEY_CHECK, &sealed).map(drop)
+    })?;
     Ok(true)
+}
+
+/// Whether the `meta` table holds a key check (a restore refuses a backup without one instead
+/// of certifying whatever key restores it).
+pub(crate) fn has_key_check(meta: &WTree<'_, '_>) -> Result<bool, StoreError> {
+    meta.contains_key(KEY_CHECK)
 }
 
 const STORE_ID: &[u8] = b"store_id";
 
-/// The file next to sled's files that remembers which store lives in the directory.
+/// The file next to the database file that remembers which store lives in the directory.
 pub(crate) const MARKER_FILE: &str = "ttp-agent-store.json";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -190,13 +190,17 @@ struct Marker {
     created_at: DateTime<Utc>,
 }
 
-/// Ties the sled files to the directory's marker file, so that data which vanished is noticed.
+/// Ties the database file to the directory's marker file, so that data which vanished is
+/// noticed.
 ///
-/// sled recovers whatever prefix of its log it can read and, for a `db` file that was zeroed or
-/// replaced, happily opens an *empty* database. Without a check the agent would carry on as a
-/// brand-new site store. The marker (written once, when the store is created) says a store with
-/// this id lives here; sled's `meta` holds the same id. Returns whether it wrote anything.
-pub(crate) fn verify_or_install_identity(trees: &Trees, path: &Path) -> Result<bool, StoreError> {
+/// A database file that was deleted or replaced by an empty one would otherwise be created
+/// afresh, and the agent would carry on as a brand-new site store. The marker (written once,
+/// when the store is created) says a store with this id lives here; `meta` holds the same id.
+/// Returns whether it wrote anything.
+pub(crate) fn verify_or_install_identity(
+    db: &redb::Database,
+    path: &Path,
+) -> Result<bool, StoreError> {
     let marker_path = path.join(MARKER_FILE);
     let marker: Option<Marker> = match std::fs::read(&marker_path) {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
@@ -208,11 +212,12 @@ pub(crate) fn verify_or_install_identity(trees: &Trees, path: &Path) -> Result<b
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(error::from_io(&marker_path, e)),
     };
-    let stored = trees
-        .meta
-        .get(STORE_ID)
-        .map_err(|e| error::from_sled(path, e))?
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let stored = {
+        let tx = db.begin_read().map_err(|e| error::from_redb(path, e))?;
+        rtree(&tx, META, path)?
+            .get(STORE_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
     match (stored, marker) {
         (Some(id), Some(marker)) if id == marker.store_id => Ok(false),
         (Some(id), Some(marker)) => Err(error::corrupt(
@@ -239,12 +244,12 @@ pub(crate) fn verify_or_install_identity(trees: &Trees, path: &Path) -> Result<b
             let mut id = [0u8; 16];
             rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
             let id = hex::encode(id);
-            trees
-                .meta
-                .insert(STORE_ID, id.as_bytes())
-                .map_err(|e| error::from_sled(path, e))?;
-            // The id must be durable in sled before the marker claims it.
-            trees.meta.flush().map_err(|e| error::from_sled(path, e))?;
+            // The id must be durable before the marker claims it.
+            durable_commit(db, path, |tx| {
+                wtree(tx, META, path)?
+                    .insert(STORE_ID, id.as_bytes())
+                    .map(drop)
+            })?;
             write_marker(path, &id, Utc::now())?;
             Ok(true)
         }

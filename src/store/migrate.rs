@@ -6,10 +6,10 @@
 //! * refuses a version above [`CURRENT_SCHEMA`] ([`StoreError::SchemaTooNew`]) before writing
 //!   anything, so an older agent started by mistake cannot damage a newer store;
 //! * runs the registered [`Migration`] steps from the found version up to the current one,
-//!   writing and flushing the new version after each step.
+//!   each step in one durable write transaction together with its version bump, so a crash
+//!   leaves the store before or after a step, never half through it.
 //!
-//! A step must be idempotent: a crash after the step's writes but before the version bump is
-//! durable runs the step again at the next start.
+//! Steps are still written to be idempotent (a step that runs again finds its own work).
 //!
 //! Version 0 is "no `schema_version` key": a new, empty database, or a store written before
 //! versioning. The step 0 → 1 (re)builds the derived data (indexes and record counters) from
@@ -24,19 +24,24 @@
 
 use std::path::Path;
 
+use redb::ReadableDatabase as _;
+
 use super::codec::{read_u64, u64_value};
+use super::crypto::StoreKeys;
 use super::meta::SCHEMA_VERSION;
-use super::{StoreError, Trees, error, psn_log, records, tasks};
+use super::{
+    META, RECORDS, StoreError, durable_commit, error, psn_log, records, rtree, tasks, wtree,
+};
 
 /// The schema version this build reads and writes.
-pub const CURRENT_SCHEMA: u64 = 3;
+pub const CURRENT_SCHEMA: u64 = 4;
 
-/// One step from `from` to `from + 1`.
+/// One step from `from` to `from + 1`, run inside the write transaction that bumps the version.
 pub(crate) struct Migration {
     pub from: u64,
     /// For the log line.
     pub description: &'static str,
-    pub apply: fn(&Trees, &Path) -> Result<(), StoreError>,
+    pub apply: fn(&redb::WriteTransaction, &StoreKeys, &Path) -> Result<(), StoreError>,
 }
 
 /// The registered steps, in order.
@@ -49,26 +54,37 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         from: 1,
         description: "back-fill the pseudonym log from records that have a pseudonym",
-        apply: psn_log::backfill,
+        apply: backfill,
     },
     Migration {
         from: 2,
         description: "count the finished tasks still stored into the history and index the open tasks",
         apply: tasks::migrate_to_open_index,
     },
+    Migration {
+        from: 3,
+        description: "seal the filters and tasks and key the filter index",
+        apply: v3_to_v4,
+    },
 ];
 
-fn v0_to_v1(trees: &Trees, path: &Path) -> Result<(), StoreError> {
-    records::rebuild_derived(trees, path).map(drop)
+fn v0_to_v1(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
+    records::rebuild_derived(tx, keys, path, true).map(drop)
+}
+
+fn backfill(tx: &redb::WriteTransaction, _: &StoreKeys, path: &Path) -> Result<(), StoreError> {
+    psn_log::backfill(tx, path)
+}
+
+fn v3_to_v4(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
+    records::seal_filters(tx, keys, path)?;
+    tasks::seal_tasks(tx, keys, path)
 }
 
 /// Reads the version (0 when absent).
-pub(crate) fn read_version(trees: &Trees, path: &Path) -> Result<u64, StoreError> {
-    match trees
-        .meta
-        .get(SCHEMA_VERSION)
-        .map_err(|e| error::from_sled(path, e))?
-    {
+pub(crate) fn read_version(db: &redb::Database, path: &Path) -> Result<u64, StoreError> {
+    let tx = db.begin_read().map_err(|e| error::from_redb(path, e))?;
+    match rtree(&tx, META, path)?.get(SCHEMA_VERSION)? {
         None => Ok(0),
         Some(v) => {
             read_u64(&v).ok_or_else(|| error::corrupt(path, "schema_version is not 8 bytes"))
@@ -77,15 +93,20 @@ pub(crate) fn read_version(trees: &Trees, path: &Path) -> Result<u64, StoreError
 }
 
 /// Brings the store to [`CURRENT_SCHEMA`]. Returns whether anything was written.
-pub(crate) fn bring_up_to_date(trees: &Trees, path: &Path) -> Result<bool, StoreError> {
-    let found = read_version(trees, path)?;
-    run(trees, path, found, CURRENT_SCHEMA, MIGRATIONS)
+pub(crate) fn bring_up_to_date(
+    db: &redb::Database,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<bool, StoreError> {
+    let found = read_version(db, path)?;
+    run(db, keys, path, found, CURRENT_SCHEMA, MIGRATIONS)
 }
 
 /// Runs `steps` from `found` to `target` (the framework, separate from the registry so tests
 /// can drive it with their own steps).
 pub(crate) fn run(
-    trees: &Trees,
+    db: &redb::Database,
+    keys: &StoreKeys,
     path: &Path,
     found: u64,
     target: u64,
@@ -106,8 +127,12 @@ pub(crate) fn run(
                 what: "schema migration",
                 why: format!("this build has no migration from schema version {version}"),
             })?;
+        let has_records = {
+            let tx = db.begin_read().map_err(|e| error::from_redb(path, e))?;
+            !rtree(&tx, RECORDS, path)?.is_empty()?
+        };
         // A new, empty store is "migrated" through every step; not worth a log line.
-        if !trees.records.is_empty() {
+        if has_records {
             tracing::info!(
                 path = %path.display(),
                 from = version,
@@ -116,14 +141,14 @@ pub(crate) fn run(
                 "migrating the store"
             );
         }
-        (step.apply)(trees, path)?;
-        version += 1;
-        trees
-            .meta
-            .insert(SCHEMA_VERSION, &u64_value(version))
-            .map_err(|e| error::from_sled(path, e))?;
-        // Each step is durable before the next one starts (see "idempotent" above).
-        trees.meta.flush().map_err(|e| error::from_sled(path, e))?;
+        let next = version + 1;
+        durable_commit(db, path, |tx| {
+            (step.apply)(tx, keys, path)?;
+            wtree(tx, META, path)?
+                .insert(SCHEMA_VERSION, &u64_value(next))
+                .map(drop)
+        })?;
+        version = next;
     }
     Ok(version != found)
 }
@@ -132,31 +157,43 @@ pub(crate) fn run(
 mod tests {
     use super::*;
 
-    fn temp_trees() -> (tempfile::TempDir, sled::Db, Trees) {
+    fn temp_db() -> (tempfile::TempDir, redb::Database) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .expect("sled opens");
-        let trees = Trees::open(&db, dir.path()).expect("trees");
-        (dir, db, trees)
+        let db = redb::Database::create(dir.path().join("t.redb")).expect("redb opens");
+        super::super::create_tables(&db, dir.path()).expect("tables");
+        (dir, db)
     }
 
-    fn mark_1(t: &Trees, _: &Path) -> Result<(), StoreError> {
-        t.meta
-            .insert("step", "1")
+    fn mark_1(tx: &redb::WriteTransaction, _: &StoreKeys, _: &Path) -> Result<(), StoreError> {
+        wtree(tx, META, Path::new("x"))?
+            .insert(b"step", b"1")
             .map(drop)
-            .map_err(|e| error::from_sled(Path::new("x"), e))
     }
 
-    fn mark_2(t: &Trees, _: &Path) -> Result<(), StoreError> {
+    fn mark_2(tx: &redb::WriteTransaction, _: &StoreKeys, _: &Path) -> Result<(), StoreError> {
+        let mut meta = wtree(tx, META, Path::new("x"))?;
         // Proves ordering: step 2 sees step 1's mark.
-        let seen = t.meta.get("step").ok().flatten();
-        assert_eq!(seen.as_deref(), Some(&b"1"[..]));
-        t.meta
-            .insert("step", "2")
-            .map(drop)
-            .map_err(|e| error::from_sled(Path::new("x"), e))
+        assert_eq!(meta.get(b"step")?.as_deref(), Some(&b"1"[..]));
+        meta.insert(b"step", b"2").map(drop)
+    }
+
+    fn fail(_: &redb::WriteTransaction, _: &StoreKeys, _: &Path) -> Result<(), StoreError> {
+        Err(StoreError::Invalid {
+            what: "test step",
+            why: "fails".into(),
+        })
+    }
+
+    fn keys() -> StoreKeys {
+        crate::store::IdatKey::generate().store_keys()
+    }
+
+    fn meta_get(db: &redb::Database, key: &[u8]) -> Option<Vec<u8>> {
+        let tx = db.begin_read().expect("read");
+        rtree(&tx, META, Path::new("x"))
+            .expect("meta")
+            .get(key)
+            .expect("get")
     }
 
     #[test]
@@ -173,7 +210,7 @@ mod tests {
 
     #[test]
     fn steps_run_in_order_and_bump_the_version() {
-        let (dir, _db, trees) = temp_trees();
+        let (dir, db) = temp_db();
         let steps = [
             Migration {
                 from: 2,
@@ -186,30 +223,47 @@ mod tests {
                 apply: mark_1,
             },
         ];
-        assert!(run(&trees, dir.path(), 1, 3, &steps).expect("migrates"));
-        assert_eq!(read_version(&trees, dir.path()).expect("reads"), 3);
-        assert_eq!(
-            trees.meta.get("step").expect("get").as_deref(),
-            Some(&b"2"[..])
-        );
+        assert!(run(&db, &keys(), dir.path(), 1, 3, &steps).expect("migrates"));
+        assert_eq!(read_version(&db, dir.path()).expect("reads"), 3);
+        assert_eq!(meta_get(&db, b"step").as_deref(), Some(&b"2"[..]));
         // Up to date: nothing to do.
-        assert!(!run(&trees, dir.path(), 3, 3, &steps).expect("no-op"));
+        assert!(!run(&db, &keys(), dir.path(), 3, 3, &steps).expect("no-op"));
+    }
+
+    #[test]
+    fn a_failing_step_leaves_the_version_and_writes_nothing() {
+        let (dir, db) = temp_db();
+        let steps = [
+            Migration {
+                from: 0,
+                description: "first",
+                apply: mark_1,
+            },
+            Migration {
+                from: 1,
+                description: "fails",
+                apply: fail,
+            },
+        ];
+        assert!(run(&db, &keys(), dir.path(), 0, 2, &steps).is_err());
+        assert_eq!(read_version(&db, dir.path()).expect("reads"), 1);
+        assert_eq!(meta_get(&db, b"step").as_deref(), Some(&b"1"[..]));
     }
 
     #[test]
     fn newer_version_is_refused_and_missing_step_is_an_error() {
-        let (dir, _db, trees) = temp_trees();
+        let (dir, db) = temp_db();
         assert!(matches!(
-            run(&trees, dir.path(), 4, 3, &[]),
+            run(&db, &keys(), dir.path(), 4, 3, &[]),
             Err(StoreError::SchemaTooNew {
                 found: 4,
                 supported: 3
             })
         ));
         assert!(matches!(
-            run(&trees, dir.path(), 0, 1, &[]),
+            run(&db, &keys(), dir.path(), 0, 1, &[]),
             Err(StoreError::Invalid { .. })
         ));
-        assert_eq!(read_version(&trees, dir.path()).expect("reads"), 0);
+        assert_eq!(read_version(&db, dir.path()).expect("reads"), 0);
     }
 }

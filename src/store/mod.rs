@@ -1,30 +1,36 @@
-//! The embedded store: everything the agent must not lose or do twice, in one sled database.
+//! The embedded store: everything the agent must not lose or do twice, in one redb file.
 //!
-//! This is the only module that touches sled. The rest of the agent sees [`Store`]: records
+//! This is the only module that touches redb. The rest of the agent sees [`Store`]: records
 //! (with their IDAT sealed at rest), tasks and their states, per-day history, an audit trail,
 //! a few counters and timestamps, and backup / restore.
 //!
 //! # Layout
 //!
-//! One sled database (a directory) with these trees; the byte layouts are in `codec`:
+//! The store directory holds `store.redb` (one redb database), `ttp-agent-store.json` (the
+//! marker, see below) and `ttp-agent-store.lock` (the lock, see [`probe_lock`]). One redb table
+//! per kind of data, all `&[u8] → &[u8]`; the byte layouts are in `codec`:
 //!
-//! | tree      | key                            | value                                         |
+//! | table     | key                            | value                                         |
 //! |-----------|--------------------------------|-----------------------------------------------|
 //! | `meta`    | name                           | schema version, key check, counters, times    |
-//! | `records` | `local_id`                     | postcard: filter, sealed IDAT, state, pseudonym, times |
-//! | `idx_bf`  | `sha256(filter)[..16] ‖ local_id` | empty                                      |
+//! | `records` | `local_id`                     | postcard: sealed filter, sealed IDAT, state, pseudonym, times |
+//! | `idx_bf`  | `HMAC(k_index, filter)[..16] ‖ local_id` | empty                               |
 //! | `idx_psn` | `sha256(pseudonym)[..16] ‖ local_id` | empty                                   |
 //! | `counts`  | `records`                      | record counters by state (8 × u64)            |
-//! | `tasks`   | task key                       | JSON of `TaskRecord`                          |
+//! | `tasks`   | task key                       | JSON of `TaskRecord`, sealed                  |
 //! | `idx_open_tasks` | task key                | empty: the tasks not `Done` / `Expired`       |
 //! | `history` | `day ‖ task type`              | done / expired counters of finished tasks     |
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
 //! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
 //! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
 //!
-//! Next to sled's files, `ttp-agent-store.json` records the store's random id, which `meta`
-//! holds too: a database that sled opens empty or that belongs to another store is refused
-//! instead of being taken for a new store.
+//! Every key is a byte string built in `codec` and the modules that own a table, so a future
+//! dimension (a study prefix in front of record and index keys) is a change to the key builders
+//! and one migration, not to the tables.
+//!
+//! `ttp-agent-store.json` records the store's random id, which `meta` holds too: a database file
+//! that was deleted or emptied, or that belongs to another store, is refused instead of being
+//! taken for a new store.
 //!
 //! The two record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` from
 //! `tasks`: every write keeps them exact in the same transaction, a restore rebuilds them, and
@@ -34,58 +40,58 @@
 //!
 //! # Durability: what is on disk when
 //!
-//! * A write is visible to every reader of the store as soon as its method returns.
-//! * It is **durable only after [`Store::flush`] returns `Ok`**: flush writes sled's log and
-//!   `fdatasync`s its file (sled 0.34 alone does not: see `durable_flush`). The store never
-//!   flushes in the background (`flush_every_ms(None)`: an idle daemon does not wake up every
-//!   500 ms); it flushes by itself only when opening (after a
-//!   migration or creating the key check) and at the end of a restore. The agent calls `flush`
-//!   at its durability points, e.g. after persisting a task's `Running` state and *before*
-//!   sending the request that state announces.
-//! * After a crash (process killed, power lost) sled recovers a **prefix of its log**: every
-//!   write acknowledged by a completed `flush()` is present, and some later, unflushed writes
-//!   may be present too. Nothing flushed is lost; nothing is reordered.
-//! * Every multi-key change is **one sled transaction**: a record with its index entries and
-//!   the counters, and the pseudonym log entry when the record gets a pseudonym; a batch of
+//! * Every method that writes is **one redb write transaction**: a record with its index entries
+//!   and the counters, and the pseudonym log entry when the record gets a pseudonym; a batch of
 //!   records; a batch of tasks with the history counters of finished occurrences they replace;
-//!   a task purge with its history increments; a manual change with its audit entry. After a crash either
-//!   all of a transaction's effects are present or none (sled seals each transaction's log
-//!   entries as one batch and recovery drops an incomplete batch). The `SIGKILL` test in
-//!   `tests/store_crash.rs` checks this by killing a writer at random moments.
-//! * Dropping a [`Store`] flushes too, but cannot report a failure: call `flush` first.
+//!   a task purge; a manual change with its audit entry. redb commits a transaction atomically:
+//!   after a crash either all of its effects are present or none.
+//! * A write is visible to every reader as soon as its method returns. It is committed with
+//!   `Durability::None` (no `fsync`): it is **durable only after [`Store::flush`] returns
+//!   `Ok`**. `flush` commits with `Durability::Immediate`, which `fdatasync`s the file and makes
+//!   every earlier commit durable with it. These are the *group commits*: the agent calls
+//!   `flush` at its durability points (e.g. after persisting a task's `Running` state and
+//!   *before* sending the request that state announces), and many writes share one `fsync`.
+//! * After a crash (process killed, power lost) redb opens at its last durable commit: every
+//!   write acknowledged by a completed `flush()` is present, later unflushed ones are gone as a
+//!   whole (a prefix of the writes, nothing reordered). `tests/store_crash.rs` kills a writer
+//!   at random moments and checks this.
+//! * Durable commits use redb's **quick-repair**: the allocator state is saved with each of them
+//!   and the commit is two-phase, so opening after a crash does not walk the whole file. Measured
+//!   on 1,000,000 records (BENCHMARKS.md §6): open after a crash 0.004 s with quick-repair,
+//!   1–2 s with the full repair; a small durable commit costs 0.60 ms instead of 0.26 ms. The
+//!   start-up target (≤ 0.5 s) decides: quick-repair.
+//! * The store never writes or wakes up in the background: no thread of its own (redb has none).
+//! * Dropping a [`Store`] does not flush: call `flush` first.
 //!
-//! # Why sled is configured the way it is
+//! # Why redb
 //!
-//! sled 0.34 is known to grow on disk without reclaiming space and to use much memory on open
-//! (upstream issues #1333, #1374), and has reports of stores that fail to open (#1410, #1358).
-//! The store therefore:
-//!
-//! * caps sled's page cache (16 MiB unless configured) and asks for `Mode::LowSpace` (sled
-//!   0.34's default; its code does not act on the mode yet, the setting documents the intent);
-//! * runs without sled's background flusher (`flush_every_ms(None)`): an idle daemon does not
-//!   wake up every 500 ms, and durability points are explicit. The price: sled reclaims log
-//!   segments mostly from that flusher thread; without it, reclamation only piggybacks on page
-//!   rewrites, so a store under churn grows faster (see `benches/store_footprint.rs`);
-//! * stays small: finished tasks are purged into per-day counters, old IDAT is dropped, values
-//!   are compact (see `codec`), and [`Store::compact`] rewrites the whole store in key order
-//!   (random-key index inserts are what sled amplifies most: a bulk import of 1,000,000
-//!   records takes about 4.2x their raw size, 2.6x after compaction; figures from
-//!   `benches/store_footprint.rs`);
-//! * maps every open failure to an actionable [`StoreError`] (a sled panic during recovery
-//!   included), notices a database that sled silently opened empty (the marker file, see
-//!   `meta`), and writes portable, checksummed backups that do not depend on sled's format.
+//! The design card chose sled 0.34; it was replaced on purpose (ARCHITECTURE.md, BENCHMARKS.md
+//! §6): sled grew to 7–8× the raw data, used 160–240 MiB of memory on open, woke up 8 times a
+//! second with its threads, needed an extra `fdatasync` to survive a power cut, and is
+//! unmaintained. redb keeps one file, opens in milliseconds, uses its page cache
+//! (`[store] cache_capacity`, 16 MiB) and nothing more, and `fdatasync`s its durable commits.
 //!
 //! # Concurrency
 //!
-//! [`Store`] is `Send + Sync`; share it with `Arc`. sled serialises transactions. Writes take a
-//! shared gate that [`Store::backup_to`] takes exclusively, so a backup is a consistent snapshot
-//! across trees. Callbacks (`keep`, `pred`) run outside that gate and may call the store.
+//! [`Store`] is `Send + Sync`; share it with `Arc`. redb runs one write transaction at a time
+//! (the others wait) and any number of readers, each on its own snapshot: a backup reads one
+//! snapshot of every table while writers go on. Callbacks (`keep`, `pred`) run outside any
+//! write transaction and may call the store.
 //!
-//! # IDAT
+//! # IDAT and filters
 //!
 //! IDAT is sealed with XChaCha20-Poly1305 under the site's [`IdatKey`] (see `crypto`); it is
-//! never written in clear, never logged, never part of an error message. A backup contains it
-//! sealed, so restoring needs the same key.
+//! never written in clear, never logged, never part of an error message. Bloom filters (in
+//! records and in tasks) are sealed too, under keys derived from the IDAT key, and the filter
+//! index is keyed (HMAC), so neither the store nor a backup shows a filter that a dictionary
+//! of names could be checked against. Backups are encrypted and authenticated (see `backup`).
+//!
+//! # Purged IDAT
+//!
+//! redb leaves old versions of a value in its free pages until they are reused. A purge that
+//! removed IDAT therefore ends with [`Store::rewrite`]: the live data is copied into a fresh
+//! file that replaces the old one, so no file of the store directory holds the purged IDAT.
+//! ARCHITECTURE.md ("Nothing sensitive readable") names what stays outside the agent's reach.
 
 mod alerts;
 mod audit;
@@ -99,9 +105,11 @@ mod psn_log;
 mod records;
 mod tasks;
 
-use std::panic::AssertUnwindSafe;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
 pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::AuditEntry;
@@ -114,21 +122,31 @@ pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
 
-/// The page cache sled may use unless configured otherwise.
+/// The page cache redb may use unless configured otherwise.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
+
+/// The database file inside the store directory.
+pub const DB_FILE: &str = "store.redb";
+/// Where [`Store::rewrite`] builds the replacement of [`DB_FILE`]; left over only by a crash
+/// during a rewrite, and removed at the next open (the rename is the rewrite's commit point).
+const REWRITE_FILE: &str = "store.redb.rewrite";
+/// Pairs per write transaction while a rewrite copies the tables.
+const REWRITE_BATCH: u64 = 10_000;
+/// The file the agent `flock`s for as long as it holds the store (see [`probe_lock`]).
+pub const LOCK_FILE: &str = "ttp-agent-store.lock";
 
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// The store directory (created if missing).
     pub path: PathBuf,
-    /// sled's page cache limit in bytes.
+    /// redb's page cache limit in bytes.
     pub cache_capacity: u64,
     /// The key that seals IDAT at rest.
     pub idat_key: IdatKey,
     /// How long to keep trying while another holder has the store's lock before answering
-    /// [`StoreError::Locked`]. A moment by default: a `Store` dropped in this process releases
-    /// the lock only when sled's pool threads let go of the file. A caller with a better
+    /// [`StoreError::Locked`]. A moment by default, so that a command started right after the
+    /// daemon stopped does not fail on a lock about to be released. A caller with a better
     /// answer to a lock held by the daemon (`status` asks the daemon) uses zero.
     pub lock_wait: std::time::Duration,
 }
@@ -148,48 +166,172 @@ impl StoreOptions {
     }
 }
 
-/// The trees of one store, opened.
-#[derive(Clone)]
-pub(crate) struct Trees {
-    pub meta: sled::Tree,
-    pub records: sled::Tree,
-    pub bf_index: sled::Tree,
-    pub psn_index: sled::Tree,
-    pub counts: sled::Tree,
-    pub tasks: sled::Tree,
-    pub open_tasks: sled::Tree,
-    pub history: sled::Tree,
-    pub audit: sled::Tree,
-    pub psn_log: sled::Tree,
+/// Every table holds raw bytes; the layouts are in `codec` and the modules that own them.
+pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub(crate) const META: Def = TableDefinition::new("meta");
+pub(crate) const RECORDS: Def = TableDefinition::new("records");
+pub(crate) const IDX_BF: Def = TableDefinition::new("idx_bf");
+pub(crate) const IDX_PSN: Def = TableDefinition::new("idx_psn");
+pub(crate) const COUNTS: Def = TableDefinition::new("counts");
+pub(crate) const TASKS: Def = TableDefinition::new("tasks");
+pub(crate) const OPEN_TASKS: Def = TableDefinition::new("idx_open_tasks");
+pub(crate) const HISTORY: Def = TableDefinition::new("history");
+pub(crate) const AUDIT: Def = TableDefinition::new("audit");
+pub(crate) const PSN_LOG: Def = TableDefinition::new("psn_log");
+pub(crate) const ALERTS: Def = TableDefinition::new("alerts");
+
+/// Every table, created when the store is: a read transaction can then open any of them.
+const ALL_TABLES: [Def; 11] = [
+    META, RECORDS, IDX_BF, IDX_PSN, COUNTS, TASKS, OPEN_TASKS, HISTORY, AUDIT, PSN_LOG, ALERTS,
+];
+
+/// One table, opened in a transaction, with the store's path for its errors. `T` is a
+/// writable `redb::Table` or a `redb::ReadOnlyTable`.
+pub(crate) struct Tree<'p, T> {
+    t: T,
+    path: &'p Path,
 }
 
-impl Trees {
-    fn open(db: &sled::Db, path: &Path) -> Result<Trees, StoreError> {
-        let open = |name: &str| db.open_tree(name).map_err(|e| error::from_sled(path, e));
-        Ok(Trees {
-            meta: open("meta")?,
-            records: open("records")?,
-            bf_index: open("idx_bf")?,
-            psn_index: open("idx_psn")?,
-            counts: open("counts")?,
-            tasks: open("tasks")?,
-            open_tasks: open("idx_open_tasks")?,
-            history: open("history")?,
-            audit: open("audit")?,
-            psn_log: open("psn_log")?,
-        })
+pub(crate) type WTree<'t, 'p> = Tree<'p, redb::Table<'t, &'static [u8], &'static [u8]>>;
+pub(crate) type RTree<'p> = Tree<'p, redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
+pub(crate) type Guard<'a> = redb::AccessGuard<'a, &'static [u8]>;
+
+impl<'p, T: ReadableTable<&'static [u8], &'static [u8]>> Tree<'p, T> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.t.get(key).at(self.path)?.map(|v| v.value().to_vec()))
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.t.get(key).at(self.path)?.is_some())
+    }
+
+    pub(crate) fn len(&self) -> Result<u64, StoreError> {
+        self.t.len().at(self.path)
+    }
+
+    pub(crate) fn is_empty(&self) -> Result<bool, StoreError> {
+        self.t.is_empty().at(self.path)
+    }
+
+    /// Every pair in key order.
+    pub(crate) fn iter(
+        &self,
+    ) -> Result<
+        impl DoubleEndedIterator<Item = Result<(Guard<'_>, Guard<'_>), StoreError>>,
+        StoreError,
+    > {
+        let path = self.path;
+        Ok(self
+            .t
+            .iter()
+            .at(path)?
+            .map(move |e| e.map_err(|e| error::from_redb(path, e))))
+    }
+
+    /// The pairs with keys in `from..` (and before `to`, if given).
+    pub(crate) fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Result<impl Iterator<Item = Result<(Guard<'_>, Guard<'_>), StoreError>>, StoreError> {
+        let path = self.path;
+        let upper: std::ops::Bound<&[u8]> = match to {
+            Some(to) => std::ops::Bound::Excluded(to),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(self
+            .t
+            .range::<&[u8]>((std::ops::Bound::Included(from), upper))
+            .at(path)?
+            .map(move |e| e.map_err(|e| error::from_redb(path, e))))
+    }
+
+    /// The pairs whose key starts with `prefix`.
+    pub(crate) fn scan_prefix<'s>(
+        &'s self,
+        prefix: &'s [u8],
+    ) -> Result<impl Iterator<Item = Result<(Guard<'s>, Guard<'s>), StoreError>> + 's, StoreError>
+    {
+        Ok(self.range(prefix, None)?.take_while(move |e| match e {
+            Ok((k, _)) => k.value().starts_with(prefix),
+            Err(_) => true,
+        }))
+    }
+}
+
+impl WTree<'_, '_> {
+    /// Inserts, returning the previous value.
+    pub(crate) fn insert(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .t
+            .insert(key, value)
+            .at(self.path)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    pub(crate) fn remove(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .t
+            .remove(key)
+            .at(self.path)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    pub(crate) fn clear(&mut self) -> Result<(), StoreError> {
+        self.t.retain(|_, _| false).at(self.path)
+    }
+}
+
+/// Opens a table in a write transaction.
+pub(crate) fn wtree<'t, 'p>(
+    tx: &'t redb::WriteTransaction,
+    def: Def,
+    path: &'p Path,
+) -> Result<WTree<'t, 'p>, StoreError> {
+    Ok(Tree {
+        t: tx.open_table(def).at(path)?,
+        path,
+    })
+}
+
+/// Opens a table in a read transaction.
+pub(crate) fn rtree<'p>(
+    tx: &redb::ReadTransaction,
+    def: Def,
+    path: &'p Path,
+) -> Result<RTree<'p>, StoreError> {
+    Ok(Tree {
+        t: tx.open_table(def).at(path)?,
+        path,
+    })
+}
+
+/// Maps any redb error to a [`StoreError`] for the store at a path.
+pub(crate) trait At<T> {
+    fn at(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> At<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|e| error::from_redb(path, e))
     }
 }
 
 /// The agent's persistent state. See the module documentation for layout and durability.
 pub struct Store {
-    db: sled::Db,
-    trees: Trees,
+    /// Behind a lock only so that the purge can replace the file by a rewritten one (see
+    /// "Purged IDAT" above); every other use takes it shared.
+    db: RwLock<redb::Database>,
     path: PathBuf,
-    cipher: crypto::IdatCipher,
-    /// Shared by writers, exclusive for a backup (see "Concurrency" above). Guards no data,
-    /// so a poisoned lock is simply taken over.
-    gate: RwLock<()>,
+    keys: crypto::StoreKeys,
+    cache_capacity: u64,
+    /// The store's `flock`, held for as long as the `Store` lives.
+    _lock: File,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,41 +343,40 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store at `opts.path`.
     ///
-    /// Creates the directory if needed, takes sled's exclusive lock ([`StoreError::Locked`] if
-    /// another process holds it), refuses a store written by a newer version
+    /// Creates the directory if needed, takes the store's lock ([`StoreError::Locked`] if
+    /// another process holds it), refuses a directory written by the sled-based development
+    /// builds ([`StoreError::SledStore`]) and a store written by a newer version
     /// ([`StoreError::SchemaTooNew`]), migrates an older one, and checks the IDAT key
     /// ([`StoreError::WrongKey`]) before returning.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         let path = opts.path.as_path();
         create_private_dir(path)?;
-        let db = open_sled(path, opts.cache_capacity, opts.lock_wait)?;
-        if db.was_recovered() {
+        refuse_sled_store(path)?;
+        let lock = take_lock(path, opts.lock_wait)?;
+        remove_stale_rewrite(path)?;
+        let file = path.join(DB_FILE);
+        let existed = file.exists();
+        let db = open_db(&file, opts.cache_capacity, path)?;
+        if existed {
             tracing::debug!(path = %path.display(), "opened an existing store");
         } else {
             tracing::info!(path = %path.display(), "created a new store");
         }
-        let trees = Trees::open(&db, path)?;
-        let cipher = opts.idat_key.cipher();
-        // Identity before migration: an emptied database must not be "migrated" into a new store.
-        let mut wrote = meta::verify_or_install_identity(&trees, path)?;
-        wrote |= migrate::bring_up_to_date(&trees, path)?;
-        wrote |= meta::verify_or_install_key_check(&trees, &cipher, path)?;
-        if wrote {
-            durable_flush(&db, path)?;
-        }
+        let keys = opts.idat_key.store_keys();
+        prepare(&db, path, &keys)?;
         Ok(Store {
-            db,
-            trees,
+            db: RwLock::new(db),
             path: path.to_path_buf(),
-            cipher,
-            gate: RwLock::new(()),
+            keys,
+            cache_capacity: opts.cache_capacity,
+            _lock: lock,
         })
     }
 
-    /// Makes every write so far durable: sled's log written, and the file `fdatasync`ed (see
-    /// [`durable_flush`]).
+    /// Makes every write so far durable: one redb commit with `Durability::Immediate` (which
+    /// `fdatasync`s the file) and quick-repair (see "Durability" above).
     pub fn flush(&self) -> Result<(), StoreError> {
-        durable_flush(&self.db, &self.path)
+        durable_commit(&self.db(), &self.path, |_| Ok(()))
     }
 
     /// The store directory.
@@ -243,31 +384,102 @@ impl Store {
         &self.path
     }
 
-    /// Bytes the store's files take on disk (as sled accounts them).
+    /// Bytes the store's files take, by file length (what `ls` shows; redb grows its file
+    /// ahead of use and leaves the unused tail sparse, so `du` may show less).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
-            .size_on_disk()
-            .map_err(|e| error::from_sled(&self.path, e))
+        dir_file_bytes(&self.path)
     }
 
-    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate
+    /// Replaces the database file by a fresh one that holds only the live data: every table is
+    /// copied into `store.redb.rewrite`, which is committed durably and renamed over
+    /// `store.redb`; the old file is closed and so deleted. What an update or a purge removed
+    /// stays in redb's free pages until they are reused; after a rewrite it is in no file of
+    /// the store directory (see "Purged IDAT"). Every other use of the store waits meanwhile.
+    pub(crate) fn rewrite(&self) -> Result<(), StoreError> {
+        let path = self.path.as_path();
+        let mut db = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        remove_stale_rewrite(path)?;
+        let fresh_path = path.join(REWRITE_FILE);
+        let copied = (|| {
+            let fresh = open_db(&fresh_path, self.cache_capacity, path)?;
+            create_tables(&fresh, path)?;
+            let snapshot = db.begin_read().at(path)?;
+            for def in ALL_TABLES {
+                let source = rtree(&snapshot, def, path)?;
+                let mut tx = fresh.begin_write().at(path)?;
+                let mut n: u64 = 0;
+                for entry in source.iter()? {
+                    let (key, value) = entry?;
+                    wtree(&tx, def, path)?.insert(key.value(), value.value())?;
+                    n += 1;
+                    if n.is_multiple_of(REWRITE_BATCH) {
+                        tx.set_durability(redb::Durability::None).at(path)?;
+                        tx.commit().at(path)?;
+                        tx = fresh.begin_write().at(path)?;
+                    }
+                }
+                tx.set_durability(redb::Durability::None).at(path)?;
+                tx.commit().at(path)?;
+            }
+            durable_commit(&fresh, path, |_| Ok(()))?;
+            Ok::<_, StoreError>(fresh)
+        })();
+        let fresh = match copied {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                let _ = std::fs::remove_file(&fresh_path);
+                return Err(e);
+            }
+        };
+        let file = path.join(DB_FILE);
+        std::fs::rename(&fresh_path, &file).map_err(|e| error::from_io(&file, e))?;
+        File::open(path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| error::from_io(path, e))?;
+        // Dropping the old handle closes the old, now unlinked, file.
+        *db = fresh;
+        Ok(())
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, redb::Database> {
+        self.db
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn exclusive_gate(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A read transaction: a consistent snapshot of every table.
+    pub(crate) fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db().begin_read().at(&self.path)
     }
 
-    fn sled_err(&self, e: sled::Error) -> StoreError {
-        error::from_sled(&self.path, e)
+    /// One table, read from a fresh snapshot.
+    pub(crate) fn read(&self, def: Def) -> Result<RTree<'_>, StoreError> {
+        rtree(&self.read_tx()?, def, &self.path)
     }
 
-    fn tx_err(&self, e: sled::transaction::TransactionError<StoreError>) -> StoreError {
-        error::from_tx(&self.path, e)
+    /// Runs `f` in one write transaction and commits it without waiting for the disk: durable
+    /// with the next [`Store::flush`]. An error from `f` aborts the transaction (nothing of it
+    /// is written).
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db();
+        let mut tx = db.begin_write().at(&self.path)?;
+        tx.set_durability(redb::Durability::None).at(&self.path)?;
+        match f(&tx) {
+            Ok(out) => {
+                tx.commit().at(&self.path)?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = tx.abort();
+                Err(e)
+            }
+        }
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -275,8 +487,105 @@ impl Store {
     }
 }
 
+/// One write transaction committed durably (fsynced, quick-repair: see "Durability").
+pub(crate) fn durable_commit<T>(
+    db: &redb::Database,
+    path: &Path,
+    f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut tx = db.begin_write().at(path)?;
+    tx.set_durability(redb::Durability::Immediate).at(path)?;
+    tx.set_quick_repair(true);
+    match f(&tx) {
+        Ok(out) => {
+            tx.commit().at(path)?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = tx.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Removes what a rewrite interrupted by a crash left behind (never the live file).
+fn remove_stale_rewrite(path: &Path) -> Result<(), StoreError> {
+    let stale = path.join(REWRITE_FILE);
+    match std::fs::remove_file(&stale) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(error::from_io(&stale, e)),
+    }
+}
+
+/// Opens (creating if missing) the redb file with the store's cache size.
+pub(crate) fn open_db(
+    file: &Path,
+    cache_capacity: u64,
+    dir: &Path,
+) -> Result<redb::Database, StoreError> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(usize::try_from(cache_capacity).unwrap_or(usize::MAX));
+    builder.create(file).at(dir)
+}
+
+/// Creates the tables, then checks identity, schema and key; each step that writes commits
+/// durably before the next (see `meta` and `migrate`).
+pub(crate) fn prepare(
+    db: &redb::Database,
+    path: &Path,
+    keys: &crypto::StoreKeys,
+) -> Result<(), StoreError> {
+    create_tables(db, path)?;
+    // Identity before migration: an emptied database must not be "migrated" into a new store.
+    meta::verify_or_install_identity(db, path)?;
+    // The key before migration: a migration seals under the key, which must be the store's.
+    meta::verify_or_install_key_check(db, keys, path)?;
+    migrate::bring_up_to_date(db, keys, path)?;
+    Ok(())
+}
+
+/// Creates the tables a store lacks (all of them in a new one), durably.
+pub(crate) fn create_tables(db: &redb::Database, path: &Path) -> Result<(), StoreError> {
+    use redb::TableHandle as _;
+    let tx = db.begin_read().at(path)?;
+    let present: Vec<String> = tx
+        .list_tables()
+        .at(path)?
+        .map(|t| t.name().to_string())
+        .collect();
+    drop(tx);
+    if ALL_TABLES
+        .iter()
+        .all(|d| present.iter().any(|p| p == d.name()))
+    {
+        return Ok(());
+    }
+    durable_commit(db, path, |tx| {
+        for def in ALL_TABLES {
+            tx.open_table(def).at(path)?;
+        }
+        Ok(())
+    })
+}
+
+/// Sum of the lengths of the regular files in a directory.
+pub(crate) fn dir_file_bytes(dir: &Path) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| error::from_io(dir, e))? {
+        let entry = entry.map_err(|e| error::from_io(dir, e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| error::from_io(&entry.path(), e))?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
 /// Creates the store directory if it is missing, accessible to the agent's user only:
-/// pseudonyms, local ids and sealed IDAT are nobody else's business, and sled creates its files
+/// pseudonyms, local ids and sealed IDAT are nobody else's business, and redb creates its file
 /// with the process umask, so the directory is what keeps others out. An existing directory
 /// keeps the mode the operator gave it.
 pub(crate) fn create_private_dir(path: &Path) -> Result<(), StoreError> {
@@ -289,75 +598,91 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| error::from_io(path, e))
 }
 
-/// Opens the sled database, retrying briefly while its lock is taken.
+/// Development builds kept the store in sled (files `db` and `conf` in the directory). No
+/// release wrote one, and this version has no sled code to read it: say so instead of creating
+/// a second, empty store next to it.
+fn refuse_sled_store(path: &Path) -> Result<(), StoreError> {
+    if path.join("conf").is_file() && path.join("db").is_file() && !path.join(DB_FILE).exists() {
+        return Err(StoreError::SledStore {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Takes the store's `flock`, retrying for `wait` while another holder has it.
 ///
-/// sled finishes writing its last log buffers on pool threads, which keep the locked file open
-/// for a moment after a [`Store`] is dropped; re-opening a store in the same process right
-/// away (a restore, a CLI command after another) would otherwise fail with `Locked`. Another
-/// process holding the store keeps the lock far longer than this window, so it is still
-/// reported, after about a second.
-fn open_sled(
-    path: &Path,
-    cache_capacity: u64,
-    lock_wait: std::time::Duration,
-) -> Result<sled::Db, StoreError> {
+/// The agent's own lock file, not redb's: redb 4.3 and later lock byte ranges of the database
+/// file in a protocol that has changed across versions, whereas `check`, `restore`, `status`
+/// and the control channel need one simple, stable test of "does a daemon hold this store"
+/// that does not open the database ([`probe_lock`]). redb's own lock stays in force beneath.
+fn take_lock(path: &Path, wait: std::time::Duration) -> Result<File, StoreError> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| error::from_io(&lock_path, e))?;
     let mut pause = std::time::Duration::from_millis(5);
     let mut waited = std::time::Duration::ZERO;
     loop {
-        let attempt = refuse_if_held(path).and_then(|()| open_sled_once(path, cache_capacity));
-        match attempt {
-            Err(StoreError::Locked { .. }) if waited < lock_wait => {
+        match try_flock(&file) {
+            Ok(true) => return Ok(file),
+            Ok(false) if waited < wait => {
                 std::thread::sleep(pause);
                 waited += pause;
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
             }
-            other => return other,
+            Ok(false) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(error::from_io(&lock_path, e)),
         }
     }
 }
 
-/// `sled::Db::flush`, then `fdatasync` of sled's `db` file.
-///
-/// sled 0.34 writes its log with `sync_file_range` on Linux, which waits for the pages to
-/// reach the device but neither flushes the device's write cache nor persists the file's
-/// size; only its background flusher thread calls `fsync`, and the store runs without it (see
-/// "Why sled is configured the way it is"). That is enough when the process dies (the kernel
-/// keeps the written pages), not when the power goes. `fdatasync` makes a flush durable in
-/// both cases; it costs one device cache flush per durability point, which group commits keep
-/// few.
-pub(crate) fn durable_flush(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
-    db.flush().map_err(|e| error::from_sled(path, e))?;
-    let file = path.join("db");
-    std::fs::File::open(&file)
-        .and_then(|f| f.sync_data())
-        .map_err(|e| error::from_io(&file, e))
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it.
+#[cfg(unix)]
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(err),
+    }
 }
 
-/// Who holds sled's lock on a store directory, seen without opening the store.
+#[cfg(not(unix))]
+fn try_flock(_file: &File) -> std::io::Result<bool> {
+    Ok(true)
+}
+
+/// Who holds the store's lock, seen without opening the store.
 #[derive(Debug)]
 pub enum LockState {
     /// Nobody: the probe took the lock and gave it back at once.
     Free,
     /// Another holder (in practice a running agent).
     Held,
-    /// No sled database file there (no store yet, or not a directory).
+    /// No store there yet (no lock file, or not a directory).
     NoDatabase,
     /// The file or its lock could not be read; opening the store decides.
     Unknown(std::io::Error),
 }
 
-/// Probes sled's exclusive `flock` on `<store>/db` without opening the store. The probe's own
-/// lock is released before returning, so opening the store afterwards is not blocked by it;
-/// a holder that comes in between is caught by sled's lock as before.
-///
-/// [`Store::open`] calls it first: sled 0.34 reads much of a large store (hundreds of MiB for
-/// a million records) before it tries the lock, so a `status` next to the running daemon
-/// would otherwise pay for a full recovery only to be refused. `check` and `restore` use it to
-/// tell whether a daemon runs.
-#[cfg(unix)]
+/// Probes the store's `flock` (on `<store>/ttp-agent-store.lock`) without opening the store.
+/// The probe's own lock is released before returning, so opening the store afterwards is not
+/// blocked by it; a holder that comes in between is caught when the store is opened.
 pub fn probe_lock(path: &Path) -> LockState {
-    use std::os::fd::AsRawFd as _;
-    let file = match std::fs::File::open(path.join("db")) {
+    let file = match std::fs::File::open(path.join(LOCK_FILE)) {
         Ok(f) => f,
         Err(e)
             if matches!(
@@ -369,66 +694,12 @@ pub fn probe_lock(path: &Path) -> LockState {
         }
         Err(e) => return LockState::Unknown(e),
     };
-    // SAFETY: flock on a descriptor owned by `file`, which outlives the calls.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        // SAFETY: as above; closing `file` would release it too.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        return LockState::Free;
+    match try_flock(&file) {
+        // Closing `file` releases the probe's lock.
+        Ok(true) => LockState::Free,
+        Ok(false) => LockState::Held,
+        Err(e) => LockState::Unknown(e),
     }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EWOULDBLOCK) => LockState::Held,
-        _ => LockState::Unknown(err),
-    }
-}
-
-#[cfg(not(unix))]
-pub fn probe_lock(_path: &Path) -> LockState {
-    LockState::Unknown(std::io::Error::other("lock probing needs flock (Unix)"))
-}
-
-/// [`StoreError::Locked`] at once when another holder has the lock (see [`probe_lock`]).
-fn refuse_if_held(path: &Path) -> Result<(), StoreError> {
-    match probe_lock(path) {
-        LockState::Held => Err(StoreError::Locked {
-            path: path.to_path_buf(),
-        }),
-        LockState::Free | LockState::NoDatabase | LockState::Unknown(_) => Ok(()),
-    }
-}
-
-/// Opens the sled database with the store's configuration (see "Why sled is configured...").
-fn open_sled_once(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
-    let config = sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::LowSpace)
-        .cache_capacity(cache_capacity)
-        .flush_every_ms(None);
-    // sled 0.34 panics on some kinds of damaged files during recovery instead of returning
-    // `Corruption`; the operator must get the same actionable error either way.
-    match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(error::from_sled(path, e)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(error::corrupt(
-                path,
-                format!("sled failed while recovering the store files: {what}"),
-            ))
-        }
-    }
-}
-
-/// sled aborts a transaction with this error type; `?` on sled's own errors inside the closure
-/// converts them, and the store's errors go through [`abort`].
-type TxResult<T> = sled::transaction::ConflictableTransactionResult<T, StoreError>;
-
-fn abort(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
-    sled::transaction::ConflictableTransactionError::Abort(e)
 }
 
 #[cfg(test)]

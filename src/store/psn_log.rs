@@ -7,7 +7,7 @@
 //! alone: a record's `updated_at` moves for other reasons (IDAT purge, an element added), and
 //! a scan of a million records per hand-over is slow. So the moment a record gets a pseudonym
 //! it did not have, [`Store::update_records`] appends an event `{seq, local_id, pseudonym,
-//! obtained_at}` to the `psn_log` tree **in the same sled transaction** that stores the
+//! obtained_at}` to the `psn_log` tree **in the same write transaction** that stores the
 //! pseudonym: after a crash either both are present or neither, so no pseudonym is ever
 //! missing from the log, and the log never names one the store does not hold.
 //!
@@ -32,11 +32,10 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use super::codec::{decode_record, from_nanos, read_u64, u64_value};
 use super::meta::increment_in;
-use super::{Store, StoreError, Trees, TxResult, abort, error};
+use super::{META, PSN_LOG, RECORDS, RTree, Store, StoreError, WTree, error, wtree};
 
 /// The `meta` counter of the last sequence number given out.
 pub(crate) const PSN_SEQ: &[u8] = b"psn_seq";
@@ -105,16 +104,16 @@ fn decode_event(key: &[u8], value: &[u8], path: &Path) -> Result<PsnEvent, Store
 
 /// Appends one event inside a transaction over `meta` and `psn_log`; returns its `seq`.
 pub(crate) fn append_in(
-    meta: &TransactionalTree,
-    log: &TransactionalTree,
+    meta: &mut WTree<'_, '_>,
+    log: &mut WTree<'_, '_>,
     local_id: &str,
     pseudonym: &str,
     obtained_at: i64,
     path: &Path,
-) -> TxResult<u64> {
+) -> Result<u64, StoreError> {
     let seq = increment_in(meta, PSN_SEQ, path)?;
-    let value = encode_event(local_id, pseudonym, obtained_at).map_err(abort)?;
-    log.insert(&u64_value(seq), value)?;
+    let value = encode_event(local_id, pseudonym, obtained_at)?;
+    log.insert(&u64_value(seq), &value)?;
     Ok(seq)
 }
 
@@ -138,13 +137,12 @@ impl Store {
         let Some(first) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        self.trees
-            .psn_log
-            .range(u64_value(first)..)
+        self.read(PSN_LOG)?
+            .range(&u64_value(first), None)?
             .take(limit)
             .map(|entry| {
-                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-                decode_event(&key, &value, &self.path)
+                let (key, value) = entry?;
+                decode_event(key.value(), value.value(), &self.path)
             })
             .collect()
     }
@@ -174,12 +172,11 @@ impl Store {
                 ),
             });
         }
-        let _gate = self.write_gate();
-        self.trees
-            .meta
-            .insert(key, &u64_value(seq))
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+        self.write(|tx| {
+            wtree(tx, META, &self.path)?
+                .insert(&key, &u64_value(seq))
+                .map(drop)
+        })
     }
 
     /// Events after `consumer`'s cursor (the log is dense, so this is a subtraction).
@@ -192,15 +189,12 @@ impl Store {
 /// For [`Store::check_integrity`]: the log is dense (entries 1..=head, each decodable).
 /// Constant memory.
 pub(crate) fn check(
-    trees: &Trees,
+    meta: &RTree<'_>,
+    psn_log: &RTree<'_>,
     path: &Path,
     problems: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let head = match trees
-        .meta
-        .get(PSN_SEQ)
-        .map_err(|e| error::from_sled(path, e))?
-    {
+    let head = match meta.get(PSN_SEQ)? {
         None => 0,
         Some(v) => match read_u64(&v) {
             Some(n) => n,
@@ -211,9 +205,9 @@ pub(crate) fn check(
         },
     };
     let mut expected = 1u64;
-    for entry in trees.psn_log.iter() {
-        let (key, value) = entry.map_err(|e| error::from_sled(path, e))?;
-        match decode_event(&key, &value, path) {
+    for entry in psn_log.iter()? {
+        let (key, value) = entry?;
+        match decode_event(key.value(), value.value(), path) {
             Ok(e) if e.seq == expected => expected += 1,
             Ok(e) => {
                 problems.push(format!(
@@ -242,30 +236,24 @@ pub(crate) fn check(
 /// order (constant memory; the order they were obtained in is not known), with the record's
 /// last update as `obtained_at`. Idempotent: it clears the log and the counter first. No
 /// cursor can exist yet in a schema 1 store, so no consumer has seen the old content.
-pub(crate) fn backfill(trees: &Trees, path: &Path) -> Result<(), StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
-    trees.psn_log.clear().map_err(sled_err)?;
+pub(crate) fn backfill(tx: &redb::WriteTransaction, path: &Path) -> Result<(), StoreError> {
+    let mut log = wtree(tx, PSN_LOG, path)?;
+    log.clear()?;
+    let records = wtree(tx, RECORDS, path)?;
     let mut seq: u64 = 0;
-    for entry in trees.records.iter() {
-        let (key, value) = entry.map_err(sled_err)?;
-        let id = std::str::from_utf8(&key)
+    for entry in records.iter()? {
+        let (key, value) = entry?;
+        let id = std::str::from_utf8(key.value())
             .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
-        let stored = decode_record(&value)
+        let stored = decode_record(value.value())
             .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
         let Some(psn) = stored.pseudonym else {
             continue;
         };
         seq += 1;
-        // Single inserts in key order: sled appends to the last leaf (see `rebuild_derived`).
-        trees
-            .psn_log
-            .insert(u64_value(seq), encode_event(id, psn, stored.updated_at)?)
-            .map_err(sled_err)?;
+        log.insert(&u64_value(seq), &encode_event(id, psn, stored.updated_at)?)?;
     }
-    trees
-        .meta
-        .insert(PSN_SEQ, &u64_value(seq))
-        .map_err(sled_err)?;
+    wtree(tx, META, path)?.insert(PSN_SEQ, &u64_value(seq))?;
     if seq > 0 {
         tracing::info!(
             events = seq,

@@ -1,6 +1,6 @@
 //! Local records, their two indexes, and the record counters.
 //!
-//! Every write to `records` goes through one sled transaction over `records`, `idx_bf`,
+//! Every write to `records` goes through one write transaction over `records`, `idx_bf`,
 //! `idx_psn` and `counts` (and `meta` + `psn_log` when a record gets a pseudonym), so the
 //! indexes, counters and the pseudonym log can never disagree with the records, not even
 //! after a crash. That is what lets [`Store::record_counts`] answer from one key
@@ -9,14 +9,18 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use sled::Transactional as _;
-use sled::transaction::TransactionalTree;
+
+use zeroize::Zeroizing;
 
 use super::codec::{
-    self, StoredRecord, StoredState, decode_record, digest16, encode_record, from_nanos, index_key,
-    index_key_local_id, nanos,
+    self, DIGEST_LEN, StoredRecord, StoredState, decode_record, digest16, encode_record,
+    from_nanos, index_key, index_key_local_id, index_key_with, nanos,
 };
-use super::{AuditEntry, Store, StoreError, Trees, TxResult, abort, error, psn_log};
+use super::crypto::StoreKeys;
+use super::{
+    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_PSN, META, PSN_LOG, RECORDS, RTree, Store, StoreError,
+    WTree, error, psn_log, rtree, wtree,
+};
 use crate::domain::{LocalRecord, RecordHead, RecordState};
 
 /// Records per transaction in `insert_records` and `purge_idat`: large enough to amortise a
@@ -149,18 +153,14 @@ impl Delta {
         }
     }
 
-    fn apply(&self, counts: &TransactionalTree, path: &Path) -> TxResult<()> {
+    fn apply(&self, counts: &mut WTree<'_, '_>, path: &Path) -> Result<(), StoreError> {
         if self.0.iter().all(|d| *d == 0) {
             return Ok(());
         }
         let current = match counts.get(COUNTS_KEY)? {
             None => RecordCounts::default(),
-            Some(v) => RecordCounts::from_bytes(&v).ok_or_else(|| {
-                abort(error::corrupt(
-                    path,
-                    "the record counters value is malformed",
-                ))
-            })?,
+            Some(v) => RecordCounts::from_bytes(&v)
+                .ok_or_else(|| error::corrupt(path, "the record counters value is malformed"))?,
         };
         let mut a = current.to_array();
         for (n, d) in a.iter_mut().zip(self.0) {
@@ -168,16 +168,18 @@ impl Delta {
             // the store writable and let `check_integrity` report the drift.
             *n = n.saturating_add_signed(d);
         }
-        counts.insert(COUNTS_KEY, RecordCounts::from_array(a).to_bytes())?;
+        counts.insert(COUNTS_KEY, &RecordCounts::from_array(a).to_bytes())?;
         Ok(())
     }
 }
 
-/// A record ready to be written: validated, IDAT sealed (outside the transaction, whose
-/// closure may run more than once).
+/// A record ready to be written: validated, IDAT sealed (before the write transaction, which
+/// excludes every other writer while it runs).
 struct Prepared<'a> {
     rec: &'a LocalRecord,
     value: Vec<u8>,
+    /// The filter index's digest of the record's filter.
+    bf_tag: [u8; DIGEST_LEN],
 }
 
 /// What a manual change expects the stored record to be (see
@@ -193,8 +195,9 @@ struct Guard<'a> {
 }
 
 impl Guard<'_> {
-    fn matches(&self, stored: &StoredRecord<'_>) -> bool {
-        stored.bloom_filter == self.bloom_filter
+    /// `filter` is the stored record's filter, unsealed.
+    fn matches(&self, stored: &StoredRecord<'_>, filter: &[u8]) -> bool {
+        filter == self.bloom_filter
             && stored.sealed_idat.is_some() == self.has_idat
             && stored.state == self.state
             && stored.pseudonym == self.pseudonym
@@ -213,21 +216,29 @@ impl Store {
         }
         let sealed = match &rec.idat {
             None => None,
-            Some(idat) => Some(self.cipher.seal_with(
+            Some(idat) => Some(self.keys.idat.seal_with(
                 rec.local_id.as_bytes(),
                 codec::idat_plaintext_len(idat),
                 |buf| codec::encode_idat_into(idat, buf),
             )?),
         };
+        let sealed_filter = self
+            .keys
+            .filter
+            .seal(rec.local_id.as_bytes(), &rec.bloom_filter)?;
         let value = encode_record(&StoredRecord {
-            bloom_filter: &rec.bloom_filter,
+            sealed_filter: &sealed_filter,
             sealed_idat: sealed.as_deref(),
             state: StoredState::from_state(&rec.state),
             pseudonym: rec.pseudonym.as_deref(),
             created_at: nanos(rec.created_at)?,
             updated_at: nanos(rec.updated_at)?,
         })?;
-        Ok(Prepared { rec, value })
+        Ok(Prepared {
+            rec,
+            value,
+            bf_tag: self.keys.filter_tag(&rec.bloom_filter),
+        })
     }
 
     /// Stores new records with their index entries. Per record the outcome is `Inserted`,
@@ -243,45 +254,43 @@ impl Store {
                 .iter()
                 .map(|r| self.prepare(r))
                 .collect::<Result<Vec<_>, _>>()?;
-            let _gate = self.write_gate();
-            let t = &self.trees;
             let path = self.path.as_path();
-            let done = (
-                &t.records,
-                &t.bf_index,
-                &t.psn_index,
-                &t.counts,
-                &t.meta,
-                &t.psn_log,
-            )
-                .transaction(|(records, bf_index, psn_index, counts, meta, psn_log)| {
-                    let mut delta = Delta::default();
-                    let mut out = Vec::with_capacity(prepared.len());
-                    for p in &prepared {
-                        let id = p.rec.local_id.as_str();
-                        if let Some(existing) = records.get(id)? {
-                            let old = decode_in_tx(&existing, id, path)?;
-                            out.push(if old.bloom_filter == p.rec.bloom_filter.as_slice() {
-                                InsertOutcome::Unchanged
-                            } else {
-                                InsertOutcome::Conflict
-                            });
-                            continue;
-                        }
-                        records.insert(id.as_bytes(), p.value.as_slice())?;
-                        bf_index.insert(index_key(&p.rec.bloom_filter, id), &[])?;
-                        let stored = decode_in_tx(&p.value, id, path)?;
-                        if let Some(psn) = stored.pseudonym {
-                            psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
-                            psn_log::append_in(meta, psn_log, id, psn, stored.updated_at, path)?;
-                        }
-                        delta.plus(&stored);
-                        out.push(InsertOutcome::Inserted);
+            let done = self.write(|tx| {
+                let mut t = RecordTables::open(tx, path)?;
+                let mut delta = Delta::default();
+                let mut out = Vec::with_capacity(prepared.len());
+                for p in &prepared {
+                    let id = p.rec.local_id.as_str();
+                    if let Some(existing) = t.records.get(id.as_bytes())? {
+                        let old = decode_in_tx(&existing, id, path)?;
+                        let old_filter = open_filter(&self.keys, id, old.sealed_filter, path)?;
+                        out.push(if *old_filter == p.rec.bloom_filter {
+                            InsertOutcome::Unchanged
+                        } else {
+                            InsertOutcome::Conflict
+                        });
+                        continue;
                     }
-                    delta.apply(counts, path)?;
-                    Ok(out)
-                })
-                .map_err(|e| self.tx_err(e))?;
+                    t.records.insert(id.as_bytes(), p.value.as_slice())?;
+                    t.bf_index.insert(&index_key_with(&p.bf_tag, id), &[])?;
+                    let stored = decode_in_tx(&p.value, id, path)?;
+                    if let Some(psn) = stored.pseudonym {
+                        t.psn_index.insert(&index_key(psn.as_bytes(), id), &[])?;
+                        psn_log::append_in(
+                            &mut t.meta,
+                            &mut t.psn_log,
+                            id,
+                            psn,
+                            stored.updated_at,
+                            path,
+                        )?;
+                    }
+                    delta.plus(&stored);
+                    out.push(InsertOutcome::Inserted);
+                }
+                delta.apply(&mut t.counts, path)?;
+                Ok(out)
+            })?;
             outcomes.extend(done);
         }
         Ok(outcomes)
@@ -292,8 +301,8 @@ impl Store {
     /// did not have (none before, or a different one) is appended to the pseudonym log in the
     /// same transaction (see `psn_log`). All records of the call are one transaction: after a
     /// crash either all changes are present or none. A `local_id` that is not stored fails the
-    /// whole call with [`StoreError::UnknownRecord`]. sled holds a transaction's writes in
-    /// memory: keep slices to a few thousand records.
+    /// whole call with [`StoreError::UnknownRecord`]. Keep slices to a few thousand records: the
+    /// transaction excludes every other writer while it runs.
     pub fn update_records(&self, recs: &[LocalRecord]) -> Result<(), StoreError> {
         let prepared = recs
             .iter()
@@ -339,51 +348,33 @@ impl Store {
         guard: Option<&Guard<'_>>,
         audit: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
-        let _gate = self.write_gate();
-        let t = &self.trees;
         let path = self.path.as_path();
-        (
-            &t.records,
-            &t.bf_index,
-            &t.psn_index,
-            &t.counts,
-            &t.meta,
-            &t.psn_log,
-            &t.audit,
-        )
-            .transaction(
-                |(records, bf_index, psn_index, counts, meta, psn_log, audit_tree)| {
-                    let mut delta = Delta::default();
-                    for p in prepared {
-                        let id = p.rec.local_id.as_str();
-                        let Some(existing) = records.get(id)? else {
-                            return Err(abort(StoreError::UnknownRecord {
-                                local_id: id.to_string(),
-                            }));
-                        };
-                        let old = decode_in_tx(&existing, id, path)?;
-                        if guard.is_some_and(|g| !g.matches(&old)) {
-                            return Ok(false);
-                        }
-                        let new = decode_in_tx(&p.value, id, path)?;
-                        let derived = Derived {
-                            bf_index,
-                            psn_index,
-                            meta,
-                            psn_log,
-                            path,
-                        };
-                        derived.replace(id, &old, &new, &mut delta)?;
-                        records.insert(id.as_bytes(), p.value.as_slice())?;
-                    }
-                    delta.apply(counts, path)?;
-                    if let Some(entry) = audit {
-                        super::audit::append_in(meta, audit_tree, entry, path)?;
-                    }
-                    Ok(true)
-                },
-            )
-            .map_err(|e| self.tx_err(e))
+        self.write(|tx| {
+            let mut t = RecordTables::open(tx, path)?;
+            let mut delta = Delta::default();
+            for p in prepared {
+                let id = p.rec.local_id.as_str();
+                let Some(existing) = t.records.get(id.as_bytes())? else {
+                    return Err(StoreError::UnknownRecord {
+                        local_id: id.to_string(),
+                    });
+                };
+                let old = decode_in_tx(&existing, id, path)?;
+                let old_filter = open_filter(&self.keys, id, old.sealed_filter, path)?;
+                if guard.is_some_and(|g| !g.matches(&old, &old_filter)) {
+                    return Ok(false);
+                }
+                let new = decode_in_tx(&p.value, id, path)?;
+                let old_tag = self.keys.filter_tag(&old_filter);
+                t.replace(id, (&old, old_tag), (&new, p.bf_tag), &mut delta)?;
+                t.records.insert(id.as_bytes(), p.value.as_slice())?;
+            }
+            delta.apply(&mut t.counts, path)?;
+            if let Some(entry) = audit {
+                super::audit::append_in(&mut t.meta, &mut wtree(tx, AUDIT, path)?, entry, path)?;
+            }
+            Ok(true)
+        })
     }
 
     /// Writes the state, pseudonym and `updated_at` of stored records, keeping their sealed
@@ -406,66 +397,46 @@ impl Store {
                 Ok((h, StoredState::from_state(&h.state), nanos(h.updated_at)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let _gate = self.write_gate();
-        let t = &self.trees;
         let path = self.path.as_path();
-        (
-            &t.records,
-            &t.bf_index,
-            &t.psn_index,
-            &t.counts,
-            &t.meta,
-            &t.psn_log,
-        )
-            .transaction(|(records, bf_index, psn_index, counts, meta, psn_log)| {
-                let mut delta = Delta::default();
-                for (head, state, updated_at) in &changes {
-                    let id = head.local_id.as_str();
-                    let Some(existing) = records.get(id)? else {
-                        return Err(abort(StoreError::UnknownRecord {
-                            local_id: id.to_string(),
-                        }));
-                    };
-                    let old = decode_in_tx(&existing, id, path)?;
-                    if old.bloom_filter != head.bloom_filter.as_slice() {
-                        return Err(abort(StoreError::Invalid {
-                            what: "record head update",
-                            why: format!(
-                                "record {id:?} is stored with a different filter; a changed filter is written with its IDAT (update_records)"
-                            ),
-                        }));
-                    }
-                    let new = StoredRecord {
-                        state: *state,
-                        pseudonym: head.pseudonym.as_deref(),
-                        updated_at: *updated_at,
-                        ..old
-                    };
-                    let value = encode_record(&new).map_err(abort)?;
-                    let derived = Derived {
-                        bf_index,
-                        psn_index,
-                        meta,
-                        psn_log,
-                        path,
-                    };
-                    derived.replace(id, &old, &new, &mut delta)?;
-                    records.insert(id.as_bytes(), value)?;
+        self.write(|tx| {
+            let mut t = RecordTables::open(tx, path)?;
+            let mut delta = Delta::default();
+            for (head, state, updated_at) in &changes {
+                let id = head.local_id.as_str();
+                let Some(existing) = t.records.get(id.as_bytes())? else {
+                    return Err(StoreError::UnknownRecord {
+                        local_id: id.to_string(),
+                    });
+                };
+                let old = decode_in_tx(&existing, id, path)?;
+                let old_filter = open_filter(&self.keys, id, old.sealed_filter, path)?;
+                if *old_filter != head.bloom_filter {
+                    return Err(StoreError::Invalid {
+                        what: "record head update",
+                        why: format!(
+                            "record {id:?} is stored with a different filter; a changed filter is written with its IDAT (update_records)"
+                        ),
+                    });
                 }
-                delta.apply(counts, path)?;
-                Ok(())
-            })
-            .map_err(|e| self.tx_err(e))
+                let new = StoredRecord {
+                    state: *state,
+                    pseudonym: head.pseudonym.as_deref(),
+                    updated_at: *updated_at,
+                    ..old
+                };
+                let value = encode_record(&new)?;
+                // The sealed filter is kept as stored: same filter, same index entry.
+                let tag = self.keys.filter_tag(&old_filter);
+                t.replace(id, (&old, tag), (&new, tag), &mut delta)?;
+                t.records.insert(id.as_bytes(), &value)?;
+            }
+            delta.apply(&mut t.counts, path)
+        })
     }
 
     /// The record stored under `local_id`, IDAT opened.
     pub fn get_record(&self, local_id: &str) -> Result<Option<LocalRecord>, StoreError> {
-        match self
-            .trees
-            .records
-            .get(local_id)
-            .map_err(|e| self.sled_err(e))?
-        {
+        match self.read(RECORDS)?.get(local_id.as_bytes())? {
             None => Ok(None),
             Some(v) => self.to_local_record(local_id, &v).map(Some),
         }
@@ -474,14 +445,14 @@ impl Store {
     /// All records registered with exactly this filter (several local ids may share one),
     /// ordered by `local_id`.
     pub fn records_by_bloom_filter(&self, bf: &[u8]) -> Result<Vec<LocalRecord>, StoreError> {
-        self.lookup(&self.trees.bf_index, bf, |r| r.bloom_filter == bf)
+        self.lookup(IDX_BF, self.keys.filter_tag(bf), |r| r.bloom_filter == bf)
     }
 
     /// All records with this pseudonym, ordered by `local_id`. Several local records of one
     /// patient get the same pseudonym from the fTTP.
     pub fn records_by_pseudonym(&self, pseudonym: &str) -> Result<Vec<LocalRecord>, StoreError> {
-        self.lookup(&self.trees.psn_index, pseudonym.as_bytes(), |r| {
-            r.pseudonym == Some(pseudonym)
+        self.lookup(IDX_PSN, digest16(pseudonym.as_bytes()), |r| {
+            r.pseudonym.as_deref() == Some(pseudonym)
         })
     }
 
@@ -493,16 +464,19 @@ impl Store {
 
     fn lookup(
         &self,
-        index: &sled::Tree,
-        indexed: &[u8],
-        matches: impl Fn(&StoredRecord<'_>) -> bool,
+        index: super::Def,
+        prefix: [u8; DIGEST_LEN],
+        matches: impl Fn(&LocalRecord) -> bool,
     ) -> Result<Vec<LocalRecord>, StoreError> {
         let mut found = Vec::new();
-        for entry in index.scan_prefix(digest16(indexed)) {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            let id = index_key_local_id(&key)
+        let tx = self.read_tx()?;
+        let index = rtree(&tx, index, &self.path)?;
+        let records = rtree(&tx, RECORDS, &self.path)?;
+        for entry in index.scan_prefix(&prefix)? {
+            let (key, _) = entry?;
+            let id = index_key_local_id(key.value())
                 .ok_or_else(|| self.corrupt("an index key does not end in a UTF-8 local id"))?;
-            let Some(value) = self.trees.records.get(id).map_err(|e| self.sled_err(e))? else {
+            let Some(value) = records.get(id.as_bytes())? else {
                 // Cannot happen through this module (index and record change in one
                 // transaction); reported by `check_integrity`, not fatal for a lookup.
                 tracing::warn!(
@@ -513,8 +487,9 @@ impl Store {
             };
             let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
             // Digests may collide: the full value decides.
-            if matches(&stored) {
-                found.push(self.open_record(id, stored)?);
+            let rec = self.open_record(id, stored)?;
+            if matches(&rec) {
+                found.push(rec);
             }
         }
         Ok(found)
@@ -527,10 +502,10 @@ impl Store {
         pred: impl Fn(&RecordState) -> bool,
     ) -> Result<Vec<LocalRecord>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.trees.records.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let id = self.key_local_id(&key)?;
-            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
+        for entry in self.read(RECORDS)?.iter()? {
+            let (key, value) = entry?;
+            let id = self.key_local_id(key.value())?;
+            let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
             if pred(&stored.state.to_state()) {
                 found.push(self.open_record(id, stored)?);
             }
@@ -545,15 +520,16 @@ impl Store {
         pred: impl Fn(&RecordState) -> bool,
     ) -> Result<Vec<RecordHead>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.trees.records.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let id = self.key_local_id(&key)?;
-            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
+        for entry in self.read(RECORDS)?.iter()? {
+            let (key, value) = entry?;
+            let id = self.key_local_id(key.value())?;
+            let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
             let state = stored.state.to_state();
             if pred(&state) {
                 found.push(RecordHead {
                     local_id: id.to_string(),
-                    bloom_filter: stored.bloom_filter.to_vec(),
+                    bloom_filter: open_filter(&self.keys, id, stored.sealed_filter, &self.path)?
+                        .to_vec(),
                     state,
                     pseudonym: stored.pseudonym.map(str::to_string),
                     created_at: from_nanos(stored.created_at),
@@ -566,12 +542,7 @@ impl Store {
 
     /// Record counters (one key read; maintained transactionally).
     pub fn record_counts(&self) -> Result<RecordCounts, StoreError> {
-        match self
-            .trees
-            .counts
-            .get(COUNTS_KEY)
-            .map_err(|e| self.sled_err(e))?
-        {
+        match self.read(COUNTS)?.get(COUNTS_KEY)? {
             None => Ok(RecordCounts::default()),
             Some(v) => RecordCounts::from_bytes(&v)
                 .ok_or_else(|| self.corrupt("the record counters value is malformed")),
@@ -583,6 +554,8 @@ impl Store {
     /// records an open task still needs). Returns how many were purged. `updated_at` is left
     /// as it is: it tells when the registration ended. Committed in transactions of up to 512
     /// records; a record changed between the scan and its commit is left for the next purge.
+    /// When anything was purged, the store's file is rewritten ([`Store::rewrite`]), so that no
+    /// purged IDAT stays in it; the store is durable afterwards.
     pub fn purge_idat(
         &self,
         older_than: DateTime<Utc>,
@@ -590,11 +563,13 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let cutoff = nanos(older_than)?;
         let mut purged = 0;
-        let mut pending: Vec<(sled::IVec, sled::IVec, Vec<u8>)> = Vec::new();
-        for entry in self.trees.records.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let id = self.key_local_id(&key)?;
-            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
+        let mut pending: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
+        // A snapshot: `keep` may call the store, and commits below do not disturb the scan.
+        let records = self.read(RECORDS)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let id = self.key_local_id(key.value())?;
+            let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
             let finished = matches!(
                 stored.state,
                 StoredState::Pseudonymised | StoredState::Rejected { .. }
@@ -609,43 +584,44 @@ impl Store {
             if keep(&self.open_record(id, stored)?) {
                 continue;
             }
-            pending.push((key.clone(), value.clone(), purged_value));
+            pending.push((key.value().to_vec(), value.value().to_vec(), purged_value));
             if pending.len() >= CHUNK {
                 purged += self.commit_purge(&pending)?;
                 pending.clear();
             }
         }
         purged += self.commit_purge(&pending)?;
+        drop(records);
+        if purged > 0 {
+            // The purged IDAT is still in redb's free pages: only a file without them makes
+            // the purge true (see "Purged IDAT" in the module documentation).
+            self.rewrite()?;
+        }
         Ok(purged)
     }
 
-    fn commit_purge(
-        &self,
-        pending: &[(sled::IVec, sled::IVec, Vec<u8>)],
-    ) -> Result<usize, StoreError> {
+    fn commit_purge(&self, pending: &[(Vec<u8>, Vec<u8>, Vec<u8>)]) -> Result<usize, StoreError> {
         if pending.is_empty() {
             return Ok(0);
         }
-        let _gate = self.write_gate();
         let path = self.path.as_path();
-        (&self.trees.records, &self.trees.counts)
-            .transaction(|(records, counts)| {
-                let mut delta = Delta::default();
-                let mut n = 0;
-                for (key, scanned, purged_value) in pending {
-                    if records.get(key)?.as_ref() != Some(scanned) {
-                        continue;
-                    }
-                    let id = String::from_utf8_lossy(key);
-                    delta.minus(&decode_in_tx(scanned, &id, path)?);
-                    delta.plus(&decode_in_tx(purged_value, &id, path)?);
-                    records.insert(key, purged_value.as_slice())?;
-                    n += 1;
+        self.write(|tx| {
+            let mut records = wtree(tx, RECORDS, path)?;
+            let mut delta = Delta::default();
+            let mut n = 0;
+            for (key, scanned, purged_value) in pending {
+                if records.get(key)?.as_ref() != Some(scanned) {
+                    continue;
                 }
-                delta.apply(counts, path)?;
-                Ok(n)
-            })
-            .map_err(|e| self.tx_err(e))
+                let id = String::from_utf8_lossy(key);
+                delta.minus(&decode_in_tx(scanned, &id, path)?);
+                delta.plus(&decode_in_tx(purged_value, &id, path)?);
+                records.insert(key, purged_value.as_slice())?;
+                n += 1;
+            }
+            delta.apply(&mut wtree(tx, COUNTS, path)?, path)?;
+            Ok(n)
+        })
     }
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
@@ -653,18 +629,21 @@ impl Store {
     /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory; for the operator's check command
     /// and for tests.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
-        let t = &self.trees;
+        let tx = self.read_tx()?;
+        let path = self.path.as_path();
+        let records = rtree(&tx, RECORDS, path)?;
+        let bf_index = rtree(&tx, IDX_BF, path)?;
+        let psn_index = rtree(&tx, IDX_PSN, path)?;
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
         let mut expected_bf = 0u64;
         let mut expected_psn = 0u64;
-        let has =
-            |tree: &sled::Tree, key: &[u8]| tree.contains_key(key).map_err(|e| self.sled_err(e));
-        for entry in t.records.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let key = key.value();
             report.records += 1;
-            let id = String::from_utf8_lossy(&key).into_owned();
-            let stored = match decode_record(&value) {
+            let id = String::from_utf8_lossy(key).into_owned();
+            let stored = match decode_record(value.value()) {
                 Ok(s) => s,
                 Err(d) => {
                     report.problems.push(format!("record {id:?}: {d}"));
@@ -672,7 +651,7 @@ impl Store {
                 }
             };
             if let Some(sealed) = stored.sealed_idat {
-                match self.cipher.open(&key, sealed) {
+                match self.keys.idat.open(key, sealed) {
                     Err(_) => report
                         .problems
                         .push(format!("record {id:?}: sealed IDAT fails authentication")),
@@ -685,14 +664,22 @@ impl Store {
             }
             counted.add(&stored);
             expected_bf += 1;
-            if !has(&t.bf_index, &index_key(stored.bloom_filter, &id))? {
-                report
+            match self.keys.filter.open(key, stored.sealed_filter) {
+                Err(_) => report
                     .problems
-                    .push(format!("filter index lacks the entry of record {id:?}"));
+                    .push(format!("record {id:?}: sealed filter fails authentication")),
+                Ok(filter) => {
+                    let entry = index_key_with(&self.keys.filter_tag(&filter), &id);
+                    if !bf_index.contains_key(&entry)? {
+                        report
+                            .problems
+                            .push(format!("filter index lacks the entry of record {id:?}"));
+                    }
+                }
             }
             if let Some(psn) = stored.pseudonym {
                 expected_psn += 1;
-                if !has(&t.psn_index, &index_key(psn.as_bytes(), &id))? {
+                if !psn_index.contains_key(&index_key(psn.as_bytes(), &id))? {
                     report
                         .problems
                         .push(format!("pseudonym index lacks the entry of record {id:?}"));
@@ -701,10 +688,10 @@ impl Store {
         }
         // Every expected entry is present (checked above); any surplus entry is stale.
         for (name, index, expected) in [
-            ("filter", &t.bf_index, expected_bf),
-            ("pseudonym", &t.psn_index, expected_psn),
+            ("filter", &bf_index, expected_bf),
+            ("pseudonym", &psn_index, expected_psn),
         ] {
-            let present = index.len() as u64;
+            let present = index.len()?;
             if present > expected {
                 report.problems.push(format!(
                     "{name} index has {} stale entries",
@@ -712,23 +699,28 @@ impl Store {
                 ));
             }
         }
-        let stored_counts = self.record_counts()?;
+        let stored_counts = match rtree(&tx, COUNTS, path)?.get(COUNTS_KEY)? {
+            None => RecordCounts::default(),
+            Some(v) => RecordCounts::from_bytes(&v)
+                .ok_or_else(|| self.corrupt("the record counters value is malformed"))?,
+        };
         if stored_counts != counted {
             report.problems.push(format!(
                 "record counters {stored_counts:?} differ from a recount {counted:?}"
             ));
         }
-        psn_log::check(t, &self.path, &mut report.problems)?;
-        super::tasks::check(t, &self.path, &mut report.problems)?;
-        for entry in t.tasks.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            if let Err(e) = serde_json::from_slice::<crate::domain::TaskRecord>(&value) {
-                report.problems.push(format!(
-                    "task {:?} does not decode: {e}",
-                    String::from_utf8_lossy(&key)
-                ));
-            }
-        }
+        psn_log::check(
+            &rtree(&tx, META, path)?,
+            &rtree(&tx, PSN_LOG, path)?,
+            path,
+            &mut report.problems,
+        )?;
+        super::tasks::check(
+            &self.keys,
+            &rtree(&tx, super::TASKS, path)?,
+            &rtree(&tx, super::OPEN_TASKS, path)?,
+            &mut report.problems,
+        )?;
         Ok(report)
     }
 
@@ -755,18 +747,23 @@ impl Store {
             Some(sealed) => {
                 // The key check at open passed, so a failure here is damage to this record
                 // (or its value was moved under another local id), not a wrong key.
-                let plain = self.cipher.open(local_id.as_bytes(), sealed).map_err(|_| {
-                    self.corrupt_record(
-                        local_id,
-                        "its sealed IDAT fails authentication under the store's key",
-                    )
-                })?;
+                let plain = self
+                    .keys
+                    .idat
+                    .open(local_id.as_bytes(), sealed)
+                    .map_err(|_| {
+                        self.corrupt_record(
+                            local_id,
+                            "its sealed IDAT fails authentication under the store's key",
+                        )
+                    })?;
                 Some(codec::decode_idat(&plain).map_err(|d| self.corrupt_record(local_id, &d))?)
             }
         };
         Ok(LocalRecord {
             local_id: local_id.to_string(),
-            bloom_filter: stored.bloom_filter.to_vec(),
+            bloom_filter: open_filter(&self.keys, local_id, stored.sealed_filter, &self.path)?
+                .to_vec(),
             idat,
             state: stored.state.to_state(),
             pseudonym: stored.pseudonym.map(str::to_string),
@@ -789,37 +786,58 @@ impl IntegrityReport {
     }
 }
 
-/// The trees derived from `records` inside one record transaction.
-struct Derived<'t> {
-    bf_index: &'t TransactionalTree,
-    psn_index: &'t TransactionalTree,
-    meta: &'t TransactionalTree,
-    psn_log: &'t TransactionalTree,
-    path: &'t Path,
+/// The tables a record write touches, opened in its write transaction.
+struct RecordTables<'t, 'p> {
+    records: WTree<'t, 'p>,
+    bf_index: WTree<'t, 'p>,
+    psn_index: WTree<'t, 'p>,
+    counts: WTree<'t, 'p>,
+    meta: WTree<'t, 'p>,
+    psn_log: WTree<'t, 'p>,
+    path: &'p Path,
 }
 
-impl Derived<'_> {
+impl<'t, 'p> RecordTables<'t, 'p> {
+    fn open(tx: &'t redb::WriteTransaction, path: &'p Path) -> Result<Self, StoreError> {
+        Ok(RecordTables {
+            records: wtree(tx, RECORDS, path)?,
+            bf_index: wtree(tx, IDX_BF, path)?,
+            psn_index: wtree(tx, IDX_PSN, path)?,
+            counts: wtree(tx, COUNTS, path)?,
+            meta: wtree(tx, META, path)?,
+            psn_log: wtree(tx, PSN_LOG, path)?,
+            path,
+        })
+    }
+
     /// Keeps both indexes, the pseudonym log and the counter delta right for a record that
-    /// changes from `old` to `new` (the caller writes the record itself). A pseudonym the
-    /// record did not have is appended to the log.
+    /// changes from `old` to `new`, each with its filter's index digest (the caller writes the
+    /// record itself). A pseudonym the record did not have is appended to the log.
     fn replace(
-        &self,
+        &mut self,
         id: &str,
-        old: &StoredRecord<'_>,
-        new: &StoredRecord<'_>,
+        (old, old_tag): (&StoredRecord<'_>, [u8; DIGEST_LEN]),
+        (new, new_tag): (&StoredRecord<'_>, [u8; DIGEST_LEN]),
         delta: &mut Delta,
-    ) -> TxResult<()> {
-        if old.bloom_filter != new.bloom_filter {
-            self.bf_index.remove(index_key(old.bloom_filter, id))?;
-            self.bf_index.insert(index_key(new.bloom_filter, id), &[])?;
+    ) -> Result<(), StoreError> {
+        if old_tag != new_tag {
+            self.bf_index.remove(&index_key_with(&old_tag, id))?;
+            self.bf_index.insert(&index_key_with(&new_tag, id), &[])?;
         }
         if old.pseudonym != new.pseudonym {
             if let Some(psn) = old.pseudonym {
-                self.psn_index.remove(index_key(psn.as_bytes(), id))?;
+                self.psn_index.remove(&index_key(psn.as_bytes(), id))?;
             }
             if let Some(psn) = new.pseudonym {
-                self.psn_index.insert(index_key(psn.as_bytes(), id), &[])?;
-                psn_log::append_in(self.meta, self.psn_log, id, psn, new.updated_at, self.path)?;
+                self.psn_index.insert(&index_key(psn.as_bytes(), id), &[])?;
+                psn_log::append_in(
+                    &mut self.meta,
+                    &mut self.psn_log,
+                    id,
+                    psn,
+                    new.updated_at,
+                    self.path,
+                )?;
             }
         }
         delta.minus(old);
@@ -828,20 +846,49 @@ impl Derived<'_> {
     }
 }
 
-fn decode_in_tx<'v>(value: &'v [u8], local_id: &str, path: &Path) -> TxResult<StoredRecord<'v>> {
-    decode_record(value)
-        .map_err(|d| abort(error::corrupt(path, format!("record {local_id:?}: {d}"))))
+/// A record's filter, unsealed. The key check at open passed, so a filter that does not open is
+/// damage to this record (or its value was moved under another local id).
+fn open_filter(
+    keys: &StoreKeys,
+    local_id: &str,
+    sealed: &[u8],
+    path: &Path,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    keys.filter.open(local_id.as_bytes(), sealed).map_err(|_| {
+        error::corrupt(
+            path,
+            format!(
+                "record {local_id:?}: its sealed filter fails authentication under the store's key"
+            ),
+        )
+    })
+}
+
+/// A record's filter as a migration from before schema 4 finds it: sealed if a step already
+/// sealed it, in clear otherwise (a clear filter opening as a sealed one is a 2^-128 chance).
+fn legacy_filter(keys: &StoreKeys, local_id: &str, stored: &[u8]) -> Zeroizing<Vec<u8>> {
+    keys.filter
+        .open(local_id.as_bytes(), stored)
+        .unwrap_or_else(|_| Zeroizing::new(stored.to_vec()))
+}
+
+fn decode_in_tx<'v>(
+    value: &'v [u8],
+    local_id: &str,
+    path: &Path,
+) -> Result<StoredRecord<'v>, StoreError> {
+    decode_record(value).map_err(|d| error::corrupt(path, format!("record {local_id:?}: {d}")))
 }
 
 /// The first record that still holds sealed IDAT, for the key check of a store without one.
 pub(crate) fn first_sealed_idat(
-    trees: &Trees,
+    records: &RTree<'_>,
     path: &Path,
 ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-    for entry in trees.records.iter() {
-        let (key, value) = entry.map_err(|e| error::from_sled(path, e))?;
-        let id = String::from_utf8_lossy(&key).into_owned();
-        let stored = decode_record(&value)
+    for entry in records.iter()? {
+        let (key, value) = entry?;
+        let id = String::from_utf8_lossy(key.value()).into_owned();
+        let stored = decode_record(value.value())
             .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
         if let Some(sealed) = stored.sealed_idat {
             return Ok(Some((id, sealed.to_vec())));
@@ -851,44 +898,90 @@ pub(crate) fn first_sealed_idat(
 }
 
 /// Rebuilds both indexes and the counters from `records` (after a restore, or a migration from
-/// a store without them). Not transactional: only called while nothing else uses the store.
+/// a store without them), inside the caller's write transaction. `legacy`: for the migrations
+/// before schema 4, which may find filters in clear (see `legacy_filter`).
 ///
-/// The index keys are collected, sorted, and written in key order: sled then appends to the
-/// tree's last leaf instead of rewriting random leaves (about 60 bytes of memory per record
-/// while it runs). If it is interrupted, it runs again from the start: it clears first.
-pub(crate) fn rebuild_derived(trees: &Trees, path: &Path) -> Result<RecordCounts, StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
-    trees.bf_index.clear().map_err(sled_err)?;
-    trees.psn_index.clear().map_err(sled_err)?;
+/// The index keys are collected, sorted, and written in key order, which keeps the B-tree's
+/// pages full (about 60 bytes of memory per record while it runs). It clears first, so running
+/// it again gives the same result.
+pub(crate) fn rebuild_derived(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+    legacy: bool,
+) -> Result<RecordCounts, StoreError> {
     let mut counts = RecordCounts::default();
     let mut bf_keys = Vec::new();
     let mut psn_keys = Vec::new();
-    for entry in trees.records.iter() {
-        let (key, value) = entry.map_err(sled_err)?;
-        let id = std::str::from_utf8(&key)
-            .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
-        let stored = decode_record(&value)
-            .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
-        counts.add(&stored);
-        bf_keys.push(index_key(stored.bloom_filter, id));
-        if let Some(psn) = stored.pseudonym {
-            psn_keys.push(index_key(psn.as_bytes(), id));
+    {
+        let records = wtree(tx, RECORDS, path)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let id = std::str::from_utf8(key.value())
+                .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
+            let stored = decode_record(value.value())
+                .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+            counts.add(&stored);
+            let filter = if legacy {
+                legacy_filter(keys, id, stored.sealed_filter)
+            } else {
+                open_filter(keys, id, stored.sealed_filter, path)?
+            };
+            bf_keys.push(index_key_with(&keys.filter_tag(&filter), id));
+            if let Some(psn) = stored.pseudonym {
+                psn_keys.push(index_key(psn.as_bytes(), id));
+            }
         }
     }
-    for (tree, mut keys) in [(&trees.bf_index, bf_keys), (&trees.psn_index, psn_keys)] {
+    for (def, mut keys) in [(IDX_BF, bf_keys), (IDX_PSN, psn_keys)] {
+        let mut tree = wtree(tx, def, path)?;
+        tree.clear()?;
         keys.sort_unstable();
-        // Single inserts, not `sled::Batch`: sled pins one epoch for a whole batch, and the
-        // page versions a large batch replaces pile up in memory until it ends (measured:
-        // more than 1 GiB for 300,000 entries). Atomicity is not needed here (see above).
         for key in keys {
-            tree.insert(key, &[]).map_err(sled_err)?;
+            tree.insert(&key, &[])?;
         }
     }
-    trees
-        .counts
-        .insert(COUNTS_KEY, counts.to_bytes())
-        .map_err(sled_err)?;
+    wtree(tx, COUNTS, path)?.insert(COUNTS_KEY, &counts.to_bytes())?;
     Ok(counts)
+}
+
+/// Schema 3 → 4: seals every record's filter under the filter key and keys the filter index
+/// (HMAC instead of a plain hash). Idempotent: a filter that opens is sealed already.
+pub(crate) fn seal_filters(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut updates = Vec::new();
+    {
+        let records = wtree(tx, RECORDS, path)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let id = std::str::from_utf8(key.value())
+                .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
+            let stored = decode_record(value.value())
+                .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+            if keys
+                .filter
+                .open(id.as_bytes(), stored.sealed_filter)
+                .is_ok()
+            {
+                continue;
+            }
+            let sealed = keys.filter.seal(id.as_bytes(), stored.sealed_filter)?;
+            let value = encode_record(&StoredRecord {
+                sealed_filter: &sealed,
+                ..stored
+            })?;
+            updates.push((key.value().to_vec(), value));
+        }
+    }
+    let mut records = wtree(tx, RECORDS, path)?;
+    for (key, value) in &updates {
+        records.insert(key, value)?;
+    }
+    drop(records);
+    rebuild_derived(tx, keys, path, false).map(drop)
 }
 
 #[cfg(test)]
@@ -914,7 +1007,7 @@ mod tests {
     #[test]
     fn contribution_counts_state_pseudonym_and_purge() {
         let rec = StoredRecord {
-            bloom_filter: &[1],
+            sealed_filter: &[1],
             sealed_idat: None,
             state: StoredState::Rejected { code: "x" },
             pseudonym: Some("p"),

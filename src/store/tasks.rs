@@ -2,7 +2,9 @@
 //!
 //! A task is stored as JSON under its [`TaskKey`]: tasks are few (the open ones plus recently
 //! finished ones), and `Task` carries `serde_json::Value` parts that only a self-describing
-//! format can read back.
+//! format can read back. The JSON is sealed (XChaCha20-Poly1305 under the task key derived
+//! from the IDAT key, AAD the task key; see `crypto`): tasks carry Bloom filters, which must not
+//! be readable from the store or a backup (schema 4; before it, JSON in clear).
 //!
 //! Finished tasks stay stored for `[store] task_retention` (30 days), so they far outnumber the
 //! open ones; everything that runs often (the agent's cycle, `status`, the alerts) needs only
@@ -21,15 +23,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sled::Transactional as _;
-use sled::transaction::TransactionalTree;
 use ttp_proto::TaskKey;
 
 use super::codec::{
-    history_key, history_value, parse_history_key, read_history_value, task_type_name, u64_value,
+    history_key, history_value, parse_history_key, read_history_value, task_type_name,
 };
-use super::meta::SCHEMA_VERSION;
-use super::{AuditEntry, Store, StoreError, Trees, TxResult, abort, error};
+use zeroize::Zeroizing;
+
+use super::crypto::StoreKeys;
+use super::{
+    AUDIT, AuditEntry, HISTORY, META, OPEN_TASKS, RTree, Store, StoreError, TASKS, WTree, error,
+    rtree, wtree,
+};
 use crate::domain::{TaskRecord, TaskState};
 
 /// Finished tasks of one type on one day.
@@ -106,6 +111,37 @@ fn encode_task(rec: &TaskRecord) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// A task's JSON sealed for storing under `key`.
+fn seal_task(keys: &StoreKeys, key: &[u8], json: &[u8]) -> Result<Vec<u8>, StoreError> {
+    keys.task.seal(key, json)
+}
+
+/// A stored task's JSON, unsealed; a value that does not open is damage, named by its key.
+fn task_json(
+    keys: &StoreKeys,
+    key: &[u8],
+    value: &[u8],
+    path: &Path,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    keys.task.open(key, value).map_err(|_| {
+        error::corrupt(
+            path,
+            format!(
+                "task {:?}: its sealed value fails authentication under the store's key",
+                String::from_utf8_lossy(key)
+            ),
+        )
+    })
+}
+
+/// A stored task's JSON as a migration from before schema 4 finds it: sealed if a step sealed
+/// it already, in clear otherwise.
+fn legacy_task_json(keys: &StoreKeys, key: &[u8], value: &[u8]) -> Zeroizing<Vec<u8>> {
+    keys.task
+        .open(key, value)
+        .unwrap_or_else(|_| Zeroizing::new(value.to_vec()))
+}
+
 fn decode_task(key: &[u8], value: &[u8], path: &Path) -> Result<TaskRecord, StoreError> {
     decode_json(key, value, path)
 }
@@ -175,8 +211,7 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
 
 /// History increments gathered over one transaction's writes: `history_key` → (done, expired).
 /// Added to the counters once per key at the end ([`add_to_history`]): a wave finishes
-/// hundreds of tasks of a few types on one day, and sled charges every read and write a
-/// transaction makes.
+/// hundreds of tasks of a few types on one day.
 type HistoryDelta = BTreeMap<Vec<u8>, (u64, u64)>;
 
 fn count_finish(delta: &mut HistoryDelta, task_type: &str, at: DateTime<Utc>, how: Finish) {
@@ -190,13 +225,16 @@ fn count_finish(delta: &mut HistoryDelta, task_type: &str, at: DateTime<Utc>, ho
 }
 
 /// Adds `delta` to the `history` counters, inside a transaction.
-fn add_to_history(history: &TransactionalTree, delta: &HistoryDelta, path: &Path) -> TxResult<()> {
+fn add_to_history(
+    history: &mut WTree<'_, '_>,
+    delta: &HistoryDelta,
+    path: &Path,
+) -> Result<(), StoreError> {
     for (key, (done, expired)) in delta {
         let (d, e) = match history.get(key)? {
             None => (0, 0),
-            Some(v) => read_history_value(&v).ok_or_else(|| {
-                abort(error::corrupt(path, "a history counter value is malformed"))
-            })?,
+            Some(v) => read_history_value(&v)
+                .ok_or_else(|| error::corrupt(path, "a history counter value is malformed"))?,
         };
         history.insert(key.as_slice(), &history_value(d + done, e + expired))?;
     }
@@ -207,14 +245,13 @@ fn add_to_history(history: &TransactionalTree, delta: &HistoryDelta, path: &Path
 /// follows the new state, and an occurrence this write finishes (its state becomes `Done` or
 /// `Expired` and differs from the stored one) is counted in `delta` for its day's history.
 fn apply_state_change(
-    open: &TransactionalTree,
+    open: &mut WTree<'_, '_>,
     delta: &mut HistoryDelta,
     rec: &TaskRecord,
     old: Option<&TaskState>,
-) -> TxResult<()> {
+) -> Result<(), StoreError> {
     // The index already agrees with the stored state (same transactions), so it changes only
-    // when the task opens or closes: most writes (intent, retry) leave it alone, and sled
-    // charges every key a transaction touches.
+    // when the task opens or closes: most writes (intent, retry) leave it alone.
     let key = rec.key.0.as_bytes();
     let was_open = old.is_some_and(|s| !s.is_final());
     match (was_open, !rec.state.is_final()) {
@@ -235,63 +272,85 @@ fn apply_state_change(
 }
 
 /// Migration 2 → 3: counts the finished tasks still stored into the history counters (before
-/// schema 3 the history scanned them) and builds the open-task index, in one transaction with
-/// the new schema version, so a crash leaves either all of it or none and the step cannot
-/// count a task twice when it runs again.
-pub(crate) fn migrate_to_open_index(trees: &Trees, path: &Path) -> Result<(), StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
+/// schema 3 the history scanned them) and builds the open-task index, in the transaction that
+/// bumps the schema version, so a crash leaves either all of it or none and the step cannot
+/// count a task twice.
+pub(crate) fn migrate_to_open_index(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
     let mut counts = HistoryDelta::new();
     let mut open_keys = Vec::new();
-    for entry in trees.tasks.iter() {
-        let (key, value) = entry.map_err(sled_err)?;
-        let head = decode_head(&key, &value, path)?;
-        match finished(&head.state) {
-            None => open_keys.push(key),
-            Some((at, how)) => count_finish(&mut counts, head.task.kind.type_name(), at, how),
+    {
+        let tasks = wtree(tx, TASKS, path)?;
+        for entry in tasks.iter()? {
+            let (key, value) = entry?;
+            let json = legacy_task_json(keys, key.value(), value.value());
+            let head = decode_head(key.value(), &json, path)?;
+            match finished(&head.state) {
+                None => open_keys.push(key.value().to_vec()),
+                Some((at, how)) => count_finish(&mut counts, head.task.kind.type_name(), at, how),
+            }
         }
     }
-    (&trees.open_tasks, &trees.history, &trees.meta)
-        .transaction(|(open, history, meta)| {
-            for key in &open_keys {
-                open.insert(key.as_ref(), &[] as &[u8])?;
-            }
-            add_to_history(history, &counts, path)?;
-            meta.insert(SCHEMA_VERSION, &u64_value(3))?;
-            Ok(())
-        })
-        .map_err(|e| error::from_tx(path, e))
+    let mut open = wtree(tx, OPEN_TASKS, path)?;
+    for key in &open_keys {
+        open.insert(key, &[])?;
+    }
+    add_to_history(&mut wtree(tx, HISTORY, path)?, &counts, path)
 }
 
 /// Rebuilds `idx_open_tasks` from the tasks (a restore; derived data is not in a backup).
-pub(crate) fn rebuild_open_index(trees: &Trees, path: &Path) -> Result<(), StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
-    trees.open_tasks.clear().map_err(sled_err)?;
-    let mut batch = sled::Batch::default();
-    for entry in trees.tasks.iter() {
-        let (key, value) = entry.map_err(sled_err)?;
-        if !decode_head(&key, &value, path)?.state.is_final() {
-            batch.insert(key, &[] as &[u8]);
+pub(crate) fn rebuild_open_index(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut open_keys = Vec::new();
+    {
+        let tasks = wtree(tx, TASKS, path)?;
+        for entry in tasks.iter()? {
+            let (key, value) = entry?;
+            let json = task_json(keys, key.value(), value.value(), path)?;
+            if !decode_head(key.value(), &json, path)?.state.is_final() {
+                open_keys.push(key.value().to_vec());
+            }
         }
     }
-    trees.open_tasks.apply_batch(batch).map_err(sled_err)
+    let mut open = wtree(tx, OPEN_TASKS, path)?;
+    open.clear()?;
+    for key in &open_keys {
+        open.insert(key, &[])?;
+    }
+    Ok(())
 }
 
-/// For [`Store::check_integrity`]: the open-task index names exactly the open tasks.
+/// For [`Store::check_integrity`]: every task opens and decodes, and the open-task index
+/// names exactly the open tasks.
 pub(crate) fn check(
-    trees: &Trees,
-    path: &Path,
+    keys: &StoreKeys,
+    tasks: &RTree<'_>,
+    open_tasks: &RTree<'_>,
     problems: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let sled_err = |e| error::from_sled(path, e);
-    for entry in trees.tasks.iter() {
-        let (key, value) = entry.map_err(sled_err)?;
-        let name = String::from_utf8_lossy(&key).into_owned();
-        // An undecodable task is reported by the caller's decode check.
-        let Ok(head) = decode_head(&key, &value, path) else {
+    for entry in tasks.iter()? {
+        let (key, value) = entry?;
+        let key = key.value();
+        let name = String::from_utf8_lossy(key).into_owned();
+        let Ok(json) = keys.task.open(key, value.value()) else {
+            problems.push(format!("task {name:?}: sealed value fails authentication"));
             continue;
         };
-        let indexed = trees.open_tasks.contains_key(&key).map_err(sled_err)?;
-        match (head.state.is_final(), indexed) {
+        let rec = match serde_json::from_slice::<TaskRecord>(&json) {
+            Ok(rec) => rec,
+            Err(e) => {
+                problems.push(format!("task {name:?} does not decode: {e}"));
+                continue;
+            }
+        };
+        let indexed = open_tasks.contains_key(key)?;
+        match (rec.state.is_final(), indexed) {
             (false, false) => problems.push(format!(
                 "open task {name:?} is missing from the open-task index"
             )),
@@ -301,28 +360,57 @@ pub(crate) fn check(
             _ => {}
         }
     }
-    for entry in trees.open_tasks.iter() {
-        let (key, _) = entry.map_err(sled_err)?;
-        if !trees.tasks.contains_key(&key).map_err(sled_err)? {
+    for entry in open_tasks.iter()? {
+        let (key, _) = entry?;
+        if !tasks.contains_key(key.value())? {
             problems.push(format!(
                 "the open-task index names task {:?}, which is not stored",
-                String::from_utf8_lossy(&key)
+                String::from_utf8_lossy(key.value())
             ));
         }
     }
     Ok(())
 }
 
+/// Schema 3 → 4: seals every task's JSON (tasks carry Bloom filters). Idempotent: a value that
+/// opens is sealed already.
+pub(crate) fn seal_tasks(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut updates = Vec::new();
+    {
+        let tasks = wtree(tx, TASKS, path)?;
+        for entry in tasks.iter()? {
+            let (key, value) = entry?;
+            if keys.task.open(key.value(), value.value()).is_ok() {
+                continue;
+            }
+            updates.push((
+                key.value().to_vec(),
+                seal_task(keys, key.value(), value.value())?,
+            ));
+        }
+    }
+    let mut tasks = wtree(tx, TASKS, path)?;
+    for (key, value) in &updates {
+        tasks.insert(key, value)?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn get_task(&self, key: &TaskKey) -> Result<Option<TaskRecord>, StoreError> {
-        match self
-            .trees
-            .tasks
-            .get(key.0.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
+        let key = key.0.as_bytes();
+        match self.read(TASKS)?.get(key)? {
             None => Ok(None),
-            Some(v) => decode_task(key.0.as_bytes(), &v, &self.path).map(Some),
+            Some(v) => decode_task(
+                key,
+                &task_json(&self.keys, key, &v, &self.path)?,
+                &self.path,
+            )
+            .map(Some),
         }
     }
 
@@ -337,26 +425,32 @@ impl Store {
     ) -> Result<(), StoreError> {
         let encoded = tasks
             .into_iter()
-            .map(|t| Ok((t, encode_task(t)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let _gate = self.write_gate();
-        let path = self.path.as_path();
-        let t = &self.trees;
-        (&t.tasks, &t.open_tasks, &t.history)
-            .transaction(|(stored, open, history)| {
-                let mut delta = HistoryDelta::new();
-                for (rec, json) in &encoded {
-                    let key = rec.key.0.as_bytes();
-                    let old = stored.insert(key, json.as_slice())?;
-                    let old_state = match old {
-                        None => None,
-                        Some(v) => Some(decode_head(key, &v, path).map_err(abort)?.state),
-                    };
-                    apply_state_change(open, &mut delta, rec, old_state.as_ref())?;
-                }
-                add_to_history(history, &delta, path)
+            .map(|t| {
+                Ok((
+                    t,
+                    seal_task(&self.keys, t.key.0.as_bytes(), &encode_task(t)?)?,
+                ))
             })
-            .map_err(|e| self.tx_err(e))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let path = self.path.as_path();
+        self.write(|tx| {
+            let mut stored = wtree(tx, TASKS, path)?;
+            let mut open = wtree(tx, OPEN_TASKS, path)?;
+            let mut delta = HistoryDelta::new();
+            for (rec, json) in &encoded {
+                let key = rec.key.0.as_bytes();
+                let old = stored.insert(key, json.as_slice())?;
+                let old_state = match old {
+                    None => None,
+                    Some(v) => {
+                        let json = task_json(&self.keys, key, &v, path)?;
+                        Some(decode_head(key, &json, path)?.state)
+                    }
+                };
+                apply_state_change(&mut open, &mut delta, rec, old_state.as_ref())?;
+            }
+            add_to_history(&mut wtree(tx, HISTORY, path)?, &delta, path)
+        })
     }
 
     /// A manual change to one task, with its audit entry, in one transaction, and only if the
@@ -375,29 +469,36 @@ impl Store {
                 why: "the expected and the new task have different keys".to_string(),
             });
         }
-        let json = encode_task(new)?;
+        let json = seal_task(&self.keys, new.key.0.as_bytes(), &encode_task(new)?)?;
         let audit = super::audit::encode_entry(audit)?;
-        let _gate = self.write_gate();
         let path = self.path.as_path();
-        let t = &self.trees;
-        (&t.tasks, &t.open_tasks, &t.history, &t.meta, &t.audit)
-            .transaction(|(stored, open, history, meta, audit_tree)| {
-                let key = new.key.0.as_bytes();
-                let Some(current) = stored.get(key)? else {
-                    return Ok(false);
-                };
-                let current = decode_task(key, &current, path).map_err(abort)?;
-                if current != *expected {
-                    return Ok(false);
-                }
-                stored.insert(key, json.as_slice())?;
-                let mut delta = HistoryDelta::new();
-                apply_state_change(open, &mut delta, new, Some(&current.state))?;
-                add_to_history(history, &delta, path)?;
-                super::audit::append_in(meta, audit_tree, &audit, path)?;
-                Ok(true)
-            })
-            .map_err(|e| self.tx_err(e))
+        self.write(|tx| {
+            let mut stored = wtree(tx, TASKS, path)?;
+            let key = new.key.0.as_bytes();
+            let Some(current) = stored.get(key)? else {
+                return Ok(false);
+            };
+            let current = decode_task(key, &task_json(&self.keys, key, &current, path)?, path)?;
+            if current != *expected {
+                return Ok(false);
+            }
+            stored.insert(key, json.as_slice())?;
+            let mut delta = HistoryDelta::new();
+            apply_state_change(
+                &mut wtree(tx, OPEN_TASKS, path)?,
+                &mut delta,
+                new,
+                Some(&current.state),
+            )?;
+            add_to_history(&mut wtree(tx, HISTORY, path)?, &delta, path)?;
+            super::audit::append_in(
+                &mut wtree(tx, META, path)?,
+                &mut wtree(tx, AUDIT, path)?,
+                &audit,
+                path,
+            )?;
+            Ok(true)
+        })
     }
 
     /// The open tasks (neither `Done` nor `Expired`) whose state satisfies `pred`, by key.
@@ -418,13 +519,13 @@ impl Store {
     /// `TaskHead`), so a scan of the 30 days of finished tasks costs a fraction of [`Store::tasks`]
     /// in time and memory.
     pub fn task_summaries(&self) -> Result<Vec<TaskSummary>, StoreError> {
-        self.trees
-            .tasks
-            .iter()
+        self.read(TASKS)?
+            .iter()?
             .map(|entry| {
-                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-                let head = decode_head(&key, &value, &self.path)?;
-                let key = String::from_utf8(key.to_vec())
+                let (key, value) = entry?;
+                let json = task_json(&self.keys, key.value(), value.value(), &self.path)?;
+                let head = decode_head(key.value(), &json, &self.path)?;
+                let key = String::from_utf8(key.value().to_vec())
                     .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
                 Ok(TaskSummary {
                     key: TaskKey(key),
@@ -447,9 +548,13 @@ impl Store {
         mut held: impl FnMut(&str) -> Option<TaskRecord>,
     ) -> Result<Vec<(TaskRecord, bool)>, StoreError> {
         let mut found = Vec::new();
-        for entry in self.trees.open_tasks.iter() {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            if let Some(rec) = std::str::from_utf8(&key).ok().and_then(&mut held) {
+        let tx = self.read_tx()?;
+        let open_tasks = rtree(&tx, OPEN_TASKS, &self.path)?;
+        let tasks = rtree(&tx, TASKS, &self.path)?;
+        for entry in open_tasks.iter()? {
+            let (key, _) = entry?;
+            let key = key.value();
+            if let Some(rec) = std::str::from_utf8(key).ok().and_then(&mut held) {
                 if !rec.state.is_final() && pred(&rec.state) {
                     found.push((rec, true));
                 }
@@ -457,17 +562,13 @@ impl Store {
             }
             // A task is never removed, only replaced, while it is open; the index and the
             // task change in one transaction, so a missing task is damage, not a race.
-            let value = self
-                .trees
-                .tasks
-                .get(&key)
-                .map_err(|e| self.sled_err(e))?
-                .ok_or_else(|| {
-                    self.corrupt("the open-task index names a task that is not stored")
-                })?;
-            let head = decode_head(&key, &value, &self.path)?;
+            let value = tasks.get(key)?.ok_or_else(|| {
+                self.corrupt("the open-task index names a task that is not stored")
+            })?;
+            let json = task_json(&self.keys, key, &value, &self.path)?;
+            let head = decode_head(key, &json, &self.path)?;
             if !head.state.is_final() && pred(&head.state) {
-                found.push((decode_task(&key, &value, &self.path)?, false));
+                found.push((decode_task(key, &json, &self.path)?, false));
             }
         }
         Ok(found)
@@ -475,12 +576,12 @@ impl Store {
 
     /// Every stored task: the open ones and the finished ones not purged yet, by key.
     pub fn tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
-        self.trees
-            .tasks
-            .iter()
+        self.read(TASKS)?
+            .iter()?
             .map(|entry| {
-                let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-                decode_task(&key, &value, &self.path)
+                let (key, value) = entry?;
+                let json = task_json(&self.keys, key.value(), value.value(), &self.path)?;
+                decode_task(key.value(), &json, &self.path)
             })
             .collect()
     }
@@ -492,42 +593,38 @@ impl Store {
         finished_before: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let mut candidates = Vec::new();
-        for entry in self.trees.tasks.iter() {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let head = decode_head(&key, &value, &self.path)?;
+        for entry in self.read(TASKS)?.iter()? {
+            let (key, value) = entry?;
+            let json = task_json(&self.keys, key.value(), value.value(), &self.path)?;
+            let head = decode_head(key.value(), &json, &self.path)?;
             if finished(&head.state).is_some_and(|(at, _)| at < finished_before) {
-                let key = String::from_utf8(key.to_vec())
-                    .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
-                candidates.push(key);
+                candidates.push(key.value().to_vec());
             }
         }
         if candidates.is_empty() {
             return Ok(0);
         }
-        let _gate = self.write_gate();
         let path = self.path.as_path();
-        self.trees
-            .tasks
-            .transaction(|stored| {
-                let mut removed = 0;
-                for key in &candidates {
-                    // Re-read inside the transaction: the task may have changed since the scan.
-                    let Some(value) = stored.get(key.as_bytes())? else {
-                        continue;
-                    };
-                    let rec = decode_task(key.as_bytes(), &value, path).map_err(abort)?;
-                    let Some((at, _)) = finished(&rec.state) else {
-                        continue;
-                    };
-                    if at >= finished_before {
-                        continue;
-                    }
-                    stored.remove(key.as_bytes())?;
-                    removed += 1;
+        self.write(|tx| {
+            let mut stored = wtree(tx, TASKS, path)?;
+            let mut removed = 0;
+            for key in &candidates {
+                // Re-read inside the transaction: the task may have changed since the scan.
+                let Some(value) = stored.get(key)? else {
+                    continue;
+                };
+                let head = decode_head(key, &task_json(&self.keys, key, &value, path)?, path)?;
+                let Some((at, _)) = finished(&head.state) else {
+                    continue;
+                };
+                if at >= finished_before {
+                    continue;
                 }
-                Ok(removed)
-            })
-            .map_err(|e| self.tx_err(e))
+                stored.remove(key)?;
+                removed += 1;
+            }
+            Ok(removed)
+        })
     }
 
     /// Finished tasks per UTC day for the last `days` days up to and including today, oldest
@@ -557,15 +654,12 @@ impl Store {
         // Every finished occurrence is in the counters: a key range, since keys start with the day.
         let start = history_key(first_day, "");
         let end = last_day.succ_opt().map(|d| history_key(d, ""));
-        let range = match &end {
-            Some(end) => self.trees.history.range(start.as_slice()..end.as_slice()),
-            None => self.trees.history.range(start.as_slice()..),
-        };
-        for entry in range {
-            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let (day, task_type) = parse_history_key(&key)
+        let history = self.read(HISTORY)?;
+        for entry in history.range(&start, end.as_deref())? {
+            let (key, value) = entry?;
+            let (day, task_type) = parse_history_key(key.value())
                 .ok_or_else(|| self.corrupt("a history counter key is malformed"))?;
-            let (done, expired) = read_history_value(&value)
+            let (done, expired) = read_history_value(value.value())
                 .ok_or_else(|| self.corrupt("a history counter value is malformed"))?;
             if let Some(types) = by_day.get_mut(&day) {
                 let c = types.entry(task_type.to_string()).or_default();

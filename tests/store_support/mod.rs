@@ -154,18 +154,89 @@ pub fn bytes_on_disk_contain(dir: &Path, needle: &[u8]) -> bool {
     })
 }
 
-/// Opens the store's sled database directly (to simulate old layouts and damage), retrying
-/// while sled's pool threads of a just-dropped `Store` still hold the lock (see `open_sled`).
-pub fn raw_sled(path: &Path) -> sled::Db {
-    let mut attempts = 0;
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
-                attempts += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("raw sled open of {}: {e}", path.display()),
-        }
+/// The store's redb file opened directly (to simulate old layouts and damage), with the few
+/// table operations the tests need, each one committed durably on its own.
+pub struct RawDb(redb::Database);
+
+/// One table of a [`RawDb`].
+pub struct RawTree<'a> {
+    db: &'a redb::Database,
+    def: redb::TableDefinition<'static, &'static [u8], &'static [u8]>,
+}
+
+fn def(name: &str) -> redb::TableDefinition<'static, &'static [u8], &'static [u8]> {
+    // Table names live as long as the test; leaking a few short strings is harmless here.
+    redb::TableDefinition::new(Box::leak(name.to_string().into_boxed_str()))
+}
+
+impl RawDb {
+    pub fn open_tree(&self, name: &str) -> Result<RawTree<'_>, redb::Error> {
+        Ok(RawTree {
+            db: &self.0,
+            def: def(name),
+        })
+    }
+
+    /// Deletes a table; whether it existed.
+    pub fn drop_tree(&self, name: &str) -> Result<bool, redb::Error> {
+        let tx = self.0.begin_write()?;
+        let existed = tx.delete_table(def(name))?;
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Every write above is committed durably already.
+    pub fn flush(&self) -> Result<(), redb::Error> {
+        Ok(())
+    }
+}
+
+impl RawTree<'_> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &'static [u8], &'static [u8]>) -> Result<T, redb::Error>,
+    ) -> Result<T, redb::Error> {
+        let tx = self.db.begin_write()?;
+        let out = {
+            let mut t = tx.open_table(self.def)?;
+            f(&mut t)?
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn insert(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Option<Vec<u8>>, redb::Error> {
+        self.write(|t| {
+            Ok(t.insert(key.as_ref(), value.as_ref())?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, redb::Error> {
+        self.write(|t| Ok(t.remove(key.as_ref())?.map(|v| v.value().to_vec())))
+    }
+
+    pub fn clear(&self) -> Result<(), redb::Error> {
+        self.write(|t| Ok(t.retain(|_, _| false)?))
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, redb::Error> {
+        use redb::ReadableDatabase as _;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(self.def)?;
+        Ok(t.get(key.as_ref())?.map(|v| v.value().to_vec()))
+    }
+}
+
+/// Opens the store's redb file directly (see [`RawDb`]); the store must be closed.
+pub fn raw_db(path: &Path) -> RawDb {
+    let file = path.join(ttp_agent::store::DB_FILE);
+    match redb::Database::open(&file) {
+        Ok(db) => RawDb(db),
+        Err(e) => panic!("raw redb open of {}: {e}", file.display()),
     }
 }
