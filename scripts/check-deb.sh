@@ -31,6 +31,7 @@ dpkg-deb -x "$deb" "$work/root"
 echo "-- control"
 expect "Package: ttp-agent" grep -qx ' Package: ttp-agent' "$work/info"
 expect "depends on adduser" grep -q '^ Depends:.*adduser' "$work/info"
+expect "depends on ca-certificates (the fTTP's TLS)" grep -q '^ Depends:.*ca-certificates' "$work/info"
 expect "conffile /etc/ttp-agent/agent.toml" grep -qx '/etc/ttp-agent/agent.toml' "$work/control/conffiles"
 for script in postinst prerm postrm; do
   expect "$script present and executable" test -x "$work/control/$script"

@@ -40,8 +40,8 @@ fn healthcheck(args: &[&str], envs: &[(&str, String)]) -> Output {
         .unwrap()
 }
 
-/// Asserts exit 0 and "healthy …"; returns stdout.
-fn healthy(out: &Output) -> String {
+/// Asserts exit 0 and that stdout starts with `verdict`; returns stdout.
+fn passed(out: &Output, verdict: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -49,8 +49,13 @@ fn healthy(out: &Output) -> String {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.starts_with("healthy"), "{stdout}");
+    assert!(stdout.starts_with(verdict), "{stdout}");
     stdout
+}
+
+/// Asserts exit 0 and "healthy …"; returns stdout.
+fn healthy(out: &Output) -> String {
+    passed(out, "healthy")
 }
 
 #[test]
@@ -151,4 +156,63 @@ fn only_the_admin_address_is_read_from_the_configuration() {
         healthy(&healthcheck(&["--config", config.to_str().unwrap()], &[]));
         server.join().unwrap();
     }
+}
+
+/// `--ready` is the readiness probe of deploy/kubernetes/ttp-agent.yaml: it runs inside the
+/// container and asks /readyz with the token from `[admin] token_file`.
+#[test]
+fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_secret = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        path.display().to_string()
+    };
+    let token_file = write_secret("admin-token", "probe-token-0123456789\n");
+    let idat_key = write_secret(
+        "idat-key",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+    );
+    // An empty file stands for "no file" (a container): the host's /etc is never read.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let ready = |port: u16| {
+        healthcheck(
+            &["--ready", "--config", empty.to_str().unwrap()],
+            &[
+                (
+                    "TTP_AGENT__TTP__BASE_URL",
+                    "https://fttp.example.org/ttp-fhir/fhir/dispatcher".to_owned(),
+                ),
+                ("TTP_AGENT__TTP__STUDY", "s".to_owned()),
+                ("TTP_AGENT__TTP__TARGET", "t".to_owned()),
+                ("TTP_AGENT__STORE__IDAT_KEY_FILE", idat_key.clone()),
+                ("TTP_AGENT__ADMIN__TOKEN_FILE", token_file.clone()),
+                ("TTP_AGENT__ADMIN__LISTEN", format!("0.0.0.0:{port}")),
+            ],
+        )
+    };
+
+    let (addr, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let stdout = passed(&ready(addr.port()), "ready: GET");
+    assert!(
+        !stdout.contains("probe-token"),
+        "the token is never printed: {stdout}"
+    );
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.contains("\r\nAuthorization: Bearer probe-token-0123456789\r\n"),
+        "{request}"
+    );
+
+    let (addr, server) =
+        serve_once("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    let out = ready(addr.port());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("not ready:"), "{stdout}");
+    server.join().unwrap();
 }

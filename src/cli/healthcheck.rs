@@ -5,8 +5,13 @@
 //! `--address`, or `[admin] listen` from the environment (`TTP_AGENT__ADMIN__LISTEN`, all a
 //! container has) or the configuration file. Only that key is read: the rest of the
 //! configuration (secrets under `${CREDENTIALS_DIRECTORY}`, which exists only inside the
-//! service) is none of a health check's business. An address that listens on all interfaces (`0.0.0.0`, `::`) is asked on
-//! loopback.
+//! service) is none of a liveness check's business. An address that listens on all interfaces
+//! (`0.0.0.0`, `::`) is asked on loopback.
+//!
+//! `--ready` asks `GET /readyz` instead (a poll succeeded within `[admin] ready_window`), with
+//! the admin token when `[admin] token_file` is set: a readiness probe that runs inside the
+//! container (a Kubernetes exec probe) needs no token in its definition. It loads the whole
+//! configuration and its secrets, as the daemon beside it does.
 //!
 //! Deliberately tiny: one HTTP/1.1 request over a plain TCP connection with a deadline, no
 //! TLS (the admin endpoint is local), no retries (the container runtime repeats the check).
@@ -31,25 +36,48 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+
+    /// Ask `/readyz` (readiness) instead of `/healthz` (liveness), with the admin token of
+    /// the configuration if it sets one.
+    #[arg(long)]
+    ready: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let address = match args.address {
-        Some(a) => a,
-        None => AgentConfig::load_admin_listen(args.config.config.as_deref())?,
+    // Liveness reads `[admin] listen` alone; readiness also needs the admin token, so it loads
+    // the configuration with its secrets (as the container or the service has them).
+    let (address, token) = if args.ready {
+        let config = AgentConfig::load(args.config.config.as_deref())?;
+        let token = match config.admin.token_file {
+            Some(_) => config.load_secrets()?.admin_token,
+            None => None,
+        };
+        (args.address.unwrap_or(config.admin.listen), token)
+    } else {
+        let address = match args.address {
+            Some(a) => a,
+            None => AgentConfig::load_admin_listen(args.config.config.as_deref())?,
+        };
+        (address, None)
     };
     let target = reachable(address);
-    match probe(target, args.timeout) {
+    let (path, good, bad) = if args.ready {
+        ("/readyz", "ready", "not ready")
+    } else {
+        ("/healthz", "healthy", "unhealthy")
+    };
+    let token = token.as_ref().and_then(|t| t.expose_str());
+    match probe(target, path, token, args.timeout) {
         Ok(200) => {
-            crate::outln!("healthy: GET http://{target}/healthz answered 200");
+            crate::outln!("{good}: GET http://{target}{path} answered 200");
             Ok(ExitCode::SUCCESS)
         }
         Ok(status) => {
-            crate::outln!("unhealthy: GET http://{target}/healthz answered {status}");
+            crate::outln!("{bad}: GET http://{target}{path} answered {status}");
             Ok(ExitCode::FAILURE)
         }
         Err(e) => {
-            crate::outln!("unhealthy: GET http://{target}/healthz: {e}");
+            crate::outln!("{bad}: GET http://{target}{path}: {e}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -68,14 +96,22 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The status code of `GET /healthz`.
-fn probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+/// The status code of `GET path`.
+fn probe(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ttp-agent-healthcheck\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ttp-agent-healthcheck\r\n{auth}Connection: close\r\n\r\n"
     )?;
     // The status line is all we need; read until it is complete (or 1 KiB, or the end).
     let mut head = Vec::with_capacity(1024);

@@ -181,6 +181,32 @@ pub(crate) fn has_key_check(meta: &WTree<'_, '_>) -> Result<bool, StoreError> {
 
 const STORE_ID: &[u8] = b"store_id";
 
+/// Sets up a brand-new store (a database file just created, no marker) in one durable commit:
+/// every table, the store id, the key check and the current schema version, then the marker.
+/// What `Store::open` would otherwise do in seven durable commits (tables, identity, key check,
+/// four migration steps on empty tables), each an `fsync`, before the first record is stored.
+pub(crate) fn install_new_store(
+    db: &redb::Database,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut id = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
+    let id = hex::encode(id);
+    let sealed = keys.idat.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)?;
+    durable_commit(db, path, |tx| {
+        for def in super::ALL_TABLES {
+            wtree(tx, def, path)?;
+        }
+        let mut meta = wtree(tx, META, path)?;
+        meta.insert(STORE_ID, id.as_bytes())?;
+        meta.insert(KEY_CHECK, &sealed)?;
+        meta.insert(SCHEMA_VERSION, &u64_value(super::migrate::CURRENT_SCHEMA))
+            .map(drop)
+    })?;
+    write_marker(path, &id, Utc::now())
+}
+
 /// The file next to the database file that remembers which store lives in the directory.
 pub(crate) const MARKER_FILE: &str = "ttp-agent-store.json";
 

@@ -363,6 +363,9 @@ impl Store {
             tracing::info!(path = %path.display(), "created a new store");
         }
         let keys = opts.idat_key.store_keys();
+        if !existed && !path.join(meta::MARKER_FILE).exists() {
+            meta::install_new_store(&db, &keys, path)?;
+        }
         prepare(&db, path, &keys)?;
         Ok(Store {
             db: RwLock::new(db),
