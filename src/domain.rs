@@ -87,6 +87,111 @@ pub struct TaskRecord {
     pub last_seen_poll: u64,
 }
 
+/// What the agent makes of the tasks the fTTP listed at the last successful poll: every
+/// listed task is in exactly one bucket, so nothing listed goes unseen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingSummary {
+    pub at: Option<DateTime<Utc>>,
+    /// Tasks (and unreadable entries) in the listing.
+    pub listed: usize,
+    /// Listed tasks the agent works on by itself.
+    pub working: usize,
+    /// Listed tasks waiting for a person (unknown type, malformed, needs attention).
+    pub need_person: usize,
+    /// Listed tasks the agent finished (answered, expired) that the fTTP lists anyway; a
+    /// `send_idat` among them needs attention once the settle time has passed.
+    pub finished_locally: usize,
+    /// Listed tasks a person marked handled.
+    pub handled: usize,
+}
+
+impl ListingSummary {
+    /// Counts the stored records of the listed tasks (after the merge). Pure.
+    pub fn count<'a>(
+        listed: impl IntoIterator<Item = &'a TaskRecord>,
+        at: DateTime<Utc>,
+    ) -> ListingSummary {
+        let mut s = ListingSummary {
+            at: Some(at),
+            ..ListingSummary::default()
+        };
+        for rec in listed {
+            s.listed += 1;
+            match &rec.state {
+                _ if rec.was_marked_handled() => s.handled += 1,
+                TaskState::Done { .. } | TaskState::Expired { .. } => s.finished_locally += 1,
+                TaskState::NeedsAttention { .. } => s.need_person += 1,
+                _ => s.working += 1,
+            }
+        }
+        s
+    }
+}
+
+/// How `resolve handled` starts a task's `last_error` (see `resolve::mark_handled`).
+pub const MARKED_HANDLED_PREFIX: &str = "marked handled by ";
+
+impl TaskRecord {
+    /// Whether the task's request may simply be sent again when its answer was lost: a
+    /// `repeat_request` registers a filter (idempotent); a `send_idat` carries IDAT and is
+    /// never repeated blindly.
+    pub fn is_idempotent(&self) -> bool {
+        !matches!(self.task.kind, ttp_proto::TaskKind::SendIdat { .. })
+    }
+
+    /// Finished because a person said so (`resolve handled`), not because the agent answered.
+    pub fn was_marked_handled(&self) -> bool {
+        matches!(self.state, TaskState::Done { .. })
+            && self
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(MARKED_HANDLED_PREFIX))
+    }
+
+    /// A finished `send_idat` the fTTP lists again: once the in-doubt settle time after its
+    /// answer has passed, the fTTP evidently lacks the answer and a person must decide
+    /// (`NeedsAttention { StillListed }`). Tasks a person marked handled stay finished. Returns
+    /// whether the state changed.
+    pub fn relisted_after_answer(&mut self, settle: chrono::Duration, now: DateTime<Utc>) -> bool {
+        let TaskState::Done { at } = self.state else {
+            return false;
+        };
+        if self.is_idempotent() || self.was_marked_handled() || at + settle > now {
+            return false;
+        }
+        self.state = TaskState::NeedsAttention {
+            reason: Attention::StillListed { answered_at: at },
+        };
+        self.updated_at = now;
+        true
+    }
+
+    /// A `StillListed` task the fTTP no longer lists has caught up: done, as answered.
+    pub fn caught_up(&mut self, now: DateTime<Utc>) -> bool {
+        let TaskState::NeedsAttention {
+            reason: Attention::StillListed { answered_at },
+        } = self.state
+        else {
+            return false;
+        };
+        self.state = TaskState::Done { at: answered_at };
+        self.updated_at = now;
+        true
+    }
+
+    /// A `Running` task found at start-up: the process died while its request was in
+    /// flight. An idempotent one is asked again at once (`Received`): a listing that no longer
+    /// shows it proves only that the fTTP acted, not that the agent has the answer. A
+    /// `send_idat` is `InDoubt` until a listing decides. The moment it was sent is kept.
+    pub fn interrupted(&mut self) {
+        self.state = if self.is_idempotent() {
+            TaskState::Received
+        } else {
+            TaskState::InDoubt
+        };
+    }
+}
+
 /// The task state machine (drawn in ARCHITECTURE.md).
 ///
 /// ```text
@@ -160,6 +265,12 @@ pub enum Attention {
         study: String,
         target: String,
     },
+    /// A `send_idat` the agent answered (the fTTP took it, as far as the agent could tell)
+    /// that the fTTP still lists after the in-doubt settle time: the fTTP does not have the
+    /// answer. Not sent again by itself (IDAT); `resolve retry --yes` does.
+    StillListed {
+        answered_at: DateTime<Utc>,
+    },
 }
 
 impl std::fmt::Display for Attention {
@@ -198,11 +309,123 @@ impl std::fmt::Display for Attention {
                 f,
                 "the task asks to register a filter for study `{study}` and target `{target}`, which are not the configured ones; it was not sent"
             ),
+            Attention::StillListed { answered_at } => write!(
+                f,
+                "the fTTP still lists a task answered at {}: it does not seem to have the answer",
+                answered_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
             Attention::IdatPurged => write!(
                 f,
                 "the record's IDAT was purged by the retention rule; re-submit the record's IDAT"
             ),
         }
+    }
+}
+
+/// A `$requestPsnFromBfWorkflow` that failed as a whole: a 4xx for the request (unknown study
+/// or target, a refused body), an HTTP 200 whose `error` names no filter (the `all` shape), or
+/// an answer that names none of the filters sent. It says nothing about any record: the
+/// records stay pending registration. Never contains filters or IDAT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WholeRequestFailure {
+    /// A short, stable label: `http-404`, `all`, `error`, `foreign`. Two failures with the
+    /// same label and code are the same cause (one log line, not one per batch).
+    pub cause: String,
+    /// The HTTP status, when the failure came as one.
+    pub status: Option<u16>,
+    /// The fTTP's error code (`system#code`), when it sent one.
+    pub code: Option<String>,
+    /// The fTTP's words for it (the Coding's `display`), when it sent them.
+    pub display: Option<String>,
+    /// One line for people: what the fTTP answered.
+    pub detail: String,
+}
+
+impl WholeRequestFailure {
+    /// What a person most likely has to do, in plain words.
+    pub fn advice(&self) -> &'static str {
+        match self.status {
+            Some(400 | 404 | 422) => {
+                "Check [ttp] study and target against what the fTTP operator gave you; after fixing them, restart or reload the agent: the waiting records are sent again by themselves."
+            }
+            _ => {
+                "Ask the fTTP operator what the error means; the agent keeps asking with back-off and sends the waiting records as soon as the fTTP accepts them."
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for WholeRequestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)?;
+        match (&self.code, &self.display) {
+            (Some(code), Some(display)) => write!(f, " (fTTP code {code}: {display})"),
+            (Some(code), None) => write!(f, " (fTTP code {code})"),
+            (None, Some(display)) => write!(f, " ({display})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Registration is paused because the fTTP refused whole requests (kept in the store's meta,
+/// shown by `status`, `/readyz`, `check` and `/metrics`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationBlocked {
+    pub failure: WholeRequestFailure,
+    /// The study and target the refused requests named: a configuration change makes the
+    /// next cycle try at once, whatever the back-off says.
+    pub study: String,
+    pub target: String,
+    /// The first failure of this cause.
+    pub since: DateTime<Utc>,
+    pub last_attempt: DateTime<Utc>,
+    /// Failures in a row (of any cause), for the back-off.
+    pub attempts: u32,
+    /// Registration is not tried again before this (unless study or target changed).
+    pub next_attempt: DateTime<Utc>,
+}
+
+impl RegistrationBlocked {
+    /// The state after another whole-request failure, and whether its cause differs from the
+    /// previous one (a change is worth a log line; a repetition is not). `next_attempt` is the
+    /// back-off's choice for failure number `attempts` (see [`RegistrationBlocked::attempts`]
+    /// of the result).
+    pub fn after_failure(
+        prev: Option<&RegistrationBlocked>,
+        failure: WholeRequestFailure,
+        study: &str,
+        target: &str,
+        now: DateTime<Utc>,
+        next_attempt: impl FnOnce(u32) -> DateTime<Utc>,
+    ) -> (RegistrationBlocked, bool) {
+        let same = prev.is_some_and(|p| {
+            p.failure.cause == failure.cause
+                && p.failure.code == failure.code
+                && p.study == study
+                && p.target == target
+        });
+        let attempts = prev.map_or(0, |p| p.attempts).saturating_add(1);
+        let since = match prev {
+            Some(p) if same => p.since,
+            _ => now,
+        };
+        (
+            RegistrationBlocked {
+                failure,
+                study: study.to_owned(),
+                target: target.to_owned(),
+                since,
+                last_attempt: now,
+                attempts,
+                next_attempt: next_attempt(attempts),
+            },
+            !same,
+        )
+    }
+
+    /// Whether registration may be tried at `now` with this study and target.
+    pub fn allows_attempt(&self, study: &str, target: &str, now: DateTime<Utc>) -> bool {
+        now >= self.next_attempt || self.study != study || self.target != target
     }
 }
 
@@ -345,6 +568,74 @@ mod tests {
         assert_eq!(r.assign_pseudonym("p1", now), Assigned::Same);
         assert_eq!(r.assign_pseudonym("p2", now), Assigned::Conflict);
         assert_eq!(r.pseudonym.as_deref(), Some("p1"));
+    }
+
+    fn failure(cause: &str, code: Option<&str>) -> WholeRequestFailure {
+        WholeRequestFailure {
+            cause: cause.into(),
+            status: None,
+            code: code.map(str::to_owned),
+            display: None,
+            detail: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_cause_is_one_change_and_keeps_its_start() {
+        let t0 = Utc::now();
+        let later = t0 + chrono::Duration::minutes(5);
+        let backoff = |n: u32| t0 + chrono::Duration::minutes(i64::from(n));
+        let (first, changed) = RegistrationBlocked::after_failure(
+            None,
+            failure("all", Some("x")),
+            "s",
+            "t",
+            t0,
+            backoff,
+        );
+        assert!(changed);
+        assert_eq!((first.attempts, first.since), (1, t0));
+        let (second, changed) = RegistrationBlocked::after_failure(
+            Some(&first),
+            failure("all", Some("x")),
+            "s",
+            "t",
+            later,
+            backoff,
+        );
+        assert!(!changed, "same cause: no new log line");
+        assert_eq!((second.attempts, second.since), (2, t0));
+        assert_eq!(second.next_attempt, t0 + chrono::Duration::minutes(2));
+        let (third, changed) = RegistrationBlocked::after_failure(
+            Some(&second),
+            failure("http-404", None),
+            "s",
+            "t",
+            later,
+            backoff,
+        );
+        assert!(changed, "another cause is news");
+        assert_eq!(third.since, later);
+    }
+
+    #[test]
+    fn the_back_off_holds_unless_the_configuration_changed() {
+        let t0 = Utc::now();
+        let (b, _) = RegistrationBlocked::after_failure(
+            None,
+            failure("http-404", None),
+            "wrong",
+            "t",
+            t0,
+            |_| t0 + chrono::Duration::minutes(10),
+        );
+        assert!(!b.allows_attempt("wrong", "t", t0 + chrono::Duration::minutes(9)));
+        assert!(b.allows_attempt("wrong", "t", t0 + chrono::Duration::minutes(10)));
+        assert!(
+            b.allows_attempt("right", "t", t0),
+            "a new study is tried at once"
+        );
+        assert!(b.allows_attempt("wrong", "t2", t0), "a new target too");
     }
 
     #[test]

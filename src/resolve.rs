@@ -7,7 +7,8 @@
 //!
 //! | action | allowed from | result |
 //! |---|---|---|
-//! | [`retry_task`] | `NeedsAttention`, `RetryWait`, `InDoubt` | `Received`: worked on in the next cycle |
+//! | [`retry_task`] | `NeedsAttention`, `RetryWait`, `InDoubt` (a `send_idat` the fTTP still lists although answered: only confirmed, `--yes`) | `Received`: worked on in the next cycle |
+//! | [`retry_records`] | records `Rejected` (by local id, or all of one code) | `New`: registered in the next cycle |
 //! | [`mark_handled`] | any open state but `Running` | `Done`, `last_error = "marked handled by <who>: <comment>"` |
 //! | [`add_element`] | a record that still holds IDAT | the element added to its sealed IDAT |
 //!
@@ -33,7 +34,7 @@
 use chrono::{DateTime, Utc};
 use ttp_proto::{IdatElement, TaskKey};
 
-use crate::domain::{Idat, TaskRecord, TaskState};
+use crate::domain::{Attention, Idat, RecordState, TaskRecord, TaskState};
 use crate::store::{AuditEntry, Store, StoreError};
 
 /// The longest comment `mark_handled` accepts (it is stored with the task and in the audit).
@@ -120,8 +121,102 @@ pub enum ResolveError {
         "{what} changed while this command ran (the agent acted on it); look at `ttp-agent status` and run the command again"
     )]
     Concurrent { what: String },
+    #[error(
+        "task {key:?} was answered at {answered_at} and the fTTP still lists it; sending the IDAT again is a second disclosure if the first did arrive: ask the fTTP operator, then run the command again with --yes"
+    )]
+    NeedsConfirmation { key: String, answered_at: String },
+    #[error(
+        "record {local_id:?} is {state}, not rejected; only rejected records are sent again this way"
+    )]
+    RecordNotRejected { local_id: String, state: String },
+    #[error(
+        "no rejected record has the cause {cause:?}; `ttp-agent status` shows how many are rejected, the audit trail and the log name the causes"
+    )]
+    NoRejectedRecords { cause: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Which rejected records [`retry_records`] sends again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordSelection {
+    /// These local ids (each must be rejected).
+    Ids(Vec<String>),
+    /// Every record rejected with this cause: the stored code, e.g. `http-404` (what older
+    /// versions recorded for a whole-request 4xx) or `http://hl7.org/fhir/issue-type#invalid`.
+    Cause(String),
+}
+
+/// Sends rejected records again: `Rejected` → `New`, registered in the next cycle, each with
+/// an audit entry naming the code it had. The way back for records an older version rejected
+/// for a whole-request cause (a wrong study or target), and for records the fTTP rejected
+/// before a fix on its side.
+pub fn retry_records(
+    store: &Store,
+    selection: &RecordSelection,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Vec<Resolved>, ResolveError> {
+    let records = match selection {
+        RecordSelection::Ids(ids) => {
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                let rec = store
+                    .get_record(id)?
+                    .ok_or_else(|| ResolveError::UnknownRecord {
+                        local_id: id.clone(),
+                    })?;
+                if !matches!(rec.state, RecordState::Rejected { .. }) {
+                    return Err(ResolveError::RecordNotRejected {
+                        local_id: id.clone(),
+                        state: format!("{:?}", rec.state),
+                    });
+                }
+                records.push(rec);
+            }
+            records
+        }
+        RecordSelection::Cause(cause) => {
+            let records = store.records_in_states(
+                |s| matches!(s, RecordState::Rejected { code } if code == cause),
+            )?;
+            if records.is_empty() {
+                return Err(ResolveError::NoRejectedRecords {
+                    cause: cause.clone(),
+                });
+            }
+            records
+        }
+    };
+    let mut done = Vec::with_capacity(records.len());
+    for current in records {
+        let RecordState::Rejected { code } = &current.state else {
+            continue;
+        };
+        let mut next = current.clone();
+        next.state = RecordState::New;
+        next.updated_at = now;
+        let entry = audit(
+            actor,
+            now,
+            "resolve-retry-record",
+            &current.local_id,
+            format!("rejected ({code}) -> new: registered again in the next cycle"),
+        );
+        if !store.update_record_audited(&current, &next, &entry)? {
+            return Err(ResolveError::Concurrent {
+                what: format!("record {:?}", current.local_id),
+            });
+        }
+        done.push(Resolved {
+            subject: current.local_id.clone(),
+            from: format!("rejected ({code})"),
+            to: "new".to_string(),
+            warning: None,
+        });
+    }
+    store.flush()?;
+    Ok(done)
 }
 
 /// What a resolve action did (for the command's output).
@@ -138,14 +233,27 @@ pub struct Resolved {
 
 /// Moves a task in `NeedsAttention`, `RetryWait` or `InDoubt` back to `Received`, so the next
 /// cycle works on it. Retrying an in-doubt `send_idat` may send the IDAT a second time (the
-/// fTTP may already have it): the result carries a warning.
+/// fTTP may already have it): the result carries a warning. A `send_idat` the agent answered
+/// but the fTTP still lists (`Attention::StillListed`) is re-armed only when `confirmed`
+/// (`--yes`): it sends IDAT the fTTP may have received once already.
 pub fn retry_task(
     store: &Store,
     key: &TaskKey,
     actor: &Actor,
     now: DateTime<Utc>,
+    confirmed: bool,
 ) -> Result<Resolved, ResolveError> {
     let current = load_task(store, key)?;
+    if let TaskState::NeedsAttention {
+        reason: Attention::StillListed { answered_at },
+    } = &current.state
+        && !confirmed
+    {
+        return Err(ResolveError::NeedsConfirmation {
+            key: key.0.clone(),
+            answered_at: answered_at.to_rfc3339(),
+        });
+    }
     let why = match &current.state {
         TaskState::NeedsAttention { .. } | TaskState::RetryWait { .. } | TaskState::InDoubt => None,
         TaskState::Received => Some("it is already waiting to be worked on in the next cycle"),
@@ -174,10 +282,19 @@ pub fn retry_task(
             ),
         });
     }
-    let warning = matches!(current.state, TaskState::InDoubt).then(|| {
-        "the task was in doubt: the fTTP may already have the answer, which is now sent again"
-            .to_string()
-    });
+    let warning = match &current.state {
+        TaskState::InDoubt => Some(
+            "the task was in doubt: the fTTP may already have the answer, which is now sent again"
+                .to_string(),
+        ),
+        TaskState::NeedsAttention {
+            reason: Attention::StillListed { .. },
+        } => Some(
+            "the answer is sent again although the agent sent it once already (confirmed with --yes)"
+                .to_string(),
+        ),
+        _ => None,
+    };
     let mut next = current.clone();
     next.state = TaskState::Received;
     next.updated_at = now;
@@ -224,7 +341,10 @@ pub fn mark_handled(
     let mut next = current.clone();
     next.state = TaskState::Done { at: now };
     next.updated_at = now;
-    next.last_error = Some(format!("marked handled by {actor}: {comment}"));
+    next.last_error = Some(format!(
+        "{}{actor}: {comment}",
+        crate::domain::MARKED_HANDLED_PREFIX
+    ));
     let from = current.state.name();
     write_task(
         store,

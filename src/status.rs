@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use ttp_proto::TaskKind;
 
 use crate::agent::{META_LAST_POLL_OK, expire};
-use crate::domain::{Attention, TaskRecord, TaskState};
+use crate::domain::{Attention, ListingSummary, RegistrationBlocked, TaskRecord, TaskState};
 use crate::handover::{self, HandoverStatus};
 use crate::store::{AuditEntry, Store, StoreError};
 
@@ -59,6 +59,12 @@ pub struct StatusReport {
     /// without requested elements the records do not hold (oldest first).
     #[serde(default)]
     pub answered_without_elements: Vec<AuditEntry>,
+    /// Set while registration is paused because the fTTP refused whole requests.
+    #[serde(default)]
+    pub registration_blocked: Option<RegistrationBlocked>,
+    /// What became of each task the fTTP listed at the last successful poll.
+    #[serde(default)]
+    pub last_listing: Option<ListingSummary>,
 }
 
 /// The numbers a coordinator looks at first.
@@ -221,6 +227,9 @@ pub fn advice(reason: &Attention) -> Option<&'static str> {
             "Ask the fTTP operator which record the task means (its pseudonym and Bloom filter disagree); then answer with `ttp-agent resolve` or mark it handled."
         }
         Attention::Handled => return None,
+        Attention::StillListed { .. } => {
+            "Ask the fTTP operator whether the answer arrived; if not, send it again with `ttp-agent resolve retry TASK_KEY --yes` before the deadline."
+        }
     })
 }
 
@@ -311,6 +320,10 @@ pub fn build(
         handover: handover::status(store)?,
         recent_audit,
         answered_without_elements,
+        registration_blocked: crate::submit::registration_blocked(store)?,
+        last_listing: store
+            .get_meta_string(crate::agent::META_LAST_LISTING)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 
@@ -376,6 +389,40 @@ fn render_handover(out: &mut String, h: &HandoverStatus) {
     }
 }
 
+/// The last listing, bucket by bucket: nothing the fTTP lists goes unseen.
+fn render_listing(out: &mut String, l: &ListingSummary) {
+    use std::fmt::Write as _;
+    let at = l.at.map_or_else(String::new, |t| {
+        format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+    });
+    let _ = writeln!(
+        out,
+        "listed by the fTTP{at}: {}, of which the agent works on {}, {} wait for a person, {} finished here but still listed, {} marked handled",
+        l.listed, l.working, l.need_person, l.finished_locally, l.handled
+    );
+}
+
+/// The paused registration: what the fTTP said, since when, what happens next, what to do.
+fn render_blocked(out: &mut String, b: &RegistrationBlocked, pending: u64) {
+    use std::fmt::Write as _;
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let _ = writeln!(
+        out,
+        "! registration paused since {} (study {:?}, target {:?}): {}",
+        at(b.since),
+        b.study,
+        b.target,
+        b.failure
+    );
+    let _ = writeln!(
+        out,
+        "  {pending} record(s) wait to be registered; not one was judged by this answer. Next attempt at {} ({} so far).",
+        at(b.next_attempt),
+        b.attempts
+    );
+    let _ = writeln!(out, "  what to do: {}", b.failure.advice());
+}
+
 /// Seconds as a short human duration: `3d 4h`, `5h 12m`, `42m`, `expired`.
 pub fn human_duration(secs: i64) -> String {
     if secs <= 0 {
@@ -412,9 +459,16 @@ pub fn render_text(r: &StatusReport) -> String {
     let s = &r.summary;
     let _ = writeln!(
         out,
-        "tasks: {} need attention, {} expire soon, {} failing, {} open",
-        s.needs_attention, s.expiring_soon, s.failing, s.open
+        "tasks open: {}, of which the agent works on {}, {} need a person; {} expire soon, {} failing",
+        s.open + s.needs_attention,
+        s.open,
+        s.needs_attention,
+        s.expiring_soon,
+        s.failing
     );
+    if let Some(l) = &r.last_listing {
+        render_listing(&mut out, l);
+    }
     let _ = writeln!(
         out,
         "last successful poll: {}",
@@ -428,6 +482,9 @@ pub fn render_text(r: &StatusReport) -> String {
         "records registered by this site: {} in all: {} with a pseudonym, {} waiting for the fTTP's clearing, {} not yet sent to the fTTP, {} rejected by the fTTP",
         rc.total, rc.pseudonymised, rc.awaiting_clearing, rc.pending_registration, rc.rejected
     );
+    if let Some(b) = &r.registration_blocked {
+        render_blocked(&mut out, b, rc.pending_registration);
+    }
     let _ = writeln!(
         out,
         "\nunfinished tasks by type and state (those needing a person included):"

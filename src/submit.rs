@@ -39,8 +39,11 @@ use ttp_encode::profile::ProfileEncoder;
 use ttp_proto::{BloomFilter, IdatElement};
 
 use crate::agent::Agent;
-use crate::client::{ErrorClass, PsnResponse, TtpError};
-use crate::domain::{LocalRecord, RecordHead, RecordState};
+use crate::client::classify::{PsnVerdict, classify_psn, psn_error_is_permanent};
+use crate::client::{PsnResponse, TtpError};
+use crate::domain::{
+    LocalRecord, RecordHead, RecordState, RegistrationBlocked, WholeRequestFailure,
+};
 use crate::input::{self, FileProblem, InputSettings, Parsed, RowProblem};
 use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
@@ -221,6 +224,32 @@ pub struct RegisterStats {
     pub stopped: Option<String>,
     /// Records sent again because their clearing had gone quiet (included in `sent`).
     pub rechecked: usize,
+    /// Records named by an `error` with a passing code (`transient`, `throttled`, ...): they
+    /// stay pending and are sent again.
+    pub retry_later: usize,
+    /// Set when the fTTP refused whole requests: registration is paused with back-off, and
+    /// the records stay pending (see [`RegistrationBlocked`]).
+    pub blocked: Option<WholeRequestFailure>,
+}
+
+/// The store's meta key of the [`RegistrationBlocked`] state (JSON; `null` when none).
+pub const META_REGISTRATION_BLOCKED: &str = "registration_blocked";
+
+/// Why registration is paused, if it is (from the store).
+pub fn registration_blocked(store: &Store) -> Result<Option<RegistrationBlocked>, StoreError> {
+    Ok(store
+        .get_meta_string(META_REGISTRATION_BLOCKED)?
+        .and_then(|text| serde_json::from_str::<Option<RegistrationBlocked>>(&text).ok())
+        .flatten())
+}
+
+fn set_registration_blocked(
+    store: &Store,
+    blocked: Option<&RegistrationBlocked>,
+) -> Result<(), StoreError> {
+    // Serialising plain data cannot fail; "null" is the harmless fallback.
+    let text = serde_json::to_string(&blocked).unwrap_or_else(|_| "null".into());
+    store.set_meta_string(META_REGISTRATION_BLOCKED, &text)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,10 +285,16 @@ pub fn apply_psn_response(
             rec.state = RecordState::Pseudonymised;
             stats.pseudonymised += 1;
         } else if let Some(code) = errors.get(rec.bloom_filter.as_slice()) {
-            rec.state = RecordState::Rejected {
-                code: (*code).to_string(),
-            };
-            stats.rejected += 1;
+            if psn_error_is_permanent(code) {
+                rec.state = RecordState::Rejected {
+                    code: (*code).to_string(),
+                };
+                stats.rejected += 1;
+            } else {
+                // A passing condition on the fTTP's side: the record stays pending (its
+                // `Sending` state is what sends it again).
+                stats.retry_later += 1;
+            }
         } else {
             rec.state = RecordState::AwaitingClearing;
             stats.awaiting_clearing += 1;
@@ -325,17 +360,30 @@ impl Agent {
     /// of intents (or at the end); one lost in a crash leaves its records `Sending`, and they
     /// are sent again, which the fTTP answers the same way.
     ///
-    /// Failures: 401/403 stops everything; a permanent refusal (4xx) of a batch splits that
-    /// batch until the record it objects to is alone, while other batches go on; anything
-    /// else (the fTTP unreachable, an answer in doubt) stops sending new batches, lets those
-    /// in flight finish, and leaves the rest for the next cycle. Shutdown likewise sends
-    /// nothing new.
+    /// Failures (classified by [`classify_psn`]): 401/403 stops everything; a 413 splits the
+    /// batch; a whole-request failure (a 4xx for the request, an HTTP 200 `error` naming no
+    /// filter, an answer naming none of the filters sent) judges no record: registration
+    /// pauses with back-off, the records stay pending, and the cause is kept for `status`,
+    /// `/readyz` and `/metrics`; anything else (the fTTP unreachable, an answer lost or in
+    /// doubt) stops sending new batches, lets those in flight finish, and leaves the rest to be
+    /// asked again next cycle. Shutdown likewise sends nothing new. Only an `error` that names a
+    /// filter with a lasting code rejects that record.
     pub async fn register_pending(&self) -> Result<RegisterStats, RegisterError> {
         // The daemon's cycle and a `submit` through the control channel may both get here:
         // two registrations at once would pick the same `New` records.
         let _one_at_a_time = self.registering.lock().await;
         let mut stats = RegisterStats::default();
         let now = Utc::now();
+        let blocked = registration_blocked(&self.store)?;
+        if let Some(b) = &blocked
+            && !b.allows_attempt(&self.opts.study, &self.opts.target, now)
+        {
+            let counts = self.store.record_counts()?;
+            stats.pending_left = usize::try_from(counts.new + counts.sending).unwrap_or(usize::MAX);
+            stats.stopped = Some(b.failure.to_string());
+            stats.blocked = Some(b.failure.clone());
+            return Ok(stats);
+        }
         // The counters are kept in the same transactions as the records, so they are exact:
         // when nothing waits, skip the full scan (every cycle calls this, and a site may hold
         // a million records).
@@ -358,6 +406,11 @@ impl Agent {
             pending.extend(quiet);
         }
         if pending.is_empty() {
+            if blocked.is_some() {
+                // Nothing waits any more (records resolved otherwise): nothing is paused.
+                set_registration_blocked(&self.store, None)?;
+                self.store.flush()?;
+            }
             return Ok(stats);
         }
         // Interrupted batches first, then in submission order.
@@ -389,6 +442,8 @@ impl Agent {
         let mut in_flight: JoinSet<Result<PsnResponse, TtpError>> = JoinSet::new();
         let mut sent_batches: HashMap<tokio::task::Id, Vec<RecordHead>> = HashMap::new();
         let mut stopping = false;
+        let mut whole_request: Option<WholeRequestFailure> = None;
+        let mut answered = false;
         loop {
             while !stopping && in_flight.len() < in_flight_max {
                 if self.shutdown.is_triggered() {
@@ -431,49 +486,102 @@ impl Agent {
             let Some(mut batch) = sent_batches.remove(&id) else {
                 continue;
             };
-            match result {
-                Ok(response) => {
+            let verdict = classify_psn(&distinct_filters(&batch), result.as_ref());
+            match (verdict, result) {
+                (PsnVerdict::PerFilter, Ok(response)) => {
                     stats.sent += batch.len();
+                    answered = true;
                     apply_psn_response(&mut batch, &response, &mut stats);
                     self.store.update_record_heads(&batch)?;
                     batches.unflushed = true;
                 }
-                Err(e) if e.class == ErrorClass::Auth => {
+                (PsnVerdict::Auth, result) => {
                     // Keep what was answered; the batches still in flight are dropped and
                     // stay `Sending` on disk (sent again once the credentials are fixed).
                     self.store.flush()?;
-                    return Err(RegisterError::Auth(e.to_string()));
+                    let why = result.err().map_or_else(String::new, |e| e.to_string());
+                    return Err(RegisterError::Auth(why));
                 }
-                Err(e) if e.class == ErrorClass::Permanent && batch.len() > 1 => {
-                    // One bad filter must not block the others: split until it is alone. Both
-                    // halves are on disk as `Sending` already.
-                    tracing::warn!(error = %e, size = batch.len(), "the fTTP rejected a batch; splitting it to find the record it objects to");
+                (PsnVerdict::TooLarge, _) if batch.len() > 1 => {
+                    // The gateway limits the request size: halves may pass. Both halves are on
+                    // disk as `Sending` already.
+                    tracing::warn!(
+                        size = batch.len(),
+                        "the fTTP refused a batch as too large (413); splitting it"
+                    );
                     let second = batch.split_off(batch.len() / 2);
                     batches.marked.push_front(second);
                     batches.marked.push_front(batch);
                 }
-                Err(e) if e.class == ErrorClass::Permanent => {
-                    tracing::warn!(error = %e, local_id = %batch[0].local_id, "the fTTP rejected a record");
-                    batch[0].state = RecordState::Rejected {
-                        code: format!("http-{}", e.status.unwrap_or(0)),
-                    };
-                    batch[0].updated_at = Utc::now();
-                    stats.rejected += 1;
-                    self.store.update_record_heads(&batch)?;
-                    batches.unflushed = true;
+                (PsnVerdict::WholeRequest(failure), _) => {
+                    // About the request, not the records: they stay `Sending` (pending) and
+                    // go out again once the back-off allows.
+                    stopping = true;
+                    whole_request.get_or_insert(failure);
+                    batches.marked.push_front(batch);
                 }
-                Err(e) => {
-                    // Unreachable or in doubt: the records stay `Sending` and go out again
-                    // next time (idempotent). No point hammering an fTTP that is down; the
-                    // batches in flight finish.
+                (PsnVerdict::TooLarge, _) => {
+                    stopping = true;
+                    whole_request.get_or_insert(WholeRequestFailure {
+                        cause: "http-413".into(),
+                        status: Some(413),
+                        code: None,
+                        display: None,
+                        detail: "the fTTP refuses even a request with a single filter as too large (HTTP 413)".into(),
+                    });
+                    batches.marked.push_front(batch);
+                }
+                (PsnVerdict::PerFilter | PsnVerdict::AskAgain, result) => {
+                    // Unreachable, lost or in doubt: the records stay `Sending` and are asked
+                    // again next time (idempotent). No point hammering an fTTP that is down;
+                    // the batches in flight finish.
                     if stats.stopped.is_none() {
-                        tracing::warn!(error = %e, "registration paused; pending records are sent again on the next cycle");
-                        stats.stopped = Some(e.to_string());
+                        let why = result.err().map_or_else(String::new, |e| e.to_string());
+                        tracing::warn!(error = %why, "registration paused; pending records are sent again on the next cycle");
+                        stats.stopped = Some(why);
                     }
                     stopping = true;
                     batches.marked.push_front(batch);
                 }
             }
+        }
+        match (&whole_request, &blocked) {
+            (Some(failure), prev) => {
+                let (next, changed) = RegistrationBlocked::after_failure(
+                    prev.as_ref(),
+                    failure.clone(),
+                    &self.opts.study,
+                    &self.opts.target,
+                    Utc::now(),
+                    |n| {
+                        crate::agent::retry::next_attempt(
+                            n,
+                            &self.opts.retry,
+                            None,
+                            None,
+                            Utc::now(),
+                        )
+                    },
+                );
+                if changed {
+                    tracing::warn!(
+                        cause = %next.failure.cause,
+                        next_attempt = %next.next_attempt,
+                        "registration paused: {}; the records stay pending and are sent again with back-off",
+                        next.failure
+                    );
+                }
+                set_registration_blocked(&self.store, Some(&next))?;
+                batches.unflushed = true;
+                stats.stopped = Some(failure.to_string());
+                stats.blocked = Some(failure.clone());
+            }
+            (None, Some(prev)) if answered => {
+                tracing::info!(cause = %prev.failure.cause, "registration works again: the fTTP answered per filter");
+                set_registration_blocked(&self.store, None)?;
+                batches.unflushed = true;
+            }
+            (None, _) => {}
         }
         if batches.unflushed {
             self.store.flush()?;
@@ -755,6 +863,7 @@ mod tests {
                 target: "t".into(),
                 code: "http://hl7.org/fhir/issue-type#invalid".into(),
             }],
+            request_errors: vec![],
             problems: vec![],
         };
         let mut stats = RegisterStats::default();

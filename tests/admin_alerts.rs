@@ -259,7 +259,7 @@ async fn a_delivery_failing_for_too_long_is_dropped_and_counted() {
     let report = status(s.agent.store());
     assert_eq!((report.webhook.pending, report.webhook.dropped), (0, 2));
     assert!(
-        ttp_agent::status::render_text(&report).contains("2 dropped"),
+        ttp_agent::status::render_text(&report).contains("2 given up on"),
         "status tells"
     );
     s.env.sim.shutdown().await;

@@ -71,8 +71,8 @@ fn assert_expected(r: &StatusReport) {
 fn stable_lines(text: &str) -> Vec<String> {
     text.lines()
         .filter(|l| {
-            l.starts_with("tasks:")
-                || l.starts_with("records:")
+            l.starts_with("tasks open:")
+                || l.starts_with("records registered by this site:")
                 || l.starts_with("  send_idat")
                 || l.starts_with("  delete_everything ")
         })
@@ -112,7 +112,9 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
     assert!(text_via_daemon.status.success());
     let text_via_daemon = String::from_utf8(text_via_daemon.stdout).unwrap();
     assert!(
-        text_via_daemon.contains("tasks: 1 need attention, 1 expire soon, 1 failing, 3 open"),
+        text_via_daemon.contains(
+            "tasks open: 4, of which the agent works on 3, 1 need a person; 1 expire soon, 1 failing"
+        ),
         "{text_via_daemon}"
     );
     assert!(text_via_daemon.contains("agent: running since"));
@@ -122,8 +124,22 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
         .await
         .unwrap();
     drop(server);
+    let store_path = s.loaded.config.store.path.clone();
     let Scenario { env, agent, .. } = s;
     drop(agent);
+    // The server task lets go of the store once its last connection has closed: wait for that
+    // (polling, generously), not for a fixed time.
+    let free_by = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while matches!(
+        ttp_agent::store::probe_lock(&store_path),
+        ttp_agent::store::LockState::Held
+    ) {
+        assert!(
+            std::time::Instant::now() < free_by,
+            "the store stays locked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let direct = status_cli(&config, true).await;
     let stderr = String::from_utf8_lossy(&direct.stderr);
     assert!(!stderr.contains("running agent"), "{stderr}");

@@ -75,8 +75,10 @@ async fn a_2xx_whose_body_is_not_json_is_a_protocol_error_and_not_retried() {
 }
 
 #[tokio::test]
-async fn a_2xx_whose_body_is_cut_short_is_success() {
-    // The status line says the dispatcher acted; losing the rest of the answer changes nothing.
+async fn a_2xx_whose_body_is_cut_short_is_in_doubt_and_not_retried() {
+    // A status line is no proof that the dispatcher acted: a proxy or a failing gateway can
+    // send "200, Content-Length 1000", a few bytes, and close. ARCHITECTURE.md: only an empty
+    // or complete JSON body makes a 2xx an answer; anything else leaves it in doubt.
     let server = RawServer::start(|mut stream| async move {
         read_request(&mut stream).await;
         write_and_close(
@@ -88,11 +90,21 @@ async fn a_2xx_whose_body_is_cut_short_is_success() {
     })
     .await;
     let client = TtpClient::new(settings(&server.base_url())).expect("valid settings");
-    client
+    let err = client
         .provide_patient_data("task-1", patient())
         .await
-        .expect("a 2xx status line is the answer");
-    assert_eq!(server.connections(), 1);
+        .expect_err("a body cut short is not an answer");
+    assert_eq!(
+        (err.class, err.status),
+        (ErrorClass::InDoubt, Some(200)),
+        "{err}"
+    );
+    assert!(err.detail.contains("cut short"), "{err}");
+    assert_eq!(
+        server.connections(),
+        1,
+        "IDAT is never sent twice by the client"
+    );
 }
 
 #[tokio::test]

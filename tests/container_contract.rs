@@ -1,8 +1,10 @@
 //! The container contract (Containerfile, deploy/compose.yaml), tested by running the binary
 //! the way the image runs it, since no container engine is available to tests:
 //!
-//! * `ttp-agent run` with no `--config` and no file at the default path: the configuration
-//!   comes from environment variables alone, the secrets from files (as mounted secrets);
+//! * `ttp-agent run` with its configuration from environment variables alone, the secrets from
+//!   files (as mounted secrets). The image has no file at the default path; here an empty
+//!   `TTP_AGENT_CONFIG=/dev/null` stands for it, so that the host's `/etc/ttp-agent/agent.toml`
+//!   (a machine with the Debian package) is never read;
 //! * a clean environment (nothing inherited), a read-only working directory, read-only
 //!   secrets and a read-only temporary directory; the state directory is the only place the
 //!   agent may write, and nothing is written anywhere else. When the test runs as root the
@@ -50,12 +52,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
-    assert!(
-        !Path::new(ttp_agent::config::DEFAULT_CONFIG_PATH).exists(),
-        "{} exists on this machine; the container contract test needs the default path to be \
-         absent (as it is in the image)",
-        ttp_agent::config::DEFAULT_CONFIG_PATH
-    );
     let sim = ttp_sim::start(sim_config(31)).await.unwrap();
 
     // The container's file system: everything read-only but /var/lib/ttp-agent.
@@ -94,6 +90,9 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
     let mut cmd = hermetic::command(BIN);
     cmd.arg("run")
         .env_clear()
+        // An empty file stands for the image's absent one: the host's /etc/ttp-agent/agent.toml
+        // (a machine with the Debian package) is never read.
+        .env("TTP_AGENT_CONFIG", "/dev/null")
         .current_dir(&workdir)
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", &workdir)
@@ -125,6 +124,9 @@ async fn runs_from_the_environment_alone_writing_only_its_state_directory() {
     let health = hermetic::command(BIN)
         .arg("healthcheck")
         .env_clear()
+        // An empty file stands for the image's absent one: the host's /etc/ttp-agent/agent.toml
+        // (a machine with the Debian package) is never read.
+        .env("TTP_AGENT_CONFIG", "/dev/null")
         .current_dir(&workdir)
         .envs(container_env)
         .output()
@@ -194,6 +196,9 @@ fn fatal_errors_are_json_lines_too_and_a_configuration_error_exits_78() {
     let base = |cmd: &mut Command| {
         cmd.arg("run")
             .env_clear()
+            // An empty file stands for the image's absent one: the host's /etc/ttp-agent/agent.toml
+            // (a machine with the Debian package) is never read.
+            .env("TTP_AGENT_CONFIG", "/dev/null")
             .current_dir(dir.path())
             .env("TTP_AGENT__LOG__FORMAT", "json")
             .env(

@@ -107,9 +107,12 @@ async fn every_bad_row_is_reported_at_once_and_nothing_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_german_excel_export_is_read_and_a_sites_codes_are_mapped() {
     let env = setup(sim_config(22), &[]).await;
-    // The site's system writes 1/2 for the gender; [input] says what they mean.
+    // The site's system writes German dates and 1/2 for the gender; [input] says what they
+    // mean.
     let mut config = std::fs::read_to_string(&env.config_path).unwrap();
-    config.push_str("\n[input]\n[input.gender]\n\"1\" = \"male\"\n\"2\" = \"female\"\n");
+    config.push_str(
+        "\n[input]\ndate_formats = [\"DD.MM.YYYY\"]\n[input.gender]\n\"1\" = \"male\"\n\"2\" = \"female\"\n",
+    );
     std::fs::write(&env.config_path, config).unwrap();
     let file = env.dir.path().join("export.csv");
     std::fs::write(

@@ -340,8 +340,11 @@ async fn batches_in_flight_give_the_same_result_as_one_after_the_other() {
     assert_eq!(after.idat, idat_before);
 }
 
+/// A 4xx for the whole request is about the request (study, target, the gateway), never a
+/// verdict on the records in it (issue 11): nothing is rejected or bisected; the refused batch
+/// stays pending, registration pauses with back-off, the batches already in flight finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_batch_is_split_down_to_the_one_bad_record_while_others_go_on() {
+async fn a_batch_refused_as_a_whole_rejects_no_record_while_others_go_on() {
     const N: usize = 40;
     let site = site(32, 10, 4, N, None).await;
     let bad = site
@@ -357,21 +360,20 @@ async fn a_refused_batch_is_split_down_to_the_one_bad_record_while_others_go_on(
 
     let stats = site.agent.register_pending().await.unwrap();
 
-    // Batch 2 (case-00010..19) is refused and split: 10 → 5 (refused) + 5; 5 → 2 + 3
-    // (refused); 3 → 1 + 2 (refused); 2 → 1 (refused: case-00013) + 1. Four batches plus
-    // eight halves, each half sent once.
-    assert_eq!(stats.batches, 4 + 8, "{stats:?}");
-    assert_eq!((stats.sent, stats.rejected), (N - 1, 1), "{stats:?}");
-    assert_eq!(stats.pseudonymised + stats.awaiting_clearing, N - 1);
-    assert_eq!((stats.pending_left, stats.stopped.as_deref()), (0, None));
+    // All four batches leave at once; batch 2 (case-00010..19) is refused as a whole.
+    assert_eq!(stats.batches, 4, "{stats:?}");
+    assert_eq!((stats.sent, stats.rejected), (N - 10, 0), "{stats:?}");
+    assert_eq!(stats.pseudonymised + stats.awaiting_clearing, N - 10);
+    assert_eq!(stats.pending_left, 10, "{stats:?}");
+    let blocked = stats.blocked.clone().expect("a whole-request failure");
+    assert_eq!(blocked.cause, "http-422");
     let outcome = outcome(&site);
     for (id, (state, _)) in &outcome {
-        if id == "case-00013" {
-            assert_eq!(
-                *state,
-                RecordState::Rejected {
-                    code: "http-422".into()
-                }
+        let refused = ("case-00010".."case-00020").contains(&id.as_str());
+        if refused {
+            assert!(
+                matches!(state, RecordState::Sending { .. }),
+                "{id} stays pending, ended {state:?}"
             );
         } else {
             assert!(
@@ -383,7 +385,12 @@ async fn a_refused_batch_is_split_down_to_the_one_bad_record_while_others_go_on(
             );
         }
     }
-    assert_eq!(site.env.sim.stats().registrations, N as u64 - 1);
+    assert_eq!(site.env.sim.stats().registrations, N as u64 - 10);
+    assert!(
+        ttp_agent::submit::registration_blocked(site.agent.store())
+            .unwrap()
+            .is_some()
+    );
     assert_store_consistent(&site);
 }
 

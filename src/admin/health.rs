@@ -166,18 +166,38 @@ fn failure_suffix(view: &HealthView) -> String {
         .map_or(String::new(), |f| format!("; last error: {}", f.message))
 }
 
+/// A paused registration (the fTTP refused whole requests) makes a ready agent not ready:
+/// records wait and only a person (configuration, the fTTP operator) can change that. Pure.
+pub fn assess_registration(
+    readiness: Readiness,
+    blocked: Option<&crate::domain::RegistrationBlocked>,
+) -> Readiness {
+    match (readiness, blocked) {
+        (Readiness::Ready(_), Some(b)) => Readiness::NotReady(format!(
+            "registration paused since {}: {}",
+            b.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            b.failure
+        )),
+        (r, _) => r,
+    }
+}
+
 /// The current readiness of the daemon behind `state`.
 pub fn readiness(state: &AdminState) -> Readiness {
     let last_ok = state
         .store
         .meta_time(META_LAST_POLL_OK)
         .map_err(|e| e.to_string());
-    assess(
+    let r = assess(
         &state.health.view(),
         last_ok,
         state.settings.ready_window,
         Utc::now(),
-    )
+    );
+    let blocked = crate::submit::registration_blocked(&state.store)
+        .ok()
+        .flatten();
+    assess_registration(r, blocked.as_ref())
 }
 
 pub async fn healthz() -> &'static str {
@@ -325,5 +345,30 @@ mod tests {
         h.cycle_finished(&Ok(CycleReport::default()), now);
         assert_eq!(h.view().cycles, 2);
         assert_eq!(h.view().last_failure, None);
+    }
+
+    #[test]
+    fn a_paused_registration_makes_a_ready_agent_not_ready() {
+        let failure = crate::domain::WholeRequestFailure {
+            cause: "all".into(),
+            status: Some(200),
+            code: Some("not-found".into()),
+            display: Some("unknown study".into()),
+            detail: "whole request failed".into(),
+        };
+        let (b, _) = crate::domain::RegistrationBlocked::after_failure(
+            None,
+            failure,
+            "s",
+            "t",
+            at("2026-06-01T09:00:00Z"),
+            |_| at("2026-06-01T09:01:00Z"),
+        );
+        let r = assess_registration(Readiness::Ready("ok".into()), Some(&b));
+        assert!(!r.is_ready());
+        assert!(r.reason().contains("unknown study"), "{r:?}");
+        assert!(assess_registration(Readiness::Ready("ok".into()), None).is_ready());
+        let other = Readiness::NotReady("store".into());
+        assert_eq!(assess_registration(other.clone(), Some(&b)), other);
     }
 }

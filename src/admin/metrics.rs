@@ -349,6 +349,25 @@ fn state_registry(state: &AdminState, now: DateTime<Utc>) -> Registry {
             pseudonyms,
         );
     }
+    if let Ok(blocked) = crate::submit::registration_blocked(store) {
+        let g = Gauge::<i64>::default();
+        g.set(i64::from(blocked.is_some()));
+        r.register(
+            "registration_blocked",
+            "1 while registration is paused because the fTTP refused whole requests (wrong study or target, the `all` error shape); `ttp-agent status` names the cause",
+            g,
+        );
+        if let Some(b) = blocked {
+            let since = Gauge::<i64>::default();
+            since.set(b.since.timestamp());
+            r.register_with_unit(
+                "registration_blocked_since_timestamp",
+                "When the current cause of the paused registration was first seen (Unix time)",
+                Unit::Seconds,
+                since,
+            );
+        }
+    }
     if let Ok(Some(t)) = last_ok {
         let g = Gauge::<i64>::default();
         g.set(t.timestamp());

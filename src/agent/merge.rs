@@ -11,8 +11,10 @@
 //!   fTTP has not caught up yet). If it comes back after at least one successful poll without
 //!   it, it is a *new* occurrence and is done again. Their effects are idempotent (storing the
 //!   same pseudonym, registering the same filter), so re-arming can never do harm twice.
-//! * A finished `send_idat` (identified by its task id) is never re-armed: its answer carries
-//!   IDAT and is not repeated. If it keeps being listed, the status shows it.
+//! * A finished `send_idat` (identified by its task id) is never re-armed by itself: its answer
+//!   carries IDAT and is not repeated. Listed again after the in-doubt settle time, it needs a
+//!   person (`TaskRecord::relisted_after_answer`, applied by the cycle), who can re-arm it
+//!   with `resolve retry --yes`.
 //!
 //! An `InDoubt` task (the agent crashed or timed out while its answer was in flight) is
 //! resolved here, by the listing itself: see [`reconcile_in_doubt`].
@@ -113,6 +115,8 @@ pub fn merge_problem(
 /// Resolve an in-doubt answer with the listing of a successful poll that *started after* the
 /// answer was sent (`rec.updated_at + settle < now` guarantees the fTTP had time to process it).
 ///
+/// * An idempotent task (`repeat_request`): asked again at once, whatever the listing says.
+///
 /// * Listed again: the fTTP does not have the answer: sending it again is safe.
 /// * Not listed, fTTP relists until done: the fTTP has it: done, without sending twice.
 /// * Not listed, fTTP lists once: absence proves nothing; send again (at least once).
@@ -126,6 +130,13 @@ pub fn reconcile_in_doubt(
     now: DateTime<Utc>,
 ) -> Option<TaskRecord> {
     debug_assert!(matches!(rec.state, TaskState::InDoubt));
+    if rec.is_idempotent() {
+        // Asking again is harmless and the only way to the answer that was lost: absence
+        // from the listing proves the fTTP acted, not that the agent has the pseudonym.
+        rec.state = TaskState::Received;
+        rec.updated_at = now;
+        return Some(rec);
+    }
     if rec.updated_at + settle > now {
         return None;
     }
@@ -282,6 +293,42 @@ mod tests {
         let once =
             reconcile_in_doubt(in_doubt_at(t0()), false, Relisting::Once, settle, later).unwrap();
         assert_eq!(once.state, TaskState::Received, "listed once: resend");
+    }
+
+    #[test]
+    fn an_in_doubt_repeat_request_is_asked_again_even_when_no_longer_listed() {
+        let mut rec = merge_listed(None, key(), repeat(), t0(), 1);
+        rec.state = TaskState::Running;
+        rec.interrupted();
+        assert_eq!(rec.state, TaskState::Received, "a crash: ask again at once");
+        rec.state = TaskState::InDoubt;
+        let soon = t0() + chrono::Duration::seconds(1);
+        let again = reconcile_in_doubt(
+            rec,
+            false,
+            Relisting::UntilDone,
+            chrono::Duration::seconds(60),
+            soon,
+        )
+        .expect("no settle time needed");
+        assert_eq!(again.state, TaskState::Received, "absence is not an answer");
+
+        let mut idat = merge_listed(None, key(), send_idat(), t0(), 1);
+        idat.state = TaskState::Running;
+        idat.interrupted();
+        assert_eq!(idat.state, TaskState::InDoubt, "IDAT is never sent blindly");
+    }
+
+    fn repeat() -> Task {
+        Task {
+            kind: TaskKind::RepeatRequest {
+                study: "s".into(),
+                bloom_filter: BloomFilter(vec![1, 2, 3]),
+                target: "dic_a".into(),
+            },
+            expires: None,
+            unknown_parts: vec![],
+        }
     }
 
     #[test]

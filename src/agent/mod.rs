@@ -105,6 +105,11 @@ pub struct CycleReport {
     pub open_after: usize,
     pub purged_tasks: usize,
     pub purged_idat: usize,
+    /// Listed tasks the agent does not work on by itself (finished locally, handled, waiting
+    /// for a person).
+    pub not_acted_on: usize,
+    /// Finished `send_idat` tasks the fTTP still lists, turned into needs-attention now.
+    pub relisted_finished: usize,
 }
 
 /// What [`Agent::purge`] removed.
@@ -155,6 +160,8 @@ impl From<DispatchError> for CycleError {
 
 pub const META_LAST_POLL_OK: &str = "last_poll_ok";
 pub const META_LAST_PURGE: &str = "last_purge";
+/// [`crate::domain::ListingSummary`] of the last successful poll (JSON).
+pub const META_LAST_LISTING: &str = "last_listing";
 
 impl Agent {
     pub fn new(
@@ -190,21 +197,22 @@ impl Agent {
     }
 
     /// Run once at start-up, before any cycle: a task still `Running` on disk was interrupted
-    /// while its request was in flight. It becomes `InDoubt`, keeping the moment it was sent.
+    /// while its request was in flight. A `send_idat` becomes `InDoubt` (the next listing
+    /// decides), an idempotent `repeat_request` is asked again (`TaskRecord::interrupted`).
     pub fn recover(&self) -> Result<usize, StoreError> {
         let interrupted: Vec<TaskRecord> = self
             .store
             .open_tasks_where(|s| *s == TaskState::Running)?
             .into_iter()
             .map(|mut t| {
-                t.state = TaskState::InDoubt;
+                t.interrupted();
                 t
             })
             .collect();
         if !interrupted.is_empty() {
             tracing::warn!(
                 count = interrupted.len(),
-                "tasks were interrupted while their answer was in flight; the next listing decides whether to send again"
+                "tasks were interrupted while their answer was in flight; registrations are asked again, IDAT answers wait for the next listing to decide"
             );
             self.store.put_tasks(&interrupted)?;
             self.store.flush()?;
@@ -269,6 +277,19 @@ impl Agent {
             let rec = merge::merge_problem(existing, problem, now, seq);
             merged.insert(problem.key.clone(), rec);
         }
+        // A finished send_idat listed again after the settle time: the fTTP lacks the answer.
+        for rec in merged.values_mut() {
+            if rec.relisted_after_answer(self.opts.settle, now) {
+                report.relisted_finished += 1;
+                tracing::warn!(task = %rec.key, "the fTTP still lists a send_idat the agent answered; it needs a person (`ttp-agent resolve retry --yes`)");
+            }
+        }
+        let listing_summary = crate::domain::ListingSummary::count(merged.values(), now);
+        report.not_acted_on = listing_summary.listed - listing_summary.working;
+        self.store.set_meta_string(
+            META_LAST_LISTING,
+            &serde_json::to_string(&listing_summary).unwrap_or_default(),
+        )?;
         if !merged.is_empty() {
             self.store.put_tasks(merged.values())?;
         }
@@ -283,6 +304,10 @@ impl Agent {
             .store
             .open_tasks_where_held(|_| true, |key| merged.remove(key))?;
         for (mut rec, listed_now) in open {
+            if !listed_now && rec.caught_up(now) {
+                tracing::info!(task = %rec.key, "the fTTP no longer lists the task: it has the answer");
+                changed.push(rec.clone());
+            }
             if rec.state == TaskState::InDoubt
                 && let Some(resolved) = merge::reconcile_in_doubt(
                     rec.clone(),

@@ -417,11 +417,41 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
         .map_err(|e| format!("{e:#}"))
         .and_then(|opts| Store::open(&opts).map_err(|e| describe_store_error(&e)));
     match opened {
-        Ok(store) => match summarise_store(&store) {
-            Ok(summary) => list.pass(STEP, format!("{} opened: {summary}", path.display())),
-            Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
-        },
+        Ok(store) => {
+            match summarise_store(&store) {
+                Ok(summary) => list.pass(STEP, format!("{} opened: {summary}", path.display())),
+                Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
+            }
+            check_registration(list, config, &store);
+        }
         Err(message) => list.fail(Severity::Check, STEP, message),
+    }
+}
+
+/// A registration the fTTP refused as a whole (wrong study or target, the `all` shape), as
+/// the daemon last recorded it.
+fn check_registration(list: &mut Checklist, config: &AgentConfig, store: &Store) {
+    const STEP: &str = "registration";
+    match crate::submit::registration_blocked(store) {
+        Ok(None) => {}
+        Ok(Some(b)) if b.study != config.ttp.study || b.target != config.ttp.target => list.warn(
+            STEP,
+            format!(
+                "the fTTP refused whole requests for study {:?}, target {:?}: {}; the configuration now names study {:?}, target {:?}, which the next cycle tries at once",
+                b.study, b.target, b.failure, config.ttp.study, config.ttp.target
+            ),
+        ),
+        Ok(Some(b)) => list.fail(
+            Severity::Check,
+            STEP,
+            format!(
+                "paused since {}: {} — {}",
+                b.since.to_rfc3339(),
+                b.failure,
+                b.failure.advice()
+            ),
+        ),
+        Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
     }
 }
 

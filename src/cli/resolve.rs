@@ -1,7 +1,9 @@
 //! `ttp-agent resolve retry|handled|add-element`: the ways out of "needs attention".
 //!
 //! ```text
-//! ttp-agent resolve retry TASK_KEY
+//! ttp-agent resolve retry TASK_KEY [--yes]
+//! ttp-agent resolve retry --record LOCAL_ID [--record LOCAL_ID ...]
+//! ttp-agent resolve retry --rejected CAUSE
 //! ttp-agent resolve handled TASK_KEY --comment "answered by phone, ticket 4711"
 //! ttp-agent resolve add-element LOCAL_ID ELEMENT [VALUE | -] [--replace]
 //! ```
@@ -37,12 +39,25 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Work on a task again in the next cycle (from needs-attention, retry-wait or in-doubt).
+    /// Work on a task again in the next cycle (from needs-attention, retry-wait or in-doubt),
+    /// or register rejected records again (--record, --rejected).
     Retry {
         #[command(flatten)]
         config: ConfigArg,
         /// The task key, as `ttp-agent status` shows it.
-        task_key: String,
+        #[arg(required_unless_present_any = ["records", "rejected"], conflicts_with_all = ["records", "rejected"])]
+        task_key: Option<String>,
+        /// Register this rejected record again (its local id); repeat for a list.
+        #[arg(long = "record", value_name = "LOCAL_ID", conflicts_with = "rejected")]
+        records: Vec<String>,
+        /// Register every record rejected with this cause again (the stored code, e.g.
+        /// `http-404`, which older versions recorded for a wrong study or target).
+        #[arg(long, value_name = "CAUSE")]
+        rejected: Option<String>,
+        /// Confirm sending a send_idat answer again that the fTTP still lists although the
+        /// agent answered it (a second disclosure if the first did arrive).
+        #[arg(long)]
+        yes: bool,
     },
     /// Mark a task as dealt with outside the agent: it is finished and not acted on again.
     Handled {
@@ -80,6 +95,12 @@ pub struct Request {
 pub enum RequestAction {
     Retry {
         task_key: String,
+        #[serde(default)]
+        confirmed: bool,
+    },
+    RetryRecords {
+        local_ids: Vec<String>,
+        rejected: Option<String>,
     },
     Handled {
         task_key: String,
@@ -112,7 +133,30 @@ impl std::fmt::Debug for IdatValue {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (config, action) = match args.action {
-        Action::Retry { config, task_key } => (config, RequestAction::Retry { task_key }),
+        Action::Retry {
+            config,
+            task_key: Some(task_key),
+            yes,
+            ..
+        } => (
+            config,
+            RequestAction::Retry {
+                task_key,
+                confirmed: yes,
+            },
+        ),
+        Action::Retry {
+            config,
+            records,
+            rejected,
+            ..
+        } => (
+            config,
+            RequestAction::RetryRecords {
+                local_ids: records,
+                rejected,
+            },
+        ),
         Action::Handled {
             config,
             task_key,
@@ -148,8 +192,27 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
     let actor = &ctx.actor;
     let now = chrono::Utc::now();
     let done: Resolved = match req.action {
-        RequestAction::Retry { task_key } => {
-            resolve::retry_task(store, &TaskKey(task_key), actor, now)?
+        RequestAction::Retry {
+            task_key,
+            confirmed,
+        } => resolve::retry_task(store, &TaskKey(task_key), actor, now, confirmed)?,
+        RequestAction::RetryRecords {
+            local_ids,
+            rejected,
+        } => {
+            let selection = match rejected {
+                Some(cause) => resolve::RecordSelection::Cause(cause),
+                None => resolve::RecordSelection::Ids(local_ids),
+            };
+            let done = resolve::retry_records(store, &selection, actor, now)?;
+            for d in &done {
+                io.print(&format!("{}: {} -> {}\n", d.subject, d.from, d.to));
+            }
+            io.print(&format!(
+                "{} record(s) will be registered again in the next cycle (recorded in the audit trail as {actor})\n",
+                done.len()
+            ));
+            return Ok(0);
         }
         RequestAction::Handled { task_key, comment } => {
             resolve::mark_handled(store, &TaskKey(task_key), &comment, actor, now)?

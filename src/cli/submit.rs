@@ -32,8 +32,8 @@ pub struct Args {
     #[command(flatten)]
     config: ConfigArg,
     /// CSV with a header row: `local_id` and fTTP element codes (given, family, birthdate
-    /// as YYYY, YYYY-MM or YYYY-MM-DD, also DD.MM.YYYY; gender as male/female/other/unknown
-    /// or m/w/d/x, …). `,`- or `;`-separated, UTF-8 or Windows-1252; `[input]` in the
+    /// as YYYY, YYYY-MM or YYYY-MM-DD, gender as male/female/other/unknown or m/w/d/x,
+    /// …). `,`- or `;`-separated, UTF-8 or Windows-1252; `[input]` in the
     /// configuration maps other layouts and codes.
     records: PathBuf,
     /// Print the summary as JSON.

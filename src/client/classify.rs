@@ -20,6 +20,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use crate::domain::WholeRequestFailure;
+
 /// One fTTP dispatcher operation. The names are the FHIR operation names, safe to log and to
 /// use as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -339,6 +341,121 @@ pub fn is_json_content_type(content_type: Option<&str>) -> bool {
         || essence.eq_ignore_ascii_case("application/json")
 }
 
+/// What a `$requestPsnFromBfWorkflow` answer means for the batch that was sent. Only
+/// [`PsnVerdict::PerFilter`] judges records; every other verdict leaves them pending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PsnVerdict {
+    /// Results per filter: `pseudonym-bf` entries, `error` entries naming a filter, and
+    /// filters the answer does not mention (they wait for a clearing). Judge each with
+    /// [`psn_error_is_permanent`].
+    PerFilter,
+    /// The request failed as a whole: a configuration or gateway problem, never a verdict on
+    /// the records in it.
+    WholeRequest(WholeRequestFailure),
+    /// 413: the batch is too large for the gateway; smaller batches may pass.
+    TooLarge,
+    /// 401/403: the credentials were refused.
+    Auth,
+    /// Not processed, or maybe processed (transient, in doubt, an unusable 2xx): the operation
+    /// is idempotent, so the same filters are simply sent again.
+    AskAgain,
+}
+
+/// Classifies the answer to a `$requestPsnFromBfWorkflow` for the filters `sent`. Pure.
+///
+/// Whole-request failures: a 4xx other than 401/403/408/413/429 (the IG answers an unknown
+/// study or target with 400/404/422 for the whole request); an HTTP 200 with an `error` that
+/// names no filter (among them the `all` + `error-code` shape); an answer whose entries name
+/// none of the filters sent. An answer without any entry is *not* one: every filter then
+/// waits for a clearing, as the IG says.
+pub fn classify_psn(
+    sent: &[ttp_proto::BloomFilter],
+    answer: Result<&ttp_proto::PsnResponse, &TtpError>,
+) -> PsnVerdict {
+    let response = match answer {
+        Ok(response) => response,
+        Err(err) => {
+            return match (err.class, err.status) {
+                (ErrorClass::Auth, _) => PsnVerdict::Auth,
+                (ErrorClass::Permanent, Some(413)) => PsnVerdict::TooLarge,
+                (ErrorClass::Permanent, status) => PsnVerdict::WholeRequest(WholeRequestFailure {
+                    cause: status.map_or_else(|| String::from("refused"), |s| format!("http-{s}")),
+                    status,
+                    code: None,
+                    display: None,
+                    detail: match status {
+                        Some(s) => format!(
+                            "the fTTP refused the whole request with HTTP {s}: {}",
+                            err.detail
+                        ),
+                        None => format!("the fTTP refused the whole request: {}", err.detail),
+                    },
+                }),
+                (ErrorClass::Transient | ErrorClass::InDoubt | ErrorClass::Protocol, _) => {
+                    PsnVerdict::AskAgain
+                }
+            };
+        }
+    };
+    if let Some(first) = response.request_errors.first() {
+        let all = response.request_errors.iter().any(|e| e.all);
+        return PsnVerdict::WholeRequest(WholeRequestFailure {
+            cause: if all { "all" } else { "error" }.into(),
+            status: Some(200),
+            code: first.code.clone(),
+            display: first.display.clone(),
+            detail: if all {
+                "the fTTP answered HTTP 200 with an error for all filters of the request (`all`)"
+                    .into()
+            } else {
+                "the fTTP answered HTTP 200 with an error that names no filter".into()
+            },
+        });
+    }
+    let named = response
+        .pseudonyms
+        .iter()
+        .map(|p| &p.bloom_filter)
+        .chain(response.errors.iter().map(|e| &e.bloom_filter));
+    let mut any = false;
+    let mut sent_one = false;
+    for filter in named {
+        any = true;
+        if sent.contains(filter) {
+            sent_one = true;
+            break;
+        }
+    }
+    if any && !sent_one {
+        return PsnVerdict::WholeRequest(WholeRequestFailure {
+            cause: "foreign".into(),
+            status: Some(200),
+            code: None,
+            display: None,
+            detail: "the fTTP's answer names none of the filters sent (a wrong target or a gateway mix-up)".into(),
+        });
+    }
+    PsnVerdict::PerFilter
+}
+
+/// Whether an `error` naming one filter rejects that record for good. Codes of the FHIR
+/// issue-type system that describe a passing condition (`transient` and its children
+/// `lock-error`, `no-store`, `exception`, `timeout`, `incomplete`, `throttled`) do not: the
+/// record stays pending and is sent again. Every other code is a verdict on the filter.
+pub fn psn_error_is_permanent(code: &str) -> bool {
+    let bare = code.rsplit('#').next().unwrap_or(code);
+    !matches!(
+        bare,
+        "transient"
+            | "lock-error"
+            | "no-store"
+            | "exception"
+            | "timeout"
+            | "incomplete"
+            | "throttled"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,5 +584,141 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("(server asks to retry after 7 s)"), "{text}");
+    }
+
+    fn bf(n: u8) -> ttp_proto::BloomFilter {
+        ttp_proto::BloomFilter(vec![n; 8])
+    }
+
+    fn answer(
+        pseudonyms: &[u8],
+        errors: &[(u8, &str)],
+        request_errors: Vec<ttp_proto::RequestError>,
+    ) -> ttp_proto::PsnResponse {
+        ttp_proto::PsnResponse {
+            pseudonyms: pseudonyms
+                .iter()
+                .map(|&n| ttp_proto::PsnResult {
+                    bloom_filter: bf(n),
+                    target: "t".into(),
+                    pseudonym: "p".into(),
+                })
+                .collect(),
+            errors: errors
+                .iter()
+                .map(|&(n, code)| ttp_proto::PsnError {
+                    bloom_filter: bf(n),
+                    target: "t".into(),
+                    code: code.into(),
+                })
+                .collect(),
+            request_errors,
+            problems: vec![],
+        }
+    }
+
+    fn error(class: ErrorClass, status: Option<u16>) -> TtpError {
+        let mut e = TtpError::new(Operation::RequestPsn, class, "unknown study `x`");
+        e.status = status;
+        e
+    }
+
+    #[test]
+    fn per_filter_answers_judge_records() {
+        let sent = [bf(1), bf(2)];
+        for a in [
+            answer(&[1], &[], vec![]),
+            answer(&[], &[(2, "invalid")], vec![]),
+            answer(&[3, 1], &[], vec![]),
+            // No entry at all: every filter waits for a clearing (the IG's normal case).
+            answer(&[], &[], vec![]),
+        ] {
+            assert_eq!(classify_psn(&sent, Ok(&a)), PsnVerdict::PerFilter, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn whole_request_failures_judge_no_record() {
+        let sent = [bf(1), bf(2)];
+        let all = answer(
+            &[],
+            &[],
+            vec![ttp_proto::RequestError {
+                all: true,
+                code: Some("http://hl7.org/fhir/issue-type#not-found".into()),
+                display: Some("unknown study".into()),
+            }],
+        );
+        let PsnVerdict::WholeRequest(f) = classify_psn(&sent, Ok(&all)) else {
+            panic!("the all shape is a whole-request failure");
+        };
+        assert_eq!(f.cause, "all");
+        assert_eq!(f.display.as_deref(), Some("unknown study"));
+        assert!(f.to_string().contains("not-found: unknown study"), "{f}");
+
+        let no_filter = answer(
+            &[1],
+            &[],
+            vec![ttp_proto::RequestError {
+                all: false,
+                code: None,
+                display: None,
+            }],
+        );
+        assert!(matches!(
+            classify_psn(&sent, Ok(&no_filter)),
+            PsnVerdict::WholeRequest(WholeRequestFailure { ref cause, .. }) if cause == "error"
+        ));
+        let foreign = answer(&[7], &[(8, "invalid")], vec![]);
+        assert!(matches!(
+            classify_psn(&sent, Ok(&foreign)),
+            PsnVerdict::WholeRequest(WholeRequestFailure { ref cause, .. }) if cause == "foreign"
+        ));
+        for status in [400, 404, 422, 409, 307] {
+            let e = error(ErrorClass::Permanent, Some(status));
+            let PsnVerdict::WholeRequest(f) = classify_psn(&sent, Err(&e)) else {
+                panic!("HTTP {status} is about the request");
+            };
+            assert_eq!(f.cause, format!("http-{status}"));
+            assert!(f.detail.contains("unknown study `x`"), "{f}");
+        }
+    }
+
+    #[test]
+    fn other_failures_ask_again_split_or_stop() {
+        let sent = [bf(1)];
+        assert_eq!(
+            classify_psn(&sent, Err(&error(ErrorClass::Permanent, Some(413)))),
+            PsnVerdict::TooLarge
+        );
+        assert_eq!(
+            classify_psn(&sent, Err(&error(ErrorClass::Auth, Some(401)))),
+            PsnVerdict::Auth
+        );
+        for class in [
+            ErrorClass::Transient,
+            ErrorClass::InDoubt,
+            ErrorClass::Protocol,
+        ] {
+            assert_eq!(
+                classify_psn(&sent, Err(&error(class, None))),
+                PsnVerdict::AskAgain
+            );
+        }
+    }
+
+    #[test]
+    fn only_lasting_error_codes_reject_a_record() {
+        assert!(psn_error_is_permanent(
+            "http://hl7.org/fhir/issue-type#invalid"
+        ));
+        assert!(psn_error_is_permanent("not-found"));
+        assert!(!psn_error_is_permanent(
+            "http://hl7.org/fhir/issue-type#transient"
+        ));
+        assert!(!psn_error_is_permanent("throttled"));
+        assert!(!psn_error_is_permanent(
+            "http://hl7.org/fhir/issue-type#exception"
+        ));
     }
 }

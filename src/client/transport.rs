@@ -253,12 +253,14 @@ impl Transport {
 }
 
 impl Transport {
-    /// Whether a 2xx answer to a status-only operation comes from the dispatcher. An empty body
-    /// or a JSON one does; a body cut short after a 2xx status line does too (the status was
-    /// sent after the server acted). A complete body that is not JSON -- a proxy's HTML page,
-    /// garbage -- proves nothing about whether the request reached the dispatcher: that is a
-    /// [`ErrorClass::Protocol`] error, which the agent treats as "maybe processed" for
-    /// `$providePatientData` and settles with the next listing instead of assuming success.
+    /// Whether a 2xx answer to a status-only operation comes from the dispatcher. Only an
+    /// empty body or a complete JSON one does. A complete body that is not JSON -- a proxy's
+    /// HTML page, garbage -- proves nothing about whether the request reached the dispatcher:
+    /// that is a [`ErrorClass::Protocol`] error. A body cut short (fewer bytes than its
+    /// `Content-Length`, then the connection closed) proves nothing either: a proxy or a
+    /// failing gateway can send the status line before anything was processed. That is
+    /// [`ErrorClass::InDoubt`]. The agent settles both with the next listing for
+    /// `$providePatientData` instead of assuming success.
     async fn accepted(
         &self,
         op: Operation,
@@ -290,7 +292,15 @@ impl Transport {
                 "a body larger than the limit of {} bytes (max_response_bytes)",
                 self.max_response_bytes
             )),
-            Err(ReadError::Transport(_)) => Ok((status, Vec::new())),
+            Err(ReadError::Transport(e)) => Err(TtpError::new(
+                op,
+                ErrorClass::InDoubt,
+                format!(
+                    "HTTP {status} with a body cut short ({}); whether the dispatcher acted is open",
+                    describe_transport(&e)
+                ),
+            )
+            .with_status(status)),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! [input]
 //! delimiter = ";"                              # default: detected from the header line
 //! encoding = "windows-1252"                    # default: UTF-8, else Windows-1252 with a note
-//! date_formats = ["DD.MM.YYYY", "YYYYMMDD"]    # besides YYYY-MM-DD; default ["DD.MM.YYYY"]
+//! date_formats = ["DD.MM.YYYY", "YYYYMMDD"]    # besides the agent's own forms; default none
 //! [input.gender]                               # the site's codes → the agent's
 //! "1" = "male"
 //! "2" = "female"
@@ -22,7 +22,9 @@ use encoding_rs::Encoding;
 use serde::Deserialize;
 
 /// How to read an input file and map its values. `Default` reads UTF-8 (or detected
-/// Windows-1252), detects the separator, and accepts `DD.MM.YYYY` dates.
+/// Windows-1252), detects the separator, and maps no values: a site's own layouts and codes
+/// are named in `[input]`, so that nothing is reinterpreted behind the site's back (a
+/// `01/02/1980` means different days in different countries).
 #[derive(Clone, Debug, Default)]
 pub struct InputSettings {
     pub delimiter: Option<u8>,
@@ -31,22 +33,12 @@ pub struct InputSettings {
 }
 
 /// Value mappings for common site exports.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ValueMappings {
     /// Date layouts accepted besides `YYYY-MM-DD`, tried in order.
     pub date_formats: Vec<DateFormat>,
     /// Site code (compared without case and surrounding blanks) → the agent's code.
     pub gender: BTreeMap<String, String>,
-}
-
-impl Default for ValueMappings {
-    fn default() -> Self {
-        ValueMappings {
-            // Unambiguous (the dots are German) and the default of German exports.
-            date_formats: vec![DateFormat::parse("DD.MM.YYYY").expect("a valid layout")],
-            gender: BTreeMap::new(),
-        }
-    }
 }
 
 /// `[input]` as written in the file.
@@ -239,16 +231,21 @@ impl ValueMappings {
             .unwrap_or_else(|| value.to_owned())
     }
 
-    /// The date layouts the settings add, for messages.
-    pub fn date_layouts(&self) -> String {
-        match self.date_formats.len() {
-            0 => "none".to_owned(),
-            _ => self
-                .date_formats
-                .iter()
-                .map(DateFormat::as_str)
-                .collect::<Vec<_>>()
-                .join(", "),
+    /// What to say after a date no layout fits: the layouts configured, and where to add one.
+    pub fn date_hint(&self) -> String {
+        if self.date_formats.is_empty() {
+            " (a site export's layout such as DD.MM.YYYY is read once `[input] date_formats` \
+             names it)"
+                .to_owned()
+        } else {
+            format!(
+                " (also accepted here: {}; more in `[input] date_formats`)",
+                self.date_formats
+                    .iter()
+                    .map(DateFormat::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     }
 }

@@ -199,10 +199,7 @@ fn check_row(
         };
         let value = crate::submit::validate_value(*el, &value).map_err(|reason| {
             let hint = match el {
-                IdatElement::Birthdate => format!(
-                    " (layouts the input settings add: {}; more in `[input] date_formats`)",
-                    mappings.date_layouts()
-                ),
+                IdatElement::Birthdate => mappings.date_hint(),
                 IdatElement::Gender => " (map the site's codes in `[input.gender]`)".to_owned(),
                 _ => String::new(),
             };
@@ -302,7 +299,17 @@ mod tests {
     #[test]
     fn a_german_excel_export_is_read_with_a_note() {
         let bytes = b"local_id;given;family;birthdate\r\nA1;J\xfcrgen;M\xfcller;02.01.1980\r\n";
+        // Without the layout in the settings, the date is refused with a hint.
         let p = parse(bytes, "export.csv", &InputSettings::default()).unwrap();
+        assert_eq!(p.problems.len(), 1);
+        assert!(
+            p.problems[0].reason.contains("[input] date_formats"),
+            "{:?}",
+            p.problems
+        );
+        let mut settings = InputSettings::default();
+        settings.mappings.date_formats = vec![mapping::DateFormat::parse("DD.MM.YYYY").unwrap()];
+        let p = parse(bytes, "export.csv", &settings).unwrap();
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         let r = &p.records[0];
         assert_eq!(r.idat.0[&IdatElement::Given], "Jürgen");

@@ -54,7 +54,7 @@ pub mod value;
 
 pub use element::IdatElement;
 pub use ops::{
-    PsnError, PsnResponse, PsnResult, parse_psn_response, provide_patient_data,
+    PsnError, PsnResponse, PsnResult, RequestError, parse_psn_response, provide_patient_data,
     request_psn_from_bf, request_tasks,
 };
 pub use outcome::summarize_error_body;

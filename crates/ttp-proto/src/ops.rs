@@ -63,9 +63,23 @@ pub struct PsnResponse {
     pub pseudonyms: Vec<PsnResult>,
     /// Filters the fTTP rejected.
     pub errors: Vec<PsnError>,
+    /// `error` entries that name no filter (the IG makes `bloomfilter` and `target` 0..1),
+    /// among them the EyeMatics shape `all` + `error-code`: the request failed as a whole.
+    pub request_errors: Vec<RequestError>,
     /// Entries that could not be read or are not known to this version (positions, names and
     /// reasons, no values). Filters absent from both lists wait for clearing.
     pub problems: Vec<String>,
+}
+
+/// One `error` entry that names no filter: a failure of the whole request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The entry carried an `all` part (the shape public clients check for).
+    pub all: bool,
+    /// As [`PsnError::code`]; `None` when the entry had no readable `error-code`.
+    pub code: Option<String>,
+    /// The Coding's `display`, if any (the fTTP's words for the cause).
+    pub display: Option<String>,
 }
 
 /// One `pseudonym-bf` entry.
@@ -140,23 +154,45 @@ pub fn parse_psn_response(body: &[u8]) -> Result<PsnResponse, ProtoError> {
                 }
             }
             "error" => {
-                report_unknown_parts(&mut c, parameter, &["bloomfilter", "target", "error-code"]);
-                let bloom_filter = c
-                    .exactly_one(parameter, "bloomfilter")
-                    .and_then(|x| c.bloom_filter(x));
-                let target = c
-                    .exactly_one(parameter, "target")
-                    .and_then(|x| c.identifier(x));
-                let code = c
-                    .exactly_one(parameter, "error-code")
-                    .and_then(|x| error_code(&mut c, x));
-                if let (Some(bloom_filter), Some(target), Some(code)) = (bloom_filter, target, code)
-                {
-                    response.errors.push(PsnError {
-                        bloom_filter,
-                        target,
-                        code,
-                    });
+                report_unknown_parts(
+                    &mut c,
+                    parameter,
+                    &["bloomfilter", "target", "error-code", "all"],
+                );
+                // `bloomfilter` and `target` are 0..1 in the IG: an entry without a filter is
+                // about the whole request, and must never vanish into `problems`.
+                let filter_part = c.at_most_one(parameter, "bloomfilter");
+                let all = matches!(c.at_most_one(parameter, "all"), Ok(Some(_)));
+                // `Some(..)`: the entry names a filter (read or not); `None`: it names none.
+                let named = match filter_part {
+                    Ok(Some(part)) if !all => Some(c.bloom_filter(part)),
+                    _ => None,
+                };
+                let target = match (&named, c.at_most_one(parameter, "target")) {
+                    (Some(_), Ok(Some(t))) => c.identifier(t),
+                    (Some(_), _) => Some(String::new()),
+                    (None, _) => None,
+                };
+                let code_part = c.exactly_one(parameter, "error-code");
+                let code = code_part.and_then(|x| error_code(&mut c, x));
+                let display = code_part.and_then(coding_display);
+                match named {
+                    Some(bloom_filter) => {
+                        if let (Some(bloom_filter), Some(target), Some(code)) =
+                            (bloom_filter, target, code)
+                        {
+                            response.errors.push(PsnError {
+                                bloom_filter,
+                                target,
+                                code,
+                            });
+                        }
+                    }
+                    // A repeated `bloomfilter` makes the entry unreadable: not a verdict on
+                    // any one filter, and not silently nothing either.
+                    None => response
+                        .request_errors
+                        .push(RequestError { all, code, display }),
                 }
             }
             _ => c.push("unknown parameter, ignored".to_owned()),
@@ -187,6 +223,22 @@ fn report_unknown_parts(c: &mut Checker, parameter: &Parameter, known: &[&str]) 
             ));
         }
     }
+}
+
+/// The `display` of an `error-code` Coding, bounded and on one line (it is shown to people).
+fn coding_display(part: &Parameter) -> Option<String> {
+    let Some(Value::Coding(coding)) = &part.value else {
+        return None;
+    };
+    let text: String = coding
+        .display
+        .as_deref()?
+        .chars()
+        .map(|ch| if ch.is_control() { ' ' } else { ch })
+        .take(200)
+        .collect();
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// `error-code`: a Coding (`system#code`); a bare `valueCode` is accepted too.

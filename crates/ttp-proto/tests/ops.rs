@@ -206,3 +206,42 @@ fn psn_whole_body_errors() {
         Err(ProtoError::WrongResourceType("Bundle".into()))
     );
 }
+
+#[test]
+fn an_error_naming_no_filter_is_a_request_error_not_a_problem() {
+    let entries = json!([
+        { "name": "error", "part": [
+            { "name": "all", "valueBoolean": true },
+            { "name": "error-code", "valueCoding": {
+                "system": "http://hl7.org/fhir/issue-type", "code": "not-found",
+                "display": "unknown study\nfoo" } }
+        ] },
+        { "name": "error", "part": [
+            { "name": "error-code", "valueCoding": { "code": "exception" } }
+        ] },
+        { "name": "error", "part": [ bf(BF), { "name": "error-code", "valueCode": "invalid" } ] }
+    ]);
+    let response = parse_psn_response(&body(entries)).unwrap();
+    assert_eq!(
+        response.request_errors,
+        vec![
+            ttp_proto::RequestError {
+                all: true,
+                code: Some("http://hl7.org/fhir/issue-type#not-found".into()),
+                display: Some("unknown study foo".into()),
+            },
+            ttp_proto::RequestError {
+                all: false,
+                code: Some("exception".into()),
+                display: None,
+            },
+        ]
+    );
+    assert_eq!(
+        response.errors.len(),
+        1,
+        "a filter without target still names a filter"
+    );
+    assert_eq!(response.errors[0].code, "invalid");
+    assert!(response.problems.is_empty(), "{:?}", response.problems);
+}

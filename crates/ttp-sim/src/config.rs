@@ -68,9 +68,42 @@ pub struct SimConfig {
     /// default): a `$providePatientData` without some requested elements is accepted. `false`
     /// answers it 422, as a stricter gateway might.
     pub allow_missing_elements: bool,
+    /// Status of the whole-request `OperationOutcome` a `$requestPsnFromBfWorkflow` for an
+    /// unknown study or target gets: 404 (the IG's "unknown content"), 400 or 422.
+    pub unknown_study_status: u16,
+    /// When set, every `$requestPsnFromBfWorkflow` fails as a whole in this way and
+    /// registers nothing (also switchable at run time: `SimHandle::set_psn_failure`).
+    pub psn_failure: Option<PsnFailure>,
+    /// The resend a `repeat_request` asked for ends the clearing at once: the answer carries
+    /// the filter's pseudonym (`pseudonym-bf`) and no `send_idat` follows. Off: the resend
+    /// raises a `send_idat` (the clearing goes on).
+    pub repeat_answers_pseudonym: bool,
     /// Fraction of `send_idat` tasks that name the record by its Bloom filter *and* its
     /// pseudonym (the IG allows both); the pseudonym is the filter's own once it has one.
     pub idat_by_both: f64,
+}
+
+/// How a `$requestPsnFromBfWorkflow` fails as a whole (nothing is registered), in the shapes
+/// real gateways use (see the reference's last section).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PsnFailure {
+    /// HTTP 200 with one `error` parameter whose only parts are `all` (valueBoolean true) and
+    /// `error-code` (a Coding with `display`), the shape the EyeMatics DSF plugin checks for.
+    All { code: String, display: String },
+    /// HTTP 200 with one `error` entry naming no filter and no target, only `error-code`.
+    ErrorWithoutFilter { code: String },
+    /// This status (400..=599) with an OperationOutcome for the whole request.
+    Status(u16),
+    /// HTTP 200 with `pseudonym-bf` entries for filters other than those sent.
+    ForeignFilters,
+}
+
+/// The operations whose answers [`crate::SimHandle::lose_answers`] can lose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SimOperation {
+    RequestPsn,
+    RequestTasks,
+    ProvidePatientData,
 }
 
 impl Default for SimConfig {
@@ -95,6 +128,9 @@ impl Default for SimConfig {
             utc_offset_secs: 2 * 3600,
             allow_missing_elements: true,
             idat_by_both: 0.0,
+            unknown_study_status: 404,
+            psn_failure: None,
+            repeat_answers_pseudonym: false,
         }
     }
 }
@@ -120,6 +156,9 @@ impl fmt::Debug for SimConfig {
             .field("identifier_system", &self.identifier_system)
             .field("utc_offset_secs", &self.utc_offset_secs)
             .field("allow_missing_elements", &self.allow_missing_elements)
+            .field("unknown_study_status", &self.unknown_study_status)
+            .field("psn_failure", &self.psn_failure)
+            .field("repeat_answers_pseudonym", &self.repeat_answers_pseudonym)
             .field("idat_by_both", &self.idat_by_both)
             .finish()
     }
@@ -278,6 +317,10 @@ pub enum FaultKind {
     Truncate,
     /// 200 with a body that is not JSON.
     Malformed,
+    /// HTTP 200 whose `Content-Length` announces more bytes than are sent: half of a JSON body,
+    /// then the connection closes. Before processing the body is a made-up one (the request
+    /// was never processed); after processing it is the real answer, cut short.
+    TruncatedOk,
 }
 
 impl FaultKind {
@@ -287,7 +330,7 @@ impl FaultKind {
     pub fn can_follow_processing(&self) -> bool {
         match self {
             Self::Status(status) => matches!(status, 500 | 502 | 504),
-            Self::Delay(_) | Self::Drop | Self::Truncate => true,
+            Self::Delay(_) | Self::Drop | Self::Truncate | Self::TruncatedOk => true,
             Self::Status429 { .. } | Self::Malformed => false,
         }
     }
@@ -384,8 +427,35 @@ impl SimConfig {
                 format!("{} s is not a valid UTC offset", self.utc_offset_secs),
             ));
         }
+        if ![400, 404, 422].contains(&self.unknown_study_status) {
+            return Err(invalid(
+                "unknown_study_status",
+                format!(
+                    "{} is not one of the statuses the IG allows for it (400, 404, 422)",
+                    self.unknown_study_status
+                ),
+            ));
+        }
+        if let Some(failure) = &self.psn_failure {
+            failure.validate()?;
+        }
         self.auth.validate()?;
         self.faults.validate()
+    }
+}
+
+impl PsnFailure {
+    pub(crate) fn validate(&self) -> Result<(), InvalidConfig> {
+        match self {
+            Self::Status(status) if !(400..=599).contains(status) => Err(invalid(
+                "psn_failure",
+                format!("Status({status}) is not an error status (400..=599)"),
+            )),
+            Self::All { code, .. } | Self::ErrorWithoutFilter { code } if code.is_empty() => {
+                Err(invalid("psn_failure", "the error code is empty"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -42,7 +42,15 @@
 //! [`FaultConfig`] makes requests fail deterministically: statuses (with an OperationOutcome
 //! or a proxy's HTML page), 429 with `Retry-After`, delays beyond the client's timeout, dropped
 //! connections, truncated and malformed bodies — either before the request is processed or
-//! after (then only as faults a client must read as "maybe processed"). [`SimStats`] counts
+//! after (then only as faults a client must read as "maybe processed"), and "200 with a body
+//! cut short" ([`FaultKind::TruncatedOk`]). [`SimHandle::fault_next`] queues faults for one
+//! operation's next requests ([`SimHandle::lose_answers`]: processed, answer lost).
+//!
+//! Whole-request failures of `$requestPsnFromBfWorkflow` as real gateways send them
+//! ([`PsnFailure`], [`SimConfig::psn_failure`], [`SimHandle::set_psn_failure`]): the `all` +
+//! `error-code` shape, an `error` naming no filter, a status, an answer naming other filters;
+//! an unknown study or target gets [`SimConfig::unknown_study_status`] (404 by default, the
+//! IG's "unknown content"). [`SimStats`] counts
 //! what happened, including what an agent must never do (duplicate `$providePatientData`,
 //! sending unrequested IDAT).
 //!
@@ -82,7 +90,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    FaultConfig, FaultKind, FaultTiming, InvalidConfig, KNOWN_ELEMENTS, SimAuth, SimConfig,
+    FaultConfig, FaultKind, FaultTiming, InvalidConfig, KNOWN_ELEMENTS, PsnFailure, SimAuth,
+    SimConfig, SimOperation,
 };
 pub use oauth::{OAuth2Client, TOKEN_PATH};
 pub use patient::{IDAT_PROFILE, check_idat_patient};
@@ -177,6 +186,40 @@ impl SimHandle {
         faults.validate()?;
         *lock(&self.shared.faults) = fault::FaultPlan::new(faults);
         Ok(())
+    }
+
+    /// Makes every later `$requestPsnFromBfWorkflow` fail as a whole in the given shape
+    /// (nothing is registered); `None` answers normally again.
+    pub fn set_psn_failure(&self, failure: Option<PsnFailure>) -> Result<(), InvalidConfig> {
+        if let Some(f) = &failure {
+            f.validate()?;
+        }
+        lock(&self.shared.dispatcher).set_psn_failure(failure);
+        Ok(())
+    }
+
+    /// The next requests of `op` get these faults, one each, in order (before the seeded
+    /// [`FaultConfig`] is asked); replaces what was queued for `op`. A timing of `After` applies
+    /// only to kinds that may follow processing ([`FaultKind::can_follow_processing`]).
+    pub fn fault_next(&self, op: SimOperation, faults: Vec<(FaultKind, FaultTiming)>) {
+        let queue = faults
+            .into_iter()
+            .map(|(kind, when)| fault::Fault {
+                after: when != FaultTiming::Before && kind.can_follow_processing(),
+                kind,
+                html: false,
+            })
+            .collect();
+        lock(&self.shared.op_faults).insert(op, queue);
+    }
+
+    /// The next `count` requests of `op` are processed (their effect happens), then the
+    /// connection is closed without an answer: a lost answer after the effect.
+    pub fn lose_answers(&self, op: SimOperation, count: u32) {
+        let lost = (0..count)
+            .map(|_| (FaultKind::Drop, FaultTiming::After))
+            .collect();
+        self.fault_next(op, lost);
     }
 
     /// Adds `raw` (any JSON, e.g. an unknown task type or a malformed task) as one more

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ttp_sim::{FaultConfig, FaultKind, FaultTiming, SimAuth, SimConfig};
+use ttp_sim::{FaultConfig, FaultKind, FaultTiming, PsnFailure, SimAuth, SimConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,6 +90,34 @@ struct Args {
     /// Also inject delays of this many seconds (choose more than the client's timeout).
     #[arg(long)]
     fault_delay_secs: Option<u64>,
+    /// Fail every $requestPsnFromBfWorkflow as a whole: `all` (HTTP 200, an `error` with the
+    /// parts `all` and `error-code`), `error` (HTTP 200, an `error` naming no filter),
+    /// `foreign` (HTTP 200 naming other filters) or an HTTP status such as `404`.
+    #[arg(long, value_parser = parse_psn_failure)]
+    psn_failure: Option<PsnFailure>,
+    /// Status a $requestPsnFromBfWorkflow for an unknown study or target gets (400, 404, 422).
+    #[arg(long, default_value_t = 404)]
+    unknown_study_status: u16,
+    /// The resend a repeat_request asks for is answered with the pseudonym at once.
+    #[arg(long)]
+    repeat_answers_pseudonym: bool,
+}
+
+fn parse_psn_failure(text: &str) -> Result<PsnFailure, String> {
+    match text {
+        "all" => Ok(PsnFailure::All {
+            code: "processing".into(),
+            display: "the whole request failed (simulated)".into(),
+        }),
+        "error" => Ok(PsnFailure::ErrorWithoutFilter {
+            code: "processing".into(),
+        }),
+        "foreign" => Ok(PsnFailure::ForeignFilters),
+        status => status
+            .parse::<u16>()
+            .map(PsnFailure::Status)
+            .map_err(|_| "expected all, error, foreign or an HTTP status".to_string()),
+    }
 }
 
 fn read_api_key(path: &PathBuf) -> Result<String, String> {
@@ -147,6 +175,7 @@ fn config(args: &Args) -> Result<SimConfig, String> {
         FaultKind::Drop,
         FaultKind::Truncate,
         FaultKind::Malformed,
+        FaultKind::TruncatedOk,
     ];
     if let Some(secs) = args.fault_delay_secs {
         kinds.push(FaultKind::Delay(Duration::from_secs(secs)));
@@ -168,6 +197,9 @@ fn config(args: &Args) -> Result<SimConfig, String> {
             seed: args.fault_seed,
             when: FaultTiming::Mixed,
         },
+        psn_failure: args.psn_failure.clone(),
+        unknown_study_status: args.unknown_study_status,
+        repeat_answers_pseudonym: args.repeat_answers_pseudonym,
         ..SimConfig::default()
     })
 }

@@ -9,6 +9,7 @@
 //! Locks: each request takes the traffic, fault and dispatcher mutexes briefly and one at a
 //! time; none is held across an `.await`, so a slow or faulted request never blocks others.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,7 +30,7 @@ use tokio::task::JoinSet;
 use crate::auth;
 use crate::body::{ConnIo, CutSignal, SimBody};
 use crate::clock::SimClock;
-use crate::config::{FaultKind, SimAuth};
+use crate::config::{FaultKind, SimAuth, SimOperation};
 use crate::fault::{Fault, FaultPlan};
 use crate::fhir::{self, Parameters};
 use crate::state::{Dispatcher, Reply};
@@ -87,6 +88,15 @@ impl Op {
         match self {
             Self::Metadata => Method::GET,
             _ => Method::POST,
+        }
+    }
+
+    fn operation(self) -> Option<SimOperation> {
+        match self {
+            Self::RequestPsn => Some(SimOperation::RequestPsn),
+            Self::RequestTasks => Some(SimOperation::RequestTasks),
+            Self::Provide => Some(SimOperation::ProvidePatientData),
+            Self::Metadata | Self::Unknown => None,
         }
     }
 
@@ -195,6 +205,8 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Mutex<Dispatcher>,
     pub(crate) traffic: Mutex<Traffic>,
     pub(crate) faults: Mutex<FaultPlan>,
+    /// Per operation: faults for its next requests, in order (see `SimHandle::fault_next`).
+    pub(crate) op_faults: Mutex<HashMap<SimOperation, VecDeque<Fault>>>,
     /// OAuth2 tokens issued by the token endpoint (used only with [`SimAuth::Bearer`]).
     pub(crate) tokens: Mutex<crate::oauth::Tokens>,
     in_flight: AtomicU64,
@@ -219,6 +231,7 @@ impl Shared {
             dispatcher: Mutex::new(dispatcher),
             traffic: Mutex::new(Traffic::default()),
             faults: Mutex::new(faults),
+            op_faults: Mutex::new(HashMap::new()),
             tokens: Mutex::new(crate::oauth::Tokens::default()),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
@@ -356,7 +369,8 @@ async fn handle(
         ));
     }
 
-    let fault = lock(&shared.faults).next();
+    // A fault queued for this operation comes first; otherwise the seeded plan decides.
+    let fault = take_op_fault(&shared, op).or_else(|| lock(&shared.faults).next());
     if let Some(fault) = &fault {
         let mut traffic = lock(&shared.traffic);
         traffic.faults_injected += 1;
@@ -376,6 +390,12 @@ async fn handle(
         shared.pause(latency).await;
     }
     Ok(send(&shared, answer, None))
+}
+
+/// The next fault queued for this request's operation, if any.
+fn take_op_fault(shared: &Shared, op: Op) -> Option<Fault> {
+    let operation = op.operation()?;
+    lock(&shared.op_faults).get_mut(&operation)?.pop_front()
 }
 
 fn send(shared: &Shared, answer: Answer, truncate: Option<Arc<CutSignal>>) -> Response<SimBody> {
@@ -425,6 +445,17 @@ async fn fault_response(
             let answer = processed.unwrap_or_else(|| {
                 Answer::outcome(503, "transient", "simulated failure, truncated".into())
             });
+            return Ok(send(shared, answer, Some(signal.clone())));
+        }
+        FaultKind::TruncatedOk => {
+            // A real 2xx answer with a body to cut, else a made-up one: either way the client
+            // sees "200, Content-Length n", fewer than n bytes, and the connection closing.
+            let answer = match processed {
+                Some(answer) if (200..300).contains(&answer.status) && answer.body.len() > 1 => {
+                    answer
+                }
+                _ => Answer::json(200, &fhir::parameters(Vec::new())),
+            };
             return Ok(send(shared, answer, Some(signal.clone())));
         }
         FaultKind::Malformed => Answer::text(

@@ -31,7 +31,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, FixedOffset, Offset as _, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::config::SimConfig;
+use crate::config::{PsnFailure, SimConfig};
 use crate::fhir;
 use crate::hash;
 use crate::patient;
@@ -91,6 +91,8 @@ struct Rules {
     system: String,
     offset: FixedOffset,
     allow_missing: bool,
+    unknown_study_status: u16,
+    repeat_answers_pseudonym: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,6 +165,7 @@ pub(crate) struct Dispatcher {
     injected: Vec<Value>,
     patients: Vec<(String, Value)>,
     stats: SimStats,
+    psn_failure: Option<PsnFailure>,
 }
 
 impl Dispatcher {
@@ -182,6 +185,8 @@ impl Dispatcher {
             system: cfg.identifier_system.clone(),
             offset: FixedOffset::east_opt(cfg.utc_offset_secs).unwrap_or(Utc.fix()),
             allow_missing: cfg.allow_missing_elements,
+            unknown_study_status: cfg.unknown_study_status,
+            repeat_answers_pseudonym: cfg.repeat_answers_pseudonym,
         };
         Self {
             rules,
@@ -196,6 +201,7 @@ impl Dispatcher {
             injected: Vec::new(),
             patients: Vec::new(),
             stats: SimStats::default(),
+            psn_failure: cfg.psn_failure.clone(),
         }
     }
 
@@ -232,7 +238,12 @@ impl Dispatcher {
         target: &str,
         filters: &[&str],
     ) -> Reply {
-        if let Err(reply) = self.check_study_and_target(study, target) {
+        if let Some(failure) = &self.psn_failure {
+            return self.whole_request_failure(failure, filters);
+        }
+        if let Err(mut reply) = self.check_study_and_target(study, target) {
+            // The IG answers unknown content of this operation with 404 (or 400/422).
+            reply.status = self.rules.unknown_study_status;
             return reply;
         }
         if filters.is_empty() {
@@ -261,6 +272,61 @@ impl Dispatcher {
             }
         }
         Reply::ok(fhir::parameters(entries))
+    }
+
+    /// Makes every later `$requestPsnFromBfWorkflow` fail as a whole (`None`: answer normally).
+    pub(crate) fn set_psn_failure(&mut self, failure: Option<PsnFailure>) {
+        self.psn_failure = failure;
+    }
+
+    /// The answer of a request that failed as a whole: nothing is registered.
+    fn whole_request_failure(&self, failure: &PsnFailure, filters: &[&str]) -> Reply {
+        match failure {
+            PsnFailure::All { code, display } => Reply::ok(fhir::parameters(vec![fhir::multi(
+                "error",
+                vec![
+                    json!({ "name": "all", "valueBoolean": true }),
+                    json!({ "name": "error-code", "valueCoding": {
+                        "system": fhir::ISSUE_TYPE_SYSTEM, "code": code, "display": display
+                    } }),
+                ],
+            )])),
+            PsnFailure::ErrorWithoutFilter { code } => {
+                Reply::ok(fhir::parameters(vec![fhir::multi(
+                    "error",
+                    vec![fhir::issue_type_part(code)],
+                )]))
+            }
+            PsnFailure::Status(status) => Reply::error(
+                *status,
+                "processing",
+                vec!["simulated failure of the whole request".into()],
+            ),
+            PsnFailure::ForeignFilters => {
+                // Filters of the same length as those sent, but none of them: every byte
+                // inverted.
+                let entries = filters
+                    .iter()
+                    .filter_map(|f| STANDARD.decode(f).ok())
+                    .map(|bytes| {
+                        let other: Vec<u8> = bytes.iter().map(|b| !b).collect();
+                        fhir::multi(
+                            "pseudonym-bf",
+                            vec![
+                                fhir::base64_part("bloomfilter", &STANDARD.encode(other)),
+                                fhir::identifier_part(
+                                    "target",
+                                    &self.rules.system,
+                                    &self.rules.target,
+                                ),
+                                fhir::identifier_part("pseudonym", &self.rules.system, "foreign"),
+                            ],
+                        )
+                    })
+                    .collect();
+                Reply::ok(fhir::parameters(entries))
+            }
+        }
     }
 
     /// Valid base64, not empty, and as long as the first filter this dispatcher saw.
@@ -322,6 +388,16 @@ impl Dispatcher {
             }
             Some(FilterState::Pseudonymised(pseudonym)) => {
                 self.stats.duplicate_registrations += 1;
+                Some(pseudonym)
+            }
+            Some(FilterState::AwaitingRepeat(seq)) if self.rules.repeat_answers_pseudonym => {
+                // The resend the repeat_request asked for ends the clearing: answered directly.
+                self.close_task(seq, false);
+                let pseudonym = self.allocate_pseudonym("pseudonym", filter);
+                self.filters.insert(
+                    filter.to_owned(),
+                    FilterState::Pseudonymised(pseudonym.clone()),
+                );
                 Some(pseudonym)
             }
             Some(FilterState::AwaitingRepeat(seq)) => {

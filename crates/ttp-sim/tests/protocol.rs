@@ -777,11 +777,12 @@ async fn malformed_requests_get_operation_outcomes() {
 
     let mut other_target = registration(&[&filter(1)]);
     other_target["parameter"][2]["valueString"] = json!("dic_other");
+    // The IG's "unknown content" of this operation: 404 by default (`unknown_study_status`).
     assert_outcome(
         &client
             .post("$requestPsnFromBfWorkflow", &other_target)
             .await,
-        400,
+        404,
     );
 
     assert_outcome(&send("$requestTasks", b"{not json".to_vec()).await, 400);
@@ -841,7 +842,8 @@ async fn malformed_requests_get_operation_outcomes() {
 
     let stats = sim.stats();
     assert_eq!(stats.registrations, 0);
-    assert_eq!(stats.status_counts.get(&400), Some(&7));
+    // Seven refused requests: six 400s, and the unknown target of a registration 404.
+    assert_eq!(stats.status_counts.get(&400), Some(&6));
     sim.shutdown().await;
 }
 
@@ -1027,5 +1029,107 @@ async fn by_default_a_requested_element_the_site_lacks_is_no_error() {
     let reply = client.provide(&task_id, patient_with(&[])).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(sim.stats().provide_violations_total, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn whole_request_failures_come_in_every_shape_and_register_nothing() {
+    use ttp_sim::PsnFailure;
+    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
+    let client = Client::new(&sim);
+    let f1 = filter(1);
+
+    sim.set_psn_failure(Some(PsnFailure::All {
+        code: "processing".into(),
+        display: "study not configured".into(),
+    }))
+    .expect("valid");
+    let reply = client.register(&[&f1]).await;
+    assert_eq!(reply.status, 200);
+    let errors = named(&reply.body, "error");
+    assert_eq!(errors.len(), 1, "{}", reply.body);
+    let names: Vec<&str> = errors[0]["part"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["all", "error-code"]);
+    assert_eq!(
+        part(&errors[0], "error-code")["valueCoding"]["display"],
+        "study not configured"
+    );
+
+    sim.set_psn_failure(Some(PsnFailure::ErrorWithoutFilter {
+        code: "exception".into(),
+    }))
+    .expect("valid");
+    let reply = client.register(&[&f1]).await;
+    let errors = named(&reply.body, "error");
+    assert_eq!(errors[0]["part"].as_array().map(Vec::len), Some(1));
+
+    sim.set_psn_failure(Some(PsnFailure::ForeignFilters))
+        .expect("valid");
+    let reply = client.register(&[&f1]).await;
+    let entries = named(&reply.body, "pseudonym-bf");
+    assert_eq!(entries.len(), 1);
+    assert_ne!(
+        part(&entries[0], "bloomfilter")["valueBase64Binary"],
+        f1.as_str()
+    );
+
+    sim.set_psn_failure(Some(PsnFailure::Status(422)))
+        .expect("valid");
+    assert_outcome(&client.register(&[&f1]).await, 422);
+    assert!(sim.set_psn_failure(Some(PsnFailure::Status(200))).is_err());
+    assert_eq!(sim.pseudonym_of(&f1), None, "nothing was registered");
+
+    sim.set_psn_failure(None).expect("valid");
+    let reply = client.register(&[&f1]).await;
+    assert_eq!(named(&reply.body, "pseudonym-bf").len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_still_has_its_effect() {
+    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
+    let client = Client::new(&sim);
+    let f1 = filter(1);
+    sim.lose_answers(ttp_sim::SimOperation::RequestPsn, 1);
+    let lost = client
+        .request(
+            "$requestPsnFromBfWorkflow",
+            serde_json::to_vec(&registration(&[&f1])).expect("json"),
+        )
+        .send()
+        .await;
+    assert!(lost.is_err(), "the connection closes without an answer");
+    assert!(sim.pseudonym_of(&f1).is_some(), "the effect happened");
+    // Only as many answers as asked for are lost.
+    let reply = client.register(&[&f1]).await;
+    assert_eq!(named(&reply.body, "pseudonym-bf").len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_repeat_can_be_answered_with_the_pseudonym() {
+    let sim = ttp_sim::start(SimConfig {
+        repeat_answers_pseudonym: true,
+        ..clearing_cfg(1.0)
+    })
+    .await
+    .expect("start");
+    let client = Client::new(&sim);
+    let f1 = filter(1);
+    assert!(named(&client.register(&[&f1]).await.body, "pseudonym-bf").is_empty());
+    assert_eq!(named(&client.tasks().await.body, "repeat_request").len(), 1);
+    let reply = client.register(&[&f1]).await;
+    assert_eq!(
+        named(&reply.body, "pseudonym-bf").len(),
+        1,
+        "{}",
+        reply.body
+    );
+    assert!(named(&client.tasks().await.body, "send_idat").is_empty());
     sim.shutdown().await;
 }
