@@ -30,10 +30,12 @@ out=target/deb-assets/agent.toml
 HEADER
   sed -e 's|^# api_key_file = "/etc/ttp-agent/secrets/api-key"$|api_key_file = "${CREDENTIALS_DIRECTORY}/api-key"|' \
       -e 's|^idat_key_file = "/etc/ttp-agent/secrets/idat-key"$|idat_key_file = "${CREDENTIALS_DIRECTORY}/idat-key"|' \
+      -e 's|^# seeds_file = "/etc/ttp-agent/secrets/encoding-seeds"$|# seeds_file = "${CREDENTIALS_DIRECTORY}/encoding-seeds"|' \
       "$src"
 } > "$out"
-# Both substitutions must have happened; an edit of the example must not silently break them.
-for key in api_key_file idat_key_file; do
+# The substitutions must have happened; an edit of the example must not silently break them.
+# (The seeds line stays commented: [encoding] is completed per study.)
+for key in api_key_file idat_key_file "# seeds_file"; do
   if ! grep -q "^$key = \"\${CREDENTIALS_DIRECTORY}/" "$out"; then
     echo "build-deb: $src no longer has the expected $key line; update scripts/build-deb.sh" >&2
     exit 1

@@ -73,6 +73,7 @@ chmod 600 "$work/creds/"*
 set +e
 CREDENTIALS_DIRECTORY="$work/creds" \
   TTP_AGENT__TTP__BASE_URL=http://127.0.0.1:9/ttp-fhir/fhir/dispatcher \
+  TTP_AGENT__TTP__STUDY=check-deb-study TTP_AGENT__TTP__TARGET=check-deb-site \
   TTP_AGENT__STORE__PATH="$work/store" \
   "$bin" check --config "$conf" > "$work/check.out" 2>&1
 rc=$?

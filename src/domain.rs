@@ -259,6 +259,12 @@ pub enum Attention {
     SubjectMismatch,
     /// A human marked the task handled (with a comment, in the audit trail).
     Handled,
+    /// A `repeat_request` names a study or target other than the configured ones: sending it
+    /// would register the site's filter in a project it may not take part in.
+    ForeignStudy {
+        study: String,
+        target: String,
+    },
     /// A `send_idat` the agent answered (the fTTP took it, as far as the agent could tell)
     /// that the fTTP still lists after the in-doubt settle time: the fTTP does not have the
     /// answer. Not sent again by itself (IDAT); `resolve retry --yes` does.
@@ -299,6 +305,10 @@ impl std::fmt::Display for Attention {
                 "the task's pseudonym and Bloom filter point to different local records; nothing was sent — ask the fTTP operator which record is meant"
             ),
             Attention::Handled => write!(f, "marked handled by a person (see the audit trail)"),
+            Attention::ForeignStudy { study, target } => write!(
+                f,
+                "the task asks to register a filter for study `{study}` and target `{target}`, which are not the configured ones; it was not sent"
+            ),
             Attention::StillListed { answered_at } => write!(
                 f,
                 "the fTTP still lists a task answered at {}: it does not seem to have the answer",

@@ -220,6 +220,9 @@ pub fn advice(reason: &Attention) -> Option<&'static str> {
         Attention::PseudonymConflict => {
             "Ask the fTTP operator which pseudonym is valid for this patient."
         }
+        Attention::ForeignStudy { .. } => {
+            "Ask the fTTP operator why the task names another study or target; if the site takes part in it, configure it."
+        }
         Attention::SubjectMismatch => {
             "Ask the fTTP operator which record the task means (its pseudonym and Bloom filter disagree); then answer with `ttp-agent resolve` or mark it handled."
         }

@@ -1,7 +1,7 @@
-//! The status page in a real browser: headless Chromium loads `/?token=…` from an admin server
-//! over the known scenario (see `admin_support`), runs the page's script (which fetches
-//! `/api/status` with the token), and the numbers in the rendered DOM (found by `data-testid`)
-//! are checked against the status report built from the store. A screenshot is written to
+//! The status page in a real browser: headless Chromium opens a link `/#token=…` to an admin
+//! server over the known scenario (see `admin_support`); the login form's script posts the
+//! token (which never travels in a URL), the page's script fetches `/api/status` with it, and
+//! the numbers in the rendered DOM (found by `data-testid`) are checked against the status report built from the store. A screenshot is written to
 //! `target/test-artifacts/status-page.png` for people to look at.
 //!
 //! Chromium comes from Debian (`apt-get install chromium`, done by `.ci/run`). Without it the
@@ -141,7 +141,7 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     s.agent.store().put_tasks([&foreign]).unwrap();
     s.agent.store().flush().unwrap();
     let server = serve(&s).await;
-    let url = server.url(&format!("/?token={TOKEN}"));
+    let url = server.url(&format!("/#token={TOKEN}"));
 
     let out = run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await;
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -295,7 +295,15 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     // Without JavaScript: the same first view, rendered by the server. The page as the server
     // sends it, with its script element removed, in the browser: what a browser with scripts
     // off (or a screenshot before any script ran) shows.
-    let served = http().get(&url).send().await.unwrap().text().await.unwrap();
+    let served = http()
+        .get(server.url("/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let script = served.find("<script>").expect("the page has its script");
     let script_end = served.find("</script>").unwrap() + "</script>".len();
     let without_js = format!("{}{}", &served[..script], &served[script_end..]);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use admin_support::*;
 use agent_support::*;
-use ttp_agent::admin::{AdminHooks, AdminSettings, AdminState, AgentMetrics, Alerts, Site};
+use ttp_agent::admin::{AdminHooks, AdminState, Alerts, Site};
 use ttp_agent::agent::scheduler::{DaemonHooks, NoHooks};
 use ttp_agent::agent::{Agent, CycleError, CycleReport};
 use ttp_agent::cli::context;
@@ -49,7 +49,8 @@ async fn every_endpoint_but_healthz_requires_the_token() {
         assert_eq!(headers["cache-control"], "no-store");
     }
 
-    // The page: a login form without the token, the page with it (header or query).
+    // The page: a login form without the token, the page with it (header or the form's POST;
+    // never from the URL).
     let (status, body, headers) = get(&server.url("/"), None).await;
     assert_eq!(status, 401);
     assert!(body.contains("access token") && body.contains("data-rejected=\"false\""));
@@ -59,10 +60,28 @@ async fn every_endpoint_but_healthz_requires_the_token() {
             .unwrap()
             .contains("default-src 'none'")
     );
-    let (status, body, _) = get(&server.url("/?token=wrong"), None).await;
+    let (status, body, _) = get(&server.url(&format!("/?token={TOKEN}")), None).await;
+    assert_eq!(status, 401, "a token in the URL is not taken");
+    assert!(body.contains("data-rejected=\"false\""));
+    let post = |token: &'static str| {
+        let url = server.url("/");
+        async move {
+            let resp = http()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            (status, resp.text().await.unwrap(), headers)
+        }
+    };
+    let (status, body, _) = post("wrong").await;
     assert_eq!(status, 401);
     assert!(body.contains("data-rejected=\"true\""));
-    let (status, body, headers) = get(&server.url(&format!("/?token={TOKEN}")), None).await;
+    let (status, body, headers) = post(TOKEN).await;
     assert_eq!(status, 200);
     assert!(body.contains("data-testid=\"tile-attention\""));
     assert!(!body.contains(TOKEN), "the page never echoes the token");
@@ -157,19 +176,8 @@ async fn the_status_api_and_the_metrics_show_the_scenario_and_no_identifiers() {
     s.env.sim.shutdown().await;
 }
 
-fn state_with(s: &Scenario, window: Duration) -> Arc<AdminState> {
-    let mut settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
-    settings.ready_window = window;
-    AdminState::new(
-        Arc::clone(s.agent.store()),
-        Some(s.agent.client().clone()),
-        settings,
-        Site {
-            study: STUDY.into(),
-            target: TARGET.into(),
-        },
-        Arc::new(AgentMetrics::new()),
-    )
+fn state_with_window(s: &Scenario, window: Duration) -> Arc<AdminState> {
+    state_with(s, |settings| settings.ready_window = window)
 }
 
 fn hooks_for(s: &Scenario, state: &Arc<AdminState>) -> AdminHooks {
@@ -196,7 +204,7 @@ async fn ready(server: &Server) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_cycles_the_hooks_report() {
     let s = scenario(&[]).await;
-    let state = state_with(&s, Duration::from_secs(3600));
+    let state = state_with_window(&s, Duration::from_secs(3600));
     let hooks = hooks_for(&s, &state);
     let server = serve_state(Arc::clone(&state)).await;
     let took = Duration::from_millis(250);
@@ -267,7 +275,7 @@ async fn readiness_follows_the_cycles_the_hooks_report() {
 async fn an_old_last_success_makes_the_daemon_not_ready_once_a_poll_has_failed() {
     let s = scenario(&[]).await;
     // A window far shorter than the time since the scenario's last successful poll.
-    let state = state_with(&s, Duration::from_nanos(1));
+    let state = state_with_window(&s, Duration::from_nanos(1));
     let hooks = hooks_for(&s, &state);
     let server = serve_state(Arc::clone(&state)).await;
     let (status, reason) = ready(&server).await;
@@ -291,7 +299,7 @@ async fn an_old_last_success_makes_the_daemon_not_ready_once_a_poll_has_failed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_counters_follow_the_store_across_cycles() {
     let s = scenario(&[]).await;
-    let state = state_with(&s, Duration::from_secs(3600));
+    let state = state_with_window(&s, Duration::from_secs(3600));
     let hooks = hooks_for(&s, &state);
     let server = serve_state(Arc::clone(&state)).await;
 

@@ -19,7 +19,11 @@ fn init_then_status_with_ttp_settings_from_the_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for secret in ["secrets/idat.key", "secrets/encoding-seeds.json"] {
+    for secret in [
+        "secrets/idat.key",
+        "secrets/encoding-seeds.json",
+        "secrets/admin-token",
+    ] {
         let mode = std::fs::metadata(dir.path().join(secret))
             .unwrap()
             .permissions()

@@ -566,3 +566,55 @@ fn pathdiff(target: &Path, base: &Path) -> PathBuf {
     }
     out.join(target.strip_prefix("/").unwrap())
 }
+
+#[test]
+fn webhooks_over_plain_http_to_another_host_are_refused() {
+    for (section, key) in [("admin", "webhook_url"), ("handover", "webhook_url")] {
+        let text = with(
+            section,
+            &format!("{key} = \"http://hooks.example.org/services/T0K3N\""),
+        );
+        let (_, message, path) = error(&text, &[]);
+        assert_contains(
+            &message,
+            &[
+                &format!("[{section}] {key}"),
+                &path,
+                "https://",
+                "hooks.example.org",
+            ],
+        );
+        assert!(!message.contains("T0K3N"), "{message}");
+
+        // To this machine, or with the explicit test-setup switch, plain http is accepted.
+        let local = with(section, &format!("{key} = \"http://127.0.0.1:8080/hook\""));
+        assert!(load(&local, &[]).result.is_ok());
+        let allowed = with("ttp", "allow_insecure_http = true").replace(
+            "[store]",
+            &format!("[{section}]\n{key} = \"http://hooks.example.org/x\"\n\n[store]"),
+        );
+        assert!(load(&allowed, &[]).result.is_ok(), "{allowed}");
+    }
+}
+
+#[test]
+fn inline_encoding_secrets_are_refused_naming_the_key_and_never_echoed() {
+    for (line, key, file_key) in [
+        ("balanced_seed = 123456789", "balanced_seed", "seeds_file"),
+        (
+            "field_seeds = { firstName = 987654321 }",
+            "field_seeds",
+            "seeds_file",
+        ),
+        ("secret = \"s3cr3t-value\"", "secret", "secret_file"),
+    ] {
+        let (_, message, path) = error(&with("encoding", line), &[]);
+        assert_contains(
+            &message,
+            &[&format!("[encoding] {key}"), &path, "line", file_key],
+        );
+        for value in ["123456789", "987654321", "s3cr3t"] {
+            assert!(!message.contains(value), "{message}");
+        }
+    }
+}

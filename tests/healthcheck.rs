@@ -170,7 +170,7 @@ fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
             .unwrap();
         path.display().to_string()
     };
-    let token_file = write_secret("admin-token", "probe-token-0123456789\n");
+    let token_file = write_secret("admin-token", "probe-token-0123456789abcdef0123456789\n");
     let idat_key = write_secret(
         "idat-key",
         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
@@ -204,7 +204,7 @@ fn ready_asks_readyz_with_the_admin_token_of_the_configuration() {
     let request = server.join().unwrap();
     assert!(request.starts_with("GET /readyz HTTP/1.1\r\n"), "{request}");
     assert!(
-        request.contains("\r\nAuthorization: Bearer probe-token-0123456789\r\n"),
+        request.contains("\r\nAuthorization: Bearer probe-token-0123456789abcdef0123456789\r\n"),
         "{request}"
     );
 

@@ -18,7 +18,21 @@
 //!
 //! Every request gets [`REQUEST_TIMEOUT`] (then 503) and at most [`MAX_CONCURRENT_REQUESTS`]
 //! run at once ([`bounded`]): the admin surface must never take more from the process than
-//! the work it reports on.
+//! the work it reports on. Connections are capped and timed as well ([`ServeLimits`]): at most
+//! [`MAX_CONNECTIONS`] are open (more are closed as they are accepted), and one that has not
+//! sent a complete request head within [`HEADER_READ_TIMEOUT`] (a half-sent request, or an idle
+//! keep-alive connection) is closed.
+//!
+//! # Hardening against the local network and web pages
+//!
+//! * **Host header** ([`host_allowed`]): every request but `/healthz` must name this machine
+//!   (`localhost`, an IP address) or a name in `[admin] allowed_hosts`; anything else is
+//!   answered 421. A loopback listener accepts only loopback addresses and `localhost`. This
+//!   stops DNS rebinding: a web page whose host name re-resolves to 127.0.0.1 would otherwise
+//!   read `/api/status` and `/metrics` of a listener without a token.
+//! * **Token**: at least 32 characters for any listener (checked when the secrets are read);
+//!   the status page takes it from a form by POST, never from the URL ([`auth`]); wrong tokens
+//!   are throttled per client address ([`auth::Throttle`]).
 //!
 //! # How the parts fit
 //!
@@ -60,7 +74,7 @@ use ttp_encode::Secret;
 use crate::agent::scheduler::{DaemonHooks, Schedule};
 use crate::agent::{Agent, Shutdown};
 use crate::client::TtpClient;
-use crate::config::{AdminConfig, ConfigError, Secrets};
+use crate::config::{AdminConfig, ConfigError, Secrets, is_loopback_url};
 use crate::store::Store;
 
 pub use alerts::{Alerts, WebhookSettings};
@@ -79,6 +93,45 @@ pub struct AdminSettings {
     pub ready_window: Duration,
     /// Tasks expiring within this window are urgent (page, metrics, alerts).
     pub warn_before_expiry: chrono::Duration,
+    /// Which `Host` headers are answered ([`host_allowed`]).
+    pub hosts: HostRule,
+    /// Connection limits of [`serve`].
+    pub limits: ServeLimits,
+}
+
+/// Which `Host` headers the server answers (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRule {
+    /// The listener is on a loopback address: only loopback names and addresses are served.
+    pub loopback_listener: bool,
+    /// `[admin] allowed_hosts`, lower case.
+    pub allowed: Vec<String>,
+}
+
+/// Limits on connections, enforced by [`serve`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Connections open at once; further ones are closed as they are accepted.
+    pub max_connections: usize,
+    /// A connection must deliver a complete request head within this time, counted from when
+    /// the server starts waiting for one (also between keep-alive requests).
+    pub header_read_timeout: Duration,
+}
+
+/// Open admin connections at most. A monitor and a few browser tabs need a handful; the unit
+/// allows 4096 descriptors, which a flood of idle connections must not take.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a request head, and stay idle between requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -87,6 +140,8 @@ impl std::fmt::Debug for AdminSettings {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ready_window", &self.ready_window)
             .field("warn_before_expiry", &self.warn_before_expiry)
+            .field("hosts", &self.hosts)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -97,6 +152,11 @@ impl AdminSettings {
             token: secrets.admin_token.clone(),
             ready_window: admin.ready_window,
             warn_before_expiry: warn_window(admin),
+            hosts: HostRule {
+                loopback_listener: admin.listen.ip().is_loopback(),
+                allowed: admin.allowed_hosts.clone(),
+            },
+            limits: ServeLimits::default(),
         }
     }
 }
@@ -123,6 +183,7 @@ pub struct AdminState {
     pub(crate) health: Health,
     pub(crate) metrics: Arc<AgentMetrics>,
     pub(crate) started_at: DateTime<Utc>,
+    pub(crate) throttle: auth::Throttle,
 }
 
 impl AdminState {
@@ -143,6 +204,7 @@ impl AdminState {
             health: Health::new(),
             metrics,
             started_at: Utc::now(),
+            throttle: auth::Throttle::default(),
         })
     }
 
@@ -240,12 +302,63 @@ fn routes(state: Arc<AdminState>) -> Router {
             Arc::clone(&state),
             auth::require_token,
         ));
+    // Everything but /healthz checks the Host header; /healthz says only "ok", and container
+    // probes address it by whatever name or address the orchestrator has.
+    let guarded = Router::new()
+        .route("/", get(page::page).post(auth::login))
+        .merge(protected)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            check_host,
+        ));
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/", get(page::page))
-        .merge(protected)
+        .merge(guarded)
         .layer(axum::middleware::from_fn(auth::common_headers))
+        .layer(axum::middleware::from_fn(auth::client_address))
         .with_state(state)
+}
+
+/// Whether a request naming `host` (the `Host` header, port included or not) is answered.
+/// Names that are not this machine's are what DNS rebinding uses: an attacker's name that
+/// re-resolves to this machine. IP addresses cannot be rebound, so a listener other hosts can
+/// reach answers any address, and a loopback listener loopback ones.
+pub fn host_allowed(rule: &HostRule, host: &str) -> bool {
+    // `Url` splits the port off and knows bracketed IPv6; a Host header never has a path.
+    let Ok(url) = reqwest::Url::parse(&format!("http://{host}/")) else {
+        return false;
+    };
+    if url.path() != "/" || url.username() != "" || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let name = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => {
+            return !rule.loopback_listener || is_loopback_url(&url);
+        }
+        None => return false,
+    };
+    name == "localhost" || rule.allowed.contains(&name)
+}
+
+async fn check_host(
+    axum::extract::State(state): axum::extract::State<Arc<AdminState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match host {
+        Some(host) if host_allowed(&state.settings.hosts, host) => next.run(request).await,
+        _ => (
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "this host name is not served here; add it to `[admin] allowed_hosts` if it is this \
+             agent's\n",
+        )
+            .into_response(),
+    }
 }
 
 /// Binds the listener (port 0 picks a free port; tests use that).
@@ -255,15 +368,62 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AdminErro
         .map_err(|source| AdminError::Bind { addr, source })
 }
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires, within the state's [`ServeLimits`].
+///
+/// Its own accept loop rather than `axum::serve`, which has neither a connection cap nor a
+/// header-read timeout: a connection beyond the cap is closed at once (a refused scrape is
+/// retried; a process out of descriptors is not), and hyper closes a connection whose request
+/// head is not complete in time. Connections still open at shutdown are dropped with the
+/// runtime; admin requests are reads.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let limits = state.settings.limits;
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before accept: keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => return Ok(()),
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "admin server: connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    app.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            drop(slot);
+        });
+    }
 }
 
 /// What [`start`] set running.
@@ -375,7 +535,44 @@ mod tests {
             ready_window: Duration::from_secs(3600),
             warn_before_expiry: Duration::from_secs(48 * 3600),
             webhook_url: None,
+            allowed_hosts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn only_this_machines_names_and_the_allowed_ones_are_served() {
+        let loopback = HostRule {
+            loopback_listener: true,
+            allowed: vec!["agent.example.org".into()],
+        };
+        for ok in [
+            "127.0.0.1:9464",
+            "127.0.0.1",
+            "localhost:9464",
+            "LOCALHOST",
+            "[::1]:9464",
+            "agent.example.org:9464",
+        ] {
+            assert!(host_allowed(&loopback, ok), "{ok}");
+        }
+        for refused in [
+            "attacker.example:9464",
+            "localhost.attacker.example",
+            "10.0.0.5:9464",
+            "",
+            "127.0.0.1/x",
+            "user@127.0.0.1",
+            "local host",
+        ] {
+            assert!(!host_allowed(&loopback, refused), "{refused}");
+        }
+        let exposed = HostRule {
+            loopback_listener: false,
+            allowed: vec![],
+        };
+        assert!(host_allowed(&exposed, "10.0.0.5:9464"));
+        assert!(host_allowed(&exposed, "[2001:db8::1]:9464"));
+        assert!(!host_allowed(&exposed, "attacker.example"));
     }
 
     #[test]

@@ -12,17 +12,18 @@
 //! # The token in a browser
 //!
 //! With `[admin] token_file` set, the page needs the token too. A browser cannot add an
-//! `Authorization` header to a link, so the page accepts it once as `/?token=…`: the script
-//! moves it into `sessionStorage` (this tab only, gone when the tab closes), removes it from
-//! the address bar, and sends it as `Authorization: Bearer` on every fetch. Reloading `/`
-//! without the token answers 401 with a small form whose script puts this tab's token back
-//! into the address once (a token the agent rejected is forgotten instead).
+//! `Authorization` header to a link, so `/` without it answers 401 with a small login form
+//! that POSTs the token to `/` ([`super::auth::login`]), which answers with the page; the
+//! form's script keeps the token in `sessionStorage` (this tab only, gone when the tab
+//! closes), where the page's script finds it and sends it as `Authorization: Bearer` on every
+//! fetch. A link may carry the token after `#` (`/#token=…`): browsers never send that part,
+//! and the form's script takes it from there. Reloading `/` shows the form, whose script
+//! submits this tab's token once (a token the agent rejected is forgotten instead).
 //!
 //! The trade-offs, chosen deliberately:
 //!
-//! * The token appears in one request line. The agent never logs request lines; a reverse
-//!   proxy in front of it might (configure it not to log query strings, or inject the
-//!   `Authorization` header itself, which the page also accepts).
+//! * The token is never part of a URL the agent accepts (`?token=` is ignored), so it lands in
+//!   no browser history, proxy log or `Referer`.
 //! * `sessionStorage` is readable by script on the same origin. The page runs only its own
 //!   inline script, pinned by hash in a strict Content-Security-Policy, and builds the DOM with
 //!   `textContent` (never `innerHTML`), so data from the store cannot inject script.
@@ -32,11 +33,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::AdminState;
@@ -137,18 +137,20 @@ fn html(status: StatusCode, doc: &Document) -> Response {
     response
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    token: Option<String>,
-}
-
 pub async fn page(
     State(state): State<Arc<AdminState>>,
-    Query(q): Query<PageQuery>,
+    Extension(client): Extension<auth::ClientAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let offered = auth::bearer(&headers).or(q.token.as_deref().map(str::as_bytes));
-    match auth::judge(state.settings.token.as_ref(), offered) {
+    match auth::check(&state, client, auth::bearer(&headers)) {
+        Ok(verdict) => respond(state, verdict).await,
+        Err(throttled) => throttled.into_response(),
+    }
+}
+
+/// The page for an allowed request, the login form otherwise.
+pub(super) async fn respond(state: Arc<AdminState>, verdict: Verdict) -> Response {
+    match verdict {
         Verdict::Allowed => current_page(state).await,
         Verdict::Missing => html(StatusCode::UNAUTHORIZED, &login_page(false)),
         Verdict::Wrong => html(StatusCode::UNAUTHORIZED, &login_page(true)),

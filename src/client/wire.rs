@@ -8,7 +8,8 @@ use ttp_proto::BloomFilter;
 pub use ttp_proto::ops::PsnResponse;
 pub(crate) use ttp_proto::ops::parse_psn_response;
 pub(crate) use ttp_proto::outcome::summarize_error_body;
-pub(crate) use ttp_proto::task::parse_tasks;
+pub use ttp_proto::task::ParseLimits;
+pub(crate) use ttp_proto::task::parse_tasks_with;
 
 pub(crate) fn request_tasks_body(study: &str, target: &str, api_key: Option<&str>) -> Vec<u8> {
     with_key(ttp_proto::ops::request_tasks(study, target), api_key).to_json_bytes()

@@ -186,6 +186,12 @@ pub enum SecretProblem {
          line (one trailing newline is ignored)"
     )]
     ControlCharacter,
+    #[error(
+        "it holds {found} characters, fewer than the {} a token must have; write a long \
+         random one (`ttp-agent init` does, or `openssl rand -hex 32`)",
+        super::secrets::MIN_TOKEN_CHARS
+    )]
+    TooShort { found: usize },
 }
 
 fn suggestion_suffix(suggestion: Option<&str>) -> String {

@@ -43,8 +43,23 @@ pub(crate) struct FileLayer {
     pub(crate) path: PathBuf,
     values: Vec<(KeyPath, Entry)>,
     pub(crate) encoding: Option<toml::Table>,
+    /// Where the path keys of `[encoding]` are (`seeds_file`, ...), for errors about them.
+    pub(crate) encoding_origins: Vec<(&'static str, Origin)>,
     pub(crate) input: Option<toml::Table>,
 }
+
+/// The `[encoding]` keys that name files, whose values may start with the credentials
+/// directory placeholder like every other path setting.
+pub(crate) const ENCODING_PATH_KEYS: [&str; 3] = ["seeds_file", "secret_file", "schema_file"];
+
+/// Secrets of `[encoding]` that the encoding profiles could take inline, and the key that
+/// names their file instead. In a configuration file (a 0644 conffile of the package) they
+/// would be readable by every local user and end up in backups of /etc.
+const INLINE_ENCODING_SECRETS: [(&str, &str); 3] = [
+    ("balanced_seed", "seeds_file"),
+    ("field_seeds", "seeds_file"),
+    ("secret", "secret_file"),
+];
 
 /// Parses the file's text. `path` should be absolute: relative paths inside the file are
 /// resolved against its directory.
@@ -74,6 +89,7 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
         path: path.to_owned(),
         values: Vec::new(),
         encoding: None,
+        encoding_origins: Vec::new(),
         input: None,
     };
     for (section_name, section_value) in document.get_ref() {
@@ -95,6 +111,38 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                 suggestion: schema::suggest_key("", section).map(|k| format!("`{k}`")),
             });
         };
+        if section == schema::ENCODING_SECTION {
+            for (key_name, _) in table {
+                let name = key_name.get_ref().as_ref();
+                let origin = origin_at(key_name.span().start);
+                if let Some((secret, file_key)) =
+                    INLINE_ENCODING_SECRETS.iter().find(|(k, _)| *k == name)
+                {
+                    return Err(ConfigError::InvalidValue {
+                        key: KeyPath {
+                            section: schema::ENCODING_SECTION,
+                            name: secret,
+                        },
+                        origin,
+                        problem: "encoding secrets cannot be written into the configuration \
+                                  file, which other users and backups of /etc can read"
+                            .to_owned(),
+                        expected: format!(
+                            "`{file_key}` naming a file that holds them (mode 0600), such as \
+                             \"${{CREDENTIALS_DIRECTORY}}/encoding-{}\" with systemd credentials",
+                            if *file_key == "seeds_file" {
+                                "seeds"
+                            } else {
+                                "secret"
+                            }
+                        ),
+                    });
+                }
+                if let Some(key) = ENCODING_PATH_KEYS.iter().find(|k| **k == name) {
+                    layer.encoding_origins.push((*key, origin));
+                }
+            }
+        }
         if schema::TABLE_SECTIONS.contains(&section) {
             let table = toml::Table::deserialize(section_value.clone().into_deserializer())
                 .map_err(|e| ConfigError::Syntax {
@@ -380,6 +428,17 @@ impl Layers {
         path: PathBuf,
         origin: &Origin,
     ) -> Result<PathBuf, ConfigError> {
+        self.expand_credentials(spec.key, path, origin)
+    }
+
+    /// `${CREDENTIALS_DIRECTORY}/NAME` → that directory's `NAME`, for `key` (see
+    /// [`Layers::optional_path`]); other paths unchanged.
+    pub(crate) fn expand_credentials(
+        &self,
+        key: KeyPath,
+        path: PathBuf,
+        origin: &Origin,
+    ) -> Result<PathBuf, ConfigError> {
         let Some(rest) = path
             .to_str()
             .and_then(|p| p.strip_prefix(CREDENTIALS_PLACEHOLDER))
@@ -387,7 +446,7 @@ impl Layers {
             return Ok(path);
         };
         let invalid = |problem: String, expected: &str| ConfigError::InvalidValue {
-            key: spec.key,
+            key,
             origin: origin.clone(),
             problem,
             expected: expected.to_owned(),

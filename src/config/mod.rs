@@ -114,6 +114,8 @@ pub struct AgentConfig {
     source_file: Option<PathBuf>,
     /// The directory relative paths in `[encoding]` are resolved against.
     base_dir: PathBuf,
+    /// Where the path keys of `[encoding]` were set, for errors about their files.
+    encoding_origins: Vec<(&'static str, Origin)>,
     /// Every key's effective value and origin, as loaded, for `redacted_summary`.
     recorded: Vec<Recorded>,
 }
@@ -158,6 +160,12 @@ pub struct TtpConfig {
     /// Requests in flight at once; 1 to 64.
     pub max_concurrency: usize,
     pub task_relisting: TaskRelisting,
+    /// Entries of one `$requestTasks` answer kept at most (tasks and the sample below).
+    pub max_listed_tasks: usize,
+    /// Unknown or unreadable tasks of one answer kept one by one; the rest are counted.
+    pub max_unknown_tasks: usize,
+    /// What a pseudonym from the fTTP must look like (anchored); others are refused.
+    pub pseudonym_pattern: regex::Regex,
     /// `[ttp.oauth2]`: OAuth2 client credentials, when the gateway sits behind an
     /// authorisation server (Keycloak).
     pub oauth2: Option<OAuth2Config>,
@@ -175,6 +183,12 @@ pub struct OAuth2Config {
     /// Space-separated scopes to ask for; none by default.
     pub scope: Option<String>,
 }
+
+/// Letters, digits, `_`, `.`, `:` and `-`, not starting with a punctuation character (gPAS
+/// pseudonyms are a prefix, a running id and check digits, such as `mii_6348Q7`). A leading
+/// `=`, `+`, `-` or `@` is what spreadsheets evaluate; `<`, quotes and spaces have no place in
+/// an identifier either.
+pub const DEFAULT_PSEUDONYM_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]*$";
 
 /// `[schedule]`: when `$requestTasks` is polled.
 #[derive(Clone)]
@@ -261,6 +275,8 @@ pub struct AdminConfig {
     pub warn_before_expiry: Duration,
     /// Where warnings are POSTed; redacted in `Debug`.
     pub webhook_url: Option<WebhookUrl>,
+    /// Host names the admin server answers to besides loopback ones (DNS rebinding guard).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[control]`: the daemon's local control channel (see `crate::control`).
@@ -402,7 +418,7 @@ impl AgentConfig {
             .admin
             .token_file
             .as_deref()
-            .map(|p| read(&ADMIN_TOKEN_FILE, p, SecretKind::Line))
+            .map(|p| read(&ADMIN_TOKEN_FILE, p, SecretKind::Token))
             .transpose()?;
         let handover_token = self
             .handover
@@ -422,15 +438,59 @@ impl AgentConfig {
                 )
             })
             .transpose()?;
+        let encoding = self.read_encoding_secret(&mut warnings)?;
         Ok(Secrets {
             api_key,
             basic_password,
             idat_key,
             admin_token,
             handover_token,
+            encoding,
             oauth2_client_secret,
             warnings,
         })
+    }
+
+    /// The secret file of the `[encoding]` profile (`seeds_file` of an fTTP profile,
+    /// `secret_file` of a clkhash one), resolved against [`Self::encoding_base_dir`].
+    pub fn encoding_secret_file(&self) -> Option<(KeyPath, PathBuf)> {
+        let table = self.encoding.as_ref()?;
+        ["seeds_file", "secret_file"].into_iter().find_map(|name| {
+            let path = table.get(name)?.as_str()?;
+            Some((
+                KeyPath {
+                    section: ENCODING_SECTION,
+                    name,
+                },
+                self.base_dir.join(path),
+            ))
+        })
+    }
+
+    /// Reads the `[encoding]` profile's secret file under the rules of every secret (size
+    /// cap, permission warnings, which the caller may report).
+    pub fn read_encoding_secret(
+        &self,
+        warnings: &mut Vec<SecretFileWarning>,
+    ) -> Result<Option<ttp_encode::Secret>, ConfigError> {
+        match self.encoding_secret_file() {
+            Some((key, path)) => secrets::read_secret(
+                key,
+                &path,
+                &self.encoding_origin(key.name),
+                SecretKind::Bytes,
+                warnings,
+            )
+            .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn encoding_origin(&self, name: &str) -> Origin {
+        self.encoding_origins
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Origin::Default, |(_, o)| o.clone())
     }
 
     /// Settings that are valid but probably not what a production site wants, for `check`
@@ -705,6 +765,7 @@ fn build(
         ready_window: positive_duration(&mut l, &ADMIN_READY_WINDOW)?,
         warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
+        allowed_hosts: l.get::<values::HostList>(&ADMIN_ALLOWED_HOSTS)?.0,
     };
     let control = ControlConfig {
         socket: l.optional_path(&CONTROL_SOCKET)?,
@@ -716,6 +777,14 @@ fn build(
         webhook_timeout: positive_duration(&mut l, &HANDOVER_WEBHOOK_TIMEOUT)?,
         webhook_retry_cap: positive_duration(&mut l, &HANDOVER_WEBHOOK_RETRY_CAP)?,
     };
+    for (spec, url) in [
+        (&ADMIN_WEBHOOK_URL, &admin.webhook_url),
+        (&HANDOVER_WEBHOOK_URL, &handover.webhook_url),
+    ] {
+        if let Some(url) = url {
+            plain_http_rule(&l, spec, url, ttp.allow_insecure_http)?;
+        }
+    }
     if handover.webhook_token_file.is_some() && handover.webhook_url.is_none() {
         return Err(l.invalid(
             &HANDOVER_WEBHOOK_TOKEN_FILE,
@@ -728,6 +797,10 @@ fn build(
         level: l.get(&LOG_LEVEL)?,
     };
 
+    let encoding = match &file {
+        Some(f) => encoding_with_credentials(&l, f)?,
+        None => None,
+    };
     let source_file = file.as_ref().map(|f| f.path.clone());
     let base_dir = source_file
         .as_deref()
@@ -739,8 +812,8 @@ fn build(
         ttp,
         schedule,
         store,
-        encoding: file.as_ref().and_then(|f| f.encoding.clone()),
-        input: file.and_then(|f| f.input),
+        encoding,
+        input: file.as_ref().and_then(|f| f.input.clone()),
         submit,
         dispatch,
         admin,
@@ -749,8 +822,60 @@ fn build(
         log,
         source_file,
         base_dir,
+        encoding_origins: file
+            .as_ref()
+            .map(|f| f.encoding_origins.clone())
+            .unwrap_or_default(),
         recorded: l.into_recorded(),
     })
+}
+
+/// The `[encoding]` table with `${CREDENTIALS_DIRECTORY}` expanded in its file names, as in
+/// every other path setting (seeds and the clkhash secret come from systemd credentials).
+fn encoding_with_credentials(
+    l: &Layers,
+    file: &layers::FileLayer,
+) -> Result<Option<toml::Table>, ConfigError> {
+    let Some(mut table) = file.encoding.clone() else {
+        return Ok(None);
+    };
+    for (name, origin) in &file.encoding_origins {
+        if let Some(toml::Value::String(path)) = table.get(*name) {
+            let key = KeyPath {
+                section: ENCODING_SECTION,
+                name,
+            };
+            let expanded = l.expand_credentials(key, PathBuf::from(path), origin)?;
+            if let Some(text) = expanded.to_str() {
+                table.insert((*name).to_owned(), toml::Value::String(text.to_owned()));
+            }
+        }
+    }
+    Ok(Some(table))
+}
+
+/// A webhook carries pseudonyms, local ids, a bearer token or the agent's alerts: over plain
+/// http only to this machine, or where `[ttp] allow_insecure_http` says a test setup wants it.
+fn plain_http_rule(
+    l: &Layers,
+    spec: &KeySpec,
+    url: &WebhookUrl,
+    allow_insecure_http: bool,
+) -> Result<(), ConfigError> {
+    let url = url.expose();
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback_url(url) {
+        return Err(l.invalid(
+            spec,
+            format!(
+                "the URL uses plain http:// to {}, a host other than this machine, which would \
+                 send what it delivers (and its token) unencrypted",
+                url.host_str().unwrap_or("?")
+            ),
+            "an https:// URL (plain http:// is accepted for loopback addresses, or with \
+             `[ttp] allow_insecure_http = true`)",
+        ));
+    }
+    Ok(())
 }
 
 fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
@@ -838,6 +963,29 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
     }
     let max_concurrency = count(l, &TTP_MAX_CONCURRENCY, 64, "")?;
     let task_relisting = l.get(&TTP_TASK_RELISTING)?;
+    let max_listed_tasks = count(l, &TTP_MAX_LISTED_TASKS, 1_000_000, "")?;
+    let max_unknown_tasks = count(l, &TTP_MAX_UNKNOWN_TASKS, 10_000, "")?;
+    let pattern: String = l.get(&TTP_PSEUDONYM_PATTERN)?;
+    let pseudonym_pattern = match regex::Regex::new(&pattern) {
+        Ok(re) if pattern.starts_with('^') && pattern.ends_with('$') => re,
+        Ok(_) => {
+            return Err(l.invalid(
+                &TTP_PSEUDONYM_PATTERN,
+                format!("{} is not anchored", quoted(&pattern)),
+                "a regular expression for the whole pseudonym, from `^` to `$`",
+            ));
+        }
+        Err(e) => {
+            return Err(l.invalid(
+                &TTP_PSEUDONYM_PATTERN,
+                format!(
+                    "{} is not a valid regular expression: {e}",
+                    quoted(&pattern)
+                ),
+                format!("a regular expression such as \"{DEFAULT_PSEUDONYM_PATTERN}\""),
+            ));
+        }
+    };
     let oauth2 = build_oauth2(l)?;
     if oauth2.is_some() && basic_user.is_some() {
         return Err(l.invalid(
@@ -867,6 +1015,9 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
         rate_limit_per_second,
         max_concurrency,
         task_relisting,
+        max_listed_tasks,
+        max_unknown_tasks,
+        pseudonym_pattern,
         oauth2,
     })
 }

@@ -57,6 +57,13 @@ pub(crate) const TTP_RATE_LIMIT_PER_SECOND: KeySpec =
     spec("ttp", "rate_limit_per_second", D("5.0"));
 pub(crate) const TTP_MAX_CONCURRENCY: KeySpec = spec("ttp", "max_concurrency", D("4"));
 pub(crate) const TTP_TASK_RELISTING: KeySpec = spec("ttp", "task_relisting", D("until_done"));
+pub(crate) const TTP_MAX_LISTED_TASKS: KeySpec = spec("ttp", "max_listed_tasks", D("100000"));
+pub(crate) const TTP_MAX_UNKNOWN_TASKS: KeySpec = spec("ttp", "max_unknown_tasks", D("20"));
+pub(crate) const TTP_PSEUDONYM_PATTERN: KeySpec = spec(
+    "ttp",
+    "pseudonym_pattern",
+    D(crate::config::DEFAULT_PSEUDONYM_PATTERN),
+);
 
 pub(crate) const TTP_OAUTH2_TOKEN_URL: KeySpec = spec("ttp.oauth2", "token_url", O);
 pub(crate) const TTP_OAUTH2_CLIENT_ID: KeySpec = spec("ttp.oauth2", "client_id", O);
@@ -90,6 +97,7 @@ pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
 pub(crate) const ADMIN_READY_WINDOW: KeySpec = spec("admin", "ready_window", D("1h"));
 pub(crate) const ADMIN_WARN_BEFORE_EXPIRY: KeySpec = spec("admin", "warn_before_expiry", D("48h"));
 pub(crate) const ADMIN_WEBHOOK_URL: KeySpec = spec("admin", "webhook_url", O);
+pub(crate) const ADMIN_ALLOWED_HOSTS: KeySpec = spec("admin", "allowed_hosts", D(""));
 
 pub(crate) const CONTROL_SOCKET: KeySpec = spec("control", "socket", O);
 pub(crate) const CONTROL_GROUP: KeySpec = spec("control", "group", O);
@@ -124,6 +132,9 @@ pub(crate) const ALL: &[KeySpec] = &[
     TTP_RATE_LIMIT_PER_SECOND,
     TTP_MAX_CONCURRENCY,
     TTP_TASK_RELISTING,
+    TTP_MAX_LISTED_TASKS,
+    TTP_MAX_UNKNOWN_TASKS,
+    TTP_PSEUDONYM_PATTERN,
     TTP_OAUTH2_TOKEN_URL,
     TTP_OAUTH2_CLIENT_ID,
     TTP_OAUTH2_CLIENT_SECRET_FILE,
@@ -149,6 +160,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     ADMIN_READY_WINDOW,
     ADMIN_WARN_BEFORE_EXPIRY,
     ADMIN_WEBHOOK_URL,
+    ADMIN_ALLOWED_HOSTS,
     CONTROL_SOCKET,
     CONTROL_GROUP,
     HANDOVER_WEBHOOK_URL,

@@ -36,6 +36,8 @@ pub struct Secrets {
     pub admin_token: Option<Secret>,
     /// `[handover] webhook_token_file`: the bearer token of the pseudonym delivery webhook.
     pub handover_token: Option<Secret>,
+    /// `[encoding] seeds_file` or `secret_file`: the encoding profile's seeds or clkhash secret.
+    pub encoding: Option<Secret>,
     /// `[ttp.oauth2] client_secret_file`: the OAuth2 client secret.
     pub oauth2_client_secret: Option<Secret>,
     /// Files other users may read. Report them (the `check` command, a log line at start-up).
@@ -78,7 +80,14 @@ pub(crate) enum SecretKind {
     Line,
     /// Key material: any bytes.
     Bytes,
+    /// A bearer token others must not guess: a [`SecretKind::Line`] of at least
+    /// [`MIN_TOKEN_CHARS`] characters, whatever the listener (a loopback port is reachable by
+    /// every local user and, through a browser, by web pages).
+    Token,
 }
+
+/// The shortest admin token accepted: 32 characters of hex are 128 bits.
+pub(crate) const MIN_TOKEN_CHARS: usize = 32;
 
 /// Reads one secret file.
 pub(crate) fn read_secret(
@@ -131,10 +140,14 @@ pub(crate) fn read_secret(
     if buffer.is_empty() {
         return Err(fail(SecretProblem::Empty));
     }
-    if kind == SecretKind::Line {
+    if matches!(kind, SecretKind::Line | SecretKind::Token) {
         let text = std::str::from_utf8(&buffer).map_err(|_| fail(SecretProblem::NotText))?;
         if text.chars().any(char::is_control) {
             return Err(fail(SecretProblem::ControlCharacter));
+        }
+        let found = text.chars().count();
+        if kind == SecretKind::Token && found < MIN_TOKEN_CHARS {
+            return Err(fail(SecretProblem::TooShort { found }));
         }
     }
     Ok(Secret::new(std::mem::take(&mut *buffer)))

@@ -359,6 +359,64 @@ impl Setting for WebhookUrl {
     }
 }
 
+/// `[admin] allowed_hosts`: host names (or addresses) the admin server answers to, besides
+/// this machine's loopback names. A TOML array of strings; in the environment, a
+/// comma-separated list. Kept in lower case, without ports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostList(pub Vec<String>);
+
+impl HostList {
+    fn host(text: &str) -> Result<String, String> {
+        let host = text.trim().to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+        if valid {
+            Ok(host)
+        } else {
+            Err(format!(
+                "{} is not a host name or address (no port, no scheme)",
+                quoted(text)
+            ))
+        }
+    }
+}
+
+impl Setting for HostList {
+    const EXPECTED: &'static str =
+        "a list of host names or addresses, such as [\"ttp-agent.example.org\"]";
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .filter(|h| !h.trim().is_empty())
+            .map(HostList::host)
+            .collect::<Result<_, _>>()
+            .map(HostList)
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(text) => HostList::host(text),
+                    other => Err(found(other)),
+                })
+                .collect::<Result<_, _>>()
+                .map(HostList),
+            other => Err(found(other)),
+        }
+    }
+
+    fn display(&self) -> String {
+        let items: Vec<String> = self.0.iter().map(|h| quoted(h)).collect();
+        format!("[{}]", items.join(", "))
+    }
+}
+
 impl Setting for SocketAddr {
     const EXPECTED: &'static str =
         "an IP address and port, such as \"127.0.0.1:9464\" or \"[::1]:9464\"";

@@ -228,10 +228,11 @@ impl Drop for Server {
     }
 }
 
-/// Starts the admin server on a free loopback port, with the configuration's settings.
-pub async fn serve(s: &Scenario) -> Server {
-    let settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
-    let state = AdminState::new(
+/// The scenario's admin state, with the configuration's settings changed by `adjust`.
+pub fn state_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Arc<AdminState> {
+    let mut settings = AdminSettings::from_config(&s.loaded.config.admin, &s.loaded.secrets);
+    adjust(&mut settings);
+    AdminState::new(
         Arc::clone(s.agent.store()),
         Some(s.agent.client().clone()),
         settings,
@@ -240,8 +241,13 @@ pub async fn serve(s: &Scenario) -> Server {
             target: TARGET.into(),
         },
         Arc::new(AgentMetrics::new()),
-    );
-    // The scenario is a daemon that has polled: its first poll succeeded.
+    )
+}
+
+/// Starts the admin server on a free loopback port, with the configuration's settings, as a
+/// daemon that has polled: its first poll succeeded.
+pub async fn serve(s: &Scenario) -> Server {
+    let state = state_with(s, |_| {});
     state.health().cycle_finished(
         &Ok(ttp_agent::agent::CycleReport::default()),
         chrono::Utc::now(),

@@ -82,6 +82,23 @@ pub fn encoder(loaded: &Loaded) -> ProfileEncoder {
     context::encoder(&loaded.config).expect("encoder loads")
 }
 
+/// Stores `n` records of [`records_csv`] and registers them, as `submit` does; the store is
+/// flushed, so a process started after the returned agent is dropped finds them.
+pub async fn submit_records(env: &Env, n: usize) -> Arc<Agent> {
+    let loaded = load(&env.config_path);
+    let agent = agent(&loaded);
+    let encoder = encoder(&loaded);
+    let path = env.dir.path().join("records.csv");
+    std::fs::write(&path, records_csv(n)).unwrap();
+    let records = ttp_agent::submit::read_records(&path).unwrap();
+    let encoded = ttp_agent::submit::encode_records(&encoder, records, &|_| {}).unwrap();
+    ttp_agent::submit::check_profile(agent.store(), &encoder).unwrap();
+    ttp_agent::submit::store_records(agent.store(), &encoded, 100).unwrap();
+    agent.register_pending().await.unwrap();
+    agent.store().flush().unwrap();
+    agent
+}
+
 const GIVEN: [&str; 12] = [
     "Anna",
     "Jürgen",

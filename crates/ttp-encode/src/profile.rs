@@ -290,9 +290,20 @@ impl ProfileEncoder {
         profile: &EncodingProfile,
         base_dir: &Path,
     ) -> Result<ProfileEncoder, ProfileError> {
+        ProfileEncoder::load_with_secret(profile, base_dir, None)
+    }
+
+    /// [`load`](Self::load) with the content of the profile's secret file (`seeds_file` of an
+    /// fTTP profile, `secret_file` of a clkhash one) already read by the caller, which reads
+    /// secrets under its own rules (permissions, size). `None` reads the file here.
+    pub fn load_with_secret(
+        profile: &EncodingProfile,
+        base_dir: &Path,
+        secret: Option<&[u8]>,
+    ) -> Result<ProfileEncoder, ProfileError> {
         match profile {
-            EncodingProfile::Fttp(fttp) => ProfileEncoder::load_fttp(fttp, base_dir),
-            EncodingProfile::Clk(p) => ProfileEncoder::load_clk(p, base_dir),
+            EncodingProfile::Fttp(fttp) => ProfileEncoder::load_fttp_with(fttp, base_dir, secret),
+            EncodingProfile::Clk(p) => ProfileEncoder::load_clk_with(p, base_dir, secret),
         }
     }
 
@@ -319,7 +330,15 @@ impl ProfileEncoder {
         profile: &FttpProfile,
         base_dir: &Path,
     ) -> Result<ProfileEncoder, ProfileError> {
-        let (balanced_seed, field_seeds) = resolve_seeds(profile, base_dir)?;
+        ProfileEncoder::load_fttp_with(profile, base_dir, None)
+    }
+
+    fn load_fttp_with(
+        profile: &FttpProfile,
+        base_dir: &Path,
+        seeds_text: Option<&[u8]>,
+    ) -> Result<ProfileEncoder, ProfileError> {
+        let (balanced_seed, field_seeds) = resolve_seeds(profile, base_dir, seeds_text)?;
         let params = FttpParams {
             length: profile.length,
             n_gram_length: profile.n_gram_length,
@@ -358,6 +377,14 @@ impl ProfileEncoder {
     /// order (ignored ones included); clkhash's own rules decide what a value may be, and an
     /// empty or absent value is a missing value (no tokens), as in clkhash.
     pub fn load_clk(profile: &ClkProfile, base_dir: &Path) -> Result<ProfileEncoder, ProfileError> {
+        ProfileEncoder::load_clk_with(profile, base_dir, None)
+    }
+
+    fn load_clk_with(
+        profile: &ClkProfile,
+        base_dir: &Path,
+        secret_bytes: Option<&[u8]>,
+    ) -> Result<ProfileEncoder, ProfileError> {
         let schema_path = base_dir.join(&profile.schema_file);
         let text =
             std::fs::read_to_string(&schema_path).map_err(|source| ProfileError::ReadClkFile {
@@ -371,13 +398,16 @@ impl ProfileEncoder {
                 source,
             })?;
         let secret_path = base_dir.join(&profile.secret_file);
-        let mut bytes = Zeroizing::new(std::fs::read(&secret_path).map_err(|source| {
-            ProfileError::ReadClkFile {
-                what: "clkhash secret",
-                path: secret_path.clone(),
-                source,
-            }
-        })?);
+        let mut bytes = match secret_bytes {
+            Some(bytes) => Zeroizing::new(bytes.to_vec()),
+            None => Zeroizing::new(std::fs::read(&secret_path).map_err(|source| {
+                ProfileError::ReadClkFile {
+                    what: "clkhash secret",
+                    path: secret_path.clone(),
+                    source,
+                }
+            })?),
+        };
         // Editors end files with a newline; clkhash takes the secret without one.
         if bytes.ends_with(b"\r\n") {
             let n = bytes.len() - 2;
@@ -578,6 +608,7 @@ fn fingerprint(
 fn resolve_seeds(
     profile: &FttpProfile,
     base_dir: &Path,
+    seeds_text: Option<&[u8]>,
 ) -> Result<(i64, BTreeMap<String, i64>), ProfileError> {
     match (
         &profile.balanced_seed,
@@ -597,20 +628,33 @@ fn resolve_seeds(
         (None, Some(_), None) => Err(ProfileError::IncompleteInlineSeeds {
             missing: "balanced_seed",
         }),
-        (None, None, Some(file)) => read_seeds_file(&base_dir.join(file)),
+        (None, None, Some(file)) => read_seeds_file(&base_dir.join(file), seeds_text),
         (None, None, None) => Err(ProfileError::NoSeeds),
     }
 }
 
 /// Reads `{"balanced_seed": …, "field_seeds": {…}}`. Validated by hand on a `Value` rather than
 /// with serde derive, so that no error message can quote the file's content.
-fn read_seeds_file(path: &Path) -> Result<(i64, BTreeMap<String, i64>), ProfileError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-        ProfileError::ReadSeeds {
-            path: path.to_owned(),
-            source,
-        }
-    })?);
+fn read_seeds_file(
+    path: &Path,
+    given: Option<&[u8]>,
+) -> Result<(i64, BTreeMap<String, i64>), ProfileError> {
+    let text = match given {
+        Some(bytes) => Zeroizing::new(
+            std::str::from_utf8(bytes)
+                .map_err(|_| ProfileError::ReadSeeds {
+                    path: path.to_owned(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+                })?
+                .to_owned(),
+        ),
+        None => Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ProfileError::ReadSeeds {
+                path: path.to_owned(),
+                source,
+            }
+        })?),
+    };
     let value: Value = serde_json::from_str(&text).map_err(|e| ProfileError::SeedsSyntax {
         path: path.to_owned(),
         line: e.line(),

@@ -29,7 +29,9 @@
 //!
 //!   It also caps the number of entries it keeps ([`ParsedBody::omitted`] counts the rest)
 //!   while streaming, so a hostile body with millions of entries costs parse time but not
-//!   memory beyond the cap.
+//!   memory beyond the cap. [`for_each_entry`] is the streaming core: it hands each entry to
+//!   the caller as borrowed JSON text and keeps nothing, for callers that decide per entry
+//!   what to keep (the task listing).
 //!
 //! # What is and is not kept
 //!
@@ -47,6 +49,7 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::ProtoError;
@@ -689,10 +692,58 @@ impl<'de> serde::Deserialize<'de> for Parameters {
 /// A body without `resourceType` is rejected rather than read as "empty": a proxy's
 /// `{"error": ...}` must not look like "no tasks".
 pub fn parse_body(body: &[u8], max_entries: usize) -> Result<ParsedBody, ProtoError> {
+    let mut items: Vec<Json> = Vec::new();
+    let mut omitted = 0usize;
+    let mut too_deep = None;
+    for_each_entry(body, &mut |_, raw| {
+        if items.len() < max_entries {
+            match serde_json::from_str(raw.get()) {
+                Ok(item) => items.push(item),
+                Err(e) => {
+                    too_deep.get_or_insert(e);
+                }
+            }
+        } else {
+            omitted = omitted.saturating_add(1);
+        }
+    })?;
+    if let Some(e) = too_deep {
+        return Err(ProtoError::NotJson(e.to_string()));
+    }
+    Ok(ParsedBody {
+        entries: items
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| Entry {
+                index,
+                decoded: Parameter::from_json_value(&raw),
+                raw,
+            })
+            .collect(),
+        omitted,
+    })
+}
+
+/// The streaming core of [`parse_body`]: checks that `body` is a `Parameters` resource and
+/// hands each entry of its `parameter` array to `on_entry` as its JSON text (position,
+/// text), borrowed from the body, without building any tree. What the caller keeps is up to
+/// it, so a hostile body costs memory only for what the caller decides to keep.
+///
+/// `on_entry` may be called before the body turns out not to be a `Parameters` resource
+/// (`resourceType` may come after `parameter`); the error then tells the caller to discard
+/// what it collected.
+///
+/// An entry text is valid JSON, but may be nested deeper than serde_json builds trees for
+/// (skipping is iterative, building is recursive): a caller that parses it must expect
+/// that error.
+pub fn for_each_entry<'de>(
+    body: &'de [u8],
+    on_entry: &mut dyn FnMut(usize, &'de RawValue),
+) -> Result<(), ProtoError> {
     // Some servers prefix JSON with a UTF-8 byte order mark; serde_json does not skip it.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let top = TopSeed { max_entries }
+    let top = TopSeed { on_entry }
         .deserialize(&mut deserializer)
         .and_then(|top| deserializer.end().map(|()| top))
         .map_err(|e| ProtoError::NotJson(e.to_string()))?;
@@ -733,28 +784,16 @@ pub fn parse_body(body: &[u8], max_entries: usize) -> Result<ParsedBody, ProtoEr
         }
     }
     match body_fields.parameter {
-        None => Ok(ParsedBody::default()),
+        None | Some(Entries::Array) => Ok(()),
         Some(Entries::NotArray(kind)) => Err(ProtoError::Malformed(format!(
             "`parameter` is {kind}, expected an array"
         ))),
-        Some(Entries::Array { items, omitted }) => Ok(ParsedBody {
-            entries: items
-                .into_iter()
-                .enumerate()
-                .map(|(index, raw)| Entry {
-                    index,
-                    decoded: Parameter::from_json_value(&raw),
-                    raw,
-                })
-                .collect(),
-            omitted,
-        }),
     }
 }
 
 // The streaming part: serde visitors that accept *any* JSON shape (so serde_json never reports
-// a type error, whose message could quote a value), keep `resourceType` and at most
-// `max_entries` of `parameter`, and skip everything else without allocating it.
+// a type error, whose message could quote a value), keep `resourceType`, hand each entry of
+// `parameter` to the caller as borrowed text, and skip everything else without allocating it.
 
 enum Top {
     Object(BodyFields),
@@ -769,7 +808,8 @@ struct BodyFields {
 }
 
 enum Entries {
-    Array { items: Vec<Json>, omitted: usize },
+    /// An array, whose entries went to the caller.
+    Array,
     NotArray(&'static str),
 }
 
@@ -797,11 +837,11 @@ macro_rules! scalar_kinds {
     };
 }
 
-struct TopSeed {
-    max_entries: usize,
+struct TopSeed<'s, 'de> {
+    on_entry: &'s mut dyn FnMut(usize, &'de RawValue),
 }
 
-impl<'de> DeserializeSeed<'de> for TopSeed {
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, 'de> {
     type Value = Top;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Top, D::Error> {
@@ -809,7 +849,7 @@ impl<'de> DeserializeSeed<'de> for TopSeed {
     }
 }
 
-impl<'de> Visitor<'de> for TopSeed {
+impl<'de> Visitor<'de> for TopSeed<'_, 'de> {
     type Value = Top;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -831,7 +871,7 @@ impl<'de> Visitor<'de> for TopSeed {
                         fields.duplicate_key = Some("parameter");
                     }
                     fields.parameter = Some(map.next_value_seed(EntriesSeed {
-                        max_entries: self.max_entries,
+                        on_entry: &mut *self.on_entry,
                     })?);
                 }
                 _ => {
@@ -850,11 +890,11 @@ impl<'de> Visitor<'de> for TopSeed {
     scalar_kinds!(Top::NotObject);
 }
 
-struct EntriesSeed {
-    max_entries: usize,
+struct EntriesSeed<'s, 'de> {
+    on_entry: &'s mut dyn FnMut(usize, &'de RawValue),
 }
 
-impl<'de> DeserializeSeed<'de> for EntriesSeed {
+impl<'de> DeserializeSeed<'de> for EntriesSeed<'_, 'de> {
     type Value = Entries;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Entries, D::Error> {
@@ -862,7 +902,7 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed {
     }
 }
 
-impl<'de> Visitor<'de> for EntriesSeed {
+impl<'de> Visitor<'de> for EntriesSeed<'_, 'de> {
     type Value = Entries;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -870,21 +910,12 @@ impl<'de> Visitor<'de> for EntriesSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
-        let mut items = Vec::new();
-        let mut omitted = 0usize;
-        loop {
-            if items.len() < self.max_entries {
-                match seq.next_element::<Json>()? {
-                    Some(item) => items.push(item),
-                    None => break,
-                }
-            } else if seq.next_element::<IgnoredAny>()?.is_some() {
-                omitted = omitted.saturating_add(1);
-            } else {
-                break;
-            }
+        let mut index = 0usize;
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            (self.on_entry)(index, raw);
+            index = index.saturating_add(1);
         }
-        Ok(Entries::Array { items, omitted })
+        Ok(Entries::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {

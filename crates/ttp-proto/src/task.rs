@@ -270,13 +270,22 @@ pub const REPEAT_REQUEST: &str = "repeat_request";
 pub const MAX_IDENTIFIER_CHARS: usize = 256;
 
 /// Bounds on what one response may make the parser keep. Beyond them the parser reports
-/// problems instead of allocating without limit.
+/// problems instead of allocating without limit; together with the client's response size
+/// limit they bound the memory and the store growth one listing can cause (BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParseLimits {
-    /// Tasks read from one response; later ones are skipped and reported as one problem.
+    /// Entries kept from one response (tasks, and the unknown or unreadable ones of the
+    /// sample); later ones are skipped and reported as one problem. Unknown or unreadable
+    /// entries beyond the sample do not count: they cannot push a known task out.
     pub max_tasks: usize,
     /// `element` parts in one `send_idat` task (there are 15 element codes).
     pub max_elements: usize,
+    /// Unknown task types and unreadable entries kept one by one (each becomes a stored task
+    /// that needs attention). The rest are only counted, by type, in one summary problem.
+    pub max_unknown: usize,
+    /// The JSON text of one entry. A larger entry is reported without being parsed into a
+    /// tree (which costs many times its size).
+    pub max_entry_bytes: usize,
 }
 
 impl Default for ParseLimits {
@@ -284,6 +293,8 @@ impl Default for ParseLimits {
         ParseLimits {
             max_tasks: 100_000,
             max_elements: 64,
+            max_unknown: 20,
+            max_entry_bytes: 256 * 1024,
         }
     }
 }
@@ -320,33 +331,283 @@ pub fn parse_tasks_fast(body: &[u8], limits: &ParseLimits) -> Option<TaskList> {
 /// answers); callers want [`parse_tasks_with`].
 #[doc(hidden)]
 pub fn parse_tasks_generic(body: &[u8], limits: &ParseLimits) -> Result<TaskList, ProtoError> {
-    let parsed = parameters::parse_body(body, limits.max_tasks)?;
-    let mut list = TaskList::default();
-    for entry in &parsed.entries {
-        match parse_entry(entry, limits) {
-            Ok(task) => list.tasks.push(task),
-            Err(problem) => list.problems.push(problem),
+    let mut acc = Accumulator::new(limits);
+    parameters::for_each_entry(body, &mut |index, raw| acc.entry(index, raw))?;
+    acc.finish()
+}
+
+/// What the generic path keeps while the entries stream by. Only the entries it keeps are
+/// parsed into a tree, one at a time, so a hostile body of countless unknown tasks costs
+/// parse time, a counter per type name, and the small sample.
+struct Accumulator<'l> {
+    limits: &'l ParseLimits,
+    list: TaskList,
+    /// Unknown and unreadable entries kept (tasks of unknown type plus problems).
+    sampled: usize,
+    /// Entries past `max_tasks`, skipped unread.
+    omitted: usize,
+    /// Unknown or unreadable entries past the sample: count by type name.
+    summarised: std::collections::BTreeMap<String, usize>,
+    summarised_total: usize,
+    first_summarised: Option<usize>,
+    /// An entry too deeply nested to build a tree of: the body is not usable JSON for us.
+    too_deep: Option<serde_json::Error>,
+}
+
+/// Distinct type names counted in the summary; further names are counted together.
+const MAX_SUMMARISED_NAMES: usize = 16;
+
+impl<'l> Accumulator<'l> {
+    fn new(limits: &'l ParseLimits) -> Self {
+        Accumulator {
+            limits,
+            list: TaskList::default(),
+            sampled: 0,
+            omitted: 0,
+            summarised: std::collections::BTreeMap::new(),
+            summarised_total: 0,
+            first_summarised: None,
+            too_deep: None,
         }
     }
-    if parsed.omitted > 0 {
-        let max = limits.max_tasks;
-        list.problems.push(TaskProblem {
-            index: max,
-            name: String::new(),
-            reason: format!(
-                "the response lists {} tasks, more than the limit of {max} \
-                 (ParseLimits::max_tasks); the last {} were not read",
-                max.saturating_add(parsed.omitted),
-                parsed.omitted
-            ),
-            // Stable for a given limit, so a response that stays too long is reported once.
-            key: TaskKey(format!(
-                "malformed/task-limit/{}",
-                digest32(format!("ttp-proto task limit {max}").as_bytes())
-            )),
-        });
+
+    fn kept(&self) -> usize {
+        self.list.tasks.len() + self.list.problems.len()
     }
-    Ok(list)
+
+    fn sample_full(&self) -> bool {
+        self.sampled >= self.limits.max_unknown
+    }
+
+    fn entry(&mut self, index: usize, raw: &serde_json::value::RawValue) {
+        if self.too_deep.is_some() {
+            return;
+        }
+        let name = peek_name(raw.get());
+        let known = name.as_deref().is_some_and(is_known_type);
+        if !known && self.sample_full() {
+            self.summarise(index, name.as_deref());
+            return;
+        }
+        if self.kept() >= self.limits.max_tasks {
+            self.omitted = self.omitted.saturating_add(1);
+            return;
+        }
+        let text = raw.get();
+        let result = if text.len() > self.limits.max_entry_bytes {
+            Err(oversized(index, name.as_deref(), text, self.limits))
+        } else {
+            match serde_json::from_str::<Json>(text) {
+                Ok(json) => {
+                    let entry = Entry {
+                        index,
+                        decoded: Parameter::from_json_value(&json),
+                        raw: json,
+                    };
+                    parse_entry(&entry, self.limits)
+                }
+                Err(e) => {
+                    self.too_deep = Some(e);
+                    return;
+                }
+            }
+        };
+        match result {
+            Ok(task) => {
+                if matches!(task.kind, TaskKind::Unknown { .. }) {
+                    self.sampled += 1;
+                }
+                self.list.tasks.push(task);
+            }
+            // A broken entry of a known type counts against the sample too: a listing of
+            // countless malformed tasks must not become countless stored ones.
+            Err(_) if self.sample_full() => self.summarise(index, name.as_deref()),
+            Err(problem) => {
+                self.sampled += 1;
+                self.list.problems.push(problem);
+            }
+        }
+    }
+
+    fn summarise(&mut self, index: usize, name: Option<&str>) {
+        let label = match name {
+            Some(name) => display_name(name),
+            None => "(no name)".to_owned(),
+        };
+        let label = if self.summarised.contains_key(&label)
+            || self.summarised.len() < MAX_SUMMARISED_NAMES
+        {
+            label
+        } else {
+            "(other names)".to_owned()
+        };
+        *self.summarised.entry(label).or_insert(0) += 1;
+        self.summarised_total = self.summarised_total.saturating_add(1);
+        self.first_summarised.get_or_insert(index);
+    }
+
+    fn finish(mut self) -> Result<TaskList, ProtoError> {
+        if let Some(e) = self.too_deep {
+            return Err(ProtoError::NotJson(e.to_string()));
+        }
+        if self.summarised_total > 0 {
+            let counts: Vec<String> = self
+                .summarised
+                .iter()
+                .map(|(name, n)| format!("{n} × `{name}`"))
+                .collect();
+            let names: Vec<&str> = self.summarised.keys().map(String::as_str).collect();
+            self.list.problems.push(TaskProblem {
+                index: self.first_summarised.unwrap_or(0),
+                name: String::new(),
+                reason: format!(
+                    "the response lists {} more unknown or unreadable tasks than the {} kept \
+                     one by one (ParseLimits::max_unknown); they were counted, not kept: {}",
+                    self.summarised_total,
+                    self.limits.max_unknown,
+                    counts.join(", ")
+                ),
+                // Stable while the same kinds keep coming, whatever their number.
+                key: TaskKey(format!(
+                    "malformed/unknown-summary/{}",
+                    digest32(names.join("\n").as_bytes())
+                )),
+            });
+        }
+        if self.omitted > 0 {
+            let max = self.limits.max_tasks;
+            self.list.problems.push(TaskProblem {
+                index: max,
+                name: String::new(),
+                reason: format!(
+                    "the response lists {} tasks, more than the limit of {max} \
+                     (ParseLimits::max_tasks); the last {} were not read",
+                    max.saturating_add(self.omitted),
+                    self.omitted
+                ),
+                // Stable for a given limit, so a response that stays too long is reported once.
+                key: TaskKey(format!(
+                    "malformed/task-limit/{}",
+                    digest32(format!("ttp-proto task limit {max}").as_bytes())
+                )),
+            });
+        }
+        Ok(self.list)
+    }
+}
+
+/// The `name` of an entry, read without building anything (other keys are skipped). `None`
+/// when the entry is not an object or its name is not a string. A repeated `name` reads as
+/// the last one, as in a JSON tree.
+fn peek_name(text: &str) -> Option<String> {
+    struct NameVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for NameVisitor {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an entry")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Option<String>, A::Error> {
+            let mut name = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "name" {
+                    name = map.next_value::<StringOrSkip>()?.0;
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(name)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, NameVisitor)
+        .ok()
+        .flatten()
+}
+
+/// A string, or anything else skipped without building it (`None`).
+struct StringOrSkip(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrSkip {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringOrSkip;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(Some(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(None))
+            }
+            fn visit_unit<E>(self) -> Result<StringOrSkip, E> {
+                Ok(StringOrSkip(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StringOrSkip, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrSkip(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringOrSkip, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringOrSkip(None))
+            }
+        }
+
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The problem for an entry too large to parse: keyed by a digest of its text.
+fn oversized(index: usize, name: Option<&str>, text: &str, limits: &ParseLimits) -> TaskProblem {
+    let name = name.unwrap_or_default().to_owned();
+    let label = if name.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        display_name(&name)
+    };
+    TaskProblem {
+        index,
+        reason: format!(
+            "{label} task: the entry is {} bytes, more than the limit of {} \
+             (ParseLimits::max_entry_bytes); it was not read",
+            text.len(),
+            limits.max_entry_bytes
+        ),
+        key: TaskKey(format!(
+            "malformed/{}/{}",
+            name_segment(if name.is_empty() { "unnamed" } else { &name }),
+            digest32(text.as_bytes())
+        )),
+        name,
+    }
 }
 
 fn parse_entry(entry: &Entry, limits: &ParseLimits) -> Result<Task, TaskProblem> {

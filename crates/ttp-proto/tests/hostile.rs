@@ -296,10 +296,23 @@ fn task_counts_beyond_the_limit_are_one_problem_not_an_allocation() {
 fn a_huge_element_list_is_a_problem() {
     let mut parts = send_idat_parts();
     parts.extend((0..10_000).map(|_| element("given")));
-    let problem = problem_of(task("send_idat", parts));
+    let entry = task("send_idat", parts);
+    // Larger than an entry may be (ParseLimits::max_entry_bytes): a problem, without a tree.
+    let problem = problem_of(entry.clone());
     assert!(
-        problem.reason.contains("10002 `element` parts"),
+        problem.reason.contains("bytes, more than the limit"),
         "{problem:?}"
+    );
+    // Within that limit, the element count is the problem.
+    let roomy = ParseLimits {
+        max_entry_bytes: 4 << 20,
+        ..ParseLimits::default()
+    };
+    let list = parse_tasks_with(&body(json!([entry])), &roomy).unwrap();
+    assert!(
+        list.problems[0].reason.contains("10002 `element` parts"),
+        "{:?}",
+        list.problems
     );
 }
 
@@ -315,4 +328,110 @@ fn huge_strings_are_handled() {
     assert!(problem.reason.contains("longer than 256"));
     assert!(problem.reason.len() < 200);
     assert_accounted(&body(json!([{ "name": big }])), 1);
+}
+
+/// A listing of 95,000 tasks of unknown types (the size of a real finding: ~15 MB), with the
+/// site's real tasks spread between them and after them.
+fn flood(unknown: usize, known_every: usize) -> (String, usize) {
+    let mut text = String::from(r#"{"resourceType":"Parameters","parameter":["#);
+    let mut known = 0;
+    for i in 0..unknown {
+        if i > 0 {
+            text.push(',');
+        }
+        let name = if i % 2 == 0 {
+            "delete_everything"
+        } else {
+            "mine_coins"
+        };
+        text.push_str(&format!(
+            r#"{{"name":"{name}","part":[{{"name":"n","valueString":"{i:08}"}},{{"name":"payload","valueString":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}]}}"#
+        ));
+        if i % known_every == 0 {
+            let id = format!("t-{i}");
+            let mut parts = send_idat_parts();
+            parts[1] = task_id(&id);
+            text.push(',');
+            text.push_str(&task("send_idat", parts).to_string());
+            known += 1;
+        }
+    }
+    text.push_str("]}");
+    (text, known)
+}
+
+#[test]
+fn a_flood_of_unknown_tasks_is_summarised_and_every_known_task_is_kept() {
+    let (text, known) = flood(95_000, 1_000);
+    let limits = ParseLimits::default();
+    let list = parse_tasks_with(text.as_bytes(), &limits).unwrap();
+    let unknown: Vec<_> = list
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.kind, ttp_proto::TaskKind::Unknown { .. }))
+        .collect();
+    assert_eq!(unknown.len(), limits.max_unknown);
+    assert_eq!(
+        list.tasks.len() - unknown.len(),
+        known,
+        "every known task is kept"
+    );
+    assert_eq!(list.problems.len(), 1, "{:?}", list.problems);
+    let summary = &list.problems[0];
+    assert!(summary.key.0.starts_with("malformed/unknown-summary/"));
+    assert!(
+        summary
+            .reason
+            .contains("94980 more unknown or unreadable tasks")
+            && summary.reason.contains("47490 × `delete_everything`")
+            && summary.reason.contains("47490 × `mine_coins`"),
+        "{}",
+        summary.reason
+    );
+    // The summary keeps its identity while the same kinds keep coming, in any number.
+    let (fewer, _) = flood(30_000, 1_000);
+    let again = parse_tasks_with(fewer.as_bytes(), &limits).unwrap();
+    assert_eq!(again.problems[0].key, summary.key);
+}
+
+#[test]
+fn countless_broken_known_tasks_are_summarised_too() {
+    let broken = task("dic_psn_available", vec![bf("not*base64")]);
+    let n = 5_000;
+    let list = parse_list((0..n).map(|_| broken.clone()).collect());
+    assert_eq!(list.tasks.len(), 0);
+    let limits = ParseLimits::default();
+    assert_eq!(list.problems.len(), limits.max_unknown + 1);
+    let summary = list.problems.last().unwrap();
+    assert!(
+        summary
+            .reason
+            .contains(&format!("{} × `dic_psn_available`", n - limits.max_unknown)),
+        "{}",
+        summary.reason
+    );
+}
+
+#[test]
+fn an_entry_larger_than_the_limit_is_a_problem_without_being_parsed() {
+    let limits = ParseLimits {
+        max_entry_bytes: 1_000,
+        ..ParseLimits::default()
+    };
+    let big = task("send_idat", vec![ident("x", &"y".repeat(2_000))]);
+    let list = parse_tasks_with(
+        &body(json!([big, task("repeat_request", repeat_parts())])),
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(list.tasks.len(), 1);
+    assert_eq!(list.problems.len(), 1);
+    assert!(
+        list.problems[0]
+            .reason
+            .contains("more than the limit of 1000"),
+        "{:?}",
+        list.problems
+    );
+    assert!(list.problems[0].key.0.starts_with("malformed/send_idat/"));
 }

@@ -570,7 +570,9 @@ fn the_element_limit_is_enforced_and_configurable() {
         ParseLimits::default(),
         ParseLimits {
             max_tasks: 100_000,
-            max_elements: 64
+            max_elements: 64,
+            max_unknown: 20,
+            max_entry_bytes: 256 * 1024,
         }
     );
 }

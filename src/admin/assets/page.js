@@ -99,7 +99,7 @@
       var b = document.createElement('div');
       b.className = 'banner red';
       b.setAttribute('role', 'alert');
-      b.textContent = 'This page needs the access token of the agent\'s admin page. Open the link you were given (it ends in ?token=…) again, or ask your IT team for it.';
+      b.textContent = 'This page needs the access token of the agent\'s admin page. Open the link you were given (it ends in #token=…) again, or ask your IT team for it.';
       banners.appendChild(b);
     }
     document.body.setAttribute('data-state', 'unauthorized');

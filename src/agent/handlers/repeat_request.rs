@@ -5,7 +5,9 @@
 //! of this filter is simply retried later, and an answer lost after the fTTP acted is asked
 //! for again (see `TaskRecord::interrupted`). A whole-request failure (the task's study or
 //! target unknown, the `all` shape) is retried with back-off too: it judges no record. Study and target come from the task (the Identifiers' values), as the
-//! reference says, not from the configuration.
+//! reference says; a task naming a study or target the site is not configured for needs
+//! attention instead: a hostile or confused dispatcher must not make the site register its
+//! filters in another project.
 
 use chrono::{DateTime, Utc};
 
@@ -24,6 +26,12 @@ pub async fn handle(
     bloom_filter: &BloomFilter,
     now: DateTime<Utc>,
 ) -> Outcome {
+    if !client.is_configured_study(study, target) {
+        return Outcome::effect(Effect::Attention(Attention::ForeignStudy {
+            study: study.to_owned(),
+            target: target.to_owned(),
+        }));
+    }
     let filters = std::slice::from_ref(bloom_filter);
     let result = client.request_psn_for(study, target, filters).await;
     let response = match (classify_psn(filters, result.as_ref()), result) {

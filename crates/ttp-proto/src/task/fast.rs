@@ -23,11 +23,10 @@
 //! parses the whole body again on the generic path, so every unusual body gets exactly the
 //! answer it always got; this path only has to be right about the bodies it accepts.
 //!
-//! Memory: the views of all entries are read before [`ParseLimits::max_tasks`] is checked (the
-//! generic path stops keeping entries at the limit while streaming). They borrow from the body
-//! and take a few machine words per entry and part, so even a body made of nothing but empty
-//! entries costs about twice its own size, and bodies are bounded by the client's response
-//! size limit; past the task limit the generic path then takes over as before.
+//! Memory: each entry becomes a task as soon as its view is read (the view borrows from the
+//! body), and the first entry this path does not accept ends it, so it never holds more than
+//! the tasks and one entry's view (at most `MAX_FAST_PARTS` parts); past
+//! [`ParseLimits::max_tasks`] the generic path takes over as before.
 //!
 //! It is right about those because it does not re-implement the task rules: it builds the same
 //! [`Parameter`] the generic codec builds for such an entry (names and values as received,
@@ -40,7 +39,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
 use super::{ParseLimits, Task, TaskList, is_known_type, parse_known, schema};
 use crate::parameters::{Coding, Identifier, Parameter, RESOURCE_TYPE, Value};
@@ -50,18 +49,108 @@ use crate::parameters::{Coding, Identifier, Parameter, RESOURCE_TYPE, Value};
 pub(super) fn parse(body: &[u8], limits: &ParseLimits) -> Option<TaskList> {
     // The same byte order mark the generic path skips.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let Object(view): Object<BodyView<'_>> = serde_json::from_slice(body).ok()?;
-    if view.resource_type.0 != RESOURCE_TYPE || view.parameter.len() > limits.max_tasks {
-        return None;
-    }
-    let mut tasks = Vec::with_capacity(view.parameter.len());
-    for Object(entry) in view.parameter {
-        tasks.push(entry_task(entry, limits)?);
-    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let tasks = BodySeed { limits }.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
     Some(TaskList {
         tasks,
         problems: Vec::new(),
     })
+}
+
+/// The body. Other top-level keys are skipped, as on the generic path; a repeated
+/// `resourceType` or `parameter`, or a missing `resourceType`, gives up (the generic path
+/// reports it). Each entry becomes a task as soon as it is read, so no view of the whole
+/// listing is ever held, and the first entry this path does not accept ends it.
+struct BodySeed<'l> {
+    limits: &'l ParseLimits,
+}
+
+/// Why the fast path gave up; never shown (the generic path then reads the body).
+const GIVE_UP: &str = "not a plain listing";
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Vec<Task>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Task>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Vec<Task>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Parameters resource")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Task>, A::Error> {
+        let mut resource_type_seen = false;
+        let mut tasks = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "resourceType" => {
+                    let Text(value) = map.next_value::<Text<'de>>()?;
+                    if resource_type_seen || value != RESOURCE_TYPE {
+                        return Err(de::Error::custom(GIVE_UP));
+                    }
+                    resource_type_seen = true;
+                }
+                "parameter" => {
+                    if tasks.is_some() {
+                        return Err(de::Error::custom(GIVE_UP));
+                    }
+                    tasks = Some(map.next_value_seed(TasksSeed {
+                        limits: self.limits,
+                    })?);
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        if !resource_type_seen {
+            return Err(de::Error::custom(GIVE_UP));
+        }
+        // Absent reads as no entries (as on the generic path).
+        Ok(tasks.unwrap_or_default())
+    }
+}
+
+/// The `parameter` array, read entry by entry into tasks; `null` or anything but an array
+/// gives up (the generic path reports it).
+struct TasksSeed<'l> {
+    limits: &'l ParseLimits,
+}
+
+impl<'de> DeserializeSeed<'de> for TasksSeed<'_> {
+    type Value = Vec<Task>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Task>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TasksSeed<'_> {
+    type Value = Vec<Task>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of tasks")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Task>, A::Error> {
+        let mut tasks = Vec::new();
+        while let Some(Object(entry)) = seq.next_element::<Object<EntryView<'de>>>()? {
+            if tasks.len() >= self.limits.max_tasks {
+                return Err(de::Error::custom(GIVE_UP));
+            }
+            match entry_task(entry, self.limits) {
+                Some(task) => tasks.push(task),
+                None => return Err(de::Error::custom(GIVE_UP)),
+            }
+        }
+        Ok(tasks)
+    }
 }
 
 fn entry_task(entry: EntryView<'_>, limits: &ParseLimits) -> Option<Task> {
@@ -70,8 +159,8 @@ fn entry_task(entry: EntryView<'_>, limits: &ParseLimits) -> Option<Task> {
         return None;
     }
     let known = schema(&name);
-    let mut parts = Vec::with_capacity(entry.part.len());
-    for Object(part) in entry.part {
+    let mut parts = Vec::with_capacity(entry.part.0.len());
+    for Object(part) in entry.part.0 {
         if !known.contains(&part.name.0.as_ref()) {
             return None;
         }
@@ -91,27 +180,47 @@ fn entry_task(entry: EntryView<'_>, limits: &ParseLimits) -> Option<Task> {
 // The views
 // ---------------------------------------------------------------------------------------------
 
-/// The body. Other top-level keys are skipped, as on the generic path; a repeated
-/// `resourceType` or `parameter` is a serde error (duplicate field), hence the generic path,
-/// which reports it.
-#[derive(Deserialize)]
-struct BodyView<'a> {
-    #[serde(rename = "resourceType", borrow)]
-    resource_type: Text<'a>,
-    /// Absent reads as no entries (as on the generic path); `null` fails (generic: an error).
-    #[serde(default, borrow)]
-    parameter: Vec<Object<EntryView<'a>>>,
-}
-
-/// A task entry: a name and parts, nothing else (an entry-level value, resource, `id` or
-/// extension is unusual enough for the generic path).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntryView<'a> {
     #[serde(borrow)]
     name: Text<'a>,
     #[serde(borrow)]
-    part: Vec<Object<PartView<'a>>>,
+    part: Parts<'a>,
+}
+
+/// The parts of one entry, at most [`MAX_FAST_PARTS`]: a known task has a handful (plus up
+/// to `max_elements` elements); an entry with more gives up before its views pile up, and
+/// the generic path reports it.
+struct Parts<'a>(Vec<Object<PartView<'a>>>);
+
+const MAX_FAST_PARTS: usize = 128;
+
+impl<'de: 'a, 'a> Deserialize<'de> for Parts<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for PartsVisitor<'a> {
+            type Value = Parts<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of parts")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parts<'a>, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element::<Object<PartView<'a>>>()? {
+                    if parts.len() >= MAX_FAST_PARTS {
+                        return Err(de::Error::custom(GIVE_UP));
+                    }
+                    parts.push(part);
+                }
+                Ok(Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_seq(PartsVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
