@@ -71,7 +71,7 @@ volume="$run_id-state"
 cleanup() {
   local rc=$?
   for c in $(podman ps -a --filter "name=^$run_id-" --format '{{.Names}}' 2>/dev/null); do
-    podman rm -f -t 0 "$c" >/dev/null 2>&1 || true
+    podman rm -f -v -t 0 "$c" >/dev/null 2>&1 || true
   done
   podman volume rm -f "$volume" >/dev/null 2>&1 || true
   stop_sim
@@ -109,7 +109,7 @@ check "environment: JSON logs, store and control socket in the volume" test \
 # The file system: nothing that could run a command besides the agent.
 ctr_fs="$(podman create --runtime "$RUNTIME" --name "$run_id-fs" "$IMAGE")"
 podman export "$ctr_fs" | tar -t > "$work/files.txt"
-podman rm "$ctr_fs" > /dev/null 2>> "$work/podman.err"
+podman rm -v "$ctr_fs" > /dev/null 2>> "$work/podman.err"
 say "$(wc -l < "$work/files.txt") files and directories in the image"
 check "no shell, no package manager, no coreutils" bash -c \
   "! grep -Eq '(^|/)(s?bin/)(sh|bash|dash|busybox|apt|apt-get|dpkg|ls|cat)$' '$work/files.txt'"
