@@ -103,19 +103,31 @@ pub struct ListingSummary {
     pub finished_locally: usize,
     /// Listed tasks a person marked handled.
     pub handled: usize,
+    /// Listed entries beyond the parser's limits (`[ttp] max_listed_tasks`,
+    /// `max_unknown_tasks`): only counted, never acted on; one attention item names them.
+    #[serde(default)]
+    pub not_kept: usize,
 }
 
 impl ListingSummary {
-    /// Counts the stored records of the listed tasks (after the merge). Pure.
+    /// Counts the stored records of the listed tasks (after the merge) and the `not_kept`
+    /// entries the parser only counted. The attention items that stand for those counted
+    /// entries are not listed tasks themselves, so they are not counted again. Pure.
     pub fn count<'a>(
         listed: impl IntoIterator<Item = &'a TaskRecord>,
+        not_kept: usize,
         at: DateTime<Utc>,
     ) -> ListingSummary {
         let mut s = ListingSummary {
             at: Some(at),
+            listed: not_kept,
+            not_kept,
             ..ListingSummary::default()
         };
         for rec in listed {
+            if rec.key.is_count_summary() {
+                continue;
+            }
             s.listed += 1;
             match &rec.state {
                 _ if rec.was_marked_handled() => s.handled += 1,

@@ -397,8 +397,8 @@ fn render_listing(out: &mut String, l: &ListingSummary) {
     });
     let _ = writeln!(
         out,
-        "listed by the fTTP{at}: {}, of which the agent works on {}, {} wait for a person, {} finished here but still listed, {} marked handled",
-        l.listed, l.working, l.need_person, l.finished_locally, l.handled
+        "listed by the fTTP{at}: {}, of which the agent works on {}, {} wait for a person, {} finished here but still listed, {} marked handled, {} beyond the listing limits (only counted)",
+        l.listed, l.working, l.need_person, l.finished_locally, l.handled, l.not_kept
     );
 }
 

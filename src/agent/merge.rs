@@ -153,6 +153,43 @@ mod tests {
     use super::*;
     use ttp_proto::BloomFilter;
 
+    /// Issue 11 ("nothing the fTTP lists goes unseen") with the parser's limits: entries it
+    /// only counts still show up in the listing summary, and the attention item that names
+    /// them is not counted as one more listed task.
+    #[test]
+    fn listed_entries_beyond_the_parser_limits_are_counted_not_hidden() {
+        let entry = |n: usize| {
+            format!(r#"{{"name":"future_task_{n}","part":[{{"name":"x","valueString":"y"}}]}}"#)
+        };
+        let body = format!(
+            r#"{{"resourceType":"Parameters","parameter":[{}]}}"#,
+            (0..5).map(entry).collect::<Vec<_>>().join(",")
+        );
+        let limits = ttp_proto::ParseLimits {
+            max_unknown: 2,
+            ..ttp_proto::ParseLimits::default()
+        };
+        let list = ttp_proto::parse_tasks_with(body.as_bytes(), &limits).unwrap();
+        assert_eq!((list.tasks.len(), list.not_kept), (2, 3));
+        // The two kept unknown tasks (each needs a person) and the one summary problem.
+        let mut stored: Vec<TaskRecord> = list
+            .tasks
+            .iter()
+            .map(|t| merge_listed(None, t.key(), t.clone(), t0(), 1))
+            .collect();
+        stored.extend(
+            list.problems
+                .iter()
+                .map(|p| merge_problem(None, p, t0(), 1)),
+        );
+        assert_eq!(stored.len(), 3);
+        let summary = crate::domain::ListingSummary::count(stored.iter(), list.not_kept, t0());
+        assert_eq!(summary.listed, 5, "{summary:?}");
+        assert_eq!(summary.need_person, 2, "{summary:?}");
+        assert_eq!(summary.not_kept, 3, "{summary:?}");
+        assert_eq!(summary.working, 0, "{summary:?}");
+    }
+
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-10T10:00:00Z")
             .unwrap()

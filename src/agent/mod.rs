@@ -284,7 +284,8 @@ impl Agent {
                 tracing::warn!(task = %rec.key, "the fTTP still lists a send_idat the agent answered; it needs a person (`ttp-agent resolve retry --yes`)");
             }
         }
-        let listing_summary = crate::domain::ListingSummary::count(merged.values(), now);
+        let listing_summary =
+            crate::domain::ListingSummary::count(merged.values(), listing.not_kept, now);
         report.not_acted_on = listing_summary.listed - listing_summary.working;
         self.store.set_meta_string(
             META_LAST_LISTING,

@@ -98,7 +98,7 @@ mod tests {
     fn a_task_with_a_foreign_pseudonym_becomes_one_stable_problem() {
         let mut list = TaskList {
             tasks: vec![dic("mii_1"), dic("=1+1"), dic("mii_2")],
-            problems: vec![],
+            ..TaskList::default()
         };
         screen_tasks(&mut list, &pattern());
         assert_eq!(list.tasks.len(), 2);
@@ -108,7 +108,7 @@ mod tests {
         assert!(!problem.reason.contains("=1+1"), "{}", problem.reason);
         let mut again = TaskList {
             tasks: vec![dic("=1+1")],
-            problems: vec![],
+            ..TaskList::default()
         };
         screen_tasks(&mut again, &pattern());
         assert_eq!(again.problems[0].key, problem.key);

@@ -123,6 +123,19 @@ impl<'de> Deserialize<'de> for BloomFilter {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TaskKey(pub String);
 
+/// Key prefixes of the problems that stand for many listed entries at once (the parser's
+/// count of entries beyond its limits), as opposed to one broken entry each.
+const UNKNOWN_SUMMARY_PREFIX: &str = "malformed/unknown-summary/";
+const TASK_LIMIT_PREFIX: &str = "malformed/task-limit/";
+
+impl TaskKey {
+    /// Whether this is the key of a problem that counts entries beyond the parser's limits
+    /// ([`TaskList::not_kept`] has their number) rather than one listed entry.
+    pub fn is_count_summary(&self) -> bool {
+        self.0.starts_with(UNKNOWN_SUMMARY_PREFIX) || self.0.starts_with(TASK_LIMIT_PREFIX)
+    }
+}
+
 /// One task, as parsed.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -198,6 +211,11 @@ pub struct TaskProblem {
 pub struct TaskList {
     pub tasks: Vec<Task>,
     pub problems: Vec<TaskProblem>,
+    /// Entries the response listed that were only counted, not kept: unknown or unreadable
+    /// ones beyond [`ParseLimits::max_unknown`] and tasks beyond [`ParseLimits::max_tasks`].
+    /// A problem in `problems` names them; this is their number, so that the agent can show
+    /// how many listed tasks it will not act on.
+    pub not_kept: usize,
 }
 
 impl BloomFilter {
@@ -450,6 +468,7 @@ impl<'l> Accumulator<'l> {
         if let Some(e) = self.too_deep {
             return Err(ProtoError::NotJson(e.to_string()));
         }
+        self.list.not_kept = self.summarised_total.saturating_add(self.omitted);
         if self.summarised_total > 0 {
             let counts: Vec<String> = self
                 .summarised
@@ -469,7 +488,7 @@ impl<'l> Accumulator<'l> {
                 ),
                 // Stable while the same kinds keep coming, whatever their number.
                 key: TaskKey(format!(
-                    "malformed/unknown-summary/{}",
+                    "{UNKNOWN_SUMMARY_PREFIX}{}",
                     digest32(names.join("\n").as_bytes())
                 )),
             });
@@ -487,7 +506,7 @@ impl<'l> Accumulator<'l> {
                 ),
                 // Stable for a given limit, so a response that stays too long is reported once.
                 key: TaskKey(format!(
-                    "malformed/task-limit/{}",
+                    "{TASK_LIMIT_PREFIX}{}",
                     digest32(format!("ttp-proto task limit {max}").as_bytes())
                 )),
             });

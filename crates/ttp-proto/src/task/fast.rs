@@ -54,7 +54,7 @@ pub(super) fn parse(body: &[u8], limits: &ParseLimits) -> Option<TaskList> {
     deserializer.end().ok()?;
     Some(TaskList {
         tasks,
-        problems: Vec::new(),
+        ..TaskList::default()
     })
 }
 
