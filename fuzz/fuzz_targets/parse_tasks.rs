@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let tight = ParseLimits {
         max_tasks: 2,
         max_elements: 1,
+        max_unknown: 1,
+        ..ParseLimits::default()
     };
     if let Ok(limited) = parse_tasks_with(data, &tight) {
         assert!(limited.tasks.len() <= 2);
