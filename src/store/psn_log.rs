@@ -33,7 +33,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode_record, from_nanos, read_u64, u64_value};
+use super::codec::{from_nanos, read_u64, u64_value};
 use super::meta::increment_in;
 use super::{META, PSN_LOG, RECORDS, RTree, Store, StoreError, WTree, error, wtree};
 
@@ -243,10 +243,7 @@ pub(crate) fn backfill(tx: &redb::WriteTransaction, path: &Path) -> Result<(), S
     let mut seq: u64 = 0;
     for entry in records.iter()? {
         let (key, value) = entry?;
-        let id = std::str::from_utf8(key.value())
-            .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
-        let stored = decode_record(value.value())
-            .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+        let (id, stored) = super::records::decode_record_entry(key.value(), value.value(), path)?;
         let Some(psn) = stored.pseudonym else {
             continue;
         };

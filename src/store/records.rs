@@ -917,10 +917,7 @@ pub(crate) fn rebuild_derived(
         let records = wtree(tx, RECORDS, path)?;
         for entry in records.iter()? {
             let (key, value) = entry?;
-            let id = std::str::from_utf8(key.value())
-                .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
-            let stored = decode_record(value.value())
-                .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
             counts.add(&stored);
             let filter = if legacy {
                 legacy_filter(keys, id, stored.sealed_filter)
@@ -957,10 +954,7 @@ pub(crate) fn seal_filters(
         let records = wtree(tx, RECORDS, path)?;
         for entry in records.iter()? {
             let (key, value) = entry?;
-            let id = std::str::from_utf8(key.value())
-                .map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
-            let stored = decode_record(value.value())
-                .map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
             if keys
                 .filter
                 .open(id.as_bytes(), stored.sealed_filter)
@@ -982,6 +976,20 @@ pub(crate) fn seal_filters(
     }
     drop(records);
     rebuild_derived(tx, keys, path, false).map(drop)
+}
+
+/// One entry of the records table, read where the store is rebuilt or migrated: its local id
+/// and its decoded value, or a corruption error naming the record.
+pub(crate) fn decode_record_entry<'v>(
+    key: &'v [u8],
+    value: &'v [u8],
+    path: &Path,
+) -> Result<(&'v str, StoredRecord<'v>), StoreError> {
+    let id =
+        std::str::from_utf8(key).map_err(|_| error::corrupt(path, "a record key is not UTF-8"))?;
+    let stored =
+        decode_record(value).map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
+    Ok((id, stored))
 }
 
 #[cfg(test)]
