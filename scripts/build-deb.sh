@@ -30,7 +30,7 @@ out=target/deb-assets/agent.toml
 HEADER
   sed -e 's|^# api_key_file = "/etc/ttp-agent/secrets/api-key"$|api_key_file = "${CREDENTIALS_DIRECTORY}/api-key"|' \
       -e 's|^idat_key_file = "/etc/ttp-agent/secrets/idat-key"$|idat_key_file = "${CREDENTIALS_DIRECTORY}/idat-key"|' \
-      -e 's|^# seeds_file = "/etc/ttp-agent/secrets/encoding-seeds"$|# seeds_file = "${CREDENTIALS_DIRECTORY}/encoding-seeds"|' \
+      -e 's|^# seeds_file = "/etc/ttp-agent/secrets/encoding-seeds.json"$|# seeds_file = "${CREDENTIALS_DIRECTORY}/encoding-seeds"|' \
       "$src"
 } > "$out"
 # The substitutions must have happened; an edit of the example must not silently break them.
