@@ -8,10 +8,13 @@
 #    (tests aside) assigns a `TaskState` to a task's `state`.
 #
 # Run by scripts/test.sh (the CI test command). Needs only bash and perl.
+#
+#   scripts/check-imports.sh           check
+#   scripts/check-imports.sh --graph   also print each module's imports
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-find src -name '*.rs' | sort | perl -e '
+find src -name '*.rs' | sort | GRAPH="${1:-}" perl -e '
 use strict;
 use warnings;
 my (%edges, %nodes, @writes);
@@ -42,6 +45,9 @@ for my $from (keys %edges) {
     for my $to (keys %{ $edges{$from} }) {
         delete $edges{$from}{$to} if $to eq $from || !$nodes{$to};
     }
+}
+if (($ENV{GRAPH} // "") eq "--graph") {
+    printf "%-10s -> %s\n", $_, join(", ", sort keys %{ $edges{$_} // {} }) for sort keys %nodes;
 }
 my (%state, @stack, @cycles);
 sub visit {

@@ -29,7 +29,7 @@
 //! a log line.
 //!
 //! The functions take the store, so they serve the command line running in the daemon (through
-//! its control channel, `crate::control`) or in-process, and, later, an admin API alike.
+//! its control channel, `crate::cli::control`) or in-process, and, later, an admin API alike.
 
 use chrono::{DateTime, Utc};
 use ttp_proto::{IdatElement, TaskKey};
