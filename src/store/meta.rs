@@ -19,7 +19,7 @@ pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
 const POLL_SEQ: &[u8] = b"poll_seq";
 const BATCH_ID: &[u8] = b"batch_id";
 pub(crate) const AUDIT_SEQ: &[u8] = b"audit_seq";
-const KEY_CHECK: &[u8] = b"key_check";
+pub(crate) const KEY_CHECK: &[u8] = b"key_check";
 const TIME_PREFIX: &str = "time:";
 const STRING_PREFIX: &str = "str:";
 
