@@ -284,7 +284,7 @@ pub struct AdminConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-/// `[control]`: the daemon's local control channel (see `crate::control`).
+/// `[control]`: the daemon's local control channel (see `crate::cli::control`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ControlConfig {
