@@ -496,6 +496,33 @@ fn a_user_outside_the_operators_group_is_refused_by_the_socket() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     assert!(report.get("daemon").is_some(), "answered by the daemon");
 
+    // A coordinator's account in the group submits and exports: it reads only the CSV it
+    // streams; the daemon reads the secrets (a 0700 directory this account cannot enter),
+    // encodes and stores.
+    let secrets = std::fs::metadata(site.path("secrets")).expect("the secrets directory");
+    assert_eq!(
+        secrets.permissions().mode() & 0o077,
+        0,
+        "secrets are private"
+    );
+    let csv = site.write("operator.csv", &records_csv(3));
+    readable_by_all(Path::new(&csv), 0o644);
+    let out = run_as(NOBODY, OPERATORS, &["submit", "--config", &c, &csv]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 stored new"),
+        "{}",
+        text(&out)
+    );
+    let out = run_as(NOBODY, OPERATORS, &["export", "--config", &c]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        4,
+        "the header and the three records: {}",
+        text(&out)
+    );
+
     // A socket an administrator opened up by mistake: the daemon's own check refuses.
     readable_by_all(&site.socket(), 0o666);
     let out = run_as(NOBODY, NOBODY, &["status", "--config", &c]);

@@ -215,6 +215,47 @@ fn a_newer_schema_is_refused_without_touching_the_store() {
     assert_eq!(v.as_ref(), (CURRENT_SCHEMA + 1).to_be_bytes());
 }
 
+/// A store directory of the sled-based development builds (`conf` and `db`, no redb file) is
+/// refused with what to do, and left exactly as it was: no redb file, lock or marker is
+/// created beside the data that the operator may still need.
+#[test]
+fn a_sled_store_is_refused_with_what_to_do_and_left_untouched() {
+    let ts = TempStore::new();
+    std::fs::create_dir_all(ts.path()).expect("store dir");
+    std::fs::write(
+        ts.path().join("conf"),
+        "segment_size: 524288\nuse_compression: false\nversion: 0.34\n",
+    )
+    .expect("conf");
+    std::fs::write(ts.path().join("db"), b"\x00sled log segment\x00").expect("db");
+    let listing = |p: &std::path::Path| {
+        let mut names: Vec<(String, Vec<u8>)> = std::fs::read_dir(p)
+            .expect("read dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(ts.path());
+
+    let err = Store::open(&ts.opts).expect_err("a sled store");
+    assert!(matches!(err, StoreError::SledStore { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&ts.path().display().to_string()), "{msg}");
+    assert!(msg.contains("move the directory aside"), "{msg}");
+    assert_eq!(listing(ts.path()), before, "nothing written beside it");
+
+    // Moved aside, as the message says: a new store is created in its place.
+    std::fs::rename(ts.path(), ts.sibling("store.sled")).expect("move aside");
+    drop(ts.open());
+}
+
 #[test]
 fn an_emptied_database_is_reported_not_silently_recreated() {
     let ts = TempStore::new();
