@@ -1,4 +1,5 @@
-//! `ttp-agent backup --config F OUT`: a consistent, checksummed copy of the store in one file.
+//! `ttp-agent backup --config F OUT`: a consistent copy of the store in one file, encrypted and
+//! authenticated with keys derived from the IDAT key (`store::backup`).
 //!
 //! The file does not depend on the store engine's on-disk format (see `store::backup`), so it
 //! also carries a store across an upgrade. IDAT stays sealed under the IDAT key: a backup is

@@ -107,8 +107,8 @@ enum Command {
     Check(check::Args),
     /// Ask the running daemon's admin endpoint (GET /healthz); for container health checks.
     Healthcheck(healthcheck::Args),
-    /// Write a consistent, checksummed copy of the store to a file (through the running daemon
-    /// when it runs).
+    /// Write a consistent, encrypted and authenticated copy of the store to a file (through the
+    /// running daemon when it runs).
     Backup(backup::Args),
     /// Restore the store from a backup file (refuses a running daemon; --force replaces a store
     /// that holds data, moving it aside).

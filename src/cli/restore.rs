@@ -1,6 +1,6 @@
 //! `ttp-agent restore --config F IN [--force]`: put a backup back as the store.
 //!
-//! The backup is checked completely (checksum, schema, IDAT key) in a staging directory before
+//! The backup is checked completely (authentication, schema, IDAT key) in a staging directory before
 //! it becomes the store (`Store::restore_from`). What is at the store path already is never
 //! deleted and never restored over:
 //!

@@ -107,6 +107,7 @@ mod tasks;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
@@ -333,6 +334,9 @@ pub struct Store {
     path: PathBuf,
     keys: crypto::StoreKeys,
     cache_capacity: u64,
+    /// Set while [`Store::rewrite`] holds the database exclusively, so that a command arriving
+    /// at the daemon meanwhile can say what it waits for ([`Store::rewriting`]).
+    rewriting: AtomicBool,
     /// The store's `flock`, held for as long as the `Store` lives.
     _lock: File,
 }
@@ -375,6 +379,7 @@ impl Store {
             path: path.to_path_buf(),
             keys,
             cache_capacity: opts.cache_capacity,
+            rewriting: AtomicBool::new(false),
             _lock: lock,
         })
     }
@@ -403,6 +408,7 @@ impl Store {
     /// the store directory (see "Purged IDAT"). Every other use of the store waits meanwhile.
     pub(crate) fn rewrite(&self) -> Result<(), StoreError> {
         let path = self.path.as_path();
+        let _rewriting = self.mark_rewriting();
         let mut db = self
             .db
             .write()
@@ -448,6 +454,17 @@ impl Store {
         // Dropping the old handle closes the old, now unlinked, file.
         *db = fresh;
         Ok(())
+    }
+
+    /// Whether the store's file is being rewritten after a purge: every other use of the
+    /// store waits until that is done.
+    pub fn rewriting(&self) -> bool {
+        self.rewriting.load(Ordering::SeqCst)
+    }
+
+    fn mark_rewriting(&self) -> Rewriting<'_> {
+        self.rewriting.store(true, Ordering::SeqCst);
+        Rewriting(&self.rewriting)
     }
 
     fn db(&self) -> RwLockReadGuard<'_, redb::Database> {
@@ -708,6 +725,15 @@ pub fn probe_lock(path: &Path) -> LockState {
     }
 }
 
+/// Clears [`Store::rewriting`] however the rewrite ends.
+struct Rewriting<'a>(&'a AtomicBool);
+
+impl Drop for Rewriting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -715,5 +741,29 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<super::Store>();
         assert_send_sync::<super::StoreOptions>();
+    }
+
+    /// A rewrite announces itself before it waits for the database (a command arriving
+    /// meanwhile says what it waits for), and clears the mark when it is done.
+    #[test]
+    fn a_rewrite_is_visible_while_it_waits_and_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = super::StoreOptions::new(dir.path().join("store"), super::IdatKey::generate());
+        let store = super::Store::open(&opts).expect("open");
+        assert!(!store.rewriting());
+        std::thread::scope(|s| {
+            // A reader holds the database: the rewrite must wait for it.
+            let held = store.db();
+            let rewrite = s.spawn(|| store.rewrite());
+            while !store.rewriting() {
+                assert!(!rewrite.is_finished(), "the rewrite ended unseen");
+                std::thread::yield_now();
+            }
+            drop(held);
+            rewrite.join().expect("no panic").expect("rewrite");
+        });
+        assert!(!store.rewriting(), "cleared when done");
+        drop(store);
+        super::Store::open(&opts).expect("the rewritten store opens");
     }
 }

@@ -28,6 +28,9 @@ pub const MAX_COMMANDS: usize = 8;
 /// before it gives up on it. A person at a terminal is never asked anything mid-command.
 const PEER_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What a command arriving during a purge's rewrite of the store waits for.
+const REWRITING: &str = "the daemon is rewriting the store's file after a purge, so that nothing of the purged IDAT stays in it; the command goes on when that is done";
+
 /// Why the control socket could not be set up; the daemon does not start without it.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -279,6 +282,11 @@ fn connection(shared: &Shared, policy: &Policy, stream: UnixStream) {
     let actor = peer.actor(access::own_uid(), sudo_user.as_deref());
     tracing::info!(command, peer = %peer, actor = actor.as_str(), "control: command started");
     remote.command = command;
+    // Every use of the store waits while a purge's rewrite holds it: say so rather than leave
+    // the command silent until it is done.
+    if shared.agent.store().rewriting() {
+        remote.waiting(REWRITING);
+    }
     let ctx = Ctx::daemon(
         Arc::clone(&shared.agent),
         Arc::clone(&shared.config),
