@@ -29,7 +29,6 @@ use ttp_agent::domain::TaskState;
 use ttp_agent::submit;
 use ttp_sim::{FaultConfig, FaultKind, FaultTiming};
 
-use crate::support;
 use crate::support::agent::*;
 
 pub const TOKEN: &str = "admin-token-for-tests-0123456789abcdef";

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::logs::KeptLog;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
 /// How long to wait for something that normally takes a second or two before calling it a
@@ -31,6 +33,9 @@ pub fn free_port() -> u16 {
 pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Copies the log into the test's kept logs once the daemon is gone (and prints its tail
+    /// if the test failed).
+    _kept: KeptLog,
 }
 
 impl Daemon {
@@ -55,6 +60,7 @@ impl Daemon {
         Daemon {
             child: Some(child),
             log: log.to_owned(),
+            _kept: KeptLog::copy_of(log),
         }
     }
 

@@ -7,6 +7,7 @@
 //! * `daemon`: the real binary as a daemon with JSON logs, waiting for events, signals.
 //! * `handover`: a site directory whose dispatcher is never contacted, and the binary.
 //! * `hermetic`: child processes that see nothing of the host's agent set-up.
+//! * `logs`: the logs of the processes a test starts, kept after it and printed when it fails.
 //! * `robust`: a simulator on a runtime of its own, running the binary to completion.
 //! * `store`: temporary stores, synthetic records and tasks, the raw redb file.
 
@@ -16,5 +17,6 @@ pub mod client;
 pub mod daemon;
 pub mod handover;
 pub mod hermetic;
+pub mod logs;
 pub mod robust;
 pub mod store;

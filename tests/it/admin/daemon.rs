@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::support::admin::*;
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use ttp_agent::status::StatusReport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
@@ -64,6 +65,7 @@ async fn the_daemon_serves_health_readiness_metrics_and_status_and_stops_on_sigt
     )
     .unwrap();
     let config = env.config_path.clone();
+    let _log = KeptLog::copy_of(env.dir.path().join("daemon.log"));
     let mut daemon = hermetic::command(BIN)
         .args(["run", "--config"])
         .arg(&config)

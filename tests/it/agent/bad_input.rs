@@ -13,7 +13,6 @@
 use std::sync::{Arc, Mutex};
 
 use crate::support::agent::*;
-use crate::support::hermetic;
 use crate::support::robust::{run_bin, text, write_config};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::agent::*;
+use crate::support::logs::KeptLog;
 use serde_json::json;
 use ttp_agent::domain::TaskState;
 
@@ -84,6 +85,7 @@ async fn a_listing_flooded_with_unknown_tasks_costs_bounded_memory_and_disk() {
 
     let config = env.config_path.clone();
     let log = env.dir.path().join("poll.log");
+    let _log = KeptLog::copy_of(&log);
     let log_path = log.clone();
     let (code, peak_rss) =
         tokio::task::spawn_blocking(move || poll_once_measured(&config, &log_path))

@@ -8,7 +8,6 @@
 use std::path::Path;
 
 use crate::support;
-use crate::support::hermetic;
 use crate::support::robust::{run_bin, text, write_config};
 
 /// One broken configuration: what to do to a working one, and words the line must contain.

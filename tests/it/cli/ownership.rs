@@ -7,7 +7,6 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use crate::support::handover::*;
-use crate::support::hermetic;
 
 /// Every file and directory under `dir` with its owner.
 fn owners(dir: &Path, out: &mut Vec<(String, u32)>) {

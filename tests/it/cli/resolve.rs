@@ -2,7 +2,6 @@
 //! IDAT kept out of every output, and a clear message while the daemon holds the store.
 
 use crate::support::handover::{ok, site, stderr, stdout};
-use crate::support::hermetic;
 use crate::support::store::{dic_psn, record, send_idat, task};
 use ttp_agent::domain::{Attention, TaskRecord, TaskState};
 use ttp_agent::store::Store;

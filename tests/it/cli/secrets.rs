@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::support;
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use crate::support::robust::{BIN, text};
 use base64::Engine as _;
 
@@ -236,6 +237,7 @@ async fn no_secret_and_no_idat_in_any_output_or_in_clear_in_the_store() {
     );
     let provided = env.sim.stats().provide_ok;
     let daemon_log = dir.join("daemon.log");
+    let _log = KeptLog::copy_of(&daemon_log);
     let mut daemon = support::robust::Reaped(
         hermetic::command(BIN)
             .args(["run", "--config", &config])

@@ -580,6 +580,11 @@ async fn attempts_are_traced_without_bodies_keys_or_filters() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Which callsites are enabled is cached process-wide: another test of this binary that
+    // hit `ttp_request` first, while no subscriber was interested, may have left it disabled
+    // (a registration racing with `set_default`). Ask every callsite again, now that this
+    // thread's subscriber wants them.
+    tracing::callsite::rebuild_interest_cache();
 
     let server = Server::start(vec![Reply::status(503), Reply::ok_parameters()]).await;
     let mut s = settings(&server.base_url());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::agent::{records_csv, sim_config};
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use crate::support::robust::{BIN, OwnSim, Reaped, run_bin, text, write_config};
 use serde_json::Value;
 
@@ -69,6 +70,7 @@ impl Site {
             .expect("the daemon starts");
         let mut d = Daemon {
             child: Reaped(child),
+            _kept: KeptLog::copy_of(&log),
             log,
         };
         d.wait_for_log("control channel:");
@@ -79,6 +81,8 @@ impl Site {
 struct Daemon {
     child: Reaped,
     log: PathBuf,
+    /// Keeps a copy of the log once the daemon is gone, and prints its tail on failure.
+    _kept: KeptLog,
 }
 
 impl Daemon {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::support::agent::*;
 use crate::support::daemon::*;
-use crate::support::hermetic;
 use serde_json::Value;
 use ttp_agent::domain::TaskState;
 use ttp_sim::{FaultConfig, FaultKind, FaultTiming};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use axum::extract::State;
 use axum::http::StatusCode;
 
@@ -74,6 +75,7 @@ async fn the_daemon_delivers_every_pseudonym_it_obtains() {
     );
 
     let log = env.dir.path().join("daemon.log");
+    let _log = KeptLog::copy_of(&log);
     let mut daemon = hermetic::command(BIN)
         .args(["run", "--config", &config])
         .env("TTP_AGENT_LOG_FORMAT", "text")

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::handover::{Site, ok as ok_stdout, site};
-use crate::support::hermetic;
 use chrono::{TimeZone as _, Utc};
 use ttp_agent::domain::{LocalRecord, RecordState};
 

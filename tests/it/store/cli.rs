@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support;
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use crate::support::robust::{BIN, run_bin, text};
 use serde_json::json;
 use ttp_agent::domain::{RecordState, TaskState};
@@ -118,6 +119,7 @@ async fn backup_corruption_and_restore_lose_nothing() {
 
         // Nor one a running daemon holds, --force or not.
         let log = dir.join("daemon.log");
+        let _log = KeptLog::copy_of(&log);
         let mut daemon = support::robust::Reaped(
             hermetic::command(BIN)
                 .args(["run", "--config", &config])

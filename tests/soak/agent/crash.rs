@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::{KeptLog, kept_dir};
 use rand::{RngExt as _, SeedableRng as _};
 use ttp_agent::domain::RecordState;
 
@@ -49,8 +50,8 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
     let records = env.dir.path().join("records.csv");
     std::fs::write(&records, records_csv(RECORDS)).unwrap();
     let config = env.config_path.to_str().unwrap().to_string();
-    let logs = env.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    // Kept after the test (target/tmp/test-logs/...), failure or not.
+    let logs = kept_dir();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(20_261_125);
     let mut kills = 0usize;
@@ -116,11 +117,12 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
 
     // Let a final daemon run until the fTTP has nothing open and every filter is
     // pseudonymised, then stop it with SIGTERM (which must exit 0).
+    let final_log = KeptLog::new("final.log");
     let mut daemon = hermetic::command(BIN)
         .args(["run", "--config", &config])
         .env("TTP_AGENT_LOG_FORMAT", "text")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(logs.join("final.log")).unwrap())
+        .stderr(final_log.create())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -137,10 +139,12 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             started.elapsed() < Duration::from_secs(90),
             "not converged: {open} open tasks, {stats:?}"
         );
-        assert!(
-            daemon.try_wait().unwrap().is_none(),
-            "the final daemon died"
-        );
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "the final daemon died ({status}); its log: {}",
+                final_log.path().display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // One more cycle so the agent stores what the last listing said.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support;
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::{KeptLog, kept_dir};
 use rand::{RngExt as _, SeedableRng as _};
 use ttp_agent::domain::RecordState;
 use ttp_sim::{FaultConfig, FaultKind, FaultTiming};
@@ -94,8 +95,8 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
             .len() as u64
     };
     let config = env.config_path.to_str().unwrap().to_string();
-    let logs = env.dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
+    // Kept after the test (target/tmp/test-logs/...), failure or not.
+    let logs = kept_dir();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let started = Instant::now();
@@ -148,13 +149,13 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     }
 
     // A last daemon, undisturbed (but still with faults), finishes the job.
-    let final_log = logs.join("final.log");
+    let final_log = KeptLog::new("final.log");
     let mut daemon = support::robust::Reaped(
         hermetic::command(BIN)
             .args(["run", "--config", &config])
             .env("TTP_AGENT_LOG_FORMAT", "text")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&final_log).unwrap())
+            .stderr(final_log.create())
             .spawn()
             .unwrap(),
     );
@@ -177,11 +178,12 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
                 diagnose(&env)
             );
         }
-        assert!(
-            daemon.try_wait().unwrap().is_none(),
-            "the final daemon died:\n{}",
-            std::fs::read_to_string(&final_log).unwrap_or_default()
-        );
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "the final daemon died ({status}); its log: {}",
+                final_log.path().display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Without faults, let the agent store what the last listings said (and resolve in-doubt
@@ -234,8 +236,8 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     env.sim.shutdown().await;
 }
 
-/// What the store says about records the fTTP never saw, for a failure message. The test
-/// directory is kept (its path is printed) so that the run logs can be read.
+/// What the store says about records the fTTP never saw, for a failure message, and where
+/// the run logs are kept.
 fn diagnose(env: &Env) -> String {
     let loaded = load(&env.config_path);
     let mut out = String::new();
@@ -259,14 +261,6 @@ fn diagnose(env: &Env) -> String {
         }
         Err(e) => out.push_str(&format!("store: {e}\n")),
     }
-    // The test directory goes away with the test; its run logs are copied out.
-    let kept = std::env::temp_dir().join(format!("crash-faults-logs-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&kept);
-    if let Ok(entries) = std::fs::read_dir(env.dir.path().join("logs")) {
-        for entry in entries.flatten() {
-            let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
-        }
-    }
-    out.push_str(&format!("run logs copied to {}\n", kept.display()));
+    out.push_str(&format!("run logs kept in {}\n", kept_dir().display()));
     out
 }

@@ -21,7 +21,6 @@
 use std::time::{Duration, Instant};
 
 use crate::support::agent::*;
-use crate::support::hermetic;
 use crate::support::robust::{OwnSim, write_config};
 use ttp_agent::domain::{RecordState, TaskState};
 use ttp_agent::submit;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::support;
 use crate::support::agent::*;
 use crate::support::hermetic;
+use crate::support::logs::KeptLog;
 use crate::support::robust::{BIN, fast_schedule, run_bin, text};
 
 /// A small tmpfs mounted on a fresh directory (root only), unmounted on drop.
@@ -270,6 +271,7 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
         let store_s = store_s.clone();
         let mnt = mnt.clone();
         let log = env.dir.path().join("interrupted.log");
+        let _log = KeptLog::copy_of(&log);
         move || {
             let store_env = [("TTP_AGENT__STORE__PATH", store_s.as_str())];
             let submit = ["submit", "--config", config.as_str(), records.as_str()];
@@ -358,6 +360,7 @@ async fn a_full_disk_stops_with_a_clear_error_and_loses_nothing() {
 
     // Space is back: a daemon finishes the job.
     let log = env.dir.path().join("final.log");
+    let _log = KeptLog::copy_of(&log);
     let mut daemon = support::robust::Reaped(
         hermetic::command(BIN)
             .args(["run", "--config", &config])
