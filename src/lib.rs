@@ -15,6 +15,8 @@
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
 //! * [`admin`]: the daemon's HTTP surface (health, readiness, metrics, status page) and alerts.
+//! * [`webhook`]: POSTing JSON to a site's webhook (alerts, pseudonym hand-over): one sender,
+//!   one back-off, one URL redaction.
 //! * [`control`]: the daemon's local control channel (Unix socket): the commands run through
 //!   the running daemon, or in-process when none runs, by the same code.
 //! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
@@ -34,3 +36,4 @@ pub mod resolve;
 pub mod status;
 pub mod store;
 pub mod submit;
+pub mod webhook;

@@ -147,8 +147,8 @@ impl AgentMetrics {
         for class in ["fetch", "auth", "store"] {
             drop(poll_errors.get_or_create(&[("class", class)]));
         }
-        for kind in super::alerts::KINDS {
-            drop(alerts.get_or_create(&[("kind", kind)]));
+        for kind in super::alerts::AlertKind::ALL {
+            drop(alerts.get_or_create(&[("kind", kind.as_str())]));
         }
         for result in ["delivered", "failed", "dropped"] {
             drop(webhook.get_or_create(&[("result", result)]));
@@ -235,8 +235,8 @@ impl AgentMetrics {
         }
     }
 
-    pub fn alert_raised(&self, kind: &'static str) {
-        self.alerts.get_or_create(&[("kind", kind)]).inc();
+    pub fn alert_raised(&self, kind: super::alerts::AlertKind) {
+        self.alerts.get_or_create(&[("kind", kind.as_str())]).inc();
     }
 
     /// `result`: `delivered`, `failed` or `dropped`.

@@ -459,7 +459,7 @@ pub async fn start(
     let webhook = admin
         .webhook_url
         .as_ref()
-        .map(|url| WebhookSettings::new(url.expose().clone()));
+        .map(|url| WebhookSettings::new(url.clone()));
     let alerts = Alerts::new(
         Arc::clone(agent.store()),
         settings.warn_before_expiry,

@@ -80,7 +80,7 @@ pub fn run(
     });
     // The delivery worker wakes after every poll cycle, so it wraps the hooks the admin surface
     // wraps in turn.
-    let webhook = crate::handover::WebhookSettings::from_config(&loaded.config, &loaded.secrets)
+    let webhook = crate::handover::HandoverSettings::from_config(&loaded.config, &loaded.secrets)
         .map(|s| crate::handover::WebhookWorker::new(Arc::clone(agent.store()), s))
         .transpose()?;
     let daemon_hooks: Arc<dyn scheduler::DaemonHooks> = match &webhook {

@@ -338,6 +338,16 @@ impl WebhookUrl {
     }
 }
 
+/// The rules of `[admin] webhook_url` and `[handover] webhook_url`, for URLs that come from
+/// elsewhere (tests, a receiver set up in code).
+impl std::str::FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WebhookUrl, String> {
+        WebhookUrl::parse_text(text)
+    }
+}
+
 impl fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WebhookUrl({})", self.redacted())
