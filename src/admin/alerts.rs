@@ -54,7 +54,7 @@ use tokio::sync::Notify;
 
 use super::metrics::AgentMetrics;
 use super::{AdminError, Site};
-use crate::agent::{Shutdown, expire};
+use crate::agent::Shutdown;
 use crate::domain::{Attention, TaskRecord, TaskState};
 use crate::store::{AlertMark, Store, StoreError};
 use crate::webhook::Webhook;
@@ -111,7 +111,10 @@ fn conditions(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> V
         return Vec::new();
     }
     let mut kinds = Vec::new();
-    if expire::seconds_to_expiry(rec, now).is_some_and(|s| s <= warn.num_seconds()) {
+    if rec
+        .seconds_to_deadline(now)
+        .is_some_and(|s| s <= warn.num_seconds())
+    {
         kinds.push(AlertKind::ExpiringSoon);
     }
     // A task a person already marked handled needs nobody any more.
@@ -150,7 +153,7 @@ pub fn evaluate(
                     kind,
                     task_key: rec.key.0.clone(),
                     task_type: crate::status::task_type(rec),
-                    expires: rec.task.expires.map(|e| e.with_timezone(&Utc)),
+                    expires: rec.deadline(),
                     reason: match &rec.state {
                         TaskState::NeedsAttention { reason }
                             if kind == AlertKind::NeedsAttention =>
@@ -164,9 +167,9 @@ pub fn evaluate(
             holding.insert(id);
         }
         if !rec.state.is_final()
-            && let Some(expires) = rec.task.expires
+            && let Some(expires) = rec.deadline()
         {
-            let enters = expires.with_timezone(&Utc) - warn;
+            let enters = expires - warn;
             if enters > now {
                 eval.next_check = Some(eval.next_check.map_or(enters, |n| n.min(enters)));
             }

@@ -338,7 +338,7 @@ pub fn host_allowed(rule: &HostRule, host: &str) -> bool {
         }
         None => return false,
     };
-    name == "localhost" || rule.allowed.contains(&name)
+    is_loopback_url(&url) || rule.allowed.contains(&name)
 }
 
 async fn check_host(

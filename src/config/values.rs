@@ -481,16 +481,8 @@ impl Setting for cron::Schedule {
     }
 }
 
-/// Whether `$requestTasks` keeps returning a task until it is done, or lists it once.
-///
-/// The dispatcher's behaviour is not published (see the wire-protocol notes), so the agent
-/// assumes `until_done` (a task missing from a later listing was done or withdrawn). With
-/// `once`, a task absent from a listing is kept until it expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskRelisting {
-    UntilDone,
-    Once,
-}
+/// `[ttp] task_relisting` (the domain's type: the in-doubt reconciliation depends on it).
+pub use crate::domain::TaskRelisting;
 
 impl Setting for TaskRelisting {
     const EXPECTED: &'static str = "\"until_done\" or \"once\"";

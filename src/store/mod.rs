@@ -53,7 +53,7 @@
 //!   *before* sending the request that state announces), and many writes share one `fsync`.
 //! * After a crash (process killed, power lost) redb opens at its last durable commit: every
 //!   write acknowledged by a completed `flush()` is present, later unflushed ones are gone as a
-//!   whole (a prefix of the writes, nothing reordered). `tests/store_crash.rs` kills a writer
+//!   whole (a prefix of the writes, nothing reordered). `tests/soak/store/crash.rs` kills a writer
 //!   at random moments and checks this.
 //! * Durable commits use redb's **quick-repair**: the allocator state is saved with each of them
 //!   and the commit is two-phase, so opening after a crash does not walk the whole file. Measured
@@ -112,11 +112,14 @@ use std::sync::{RwLock, RwLockReadGuard};
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
 pub use alerts::{AlertMark, PendingDelivery};
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, MISSING_ELEMENTS_ACTION};
 pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
-pub use meta::META_PROFILE_FINGERPRINT;
+pub use meta::{
+    META_LAST_LISTING, META_LAST_POLL_OK, META_LAST_PURGE, META_PROFILE_FINGERPRINT,
+    META_REGISTRATION_BLOCKED,
+};
 pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
