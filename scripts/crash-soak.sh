@@ -7,8 +7,9 @@
 #                                        the fault sequence (default: a new one each run)
 #
 # This is tests/soak/agent/crash_faults.rs (20 kills in CI) with more kills and more records, built in
-# release mode. Not part of CI: 200 kills take several minutes. Logs of every run stay in the
-# test's temporary directory only while it runs; a failure prints the seed to replay with.
+# release mode. Not part of CI: 200 kills take several minutes. The logs of every run are kept
+# under target/tmp/test-logs/soak/agent/crash_faults/ (the last run's); a failure prints the
+# final daemon's log tail and the seed to replay with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
