@@ -140,6 +140,12 @@ pub fn reconcile_in_doubt(
     if rec.updated_at + settle > now {
         return None;
     }
+    if !listed_now && super::expire::is_past_deadline(&rec, now) {
+        // Past its deadline the fTTP stops listing a task whether or not it has the answer:
+        // absence proves nothing, so expiry decides, never "done" (found by the model checker,
+        // `stored_done_is_backed_by_the_fttp`).
+        return None;
+    }
     rec.state = match (listed_now, relisting) {
         (false, Relisting::UntilDone) => TaskState::Done { at: now },
         _ => TaskState::Received,
@@ -366,6 +372,29 @@ mod tests {
             expires: None,
             unknown_parts: vec![],
         }
+    }
+
+    /// Regression (model checker, `stored_done_is_backed_by_the_fttp`): intent flushed, crash
+    /// before the request left, the deadline passed; the next listing no longer shows the task
+    /// because it expired, not because the fTTP has the answer. It must not be judged done.
+    #[test]
+    fn an_in_doubt_send_idat_past_its_deadline_is_not_done_by_absence() {
+        let settle = chrono::Duration::seconds(60);
+        let mut rec = in_doubt_at(t0());
+        let deadline = t0() + chrono::Duration::minutes(5);
+        rec.task.expires = Some(deadline.fixed_offset());
+        let after = deadline + chrono::Duration::minutes(1);
+        assert!(
+            reconcile_in_doubt(rec.clone(), false, Relisting::UntilDone, settle, after).is_none(),
+            "absence after the deadline proves nothing"
+        );
+        let mut expired = rec.clone();
+        assert!(crate::agent::expire::expire_if_due(&mut expired, after));
+        assert!(matches!(expired.state, TaskState::Expired { .. }));
+        // Before the deadline, absence still proves the fTTP has it.
+        let before = deadline - chrono::Duration::minutes(1);
+        let done = reconcile_in_doubt(rec, false, Relisting::UntilDone, settle, before).unwrap();
+        assert!(matches!(done.state, TaskState::Done { .. }));
     }
 
     #[test]
