@@ -14,6 +14,12 @@
 //!    `SCALE_BENCH_IDLE_SECS` (default 60) the bench samples its RSS, CPU time and context
 //!    switches (all threads, from `/proc/PID/task/*/status`): wake-ups per second.
 //!
+//! 6. **Start-up again**, `SCALE_BENCH_STARTUPS` (default 3) rounds of three: after a clean
+//!    stop, and after a crash whose last durable commit used redb's quick-repair (as every
+//!    durable commit of the store does) or did not (then redb's open repairs by walking the
+//!    whole file). A child process opens the database, commits one durable write either way
+//!    and SIGKILLs itself; then the daemon is started and timed to `READY=1`.
+//!
 //! The same start-up and idle measurements run first on an empty store, for the footprint of
 //! the agent itself. Environment: `SCALE_BENCH_RECORDS` (default 1,000,000),
 //! `SCALE_BENCH_TASKS` (default 100,000), `SCALE_BENCH_IDLE_SECS` (default 60),
@@ -302,7 +308,70 @@ fn write_config(dir: &Path, base_url: &str) -> BenchResult<PathBuf> {
     )
 }
 
+/// The child of stage 6: leaves the store as a daemon killed right after a durable commit
+/// would, with (`quick`) or without redb's quick-repair on that commit.
+fn crash_child(config: &Path, quick: bool) -> BenchResult {
+    let c = ttp_agent::config::AgentConfig::from_file_and_env(Some(config), std::iter::empty())?;
+    let secrets = c.load_secrets()?;
+    let opts =
+        ttp_agent::cli::context::store_options(&c, &secrets).map_err(|e| format!("{e:#}"))?;
+    // redb directly: the store's API commits durably with quick-repair only.
+    use redb::ReadableTable as _;
+    let db = redb::Database::create(opts.path.join(ttp_agent::store::DB_FILE))?;
+    let meta: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("meta");
+    let mut tx = db.begin_write()?;
+    tx.set_durability(redb::Durability::Immediate)?;
+    tx.set_quick_repair(quick);
+    {
+        let mut table = tx.open_table(meta)?;
+        let version = table
+            .get(b"schema_version".as_slice())?
+            .map(|v| v.value().to_vec())
+            .ok_or("the store has no schema version")?;
+        table.insert(b"schema_version".as_slice(), version.as_slice())?;
+    }
+    tx.commit()?;
+    // SAFETY: kill(2) of this very process; nothing after it runs.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    Err("still alive after SIGKILL".into())
+}
+
+/// Stage 6: start-up to READY after a clean stop and after a crash (quick / full repair).
+fn startups(config: &Path, dir: &Path, rounds: u64) -> BenchResult {
+    for round in 0..rounds {
+        for mode in ["clean", "crash-quick-repair", "crash-full-repair"] {
+            if mode != "clean" {
+                let status = Command::new(std::env::current_exe()?)
+                    .env("SCALE_BENCH_CRASH_CHILD", mode)
+                    .env("SCALE_BENCH_CRASH_CONFIG", config)
+                    .stdin(Stdio::null())
+                    .status()?;
+                if status.code().is_some() {
+                    return Err(format!("the crash child exited with {status}").into());
+                }
+            }
+            let mut daemon = Daemon::start(config, dir)?;
+            let (_, ready) = daemon.wait_for("READY=1", Duration::from_secs(300))?;
+            let at_ready = sample(daemon.child.id());
+            daemon.wait_for("STATUS=last poll", Duration::from_secs(600))?;
+            daemon.stop()?;
+            println!(
+                "RESULT startup store=big round={round} after={mode} ready_s={:.3} cpu_to_ready_s={:.3} rss_at_ready_mib={:.1} load={}",
+                ready.as_secs_f64(),
+                at_ready.cpu.as_secs_f64(),
+                mib(at_ready.rss_kib),
+                support::loadavg()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> BenchResult {
+    if let Ok(mode) = std::env::var("SCALE_BENCH_CRASH_CHILD") {
+        let config = std::env::var_os("SCALE_BENCH_CRASH_CONFIG").ok_or("no config")?;
+        return crash_child(Path::new(&config), mode == "crash-quick-repair");
+    }
     let records: u64 = env_or("SCALE_BENCH_RECORDS", 1_000_000)?;
     let tasks: u64 = env_or("SCALE_BENCH_TASKS", 100_000)?;
     let idle = Duration::from_secs(env_or("SCALE_BENCH_IDLE_SECS", 60)?);
@@ -376,6 +445,7 @@ fn main() -> BenchResult {
     print_status_cli("status-cli", "big", &time_status_cli(&big_config)?);
 
     daemon_run("big", &big_config, &big_dir, idle)?;
+    startups(&big_config, &big_dir, env_or("SCALE_BENCH_STARTUPS", 3)?)?;
     sim_rt.block_on(sim.shutdown());
     Ok(())
 }

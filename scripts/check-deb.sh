@@ -32,6 +32,12 @@ echo "-- control"
 expect "Package: ttp-agent" grep -qx ' Package: ttp-agent' "$work/info"
 expect "depends on adduser" grep -q '^ Depends:.*adduser' "$work/info"
 expect "depends on ca-certificates (the fTTP's TLS)" grep -q '^ Depends:.*ca-certificates' "$work/info"
+# The maintainer is the project address named in README.md ("Contact"), never a placeholder
+# of the example.* or .invalid kinds.
+readme_contact="$(sed -n 's/^The project.s address is \*\*\(.*\)\*\*:.*$/\1/p' README.md)"
+expect "README.md names the project address" test -n "$readme_contact"
+expect "Maintainer: is README's project address ($readme_contact)" grep -qxF " Maintainer: $readme_contact" "$work/info"
+expect "Maintainer: is no placeholder" bash -c "! grep -Eiq '^ Maintainer:.*@([a-z0-9.-]*\\.)?(example\\.(org|com|net)|[a-z0-9.-]*\\.(invalid|example|test))>' '$work/info'"
 expect "conffile /etc/ttp-agent/agent.toml" grep -qx '/etc/ttp-agent/agent.toml' "$work/control/conffiles"
 for script in postinst prerm postrm; do
   expect "$script present and executable" test -x "$work/control/$script"

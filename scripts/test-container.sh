@@ -346,7 +346,8 @@ step "admin port published on 127.0.0.1 (own network namespace, slirp4netns)"
 # the host publishes the port on its loopback only. The fTTP URL points at a closed port on
 # the container's own loopback: nothing is sent anywhere, the agent just is not ready.
 pub_port="$(free_port)"
-printf 'container-admin-token-%s\n' "$RANDOM$RANDOM" > "$work/secrets/admin-token"
+# 64 hex characters: the agent refuses a token shorter than 32.
+od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$work/secrets/admin-token"
 chown 65532:65532 "$work/secrets/admin-token"; chmod 400 "$work/secrets/admin-token"
 token="$(head -1 "$work/secrets/admin-token")"
 "${RUN[@]}" -d --name "$run_id-pub" --network slirp4netns -p "127.0.0.1:$pub_port:9464" \

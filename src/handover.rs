@@ -20,7 +20,7 @@
 //!
 //! Any 2xx answer is a delivery: the worker then moves its cursor past the event. Anything
 //! else (a non-2xx status, a refused connection, a timeout) is retried, the same event again,
-//! after a pause with exponential back-off and full jitter (the client's [`RetryPolicy`]:
+//! after a pause with the agent's one back-off (`crate::webhook`, which also sends: up to
 //! about 1 s, doubling, capped at `[handover] webhook_retry_cap`; a `Retry-After` is a floor).
 //! An event is never skipped, not even after a 4xx: a receiver that refuses an event is a
 //! problem to fix, shown in `ttp-agent status`, not a reason to lose a pseudonym.
@@ -48,14 +48,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use ttp_encode::Secret;
 
 use crate::agent::scheduler::DaemonHooks;
 use crate::agent::{CycleError, CycleReport, Shutdown};
 use crate::client::RetryPolicy;
-use crate::client::classify::{describe_transport, parse_retry_after};
-use crate::config::{AgentConfig, Secrets, WebhookUrl};
+use crate::config::{AgentConfig, Secrets};
 use crate::store::{PsnEvent, Store, StoreError};
+use crate::webhook::{Failure, Webhook, WebhookError, WebhookSettings};
 
 /// The cursor the webhook worker keeps in the store.
 pub const WEBHOOK_CONSUMER: &str = "webhook";
@@ -74,35 +73,34 @@ pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything the webhook worker needs. `Debug` shows neither the URL's path nor the token.
 #[derive(Clone, Debug)]
-pub struct WebhookSettings {
-    pub url: WebhookUrl,
-    pub token: Option<Secret>,
+pub struct HandoverSettings {
+    /// The receiver; its deliveries are never given up on (a pseudonym is never skipped).
+    pub webhook: WebhookSettings,
     pub study: String,
     pub target: String,
-    pub timeout: Duration,
-    /// Pauses between attempts of a failing delivery (`max_attempts` is not used: the worker
-    /// never gives up).
-    pub backoff: RetryPolicy,
     pub idle_interval: Duration,
 }
 
-impl WebhookSettings {
+impl HandoverSettings {
     /// The settings of `[handover]`, or `None` when no webhook is configured.
-    pub fn from_config(config: &AgentConfig, secrets: &Secrets) -> Option<WebhookSettings> {
+    pub fn from_config(config: &AgentConfig, secrets: &Secrets) -> Option<HandoverSettings> {
         let h = &config.handover;
         let url = h.webhook_url.clone()?;
-        Some(WebhookSettings {
-            url,
-            token: secrets.handover_token.clone(),
+        Some(HandoverSettings {
+            webhook: WebhookSettings {
+                url,
+                token: secrets.handover_token.clone(),
+                timeout: h.webhook_timeout,
+                backoff: RetryPolicy {
+                    max_attempts: u32::MAX,
+                    base: Duration::from_secs(1).min(h.webhook_retry_cap),
+                    cap: h.webhook_retry_cap,
+                    max_retry_after: h.webhook_retry_cap.max(Duration::from_secs(3600)),
+                },
+                give_up_after: None,
+            },
             study: config.ttp.study.clone(),
             target: config.ttp.target.clone(),
-            timeout: h.webhook_timeout,
-            backoff: RetryPolicy {
-                max_attempts: u32::MAX,
-                base: Duration::from_secs(1).min(h.webhook_retry_cap),
-                cap: h.webhook_retry_cap,
-                max_retry_after: h.webhook_retry_cap.max(Duration::from_secs(3600)),
-            },
             idle_interval: DEFAULT_IDLE_INTERVAL,
         })
     }
@@ -115,6 +113,15 @@ pub enum HandoverError {
     BadToken,
     #[error("cannot build the webhook's HTTP client: {0}")]
     Client(String),
+}
+
+impl From<WebhookError> for HandoverError {
+    fn from(e: WebhookError) -> HandoverError {
+        match e {
+            WebhookError::BadToken => HandoverError::BadToken,
+            WebhookError::Client(detail) => HandoverError::Client(detail),
+        }
+    }
 }
 
 /// What the worker last saw, kept in the store for the status report.
@@ -183,48 +190,24 @@ fn save_state(store: &Store, state: &WebhookState) -> Result<(), StoreError> {
     store.set_meta_string(META_WEBHOOK_STATE, &json)
 }
 
-/// One failed delivery attempt.
-#[derive(Debug)]
-struct Failure {
-    message: String,
-    retry_after: Option<Duration>,
-}
-
 /// The webhook worker: drains the pseudonym log from its cursor, one POST per event.
 pub struct WebhookWorker {
     store: Arc<Store>,
-    settings: WebhookSettings,
-    http: reqwest::Client,
+    settings: HandoverSettings,
+    webhook: Webhook,
     wake: Arc<Notify>,
 }
 
 impl WebhookWorker {
     pub fn new(
         store: Arc<Store>,
-        settings: WebhookSettings,
+        settings: HandoverSettings,
     ) -> Result<WebhookWorker, HandoverError> {
-        crate::client::tls::install_crypto_provider();
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = &settings.token {
-            let text = token.expose_str().ok_or(HandoverError::BadToken)?;
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {text}"))
-                .map_err(|_| HandoverError::BadToken)?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("ttp-agent/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .build()
-            .map_err(|e| HandoverError::Client(describe_transport(&e)))?;
+        let webhook = Webhook::new(settings.webhook.clone())?;
         Ok(WebhookWorker {
             store,
             settings,
-            http,
+            webhook,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -254,7 +237,7 @@ impl WebhookWorker {
         };
         // Marks "a worker runs" for the status report even before the first delivery.
         self.persist(&state);
-        tracing::info!(url = %self.settings.url.redacted(), "pseudonym delivery webhook started");
+        tracing::info!(url = %self.webhook.redacted_url(), "pseudonym delivery webhook started");
         loop {
             if shutdown.is_triggered() {
                 break;
@@ -265,13 +248,11 @@ impl WebhookWorker {
                 Ok(Drained::Stopped) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "webhook: the store failed; trying again later");
-                    self.settings.backoff.cap
+                    self.settings.webhook.backoff.cap
                 }
             };
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
+            if !crate::webhook::wait(&self.wake, &mut shutdown, Some(pause)).await {
+                break;
             }
         }
         if let Err(e) = self.store.flush() {
@@ -318,14 +299,10 @@ impl WebhookWorker {
                     Some(Err(failure)) => {
                         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                         state.failing_since.get_or_insert(now);
-                        let pause = {
-                            let mut rng = rand::rng();
-                            self.settings.backoff.delay(
-                                state.consecutive_failures,
-                                failure.retry_after,
-                                &mut rng,
-                            )
-                        };
+                        let pause = self
+                            .settings
+                            .webhook
+                            .pause(state.consecutive_failures, failure.retry_after);
                         tracing::warn!(
                             seq = event.seq,
                             attempt = state.consecutive_failures,
@@ -368,30 +345,7 @@ impl WebhookWorker {
             "target": self.settings.target,
             "obtained_at": event.obtained_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
-        let response = self
-            .http
-            .post(self.settings.url.expose().clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| Failure {
-                message: describe_transport(&e),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        Err(Failure {
-            message: format!("the receiver answered HTTP {}", status.as_u16()),
-            retry_after,
-        })
+        self.webhook.post(body.to_string()).await
     }
 }
 

@@ -7,24 +7,26 @@
 //! * [`store`]: the embedded store (redb); the only module that touches it.
 //! * [`client`]: the HTTP client for the dispatcher: classification of outcomes, retries,
 //!   rate limit. The wire format itself is `ttp_proto`.
-//! * [`agent`]: poll cycle, dispatcher, expiry, reconciliation, scheduler, one handler per
-//!   task type.
+//! * [`agent`]: registration, poll cycle, dispatcher, scheduler, one handler per task type;
+//!   the state changes it drives are the domain's.
 //! * [`input`]: reading site exports: encoding, separator, value mappings, every bad row at
 //!   once; pure.
-//! * [`submit`]: encoding and registering records.
+//! * [`submit`]: records into the store (read, encode, store); registering them is the agent's.
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
 //! * [`admin`]: the daemon's HTTP surface (health, readiness, metrics, status page) and alerts.
-//! * [`control`]: the daemon's local control channel (Unix socket): the commands run through
-//!   the running daemon, or in-process when none runs, by the same code.
-//! * [`cli`]: the commands; `main.rs` only calls [`cli::main`].
+//! * [`webhook`]: POSTing JSON to a site's webhook (alerts, pseudonym hand-over): one sender,
+//!   one back-off, one URL redaction.
+//! * [`cli`]: the commands; `main.rs` only calls [`cli::main`]. Its [`cli::control`] is the
+//!   daemon's local control channel (Unix socket): the commands run through the running
+//!   daemon, or in-process when none runs, by the same code.
+//! * [`resolve`], [`handover`]: a person's way out of attention states; pseudonym delivery.
 
 pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod control;
 pub mod domain;
 pub mod handover;
 pub mod input;
@@ -34,3 +36,4 @@ pub mod resolve;
 pub mod status;
 pub mod store;
 pub mod submit;
+pub mod webhook;

@@ -29,12 +29,12 @@
 //! a log line.
 //!
 //! The functions take the store, so they serve the command line running in the daemon (through
-//! its control channel, `crate::control`) or in-process, and, later, an admin API alike.
+//! its control channel, `crate::cli::control`) or in-process, and, later, an admin API alike.
 
 use chrono::{DateTime, Utc};
 use ttp_proto::{IdatElement, TaskKey};
 
-use crate::domain::{Attention, Idat, RecordState, TaskRecord, TaskState};
+use crate::domain::{Idat, RecordState, Refusal, TaskRecord};
 use crate::store::{AuditEntry, Store, StoreError};
 
 /// The longest comment `mark_handled` accepts (it is stored with the task and in the audit).
@@ -244,60 +244,11 @@ pub fn retry_task(
     confirmed: bool,
 ) -> Result<Resolved, ResolveError> {
     let current = load_task(store, key)?;
-    if let TaskState::NeedsAttention {
-        reason: Attention::StillListed { answered_at },
-    } = &current.state
-        && !confirmed
-    {
-        return Err(ResolveError::NeedsConfirmation {
-            key: key.0.clone(),
-            answered_at: answered_at.to_rfc3339(),
-        });
-    }
-    let why = match &current.state {
-        TaskState::NeedsAttention { .. } | TaskState::RetryWait { .. } | TaskState::InDoubt => None,
-        TaskState::Received => Some("it is already waiting to be worked on in the next cycle"),
-        TaskState::Running => return Err(ResolveError::Running { key: key.0.clone() }),
-        TaskState::Done { .. } | TaskState::Expired { .. } => {
-            return Err(ResolveError::Finished {
-                key: key.0.clone(),
-                state: current.state.name(),
-            });
-        }
-    };
-    if let Some(why) = why {
-        return Err(ResolveError::NotRetryable {
-            key: key.0.clone(),
-            why: why.to_string(),
-        });
-    }
-    if let Some(expires) = current.task.expires
-        && expires.with_timezone(&Utc) <= now
-    {
-        return Err(ResolveError::NotRetryable {
-            key: key.0.clone(),
-            why: format!(
-                "its deadline passed at {}; the fTTP no longer accepts an answer",
-                expires.with_timezone(&Utc).to_rfc3339()
-            ),
-        });
-    }
-    let warning = match &current.state {
-        TaskState::InDoubt => Some(
-            "the task was in doubt: the fTTP may already have the answer, which is now sent again"
-                .to_string(),
-        ),
-        TaskState::NeedsAttention {
-            reason: Attention::StillListed { .. },
-        } => Some(
-            "the answer is sent again although the agent sent it once already (confirmed with --yes)"
-                .to_string(),
-        ),
-        _ => None,
-    };
     let mut next = current.clone();
-    next.state = TaskState::Received;
-    next.updated_at = now;
+    let warning = next
+        .retried_by_person(confirmed, now)
+        .map_err(|refusal| refused(key, refusal))?
+        .map(str::to_string);
     let from = current.state.name();
     let detail = match &warning {
         Some(w) => format!("{from} -> received; {w}"),
@@ -328,23 +279,9 @@ pub fn mark_handled(
 ) -> Result<Resolved, ResolveError> {
     let comment = check_comment(comment)?;
     let current = load_task(store, key)?;
-    match &current.state {
-        TaskState::Done { .. } | TaskState::Expired { .. } => {
-            return Err(ResolveError::Finished {
-                key: key.0.clone(),
-                state: current.state.name(),
-            });
-        }
-        TaskState::Running => return Err(ResolveError::Running { key: key.0.clone() }),
-        _ => {}
-    }
     let mut next = current.clone();
-    next.state = TaskState::Done { at: now };
-    next.updated_at = now;
-    next.last_error = Some(format!(
-        "{}{actor}: {comment}",
-        crate::domain::MARKED_HANDLED_PREFIX
-    ));
+    next.marked_handled(actor.as_str(), comment, now)
+        .map_err(|refusal| refused(key, refusal))?;
     let from = current.state.name();
     write_task(
         store,
@@ -386,7 +323,7 @@ pub fn add_element(
             why: "the value is empty".to_string(),
         });
     }
-    let value = crate::submit::validate_value(element, value)
+    let value = crate::input::validate_value(element, value)
         .map_err(|why| ResolveError::InvalidValue { element, why })?;
     let current = store
         .get_record(local_id)?
@@ -430,6 +367,30 @@ pub fn add_element(
         to: what.to_string(),
         warning: None,
     })
+}
+
+/// A refusal of the domain's, as the person reads it.
+fn refused(key: &TaskKey, refusal: Refusal) -> ResolveError {
+    let key = key.0.clone();
+    match refusal {
+        Refusal::Finished { state } => ResolveError::Finished { key, state },
+        Refusal::Running => ResolveError::Running { key },
+        Refusal::AlreadyWaiting => ResolveError::NotRetryable {
+            key,
+            why: "it is already waiting to be worked on in the next cycle".to_string(),
+        },
+        Refusal::DeadlinePassed { at } => ResolveError::NotRetryable {
+            key,
+            why: format!(
+                "its deadline passed at {}; the fTTP no longer accepts an answer",
+                at.to_rfc3339()
+            ),
+        },
+        Refusal::NeedsConfirmation { answered_at } => ResolveError::NeedsConfirmation {
+            key,
+            answered_at: answered_at.to_rfc3339(),
+        },
+    }
 }
 
 fn load_task(store: &Store, key: &TaskKey) -> Result<TaskRecord, ResolveError> {

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ttp_proto::TaskKind;
 
-use crate::agent::{META_LAST_POLL_OK, expire};
 use crate::domain::{Attention, ListingSummary, RegistrationBlocked, TaskRecord, TaskState};
 use crate::handover::{self, HandoverStatus};
 use crate::store::{AuditEntry, Store, StoreError};
@@ -163,12 +162,12 @@ pub fn task_type(rec: &TaskRecord) -> String {
 }
 
 fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLine {
-    let secs = expire::seconds_to_expiry(rec, now);
+    let secs = rec.seconds_to_deadline(now);
     TaskLine {
         key: rec.key.0.clone(),
         task_type: task_type(rec),
         state: rec.state.name().into(),
-        expires: rec.task.expires.map(|e| e.with_timezone(&Utc)),
+        expires: rec.deadline(),
         seconds_to_expiry: secs,
         urgent: secs.is_some_and(|s| s <= warn.num_seconds()),
         attempts: rec.attempts,
@@ -300,7 +299,7 @@ pub fn build(
         split_audit(store.recent_audit(RECENT_AUDIT_ENTRIES * 20)?);
     Ok(StatusReport {
         generated_at: now,
-        last_successful_poll: store.meta_time(META_LAST_POLL_OK)?,
+        last_successful_poll: store.meta_time(crate::store::META_LAST_POLL_OK)?,
         warn_window_seconds: warn.num_seconds(),
         summary,
         open_by_type,
@@ -320,9 +319,9 @@ pub fn build(
         handover: handover::status(store)?,
         recent_audit,
         answered_without_elements,
-        registration_blocked: crate::submit::registration_blocked(store)?,
+        registration_blocked: store.registration_blocked()?,
         last_listing: store
-            .get_meta_string(crate::agent::META_LAST_LISTING)?
+            .get_meta_string(crate::store::META_LAST_LISTING)?
             .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
@@ -332,7 +331,7 @@ pub fn build(
 fn split_audit(entries: Vec<AuditEntry>) -> (Vec<AuditEntry>, Vec<AuditEntry>) {
     let (notes, manual): (Vec<AuditEntry>, Vec<AuditEntry>) = entries
         .into_iter()
-        .partition(|e| e.action == crate::agent::handlers::send_idat::MISSING_ELEMENTS_ACTION);
+        .partition(|e| e.action == crate::store::MISSING_ELEMENTS_ACTION);
     let newest = |mut v: Vec<AuditEntry>| {
         let skip = v.len().saturating_sub(RECENT_AUDIT_ENTRIES);
         v.drain(..skip);

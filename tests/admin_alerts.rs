@@ -67,8 +67,8 @@ impl Receiver {
 fn webhook(addr: SocketAddr) -> WebhookSettings {
     let mut w = WebhookSettings::new(format!("http://{addr}/hooks/s3cr3t-path").parse().unwrap());
     w.timeout = Duration::from_secs(5);
-    w.backoff_base = Duration::from_millis(20);
-    w.backoff_cap = Duration::from_millis(100);
+    w.backoff.base = Duration::from_millis(20);
+    w.backoff.cap = Duration::from_millis(100);
     w
 }
 
@@ -246,7 +246,7 @@ async fn a_delivery_failing_for_too_long_is_dropped_and_counted() {
     let s = scenario(&[]).await;
     let (receiver, addr) = Receiver::start(usize::MAX).await;
     let mut w = webhook(addr);
-    w.give_up_after = Duration::ZERO;
+    w.give_up_after = Some(Duration::ZERO);
     let (alerts, _) = alerts(s.agent.store(), Some(w));
     alerts.evaluate_now(Utc::now()).unwrap();
     let round = alerts.deliver_due(Utc::now()).await.unwrap();

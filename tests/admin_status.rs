@@ -87,9 +87,9 @@ async fn status_asks_the_running_daemon_while_the_store_is_locked_and_reads_it_o
 
     // The store is held by this process, which serves the control channel like the daemon.
     let server = serve(&s).await;
-    let control = ttp_agent::control::server::bind(&s.loaded.config.control)
+    let control = ttp_agent::cli::control::server::bind(&s.loaded.config.control)
         .expect("binds")
-        .serve(ttp_agent::control::server::Shared {
+        .serve(ttp_agent::cli::control::server::Shared {
             agent: std::sync::Arc::clone(&s.agent),
             config: std::sync::Arc::new(s.loaded.config.clone()),
             admin: std::sync::Arc::clone(&server.state),

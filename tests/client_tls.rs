@@ -328,7 +328,9 @@ async fn mtls_combines_with_an_oauth2_bearer_token() {
         token_url: format!(
             "https://{}/realms/ttp/protocol/openid-connect/token",
             server.server.addr
-        ),
+        )
+        .parse()
+        .expect("a URL"),
         client_id: "site a".into(),
         client_secret: Secret::from_text("s3cret"),
         scope: Some("dispatcher read".into()),

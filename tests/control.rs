@@ -6,6 +6,7 @@
 mod agent_support;
 mod hermetic;
 mod robust_support;
+mod store_support;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -506,4 +507,121 @@ fn a_user_outside_the_operators_group_is_refused_by_the_socket() {
     let mut daemon = daemon;
     daemon.wait_for_log("refused a user outside the operators group");
     daemon.stop();
+}
+
+#[test]
+fn a_backup_taken_beside_a_working_daemon_restores_to_a_consistent_store() {
+    // Registration at two requests per second keeps the daemon writing for many seconds.
+    let site = Site::new(&[
+        ("[submit]\nbatch_size = 50", "[submit]\nbatch_size = 10"),
+        ("[ttp]\n", "[ttp]\nrate_limit_per_second = 2.0\n"),
+    ]);
+    let c = site.cfg().to_owned();
+    let csv = site.write("records.csv", &records_csv(200));
+    let mut daemon = site.start_daemon();
+    let submit = spawn_bin(&["submit", "--config", &c, &csv], Stdio::null());
+    daemon.wait_for_log("\"what\":\"registering\"");
+    wait_until(
+        || site.sim.stats().registrations > 0,
+        "a registration request",
+    );
+
+    // Taken while the daemon stores the answers of the batches it registers.
+    let backup = site.path("during.bak");
+    let out = ok(&["backup", "--config", &c, backup.to_str().unwrap()]);
+    assert!(out.contains("200 record"), "every stored record: {out}");
+    let submitted = outcome(&submit.wait_with_output().expect("submit finishes"));
+    assert_eq!(submitted.code, Some(0), "{submitted:?}");
+    daemon.wait_for_log("\"command\":\"backup\"");
+    daemon.stop();
+
+    let restored = ok(&[
+        "restore",
+        "--force",
+        "--config",
+        &c,
+        backup.to_str().unwrap(),
+    ]);
+    assert!(restored.contains("restored 200 record(s)"), "{restored}");
+    let status = status_json(&c);
+    let records = &status["records"];
+    assert_eq!(records["total"], 200, "{status}");
+    // One moment: every pseudonym of a record (counted from the records at restore) has its
+    // entry in the pseudonym log (what `export` reads), and no log entry lacks its record.
+    let pseudonymised = records["pseudonymised"].as_u64().expect("a count");
+    let export = ok(&["export", "--config", &c]);
+    assert_eq!(
+        export.lines().count() as u64,
+        1 + pseudonymised,
+        "{status}\n{export}"
+    );
+    let sum: u64 = [
+        "pending_registration",
+        "awaiting_clearing",
+        "pseudonymised",
+        "rejected",
+    ]
+    .iter()
+    .map(|k| records[k].as_u64().expect("a count"))
+    .sum();
+    assert_eq!(sum, 200, "{status}");
+    // The restored store carries on: the next submit of the same file registers the rest.
+    let again = ok(&["submit", "--config", &c, &csv]);
+    assert!(again.contains("200 already stored"), "{again}");
+    let export = ok(&["export", "--config", &c]);
+    assert_eq!(
+        export.lines().count(),
+        201,
+        "every record has its pseudonym"
+    );
+}
+
+#[test]
+fn after_a_run_neither_the_store_nor_a_backup_shows_a_registered_filter_or_a_name() {
+    let site = Site::new(&[]);
+    let c = site.cfg().to_owned();
+    let text = records_csv(30);
+    let csv = site.write("records.csv", &text);
+    let first = ok(&["submit", "--config", &c, &csv]);
+    assert!(first.contains("30 stored new"), "{first}");
+    let daemon = site.start_daemon();
+    let backup = site.path("after-run.bak");
+    ok(&["backup", "--config", &c, backup.to_str().unwrap()]);
+    daemon.stop();
+
+    // The filters the agent registered, as it unseals them itself.
+    let config =
+        ttp_agent::config::AgentConfig::from_file_and_env(Some(&site.config), std::iter::empty())
+            .expect("configuration");
+    let secrets = config.load_secrets().expect("secrets");
+    let opts = ttp_agent::cli::context::store_options(&config, &secrets).expect("store options");
+    let store = ttp_agent::store::Store::open(&opts).expect("store");
+    let filters: Vec<Vec<u8>> = store
+        .records_in_states(|_| true)
+        .expect("records")
+        .into_iter()
+        .map(|r| r.bloom_filter)
+        .collect();
+    drop(store);
+    assert_eq!(filters.len(), 30);
+    assert!(site.sim.stats().registrations > 0, "registered");
+    // The names, family names and places of the CSV (the short ones could occur by chance).
+    let mut names: Vec<String> = text
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            [f[1], f[2], f[5]].map(str::to_owned)
+        })
+        .filter(|n| n.len() >= 6)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+
+    let mut files = store_support::files_under(&opts.path);
+    assert!(files.iter().any(|f| f.ends_with("store.redb")), "{files:?}");
+    files.push(backup);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    store_support::assert_no_filter_or_name(&files, &filters, &names);
 }

@@ -130,9 +130,7 @@ async fn a_wrong_study_holds_the_records_until_the_right_one_is_configured() {
     assert_eq!(report.register.pseudonymised, 12, "{report:?}");
     assert_all_pseudonymised(&agent, &env.sim);
     assert!(
-        submit::registration_blocked(agent.store())
-            .unwrap()
-            .is_none(),
+        agent.store().registration_blocked().unwrap().is_none(),
         "the pause ends with the first answer per filter"
     );
     env.sim.shutdown().await;
@@ -181,11 +179,7 @@ async fn a_batch_answered_with_the_all_shape_is_registered_on_a_later_cycle() {
         agent.poll_cycle().await.expect("the cycle succeeds");
     }
     assert_all_pseudonymised(&agent, &env.sim);
-    assert!(
-        submit::registration_blocked(agent.store())
-            .unwrap()
-            .is_none()
-    );
+    assert!(agent.store().registration_blocked().unwrap().is_none());
     env.sim.shutdown().await;
 }
 

@@ -17,7 +17,7 @@ use chrono::Utc;
 use handover_support::{Site, site};
 use ttp_agent::agent::shutdown;
 use ttp_agent::domain::{LocalRecord, RecordState};
-use ttp_agent::handover::{self, WEBHOOK_CONSUMER, WebhookSettings, WebhookWorker};
+use ttp_agent::handover::{self, HandoverSettings, WEBHOOK_CONSUMER, WebhookWorker};
 use ttp_agent::store::Store;
 
 const TOKEN: &str = "test-handover-token-42";
@@ -85,15 +85,15 @@ fn site_with_webhook(port: u16) -> Site {
 }
 
 /// The configured settings, with pauses short enough for a test.
-fn settings(site: &Site) -> WebhookSettings {
+fn settings(site: &Site) -> HandoverSettings {
     let config =
         ttp_agent::config::AgentConfig::from_file_and_env(Some(&site.config), std::iter::empty())
             .expect("config loads");
     let secrets = config.load_secrets().expect("secrets load");
-    let mut s = WebhookSettings::from_config(&config, &secrets).expect("webhook configured");
+    let mut s = HandoverSettings::from_config(&config, &secrets).expect("webhook configured");
     assert!(!format!("{s:?}").contains(TOKEN));
-    s.backoff.base = Duration::from_millis(5);
-    s.backoff.cap = Duration::from_millis(40);
+    s.webhook.backoff.base = Duration::from_millis(5);
+    s.webhook.backoff.cap = Duration::from_millis(40);
     s.idle_interval = Duration::from_millis(20);
     s
 }

@@ -386,11 +386,7 @@ async fn a_batch_refused_as_a_whole_rejects_no_record_while_others_go_on() {
         }
     }
     assert_eq!(site.env.sim.stats().registrations, N as u64 - 10);
-    assert!(
-        ttp_agent::submit::registration_blocked(site.agent.store())
-            .unwrap()
-            .is_some()
-    );
+    assert!(site.agent.store().registration_blocked().unwrap().is_some());
     assert_store_consistent(&site);
 }
 

@@ -33,11 +33,13 @@
 //!
 //! # Delivery
 //!
-//! Deliveries wait in the store until the webhook answers 2xx. A failed attempt (connection
-//! refused, timeout, any other status) is retried with exponential backoff (10 s, 20 s, 40 s …
-//! up to 1 h); after [`WebhookSettings::give_up_after`] (7 days, by which time the task's
-//! deadline has passed anyway) the delivery is dropped with an ERROR log line. Pending, failing
-//! and dropped deliveries are shown by `status`, the page and `/metrics`.
+//! Deliveries wait in the store until the webhook answers 2xx (the sending, the back-off and
+//! the URL's redaction are `crate::webhook`'s). A failed attempt (connection refused, timeout,
+//! any other status) is retried after a pause drawn from up to 10 s, doubling up to 1 h, or
+//! what the receiver's `Retry-After` asks for; after [`WebhookSettings::give_up_after`] (7
+//! days, by which time the task's deadline has passed anyway) the delivery is dropped with an
+//! ERROR log line. Pending, failing and dropped deliveries are shown by `status`, the page and
+//! `/metrics`.
 //!
 //! The payload names the task by its key and type, never a patient: no IDAT, filter or
 //! pseudonym. The webhook URL often embeds a secret; it is never logged (only scheme and
@@ -45,28 +47,56 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::Url;
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::metrics::AgentMetrics;
 use super::{AdminError, Site};
-use crate::agent::{Shutdown, expire};
+use crate::agent::Shutdown;
 use crate::domain::{Attention, TaskRecord, TaskState};
-use crate::store::{AlertMark, PendingDelivery, Store, StoreError};
+use crate::store::{AlertMark, Store, StoreError};
+use crate::webhook::Webhook;
+pub use crate::webhook::WebhookSettings;
 
-pub const EXPIRING_SOON: &str = "expiring_soon";
-pub const NEEDS_ATTENTION: &str = "needs_attention";
-/// Every alert kind.
-pub const KINDS: [&str; 2] = [EXPIRING_SOON, NEEDS_ATTENTION];
+/// The condition an alert is about. Its name is what the webhook's `kind`, the store's mark
+/// and the metric's label say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// An open task's deadline is within the warning window.
+    ExpiringSoon,
+    /// The agent cannot answer the task without a person.
+    NeedsAttention,
+}
+
+impl AlertKind {
+    /// Every alert kind.
+    pub const ALL: [AlertKind; 2] = [AlertKind::ExpiringSoon, AlertKind::NeedsAttention];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::ExpiringSoon => "expiring_soon",
+            AlertKind::NeedsAttention => "needs_attention",
+        }
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The wire names of the kinds (what a receiver sees in `kind`).
+pub const EXPIRING_SOON: &str = AlertKind::ExpiringSoon.as_str();
+pub const NEEDS_ATTENTION: &str = AlertKind::NeedsAttention.as_str();
 
 /// One alert to raise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alert {
-    pub kind: &'static str,
+    pub kind: AlertKind,
     pub task_key: String,
     /// The task type as the fTTP named it.
     pub task_type: String,
@@ -76,25 +106,29 @@ pub struct Alert {
 }
 
 /// The conditions that hold for a task now.
-fn conditions(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> Vec<&'static str> {
+fn conditions(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> Vec<AlertKind> {
     if rec.state.is_final() {
         return Vec::new();
     }
     let mut kinds = Vec::new();
-    if expire::seconds_to_expiry(rec, now).is_some_and(|s| s <= warn.num_seconds()) {
-        kinds.push(EXPIRING_SOON);
+    if rec
+        .seconds_to_deadline(now)
+        .is_some_and(|s| s <= warn.num_seconds())
+    {
+        kinds.push(AlertKind::ExpiringSoon);
     }
     // A task a person already marked handled needs nobody any more.
     if let TaskState::NeedsAttention { reason } = &rec.state
         && *reason != Attention::Handled
     {
-        kinds.push(NEEDS_ATTENTION);
+        kinds.push(AlertKind::NeedsAttention);
     }
     kinds
 }
 
 /// What to do now: alerts to raise (not yet marked), marks to forget (their condition no
-/// longer holds), and when to look again by the clock. Pure.
+/// longer holds), and when to look again by the clock. Pure. Marks are (kind, task key) as
+/// stored: a kind this version does not know no longer holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evaluation {
     pub raise: Vec<Alert>,
@@ -113,15 +147,17 @@ pub fn evaluate(
     let mut holding: HashSet<(String, String)> = HashSet::new();
     for rec in tasks {
         for kind in conditions(rec, now, warn) {
-            let id = (kind.to_string(), rec.key.0.clone());
+            let id = (kind.as_str().to_string(), rec.key.0.clone());
             if !marked.contains(&id) {
                 eval.raise.push(Alert {
                     kind,
                     task_key: rec.key.0.clone(),
                     task_type: crate::status::task_type(rec),
-                    expires: rec.task.expires.map(|e| e.with_timezone(&Utc)),
+                    expires: rec.deadline(),
                     reason: match &rec.state {
-                        TaskState::NeedsAttention { reason } if kind == NEEDS_ATTENTION => {
+                        TaskState::NeedsAttention { reason }
+                            if kind == AlertKind::NeedsAttention =>
+                        {
                             Some(reason.to_string())
                         }
                         _ => None,
@@ -131,9 +167,9 @@ pub fn evaluate(
             holding.insert(id);
         }
         if !rec.state.is_final()
-            && let Some(expires) = rec.task.expires
+            && let Some(expires) = rec.deadline()
         {
-            let enters = expires.with_timezone(&Utc) - warn;
+            let enters = expires - warn;
             if enters > now {
                 eval.next_check = Some(eval.next_check.map_or(enters, |n| n.min(enters)));
             }
@@ -148,7 +184,7 @@ pub fn evaluate(
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
             .cmp(&b.expires.unwrap_or(DateTime::<Utc>::MAX_UTC))
             .then(a.task_key.cmp(&b.task_key))
-            .then(a.kind.cmp(b.kind))
+            .then(a.kind.cmp(&b.kind))
     });
     eval
 }
@@ -156,7 +192,7 @@ pub fn evaluate(
 /// The webhook's JSON body.
 #[derive(Clone, Debug, Serialize)]
 pub struct Payload<'a> {
-    pub kind: &'a str,
+    pub kind: AlertKind,
     pub task_key: &'a str,
     pub task_type: &'a str,
     pub expires: Option<DateTime<Utc>>,
@@ -177,73 +213,19 @@ pub fn describe(alert: &Alert, now: DateTime<Utc>) -> String {
         )
     });
     match alert.kind {
-        EXPIRING_SOON => format!(
+        AlertKind::ExpiringSoon => format!(
             "{} task {} expires {}; if it is not answered by then, the patient's clearing at the fTTP is aborted",
             alert.task_type,
             alert.task_key,
             deadline.unwrap_or_else(|| "soon".into())
         ),
-        _ => format!(
+        AlertKind::NeedsAttention => format!(
             "{} task {} needs a person: {}{}",
             alert.task_type,
             alert.task_key,
             alert.reason.as_deref().unwrap_or("see `ttp-agent status`"),
             deadline.map_or(String::new(), |d| format!(" (deadline {d})"))
         ),
-    }
-}
-
-/// Where and how alerts are delivered.
-#[derive(Clone)]
-pub struct WebhookSettings {
-    pub url: Url,
-    /// Per attempt.
-    pub timeout: Duration,
-    /// The first retry waits this long; each further one twice as long as the one before.
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    /// A delivery still failing this long after the alert was raised is dropped.
-    pub give_up_after: Duration,
-}
-
-impl std::fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("url", &redact(&self.url))
-            .field("timeout", &self.timeout)
-            .field("backoff_base", &self.backoff_base)
-            .field("backoff_cap", &self.backoff_cap)
-            .field("give_up_after", &self.give_up_after)
-            .finish()
-    }
-}
-
-fn redact(url: &Url) -> String {
-    format!(
-        "{}://{}{}/<redacted>",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.port().map_or(String::new(), |p| format!(":{p}"))
-    )
-}
-
-impl WebhookSettings {
-    pub fn new(url: Url) -> WebhookSettings {
-        WebhookSettings {
-            url,
-            timeout: Duration::from_secs(10),
-            backoff_base: Duration::from_secs(10),
-            backoff_cap: Duration::from_secs(3600),
-            give_up_after: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-
-    /// The wait after the `attempts`-th failed attempt.
-    pub fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32 << attempts.saturating_sub(1).min(20);
-        self.backoff_base
-            .saturating_mul(factor)
-            .min(self.backoff_cap)
     }
 }
 
@@ -255,11 +237,6 @@ pub struct DeliveryRound {
     pub dropped: usize,
     /// When the next pending delivery is due.
     pub next_due: Option<DateTime<Utc>>,
-}
-
-struct Webhook {
-    settings: WebhookSettings,
-    http: reqwest::Client,
 }
 
 /// Raises alerts and delivers them. Shared by the hooks (poke after a cycle) and its loops.
@@ -283,23 +260,10 @@ impl Alerts {
         webhook: Option<WebhookSettings>,
         metrics: Arc<AgentMetrics>,
     ) -> Result<Arc<Alerts>, AdminError> {
-        let webhook = match webhook {
-            None => None,
-            Some(settings) => {
-                crate::client::tls::install_crypto_provider();
-                let http = reqwest::Client::builder()
-                    .timeout(settings.timeout)
-                    .connect_timeout(settings.timeout)
-                    // A redirect would carry the alert to wherever the receiver points.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .user_agent(concat!("ttp-agent/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| {
-                        AdminError::Webhook(crate::client::classify::describe_transport(&e))
-                    })?;
-                Some(Webhook { settings, http })
-            }
-        };
+        let webhook = webhook
+            .map(Webhook::new)
+            .transpose()
+            .map_err(|e| AdminError::Webhook(e.to_string()))?;
         Ok(Arc::new(Alerts {
             store,
             warn,
@@ -340,7 +304,7 @@ impl Alerts {
         for alert in &eval.raise {
             let text = describe(alert, now);
             tracing::warn!(
-                alert = alert.kind,
+                alert = alert.kind.as_str(),
                 task = %alert.task_key,
                 task_type = %alert.task_type,
                 expires = alert.expires.map(|e| e.to_rfc3339()),
@@ -352,7 +316,7 @@ impl Alerts {
             };
             self.store.record_alert(
                 &AlertMark {
-                    kind: alert.kind.to_string(),
+                    kind: alert.kind.as_str().to_string(),
                     task_key: alert.task_key.clone(),
                     at: now,
                 },
@@ -413,30 +377,29 @@ impl Alerts {
                     None
                 }
             };
-            let sleep = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
-            tokio::select! {
-                _ = self.wake_evaluator.notified() => {}
-                _ = sleep_or_forever(sleep) => {}
-                _ = shutdown.wait() => return,
+            if !crate::webhook::wait(&self.wake_evaluator, &mut shutdown, until(next)).await {
+                return;
             }
         }
     }
 
-    /// Delivers pending alerts, retrying with backoff, until shutdown.
+    /// Delivers pending alerts, retrying with backoff, until shutdown. A request in flight
+    /// when shutdown comes is abandoned; its delivery stays queued (at least once).
     pub async fn run_delivery(self: Arc<Self>, mut shutdown: Shutdown) {
         loop {
-            let next = match self.deliver_due(Utc::now()).await {
+            let round = tokio::select! {
+                round = self.deliver_due(Utc::now()) => round,
+                _ = shutdown.wait() => return,
+            };
+            let next = match round {
                 Ok(round) => round.next_due,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read or update the webhook queue in the store");
                     Some(Utc::now() + chrono::Duration::minutes(1))
                 }
             };
-            let sleep = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
-            tokio::select! {
-                _ = self.wake_delivery.notified() => {}
-                _ = sleep_or_forever(sleep) => {}
-                _ = shutdown.wait() => return,
+            if !crate::webhook::wait(&self.wake_delivery, &mut shutdown, until(next)).await {
+                return;
             }
         }
     }
@@ -454,7 +417,7 @@ impl Alerts {
                 continue;
             }
             let attempted_at = Utc::now();
-            match self.post(webhook, &d).await {
+            match webhook.post(d.body.clone()).await {
                 Ok(()) => {
                     self.store.finish_delivery(d.id, false)?;
                     self.metrics.webhook_attempt("delivered");
@@ -465,29 +428,32 @@ impl Alerts {
                         "alert delivered to the webhook"
                     );
                 }
-                Err(error) => {
+                Err(failure) => {
                     d.attempts += 1;
                     d.last_attempt = Some(attempted_at);
                     let age = (attempted_at - d.created_at).to_std().unwrap_or_default();
-                    if age >= webhook.settings.give_up_after {
+                    let error = failure.message;
+                    if webhook.settings().gives_up(age) {
                         self.store.finish_delivery(d.id, true)?;
                         self.metrics.webhook_attempt("dropped");
                         round.dropped += 1;
                         tracing::error!(
                             delivery = d.id,
                             attempts = d.attempts,
-                            webhook = %redact(&webhook.settings.url),
+                            webhook = %webhook.redacted_url(),
                             %error,
                             "gave up delivering an alert to the webhook; the condition is still shown by `ttp-agent status`"
                         );
                     } else {
-                        let wait = chrono::Duration::from_std(webhook.settings.backoff(d.attempts))
-                            .unwrap_or(chrono::Duration::hours(1));
+                        let pause = webhook.settings().pause(d.attempts, failure.retry_after);
+                        // A pause is at most `max_retry_after` (an hour by default).
+                        let wait =
+                            chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::hours(1));
                         d.next_attempt = attempted_at + wait;
                         tracing::warn!(
                             delivery = d.id,
                             attempts = d.attempts,
-                            webhook = %redact(&webhook.settings.url),
+                            webhook = %webhook.redacted_url(),
                             %error,
                             retry_at = %d.next_attempt,
                             "could not deliver an alert to the webhook; retrying"
@@ -505,37 +471,11 @@ impl Alerts {
         round.next_due = next_due;
         Ok(round)
     }
-
-    /// One attempt. The error says what happened without the URL.
-    async fn post(&self, webhook: &Webhook, d: &PendingDelivery) -> Result<(), String> {
-        let response = webhook
-            .http
-            .post(webhook.settings.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(d.body.clone())
-            .send()
-            .await
-            .map_err(|e| crate::client::classify::describe_transport(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "the webhook answered HTTP {}{}",
-                status.as_u16(),
-                status
-                    .canonical_reason()
-                    .map_or(String::new(), |r| format!(" {r}"))
-            ))
-        }
-    }
 }
 
-async fn sleep_or_forever(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
+/// How long until `at` (zero once past); `None` stays `None` (no time to wait for).
+fn until(at: Option<DateTime<Utc>>) -> Option<std::time::Duration> {
+    at.map(|t| (t - Utc::now()).to_std().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -604,14 +544,17 @@ mod tests {
             ),
         ];
         let eval = evaluate(&tasks, &HashSet::new(), now, H48);
-        let raised: Vec<(&str, &str)> = eval
+        let raised: Vec<(AlertKind, &str)> = eval
             .raise
             .iter()
             .map(|a| (a.kind, a.task_key.as_str()))
             .collect();
         assert_eq!(
             raised,
-            [(EXPIRING_SOON, "soon"), (NEEDS_ATTENTION, "stuck")],
+            [
+                (AlertKind::ExpiringSoon, "soon"),
+                (AlertKind::NeedsAttention, "stuck")
+            ],
             "most urgent first; finished and handled tasks raise nothing"
         );
         assert!(
@@ -660,29 +603,11 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let mut s = WebhookSettings::new(Url::parse("https://hooks.example.org/x").unwrap());
-        s.backoff_base = Duration::from_secs(10);
-        s.backoff_cap = Duration::from_secs(60);
-        let waits: Vec<u64> = (1..=6).map(|n| s.backoff(n).as_secs()).collect();
-        assert_eq!(waits, [10, 20, 40, 60, 60, 60]);
-        assert_eq!(s.backoff(u32::MAX).as_secs(), 60);
-    }
-
-    #[test]
-    fn descriptions_and_debug_output_name_no_secret_url() {
-        let s = WebhookSettings::new(
-            Url::parse("https://hooks.example.org/services/T0/s3cr3t").unwrap(),
-        );
-        let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("s3cr3t") && shown.contains("hooks.example.org"),
-            "{shown}"
-        );
+    fn descriptions_name_the_task_and_the_time_left() {
         let now = at("2026-06-01T12:00:00Z");
         let text = describe(
             &Alert {
-                kind: EXPIRING_SOON,
+                kind: AlertKind::ExpiringSoon,
                 task_key: "send_idat/7".into(),
                 task_type: "send_idat".into(),
                 expires: Some(at("2026-06-02T13:30:00Z")),
@@ -693,6 +618,21 @@ mod tests {
         assert!(
             text.contains("send_idat/7") && text.contains("1d 1h"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn kinds_have_the_names_receivers_and_the_store_know() {
+        for (kind, name) in [
+            (AlertKind::ExpiringSoon, "expiring_soon"),
+            (AlertKind::NeedsAttention, "needs_attention"),
+        ] {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+        assert_eq!(
+            AlertKind::ALL.map(AlertKind::as_str),
+            [EXPIRING_SOON, NEEDS_ATTENTION]
         );
     }
 }

@@ -26,7 +26,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AdminState;
-use crate::agent::{CycleError, CycleReport, META_LAST_POLL_OK};
+use crate::agent::{CycleError, CycleReport};
+use crate::store::META_LAST_POLL_OK;
 
 /// The last failed cycle, as the hooks saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,9 +195,7 @@ pub fn readiness(state: &AdminState) -> Readiness {
         state.settings.ready_window,
         Utc::now(),
     );
-    let blocked = crate::submit::registration_blocked(&state.store)
-        .ok()
-        .flatten();
+    let blocked = state.store.registration_blocked().ok().flatten();
     assess_registration(r, blocked.as_ref())
 }
 

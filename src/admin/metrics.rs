@@ -37,10 +37,11 @@ use prometheus_client::registry::{Registry, Unit};
 use ttp_proto::TaskKind;
 
 use super::AdminState;
-use crate::agent::{CycleError, META_LAST_POLL_OK, expire};
+use crate::agent::CycleError;
 use crate::client::metrics::StatusClass;
 use crate::client::{ClientMetricsSnapshot, Operation};
 use crate::domain::TaskRecord;
+use crate::store::META_LAST_POLL_OK;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -147,8 +148,8 @@ impl AgentMetrics {
         for class in ["fetch", "auth", "store"] {
             drop(poll_errors.get_or_create(&[("class", class)]));
         }
-        for kind in super::alerts::KINDS {
-            drop(alerts.get_or_create(&[("kind", kind)]));
+        for kind in super::alerts::AlertKind::ALL {
+            drop(alerts.get_or_create(&[("kind", kind.as_str())]));
         }
         for result in ["delivered", "failed", "dropped"] {
             drop(webhook.get_or_create(&[("result", result)]));
@@ -235,8 +236,8 @@ impl AgentMetrics {
         }
     }
 
-    pub fn alert_raised(&self, kind: &'static str) {
-        self.alerts.get_or_create(&[("kind", kind)]).inc();
+    pub fn alert_raised(&self, kind: super::alerts::AlertKind) {
+        self.alerts.get_or_create(&[("kind", kind.as_str())]).inc();
     }
 
     /// `result`: `delivered`, `failed` or `dropped`.
@@ -268,7 +269,7 @@ pub fn task_gauges(tasks: &[TaskRecord], now: DateTime<Utc>, warn: chrono::Durat
         *g.open
             .entry((type_label(rec), rec.state.name()))
             .or_default() += 1;
-        if let Some(secs) = expire::seconds_to_expiry(rec, now) {
+        if let Some(secs) = rec.seconds_to_deadline(now) {
             if secs <= warn.num_seconds() {
                 g.in_warning_window += 1;
             }
@@ -349,7 +350,7 @@ fn state_registry(state: &AdminState, now: DateTime<Utc>) -> Registry {
             pseudonyms,
         );
     }
-    if let Ok(blocked) = crate::submit::registration_blocked(store) {
+    if let Ok(blocked) = store.registration_blocked() {
         let g = Gauge::<i64>::default();
         g.set(i64::from(blocked.is_some()));
         r.register(

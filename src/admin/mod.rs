@@ -338,7 +338,7 @@ pub fn host_allowed(rule: &HostRule, host: &str) -> bool {
         }
         None => return false,
     };
-    name == "localhost" || rule.allowed.contains(&name)
+    is_loopback_url(&url) || rule.allowed.contains(&name)
 }
 
 async fn check_host(
@@ -459,7 +459,7 @@ pub async fn start(
     let webhook = admin
         .webhook_url
         .as_ref()
-        .map(|url| WebhookSettings::new(url.expose().clone()));
+        .map(|url| WebhookSettings::new(url.clone()));
     let alerts = Alerts::new(
         Arc::clone(agent.store()),
         settings.warn_before_expiry,

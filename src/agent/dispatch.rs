@@ -6,24 +6,30 @@
 //!    counted), and the store is flushed. Only then does any request leave.
 //! 2. **Effect.** Handlers run concurrently (at most `concurrency` at once), earliest deadline
 //!    first. Immediately before acting, the deadline is checked again.
-//! 3. **Outcome.** Changed records, then the tasks' new states, are written and flushed.
+//! 3. **Outcome.** Changed record heads (pseudonyms), then the tasks' new states, are written
+//!    and flushed.
 //!
 //! A crash between 1 and 3 leaves tasks `Running` on disk. At start-up the agent turns them into
 //! `InDoubt` (see [`super::Agent::recover`]), and the next listing decides: still listed → send
 //! again (the fTTP does not have it); gone → done. A crash after 3 loses nothing. Grouping a
 //! wave into two flushes is what makes thousands of tasks per second possible with fsync.
+//!
+//! The dispatcher is the I/O around pure parts: [`route`] hands a task to its handler (the one
+//! match on the task's type), the handlers return an [`Outcome`], and the task's next state is
+//! the domain's ([`TaskRecord::after_effect`]).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use tracing::Instrument as _;
-use ttp_proto::TaskKind;
+use ttp_proto::{BloomFilter, ElementRequest, SendIdatSubject, TaskKind};
 
+use super::handlers::send_idat::{Lookup, resolve_subject};
 use super::handlers::{self, Effect, Outcome};
-use super::{Agent, expire, retry};
-use crate::domain::{TaskRecord, TaskState};
-use crate::store::StoreError;
+use super::{Agent, retry};
+use crate::domain::{self, Attention, LocalRecord, RecordHead, Settled, TaskRecord, TaskState};
+use crate::store::{Store, StoreError};
 
 /// Counts of what one dispatch did, for the cycle report and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,6 +40,19 @@ pub struct DispatchStats {
     pub attention: usize,
     pub expired: usize,
     pub auth_failed: usize,
+}
+
+impl DispatchStats {
+    fn count(&mut self, settled: Settled) {
+        *match settled {
+            Settled::Done => &mut self.done,
+            Settled::Retry => &mut self.retry,
+            Settled::InDoubt => &mut self.in_doubt,
+            Settled::Attention => &mut self.attention,
+            Settled::Expired => &mut self.expired,
+            Settled::AuthFailed => &mut self.auth_failed,
+        } += 1;
+    }
 }
 
 /// Why dispatching stopped early.
@@ -58,12 +77,83 @@ fn task_span(rec: &TaskRecord) -> tracing::Span {
     )
 }
 
-/// Whether a task's handler has an effect outside the agent (a request to the fTTP).
-fn sends_request(rec: &TaskRecord) -> bool {
-    matches!(
-        rec.task.kind,
-        TaskKind::SendIdat { .. } | TaskKind::RepeatRequest { .. }
-    )
+/// How a task is worked on, decided by its type.
+enum Route {
+    /// Local work only (no request leaves, so no intent is needed: it is idempotent).
+    Local(Outcome),
+    /// A request to the fTTP: the task is written as `Running` and flushed first.
+    Send(Request),
+}
+
+/// A request a handler sends, with the task's parts it needs.
+enum Request {
+    SendIdat {
+        task_id: String,
+        subject: SendIdatSubject,
+        elements: Vec<ElementRequest>,
+    },
+    RepeatRequest {
+        study: String,
+        bloom_filter: BloomFilter,
+        target: String,
+    },
+}
+
+/// Hands a task to its handler: the one match on the task's type.
+fn route(rec: &TaskRecord, own_target: &str) -> Route {
+    match &rec.task.kind {
+        TaskKind::DicPsnAvailable {
+            bloom_filter,
+            target,
+            pseudonym,
+        } => {
+            if target != own_target {
+                tracing::warn!("task names another target than this site's; acting on it anyway");
+            }
+            Route::Local(handlers::dic_psn_available::handle(bloom_filter, pseudonym))
+        }
+        TaskKind::SendIdat {
+            task_id,
+            subject,
+            elements,
+        } => Route::Send(Request::SendIdat {
+            task_id: task_id.clone(),
+            subject: subject.clone(),
+            elements: elements.clone(),
+        }),
+        TaskKind::RepeatRequest {
+            study,
+            bloom_filter,
+            target,
+        } => Route::Send(Request::RepeatRequest {
+            study: study.clone(),
+            bloom_filter: bloom_filter.clone(),
+            target: target.clone(),
+        }),
+        // Unknown and malformed tasks never become `Received`.
+        TaskKind::Unknown { .. } => Route::Local(Outcome::effect(Effect::Attention(
+            Attention::UnknownTaskType(rec.key.0.clone()),
+        ))),
+    }
+}
+
+/// The record a `send_idat` names. Several local ids may share one filter (the same person
+/// registered twice); they carry the same identifying data, so the first one serves.
+pub fn find_record(store: &Store, subject: &SendIdatSubject) -> Result<Lookup, StoreError> {
+    let by_filter = |bf: &BloomFilter| -> Result<Option<LocalRecord>, StoreError> {
+        Ok(store.records_by_bloom_filter(&bf.0)?.into_iter().next())
+    };
+    Ok(match subject {
+        SendIdatSubject::BloomFilter(bf) => resolve_subject(None, by_filter(bf)?),
+        SendIdatSubject::Pseudonym(p) => resolve_subject(store.record_by_pseudonym(p)?, None),
+        SendIdatSubject::Both {
+            pseudonym,
+            bloom_filter,
+        } => resolve_subject(
+            store.record_by_pseudonym(pseudonym)?,
+            by_filter(bloom_filter)?,
+        ),
+    })
 }
 
 impl Agent {
@@ -98,35 +188,39 @@ impl Agent {
     ) -> Result<(), DispatchError> {
         let now = Utc::now();
         let mut finished = Vec::new();
-        let mut record_updates = Vec::new();
+        let mut heads = Vec::new();
         let mut to_send = Vec::new();
         for mut rec in wave {
             let span = task_span(&rec);
             let _entered = span.enter();
-            if expire::expire_if_due(&mut rec, now) {
+            if rec.expire_if_due(now) {
                 stats.expired += 1;
                 tracing::warn!("task expired before it could be answered");
                 finished.push(rec);
-            } else if sends_request(&rec) {
-                rec.state = TaskState::Running;
-                rec.attempts += 1;
-                rec.updated_at = now;
-                to_send.push(rec);
-            } else {
-                // Local-only work (dic_psn_available): no intent needed, it is idempotent.
-                let Outcome { effect, records } = self.handle_local(&rec, now)?;
-                record_updates.extend(records);
-                finished.push(self.apply(rec, effect, now, stats));
+                continue;
+            }
+            match route(&rec, &self.opts.target) {
+                Route::Send(request) => {
+                    rec.begin_effect(now);
+                    to_send.push((rec, request));
+                }
+                Route::Local(outcome) => {
+                    let (effect, changed) = self.assign_pseudonym(outcome, now)?;
+                    heads.extend(changed);
+                    self.settle(&mut rec, effect, now, stats);
+                    finished.push(rec);
+                }
             }
         }
 
         // 1. Intent: the tasks about to be sent, as `Running` (and the local-only results,
         //    which ride along in the same flush).
-        if !record_updates.is_empty() {
-            self.store.update_records(&record_updates)?;
+        if !heads.is_empty() {
+            self.store.update_record_heads(&heads)?;
         }
         if !to_send.is_empty() || !finished.is_empty() {
-            self.store.put_tasks(to_send.iter().chain(&finished))?;
+            self.store
+                .put_tasks(to_send.iter().map(|(rec, _)| rec).chain(&finished))?;
             self.store.flush()?;
         }
         if to_send.is_empty() {
@@ -136,11 +230,11 @@ impl Agent {
         // 2. Effects, bounded.
         let concurrency = self.opts.concurrency.max(1);
         let outcomes: Vec<(TaskRecord, Outcome)> = futures_util::stream::iter(to_send)
-            .map(|rec| {
+            .map(|(rec, request)| {
                 let agent = Arc::clone(self);
                 let span = task_span(&rec);
                 async move {
-                    let outcome = agent.handle_network(&rec).await;
+                    let outcome = agent.send(&rec, request).await;
                     (rec, outcome)
                 }
                 .instrument(span)
@@ -151,22 +245,24 @@ impl Agent {
 
         // 3. Outcomes: records first (a crash in between only repeats idempotent work).
         let now = Utc::now();
-        let mut records = Vec::new();
+        let mut heads = Vec::new();
         let mut tasks = Vec::with_capacity(outcomes.len());
         let mut notes = Vec::new();
-        for (rec, outcome) in outcomes {
-            records.extend(outcome.records);
-            if let Effect::DoneWithout { missing } = &outcome.effect {
+        for (mut rec, outcome) in outcomes {
+            let (effect, changed) = self.assign_pseudonym(outcome, now)?;
+            heads.extend(changed);
+            if let Effect::DoneWithout { missing } = &effect {
                 notes.push(handlers::send_idat::missing_elements_entry(
                     &rec.key.0, missing, now,
                 ));
             }
             let span = task_span(&rec);
             let _entered = span.enter();
-            tasks.push(self.apply(rec, outcome.effect, now, stats));
+            self.settle(&mut rec, effect, now, stats);
+            tasks.push(rec);
         }
-        if !records.is_empty() {
-            self.store.update_records(&records)?;
+        if !heads.is_empty() {
+            self.store.update_record_heads(&heads)?;
         }
         // Before the tasks: a crash in between may repeat a note, never lose one.
         for note in &notes {
@@ -177,137 +273,103 @@ impl Agent {
         Ok(())
     }
 
-    fn handle_local(&self, rec: &TaskRecord, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
-        match &rec.task.kind {
-            TaskKind::DicPsnAvailable {
-                bloom_filter,
-                target,
-                pseudonym,
-            } => {
-                if target != &self.opts.target {
-                    tracing::warn!(
-                        "task names another target than this site's; acting on it anyway"
-                    );
-                }
-                handlers::dic_psn_available::handle(&self.store, bloom_filter, pseudonym, now)
-            }
-            // Unknown and malformed tasks never become `Received`; nothing else is local.
-            _ => Ok(Outcome::effect(Effect::Attention(
-                crate::domain::Attention::UnknownTaskType(rec.key.0.clone()),
-            ))),
-        }
-    }
-
-    /// Runs in the task's span (see `dispatch_wave`).
-    async fn handle_network(&self, rec: &TaskRecord) -> Outcome {
+    /// The request of one task. Runs in the task's span (see `dispatch_wave`).
+    async fn send(&self, rec: &TaskRecord, request: Request) -> Outcome {
         // Re-check the deadline at the last moment: a long wave must not answer late.
-        if expire::is_past_deadline(rec, Utc::now()) {
+        if rec.is_past_deadline(Utc::now()) {
             return Outcome::effect(Effect::Retry {
                 error: "expired while waiting in the wave".into(),
                 retry_after: None,
             });
         }
         tracing::debug!("sending the task's request to the fTTP");
-        match &rec.task.kind {
-            TaskKind::SendIdat {
+        match request {
+            Request::SendIdat {
                 task_id,
                 subject,
                 elements,
             } => {
+                let lookup = match find_record(&self.store, &subject) {
+                    Ok(lookup) => lookup,
+                    Err(e) => {
+                        return Outcome::effect(Effect::Retry {
+                            error: format!("store: {e}"),
+                            retry_after: None,
+                        });
+                    }
+                };
                 handlers::send_idat::handle(
                     &self.client,
-                    &self.store,
-                    task_id,
-                    subject,
-                    elements,
+                    &task_id,
+                    lookup,
+                    &elements,
                     self.opts.missing_elements,
                 )
                 .await
             }
-            TaskKind::RepeatRequest {
+            Request::RepeatRequest {
                 study,
                 bloom_filter,
                 target,
             } => {
-                handlers::repeat_request::handle(
-                    &self.client,
-                    &self.store,
-                    study,
-                    target,
-                    bloom_filter,
-                    Utc::now(),
-                )
-                .await
+                handlers::repeat_request::handle(&self.client, &study, &target, &bloom_filter).await
             }
-            _ => Outcome::effect(Effect::Attention(
-                crate::domain::Attention::UnknownTaskType(rec.key.0.clone()),
-            )),
         }
     }
 
-    /// The state a task moves to after its handler ran.
-    fn apply(
+    /// Sets the pseudonym an outcome carries on the heads of its filter's records (no IDAT
+    /// opened); returns the effect on the task and the heads to write.
+    fn assign_pseudonym(
         &self,
-        mut rec: TaskRecord,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(Effect, Vec<RecordHead>), StoreError> {
+        let Some(given) = outcome.pseudonym else {
+            return Ok((outcome.effect, Vec::new()));
+        };
+        let heads = self
+            .store
+            .record_heads_by_bloom_filter(&given.bloom_filter.0)?;
+        let assignment = domain::assign_pseudonym_to(heads, &given.pseudonym, now);
+        let effect = given.effect_after(outcome.effect, &assignment);
+        Ok((effect, assignment.changed))
+    }
+
+    /// The task's state after its handler ran (the domain's transition), counted and logged.
+    fn settle(
+        &self,
+        rec: &mut TaskRecord,
         effect: Effect,
         now: DateTime<Utc>,
         stats: &mut DispatchStats,
-    ) -> TaskRecord {
-        rec.updated_at = now;
-        match effect {
-            Effect::Done | Effect::DoneWithout { .. } => {
-                stats.done += 1;
-                if let Effect::DoneWithout { missing } = &effect {
-                    let codes: Vec<&str> = missing.iter().map(|e| e.code()).collect();
-                    tracing::info!(
-                        missing = %codes.join(","),
-                        "task done as far as known (requested elements the record does not hold were left out)"
-                    );
-                } else {
-                    tracing::info!("task done");
-                }
-                rec.state = TaskState::Done { at: now };
-                rec.last_error = None;
-            }
-            Effect::Retry { error, retry_after } => {
-                if expire::is_past_deadline(&rec, now) {
-                    stats.expired += 1;
-                    rec.state = TaskState::Expired { at: now };
-                } else {
-                    stats.retry += 1;
-                    let next_at = retry::next_attempt(
-                        rec.attempts,
-                        &self.opts.retry,
-                        retry_after,
-                        rec.task.expires.map(|e| e.with_timezone(&Utc)),
-                        now,
-                    );
-                    tracing::warn!(%error, retry_at = %next_at, "task failed; will retry");
-                    rec.state = TaskState::RetryWait { next_at };
-                }
-                rec.last_error = Some(error);
-            }
-            Effect::InDoubt { error } => {
-                stats.in_doubt += 1;
-                tracing::warn!(%error, "answer may or may not have reached the fTTP; the next listing decides");
-                rec.state = TaskState::InDoubt;
-                rec.last_error = Some(error);
-            }
-            Effect::Attention(reason) => {
-                stats.attention += 1;
-                tracing::warn!(reason = %reason, "task needs attention");
-                rec.last_error = Some(reason.to_string());
-                rec.state = TaskState::NeedsAttention { reason };
-            }
-            Effect::AuthFailed { error } => {
-                stats.auth_failed += 1;
-                tracing::error!(%error, "the fTTP refused the agent's credentials");
-                // Not processed and not the task's fault: back to the queue, attempt not counted.
-                rec.state = TaskState::Received;
-                rec.attempts = rec.attempts.saturating_sub(1);
-                rec.last_error = Some(error);
-            }
+    ) {
+        if let Effect::DoneWithout { missing } = &effect {
+            let codes: Vec<&str> = missing.iter().map(|e| e.code()).collect();
+            tracing::info!(
+                missing = %codes.join(","),
+                "task done as far as known (requested elements the record does not hold were left out)"
+            );
+        } else if effect == Effect::Done {
+            tracing::info!("task done");
         }
-        rec
+        let settled = rec.after_effect(effect, now, |attempts, retry_after, deadline| {
+            retry::next_attempt(attempts, &self.opts.retry, retry_after, deadline, now)
+        });
+        stats.count(settled);
+        let error = rec.last_error.as_deref().unwrap_or_default();
+        match (settled, &rec.state) {
+            (Settled::Retry, TaskState::RetryWait { next_at }) => {
+                tracing::warn!(%error, retry_at = %next_at, "task failed; will retry");
+            }
+            (Settled::InDoubt, _) => tracing::warn!(
+                %error,
+                "answer may or may not have reached the fTTP; the next listing decides"
+            ),
+            (Settled::Attention, _) => tracing::warn!(reason = %error, "task needs attention"),
+            (Settled::AuthFailed, _) => {
+                tracing::error!(%error, "the fTTP refused the agent's credentials");
+            }
+            _ => {}
+        }
     }
 }

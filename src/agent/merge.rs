@@ -17,17 +17,23 @@
 //!   with `resolve retry --yes`.
 //!
 //! An `InDoubt` task (the agent crashed or timed out while its answer was in flight) is
-//! resolved here, by the listing itself: see [`reconcile_in_doubt`].
+//! resolved by the listing itself: see [`review_open`].
+//!
+//! The transitions themselves are the domain's (`TaskRecord::listed`, `listed_again`,
+//! `relisted_after_answer`, `reconcile_in_doubt`, `caught_up`, `expire_if_due`); this module
+//! applies them to a whole listing. The cycle (`cycle.rs`) reads the stored copies before and
+//! writes the results after.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use ttp_proto::{Task, TaskKey, TaskKind, TaskProblem};
+use ttp_proto::{Task, TaskKey, TaskList, TaskProblem};
 
-use crate::domain::{Attention, TaskRecord, TaskState};
+use crate::domain::{ListingSummary, TaskRecord};
 
-pub use crate::config::TaskRelisting as Relisting;
+pub use crate::domain::TaskRelisting as Relisting;
 
-/// Merge one listed task into its stored record (if any). Returns the record to persist, or
-/// `None` when nothing changed that needs writing.
+/// Merge one listed task into its stored record (if any): the record to persist.
 ///
 /// `poll_seq` is the sequence number of this (successful) poll; successful polls are numbered
 /// without gaps, so "listed in the previous poll" is `last_seen_poll + 1 == poll_seq`.
@@ -38,44 +44,12 @@ pub fn merge_listed(
     now: DateTime<Utc>,
     poll_seq: u64,
 ) -> TaskRecord {
-    let Some(mut rec) = existing else {
-        return new_record(key, task, now, poll_seq);
-    };
-    let continuously_listed = rec.last_seen_poll + 1 >= poll_seq;
-    let content_identified = !matches!(rec.task.kind, TaskKind::SendIdat { .. });
-    if rec.state.is_final() && content_identified && !continuously_listed {
-        // A new occurrence of an idempotent task: start over, keep the history fields.
-        let mut fresh = new_record(key, task, now, poll_seq);
-        fresh.first_seen = rec.first_seen;
-        fresh.attempts = 0;
-        return fresh;
-    }
-    // Same occurrence. A later listing may carry a new `expires` (an extension): take it, since
-    // the fTTP is the authority on its deadline. Everything else about the task is identity.
-    if task.expires != rec.task.expires && !rec.state.is_final() {
-        rec.task.expires = task.expires;
-        rec.updated_at = now;
-    }
-    rec.last_seen_poll = poll_seq;
-    rec
-}
-
-fn new_record(key: TaskKey, task: Task, now: DateTime<Utc>, poll_seq: u64) -> TaskRecord {
-    let state = match &task.kind {
-        TaskKind::Unknown { name, .. } => TaskState::NeedsAttention {
-            reason: Attention::UnknownTaskType(name.clone()),
-        },
-        _ => TaskState::Received,
-    };
-    TaskRecord {
-        key,
-        task,
-        state,
-        attempts: 0,
-        last_error: None,
-        first_seen: now,
-        updated_at: now,
-        last_seen_poll: poll_seq,
+    match existing {
+        None => TaskRecord::listed(key, task, now, poll_seq),
+        Some(mut rec) => {
+            rec.listed_again(task, now, poll_seq);
+            rec
+        }
     }
 }
 
@@ -87,77 +61,123 @@ pub fn merge_problem(
     now: DateTime<Utc>,
     poll_seq: u64,
 ) -> TaskRecord {
-    if let Some(mut rec) = existing {
-        rec.last_seen_poll = poll_seq;
-        return rec;
-    }
-    TaskRecord {
-        key: problem.key.clone(),
-        task: Task {
-            kind: TaskKind::Unknown {
-                name: problem.name.clone(),
-                raw: serde_json::Value::Null,
-            },
-            expires: None,
-            unknown_parts: Vec::new(),
-        },
-        state: TaskState::NeedsAttention {
-            reason: Attention::MalformedTask(problem.reason.clone()),
-        },
-        attempts: 0,
-        last_error: Some(problem.reason.clone()),
-        first_seen: now,
-        updated_at: now,
-        last_seen_poll: poll_seq,
+    match existing {
+        None => TaskRecord::unreadable(problem, now, poll_seq),
+        Some(mut rec) => {
+            rec.last_seen_poll = poll_seq;
+            rec
+        }
     }
 }
 
-/// Resolve an in-doubt answer with the listing of a successful poll that *started after* the
-/// answer was sent (`rec.updated_at + settle < now` guarantees the fTTP had time to process it).
-///
-/// * An idempotent task (`repeat_request`): asked again at once, whatever the listing says.
-///
-/// * Listed again: the fTTP does not have the answer: sending it again is safe.
-/// * Not listed, fTTP relists until done: the fTTP has it: done, without sending twice.
-/// * Not listed, fTTP lists once: absence proves nothing; send again (at least once).
-///
-/// Returns `None` while the answer is too recent to judge.
-pub fn reconcile_in_doubt(
-    mut rec: TaskRecord,
+/// A listing merged into the stored tasks.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Every listed task's record after the merge: all are written.
+    pub records: HashMap<TaskKey, TaskRecord>,
+    pub new_tasks: usize,
+    /// Finished `send_idat` tasks listed again after the settle time: now needing a person.
+    pub relisted_finished: Vec<TaskKey>,
+    pub summary: ListingSummary,
+}
+
+/// The keys of a listing whose stored copies [`merge_listing`] needs.
+pub fn listed_keys(listing: &TaskList) -> Vec<TaskKey> {
+    listing
+        .tasks
+        .iter()
+        .map(Task::key)
+        .chain(listing.problems.iter().map(|p| p.key.clone()))
+        .collect()
+}
+
+/// Merges a listing into `stored` (the stored copies of its tasks, by key: those of
+/// [`listed_keys`] the store has). A key listed twice in one response merges into itself.
+/// Pure.
+pub fn merge_listing(
+    listing: TaskList,
+    mut stored: HashMap<TaskKey, TaskRecord>,
+    now: DateTime<Utc>,
+    poll_seq: u64,
+    settle: chrono::Duration,
+) -> Merged {
+    let mut merged = Merged::default();
+    for task in listing.tasks {
+        let key = task.key();
+        let existing = merged.records.remove(&key).or_else(|| stored.remove(&key));
+        if existing.is_none() {
+            merged.new_tasks += 1;
+        }
+        let rec = merge_listed(existing, key.clone(), task, now, poll_seq);
+        merged.records.insert(key, rec);
+    }
+    for problem in &listing.problems {
+        let existing = merged
+            .records
+            .remove(&problem.key)
+            .or_else(|| stored.remove(&problem.key));
+        let rec = merge_problem(existing, problem, now, poll_seq);
+        merged.records.insert(problem.key.clone(), rec);
+    }
+    // A finished send_idat listed again after the settle time: the fTTP lacks the answer.
+    for rec in merged.records.values_mut() {
+        if rec.relisted_after_answer(settle, now) {
+            merged.relisted_finished.push(rec.key.clone());
+        }
+    }
+    merged.summary = ListingSummary::count(merged.records.values(), listing.not_kept, now);
+    merged
+}
+
+/// What [`review_open`] did to one open task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reviewed {
+    /// A `StillListed` task no longer listed: done, as answered.
+    pub caught_up: bool,
+    /// An in-doubt answer judged by the listing.
+    pub in_doubt_resolved: bool,
+    /// Past its deadline.
+    pub expired: bool,
+}
+
+impl Reviewed {
+    pub fn changed(&self) -> bool {
+        self.caught_up || self.in_doubt_resolved || self.expired
+    }
+}
+
+/// One open task after a successful poll (`listed_now`: whether the listing had it): caught
+/// up, in-doubt answers judged, expired when past its deadline. Pure.
+pub fn review_open(
+    rec: &mut TaskRecord,
     listed_now: bool,
     relisting: Relisting,
     settle: chrono::Duration,
     now: DateTime<Utc>,
-) -> Option<TaskRecord> {
-    debug_assert!(matches!(rec.state, TaskState::InDoubt));
-    if rec.is_idempotent() {
-        // Asking again is harmless and the only way to the answer that was lost: absence
-        // from the listing proves the fTTP acted, not that the agent has the pseudonym.
-        rec.state = TaskState::Received;
-        rec.updated_at = now;
-        return Some(rec);
+) -> Reviewed {
+    Reviewed {
+        caught_up: !listed_now && rec.caught_up(now),
+        in_doubt_resolved: rec.reconcile_in_doubt(listed_now, relisting, settle, now),
+        expired: rec.expire_if_due(now),
     }
-    if rec.updated_at + settle > now {
-        return None;
-    }
-    if !listed_now && super::expire::is_past_deadline(&rec, now) {
-        // Past its deadline the fTTP stops listing a task whether or not it has the answer:
-        // absence proves nothing, so expiry decides, never "done" (found by the model checker,
-        // `stored_done_is_backed_by_the_fttp`).
-        return None;
-    }
-    rec.state = match (listed_now, relisting) {
-        (false, Relisting::UntilDone) => TaskState::Done { at: now },
-        _ => TaskState::Received,
-    };
-    rec.updated_at = now;
-    Some(rec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::BloomFilter;
+    use crate::domain::{Attention, TaskState};
+    use ttp_proto::{BloomFilter, TaskKind};
+
+    fn reconcile_in_doubt(
+        mut rec: TaskRecord,
+        listed_now: bool,
+        relisting: Relisting,
+        settle: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<TaskRecord> {
+        rec.reconcile_in_doubt(listed_now, relisting, settle, now)
+            .then_some(rec)
+    }
 
     /// Issue 11 ("nothing the fTTP lists goes unseen") with the parser's limits: entries it
     /// only counts still show up in the listing summary, and the attention item that names
@@ -372,29 +392,6 @@ mod tests {
             expires: None,
             unknown_parts: vec![],
         }
-    }
-
-    /// Regression (model checker, `stored_done_is_backed_by_the_fttp`): intent flushed, crash
-    /// before the request left, the deadline passed; the next listing no longer shows the task
-    /// because it expired, not because the fTTP has the answer. It must not be judged done.
-    #[test]
-    fn an_in_doubt_send_idat_past_its_deadline_is_not_done_by_absence() {
-        let settle = chrono::Duration::seconds(60);
-        let mut rec = in_doubt_at(t0());
-        let deadline = t0() + chrono::Duration::minutes(5);
-        rec.task.expires = Some(deadline.fixed_offset());
-        let after = deadline + chrono::Duration::minutes(1);
-        assert!(
-            reconcile_in_doubt(rec.clone(), false, Relisting::UntilDone, settle, after).is_none(),
-            "absence after the deadline proves nothing"
-        );
-        let mut expired = rec.clone();
-        assert!(crate::agent::expire::expire_if_due(&mut expired, after));
-        assert!(matches!(expired.state, TaskState::Expired { .. }));
-        // Before the deadline, absence still proves the fTTP has it.
-        let before = deadline - chrono::Duration::minutes(1);
-        let done = reconcile_in_doubt(rec, false, Relisting::UntilDone, settle, before).unwrap();
-        assert!(matches!(done.state, TaskState::Done { .. }));
     }
 
     #[test]

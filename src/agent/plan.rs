@@ -17,9 +17,7 @@ pub fn ready(tasks: impl IntoIterator<Item = TaskRecord>, now: DateTime<Utc>) ->
         })
         .collect();
     ready.sort_by(|a, b| {
-        let ea = a.task.expires.map(|e| e.with_timezone(&Utc));
-        let eb = b.task.expires.map(|e| e.with_timezone(&Utc));
-        match (ea, eb) {
+        match (a.deadline(), b.deadline()) {
             (Some(x), Some(y)) => x.cmp(&y),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::RngExt as _;
+use rand::Rng as _;
+
+use crate::client::backoff::Backoff;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetrySettings {
@@ -29,25 +31,35 @@ impl Default for RetrySettings {
     }
 }
 
-/// The exponential bound for attempt `attempt` (1-based): `base · 2^(attempt-1)`, capped.
-pub fn bound(attempt: u32, s: &RetrySettings) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    s.base.saturating_mul(1u32 << exp).min(s.cap)
+impl RetrySettings {
+    /// The schedule of a task's retries: the agent's one back-off.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.base,
+            cap: self.cap,
+        }
+    }
 }
 
-/// The moment of the next attempt, given the uniform draw `jitter` in `[0, 1)`.
+/// The exponential bound for attempt `attempt` (1-based): `base · 2^(attempt-1)`, capped.
+pub fn bound(attempt: u32, s: &RetrySettings) -> Duration {
+    s.backoff().ceiling(attempt)
+}
+
+/// The moment of the next attempt, given the uniform draw `r` (the fraction `r / 2^64` of the
+/// bound).
 pub fn next_attempt_with(
     attempt: u32,
     s: &RetrySettings,
     retry_after: Option<Duration>,
     deadline: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-    jitter: f64,
+    r: u64,
 ) -> DateTime<Utc> {
-    let drawn = bound(attempt, s).mul_f64(jitter.clamp(0.0, 1.0));
     // At least a second, so a burst of failures cannot spin.
-    let delay = drawn
-        .max(retry_after.unwrap_or_default())
+    let delay = s
+        .backoff()
+        .wait(attempt, retry_after, r)
         .max(Duration::from_secs(1));
     let mut at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
     if let Some(deadline) = deadline {
@@ -67,8 +79,14 @@ pub fn next_attempt(
     deadline: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> DateTime<Utc> {
-    let jitter: f64 = rand::rng().random();
-    next_attempt_with(attempt, s, retry_after, deadline, now, jitter)
+    next_attempt_with(
+        attempt,
+        s,
+        retry_after,
+        deadline,
+        now,
+        rand::rng().next_u64(),
+    )
 }
 
 #[cfg(test)]
@@ -94,8 +112,8 @@ mod tests {
     #[test]
     fn full_jitter_spans_zero_to_the_bound_with_a_one_second_floor() {
         let s = RetrySettings::default();
-        let low = next_attempt_with(3, &s, None, None, now(), 0.0);
-        let high = next_attempt_with(3, &s, None, None, now(), 0.999_999);
+        let low = next_attempt_with(3, &s, None, None, now(), 0);
+        let high = next_attempt_with(3, &s, None, None, now(), u64::MAX);
         assert_eq!(low, now() + chrono::Duration::seconds(1));
         assert!(high > now() + chrono::Duration::seconds(119));
         assert!(high <= now() + chrono::Duration::seconds(120));
@@ -104,7 +122,7 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor() {
         let s = RetrySettings::default();
-        let at = next_attempt_with(1, &s, Some(Duration::from_secs(600)), None, now(), 0.5);
+        let at = next_attempt_with(1, &s, Some(Duration::from_secs(600)), None, now(), 1 << 63);
         assert_eq!(at, now() + chrono::Duration::seconds(600));
     }
 
@@ -112,11 +130,11 @@ mod tests {
     fn never_after_the_deadline_margin() {
         let s = RetrySettings::default();
         let deadline = now() + chrono::Duration::seconds(300);
-        let at = next_attempt_with(10, &s, None, Some(deadline), now(), 0.99);
+        let at = next_attempt_with(10, &s, None, Some(deadline), now(), u64::MAX);
         assert_eq!(at, deadline - chrono::Duration::seconds(60));
         // Already inside the margin: as soon as sensible.
         let close = now() + chrono::Duration::seconds(30);
-        let at = next_attempt_with(10, &s, None, Some(close), now(), 0.99);
+        let at = next_attempt_with(10, &s, None, Some(close), now(), u64::MAX);
         assert_eq!(at, now() + chrono::Duration::seconds(1));
     }
 }

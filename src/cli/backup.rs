@@ -4,7 +4,7 @@
 //! also carries a store across an upgrade. IDAT stays sealed under the IDAT key: a backup is
 //! useless without the key file, and as sensitive as the store with it.
 //!
-//! Works beside the running daemon (`crate::control`): the process that holds the store writes
+//! Works beside the running daemon (`crate::cli::control`): the process that holds the store writes
 //! the snapshot into a private scratch file next to the store directory while it goes on
 //! working, and streams it to this command, which writes `OUT` under the operator's own
 //! account through an exclusive temporary file (mode 0600, never following a symlink),
@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigArg;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let request = crate::control::Request::Backup(Request {
+    let request = crate::cli::control::Request::Backup(Request {
         output_shown: args.output.display().to_string(),
         json: args.json,
     });

@@ -432,7 +432,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
 /// the daemon last recorded it.
 fn check_registration(list: &mut Checklist, config: &AgentConfig, store: &Store) {
     const STEP: &str = "registration";
-    match crate::submit::registration_blocked(store) {
+    match store.registration_blocked() {
         Ok(None) => {}
         Ok(Some(b)) if b.study != config.ttp.study || b.target != config.ttp.target => list.warn(
             STEP,
@@ -473,7 +473,7 @@ fn summarise_store(store: &Store) -> Result<String, StoreError> {
         .filter(|t| !t.state.is_final())
         .count();
     let last_poll = store
-        .meta_time(crate::agent::META_LAST_POLL_OK)?
+        .meta_time(crate::store::META_LAST_POLL_OK)?
         .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
     Ok(format!(
         "schema {}, {} record(s), {} unfinished task(s), last successful poll {last_poll}",

@@ -10,7 +10,7 @@ use ttp_encode::profile::{EncodingProfile, ProfileEncoder};
 
 use super::ConfigArg;
 use crate::agent::{Agent, AgentOptions, RetrySettings, Shutdown};
-use crate::client::{AuthSettings, ClientSettings, OAuth2Settings, TlsSettings, TtpClient};
+use crate::client::{ClientSettings, TtpClient};
 use crate::config::{AgentConfig, ConfigError, LogFormat, Secrets};
 use crate::store::{IdatKey, Store, StoreOptions};
 
@@ -70,49 +70,7 @@ pub fn client(config: &AgentConfig, secrets: &Secrets) -> anyhow::Result<TtpClie
 /// The client's settings from `[ttp]` and the secrets (for callers that adjust them, such as
 /// `check`, which retries less).
 pub fn client_settings(config: &AgentConfig, secrets: &Secrets) -> ClientSettings {
-    let t = &config.ttp;
-    ClientSettings {
-        base_url: t.base_url.to_string(),
-        study: t.study.clone(),
-        target: t.target.clone(),
-        auth: AuthSettings {
-            api_key: secrets.api_key.clone(),
-            api_key_header: t.api_key_header.clone(),
-            api_key_in_header: t.api_key_in.header,
-            api_key_in_body: t.api_key_in.body,
-            basic: match (&t.basic_user, &secrets.basic_password) {
-                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-                _ => None,
-            },
-            oauth2: match (&t.oauth2, &secrets.oauth2_client_secret) {
-                (Some(o), Some(secret)) => Some(OAuth2Settings {
-                    token_url: o.token_url.to_string(),
-                    client_id: o.client_id.clone(),
-                    client_secret: secret.clone(),
-                    scope: o.scope.clone(),
-                }),
-                _ => None,
-            },
-        },
-        timeout: t.timeout,
-        connect_timeout: t.connect_timeout,
-        max_response_bytes: usize::try_from(t.max_response_size.0).unwrap_or(usize::MAX),
-        tls: TlsSettings {
-            ca_file: t.ca_file.clone(),
-            client_cert_file: t.client_cert_file.clone(),
-            client_key_file: t.client_key_file.clone(),
-        },
-        allow_insecure_http: t.allow_insecure_http,
-        rate_limit_per_sec: t.rate_limit_per_second,
-        max_concurrency: t.max_concurrency,
-        listing_limits: crate::client::ParseLimits {
-            max_tasks: t.max_listed_tasks,
-            max_unknown: t.max_unknown_tasks,
-            ..crate::client::ParseLimits::default()
-        },
-        pseudonym_pattern: t.pseudonym_pattern.clone(),
-        ..ClientSettings::new(t.base_url.to_string(), t.study.clone(), t.target.clone())
-    }
+    ClientSettings::from_config(&config.ttp, secrets)
 }
 
 pub fn options(config: &AgentConfig) -> AgentOptions {

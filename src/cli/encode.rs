@@ -23,7 +23,7 @@ use ttp_encode::Secret;
 use ttp_encode::clk::{ClkEncoder, ClkSchema};
 use ttp_encode::profile::ProfileEncoder;
 
-use crate::control::client::progress_bar;
+use crate::cli::control::client::progress_bar;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("encoding").required(true).args(["clk_schema", "fttp_profile"])))]

@@ -13,7 +13,7 @@
 //! * `--since-seq N` writes the rows after sequence number `N` and leaves the cursor alone
 //!   (to repeat a hand-over from a known point).
 //!
-//! Runs through the daemon when it runs (`crate::control`): the daemon reads the log and
+//! Runs through the daemon when it runs (`crate::cli::control`): the daemon reads the log and
 //! streams the rows; this command writes them (the file is the operator's) and confirms, and
 //! only then does the daemon move the `--new` cursor. A command or daemon that dies in between
 //! leaves the cursor where it was.
@@ -25,8 +25,8 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigArg;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 use crate::store::{PsnEvent, Store};
 
 /// The cursor `export --new` keeps in the store.
@@ -71,7 +71,7 @@ pub struct Request {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = client::load_config(&args.config)?;
-    let request = crate::control::Request::Export(Request {
+    let request = crate::cli::control::Request::Export(Request {
         format: args.format,
         new: args.new,
         since_seq: args.since_seq,

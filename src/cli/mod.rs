@@ -7,6 +7,7 @@
 pub mod backup;
 mod check;
 pub mod context;
+pub mod control;
 mod demo;
 mod encode;
 pub mod export;

@@ -3,15 +3,15 @@
 //! per-day history, IDAT of records finished longer than `[store] idat_retention` ago is
 //! dropped (unless an open task still refers to the record). Prints what it removed.
 //!
-//! Runs in the daemon when it runs (`crate::control`), with the daemon's retention settings.
+//! Runs in the daemon when it runs (`crate::cli::control`), with the daemon's retention settings.
 
 use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 
 use super::ConfigArg;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +30,7 @@ pub struct Request {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = client::load_config(&args.config)?;
-    let request = crate::control::Request::Purge(Request { json: args.json });
+    let request = crate::cli::control::Request::Purge(Request { json: args.json });
     client::run(config, request, None, OutputTarget::Stdout, None)
 }
 

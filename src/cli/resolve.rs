@@ -15,7 +15,7 @@
 //! An IDAT value given on the command line is visible to other users in the process list and
 //! lands in the shell history: leave VALUE out (or give `-`) to read it from standard input.
 //!
-//! Runs in the daemon when it runs (`crate::control`); the audit trail then names the user
+//! Runs in the daemon when it runs (`crate::cli::control`); the audit trail then names the user
 //! the kernel reports for the connection, not what the command claims.
 
 use std::io::BufRead as _;
@@ -27,8 +27,8 @@ use ttp_proto::{IdatElement, TaskKey};
 use zeroize::Zeroizing;
 
 use super::ConfigArg;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 use crate::resolve::{self, Resolved};
 
 #[derive(Debug, clap::Args)]
@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let config = client::load_config(&config)?;
-    let request = crate::control::Request::Resolve(Request { action });
+    let request = crate::cli::control::Request::Resolve(Request { action });
     client::run(config, request, None, OutputTarget::Stdout, None)
 }
 

@@ -80,7 +80,7 @@ pub fn run(
     });
     // The delivery worker wakes after every poll cycle, so it wraps the hooks the admin surface
     // wraps in turn.
-    let webhook = crate::handover::WebhookSettings::from_config(&loaded.config, &loaded.secrets)
+    let webhook = crate::handover::HandoverSettings::from_config(&loaded.config, &loaded.secrets)
         .map(|s| crate::handover::WebhookWorker::new(Arc::clone(agent.store()), s))
         .transpose()?;
     let daemon_hooks: Arc<dyn scheduler::DaemonHooks> = match &webhook {
@@ -119,9 +119,9 @@ pub fn run(
         .await?;
         // The control channel: the commands run in this process from now on (the admin
         // state is what `status` adds about the daemon).
-        let control = match crate::control::server::bind(&loaded.config.control) {
+        let control = match crate::cli::control::server::bind(&loaded.config.control) {
             Ok(l) => Some(l),
-            Err(e @ crate::control::server::BindError::Group(_)) => {
+            Err(e @ crate::cli::control::server::BindError::Group(_)) => {
                 return Err(context::config_error(e.to_string()));
             }
             // The default place (systemd's RuntimeDirectory=) may not exist where the agent
@@ -138,7 +138,7 @@ pub fn run(
         let control = match control {
             Some(l) => {
                 let serving = l
-                    .serve(crate::control::server::Shared {
+                    .serve(crate::cli::control::server::Shared {
                         agent: Arc::clone(&agent),
                         config: Arc::new(loaded.config.clone()),
                         admin: Arc::clone(&admin.state),

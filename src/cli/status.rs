@@ -1,7 +1,7 @@
 //! `ttp-agent status --config F [--json] [--days N]`: open tasks, what needs attention,
 //! pseudonyms.
 //!
-//! Runs through the daemon's control channel when the daemon runs (`crate::control`): the
+//! Runs through the daemon's control channel when the daemon runs (`crate::cli::control`): the
 //! report then carries the daemon's own state too (readiness, last cycle), and a note on
 //! stderr says so. Without a daemon, the command opens the store itself.
 
@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigArg;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 use crate::status;
 
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,7 @@ pub struct Request {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = client::load_config(&args.config)?;
-    let request = crate::control::Request::Status(Request {
+    let request = crate::cli::control::Request::Status(Request {
         json: args.json,
         days: args.days,
     });

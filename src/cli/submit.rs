@@ -9,7 +9,7 @@
 //! the bad rows' lines to a reject file. This check runs here, under the operator's account
 //! (which writes the reject file), before anything is sent.
 //!
-//! Runs in the daemon when it runs (`crate::control`): this command opens the file under the
+//! Runs in the daemon when it runs (`crate::cli::control`): this command opens the file under the
 //! operator's account and streams its bytes unchanged; the daemon validates again with the same
 //! function and settings, encodes (it holds the secrets), stores and registers, reporting
 //! progress. Without a daemon, the same steps run in this process.
@@ -21,9 +21,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigArg, context};
+use crate::cli::control::client::{self, OutputTarget};
+use crate::cli::control::{Ctx, Session};
 use crate::config::LogFormat;
-use crate::control::client::{self, OutputTarget};
-use crate::control::{Ctx, Session};
 use crate::input::{self, InputSettings, RowProblem};
 use crate::submit;
 
@@ -131,7 +131,7 @@ pub fn run(
     }
     client::run(
         config,
-        crate::control::Request::Submit(request),
+        crate::cli::control::Request::Submit(request),
         Some(Box::new(std::io::Cursor::new(bytes))),
         OutputTarget::Stdout,
         None,

@@ -189,7 +189,7 @@ mod tests {
         let mut auth = settings(None);
         auth.basic = Some(("site".into(), Secret::from_text("pw")));
         auth.oauth2 = Some(super::super::OAuth2Settings {
-            token_url: "https://kc.example.org/token".into(),
+            token_url: "https://kc.example.org/token".parse().unwrap(),
             client_id: "c".into(),
             client_secret: Secret::from_text("s"),
             scope: None,

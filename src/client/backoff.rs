@@ -1,7 +1,11 @@
-//! How long to wait before trying an idempotent request again.
+//! How long to wait before trying again: the one back-off of the agent.
+//!
+//! [`Backoff`] is the schedule of every retry: the client's inline retries of idempotent
+//! requests ([`RetryPolicy`]), a failed task's next attempt (`agent::retry`) and a webhook
+//! delivery (`webhook`). Each caller adds only its own limits (attempts, a task's deadline).
 //!
 //! The schedule is exponential backoff with *full jitter* (see the AWS Architecture Blog post
-//! "Exponential Backoff And Jitter"): before attempt `n + 1` the client sleeps a uniformly
+//! "Exponential Backoff And Jitter"): after failed attempt `n` the wait is a uniformly
 //! random time in `[0, min(cap, base · 2^(n-1)))`. Full jitter matters less for one agent than
 //! for a fleet, but every site of a project polls the same fTTP, often on the same cron
 //! minute: spreading their retries is cheap insurance against them arriving in lockstep after an
@@ -18,6 +22,32 @@
 use std::time::Duration;
 
 use rand::Rng;
+
+/// Exponential back-off with full jitter. Pure: the random draw is an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Upper bound of the first wait; doubles per failed attempt.
+    pub base: Duration,
+    /// Upper bound of any wait drawn (a `Retry-After` may ask for more).
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The exponential bound after failed attempt `attempt` (1-based): `base · 2^(attempt-1)`,
+    /// capped.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.base.saturating_mul(1u32 << doublings).min(self.cap)
+    }
+
+    /// The wait after failed attempt `attempt`: `r / 2^64` of [`Backoff::ceiling`] (so uniform
+    /// in `[0, ceiling)` for a uniform `r`), raised to `retry_after` when the server asked for
+    /// a pause. Callers clamp `retry_after` to what they are willing to honour.
+    pub fn wait(&self, attempt: u32, retry_after: Option<Duration>, r: u64) -> Duration {
+        let jittered = scale(self.ceiling(attempt), r);
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
 
 /// Retry schedule for idempotent operations. `$providePatientData` is never retried by the
 /// client, whatever this says.
@@ -63,12 +93,18 @@ impl RetryPolicy {
         retry_after: Option<Duration>,
         rng: &mut R,
     ) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        let ceiling = self.base.saturating_mul(1u32 << doublings).min(self.cap);
-        let jittered = scale(ceiling, rng.next_u64());
-        match retry_after {
-            Some(after) => jittered.max(self.clamp_retry_after(after)),
-            None => jittered,
+        self.backoff().wait(
+            attempt,
+            retry_after.map(|after| self.clamp_retry_after(after)),
+            rng.next_u64(),
+        )
+    }
+
+    /// The schedule of this policy's waits.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.base,
+            cap: self.cap,
         }
     }
 

@@ -48,7 +48,6 @@ pub mod tls;
 mod transport;
 mod wire;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,19 +63,24 @@ pub use metrics::{ClientMetricsSnapshot, RequestCount, StatusClass};
 pub use oauth2::OAuth2Settings;
 pub use wire::{ParseLimits, PsnResponse};
 
+use crate::config::{Secrets, TtpConfig, is_loopback_url};
+
 use limit::{Limits, Spacing};
 use metrics::Metrics;
 use transport::{FHIR_JSON, Transport};
 
-/// Everything the client needs to know. Build with [`ClientSettings::new`] and adjust fields.
+/// Everything the client needs to know: [`ClientSettings::from_config`] for the agent's
+/// commands (the typed `[ttp]` section and its secrets), or [`ClientSettings::new`] with its
+/// defaults and fields adjusted.
 ///
 /// `Debug` is safe to log: secrets print as `<redacted>`.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     /// The dispatcher endpoint, e.g. `https://ttp.example.org/ttp-fhir/fhir/dispatcher`. The
     /// operations are appended (`/$requestTasks`, `/metadata`, ...). No user info, query or
-    /// fragment.
-    pub base_url: String,
+    /// fragment; plain `http` only to this machine ([`crate::config::is_loopback_url`]) or
+    /// with `allow_insecure_http`.
+    pub base_url: Url,
     /// The study (project) name sent with `$requestTasks` and `$requestPsnFromBfWorkflow`.
     pub study: String,
     /// This site's target domain.
@@ -154,12 +158,12 @@ impl ClientSettings {
 
     /// Settings with the defaults documented on each field.
     pub fn new(
-        base_url: impl Into<String>,
+        base_url: Url,
         study: impl Into<String>,
         target: impl Into<String>,
     ) -> ClientSettings {
         ClientSettings {
-            base_url: base_url.into(),
+            base_url,
             study: study.into(),
             target: target.into(),
             auth: AuthSettings::default(),
@@ -174,6 +178,48 @@ impl ClientSettings {
             retry: RetryPolicy::default(),
             listing_limits: ParseLimits::default(),
             pseudonym_pattern: default_pseudonym_pattern(),
+        }
+    }
+
+    /// The settings `[ttp]` and its secrets describe. Everything was validated and converted
+    /// when the configuration was loaded (errors there name the key); this only hands it over.
+    pub fn from_config(ttp: &TtpConfig, secrets: &Secrets) -> ClientSettings {
+        ClientSettings {
+            auth: AuthSettings {
+                api_key: secrets.api_key.clone(),
+                api_key_header: ttp.api_key_header.clone(),
+                api_key_in_header: ttp.api_key_in.header,
+                api_key_in_body: ttp.api_key_in.body,
+                basic: ttp.basic_user.clone().zip(secrets.basic_password.clone()),
+                oauth2: ttp
+                    .oauth2
+                    .as_ref()
+                    .zip(secrets.oauth2_client_secret.as_ref())
+                    .map(|(o, secret)| OAuth2Settings {
+                        token_url: o.token_url.clone(),
+                        client_id: o.client_id.clone(),
+                        client_secret: secret.clone(),
+                        scope: o.scope.clone(),
+                    }),
+            },
+            timeout: ttp.timeout,
+            connect_timeout: ttp.connect_timeout,
+            max_response_bytes: ttp.max_response_bytes,
+            tls: TlsSettings {
+                ca_file: ttp.ca_file.clone(),
+                client_cert_file: ttp.client_cert_file.clone(),
+                client_key_file: ttp.client_key_file.clone(),
+            },
+            allow_insecure_http: ttp.allow_insecure_http,
+            rate_limit_per_sec: ttp.rate_limit_per_second,
+            max_concurrency: ttp.max_concurrency,
+            listing_limits: ParseLimits {
+                max_tasks: ttp.max_listed_tasks,
+                max_unknown: ttp.max_unknown_tasks,
+                ..ParseLimits::default()
+            },
+            pseudonym_pattern: ttp.pseudonym_pattern.clone(),
+            ..ClientSettings::new(ttp.base_url.clone(), ttp.study.clone(), ttp.target.clone())
         }
     }
 
@@ -270,7 +316,7 @@ impl std::fmt::Debug for TtpClient {
 impl TtpClient {
     /// Validates `settings`, reads the TLS files and builds the client. No network traffic.
     pub fn new(settings: ClientSettings) -> Result<TtpClient, ClientConfigError> {
-        let base = parse_base_url(&settings.base_url, settings.allow_insecure_http)?;
+        let base = check_base_url(&settings.base_url, settings.allow_insecure_http)?;
         validate(&settings)?;
         let spacing = Spacing::new(settings.rate_limit_per_sec).ok_or_else(|| {
             ClientConfigError::InvalidSetting {
@@ -459,10 +505,10 @@ fn token_source(
     settings: &ClientSettings,
     oauth2: &OAuth2Settings,
 ) -> Result<oauth2::TokenSource, ClientConfigError> {
-    let url = parse_base_url(&oauth2.token_url, settings.allow_insecure_http).map_err(|e| {
+    let url = check_base_url(&oauth2.token_url, settings.allow_insecure_http).map_err(|e| {
         ClientConfigError::InvalidSetting {
             setting: "oauth2.token_url",
-            value: mask_userinfo(&oauth2.token_url),
+            value: without_userinfo(&oauth2.token_url),
             reason: match e {
                 ClientConfigError::InsecureHttp { .. } => {
                     "plain http is only allowed to loopback: the client secret would travel unencrypted"
@@ -542,23 +588,24 @@ fn validate(settings: &ClientSettings) -> Result<(), ClientConfigError> {
     Ok(())
 }
 
-/// The URL with any `user:password@` masked, for error messages about unparsable input.
-fn mask_userinfo(raw: &str) -> String {
-    match (raw.find("://"), raw.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &raw[..scheme_end], &raw[at + 1..])
-        }
-        _ => raw.to_string(),
-    }
+/// The URL with any `user:password@` left out, for error messages.
+fn without_userinfo(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Only URLs that cannot have user info (no host) refuse these; they have none to hide.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
 }
 
-fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<Url, ClientConfigError> {
-    let shown = mask_userinfo(raw.trim());
+/// The rules of an endpoint URL: the ones `[ttp] base_url` and `token_url` were checked
+/// against when the configuration was loaded (where the error names the key), for settings
+/// built in code.
+fn check_base_url(url: &Url, allow_insecure_http: bool) -> Result<Url, ClientConfigError> {
+    let shown = without_userinfo(url);
     let invalid = |reason: &str| ClientConfigError::InvalidBaseUrl {
         url: shown.clone(),
         reason: reason.to_string(),
     };
-    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(
             "it contains a user name or password; configure auth.basic or auth.api_key instead",
@@ -571,30 +618,14 @@ fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<Url, ClientCon
     }
     match url.scheme() {
         "https" => {}
-        "http" if allow_insecure_http || is_loopback(&url) => {}
+        "http" if allow_insecure_http || is_loopback_url(url) => {}
         "http" => return Err(ClientConfigError::InsecureHttp { url: shown }),
         _ => return Err(invalid("the scheme must be https (or http to loopback)")),
     }
     if url.host().is_none() {
         return Err(invalid("it has no host"));
     }
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        // `to_canonical` also catches IPv4-mapped IPv6 (`::ffff:127.0.0.1`).
-        return ip.to_canonical().is_loopback();
-    }
-    let name = host.strip_suffix('.').unwrap_or(host);
-    name.eq_ignore_ascii_case("localhost")
+    Ok(url.clone())
 }
 
 fn op_url(base: &Url, op: Operation) -> Url {
@@ -609,6 +640,14 @@ fn op_url(base: &Url, op: Operation) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<Url, ClientConfigError> {
+        check_base_url(&Url::parse(raw).expect("a URL"), allow_insecure_http)
+    }
+
+    fn url(raw: &str) -> Url {
+        Url::parse(raw).expect("a URL")
+    }
 
     #[test]
     fn operation_urls_are_appended_to_the_base() {
@@ -665,15 +704,7 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("user name or password"), "{text}");
 
-        let err = parse_base_url("ht!tp://site:hunter2@x", false).expect_err("unparsable");
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-
-        for bad in [
-            "ftp://x/d",
-            "https://x/d?apikey=1",
-            "https://x/d#f",
-            "not a url",
-        ] {
+        for bad in ["ftp://x/d", "https://x/d?apikey=1", "https://x/d#f"] {
             assert!(
                 matches!(
                     parse_base_url(bad, false),
@@ -686,7 +717,7 @@ mod tests {
 
     #[test]
     fn settings_are_validated_with_the_setting_named() {
-        let base = || ClientSettings::new("https://ttp.example.org/d", "mii", "dic");
+        let base = || ClientSettings::new(url("https://ttp.example.org/d"), "mii", "dic");
         let cases: Vec<(ClientSettings, &str)> = vec![
             (
                 ClientSettings {
@@ -764,7 +795,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let mut settings = ClientSettings::new("https://ttp.example.org/d", "mii", "dic");
+        let mut settings = ClientSettings::new(url("https://ttp.example.org/d"), "mii", "dic");
         settings.auth.api_key = Some(Secret::from_text("key-c0ffee"));
         settings.auth.basic = Some(("site".into(), Secret::from_text("pw-c0ffee")));
         let shown = format!("{settings:?}");

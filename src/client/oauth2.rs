@@ -24,7 +24,8 @@ use super::classify::{ErrorClass, Operation, TtpError, classify_transport, descr
 /// The client-credentials settings (`[ttp.oauth2]`).
 #[derive(Clone)]
 pub struct OAuth2Settings {
-    pub token_url: String,
+    /// The token endpoint: `https`, or plain `http` to this machine.
+    pub token_url: Url,
     pub client_id: String,
     pub client_secret: Secret,
     /// Space-separated scopes to ask for.
@@ -34,7 +35,7 @@ pub struct OAuth2Settings {
 impl std::fmt::Debug for OAuth2Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth2Settings")
-            .field("token_url", &self.token_url)
+            .field("token_url", &self.token_url.as_str())
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("scope", &self.scope)

@@ -148,6 +148,8 @@ pub struct TtpConfig {
     pub connect_timeout: Duration,
     /// Larger responses are refused; non-zero.
     pub max_response_size: ByteSize,
+    /// `max_response_size` in bytes, checked to fit this machine's address space.
+    pub max_response_bytes: usize,
     /// PEM bundle of additional trusted CAs (a private CA).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate for mTLS; set together with `client_key_file`.
@@ -279,7 +281,7 @@ pub struct AdminConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-/// `[control]`: the daemon's local control channel (see `crate::control`).
+/// `[control]`: the daemon's local control channel (see `crate::cli::control`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ControlConfig {
@@ -948,6 +950,13 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
     let timeout = positive_duration(l, &TTP_TIMEOUT)?;
     let connect_timeout = positive_duration(l, &TTP_CONNECT_TIMEOUT)?;
     let max_response_size = positive_size(l, &TTP_MAX_RESPONSE_SIZE)?;
+    let max_response_bytes = usize::try_from(max_response_size.bytes()).map_err(|_| {
+        l.invalid(
+            &TTP_MAX_RESPONSE_SIZE,
+            "the size does not fit this machine's memory",
+            "a size such as \"16MiB\"",
+        )
+    })?;
     let ca_file = l.optional_path(&TTP_CA_FILE)?;
     let client_cert_file = l.optional_path(&TTP_CLIENT_CERT_FILE)?;
     let client_key_file = l.optional_path(&TTP_CLIENT_KEY_FILE)?;
@@ -1008,6 +1017,7 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
         timeout,
         connect_timeout,
         max_response_size,
+        max_response_bytes,
         ca_file,
         client_cert_file,
         client_key_file,
@@ -1154,14 +1164,28 @@ fn both_or_neither(l: &Layers, first: &KeySpec, second: &KeySpec) -> Result<(), 
 #[cfg(test)]
 mod tests;
 
-/// Whether a URL points at this machine (127.0.0.0/8, ::1, `localhost`): plain HTTP there never
-/// crosses a network, so it is allowed without `allow_insecure_http` (the simulator, tests, a
-/// local TLS-terminating proxy).
+/// Whether a URL points at this machine: the agent's one loopback rule, for the dispatcher's
+/// base URL, the token URL, both webhooks (plain HTTP there never crosses a network, so it is
+/// allowed without `allow_insecure_http`: the simulator, tests, a local TLS-terminating proxy)
+/// and the admin server's `Host` check. This machine is
+///
+/// * an address in 127.0.0.0/8 or `::1`, also written as an IPv4-mapped IPv6 address
+///   (`[::ffff:127.0.0.1]`): that is the same IPv4 loopback address, and the kernel sends it
+///   to `lo`;
+/// * the name `localhost`, in any case, also in its fully qualified form `localhost.` (the
+///   trailing dot only says the name is absolute; RFC 6761 § 6.3 has resolvers answer
+///   `localhost` with loopback).
+///
+/// Names *under* `localhost` (`a.localhost`) are not, although RFC 6761 reserves them too:
+/// resolvers differ on them, and the rule must not depend on one.
 pub fn is_loopback_url(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip).to_canonical().is_loopback(),
+        Some(url::Host::Domain(name)) => name
+            .strip_suffix('.')
+            .unwrap_or(name)
+            .eq_ignore_ascii_case("localhost"),
         None => false,
     }
 }

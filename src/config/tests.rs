@@ -84,3 +84,37 @@ fn a_default_path_that_is_a_directory_is_an_error_not_silently_skipped() {
     let err = load_with_default(dir.path(), minimal_env()).unwrap_err();
     assert!(matches!(err, ConfigError::FileUnreadable { .. }), "{err}");
 }
+
+#[test]
+fn one_loopback_rule_for_every_url() {
+    for here in [
+        "http://127.0.0.1:8080/d",
+        "http://127.8.9.10/d",
+        "http://[::1]:9/d",
+        "http://[::ffff:127.0.0.1]/d",
+        "http://[::ffff:127.1.2.3]:80/d",
+        "http://localhost/d",
+        "http://LOCALHOST/d",
+        "http://localhost./d",
+        "http://LocalHost.:1/d",
+    ] {
+        assert!(is_loopback_url(&Url::parse(here).unwrap()), "{here}");
+    }
+    for elsewhere in [
+        "http://10.1.2.3/d",
+        "http://192.0.2.1/d",
+        "http://[::2]/d",
+        "http://[::ffff:10.0.0.1]/d",
+        // IPv4-compatible (deprecated) is not IPv4-mapped: `::127.0.0.1` is not `lo`.
+        "http://[::127.0.0.1]/d",
+        "http://ttp.example.org/d",
+        "http://localhost.example.org/d",
+        "http://a.localhost/d",
+        "http://localhost../d",
+    ] {
+        assert!(
+            !is_loopback_url(&Url::parse(elsewhere).unwrap()),
+            "{elsewhere}"
+        );
+    }
+}

@@ -338,6 +338,16 @@ impl WebhookUrl {
     }
 }
 
+/// The rules of `[admin] webhook_url` and `[handover] webhook_url`, for URLs that come from
+/// elsewhere (tests, a receiver set up in code).
+impl std::str::FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WebhookUrl, String> {
+        WebhookUrl::parse_text(text)
+    }
+}
+
 impl fmt::Debug for WebhookUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WebhookUrl({})", self.redacted())
@@ -471,16 +481,8 @@ impl Setting for cron::Schedule {
     }
 }
 
-/// Whether `$requestTasks` keeps returning a task until it is done, or lists it once.
-///
-/// The dispatcher's behaviour is not published (see the wire-protocol notes), so the agent
-/// assumes `until_done` (a task missing from a later listing was done or withdrawn). With
-/// `once`, a task absent from a listing is kept until it expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskRelisting {
-    UntilDone,
-    Once,
-}
+/// `[ttp] task_relisting` (the domain's type: the in-doubt reconciliation depends on it).
+pub use crate::domain::TaskRelisting;
 
 impl Setting for TaskRelisting {
     const EXPECTED: &'static str = "\"until_done\" or \"once\"";

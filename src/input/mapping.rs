@@ -78,7 +78,7 @@ impl InputSettings {
                 .collect::<Result<_, _>>()?;
         }
         for (from, to) in raw.gender {
-            if crate::submit::validate_value(ttp_proto::IdatElement::Gender, &to).is_err() {
+            if super::validate_value(ttp_proto::IdatElement::Gender, &to).is_err() {
                 return Err(format!(
                     "[input.gender] `{from}`: `{to}` is not a gender code the agent accepts"
                 ));

@@ -96,6 +96,14 @@ struct Columns {
     idat: Vec<(usize, IdatElement)>,
 }
 
+/// Check one value against the rules for its element (`ttp_proto::value`, the same parser
+/// that shapes the Patient of a `send_idat` answer, so a value accepted here cannot fail
+/// there) and return the form to store: its canonical text (`w` → `female`, `d` → `divers`,
+/// `de-de` → `de-DE`, names trimmed). The reason never repeats the value.
+pub fn validate_value(element: IdatElement, value: &str) -> Result<String, String> {
+    ttp_proto::canonical_value(element, value).map_err(|e| e.to_string())
+}
+
 /// Reads and checks a records file: header `local_id` plus fTTP element codes. Pure: the
 /// caller has read the bytes; `name` is used in messages.
 pub fn parse(bytes: &[u8], name: &str, settings: &InputSettings) -> Result<Parsed, FileProblem> {
@@ -197,7 +205,7 @@ fn check_row(
             IdatElement::Gender => mappings.gender(value),
             _ => value.to_owned(),
         };
-        let value = crate::submit::validate_value(*el, &value).map_err(|reason| {
+        let value = validate_value(*el, &value).map_err(|reason| {
             let hint = match el {
                 IdatElement::Birthdate => mappings.date_hint(),
                 IdatElement::Gender => " (map the site's codes in `[input.gender]`)".to_owned(),

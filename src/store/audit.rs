@@ -12,6 +12,10 @@ use std::path::Path;
 use super::meta::{AUDIT_SEQ, increment_in};
 use super::{AUDIT, META, Store, StoreError, WTree, wtree};
 
+/// The audit action of an answer sent without requested elements the record does not hold
+/// (`status` counts these as information).
+pub const MISSING_ELEMENTS_ACTION: &str = "send-idat-without-elements";
+
 /// One manual action. The caller must not put IDAT into any field: name records by local id
 /// and tasks by key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

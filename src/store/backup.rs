@@ -779,3 +779,37 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::IdatKey;
+    use super::*;
+
+    /// A backup that authenticates but whose store holds no key check (a store written before
+    /// key checks, or one whose check was removed) must not be certified with whatever key the
+    /// restore runs with: the review found that restore installed one.
+    #[test]
+    fn restore_refuses_a_backup_without_a_key_check() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = IdatKey::generate();
+        let store =
+            Store::open(&StoreOptions::new(dir.path().join("store"), key.clone())).expect("open");
+        store
+            .write(|tx| {
+                let removed = wtree(tx, META, &store.path)?.remove(meta::KEY_CHECK)?;
+                assert!(removed.is_some(), "a new store has a key check");
+                Ok(())
+            })
+            .expect("remove the key check");
+        let file = dir.path().join("no-check.bak");
+        store.backup_to(&file).expect("backup");
+        drop(store);
+
+        let target = StoreOptions::new(dir.path().join("restored"), key);
+        let err = Store::restore_from(&file, &target).expect_err("refused");
+        assert!(matches!(err, StoreError::BadBackup { .. }), "{err:?}");
+        assert!(err.to_string().contains("no IDAT key check"), "{err}");
+        assert!(!target.path.exists(), "nothing restored");
+        assert!(!dir.path().join(".restored.restoring").exists());
+    }
+}

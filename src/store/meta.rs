@@ -13,21 +13,33 @@ use chrono::{DateTime, Utc};
 use super::codec::{from_nanos, nanos, read_i64, read_u64, u64_value};
 use super::crypto::StoreKeys;
 use super::{META, RECORDS, Store, StoreError, WTree, durable_commit, error, rtree, wtree};
+use crate::domain::RegistrationBlocked;
 
 pub(crate) const SCHEMA_VERSION: &[u8] = b"schema_version";
 const POLL_SEQ: &[u8] = b"poll_seq";
 const BATCH_ID: &[u8] = b"batch_id";
 pub(crate) const AUDIT_SEQ: &[u8] = b"audit_seq";
-const KEY_CHECK: &[u8] = b"key_check";
+pub(crate) const KEY_CHECK: &[u8] = b"key_check";
 const TIME_PREFIX: &str = "time:";
 const STRING_PREFIX: &str = "str:";
 
 const KEY_CHECK_AAD: &[u8] = b"ttp-agent/store/key-check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"ttp-agent IDAT key check v1";
 
+// The names of the meta values the agent keeps. They are the store's: every module that reads
+// one (status, admin, check) finds it here instead of importing the module that writes it.
+
 /// The meta string under which the agent records the fingerprint of the encoding profile the
 /// store's filters were made with (so a changed profile is noticed before records are mixed).
 pub const META_PROFILE_FINGERPRINT: &str = "profile_fingerprint";
+/// Time of the last successful poll cycle.
+pub const META_LAST_POLL_OK: &str = "last_poll_ok";
+/// Time of the last retention purge (the cycle purges at most hourly).
+pub const META_LAST_PURGE: &str = "last_purge";
+/// The [`crate::domain::ListingSummary`] of the last successful poll (JSON).
+pub const META_LAST_LISTING: &str = "last_listing";
+/// The [`RegistrationBlocked`] state (JSON; `null` when none).
+pub const META_REGISTRATION_BLOCKED: &str = "registration_blocked";
 
 impl Store {
     /// Increments the poll sequence and returns the new value; the first call returns 1.
@@ -58,6 +70,23 @@ impl Store {
                 .map(|n| Some(from_nanos(n)))
                 .ok_or_else(|| self.corrupt(format!("meta time {name:?} is not 8 bytes"))),
         }
+    }
+
+    /// Why registration is paused, if it is.
+    pub fn registration_blocked(&self) -> Result<Option<RegistrationBlocked>, StoreError> {
+        Ok(self
+            .get_meta_string(META_REGISTRATION_BLOCKED)?
+            .and_then(|text| serde_json::from_str::<Option<RegistrationBlocked>>(&text).ok())
+            .flatten())
+    }
+
+    pub fn set_registration_blocked(
+        &self,
+        blocked: Option<&RegistrationBlocked>,
+    ) -> Result<(), StoreError> {
+        // Serialising plain data cannot fail; "null" is the harmless fallback.
+        let text = serde_json::to_string(&blocked).unwrap_or_else(|_| "null".into());
+        self.set_meta_string(META_REGISTRATION_BLOCKED, &text)
     }
 
     pub fn set_meta_string(&self, name: &str, value: &str) -> Result<(), StoreError> {

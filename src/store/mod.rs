@@ -112,11 +112,14 @@ use std::sync::{RwLock, RwLockReadGuard};
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
 
 pub use alerts::{AlertMark, PendingDelivery};
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, MISSING_ELEMENTS_ACTION};
 pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
-pub use meta::META_PROFILE_FINGERPRINT;
+pub use meta::{
+    META_LAST_LISTING, META_LAST_POLL_OK, META_LAST_PURGE, META_PROFILE_FINGERPRINT,
+    META_REGISTRATION_BLOCKED,
+};
 pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::PsnEvent;
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};

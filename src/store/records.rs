@@ -445,15 +445,34 @@ impl Store {
     /// All records registered with exactly this filter (several local ids may share one),
     /// ordered by `local_id`.
     pub fn records_by_bloom_filter(&self, bf: &[u8]) -> Result<Vec<LocalRecord>, StoreError> {
-        self.lookup(IDX_BF, self.keys.filter_tag(bf), |r| r.bloom_filter == bf)
+        self.lookup(
+            IDX_BF,
+            self.keys.filter_tag(bf),
+            |id, stored| self.open_record(id, stored),
+            |r| r.bloom_filter == bf,
+        )
+    }
+
+    /// [`Store::records_by_bloom_filter`] without their IDAT (no seal opened): what setting a
+    /// pseudonym needs, written back with [`Store::update_record_heads`].
+    pub fn record_heads_by_bloom_filter(&self, bf: &[u8]) -> Result<Vec<RecordHead>, StoreError> {
+        self.lookup(
+            IDX_BF,
+            self.keys.filter_tag(bf),
+            |id, stored| self.open_head(id, &stored),
+            |r| r.bloom_filter == bf,
+        )
     }
 
     /// All records with this pseudonym, ordered by `local_id`. Several local records of one
     /// patient get the same pseudonym from the fTTP.
     pub fn records_by_pseudonym(&self, pseudonym: &str) -> Result<Vec<LocalRecord>, StoreError> {
-        self.lookup(IDX_PSN, digest16(pseudonym.as_bytes()), |r| {
-            r.pseudonym.as_deref() == Some(pseudonym)
-        })
+        self.lookup(
+            IDX_PSN,
+            digest16(pseudonym.as_bytes()),
+            |id, stored| self.open_record(id, stored),
+            |r| r.pseudonym.as_deref() == Some(pseudonym),
+        )
     }
 
     /// The record with this pseudonym with the smallest `local_id`; see
@@ -462,12 +481,13 @@ impl Store {
         Ok(self.records_by_pseudonym(pseudonym)?.into_iter().next())
     }
 
-    fn lookup(
+    fn lookup<T>(
         &self,
         index: super::Def,
         prefix: [u8; DIGEST_LEN],
-        matches: impl Fn(&LocalRecord) -> bool,
-    ) -> Result<Vec<LocalRecord>, StoreError> {
+        open: impl Fn(&str, StoredRecord<'_>) -> Result<T, StoreError>,
+        matches: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
         let mut found = Vec::new();
         let tx = self.read_tx()?;
         let index = rtree(&tx, index, &self.path)?;
@@ -487,7 +507,7 @@ impl Store {
             };
             let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
             // Digests may collide: the full value decides.
-            let rec = self.open_record(id, stored)?;
+            let rec = open(id, stored)?;
             if matches(&rec) {
                 found.push(rec);
             }
@@ -526,15 +546,7 @@ impl Store {
             let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
             let state = stored.state.to_state();
             if pred(&state) {
-                found.push(RecordHead {
-                    local_id: id.to_string(),
-                    bloom_filter: open_filter(&self.keys, id, stored.sealed_filter, &self.path)?
-                        .to_vec(),
-                    state,
-                    pseudonym: stored.pseudonym.map(str::to_string),
-                    created_at: from_nanos(stored.created_at),
-                    updated_at: from_nanos(stored.updated_at),
-                });
+                found.push(self.open_head(id, &stored)?);
             }
         }
         Ok(found)
@@ -735,6 +747,23 @@ impl Store {
     fn to_local_record(&self, local_id: &str, value: &[u8]) -> Result<LocalRecord, StoreError> {
         let stored = decode_record(value).map_err(|d| self.corrupt_record(local_id, &d))?;
         self.open_record(local_id, stored)
+    }
+
+    /// A stored record's head: its filter unsealed, its IDAT left sealed.
+    fn open_head(
+        &self,
+        local_id: &str,
+        stored: &StoredRecord<'_>,
+    ) -> Result<RecordHead, StoreError> {
+        Ok(RecordHead {
+            local_id: local_id.to_string(),
+            bloom_filter: open_filter(&self.keys, local_id, stored.sealed_filter, &self.path)?
+                .to_vec(),
+            state: stored.state.to_state(),
+            pseudonym: stored.pseudonym.map(str::to_string),
+            created_at: from_nanos(stored.created_at),
+            updated_at: from_nanos(stored.updated_at),
+        })
     }
 
     fn open_record(

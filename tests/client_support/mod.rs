@@ -207,7 +207,7 @@ async fn handle(
 
 /// Client settings for tests: fast retries, a rate limit that never gets in the way.
 pub fn settings(base_url: &str) -> ClientSettings {
-    let mut settings = ClientSettings::new(base_url, "mii", "dic_test");
+    let mut settings = ClientSettings::new(base_url.parse().expect("a URL"), "mii", "dic_test");
     settings.retry = RetryPolicy {
         max_attempts: 4,
         base: Duration::from_millis(1),

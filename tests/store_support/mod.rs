@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::{IdatKey, Store, StoreOptions};
 use ttp_proto::{
     BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKey, TaskKind,
@@ -142,6 +142,39 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `r`'s head as registration leaves it: pseudonymised, with a pseudonym derived from its id.
+pub fn pseudonymised_head(r: &LocalRecord) -> RecordHead {
+    RecordHead {
+        local_id: r.local_id.clone(),
+        bloom_filter: r.bloom_filter.clone(),
+        state: RecordState::Pseudonymised,
+        pseudonym: Some(format!("psn-{}", r.local_id)),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+/// Asserts that no file in `files` shows any of `filters` (whole, its first or last 32 bytes,
+/// or the first 16 bytes of its plain SHA-256, the filter index key before it was keyed) or
+/// any of `names`.
+pub fn assert_no_filter_or_name(files: &[PathBuf], filters: &[Vec<u8>], names: &[&str]) {
+    use sha2::Digest as _;
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(f).expect("read");
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        for (i, bf) in filters.iter().enumerate() {
+            let digest = sha2::Sha256::digest(bf);
+            for needle in [&bf[..], &bf[..32], &bf[bf.len() - 32..], &digest[..16]] {
+                assert!(!has(needle), "filter {i} in {}", f.display());
+            }
+        }
+        for name in names {
+            assert!(!has(name.as_bytes()), "{name} in {}", f.display());
+        }
+    }
 }
 
 /// Whether `needle` occurs in any file under `dir`.

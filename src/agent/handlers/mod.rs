@@ -1,51 +1,59 @@
-//! One handler per task type. A handler decides what a task needs and returns an [`Outcome`];
-//! it never writes task state itself. The dispatcher persists outcomes in group commits, which
-//! keeps the durability argument in one place (`dispatch.rs`) and the handlers easy to test.
+//! One handler per task type. The dispatcher hands a task to its handler with what it needs
+//! (the task's parts; for `send_idat` the record it names, IDAT opened), and the handler
+//! returns an [`Outcome`]: it neither reads nor writes the store, and never sets task state.
+//! The dispatcher persists outcomes in group commits, which keeps the durability argument in
+//! one place (`dispatch.rs`) and the handlers easy to test.
 
 pub mod dic_psn_available;
 pub mod repeat_request;
 pub mod send_idat;
 
-use std::time::Duration;
-
 use crate::client::{ErrorClass, TtpError};
-use crate::domain::{Attention, LocalRecord};
+pub use crate::domain::Effect;
+use crate::domain::{Assignment, Attention};
+use ttp_proto::BloomFilter;
 
 /// What a handler did, and what the dispatcher must persist.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Outcome {
     pub effect: Effect,
-    /// Records changed by the handler (pseudonym assigned), written before the task state.
-    pub records: Vec<LocalRecord>,
+    /// A pseudonym the fTTP gave for a filter: the dispatcher sets it on the heads of the
+    /// filter's records (written before the task state) and may turn the effect into a need
+    /// for a person ([`PseudonymFor::effect_after`]).
+    pub pseudonym: Option<PseudonymFor>,
 }
 
+/// A pseudonym for every local record of one filter.
 #[derive(Debug, PartialEq)]
-pub enum Effect {
-    /// Answered.
-    Done,
-    /// A `send_idat` answered as far as known: without these requested elements, which the
-    /// record does not hold. Done, plus an audit entry naming them.
-    DoneWithout {
-        missing: Vec<ttp_proto::IdatElement>,
-    },
-    /// Failed without reaching the fTTP (or the operation may be repeated): try again later.
-    Retry {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// The answer may have reached the fTTP; only a later listing can tell.
-    InDoubt { error: String },
-    /// A human must look at it.
-    Attention(Attention),
-    /// The fTTP refused our credentials: not the task's fault; the cycle stops.
-    AuthFailed { error: String },
+pub struct PseudonymFor {
+    pub bloom_filter: BloomFilter,
+    pub pseudonym: String,
+    /// What it means when no local record has the filter: `None` for nothing (a
+    /// `repeat_request` the site no longer needs), or why a person must look.
+    pub unknown_record: Option<Attention>,
+}
+
+impl PseudonymFor {
+    /// The task's effect once the pseudonym was assigned: a record with another pseudonym
+    /// already, or no record where one is needed, is for a person. Pure.
+    pub fn effect_after(self, effect: Effect, assignment: &Assignment) -> Effect {
+        if assignment.conflict {
+            Effect::Attention(Attention::PseudonymConflict)
+        } else if assignment.found == 0
+            && let Some(reason) = self.unknown_record
+        {
+            Effect::Attention(reason)
+        } else {
+            effect
+        }
+    }
 }
 
 impl Outcome {
     pub fn effect(effect: Effect) -> Outcome {
         Outcome {
             effect,
-            records: Vec::new(),
+            pseudonym: None,
         }
     }
 }

@@ -9,22 +9,19 @@
 //! attention instead: a hostile or confused dispatcher must not make the site register its
 //! filters in another project.
 
-use chrono::{DateTime, Utc};
-
-use super::{Effect, Outcome, effect_of_error};
+use super::{Effect, Outcome, PseudonymFor, effect_of_error};
 use crate::client::TtpClient;
 use crate::client::classify::{PsnVerdict, classify_psn, psn_error_is_permanent};
-use crate::domain::{Assigned, Attention};
-use crate::store::Store;
+use crate::domain::Attention;
 use ttp_proto::BloomFilter;
 
+/// Asks for the filter's pseudonym; one in the answer is for the filter's records (set on
+/// their heads by the dispatcher).
 pub async fn handle(
     client: &TtpClient,
-    store: &Store,
     study: &str,
     target: &str,
     bloom_filter: &BloomFilter,
-    now: DateTime<Utc>,
 ) -> Outcome {
     if !client.is_configured_study(study, target) {
         return Outcome::effect(Effect::Attention(Attention::ForeignStudy {
@@ -77,35 +74,13 @@ pub async fn handle(
         // No pseudonym yet: the clearing goes on and will end with `dic_psn_available`.
         return Outcome::effect(Effect::Done);
     };
-    let mut records = match store.records_by_bloom_filter(&bloom_filter.0) {
-        Ok(r) => r,
-        Err(e) => {
-            return Outcome::effect(Effect::Retry {
-                error: format!("store: {e}"),
-                retry_after: None,
-            });
-        }
-    };
-    let mut changed = Vec::new();
-    let mut conflict = false;
-    for rec in &mut records {
-        let state_before = rec.state.clone();
-        match rec.assign_pseudonym(&psn.pseudonym, now) {
-            Assigned::New => changed.push(rec.clone()),
-            // A repeated answer usually changes nothing; then there is nothing to write (and
-            // no IDAT to seal again). `Same` changes at most the state.
-            Assigned::Same if rec.state != state_before => changed.push(rec.clone()),
-            Assigned::Same => {}
-            Assigned::Conflict => conflict = true,
-        }
-    }
-    let effect = if conflict {
-        Effect::Attention(Attention::PseudonymConflict)
-    } else {
-        Effect::Done
-    };
     Outcome {
-        effect,
-        records: changed,
+        effect: Effect::Done,
+        pseudonym: Some(PseudonymFor {
+            bloom_filter: bloom_filter.clone(),
+            pseudonym: psn.pseudonym.clone(),
+            // A filter no local record has any more: nothing to do.
+            unknown_record: None,
+        }),
     }
 }

@@ -4,7 +4,7 @@
 //! This is the one answer that is not repeated lightly: it carries names and dates of birth.
 //! The dispatcher has put the task in `Running` on disk before this handler runs; a failure
 //! that may have reached the fTTP becomes `InDoubt` and is resolved by the next listing
-//! (`merge::reconcile_in_doubt`), never by blindly sending again.
+//! (`TaskRecord::reconcile_in_doubt`), never by blindly sending again.
 //!
 //! The Patient holds requested elements and nothing else (data minimisation); the mapping to
 //! FHIR is `ttp_proto::patient`. Of the requested elements it holds those the record has: the
@@ -20,8 +20,7 @@
 use super::{Effect, Outcome, effect_of_error};
 use crate::client::TtpClient;
 use crate::domain::{Attention, LocalRecord};
-use crate::store::{Store, StoreError};
-use ttp_proto::{ElementRequest, IdatElement, SendIdatSubject};
+use ttp_proto::{ElementRequest, IdatElement};
 
 /// What to do when a task asks for elements the record does not hold (`[dispatch]
 /// missing_elements`).
@@ -58,25 +57,6 @@ pub fn resolve_subject(
     }
 }
 
-/// Find the record a task is about. Several local ids may share one filter (the same person
-/// registered twice); they carry the same identifying data, so the first one serves.
-pub fn find_record(store: &Store, subject: &SendIdatSubject) -> Result<Lookup, StoreError> {
-    let by_filter = |bf: &ttp_proto::BloomFilter| -> Result<Option<LocalRecord>, StoreError> {
-        Ok(store.records_by_bloom_filter(&bf.0)?.into_iter().next())
-    };
-    Ok(match subject {
-        SendIdatSubject::BloomFilter(bf) => resolve_subject(None, by_filter(bf)?),
-        SendIdatSubject::Pseudonym(p) => resolve_subject(store.record_by_pseudonym(p)?, None),
-        SendIdatSubject::Both {
-            pseudonym,
-            bloom_filter,
-        } => resolve_subject(
-            store.record_by_pseudonym(pseudonym)?,
-            by_filter(bloom_filter)?,
-        ),
-    })
-}
-
 /// What to send: the Patient, and the requested elements left out of it.
 #[derive(Debug, PartialEq)]
 pub struct Prepared {
@@ -85,7 +65,7 @@ pub struct Prepared {
 }
 
 /// Decide what to send, without sending: the Patient JSON, or why the task needs a human.
-/// Pure apart from the record lookup, so the data-minimisation rules are testable alone.
+/// Pure, so the data-minimisation rules are testable alone.
 pub fn prepare(
     lookup: Lookup,
     elements: &[ElementRequest],
@@ -147,26 +127,17 @@ pub fn missing_elements_entry(
     }
 }
 
-/// The audit action of [`missing_elements_entry`] (`status` counts these as information).
-pub const MISSING_ELEMENTS_ACTION: &str = "send-idat-without-elements";
+pub use crate::store::MISSING_ELEMENTS_ACTION;
 
+/// Answers the task with the record `lookup` found (the dispatcher looked it up by the task's
+/// subject).
 pub async fn handle(
     client: &TtpClient,
-    store: &Store,
     task_id: &str,
-    subject: &SendIdatSubject,
+    lookup: Lookup,
     elements: &[ElementRequest],
     policy: MissingElementsPolicy,
 ) -> Outcome {
-    let lookup = match find_record(store, subject) {
-        Ok(lookup) => lookup,
-        Err(e) => {
-            return Outcome::effect(Effect::Retry {
-                error: format!("store: {e}"),
-                retry_after: None,
-            });
-        }
-    };
     let Prepared { patient, missing } = match prepare(lookup, elements, policy) {
         Ok(p) => p,
         Err(attention) => return Outcome::effect(Effect::Attention(attention)),

@@ -5,11 +5,19 @@
 //! seen and the state each is in, and the pseudonyms it obtained. The store persists these
 //! types; the dispatcher moves tasks between states; the admin surface reports them.
 //!
-//! Nothing here does I/O, so the state machine can be tested without a network or a store.
+//! Nothing here does I/O, so the state machines can be tested without a network or a store:
+//! the task's in [`task`], the record's (registration, pseudonyms) here.
+
+mod task;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ttp_proto::{IdatElement, TaskKey};
+use ttp_proto::IdatElement;
+
+pub use task::{
+    Attention, Effect, ListingSummary, MARKED_HANDLED_PREFIX, Refusal, Settled, TaskRecord,
+    TaskRelisting, TaskState,
+};
 
 /// A patient record as the site registered it. The IDAT is kept only to answer `send_idat`
 /// tasks later; it is encrypted at rest by the store (see `store::crypto`) and purged after the
@@ -69,269 +77,6 @@ pub enum RecordState {
     Pseudonymised,
     /// The fTTP answered with an `error` part for this filter.
     Rejected { code: String },
-}
-
-/// The agent's copy of one fTTP task and what it has done about it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub key: TaskKey,
-    /// The task as parsed from the wire (kept whole, unknown parts included).
-    pub task: ttp_proto::Task,
-    pub state: TaskState,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub first_seen: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Sequence number of the last successful poll that listed this task. A content-identified
-    /// task that is listed again after at least one poll without it is a new occurrence.
-    pub last_seen_poll: u64,
-}
-
-/// What the agent makes of the tasks the fTTP listed at the last successful poll: every
-/// listed task is in exactly one bucket, so nothing listed goes unseen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListingSummary {
-    pub at: Option<DateTime<Utc>>,
-    /// Tasks (and unreadable entries) in the listing.
-    pub listed: usize,
-    /// Listed tasks the agent works on by itself.
-    pub working: usize,
-    /// Listed tasks waiting for a person (unknown type, malformed, needs attention).
-    pub need_person: usize,
-    /// Listed tasks the agent finished (answered, expired) that the fTTP lists anyway; a
-    /// `send_idat` among them needs attention once the settle time has passed.
-    pub finished_locally: usize,
-    /// Listed tasks a person marked handled.
-    pub handled: usize,
-    /// Listed entries beyond the parser's limits (`[ttp] max_listed_tasks`,
-    /// `max_unknown_tasks`): only counted, never acted on; one attention item names them.
-    #[serde(default)]
-    pub not_kept: usize,
-}
-
-impl ListingSummary {
-    /// Counts the stored records of the listed tasks (after the merge) and the `not_kept`
-    /// entries the parser only counted. The attention items that stand for those counted
-    /// entries are not listed tasks themselves, so they are not counted again. Pure.
-    pub fn count<'a>(
-        listed: impl IntoIterator<Item = &'a TaskRecord>,
-        not_kept: usize,
-        at: DateTime<Utc>,
-    ) -> ListingSummary {
-        let mut s = ListingSummary {
-            at: Some(at),
-            listed: not_kept,
-            not_kept,
-            ..ListingSummary::default()
-        };
-        for rec in listed {
-            if rec.key.is_count_summary() {
-                continue;
-            }
-            s.listed += 1;
-            match &rec.state {
-                _ if rec.was_marked_handled() => s.handled += 1,
-                TaskState::Done { .. } | TaskState::Expired { .. } => s.finished_locally += 1,
-                TaskState::NeedsAttention { .. } => s.need_person += 1,
-                _ => s.working += 1,
-            }
-        }
-        s
-    }
-}
-
-/// How `resolve handled` starts a task's `last_error` (see `resolve::mark_handled`).
-pub const MARKED_HANDLED_PREFIX: &str = "marked handled by ";
-
-impl TaskRecord {
-    /// Whether the task's request may simply be sent again when its answer was lost: a
-    /// `repeat_request` registers a filter (idempotent); a `send_idat` carries IDAT and is
-    /// never repeated blindly.
-    pub fn is_idempotent(&self) -> bool {
-        !matches!(self.task.kind, ttp_proto::TaskKind::SendIdat { .. })
-    }
-
-    /// Finished because a person said so (`resolve handled`), not because the agent answered.
-    pub fn was_marked_handled(&self) -> bool {
-        matches!(self.state, TaskState::Done { .. })
-            && self
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(MARKED_HANDLED_PREFIX))
-    }
-
-    /// A finished `send_idat` the fTTP lists again: once the in-doubt settle time after its
-    /// answer has passed, the fTTP evidently lacks the answer and a person must decide
-    /// (`NeedsAttention { StillListed }`). Tasks a person marked handled stay finished. Returns
-    /// whether the state changed.
-    pub fn relisted_after_answer(&mut self, settle: chrono::Duration, now: DateTime<Utc>) -> bool {
-        let TaskState::Done { at } = self.state else {
-            return false;
-        };
-        if self.is_idempotent() || self.was_marked_handled() || at + settle > now {
-            return false;
-        }
-        self.state = TaskState::NeedsAttention {
-            reason: Attention::StillListed { answered_at: at },
-        };
-        self.updated_at = now;
-        true
-    }
-
-    /// A `StillListed` task the fTTP no longer lists has caught up: done, as answered.
-    pub fn caught_up(&mut self, now: DateTime<Utc>) -> bool {
-        let TaskState::NeedsAttention {
-            reason: Attention::StillListed { answered_at },
-        } = self.state
-        else {
-            return false;
-        };
-        self.state = TaskState::Done { at: answered_at };
-        self.updated_at = now;
-        true
-    }
-
-    /// A `Running` task found at start-up: the process died while its request was in
-    /// flight. An idempotent one is asked again at once (`Received`): a listing that no longer
-    /// shows it proves only that the fTTP acted, not that the agent has the answer. A
-    /// `send_idat` is `InDoubt` until a listing decides. The moment it was sent is kept.
-    pub fn interrupted(&mut self) {
-        self.state = if self.is_idempotent() {
-            TaskState::Received
-        } else {
-            TaskState::InDoubt
-        };
-    }
-}
-
-/// The task state machine (drawn in ARCHITECTURE.md).
-///
-/// ```text
-///  Received ──► Running ──► Done
-///     ▲  │         │ ├────► RetryWait ──► (Received when due)
-///     │  │         │ └────► NeedsAttention
-///     │  └─────────┴──────► Expired          (expires passed before the effect)
-///     └── InDoubt ◄── Running found at start-up (crash while in flight)
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum TaskState {
-    /// Seen, persisted, nothing done yet.
-    Received,
-    /// The intent to act is on disk; the effect (an HTTP request) may be under way.
-    Running,
-    /// A crash interrupted `Running`: the effect may or may not have reached the fTTP. Resolved
-    /// at the next successful poll (see `agent::reconcile`).
-    InDoubt,
-    /// A transient failure; tried again at `next_at`.
-    RetryWait { next_at: DateTime<Utc> },
-    /// The agent cannot answer the task without a human (unknown record, missing element,
-    /// permanent fTTP error, unknown task type).
-    NeedsAttention { reason: Attention },
-    /// Answered.
-    Done { at: DateTime<Utc> },
-    /// `expires` passed before the task was answered; not acted on.
-    Expired { at: DateTime<Utc> },
-}
-
-impl TaskState {
-    pub fn name(&self) -> &'static str {
-        match self {
-            TaskState::Received => "received",
-            TaskState::Running => "running",
-            TaskState::InDoubt => "in-doubt",
-            TaskState::RetryWait { .. } => "retry-wait",
-            TaskState::NeedsAttention { .. } => "needs-attention",
-            TaskState::Done { .. } => "done",
-            TaskState::Expired { .. } => "expired",
-        }
-    }
-
-    /// Finished states are never acted on again (for this occurrence of the task).
-    pub fn is_final(&self) -> bool {
-        matches!(self, TaskState::Done { .. } | TaskState::Expired { .. })
-    }
-}
-
-/// Why a task needs a human. The text is what a coordinator reads; it names no IDAT.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Attention {
-    UnknownRecord,
-    MissingElements(Vec<IdatElement>),
-    UnknownTaskType(String),
-    MalformedTask(String),
-    Rejected {
-        status: u16,
-        detail: String,
-    },
-    IdatPurged,
-    /// The fTTP sent a pseudonym for a record that already has a different one.
-    PseudonymConflict,
-    /// A `send_idat` names its record by pseudonym and by Bloom filter, and the two point to
-    /// different local records.
-    SubjectMismatch,
-    /// A human marked the task handled (with a comment, in the audit trail).
-    Handled,
-    /// A `repeat_request` names a study or target other than the configured ones: sending it
-    /// would register the site's filter in a project it may not take part in.
-    ForeignStudy {
-        study: String,
-        target: String,
-    },
-    /// A `send_idat` the agent answered (the fTTP took it, as far as the agent could tell)
-    /// that the fTTP still lists after the in-doubt settle time: the fTTP does not have the
-    /// answer. Not sent again by itself (IDAT); `resolve retry --yes` does.
-    StillListed {
-        answered_at: DateTime<Utc>,
-    },
-}
-
-impl std::fmt::Display for Attention {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Attention::UnknownRecord => write!(
-                f,
-                "no local record matches the task's Bloom filter or pseudonym; check that the record was submitted from this site"
-            ),
-            Attention::MissingElements(els) => {
-                let names: Vec<&str> = els.iter().map(|e| e.code()).collect();
-                write!(
-                    f,
-                    "the local record lacks the requested element(s) {}; add them with `ttp-agent resolve add-element`",
-                    names.join(", ")
-                )
-            }
-            Attention::UnknownTaskType(t) => write!(
-                f,
-                "task type `{t}` is not known to this agent version; it is stored and reported, not acted on"
-            ),
-            Attention::MalformedTask(why) => write!(f, "the fTTP sent a malformed task: {why}"),
-            Attention::Rejected { status, detail } => {
-                write!(f, "the fTTP rejected the answer (HTTP {status}): {detail}")
-            }
-            Attention::PseudonymConflict => write!(
-                f,
-                "the fTTP sent a pseudonym for a record that already has a different one; the stored pseudonym was kept — ask the fTTP operator which is valid"
-            ),
-            Attention::SubjectMismatch => write!(
-                f,
-                "the task's pseudonym and Bloom filter point to different local records; nothing was sent — ask the fTTP operator which record is meant"
-            ),
-            Attention::Handled => write!(f, "marked handled by a person (see the audit trail)"),
-            Attention::ForeignStudy { study, target } => write!(
-                f,
-                "the task asks to register a filter for study `{study}` and target `{target}`, which are not the configured ones; it was not sent"
-            ),
-            Attention::StillListed { answered_at } => write!(
-                f,
-                "the fTTP still lists a task answered at {}: it does not seem to have the answer",
-                answered_at.format("%Y-%m-%d %H:%M:%S UTC")
-            ),
-            Attention::IdatPurged => write!(
-                f,
-                "the record's IDAT was purged by the retention rule; re-submit the record's IDAT"
-            ),
-        }
-    }
 }
 
 /// A `$requestPsnFromBfWorkflow` that failed as a whole: a 4xx for the request (unknown study
@@ -516,6 +261,42 @@ impl RecordHead {
     }
 }
 
+/// What giving every local record of one filter the fTTP's pseudonym did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Heads whose pseudonym or state changed: to be written (heads only; the sealed IDAT is
+    /// not touched).
+    pub changed: Vec<RecordHead>,
+    /// Records of the filter found.
+    pub found: usize,
+    /// A record already has a different pseudonym (kept; a person must decide).
+    pub conflict: bool,
+}
+
+/// Gives the records of one filter (`heads`, several local ids may share one) `pseudonym`,
+/// as a `dic_psn_available` or the answer to a `repeat_request` says. A repeated answer
+/// usually changes nothing, and then nothing needs writing. Pure.
+pub fn assign_pseudonym_to(
+    heads: Vec<RecordHead>,
+    pseudonym: &str,
+    now: DateTime<Utc>,
+) -> Assignment {
+    let mut out = Assignment {
+        found: heads.len(),
+        ..Assignment::default()
+    };
+    for mut head in heads {
+        let state_before = head.state.clone();
+        match head.assign_pseudonym(pseudonym, now) {
+            Assigned::New => out.changed.push(head),
+            Assigned::Same if head.state != state_before => out.changed.push(head),
+            Assigned::Same => {}
+            Assigned::Conflict => out.conflict = true,
+        }
+    }
+    out
+}
+
 fn assign(
     current: &mut Option<String>,
     state: &mut RecordState,
@@ -580,6 +361,32 @@ mod tests {
         assert_eq!(r.assign_pseudonym("p1", now), Assigned::Same);
         assert_eq!(r.assign_pseudonym("p2", now), Assigned::Conflict);
         assert_eq!(r.pseudonym.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn a_pseudonym_is_set_on_every_head_of_its_filter_once() {
+        let now = Utc::now();
+        let head = |id: &str, pseudonym: Option<&str>| {
+            let mut h = record().head();
+            h.local_id = id.into();
+            h.pseudonym = pseudonym.map(str::to_owned);
+            h
+        };
+        let a = assign_pseudonym_to(vec![head("a", None), head("b", Some("p1"))], "p1", now);
+        assert_eq!((a.found, a.conflict), (2, false));
+        // `b` had it already but was not yet `Pseudonymised`: its state is written.
+        assert_eq!(a.changed.len(), 2);
+        assert!(
+            a.changed
+                .iter()
+                .all(|h| h.pseudonym.as_deref() == Some("p1")
+                    && h.state == RecordState::Pseudonymised)
+        );
+        let again = assign_pseudonym_to(a.changed, "p1", now);
+        assert!(again.changed.is_empty(), "a repeated answer writes nothing");
+        let other = assign_pseudonym_to(vec![head("c", Some("p2"))], "p1", now);
+        assert!(other.conflict && other.changed.is_empty());
+        assert_eq!(assign_pseudonym_to(Vec::new(), "p1", now).found, 0);
     }
 
     fn failure(cause: &str, code: Option<&str>) -> WholeRequestFailure {
@@ -648,36 +455,5 @@ mod tests {
             "a new study is tried at once"
         );
         assert!(b.allows_attempt("wrong", "t2", t0), "a new target too");
-    }
-
-    #[test]
-    fn task_state_names_are_the_documented_ones() {
-        let now = Utc::now();
-        let names: Vec<&str> = [
-            TaskState::Received,
-            TaskState::Running,
-            TaskState::InDoubt,
-            TaskState::RetryWait { next_at: now },
-            TaskState::NeedsAttention {
-                reason: Attention::UnknownRecord,
-            },
-            TaskState::Done { at: now },
-            TaskState::Expired { at: now },
-        ]
-        .iter()
-        .map(|s| s.name())
-        .collect();
-        assert_eq!(
-            names,
-            [
-                "received",
-                "running",
-                "in-doubt",
-                "retry-wait",
-                "needs-attention",
-                "done",
-                "expired"
-            ]
-        );
     }
 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Checks two claims of ARCHITECTURE.md that the compiler does not:
+#
+# 1. The modules of `src/` import each other without a cycle, at the granularity of the
+#    top-level modules (`agent`, `store`, `submit`, ...). Every `crate::` path of a file counts,
+#    grouped imports (`use crate::{a, b::c}`) included.
+# 2. Task state is changed only by the domain's transitions: outside `src/domain/` no code
+#    (tests aside) assigns a `TaskState` to a task's `state`.
+#
+# Run by scripts/test.sh (the CI test command). Needs only bash and perl.
+#
+#   scripts/check-imports.sh           check
+#   scripts/check-imports.sh --graph   also print each module's imports
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find src -name '*.rs' | sort | GRAPH="${1:-}" perl -e '
+use strict;
+use warnings;
+my (%edges, %nodes, @writes);
+while (my $file = <STDIN>) {
+    chomp $file;
+    my ($from) = $file =~ m{^src/([A-Za-z0-9_]+)};
+    open my $fh, "<", $file or die "$file: $!";
+    my $text = do { local $/; <$fh> };
+    close $fh;
+    $text =~ s{//[^\n]*}{}g;                  # comments, doc comments included
+    (my $code = $text) =~ s{#\[cfg\(test\)\].*}{}s;   # unit tests sit at the end of a file
+    while ($code =~ m{^(.*\.state\s*=\s*TaskState::.*)$}mg) {
+        push @writes, "$file: $1" unless $file =~ m{^src/domain[/.]};
+    }
+    next if $from eq "lib" || $from eq "main";
+    $nodes{$from} = 1;
+    while ($text =~ m{crate::(\{(?:[^{}]++|(?1))*\})}g) {
+        my $group = substr($1, 1, -1);
+        1 while $group =~ s{\{[^{}]*\}}{}g;
+        for my $item (split /,/, $group) {
+            $edges{$from}{$1} //= $file if $item =~ m{^\s*([A-Za-z0-9_]+)};
+        }
+    }
+    $edges{$from}{$1} //= $file while $text =~ m{\bcrate::([A-Za-z0-9_]+)\b}g;
+}
+# Nodes are the top-level modules; an item of lib.rs (`crate::Foo`) is not one.
+for my $from (keys %edges) {
+    for my $to (keys %{ $edges{$from} }) {
+        delete $edges{$from}{$to} if $to eq $from || !$nodes{$to};
+    }
+}
+if (($ENV{GRAPH} // "") eq "--graph") {
+    printf "%-10s -> %s\n", $_, join(", ", sort keys %{ $edges{$_} // {} }) for sort keys %nodes;
+}
+my (%state, @stack, @cycles);
+sub visit {
+    my ($n) = @_;
+    $state{$n} = 1;
+    push @stack, $n;
+    for my $m (sort keys %{ $edges{$n} // {} }) {
+        if (($state{$m} // 0) == 1) {
+            my ($at) = grep { $stack[$_] eq $m } 0 .. $#stack;
+            push @cycles, [ @stack[ $at .. $#stack ], $m ];
+        } elsif (!$state{$m}) {
+            visit($m);
+        }
+    }
+    pop @stack;
+    $state{$n} = 2;
+}
+visit($_) for sort keys %nodes;
+my $failed = 0;
+if (@cycles) {
+    print STDERR "import cycle(s) between the modules of src/ (module -> module (first file)):\n";
+    for my $c (@cycles) {
+        print STDERR "  ", join(", ", map { "$c->[$_] -> $c->[$_+1] ($edges{$c->[$_]}{$c->[$_+1]})" } 0 .. $#$c - 1), "\n";
+    }
+    $failed = 1;
+} else {
+    printf "no import cycle among the %d top-level modules of src/\n", scalar keys %nodes;
+}
+if (@writes) {
+    print STDERR "task state assigned outside src/domain/ (use a TaskRecord transition):\n";
+    print STDERR "  $_\n" for @writes;
+    $failed = 1;
+} else {
+    print "task state is assigned only in src/domain/\n";
+}
+exit $failed;
+'
