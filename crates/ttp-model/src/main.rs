@@ -96,7 +96,15 @@ fn run() -> Result<bool, String> {
                 (Expectation::Always | Expectation::Eventually, Some(path)) => {
                     violated = true;
                     println!("  VIOLATED {} — counterexample:", p.name);
-                    print!("{}", trace::render(&model, path.clone().into_vec()));
+                    // With several threads stateright keeps the last violation it met, not
+                    // the first: search again, one thread, stopping at the first one, for the
+                    // shortest trace.
+                    let path = if threads > 1 {
+                        shortest(&model, p.name, timeout).unwrap_or_else(|| path.clone())
+                    } else {
+                        path.clone()
+                    };
+                    print!("{}", trace::render(&model, path.into_vec()));
                 }
                 (Expectation::Always | Expectation::Eventually, None) => {
                     if bug.is_none() {
@@ -127,6 +135,23 @@ fn run() -> Result<bool, String> {
         }
     }
     Ok(ok)
+}
+
+/// The shortest counterexample of `property`: breadth-first on one thread, stopped at the first
+/// violation.
+fn shortest(
+    model: &TaskModel,
+    property: &'static str,
+    timeout: Duration,
+) -> Option<stateright::Path<ttp_model::state::State, ttp_model::Action>> {
+    let checker = model
+        .clone()
+        .checker()
+        .timeout(timeout)
+        .finish_when(HasDiscoveries::AnyOf([property].into_iter().collect()))
+        .spawn_bfs()
+        .join();
+    checker.discovery(property)
 }
 
 fn main() -> ExitCode {

@@ -363,11 +363,7 @@ impl TaskModel {
                     if expired.state == MTaskState::Expired {
                         tasks[t.index()] = Some(expired);
                     } else if real::sends_request(t) {
-                        tasks[t.index()] = Some(MTask {
-                            state: MTaskState::Running,
-                            updated: 0,
-                            ..*m
-                        });
+                        tasks[t.index()] = Some(real::begin_effect(t, m));
                         to_send.push(t);
                     } else {
                         let (effect, changed) = real::handle_dic(&live.records);

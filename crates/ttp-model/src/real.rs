@@ -7,12 +7,13 @@
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, TimeZone as _, Utc};
-use ttp_agent::agent::handlers::{self, Effect, send_idat};
-use ttp_agent::agent::{expire, merge, plan, retry};
+use ttp_agent::agent::handlers::{self, Effect, dic_psn_available, send_idat};
+use ttp_agent::agent::{merge, plan, register, retry};
 use ttp_agent::client::classify::{PsnVerdict, classify_psn};
 use ttp_agent::client::{ErrorClass, Operation, TtpError};
 use ttp_agent::domain::{
-    Assigned, Attention, Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState,
+    Attention, Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState,
+    assign_pseudonym_to,
 };
 use ttp_proto::{
     BloomFilter, ElementRequest, IdatElement, PsnResponse, PsnResult, SendIdatSubject, Task,
@@ -284,8 +285,8 @@ fn local_record(r: usize, m: &MRecord) -> LocalRecord {
 
 // ---- listing merge, in-doubt reconciliation, expiry, readiness: agent::merge/expire/plan ----
 
-/// `merge::merge_listed` and `TaskRecord::relisted_after_answer`, as the cycle applies them to
-/// one listed task.
+/// `merge::merge_listed` and `TaskRecord::relisted_after_answer`, as `merge::merge_listing`
+/// applies them to one listed task.
 pub fn merge_listed(t: TaskId, existing: Option<&MTask>, expires: Option<Rel>) -> MTask {
     let (key, task) = wire_task(t, expires);
     let existing = existing.map(|m| to_task_record(t, m));
@@ -294,28 +295,20 @@ pub fn merge_listed(t: TaskId, existing: Option<&MTask>, expires: Option<Rel>) -
     from_task_record(&rec)
 }
 
-/// What the cycle does to one open task after the merge: `caught_up` when not listed,
-/// `merge::reconcile_in_doubt` for an in-doubt one, then `expire::expire_if_due`.
+/// What the cycle does to one open task after the merge: `merge::review_open` (caught up,
+/// in-doubt judged, expired).
 pub fn reconcile(t: TaskId, m: &MTask, listed_now: bool, relisting: Relisting) -> MTask {
     let mut rec = to_task_record(t, m);
-    if !listed_now {
-        rec.caught_up(now());
-    }
-    if rec.state == TaskState::InDoubt
-        && let Some(resolved) = merge::reconcile_in_doubt(
-            rec.clone(),
-            listed_now,
-            match relisting {
-                Relisting::UntilDone => merge::Relisting::UntilDone,
-                Relisting::Once => merge::Relisting::Once,
-            },
-            SETTLE,
-            now(),
-        )
-    {
-        rec = resolved;
-    }
-    expire::expire_if_due(&mut rec, now());
+    merge::review_open(
+        &mut rec,
+        listed_now,
+        match relisting {
+            Relisting::UntilDone => merge::Relisting::UntilDone,
+            Relisting::Once => merge::Relisting::Once,
+        },
+        SETTLE,
+        now(),
+    );
     from_task_record(&rec)
 }
 
@@ -326,14 +319,23 @@ pub fn interrupted(t: TaskId, m: &MTask) -> MTask {
     from_task_record(&rec)
 }
 
+/// `TaskRecord::expire_if_due`, as the dispatcher applies it to a ready task.
 pub fn expire_if_due(t: TaskId, m: &MTask) -> MTask {
     let mut rec = to_task_record(t, m);
-    expire::expire_if_due(&mut rec, now());
+    rec.expire_if_due(now());
     from_task_record(&rec)
 }
 
+/// `TaskRecord::is_past_deadline`: the dispatcher's last check before a request leaves.
 pub fn is_past_deadline(t: TaskId, m: &MTask) -> bool {
-    expire::is_past_deadline(&to_task_record(t, m), now())
+    to_task_record(t, m).is_past_deadline(now())
+}
+
+/// `TaskRecord::begin_effect`: the intent written (and flushed) before the request leaves.
+pub fn begin_effect(t: TaskId, m: &MTask) -> MTask {
+    let mut rec = to_task_record(t, m);
+    rec.begin_effect(now());
+    from_task_record(&rec)
 }
 
 /// `plan::ready` over the stored tasks: which to work on now, in the agent's order.
@@ -346,7 +348,7 @@ pub fn ready(tasks: &[(TaskId, MTask)]) -> Vec<TaskId> {
 
 /// Whether the task is open (not final): `idx_open_tasks` holds exactly these.
 pub fn is_open(t: TaskId, m: &MTask) -> bool {
-    !to_task_record(t, m).state.is_final()
+    to_task_record(t, m).state.is_open()
 }
 
 /// Whether the dispatcher writes an intent first (`dispatch.rs`, `sends_request`).
@@ -357,39 +359,36 @@ pub fn sends_request(t: TaskId) -> bool {
 
 // ---- handlers ----
 
-fn assign_all(
+/// What the dispatcher's `assign_pseudonym` makes of a handler's pseudonym: the records of the
+/// filter get it (`domain::assign_pseudonym_to`), and the effect becomes a need for a person
+/// on a conflict or a missing record (`PseudonymFor::effect_after`).
+fn assign(
     records: &[MRecord; RECORDS],
-    filter_of: usize,
-    psn: &str,
-) -> (Vec<(usize, MRecord)>, bool) {
-    // The loop of dic_psn_available.rs / repeat_request.rs over `records_by_bloom_filter`.
-    let mut changed = Vec::new();
-    let mut conflict = false;
-    for (r, m) in records.iter().enumerate() {
-        if filter(r) != filter(filter_of) {
-            continue;
-        }
-        let mut head = to_head(r, m);
-        let before = head.state.clone();
-        match head.assign_pseudonym(psn, now()) {
-            Assigned::New => changed.push((r, from_head(&head))),
-            Assigned::Same if head.state != before => changed.push((r, from_head(&head))),
-            Assigned::Same => {}
-            Assigned::Conflict => conflict = true,
-        }
-    }
-    (changed, conflict)
+    outcome: handlers::Outcome,
+) -> (MEffect, Vec<(usize, MRecord)>) {
+    let Some(given) = outcome.pseudonym else {
+        return (effect_of(outcome.effect), Vec::new());
+    };
+    let heads: Vec<RecordHead> = (0..RECORDS)
+        .filter(|&r| filter(r) == given.bloom_filter)
+        .map(|r| to_head(r, &records[r]))
+        .collect();
+    let assignment = assign_pseudonym_to(heads, &given.pseudonym, now());
+    let changed = assignment
+        .changed
+        .iter()
+        .filter_map(|h| {
+            let r = (0..RECORDS).find(|&r| format!("case-{r}") == h.local_id)?;
+            Some((r, from_head(h)))
+        })
+        .collect();
+    (effect_of(given.effect_after(outcome.effect, &assignment)), changed)
 }
 
-/// `handlers::dic_psn_available::handle` on the process's view of the records.
+/// `handlers::dic_psn_available::handle` and the dispatcher's assignment, on the process's
+/// view of the records.
 pub fn handle_dic(records: &[MRecord; RECORDS]) -> (MEffect, Vec<(usize, MRecord)>) {
-    let (changed, conflict) = assign_all(records, 1, &pseudonym(1));
-    let effect = if conflict {
-        MEffect::Attention(MAttn::PseudonymConflict)
-    } else {
-        MEffect::Done
-    };
-    (effect, changed)
+    assign(records, dic_psn_available::handle(&filter(1), &pseudonym(1)))
 }
 
 fn error(op: Operation, net: Net) -> TtpError {
@@ -473,45 +472,39 @@ pub fn patient_has(patient: &serde_json::Value, element: IdatElement) -> bool {
     }
 }
 
-/// The end of `handlers::repeat_request::handle` for R1's filter: classify the answer, assign
-/// the pseudonym it carried.
+/// The end of `handlers::repeat_request::handle` for R1's filter (the part after the request;
+/// the handler is async over the client, so its verdict is mirrored here step by step:
+/// `classify_psn`, then the filter's pseudonym), then the dispatcher's assignment.
 pub fn repeat_effect(
     records: &[MRecord; RECORDS],
     reply: PsnReply,
 ) -> (MEffect, Vec<(usize, MRecord)>) {
     let sent = [filter(1)];
     let (verdict, response) = psn_verdict(&sent, reply);
-    match (verdict, response) {
-        (PsnVerdict::PerFilter, Some(response)) => {
-            let Some(psn) = response
-                .pseudonyms
-                .iter()
-                .find(|p| p.bloom_filter == sent[0])
-            else {
-                return (MEffect::Done, Vec::new());
-            };
-            let (changed, conflict) = assign_all(records, 1, &psn.pseudonym);
-            let effect = if conflict {
-                MEffect::Attention(MAttn::PseudonymConflict)
-            } else {
-                MEffect::Done
-            };
-            (effect, changed)
+    let outcome = match (verdict, response, reply) {
+        (PsnVerdict::PerFilter, Some(response), _) => {
+            match response.pseudonyms.iter().find(|p| p.bloom_filter == sent[0]) {
+                None => handlers::Outcome::effect(Effect::Done),
+                Some(psn) => handlers::Outcome {
+                    effect: Effect::Done,
+                    pseudonym: Some(handlers::PseudonymFor {
+                        bloom_filter: sent[0].clone(),
+                        pseudonym: psn.pseudonym.clone(),
+                        unknown_record: None,
+                    }),
+                },
+            }
         }
-        (_, None) => {
-            let PsnReply::Failed(net) = reply else {
-                return (MEffect::Retry, Vec::new());
-            };
-            (
-                effect_of(handlers::effect_of_error(
-                    &error(Operation::RequestPsn, net),
-                    true,
-                )),
-                Vec::new(),
-            )
-        }
-        (_, Some(_)) => (MEffect::Retry, Vec::new()),
-    }
+        (_, None, PsnReply::Failed(net)) => handlers::Outcome::effect(handlers::effect_of_error(
+            &error(Operation::RequestPsn, net),
+            true,
+        )),
+        _ => handlers::Outcome::effect(Effect::Retry {
+            error: String::new(),
+            retry_after: None,
+        }),
+    };
+    assign(records, outcome)
 }
 
 fn psn_verdict(sent: &[BloomFilter], reply: PsnReply) -> (PsnVerdict, Option<PsnResponse>) {
@@ -548,7 +541,7 @@ fn psn_verdict(sent: &[BloomFilter], reply: PsnReply) -> (PsnVerdict, Option<Psn
 /// `submit::needs_registration` for the records `register_pending` picks (new, interrupted,
 /// and quiet clearings; the caller adds "no open task refers to it").
 pub fn needs_registration(r: usize, m: &MRecord) -> bool {
-    ttp_agent::submit::needs_registration(&to_head(r, m), now(), RECHECK_AFTER)
+    register::needs_registration(&to_head(r, m), now(), RECHECK_AFTER)
 }
 
 /// `classify_psn` and `apply_psn_response` for one registration batch. `None`: the answer
@@ -565,18 +558,13 @@ pub fn apply_registration(
         return None;
     };
     let mut heads: Vec<RecordHead> = members.iter().map(|&r| to_head(r, &records[r])).collect();
-    let mut stats = ttp_agent::submit::RegisterStats::default();
-    ttp_agent::submit::apply_psn_response(&mut heads, &response, &mut stats);
+    let mut stats = register::RegisterStats::default();
+    register::apply_psn_response(&mut heads, &response, now(), &mut stats);
     Some(
         members
             .iter()
             .zip(&heads)
-            .map(|(&r, h)| {
-                let mut m = from_head(h);
-                // apply_psn_response stamps the wall clock; the model's clock is `now()`.
-                m.updated = 0;
-                (r, m)
-            })
+            .map(|(&r, h)| (r, from_head(h)))
             .collect(),
     )
 }
@@ -590,38 +578,37 @@ pub fn apply_empty_registration(
     apply_registration(records, batch, PsnReply::Answer([None; RECORDS])).unwrap_or_default()
 }
 
-// ---- outcome of a handler: dispatch.rs `Agent::apply` ----
+// ---- outcome of a handler: dispatch.rs `settle` ----
 
-/// The task's state after its handler ran. Mirrors `Agent::apply` in dispatch.rs (a private
-/// method there; the domain is moving it onto `TaskRecord`), with the retry time from
-/// `retry::next_attempt_with` (no jitter: the earliest retry, the most demanding case).
+/// The task's state after its handler ran: `TaskRecord::after_effect`, with the retry time
+/// from `retry::next_attempt_with` at the smallest draw (no jitter: the earliest retry, the
+/// most demanding case).
 pub fn after_effect(t: TaskId, m: &MTask, effect: MEffect) -> MTask {
     let mut rec = to_task_record(t, m);
     let now = now();
-    rec.updated_at = now;
-    rec.state = match effect {
-        MEffect::Done | MEffect::DoneWithout => TaskState::Done { at: now },
-        MEffect::Retry => {
-            if expire::is_past_deadline(&rec, now) {
-                TaskState::Expired { at: now }
-            } else {
-                TaskState::RetryWait {
-                    next_at: retry::next_attempt_with(
-                        rec.attempts,
-                        &retry::RetrySettings::default(),
-                        None,
-                        rec.task.expires.map(|e| e.with_timezone(&Utc)),
-                        now,
-                        0.0,
-                    ),
-                }
-            }
-        }
-        MEffect::InDoubt => TaskState::InDoubt,
-        MEffect::Attention(a) => TaskState::NeedsAttention {
-            reason: to_attention(a),
-        },
-        MEffect::AuthFailed => TaskState::Received,
-    };
+    let settings = retry::RetrySettings::default();
+    rec.after_effect(to_effect(effect), now, |attempts, retry_after, deadline| {
+        retry::next_attempt_with(attempts, &settings, retry_after, deadline, now, 0)
+    });
     from_task_record(&rec)
+}
+
+fn to_effect(e: MEffect) -> Effect {
+    match e {
+        MEffect::Done => Effect::Done,
+        MEffect::DoneWithout => Effect::DoneWithout {
+            missing: vec![REQUESTED[1]],
+        },
+        MEffect::Retry => Effect::Retry {
+            error: String::new(),
+            retry_after: None,
+        },
+        MEffect::InDoubt => Effect::InDoubt {
+            error: String::new(),
+        },
+        MEffect::Attention(a) => Effect::Attention(to_attention(a)),
+        MEffect::AuthFailed => Effect::AuthFailed {
+            error: String::new(),
+        },
+    }
 }
