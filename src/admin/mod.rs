@@ -161,10 +161,9 @@ impl AdminSettings {
     }
 }
 
-/// `[admin] warn_before_expiry` as a chrono duration (48 h if it does not fit, which no
-/// validated configuration produces).
+/// `[admin] warn_before_expiry`, for date arithmetic.
 pub fn warn_window(admin: &AdminConfig) -> chrono::Duration {
-    chrono::Duration::from_std(admin.warn_before_expiry).unwrap_or(chrono::Duration::hours(48))
+    admin.warn_before_expiry.delta()
 }
 
 /// The study and site the agent works for (shown on the page and sent with alerts).
@@ -533,7 +532,7 @@ mod tests {
             listen: listen.parse().unwrap(),
             token_file: None,
             ready_window: Duration::from_secs(3600),
-            warn_before_expiry: Duration::from_secs(48 * 3600),
+            warn_before_expiry: crate::config::Span::new(Duration::from_secs(48 * 3600)).unwrap(),
             webhook_url: None,
             allowed_hosts: Vec::new(),
         }
@@ -551,6 +550,9 @@ mod tests {
             "localhost:9464",
             "LOCALHOST",
             "[::1]:9464",
+            // The one loopback rule (`config::is_loopback_url`).
+            "localhost.:9464",
+            "[::ffff:127.0.0.1]:9464",
             "agent.example.org:9464",
         ] {
             assert!(host_allowed(&loopback, ok), "{ok}");
@@ -558,6 +560,8 @@ mod tests {
         for refused in [
             "attacker.example:9464",
             "localhost.attacker.example",
+            "a.localhost",
+            "[::ffff:10.0.0.5]",
             "10.0.0.5:9464",
             "",
             "127.0.0.1/x",

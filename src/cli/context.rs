@@ -73,34 +73,32 @@ pub fn client_settings(config: &AgentConfig, secrets: &Secrets) -> ClientSetting
     ClientSettings::from_config(&config.ttp, secrets)
 }
 
+/// The agent's settings, from values the configuration converted when it was loaded.
 pub fn options(config: &AgentConfig) -> AgentOptions {
-    let mut o = AgentOptions::new(config.ttp.study.clone(), config.ttp.target.clone());
-    o.relisting = config.ttp.task_relisting;
-    // The fTTP may still be processing a request we gave up on; judge in-doubt answers only
-    // after twice the request timeout.
-    o.settle = chrono::Duration::from_std(config.ttp.timeout * 2)
-        .unwrap_or(chrono::Duration::seconds(120));
-    o.concurrency = config.dispatch.concurrency;
-    o.retry = RetrySettings {
-        base: config.dispatch.retry_base,
-        cap: config.dispatch.retry_cap,
-        ..RetrySettings::default()
-    };
-    o.batch_size = config.submit.batch_size;
-    // More batches in flight than the client lets out at once would only mark records
-    // `Sending` early.
-    o.batches_in_flight = config
-        .submit
-        .batches_in_flight
-        .min(config.ttp.max_concurrency);
-    o.recheck_after =
-        chrono::Duration::from_std(config.submit.recheck_after).unwrap_or(o.recheck_after);
-    o.task_retention =
-        chrono::Duration::from_std(config.store.task_retention).unwrap_or(o.task_retention);
-    o.idat_retention =
-        chrono::Duration::from_std(config.store.idat_retention).unwrap_or(o.idat_retention);
-    o.missing_elements = config.dispatch.missing_elements;
-    o
+    let defaults = AgentOptions::new(config.ttp.study.clone(), config.ttp.target.clone());
+    AgentOptions {
+        relisting: config.ttp.task_relisting,
+        settle: config.ttp.settle.delta(),
+        concurrency: config.dispatch.concurrency,
+        retry: RetrySettings {
+            base: config.dispatch.retry_base,
+            cap: config.dispatch.retry_cap,
+            ..RetrySettings::default()
+        },
+        batch_size: config.submit.batch_size,
+        // More batches in flight than the client lets out at once would only mark records
+        // `Sending` early.
+        batches_in_flight: config
+            .submit
+            .batches_in_flight
+            .min(config.ttp.max_concurrency),
+        recheck_after: config.submit.recheck_after.delta(),
+        task_retention: config.store.task_retention.delta(),
+        idat_retention: config.store.idat_retention.delta(),
+        missing_elements: config.dispatch.missing_elements,
+        // The study and target, and what is not configurable (the group commit's size).
+        ..defaults
+    }
 }
 
 /// The typed encoding profile from `[encoding]`, with errors naming the section and file.

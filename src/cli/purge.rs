@@ -43,9 +43,9 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
         io.print(&format!(
             "{} finished task(s) older than {} moved into the history; IDAT of {} record(s) finished more than {} ago dropped\n",
             purged.tasks,
-            humantime::format_duration(store.task_retention),
+            humantime::format_duration(store.task_retention.std()),
             purged.idat,
-            humantime::format_duration(store.idat_retention),
+            humantime::format_duration(store.idat_retention.std()),
         ));
     }
     Ok(0)

@@ -67,7 +67,7 @@ use reqwest::Url;
 pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
 pub use secrets::{SecretFileWarning, Secrets};
 pub use values::{
-    ApiKeyIn, ByteSize, LogFormat, LogLevel, MissingElements, TaskRelisting, WebhookUrl,
+    ApiKeyIn, ByteSize, LogFormat, LogLevel, MissingElements, Span, TaskRelisting, WebhookUrl,
 };
 
 use layers::{Layers, Recorded};
@@ -144,6 +144,9 @@ pub struct TtpConfig {
     pub basic_password_file: Option<PathBuf>,
     /// Whole-request timeout; non-zero.
     pub timeout: Duration,
+    /// Twice `timeout`: how long an in-doubt answer must be old before a listing may judge it
+    /// (the fTTP may still be processing a request the agent gave up on).
+    pub settle: Span,
     /// TCP and TLS connect timeout; non-zero.
     pub connect_timeout: Duration,
     /// Larger responses are refused; non-zero.
@@ -227,9 +230,9 @@ pub struct StoreConfig {
     /// The store's page cache; non-zero.
     pub cache_capacity: ByteSize,
     /// How long IDAT is kept once nothing is open for its record; non-zero.
-    pub idat_retention: Duration,
+    pub idat_retention: Span,
     /// How long finished tasks are kept; non-zero.
-    pub task_retention: Duration,
+    pub task_retention: Span,
 }
 
 /// `[submit]`: registering Bloom filters.
@@ -240,7 +243,7 @@ pub struct SubmitConfig {
     pub batch_size: usize,
     /// A record still awaiting clearing this long after its last answer is registered again
     /// (idempotent), so a `dic_psn_available` the agent missed cannot strand it; non-zero.
-    pub recheck_after: Duration,
+    pub recheck_after: Span,
     /// Batches in flight at once while registering; 1 to 64, and at most `[ttp]
     /// max_concurrency` take effect. Each batch's records are on disk as `Sending` before it
     /// leaves.
@@ -274,7 +277,7 @@ pub struct AdminConfig {
     /// "Ready" requires a successful poll within this window; non-zero.
     pub ready_window: Duration,
     /// Warn when an open task expires within this time.
-    pub warn_before_expiry: Duration,
+    pub warn_before_expiry: Span,
     /// Where warnings are POSTed; redacted in `Debug`.
     pub webhook_url: Option<WebhookUrl>,
     /// Host names the admin server answers to besides loopback ones (DNS rebinding guard).
@@ -725,8 +728,8 @@ fn build(
         path: l.path(&STORE_PATH)?,
         idat_key_file: l.path(&STORE_IDAT_KEY_FILE)?,
         cache_capacity: positive_size(&mut l, &STORE_CACHE_CAPACITY)?,
-        idat_retention: positive_duration(&mut l, &STORE_IDAT_RETENTION)?,
-        task_retention: positive_duration(&mut l, &STORE_TASK_RETENTION)?,
+        idat_retention: positive_span(&mut l, &STORE_IDAT_RETENTION)?,
+        task_retention: positive_span(&mut l, &STORE_TASK_RETENTION)?,
     };
     let submit = SubmitConfig {
         batch_size: count(
@@ -735,7 +738,7 @@ fn build(
             100,
             "known clients send batches of 10 to 100 filters",
         )?,
-        recheck_after: positive_duration(&mut l, &SUBMIT_RECHECK_AFTER)?,
+        recheck_after: positive_span(&mut l, &SUBMIT_RECHECK_AFTER)?,
         batches_in_flight: count(
             &mut l,
             &SUBMIT_BATCHES_IN_FLIGHT,
@@ -765,7 +768,7 @@ fn build(
         listen: l.get(&ADMIN_LISTEN)?,
         token_file: l.optional_path(&ADMIN_TOKEN_FILE)?,
         ready_window: positive_duration(&mut l, &ADMIN_READY_WINDOW)?,
-        warn_before_expiry: l.get(&ADMIN_WARN_BEFORE_EXPIRY)?,
+        warn_before_expiry: span(&mut l, &ADMIN_WARN_BEFORE_EXPIRY)?,
         webhook_url: l.optional(&ADMIN_WEBHOOK_URL)?,
         allowed_hosts: l.get::<values::HostList>(&ADMIN_ALLOWED_HOSTS)?.0,
     };
@@ -948,6 +951,16 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
     }
 
     let timeout = positive_duration(l, &TTP_TIMEOUT)?;
+    let settle = timeout.checked_mul(2).and_then(Span::new).ok_or_else(|| {
+        l.invalid(
+            &TTP_TIMEOUT,
+            format!(
+                "{} is too long: twice it must stay within 100 years",
+                values::format_duration(timeout)
+            ),
+            "a duration such as \"60s\"",
+        )
+    })?;
     let connect_timeout = positive_duration(l, &TTP_CONNECT_TIMEOUT)?;
     let max_response_size = positive_size(l, &TTP_MAX_RESPONSE_SIZE)?;
     let max_response_bytes = usize::try_from(max_response_size.bytes()).map_err(|_| {
@@ -1015,6 +1028,7 @@ fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
         basic_user,
         basic_password_file,
         timeout,
+        settle,
         connect_timeout,
         max_response_size,
         max_response_bytes,
@@ -1129,6 +1143,28 @@ fn positive_duration(l: &mut Layers, spec: &KeySpec) -> Result<Duration, ConfigE
         ));
     }
     Ok(d)
+}
+
+/// A positive duration the agent moves instants by, converted once.
+fn positive_span(l: &mut Layers, spec: &KeySpec) -> Result<Span, ConfigError> {
+    let d = positive_duration(l, spec)?;
+    to_span(l, spec, d)
+}
+
+/// A duration the agent moves instants by, converted once.
+fn span(l: &mut Layers, spec: &KeySpec) -> Result<Span, ConfigError> {
+    let d: Duration = l.get(spec)?;
+    to_span(l, spec, d)
+}
+
+fn to_span(l: &Layers, spec: &KeySpec, d: Duration) -> Result<Span, ConfigError> {
+    Span::new(d).ok_or_else(|| {
+        l.invalid(
+            spec,
+            format!("{} is longer than 100 years", values::format_duration(d)),
+            "a duration such as \"30d\"",
+        )
+    })
 }
 
 fn positive_size(l: &mut Layers, spec: &KeySpec) -> Result<ByteSize, ConfigError> {

@@ -118,3 +118,39 @@ fn one_loopback_rule_for_every_url() {
         );
     }
 }
+
+#[test]
+fn spans_are_converted_once_and_a_span_too_long_for_dates_names_its_key() {
+    let config = AgentConfig::from_file_and_env(None, minimal_env()).unwrap();
+    assert_eq!(
+        config.store.task_retention.delta(),
+        chrono::TimeDelta::days(30)
+    );
+    assert_eq!(config.ttp.settle.std(), config.ttp.timeout * 2);
+    for (var, value, key) in [
+        (
+            "TTP_AGENT__STORE__TASK_RETENTION",
+            "101years",
+            "`[store] task_retention`",
+        ),
+        (
+            "TTP_AGENT__STORE__IDAT_RETENTION",
+            "2000000000years",
+            "`[store] idat_retention`",
+        ),
+        (
+            "TTP_AGENT__SUBMIT__RECHECK_AFTER",
+            "200years",
+            "`[submit] recheck_after`",
+        ),
+        ("TTP_AGENT__TTP__TIMEOUT", "60years", "`[ttp] timeout`"),
+    ] {
+        let mut env = minimal_env();
+        env.push((var.to_owned(), value.to_owned()));
+        let err = AgentConfig::from_file_and_env(None, env)
+            .expect_err(var)
+            .to_string();
+        assert!(err.contains(key) && err.contains(var), "{err}");
+        assert!(err.contains("100 years"), "{err}");
+    }
+}

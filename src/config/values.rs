@@ -174,6 +174,44 @@ impl Setting for Duration {
     }
 }
 
+/// A positive duration the agent adds to or subtracts from instants (a retention, the
+/// recheck period), at most [`Span::MAX`]: converted once, when the configuration is loaded,
+/// so no later conversion can fail (or fall back to a default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span {
+    std: Duration,
+    delta: chrono::TimeDelta,
+}
+
+impl Span {
+    /// Far beyond any sensible setting, and far inside what an instant can be moved by.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+    /// `None` when `d` is longer than [`Span::MAX`].
+    pub fn new(d: Duration) -> Option<Span> {
+        if d > Span::MAX {
+            return None;
+        }
+        let delta = chrono::TimeDelta::from_std(d).ok()?;
+        Some(Span { std: d, delta })
+    }
+
+    pub fn std(self) -> Duration {
+        self.std
+    }
+
+    /// For date arithmetic.
+    pub fn delta(self) -> chrono::TimeDelta {
+        self.delta
+    }
+}
+
+impl PartialEq<Duration> for Span {
+    fn eq(&self, other: &Duration) -> bool {
+        self.std == *other
+    }
+}
+
 /// The shortest exact humantime spelling: `90d`, `1h`, `90s`, `1500ms`. (humantime's own
 /// formatter uses months and years of fractional length, which would read back differently.)
 pub(crate) fn format_duration(d: Duration) -> String {
