@@ -907,7 +907,11 @@ mod tests {
         let mut before = in_state(send_idat(Some("2026-01-10T10:05:00Z")), TaskState::InDoubt);
         let now = at("2026-01-10T10:04:00Z");
         assert!(before.reconcile_in_doubt(false, TaskRelisting::UntilDone, settle, now));
-        assert_eq!(before.state, TaskState::Done { at: now }, "before it, absence proves it");
+        assert_eq!(
+            before.state,
+            TaskState::Done { at: now },
+            "before it, absence proves it"
+        );
     }
 
     #[test]

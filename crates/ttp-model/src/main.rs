@@ -96,14 +96,10 @@ fn run() -> Result<bool, String> {
                 (Expectation::Always | Expectation::Eventually, Some(path)) => {
                     violated = true;
                     println!("  VIOLATED {} — counterexample:", p.name);
-                    // With several threads stateright keeps the last violation it met, not
-                    // the first: search again, one thread, stopping at the first one, for the
+                    // stateright keeps the last violation it met before it stopped (any thread,
+                    // and within a block of states), not the first: search again for the
                     // shortest trace.
-                    let path = if threads > 1 {
-                        shortest(&model, p.name, timeout).unwrap_or_else(|| path.clone())
-                    } else {
-                        path.clone()
-                    };
+                    let path = shortest(&model, p.name, path.clone(), timeout);
                     print!("{}", trace::render(&model, path.into_vec()));
                 }
                 (Expectation::Always | Expectation::Eventually, None) => {
@@ -137,21 +133,42 @@ fn run() -> Result<bool, String> {
     Ok(ok)
 }
 
-/// The shortest counterexample of `property`: breadth-first on one thread, stopped at the first
-/// violation.
+/// The shortest counterexample of `property`, given one (`found`): the smallest depth bound
+/// under which the checker still finds a violation, by bisection (each bounded run is a
+/// breadth-first search that stops at the first failure; the trace it returns is no longer
+/// than the bound, so at the smallest bound it is a shortest one).
 fn shortest(
     model: &TaskModel,
     property: &'static str,
+    found: stateright::Path<ttp_model::state::State, ttp_model::Action>,
     timeout: Duration,
-) -> Option<stateright::Path<ttp_model::state::State, ttp_model::Action>> {
-    let checker = model
-        .clone()
-        .checker()
-        .timeout(timeout)
-        .finish_when(HasDiscoveries::AnyOf([property].into_iter().collect()))
-        .spawn_bfs()
-        .join();
-    checker.discovery(property)
+) -> stateright::Path<ttp_model::state::State, ttp_model::Action> {
+    // A path of n actions ends in a state at depth n + 1; stateright checks states of depth
+    // below the bound.
+    let within = |actions: usize| {
+        model
+            .clone()
+            .checker()
+            .timeout(timeout)
+            .target_max_depth(actions + 2)
+            .finish_when(HasDiscoveries::AnyOf([property].into_iter().collect()))
+            .spawn_bfs()
+            .join()
+            .discovery(property)
+    };
+    let mut best = found;
+    let (mut lo, mut hi) = (0, best.clone().into_actions().len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match within(mid) {
+            Some(path) => {
+                hi = path.clone().into_actions().len().min(mid);
+                best = path;
+            }
+            None => lo = mid + 1,
+        }
+    }
+    best
 }
 
 fn main() -> ExitCode {

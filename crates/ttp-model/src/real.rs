@@ -271,15 +271,9 @@ fn local_record(r: usize, m: &MRecord) -> LocalRecord {
     let mut idat = Idat::default();
     idat.0.insert(IdatElement::Family, "Muster".into());
     idat.0.insert(NOT_REQUESTED, "Erika".into());
-    let head = to_head(r, m);
     LocalRecord {
-        local_id: head.local_id,
-        bloom_filter: head.bloom_filter,
+        head: to_head(r, m),
         idat: Some(idat),
-        state: head.state,
-        pseudonym: head.pseudonym,
-        created_at: head.created_at,
-        updated_at: head.updated_at,
     }
 }
 
@@ -382,13 +376,19 @@ fn assign(
             Some((r, from_head(h)))
         })
         .collect();
-    (effect_of(given.effect_after(outcome.effect, &assignment)), changed)
+    (
+        effect_of(given.effect_after(outcome.effect, &assignment)),
+        changed,
+    )
 }
 
 /// `handlers::dic_psn_available::handle` and the dispatcher's assignment, on the process's
 /// view of the records.
 pub fn handle_dic(records: &[MRecord; RECORDS]) -> (MEffect, Vec<(usize, MRecord)>) {
-    assign(records, dic_psn_available::handle(&filter(1), &pseudonym(1)))
+    assign(
+        records,
+        dic_psn_available::handle(&filter(1), &pseudonym(1)),
+    )
 }
 
 fn error(op: Operation, net: Net) -> TtpError {
@@ -483,7 +483,11 @@ pub fn repeat_effect(
     let (verdict, response) = psn_verdict(&sent, reply);
     let outcome = match (verdict, response, reply) {
         (PsnVerdict::PerFilter, Some(response), _) => {
-            match response.pseudonyms.iter().find(|p| p.bloom_filter == sent[0]) {
+            match response
+                .pseudonyms
+                .iter()
+                .find(|p| p.bloom_filter == sent[0])
+            {
                 None => handlers::Outcome::effect(Effect::Done),
                 Some(psn) => handlers::Outcome {
                     effect: Effect::Done,

@@ -33,13 +33,14 @@ fn net(n: Net) -> &'static str {
 }
 
 /// What the agent's step from `pc` does, in words.
-fn agent_step(before: &State, n: Net) -> String {
+fn agent_step(before: &State, after: &State, n: Net) -> String {
     match &before.pc {
         Pc::Down => "agent starts: recovery (Running tasks are interrupted)".into(),
         Pc::RecoverFlush => "agent: flush after recovery".into(),
-        Pc::Idle => {
-            "agent: cycle starts; registration picks pending records, writes Sending".into()
+        Pc::Idle if after.pc == Pc::Fetch => {
+            "agent: cycle starts; no record needs registration".into()
         }
+        Pc::Idle => "agent: cycle starts; registration picks pending records, writes Sending".into(),
         Pc::RegIntentFlush { batch } => {
             format!("agent: flush registration intent for {}", records(batch))
         }
@@ -53,7 +54,8 @@ fn agent_step(before: &State, n: Net) -> String {
                 format!("agent: applies the registration answer (pseudonyms {p:?})")
             }
             PsnReply::Failed(_) => {
-                "agent: registration answer missing; records stay Sending".into()
+                "agent: registration answer missing; handles the batch (real code: keeps it Sending)"
+                    .into()
             }
         },
         Pc::RegFlush => "agent: flush registration answers".into(),
@@ -84,9 +86,9 @@ fn agent_step(before: &State, n: Net) -> String {
     }
 }
 
-fn action(before: &State, a: Action) -> String {
+fn action(before: &State, after: &State, a: Action) -> String {
     match a {
-        Action::Agent { net: n } => agent_step(before, n),
+        Action::Agent { net: n } => agent_step(before, after, n),
         Action::Crash { keep } => format!(
             "CRASH (keeps {keep} of {} unflushed commits)",
             before.pending.len()
@@ -191,7 +193,7 @@ pub fn render(_m: &TaskModel, path: Vec<(State, Option<Action>)>) -> String {
             out,
             "  {:>2}. {}{}",
             i + 1,
-            action(before, *a),
+            action(before, after, *a),
             changes(before, after)
         );
     }
