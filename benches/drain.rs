@@ -151,10 +151,11 @@ fn main() -> BenchResult {
     let dic = tasks.saturating_sub(open).min(pseudonymised.len());
     for rec in &pseudonymised[..dic] {
         let psn = rec
+            .head
             .pseudonym
             .as_deref()
             .ok_or("pseudonymised record without pseudonym")?;
-        sim.inject_task(dic_task(&rec.bloom_filter, psn));
+        sim.inject_task(dic_task(&rec.head.bloom_filter, psn));
     }
     let by_type = |v: &[serde_json::Value]| {
         let mut counts = std::collections::BTreeMap::<String, usize>::new();

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::{IdatKey, Store, StoreOptions};
 use ttp_proto::{BloomFilter, IdatElement, Task, TaskKey, TaskKind};
 
@@ -59,13 +59,15 @@ fn record(i: u64) -> LocalRecord {
     .into_iter()
     .collect();
     LocalRecord {
-        local_id: format!("case-{i:010}"),
-        bloom_filter: filter(i),
+        head: RecordHead {
+            local_id: format!("case-{i:010}"),
+            bloom_filter: filter(i),
+            state: RecordState::New,
+            pseudonym: None,
+            created_at: now,
+            updated_at: now,
+        },
         idat: Some(Idat(idat)),
-        state: RecordState::New,
-        pseudonym: None,
-        created_at: now,
-        updated_at: now,
     }
 }
 
@@ -74,7 +76,7 @@ fn raw_size(r: &LocalRecord) -> u64 {
         .idat
         .as_ref()
         .map_or(0, |i| i.0.values().map(String::len).sum());
-    (r.local_id.len() + r.bloom_filter.len() + idat) as u64
+    (r.head.local_id.len() + r.head.bloom_filter.len() + idat) as u64
 }
 
 /// (current RSS, peak RSS) in KiB, from /proc (Linux only; zeros elsewhere).
@@ -262,9 +264,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let Some(mut r) = store.get_record(&format!("case-{i:010}"))? else {
                 continue;
             };
-            r.state = RecordState::Pseudonymised;
-            r.pseudonym = Some(format!("psn-{i}"));
-            r.updated_at = Utc::now() - Duration::days(400);
+            r.head.state = RecordState::Pseudonymised;
+            r.head.pseudonym = Some(format!("psn-{i}"));
+            r.head.updated_at = Utc::now() - Duration::days(400);
             recs.push(r);
             if recs.len() == BATCH {
                 store.update_records(&recs)?;

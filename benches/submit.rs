@@ -187,7 +187,7 @@ fn main() -> BenchResult {
     // The HTTP share: the same batches again, without the store.
     let filters: Vec<BloomFilter> = encoded
         .iter()
-        .map(|r| BloomFilter(r.bloom_filter.clone()))
+        .map(|r| BloomFilter(r.head.bloom_filter.clone()))
         .collect();
     let t4 = Instant::now();
     rt.block_on(async {

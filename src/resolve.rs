@@ -166,10 +166,10 @@ pub fn retry_records(
                     .ok_or_else(|| ResolveError::UnknownRecord {
                         local_id: id.clone(),
                     })?;
-                if !matches!(rec.state, RecordState::Rejected { .. }) {
+                if !matches!(rec.head.state, RecordState::Rejected { .. }) {
                     return Err(ResolveError::RecordNotRejected {
                         local_id: id.clone(),
-                        state: format!("{:?}", rec.state),
+                        state: format!("{:?}", rec.head.state),
                     });
                 }
                 records.push(rec);
@@ -190,26 +190,26 @@ pub fn retry_records(
     };
     let mut done = Vec::with_capacity(records.len());
     for current in records {
-        let RecordState::Rejected { code } = &current.state else {
+        let RecordState::Rejected { code } = &current.head.state else {
             continue;
         };
         let mut next = current.clone();
-        next.state = RecordState::New;
-        next.updated_at = now;
+        next.head.state = RecordState::New;
+        next.head.updated_at = now;
         let entry = audit(
             actor,
             now,
             "resolve-retry-record",
-            &current.local_id,
+            &current.head.local_id,
             format!("rejected ({code}) -> new: registered again in the next cycle"),
         );
         if !store.update_record_audited(&current, &next, &entry)? {
             return Err(ResolveError::Concurrent {
-                what: format!("record {:?}", current.local_id),
+                what: format!("record {:?}", current.head.local_id),
             });
         }
         done.push(Resolved {
-            subject: current.local_id.clone(),
+            subject: current.head.local_id.clone(),
             from: format!("rejected ({code})"),
             to: "new".to_string(),
             warning: None,
@@ -346,7 +346,7 @@ pub fn add_element(
     elements.insert(element, value);
     let mut next = current.clone();
     next.idat = Some(Idat(elements));
-    next.updated_at = now;
+    next.head.updated_at = now;
     let what = if present { "replaced" } else { "added" };
     let entry = audit(
         actor,

@@ -19,7 +19,7 @@ use ttp_encode::profile::ProfileEncoder;
 use ttp_proto::IdatElement;
 
 pub use crate::agent::register::{RegisterError, RegisterStats};
-use crate::domain::{LocalRecord, RecordState};
+use crate::domain::{LocalRecord, RecordHead, RecordState};
 use crate::input::{self, FileProblem, InputSettings, Parsed, RowProblem};
 use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
 
@@ -136,13 +136,15 @@ pub fn encode_records(
             })?;
             progress(1);
             Ok(LocalRecord {
-                local_id: r.local_id,
-                bloom_filter,
+                head: RecordHead {
+                    local_id: r.local_id,
+                    bloom_filter,
+                    state: RecordState::New,
+                    pseudonym: None,
+                    created_at: now,
+                    updated_at: now,
+                },
                 idat: Some(r.idat),
-                state: RecordState::New,
-                pseudonym: None,
-                created_at: now,
-                updated_at: now,
             })
         })
         .collect()
@@ -170,7 +172,7 @@ pub fn store_records(
             match outcome {
                 InsertOutcome::Inserted => stats.inserted += 1,
                 InsertOutcome::Unchanged => stats.unchanged += 1,
-                InsertOutcome::Conflict => stats.conflicts.push(rec.local_id.clone()),
+                InsertOutcome::Conflict => stats.conflicts.push(rec.head.local_id.clone()),
             }
         }
         store.flush()?;

@@ -315,7 +315,7 @@ async fn task_counters_follow_the_store_across_cycles() {
     };
     let done_before = done(s.agent.store());
     let rec = &s.agent.store().records_in_states(|_| true).unwrap()[0];
-    let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+    let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
     s.env.sim.add_send_idat_for(
         &bf,
         &["family"],

@@ -69,12 +69,12 @@ async fn every_record_ends_with_its_pseudonym_through_all_three_task_types() {
     let all = agent.store().records_in_states(|_| true).unwrap();
     assert_eq!(all.len(), 40);
     for rec in &all {
-        let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
         assert_eq!(
-            rec.pseudonym.as_deref(),
+            rec.head.pseudonym.as_deref(),
             env.sim.pseudonym_of(&bf).as_deref(),
             "{}",
-            rec.local_id
+            rec.head.local_id
         );
     }
 
@@ -128,7 +128,7 @@ async fn an_expired_task_is_not_acted_on_and_an_unknown_type_is_reported() {
     // A send_idat for a known record whose deadline has already passed. (The simulator never
     // lists an expired task by itself; a gateway with a skewed clock or a slow proxy can.)
     let rec = &agent.store().records_in_states(|_| true).unwrap()[0];
-    let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+    let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
     let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     env.sim.inject_task(json!({
         "name": "send_idat",
@@ -217,7 +217,7 @@ async fn a_send_idat_for_an_unknown_record_or_missing_element_needs_attention_wi
     let stranger = ttp_proto::BloomFilter(vec![0xAB; 225]).to_base64();
     env.sim.add_send_idat_for(&stranger, &["given"], future);
     let rec = &agent.store().records_in_states(|_| true).unwrap()[0];
-    let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+    let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
     env.sim
         .add_send_idat_for(&bf, &["given", "maidenname"], future);
 

@@ -309,7 +309,7 @@ async fn a_permanently_refused_answer_needs_attention_with_the_fttp_reason() {
             json!({"resourceType": "Parameters", "parameter": [{"name": "send_idat", "part": [
                 {"name": "expires", "valueInstant": "2099-01-01T00:00:00+01:00"},
                 {"name": "taskId", "valueId": task_id},
-                {"name": "bloomfilter", "valueBase64Binary": ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64()},
+                {"name": "bloomfilter", "valueBase64Binary": ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64()},
                 {"name": "element", "valueCoding": {"code": "given"}}]}]})
             .to_string(),
         ));
@@ -433,7 +433,7 @@ async fn broken_tasks_need_attention_and_the_rest_is_processed() {
     agent.register_pending().await.unwrap();
 
     let known = agent.store().get_record("case-00000").unwrap().unwrap();
-    let known_bf = ttp_proto::BloomFilter(known.bloom_filter.clone()).to_base64();
+    let known_bf = ttp_proto::BloomFilter(known.head.bloom_filter.clone()).to_base64();
     let broken = broken_tasks(&known_bf);
     for (_, task) in &broken {
         env.sim.inject_task(task.clone());

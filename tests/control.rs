@@ -600,7 +600,7 @@ fn after_a_run_neither_the_store_nor_a_backup_shows_a_registered_filter_or_a_nam
         .records_in_states(|_| true)
         .expect("records")
         .into_iter()
-        .map(|r| r.bloom_filter)
+        .map(|r| r.head.bloom_filter)
         .collect();
     drop(store);
     assert_eq!(filters.len(), 30);

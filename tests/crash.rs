@@ -174,7 +174,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             .collect();
         let waiting = all
             .iter()
-            .filter(|r| r.state != RecordState::Pseudonymised)
+            .filter(|r| r.head.state != RecordState::Pseudonymised)
             .count();
         drop(store);
         if (waiting == 0 && open.is_empty()) || rechecks == 6 {
@@ -195,9 +195,19 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
     };
     assert_eq!(all.len(), RECORDS, "no record lost");
     for rec in &all {
-        assert_eq!(rec.state, RecordState::Pseudonymised, "{}", rec.local_id);
-        let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
-        assert_eq!(rec.pseudonym, env.sim.pseudonym_of(&bf), "{}", rec.local_id);
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.pseudonym,
+            env.sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
     }
     assert!(open.is_empty(), "tasks left open: {open:?}");
     let stats = env.sim.stats();

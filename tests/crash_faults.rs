@@ -91,7 +91,7 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
         let encoded = ttp_agent::submit::encode_records(&encoder(&loaded), read, &|_| {}).unwrap();
         encoded
             .into_iter()
-            .map(|r| r.bloom_filter)
+            .map(|r| r.head.bloom_filter)
             .collect::<std::collections::HashSet<_>>()
             .len() as u64
     };
@@ -206,9 +206,19 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     let all = store.records_in_states(|_| true).unwrap();
     assert_eq!(all.len(), records_n, "no record lost");
     for rec in &all {
-        assert_eq!(rec.state, RecordState::Pseudonymised, "{}", rec.local_id);
-        let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
-        assert_eq!(rec.pseudonym, env.sim.pseudonym_of(&bf), "{}", rec.local_id);
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.pseudonym,
+            env.sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
     }
     let open: Vec<_> = store
         .tasks()
@@ -246,15 +256,15 @@ fn diagnose(env: &Env) -> String {
             let all = store.records_in_states(|_| true).unwrap_or_default();
             out.push_str(&format!("{} records stored\n", all.len()));
             for rec in all {
-                let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+                let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
                 if env.sim.pseudonym_of(&bf).is_none() {
                     out.push_str(&format!(
                         "  {} {:?} created {} updated {} (bf {})\n",
-                        rec.local_id,
-                        rec.state,
-                        rec.created_at,
-                        rec.updated_at,
-                        ttp_proto::BloomFilter(rec.bloom_filter).short_digest()
+                        rec.head.local_id,
+                        rec.head.state,
+                        rec.head.created_at,
+                        rec.head.updated_at,
+                        ttp_proto::BloomFilter(rec.head.bloom_filter).short_digest()
                     ));
                 }
             }

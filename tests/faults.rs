@@ -220,9 +220,19 @@ async fn thirty_percent_faulty_responses_lose_nothing_and_repeat_nothing() {
     let all = agent.store().records_in_states(|_| true).unwrap();
     assert_eq!(all.len(), RECORDS, "no record lost");
     for rec in &all {
-        let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
-        assert_eq!(rec.state, RecordState::Pseudonymised, "{}", rec.local_id);
-        assert_eq!(rec.pseudonym, sim.pseudonym_of(&bf), "{}", rec.local_id);
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        assert_eq!(
+            rec.head.pseudonym,
+            sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
     }
 }
 
@@ -278,7 +288,7 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     assert_eq!(report.register.rechecked, 0, "the recheck waits a day");
     let a = agent.store().get_record("a").unwrap().unwrap();
     assert_eq!(
-        a.state,
+        a.head.state,
         RecordState::AwaitingClearing,
         "the pseudonym was lost"
     );
@@ -299,11 +309,11 @@ async fn a_pseudonym_announced_in_a_lost_listing_is_recovered_by_registering_aga
     assert_eq!(report.register.pseudonymised, 1, "{report:?}");
     assert_eq!(env.sim.stats().duplicate_registrations, before + 1);
     let a = agent.store().get_record("a").unwrap().unwrap();
-    assert_eq!(a.state, RecordState::Pseudonymised);
-    let bf = ttp_proto::BloomFilter(a.bloom_filter.clone()).to_base64();
-    assert_eq!(a.pseudonym, env.sim.pseudonym_of(&bf));
+    assert_eq!(a.head.state, RecordState::Pseudonymised);
+    let bf = ttp_proto::BloomFilter(a.head.bloom_filter.clone()).to_base64();
+    assert_eq!(a.head.pseudonym, env.sim.pseudonym_of(&bf));
     let b = agent.store().get_record("b").unwrap().unwrap();
-    assert_eq!(b.state, RecordState::AwaitingClearing);
+    assert_eq!(b.head.state, RecordState::AwaitingClearing);
     assert_eq!(env.sim.stats().duplicate_provides, 0);
     env.sim.shutdown().await;
 }

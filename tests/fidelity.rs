@@ -50,7 +50,7 @@ fn states(agent: &Agent) -> Vec<RecordState> {
         .records_in_states(|_| true)
         .unwrap()
         .into_iter()
-        .map(|r| r.state)
+        .map(|r| r.head.state)
         .collect()
 }
 
@@ -65,10 +65,20 @@ fn psn_requests(sim: &ttp_sim::SimHandle) -> u64 {
 /// Every record has the pseudonym the fTTP holds for its filter.
 fn assert_all_pseudonymised(agent: &Agent, sim: &ttp_sim::SimHandle) {
     for rec in agent.store().records_in_states(|_| true).unwrap() {
-        let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
-        assert_eq!(rec.state, RecordState::Pseudonymised, "{}", rec.local_id);
-        assert!(rec.pseudonym.is_some());
-        assert_eq!(rec.pseudonym, sim.pseudonym_of(&bf), "{}", rec.local_id);
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        assert!(rec.head.pseudonym.is_some());
+        assert_eq!(
+            rec.head.pseudonym,
+            sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
     }
 }
 
@@ -296,7 +306,7 @@ async fn a_finished_send_idat_the_fttp_still_lists_needs_a_person() {
     store_records(&agent, &loaded, env.dir.path(), 1);
     agent.register_pending().await.unwrap();
     let rec = agent.store().records_in_states(|_| true).unwrap().remove(0);
-    let bf = ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64();
+    let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
     let expires = env.sim.now() + chrono::Duration::minutes(53);
     env.sim.add_send_idat_for(&bf, &["given"], expires);
 
@@ -368,9 +378,9 @@ async fn records_an_older_version_rejected_for_a_wrong_study_are_sent_again() {
     store_records(&agent, &loaded, env.dir.path(), 4);
     // What older versions left behind: every record rejected with the batch's HTTP status.
     let mut recs = agent.store().records_in_states(|_| true).unwrap();
-    recs.sort_by(|a, b| a.local_id.cmp(&b.local_id));
+    recs.sort_by(|a, b| a.head.local_id.cmp(&b.head.local_id));
     for (i, rec) in recs.iter_mut().enumerate() {
-        rec.state = RecordState::Rejected {
+        rec.head.state = RecordState::Rejected {
             code: if i < 3 {
                 "http-404"
             } else {
@@ -404,7 +414,7 @@ async fn records_an_older_version_rejected_for_a_wrong_study_are_sent_again() {
     assert_eq!(done.len(), 3);
     let one = resolve::retry_records(
         agent.store(),
-        &resolve::RecordSelection::Ids(vec![recs[3].local_id.clone()]),
+        &resolve::RecordSelection::Ids(vec![recs[3].head.local_id.clone()]),
         &actor,
         now,
     )
@@ -415,7 +425,7 @@ async fn records_an_older_version_rejected_for_a_wrong_study_are_sent_again() {
     );
     let again = resolve::retry_records(
         agent.store(),
-        &resolve::RecordSelection::Ids(vec![recs[3].local_id.clone()]),
+        &resolve::RecordSelection::Ids(vec![recs[3].head.local_id.clone()]),
         &actor,
         now,
     );

@@ -117,10 +117,14 @@ async fn the_daemon_delivers_every_pseudonym_it_obtains() {
     for v in &got {
         let id = v["local_id"].as_str().expect("local id");
         let rec = store.get_record(id).expect("reads").expect("record");
-        assert_eq!(rec.pseudonym.as_deref(), v["pseudonym"].as_str(), "{id}");
+        assert_eq!(
+            rec.head.pseudonym.as_deref(),
+            v["pseudonym"].as_str(),
+            "{id}"
+        );
         assert_eq!(
             env.sim
-                .pseudonym_of(&ttp_proto::BloomFilter(rec.bloom_filter.clone()).to_base64())
+                .pseudonym_of(&ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64())
                 .as_deref(),
             v["pseudonym"].as_str(),
             "{id}"

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use chrono::{TimeZone as _, Utc};
 use handover_support::{Site, ok as ok_stdout, site};
-use ttp_agent::domain::{LocalRecord, RecordState};
+use ttp_agent::domain::{LocalRecord, RecordHead, RecordState};
 
 fn with_store(site: &Site, f: impl FnOnce(&ttp_agent::store::Store)) {
     site.with_store(f)
@@ -19,13 +19,15 @@ fn with_store(site: &Site, f: impl FnOnce(&ttp_agent::store::Store)) {
 fn record(id: &str, seed: u8) -> LocalRecord {
     let at = Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap();
     LocalRecord {
-        local_id: id.into(),
-        bloom_filter: vec![seed; 64],
+        head: RecordHead {
+            local_id: id.into(),
+            bloom_filter: vec![seed; 64],
+            state: RecordState::AwaitingClearing,
+            pseudonym: None,
+            created_at: at,
+            updated_at: at,
+        },
         idat: None,
-        state: RecordState::AwaitingClearing,
-        pseudonym: None,
-        created_at: at,
-        updated_at: at,
     }
 }
 
@@ -40,7 +42,7 @@ fn obtain(site: &Site, ids: &[&str]) {
         store.insert_records(&recs).expect("inserts");
         for id in ids {
             let mut r = store.get_record(id).expect("reads").expect("exists");
-            r.assign_pseudonym(&format!("psn-{id}"), Utc::now());
+            r.head.assign_pseudonym(&format!("psn-{id}"), Utc::now());
             store.update_records(&[r]).expect("updates");
         }
     });
@@ -166,7 +168,7 @@ fn a_formula_in_a_pseudonym_is_neutralised_in_the_csv_and_kept_in_the_json() {
     with_store(&site, |store| {
         store.insert_records(&[record("f", 9)]).expect("inserts");
         let mut r = store.get_record("f").expect("reads").expect("exists");
-        r.assign_pseudonym(formula, Utc::now());
+        r.head.assign_pseudonym(formula, Utc::now());
         store.update_records(&[r]).expect("updates");
     });
     let csv = ok_stdout(export(&site, &[]));

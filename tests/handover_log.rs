@@ -12,7 +12,7 @@ fn pseudonymise(store: &Store, local_id: &str, psn: &str, at: &str) {
         .get_record(local_id)
         .expect("reads")
         .expect("record exists");
-    rec.assign_pseudonym(psn, t(at));
+    rec.head.assign_pseudonym(psn, t(at));
     store.update_records(&[rec]).expect("updates");
 }
 
@@ -48,7 +48,7 @@ fn a_new_pseudonym_is_logged_once_in_order_and_a_repeat_is_not() {
     pseudonymise(&store, "b", "psn-b", "2025-03-01T00:00:03Z");
     // A state change without a pseudonym is not an event.
     let mut c = store.get_record("c").expect("reads").expect("exists");
-    c.state = RecordState::AwaitingClearing;
+    c.head.state = RecordState::AwaitingClearing;
     store.update_records(&[c]).expect("updates");
 
     let events = store.pseudonym_events_after(0, 100).expect("reads");
@@ -78,8 +78,8 @@ fn a_record_inserted_with_a_pseudonym_is_logged() {
     let ts = TempStore::new();
     let store = ts.open();
     let mut rec = record("x", 9);
-    rec.pseudonym = Some("psn-x".into());
-    rec.state = RecordState::Pseudonymised;
+    rec.head.pseudonym = Some("psn-x".into());
+    rec.head.state = RecordState::Pseudonymised;
     store.insert_records(&[rec.clone()]).expect("inserts");
     // Inserting it again is `Unchanged` and logs nothing.
     store.insert_records(&[rec]).expect("inserts");
@@ -93,9 +93,9 @@ fn a_failed_update_logs_nothing() {
     let store = ts.open();
     store.insert_records(&[record("a", 1)]).expect("inserts");
     let mut a = store.get_record("a").expect("reads").expect("exists");
-    a.assign_pseudonym("psn-a", t("2025-03-01T00:00:00Z"));
+    a.head.assign_pseudonym("psn-a", t("2025-03-01T00:00:00Z"));
     let mut unknown = record("missing", 2);
-    unknown.pseudonym = Some("psn-m".into());
+    unknown.head.pseudonym = Some("psn-m".into());
     // One transaction: the unknown record aborts the whole call, the log included.
     let err = store.update_records(&[a, unknown]).unwrap_err();
     assert!(matches!(err, StoreError::UnknownRecord { .. }), "{err}");
@@ -111,6 +111,7 @@ fn a_failed_update_logs_nothing() {
             .get_record("a")
             .expect("reads")
             .expect("exists")
+            .head
             .pseudonym,
         None
     );
@@ -250,18 +251,18 @@ fn a_guarded_record_change_notices_a_concurrent_pseudonym() {
     // The daemon assigns a pseudonym between the operator's read and write.
     pseudonymise(&store, "a", "psn-a", "2025-03-01T00:00:01Z");
     let mut changed = read.clone();
-    changed.updated_at = t("2025-03-01T00:00:02Z");
+    changed.head.updated_at = t("2025-03-01T00:00:02Z");
     assert!(
         !store
             .update_record_audited(&read, &changed, &audit("add-element", "a"))
             .expect("runs")
     );
     let now = store.get_record("a").expect("reads").expect("exists");
-    assert_eq!(now.pseudonym.as_deref(), Some("psn-a"));
+    assert_eq!(now.head.pseudonym.as_deref(), Some("psn-a"));
     assert!(store.audit().expect("reads").is_empty());
     // From the current record it succeeds, with the audit entry.
     let mut changed = now.clone();
-    changed.updated_at = t("2025-03-01T00:00:03Z");
+    changed.head.updated_at = t("2025-03-01T00:00:03Z");
     assert!(
         store
             .update_record_audited(&now, &changed, &audit("add-element", "a"))

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use handover_support::{Site, site};
 use ttp_agent::agent::shutdown;
-use ttp_agent::domain::{LocalRecord, RecordState};
+use ttp_agent::domain::{LocalRecord, RecordHead, RecordState};
 use ttp_agent::handover::{self, HandoverSettings, WEBHOOK_CONSUMER, WebhookWorker};
 use ttp_agent::store::Store;
 
@@ -103,19 +103,21 @@ fn obtain(store: &Store, ids: &[&str]) {
     let recs: Vec<LocalRecord> = ids
         .iter()
         .map(|id| LocalRecord {
-            local_id: (*id).to_string(),
-            bloom_filter: id.as_bytes().to_vec(),
+            head: RecordHead {
+                local_id: (*id).to_string(),
+                bloom_filter: id.as_bytes().to_vec(),
+                state: RecordState::AwaitingClearing,
+                pseudonym: None,
+                created_at: at,
+                updated_at: at,
+            },
             idat: None,
-            state: RecordState::AwaitingClearing,
-            pseudonym: None,
-            created_at: at,
-            updated_at: at,
         })
         .collect();
     store.insert_records(&recs).expect("inserts");
     for id in ids {
         let mut r = store.get_record(id).expect("reads").expect("exists");
-        r.assign_pseudonym(&format!("psn-{id}"), Utc::now());
+        r.head.assign_pseudonym(&format!("psn-{id}"), Utc::now());
         store.update_records(&[r]).expect("updates");
     }
 }

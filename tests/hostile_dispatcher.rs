@@ -11,7 +11,7 @@ use ttp_agent::domain::{Attention, TaskState};
 async fn registered(env: &Env, n: usize) -> (std::sync::Arc<ttp_agent::agent::Agent>, String) {
     let agent = submit_records(env, n).await;
     let known = agent.store().get_record("case-00000").unwrap().unwrap();
-    let bf = ttp_proto::BloomFilter(known.bloom_filter.clone()).to_base64();
+    let bf = ttp_proto::BloomFilter(known.head.bloom_filter.clone()).to_base64();
     (agent, bf)
 }
 

@@ -34,7 +34,7 @@ async fn submit_csv(
 fn ask_every_record(env: &Env, agent: &std::sync::Arc<ttp_agent::agent::Agent>, elements: &[&str]) {
     let future = env.sim.now() + chrono::Duration::days(3);
     for record in agent.store().records_in_states(|_| true).unwrap() {
-        let bf = ttp_proto::BloomFilter(record.bloom_filter.clone()).to_base64();
+        let bf = ttp_proto::BloomFilter(record.head.bloom_filter.clone()).to_base64();
         env.sim.add_send_idat_for(&bf, elements, future);
     }
 }
@@ -266,8 +266,8 @@ async fn a_task_naming_pseudonym_and_filter_is_answered_only_when_both_name_one_
     assert_eq!(reg.pseudonymised, 3);
 
     let records = agent.store().records_in_states(|_| true).unwrap();
-    let bf = |i: usize| ttp_proto::BloomFilter(records[i].bloom_filter.clone()).to_base64();
-    let psn = |i: usize| records[i].pseudonym.clone().unwrap();
+    let bf = |i: usize| ttp_proto::BloomFilter(records[i].head.bloom_filter.clone()).to_base64();
+    let psn = |i: usize| records[i].head.pseudonym.clone().unwrap();
     let future = env.sim.now() + chrono::Duration::days(3);
     let both = |filter: String, pseudonym: String| IdatSubject::Both {
         bloom_filter: filter,

@@ -229,7 +229,7 @@ async fn no_secret_and_no_idat_in_any_output_or_in_clear_in_the_store() {
         let loaded = load(&env.config_path);
         let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
         let r = store.get_record("secret-case-000").unwrap().unwrap();
-        ttp_proto::BloomFilter(r.bloom_filter).to_base64()
+        ttp_proto::BloomFilter(r.head.bloom_filter).to_base64()
     };
     env.sim.add_send_idat_for(
         &rec0,

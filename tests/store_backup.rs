@@ -15,14 +15,14 @@ fn populated(ts: &TempStore) -> Store {
         .collect();
     for (i, r) in recs.iter_mut().enumerate() {
         if i % 3 == 0 {
-            r.state = RecordState::Pseudonymised;
-            r.pseudonym = Some(format!("psn-{i}"));
-            r.updated_at = t("2024-01-01T00:00:00Z");
+            r.head.state = RecordState::Pseudonymised;
+            r.head.pseudonym = Some(format!("psn-{i}"));
+            r.head.updated_at = t("2024-01-01T00:00:00Z");
         }
     }
     store.insert_records(&recs).expect("insert");
     store
-        .purge_idat(t("2024-06-01T00:00:00Z"), |r| r.local_id == "case-003")
+        .purge_idat(t("2024-06-01T00:00:00Z"), |r| r.head.local_id == "case-003")
         .expect("purge idat");
     store
         .put_tasks(&[
@@ -261,7 +261,7 @@ fn compaction_keeps_the_content_and_leaves_nothing_behind() {
     // Some churn, so there is garbage to drop.
     let mut recs = store.records_in_states(|_| true).expect("records");
     for r in &mut recs {
-        r.state = RecordState::AwaitingClearing;
+        r.head.state = RecordState::AwaitingClearing;
     }
     store.update_records(&recs).expect("update");
     let before_dir = ts.sibling("before");
@@ -361,10 +361,10 @@ fn a_backup_taken_while_the_store_is_written_restores_to_a_consistent_store() {
         let records = restored.records_in_states(|_| true).expect("records");
         let mut per_batch = std::collections::BTreeMap::<u32, (u32, u32)>::new();
         for r in &records {
-            let batch: u32 = r.local_id[2..7].parse().expect("batch number");
+            let batch: u32 = r.head.local_id[2..7].parse().expect("batch number");
             let entry = per_batch.entry(batch).or_default();
             entry.0 += 1;
-            if r.pseudonym.is_some() {
+            if r.head.pseudonym.is_some() {
                 entry.1 += 1;
             }
         }

@@ -256,7 +256,7 @@ async fn purge_applies_the_retention_rules_now_and_spares_open_tasks() {
             .filter(|t| t.state.is_final())
             .count();
         (
-            ttp_proto::BloomFilter(rec.bloom_filter).to_base64(),
+            ttp_proto::BloomFilter(rec.head.bloom_filter).to_base64(),
             finished,
         )
     };
@@ -314,13 +314,18 @@ async fn purge_applies_the_retention_rules_now_and_spares_open_tasks() {
         "purged tasks are counted in the history"
     );
     for rec in store.records_in_states(|_| true).unwrap() {
-        assert_eq!(rec.state, RecordState::Pseudonymised, "{}", rec.local_id);
-        assert!(rec.pseudonym.is_some(), "pseudonyms are kept");
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        assert!(rec.head.pseudonym.is_some(), "pseudonyms are kept");
         assert_eq!(
             rec.idat.is_some(),
-            rec.local_id == "case-00003",
+            rec.head.local_id == "case-00003",
             "{}",
-            rec.local_id
+            rec.head.local_id
         );
     }
     drop(store);

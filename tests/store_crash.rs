@@ -49,11 +49,11 @@ fn crash_child() {
         // then repeated, which every operation below tolerates.
         let n = store.next_batch_id().expect("batch id");
         let mut rec = record(&local_id(n), n as u32);
-        rec.updated_at = old;
+        rec.head.updated_at = old;
         store.insert_records(&[rec]).expect("insert");
         if let Some(mut prev) = store.get_record(&local_id(n - 1)).expect("get") {
-            prev.state = RecordState::Pseudonymised;
-            prev.pseudonym = Some(format!("psn-{}", n - 1));
+            prev.head.state = RecordState::Pseudonymised;
+            prev.head.pseudonym = Some(format!("psn-{}", n - 1));
             store.update_records(&[prev]).expect("update");
         }
         store
@@ -148,10 +148,10 @@ fn sigkill_never_loses_flushed_writes() {
                 .get_record(&local_id(n))
                 .expect("get")
                 .unwrap_or_else(|| panic!("round {round}: acknowledged record {n} is lost"));
-            assert_eq!(rec.bloom_filter, filter(n as u32), "record {n}");
+            assert_eq!(rec.head.bloom_filter, filter(n as u32), "record {n}");
             // Its successor's update of it was flushed before the successor's ACK.
             if acked.contains(&(n + 1)) {
-                assert_eq!(rec.pseudonym, Some(format!("psn-{n}")), "record {n}");
+                assert_eq!(rec.head.pseudonym, Some(format!("psn-{n}")), "record {n}");
             }
         }
         // Every acknowledged task is either still stored or counted in the history.

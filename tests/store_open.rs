@@ -159,8 +159,8 @@ fn a_version_0_store_is_migrated() {
     let ts = TempStore::new();
     let store = ts.open();
     let mut recs: Vec<_> = (0..5).map(|i| record(&format!("case-{i}"), i)).collect();
-    recs[2].state = RecordState::Pseudonymised;
-    recs[2].pseudonym = Some("psn-2".to_string());
+    recs[2].head.state = RecordState::Pseudonymised;
+    recs[2].head.pseudonym = Some("psn-2".to_string());
     store.insert_records(&recs).expect("insert");
     let expected_counts = store.record_counts().expect("counts");
     drop(store);

@@ -22,9 +22,9 @@ fn records_round_trip_in_every_state() {
     let mut recs = Vec::new();
     for (i, state) in states.iter().enumerate() {
         let mut r = record(&format!("case-{i}"), i as u32);
-        r.state = state.clone();
-        r.pseudonym = (i % 2 == 1).then(|| format!("psn-{i}"));
-        r.updated_at = t("2025-06-07T08:09:10.987654321Z");
+        r.head.state = state.clone();
+        r.head.pseudonym = (i % 2 == 1).then(|| format!("psn-{i}"));
+        r.head.updated_at = t("2025-06-07T08:09:10.987654321Z");
         recs.push(r);
     }
     // One record without IDAT, one with an empty IDAT map, one with unusual text.
@@ -40,7 +40,7 @@ fn records_round_trip_in_every_state() {
     );
     for r in &recs {
         assert_eq!(
-            store.get_record(&r.local_id).expect("get").as_ref(),
+            store.get_record(&r.head.local_id).expect("get").as_ref(),
             Some(r)
         );
     }
@@ -51,7 +51,7 @@ fn records_round_trip_in_every_state() {
     let store = ts.open();
     for r in &recs {
         assert_eq!(
-            store.get_record(&r.local_id).expect("get").as_ref(),
+            store.get_record(&r.head.local_id).expect("get").as_ref(),
             Some(r)
         );
     }
@@ -75,7 +75,7 @@ fn insert_is_idempotent_and_reports_conflicts() {
     a_again.idat = Some(idat("Other", "Name"));
     // Same id, different filter: conflict, nothing written.
     let mut b_other = b.clone();
-    b_other.bloom_filter = filter(99);
+    b_other.head.bloom_filter = filter(99);
     let c = record("case-c", 3);
     assert_eq!(
         store
@@ -100,7 +100,7 @@ fn insert_is_idempotent_and_reports_conflicts() {
     // A duplicate inside one call: the second occurrence sees the first.
     let d = record("case-d", 4);
     let mut d_other = d.clone();
-    d_other.bloom_filter = filter(5);
+    d_other.head.bloom_filter = filter(5);
     assert_eq!(
         store
             .insert_records(&[d.clone(), d.clone(), d_other])
@@ -168,8 +168,8 @@ fn pseudonym_index_follows_updates() {
     assert_eq!(store.record_by_pseudonym("psn-x").expect("lookup"), None);
 
     // Set.
-    a.pseudonym = Some("psn-x".to_string());
-    a.state = RecordState::Pseudonymised;
+    a.head.pseudonym = Some("psn-x".to_string());
+    a.head.state = RecordState::Pseudonymised;
     store
         .update_records(std::slice::from_ref(&a))
         .expect("update");
@@ -179,7 +179,7 @@ fn pseudonym_index_follows_updates() {
     );
 
     // Changed: the old pseudonym no longer finds it.
-    a.pseudonym = Some("psn-y".to_string());
+    a.head.pseudonym = Some("psn-y".to_string());
     store
         .update_records(std::slice::from_ref(&a))
         .expect("update");
@@ -190,7 +190,7 @@ fn pseudonym_index_follows_updates() {
     );
 
     // Shared by two records (one patient, two cases): both found, smallest id first.
-    b.pseudonym = Some("psn-y".to_string());
+    b.head.pseudonym = Some("psn-y".to_string());
     store
         .update_records(std::slice::from_ref(&b))
         .expect("update");
@@ -204,7 +204,7 @@ fn pseudonym_index_follows_updates() {
     );
 
     // Cleared.
-    a.pseudonym = None;
+    a.head.pseudonym = None;
     store
         .update_records(std::slice::from_ref(&a))
         .expect("update");
@@ -214,7 +214,7 @@ fn pseudonym_index_follows_updates() {
     );
 
     // A changed filter is re-indexed too.
-    b.bloom_filter = filter(77);
+    b.head.bloom_filter = filter(77);
     store
         .update_records(std::slice::from_ref(&b))
         .expect("update");
@@ -241,7 +241,7 @@ fn update_of_an_unknown_record_changes_nothing() {
     store
         .insert_records(std::slice::from_ref(&a))
         .expect("insert");
-    a.state = RecordState::AwaitingClearing;
+    a.head.state = RecordState::AwaitingClearing;
     let ghost = record("case-ghost", 2);
     let err = store
         .update_records(&[a, ghost])
@@ -252,7 +252,10 @@ fn update_of_an_unknown_record_changes_nothing() {
     );
     // Atomic: the first record was not updated either.
     assert_eq!(
-        store.get_record("case-a").expect("get").map(|r| r.state),
+        store
+            .get_record("case-a")
+            .expect("get")
+            .map(|r| r.head.state),
         Some(RecordState::New)
     );
 }
@@ -274,7 +277,7 @@ fn counters_track_states_pseudonyms_and_purges() {
 
     let mut changed = recs.clone();
     for (i, r) in changed.iter_mut().enumerate() {
-        r.state = match i {
+        r.head.state = match i {
             0..=2 => RecordState::Sending { batch: 1 },
             3 => RecordState::AwaitingClearing,
             4..=7 => RecordState::Pseudonymised,
@@ -283,7 +286,7 @@ fn counters_track_states_pseudonyms_and_purges() {
             },
         };
         if (4..=7).contains(&i) {
-            r.pseudonym = Some(format!("psn-{i}"));
+            r.head.pseudonym = Some(format!("psn-{i}"));
         }
     }
     changed[9].idat = None;
@@ -310,14 +313,14 @@ fn records_in_states_filters_by_state() {
     let ts = TempStore::new();
     let store = ts.open();
     let mut recs: Vec<_> = (0..6).map(|i| record(&format!("case-{i}"), i)).collect();
-    recs[1].state = RecordState::Sending { batch: 3 };
-    recs[4].state = RecordState::Sending { batch: 4 };
-    recs[5].state = RecordState::Pseudonymised;
+    recs[1].head.state = RecordState::Sending { batch: 3 };
+    recs[4].head.state = RecordState::Sending { batch: 4 };
+    recs[5].head.state = RecordState::Pseudonymised;
     store.insert_records(&recs).expect("insert");
     let resume = store
         .records_in_states(|s| matches!(s, RecordState::New | RecordState::Sending { .. }))
         .expect("scan");
-    let ids: Vec<&str> = resume.iter().map(|r| r.local_id.as_str()).collect();
+    let ids: Vec<&str> = resume.iter().map(|r| r.head.local_id.as_str()).collect();
     assert_eq!(ids, ["case-0", "case-1", "case-2", "case-3", "case-4"]);
     assert_eq!(resume[1], recs[1]);
 }
@@ -337,20 +340,20 @@ fn purge_idat_drops_only_old_finished_records_not_kept() {
     // 4: pseudonymised, old, but keep() says so -> kept
     // 5: pseudonymised, old, IDAT already gone -> not counted again
     for (i, r) in recs.iter_mut().enumerate() {
-        r.state = match i {
+        r.head.state = match i {
             1 => RecordState::Rejected {
                 code: "E".to_string(),
             },
             3 => RecordState::AwaitingClearing,
             _ => RecordState::Pseudonymised,
         };
-        r.updated_at = if i == 2 { recent } else { old };
+        r.head.updated_at = if i == 2 { recent } else { old };
     }
     recs[5].idat = None;
     store.insert_records(&recs).expect("insert");
 
     let purged = store
-        .purge_idat(cutoff, |r| r.local_id == "case-4")
+        .purge_idat(cutoff, |r| r.head.local_id == "case-4")
         .expect("purge");
     assert_eq!(purged, 2);
     let idat_of = |id: &str| store.get_record(id).expect("get").expect("exists").idat;
@@ -361,8 +364,8 @@ fn purge_idat_drops_only_old_finished_records_not_kept() {
     assert!(idat_of("case-4").is_some());
     // Everything else about a purged record stays.
     let r0 = store.get_record("case-0").expect("get").expect("exists");
-    assert_eq!(r0.updated_at, old);
-    assert_eq!(r0.bloom_filter, recs[0].bloom_filter);
+    assert_eq!(r0.head.updated_at, old);
+    assert_eq!(r0.head.bloom_filter, recs[0].head.bloom_filter);
     assert_eq!(store.record_counts().expect("counts").idat_purged, 3);
     // Nothing left to purge.
     assert_eq!(store.purge_idat(cutoff, |_| false).expect("purge"), 1);
@@ -377,12 +380,12 @@ fn idat_is_not_stored_in_clear() {
     let mut r = record("case-secret", 1);
     r.idat = Some(idat("Quxzelbrimwort", "Vrondelsnapper"));
     // A value stored in clear on purpose proves the search below can find things.
-    r.pseudonym = Some("PSN-CANARY-5317".to_string());
+    r.head.pseudonym = Some("PSN-CANARY-5317".to_string());
     store
         .insert_records(std::slice::from_ref(&r))
         .expect("insert");
     // Also through an update (re-sealed).
-    r.state = RecordState::Pseudonymised;
+    r.head.state = RecordState::Pseudonymised;
     store
         .update_records(std::slice::from_ref(&r))
         .expect("update");
@@ -473,6 +476,7 @@ fn counts_are_cheap_and_survive_many_batches() {
         store
             .records_by_bloom_filter(&filter(1299))
             .expect("lookup")[0]
+            .head
             .local_id,
         "case-01299"
     );
@@ -484,7 +488,7 @@ fn integrity_check_finds_index_and_counter_drift() {
     let ts = TempStore::new();
     let store = ts.open();
     let mut a = record("case-a", 1);
-    a.pseudonym = Some("psn-a".to_string());
+    a.head.pseudonym = Some("psn-a".to_string());
     store
         .insert_records(&[a, record("case-b", 2)])
         .expect("insert");
@@ -568,7 +572,7 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
         .record_heads_in_states(|s| *s == RecordState::New)
         .expect("heads");
     assert_eq!(heads.len(), 2);
-    assert_eq!(heads[0], a.head());
+    assert_eq!(heads[0], a.head.clone());
     heads[0].state = RecordState::Pseudonymised;
     heads[0].pseudonym = Some("psn-a".to_string());
     heads[0].updated_at = t("2025-03-04T05:06:07Z");
@@ -579,9 +583,7 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
     assert_eq!(
         stored_a,
         LocalRecord {
-            state: RecordState::Pseudonymised,
-            pseudonym: Some("psn-a".to_string()),
-            updated_at: t("2025-03-04T05:06:07Z"),
+            head: heads[0].clone(),
             ..a.clone()
         }
     );
@@ -611,7 +613,7 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
         .update_record_heads(&[changed])
         .expect_err("changed filter");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
-    let mut ghost = b.head();
+    let mut ghost = b.head.clone();
     ghost.local_id = "case-ghost".to_string();
     let mut first = heads[1].clone();
     first.state = RecordState::AwaitingClearing;
@@ -623,7 +625,10 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
         "{err:?}"
     );
     assert_eq!(
-        store.get_record("case-b").expect("get").map(|r| r.state),
+        store
+            .get_record("case-b")
+            .expect("get")
+            .map(|r| r.head.state),
         Some(RecordState::Sending { batch: 9 })
     );
 

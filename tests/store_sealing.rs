@@ -29,7 +29,7 @@ fn populated(ts: &TempStore) -> (Store, Vec<Vec<u8>>) {
         .map(|i| {
             let mut r = record(&format!("case-{i}"), i);
             r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
-            filters.push(r.bloom_filter.clone());
+            filters.push(r.head.bloom_filter.clone());
             r
         })
         .collect();
@@ -57,7 +57,9 @@ fn neither_the_store_nor_a_backup_shows_a_filter_or_a_name() {
     let (store, filters) = populated(&ts);
     // The filters are still there for the agent, unsealed.
     assert_eq!(
-        store.records_by_bloom_filter(&filters[3]).expect("lookup")[0].local_id,
+        store.records_by_bloom_filter(&filters[3]).expect("lookup")[0]
+            .head
+            .local_id,
         "case-3"
     );
     let heads = store
@@ -130,8 +132,8 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
         .map(|i| {
             let mut r = record(&format!("case-{i}"), i);
             r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
-            r.state = RecordState::Pseudonymised;
-            r.pseudonym = Some(format!("psn-{i}"));
+            r.head.state = RecordState::Pseudonymised;
+            r.head.pseudonym = Some(format!("psn-{i}"));
             r
         })
         .collect();
@@ -140,7 +142,7 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
     for round in 0..3 {
         let mut again = recs.clone();
         for r in &mut again {
-            r.updated_at =
+            r.head.updated_at =
                 store_support::t("2025-01-03T00:00:00Z") + chrono::Duration::seconds(round);
         }
         store.update_records(&again).expect("update");
@@ -158,7 +160,7 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
     let store = ts.open();
     // case-2 is kept (an open task needs it); the others are purged.
     let purged = store
-        .purge_idat(Utc::now(), |r| r.local_id == "case-2")
+        .purge_idat(Utc::now(), |r| r.head.local_id == "case-2")
         .expect("purge");
     assert_eq!(purged, 2);
     store.flush().expect("flush");

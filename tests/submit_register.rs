@@ -263,12 +263,13 @@ fn outcome(site: &Site) -> BTreeMap<String, (RecordState, Option<bool>)> {
         .unwrap()
         .into_iter()
         .map(|r| {
-            let bf = ttp_proto::BloomFilter(r.bloom_filter.clone()).to_base64();
+            let bf = ttp_proto::BloomFilter(r.head.bloom_filter.clone()).to_base64();
             let matches = r
+                .head
                 .pseudonym
                 .as_ref()
                 .map(|p| Some(p) == site.env.sim.pseudonym_of(&bf).as_ref());
-            (r.local_id, (r.state, matches))
+            (r.head.local_id, (r.head.state, matches))
         })
         .collect()
 }
@@ -354,7 +355,7 @@ async fn a_batch_refused_as_a_whole_rejects_no_record_while_others_go_on() {
         .unwrap()
         .unwrap();
     site.proxy.set(Rules {
-        refuse_containing: Some(ttp_proto::BloomFilter(bad.bloom_filter.clone()).to_base64()),
+        refuse_containing: Some(ttp_proto::BloomFilter(bad.head.bloom_filter.clone()).to_base64()),
         ..Rules::default()
     });
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::Store;
 use ttp_proto::{BloomFilter, IdatElement, Task, TaskKind};
 
@@ -47,13 +47,15 @@ pub fn record(i: u64, now: DateTime<Utc>) -> LocalRecord {
     .into_iter()
     .collect();
     LocalRecord {
-        local_id: format!("case-{i:010}"),
-        bloom_filter: filter(i),
+        head: RecordHead {
+            local_id: format!("case-{i:010}"),
+            bloom_filter: filter(i),
+            state: RecordState::Pseudonymised,
+            pseudonym: Some(format!("bench-study_{i:08X}")),
+            created_at: now - chrono::Duration::days(20),
+            updated_at: now - chrono::Duration::days(10),
+        },
         idat: Some(Idat(idat)),
-        state: RecordState::Pseudonymised,
-        pseudonym: Some(format!("bench-study_{i:08X}")),
-        created_at: now - chrono::Duration::days(20),
-        updated_at: now - chrono::Duration::days(10),
     }
 }
 
@@ -64,8 +66,8 @@ pub fn record_raw_size(r: &LocalRecord) -> u64 {
         .idat
         .as_ref()
         .map_or(0, |i| i.0.values().map(String::len).sum());
-    let psn = r.pseudonym.as_ref().map_or(0, String::len);
-    (r.local_id.len() + r.bloom_filter.len() + idat + psn) as u64
+    let psn = r.head.pseudonym.as_ref().map_or(0, String::len);
+    (r.head.local_id.len() + r.head.bloom_filter.len() + idat + psn) as u64
 }
 
 /// Finished task `i` (`Done`), one of the three types in turn.

@@ -198,8 +198,9 @@ impl Agent {
         let idat = self
             .store
             .purge_idat(now - self.opts.idat_retention, |rec| {
-                open_subjects.contains(&rec.bloom_filter)
+                open_subjects.contains(&rec.head.bloom_filter)
                     || rec
+                        .head
                         .pseudonym
                         .as_ref()
                         .is_some_and(|p| open_subjects.contains(p.as_bytes()))

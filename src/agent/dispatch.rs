@@ -14,16 +14,17 @@
 //! again (the fTTP does not have it); gone → done. A crash after 3 loses nothing. Grouping a
 //! wave into two flushes is what makes thousands of tasks per second possible with fsync.
 //!
-//! The dispatcher is the I/O around pure parts: [`route`] hands a task to its handler (the one
-//! match on the task's type), the handlers return an [`Outcome`], and the task's next state is
+//! The dispatcher is the I/O around pure parts: `Agent::route` hands a task to its handler (the
+//! one match on the task's type), the handlers return an [`Outcome`], and the task's next state is
 //! the domain's ([`TaskRecord::after_effect`]).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use tracing::Instrument as _;
-use ttp_proto::{BloomFilter, ElementRequest, SendIdatSubject, TaskKind};
+use ttp_proto::{BloomFilter, SendIdatSubject, TaskKind};
 
 use super::handlers::send_idat::{Lookup, resolve_subject};
 use super::handlers::{self, Effect, Outcome};
@@ -81,59 +82,67 @@ fn task_span(rec: &TaskRecord) -> tracing::Span {
 enum Route {
     /// Local work only (no request leaves, so no intent is needed: it is idempotent).
     Local(Outcome),
-    /// A request to the fTTP: the task is written as `Running` and flushed first.
-    Send(Request),
+    /// A request to the fTTP, not yet sent: the task is written as `Running` and flushed
+    /// before it is awaited.
+    Send(BoxFuture<'static, Outcome>),
 }
 
-/// A request a handler sends, with the task's parts it needs.
-enum Request {
-    SendIdat {
-        task_id: String,
-        subject: SendIdatSubject,
-        elements: Vec<ElementRequest>,
-    },
-    RepeatRequest {
-        study: String,
-        bloom_filter: BloomFilter,
-        target: String,
-    },
-}
-
-/// Hands a task to its handler: the one match on the task's type.
-fn route(rec: &TaskRecord, own_target: &str) -> Route {
-    match &rec.task.kind {
-        TaskKind::DicPsnAvailable {
-            bloom_filter,
-            target,
-            pseudonym,
-        } => {
-            if target != own_target {
-                tracing::warn!("task names another target than this site's; acting on it anyway");
+impl Agent {
+    /// Hands a task to its handler: the one match on the task's type.
+    fn route(self: &Arc<Self>, rec: &TaskRecord) -> Route {
+        let agent = Arc::clone(self);
+        match &rec.task.kind {
+            TaskKind::DicPsnAvailable {
+                bloom_filter,
+                target,
+                pseudonym,
+            } => {
+                if *target != self.opts.target {
+                    tracing::warn!(
+                        "task names another target than this site's; acting on it anyway"
+                    );
+                }
+                Route::Local(handlers::dic_psn_available::handle(bloom_filter, pseudonym))
             }
-            Route::Local(handlers::dic_psn_available::handle(bloom_filter, pseudonym))
+            TaskKind::SendIdat {
+                task_id,
+                subject,
+                elements,
+            } => {
+                let (task_id, subject, elements) =
+                    (task_id.clone(), subject.clone(), elements.clone());
+                Route::Send(Box::pin(async move {
+                    let lookup = match find_record(&agent.store, &subject) {
+                        Ok(lookup) => lookup,
+                        Err(e) => {
+                            return Outcome::effect(Effect::Retry {
+                                error: format!("store: {e}"),
+                                retry_after: None,
+                            });
+                        }
+                    };
+                    let policy = agent.opts.missing_elements;
+                    handlers::send_idat::handle(&agent.client, &task_id, lookup, &elements, policy)
+                        .await
+                }))
+            }
+            TaskKind::RepeatRequest {
+                study,
+                bloom_filter,
+                target,
+            } => {
+                let (study, bloom_filter, target) =
+                    (study.clone(), bloom_filter.clone(), target.clone());
+                Route::Send(Box::pin(async move {
+                    handlers::repeat_request::handle(&agent.client, &study, &target, &bloom_filter)
+                        .await
+                }))
+            }
+            // Unknown and malformed tasks never become `Received`.
+            TaskKind::Unknown { .. } => Route::Local(Outcome::effect(Effect::Attention(
+                Attention::UnknownTaskType(rec.key.0.clone()),
+            ))),
         }
-        TaskKind::SendIdat {
-            task_id,
-            subject,
-            elements,
-        } => Route::Send(Request::SendIdat {
-            task_id: task_id.clone(),
-            subject: subject.clone(),
-            elements: elements.clone(),
-        }),
-        TaskKind::RepeatRequest {
-            study,
-            bloom_filter,
-            target,
-        } => Route::Send(Request::RepeatRequest {
-            study: study.clone(),
-            bloom_filter: bloom_filter.clone(),
-            target: target.clone(),
-        }),
-        // Unknown and malformed tasks never become `Received`.
-        TaskKind::Unknown { .. } => Route::Local(Outcome::effect(Effect::Attention(
-            Attention::UnknownTaskType(rec.key.0.clone()),
-        ))),
     }
 }
 
@@ -199,7 +208,7 @@ impl Agent {
                 finished.push(rec);
                 continue;
             }
-            match route(&rec, &self.opts.target) {
+            match self.route(&rec) {
                 Route::Send(request) => {
                     rec.begin_effect(now);
                     to_send.push((rec, request));
@@ -229,16 +238,20 @@ impl Agent {
 
         // 2. Effects, bounded.
         let concurrency = self.opts.concurrency.max(1);
-        let outcomes: Vec<(TaskRecord, Outcome)> = futures_util::stream::iter(to_send)
+        // The futures are made before the stream: a closure kept across the await would have
+        // to be `Send` for every lifetime, which the compiler cannot prove for a boxed request.
+        let requests: Vec<_> = to_send
+            .into_iter()
             .map(|(rec, request)| {
-                let agent = Arc::clone(self);
                 let span = task_span(&rec);
                 async move {
-                    let outcome = agent.send(&rec, request).await;
+                    let outcome = Agent::send(&rec, request).await;
                     (rec, outcome)
                 }
                 .instrument(span)
             })
+            .collect();
+        let outcomes: Vec<(TaskRecord, Outcome)> = futures_util::stream::iter(requests)
             .buffer_unordered(concurrency)
             .collect()
             .await;
@@ -274,7 +287,7 @@ impl Agent {
     }
 
     /// The request of one task. Runs in the task's span (see `dispatch_wave`).
-    async fn send(&self, rec: &TaskRecord, request: Request) -> Outcome {
+    async fn send(rec: &TaskRecord, request: BoxFuture<'static, Outcome>) -> Outcome {
         // Re-check the deadline at the last moment: a long wave must not answer late.
         if rec.is_past_deadline(Utc::now()) {
             return Outcome::effect(Effect::Retry {
@@ -283,38 +296,7 @@ impl Agent {
             });
         }
         tracing::debug!("sending the task's request to the fTTP");
-        match request {
-            Request::SendIdat {
-                task_id,
-                subject,
-                elements,
-            } => {
-                let lookup = match find_record(&self.store, &subject) {
-                    Ok(lookup) => lookup,
-                    Err(e) => {
-                        return Outcome::effect(Effect::Retry {
-                            error: format!("store: {e}"),
-                            retry_after: None,
-                        });
-                    }
-                };
-                handlers::send_idat::handle(
-                    &self.client,
-                    &task_id,
-                    lookup,
-                    &elements,
-                    self.opts.missing_elements,
-                )
-                .await
-            }
-            Request::RepeatRequest {
-                study,
-                bloom_filter,
-                target,
-            } => {
-                handlers::repeat_request::handle(&self.client, &study, &target, &bloom_filter).await
-            }
-        }
+        request.await
     }
 
     /// Sets the pseudonym an outcome carries on the heads of its filter's records (no IDAT

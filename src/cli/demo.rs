@@ -167,13 +167,13 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let mut rows = agent
         .store()
         .records_in_states(|s| *s == RecordState::Pseudonymised)?;
-    rows.sort_by(|a, b| a.local_id.cmp(&b.local_id));
+    rows.sort_by(|a, b| a.head.local_id.cmp(&b.head.local_id));
     crate::outln!("6. pseudonyms obtained ({} of {n}):", rows.len());
     for r in &rows {
         crate::outln!(
             "   {:<10} {}",
-            r.local_id,
-            r.pseudonym.as_deref().unwrap_or("-")
+            r.head.local_id,
+            r.head.pseudonym.as_deref().unwrap_or("-")
         );
     }
     sim.shutdown().await;

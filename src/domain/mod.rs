@@ -19,32 +19,24 @@ pub use task::{
     TaskRelisting, TaskState,
 };
 
-/// A patient record as the site registered it. The IDAT is kept only to answer `send_idat`
-/// tasks later; it is encrypted at rest by the store (see `store::crypto`) and purged after the
-/// retention period once nothing is open for the record.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+/// A patient record as the site registered it: its head (identifier, filter, registration
+/// state, pseudonym) and its IDAT. The IDAT is kept only to answer `send_idat` tasks later; the
+/// store keeps it sealed apart from the head (see `store::crypto`), so that registration and
+/// pseudonyms change the head alone, and purges it after the retention period once nothing is
+/// open for the record.
+#[derive(Clone, PartialEq)]
 pub struct LocalRecord {
-    /// The site's own identifier for the record (e.g. a hospital case number). Never sent.
-    pub local_id: String,
-    /// The full-length Bloom filter registered with the fTTP (raw bytes, not base64).
-    pub bloom_filter: Vec<u8>,
+    pub head: RecordHead,
     /// Identifying data, by fTTP element code; `None` once purged.
     pub idat: Option<Idat>,
-    pub state: RecordState,
-    pub pseudonym: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for LocalRecord {
     // IDAT never reaches a log line through `{:?}`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalRecord")
-            .field("local_id", &self.local_id)
-            .field("bloom_filter_len", &self.bloom_filter.len())
+            .field("head", &self.head)
             .field("idat", &self.idat.as_ref().map(|_| "<redacted>"))
-            .field("state", &self.state)
-            .field("pseudonym", &self.pseudonym.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -197,32 +189,6 @@ pub enum Assigned {
     Conflict,
 }
 
-impl LocalRecord {
-    /// Give the record the pseudonym the fTTP assigned. Idempotent; never overwrites a
-    /// different pseudonym (that needs a human).
-    pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
-        assign(
-            &mut self.pseudonym,
-            &mut self.state,
-            &mut self.updated_at,
-            pseudonym,
-            now,
-        )
-    }
-
-    /// The record without its IDAT.
-    pub fn head(&self) -> RecordHead {
-        RecordHead {
-            local_id: self.local_id.clone(),
-            bloom_filter: self.bloom_filter.clone(),
-            state: self.state.clone(),
-            pseudonym: self.pseudonym.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
 /// A [`LocalRecord`] without its IDAT: everything registration works with. The store lists
 /// and updates heads without opening (or re-sealing) the IDAT, which is most of the cost of a
 /// record write and need not be in memory in clear just to send a filter.
@@ -249,15 +215,25 @@ impl std::fmt::Debug for RecordHead {
 }
 
 impl RecordHead {
-    /// As [`LocalRecord::assign_pseudonym`].
+    /// Give the record the pseudonym the fTTP assigned. Idempotent; never overwrites a
+    /// different pseudonym (that needs a human).
     pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
-        assign(
-            &mut self.pseudonym,
-            &mut self.state,
-            &mut self.updated_at,
-            pseudonym,
-            now,
-        )
+        match self.pseudonym.as_deref() {
+            Some(p) if p == pseudonym => {
+                if self.state != RecordState::Pseudonymised {
+                    self.state = RecordState::Pseudonymised;
+                    self.updated_at = now;
+                }
+                Assigned::Same
+            }
+            Some(_) => Assigned::Conflict,
+            None => {
+                self.pseudonym = Some(pseudonym.to_owned());
+                self.state = RecordState::Pseudonymised;
+                self.updated_at = now;
+                Assigned::New
+            }
+        }
     }
 }
 
@@ -297,31 +273,6 @@ pub fn assign_pseudonym_to(
     out
 }
 
-fn assign(
-    current: &mut Option<String>,
-    state: &mut RecordState,
-    updated_at: &mut DateTime<Utc>,
-    pseudonym: &str,
-    now: DateTime<Utc>,
-) -> Assigned {
-    match current.as_deref() {
-        Some(p) if p == pseudonym => {
-            if *state != RecordState::Pseudonymised {
-                *state = RecordState::Pseudonymised;
-                *updated_at = now;
-            }
-            Assigned::Same
-        }
-        Some(_) => Assigned::Conflict,
-        None => {
-            *current = Some(pseudonym.to_owned());
-            *state = RecordState::Pseudonymised;
-            *updated_at = now;
-            Assigned::New
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,20 +282,22 @@ mod tests {
         let mut idat = Idat::default();
         idat.0.insert(IdatElement::Family, "Mustermann".into());
         LocalRecord {
-            local_id: "case-1".into(),
-            bloom_filter: vec![1, 2, 3],
+            head: RecordHead {
+                local_id: "case-1".into(),
+                bloom_filter: vec![1, 2, 3],
+                state: RecordState::AwaitingClearing,
+                pseudonym: None,
+                created_at: now,
+                updated_at: now,
+            },
             idat: Some(idat),
-            state: RecordState::AwaitingClearing,
-            pseudonym: None,
-            created_at: now,
-            updated_at: now,
         }
     }
 
     #[test]
     fn debug_output_names_no_idat_and_no_pseudonym() {
         let mut r = record();
-        r.pseudonym = Some("psn_SECRETISH".into());
+        r.head.pseudonym = Some("psn_SECRETISH".into());
         let shown = format!("{r:?}");
         assert!(!shown.contains("Mustermann"), "{shown}");
         assert!(!shown.contains("psn_SECRETISH"), "{shown}");
@@ -356,6 +309,7 @@ mod tests {
     fn assigning_a_pseudonym_is_idempotent_and_never_overwrites() {
         let now = Utc::now();
         let mut r = record();
+        let r = &mut r.head;
         assert_eq!(r.assign_pseudonym("p1", now), Assigned::New);
         assert_eq!(r.state, RecordState::Pseudonymised);
         assert_eq!(r.assign_pseudonym("p1", now), Assigned::Same);
@@ -367,7 +321,7 @@ mod tests {
     fn a_pseudonym_is_set_on_every_head_of_its_filter_once() {
         let now = Utc::now();
         let head = |id: &str, pseudonym: Option<&str>| {
-            let mut h = record().head();
+            let mut h = record().head;
             h.local_id = id.into();
             h.pseudonym = pseudonym.map(str::to_owned);
             h

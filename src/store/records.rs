@@ -208,7 +208,7 @@ impl Guard<'_> {
 
 impl Store {
     fn prepare<'a>(&self, rec: &'a LocalRecord) -> Result<Prepared<'a>, StoreError> {
-        if rec.local_id.is_empty() {
+        if rec.head.local_id.is_empty() {
             return Err(StoreError::Invalid {
                 what: "record",
                 why: "the local id is empty".to_string(),
@@ -217,7 +217,7 @@ impl Store {
         let sealed = match &rec.idat {
             None => None,
             Some(idat) => Some(self.keys.idat.seal_with(
-                rec.local_id.as_bytes(),
+                rec.head.local_id.as_bytes(),
                 codec::idat_plaintext_len(idat),
                 |buf| codec::encode_idat_into(idat, buf),
             )?),
@@ -225,19 +225,19 @@ impl Store {
         let sealed_filter = self
             .keys
             .filter
-            .seal(rec.local_id.as_bytes(), &rec.bloom_filter)?;
+            .seal(rec.head.local_id.as_bytes(), &rec.head.bloom_filter)?;
         let value = encode_record(&StoredRecord {
             sealed_filter: &sealed_filter,
             sealed_idat: sealed.as_deref(),
-            state: StoredState::from_state(&rec.state),
-            pseudonym: rec.pseudonym.as_deref(),
-            created_at: nanos(rec.created_at)?,
-            updated_at: nanos(rec.updated_at)?,
+            state: StoredState::from_state(&rec.head.state),
+            pseudonym: rec.head.pseudonym.as_deref(),
+            created_at: nanos(rec.head.created_at)?,
+            updated_at: nanos(rec.head.updated_at)?,
         })?;
         Ok(Prepared {
             rec,
             value,
-            bf_tag: self.keys.filter_tag(&rec.bloom_filter),
+            bf_tag: self.keys.filter_tag(&rec.head.bloom_filter),
         })
     }
 
@@ -260,11 +260,11 @@ impl Store {
                 let mut delta = Delta::default();
                 let mut out = Vec::with_capacity(prepared.len());
                 for p in &prepared {
-                    let id = p.rec.local_id.as_str();
+                    let id = p.rec.head.local_id.as_str();
                     if let Some(existing) = t.records.get(id.as_bytes())? {
                         let old = decode_in_tx(&existing, id, path)?;
                         let old_filter = open_filter(&self.keys, id, old.sealed_filter, path)?;
-                        out.push(if *old_filter == p.rec.bloom_filter {
+                        out.push(if *old_filter == p.rec.head.bloom_filter {
                             InsertOutcome::Unchanged
                         } else {
                             InsertOutcome::Conflict
@@ -323,7 +323,7 @@ impl Store {
         new: &LocalRecord,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
-        if expected.local_id != new.local_id {
+        if expected.head.local_id != new.head.local_id {
             return Err(StoreError::Invalid {
                 what: "record update",
                 why: "the expected and the new record have different local ids".to_string(),
@@ -331,12 +331,12 @@ impl Store {
         }
         let prepared = [self.prepare(new)?];
         let guard = Guard {
-            bloom_filter: &expected.bloom_filter,
+            bloom_filter: &expected.head.bloom_filter,
             has_idat: expected.idat.is_some(),
-            state: StoredState::from_state(&expected.state),
-            pseudonym: expected.pseudonym.as_deref(),
-            created_at: nanos(expected.created_at)?,
-            updated_at: nanos(expected.updated_at)?,
+            state: StoredState::from_state(&expected.head.state),
+            pseudonym: expected.head.pseudonym.as_deref(),
+            created_at: nanos(expected.head.created_at)?,
+            updated_at: nanos(expected.head.updated_at)?,
         };
         let audit = super::audit::encode_entry(audit)?;
         self.write_updates(&prepared, Some(&guard), Some(&audit))
@@ -353,7 +353,7 @@ impl Store {
             let mut t = RecordTables::open(tx, path)?;
             let mut delta = Delta::default();
             for p in prepared {
-                let id = p.rec.local_id.as_str();
+                let id = p.rec.head.local_id.as_str();
                 let Some(existing) = t.records.get(id.as_bytes())? else {
                     return Err(StoreError::UnknownRecord {
                         local_id: id.to_string(),
@@ -449,7 +449,7 @@ impl Store {
             IDX_BF,
             self.keys.filter_tag(bf),
             |id, stored| self.open_record(id, stored),
-            |r| r.bloom_filter == bf,
+            |r| r.head.bloom_filter == bf,
         )
     }
 
@@ -471,7 +471,7 @@ impl Store {
             IDX_PSN,
             digest16(pseudonym.as_bytes()),
             |id, stored| self.open_record(id, stored),
-            |r| r.pseudonym.as_deref() == Some(pseudonym),
+            |r| r.head.pseudonym.as_deref() == Some(pseudonym),
         )
     }
 
@@ -790,14 +790,8 @@ impl Store {
             }
         };
         Ok(LocalRecord {
-            local_id: local_id.to_string(),
-            bloom_filter: open_filter(&self.keys, local_id, stored.sealed_filter, &self.path)?
-                .to_vec(),
+            head: self.open_head(local_id, &stored)?,
             idat,
-            state: stored.state.to_state(),
-            pseudonym: stored.pseudonym.map(str::to_string),
-            created_at: from_nanos(stored.created_at),
-            updated_at: from_nanos(stored.updated_at),
         })
     }
 }

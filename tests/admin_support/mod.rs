@@ -96,8 +96,8 @@ pub async fn scenario(edits: &[(&str, &str)]) -> Scenario {
     agent.poll_cycle().await.expect("first poll");
 
     let mut recs = agent.store().records_in_states(|_| true).unwrap();
-    recs.sort_by(|a, b| a.local_id.cmp(&b.local_id));
-    let bf = |i: usize| ttp_proto::BloomFilter(recs[i].bloom_filter.clone()).to_base64();
+    recs.sort_by(|a, b| a.head.local_id.cmp(&b.head.local_id));
+    let bf = |i: usize| ttp_proto::BloomFilter(recs[i].head.bloom_filter.clone()).to_base64();
     let now = env.sim.now();
     let hours = chrono::Duration::hours;
 
@@ -192,8 +192,8 @@ pub async fn scenario(edits: &[(&str, &str)]) -> Scenario {
     assert_eq!(count(&|s| matches!(s, TaskState::Done { .. })), 1);
 
     let mut identifiers: Vec<String> = tasks.iter().map(|t| t.key.0.clone()).collect();
-    identifiers.extend(recs.iter().map(|r| r.local_id.clone()));
-    identifiers.extend(recs.iter().filter_map(|r| r.pseudonym.clone()));
+    identifiers.extend(recs.iter().map(|r| r.head.local_id.clone()));
+    identifiers.extend(recs.iter().filter_map(|r| r.head.pseudonym.clone()));
     Scenario {
         env,
         loaded,

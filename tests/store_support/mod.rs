@@ -75,13 +75,15 @@ pub fn idat(given: &str, family: &str) -> Idat {
 
 pub fn record(local_id: &str, seed: u32) -> LocalRecord {
     LocalRecord {
-        local_id: local_id.to_string(),
-        bloom_filter: filter(seed),
+        head: RecordHead {
+            local_id: local_id.to_string(),
+            bloom_filter: filter(seed),
+            state: RecordState::New,
+            pseudonym: None,
+            created_at: t("2025-01-02T03:04:05.123456789Z"),
+            updated_at: t("2025-01-02T03:04:05.123456789Z"),
+        },
         idat: Some(idat("Testa", &format!("Synthetica{seed}"))),
-        state: RecordState::New,
-        pseudonym: None,
-        created_at: t("2025-01-02T03:04:05.123456789Z"),
-        updated_at: t("2025-01-02T03:04:05.123456789Z"),
     }
 }
 
@@ -147,12 +149,12 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// `r`'s head as registration leaves it: pseudonymised, with a pseudonym derived from its id.
 pub fn pseudonymised_head(r: &LocalRecord) -> RecordHead {
     RecordHead {
-        local_id: r.local_id.clone(),
-        bloom_filter: r.bloom_filter.clone(),
+        local_id: r.head.local_id.clone(),
+        bloom_filter: r.head.bloom_filter.clone(),
         state: RecordState::Pseudonymised,
-        pseudonym: Some(format!("psn-{}", r.local_id)),
-        created_at: r.created_at,
-        updated_at: r.updated_at,
+        pseudonym: Some(format!("psn-{}", r.head.local_id)),
+        created_at: r.head.created_at,
+        updated_at: r.head.updated_at,
     }
 }
 

@@ -46,7 +46,7 @@ pub fn resolve_subject(
         (Some(p), Some(f)) => {
             // Several local ids may share one filter (the same person registered twice); they
             // are one person, so the pseudonym's record counts as the same if its filter is.
-            if p.local_id == f.local_id || p.bloom_filter == f.bloom_filter {
+            if p.head.local_id == f.head.local_id || p.head.bloom_filter == f.head.bloom_filter {
                 Lookup::Found(p)
             } else {
                 Lookup::Contradiction
@@ -152,20 +152,22 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Idat, RecordState};
+    use crate::domain::{Idat, RecordHead, RecordState};
     use IdatElement::*;
 
     fn record(local_id: &str, filter: u8, idat: &[(IdatElement, &str)]) -> LocalRecord {
         LocalRecord {
-            local_id: local_id.into(),
-            bloom_filter: vec![filter; 8],
+            head: RecordHead {
+                local_id: local_id.into(),
+                bloom_filter: vec![filter; 8],
+                state: RecordState::Pseudonymised,
+                pseudonym: Some("psn".into()),
+                created_at: chrono::DateTime::UNIX_EPOCH,
+                updated_at: chrono::DateTime::UNIX_EPOCH,
+            },
             idat: Some(Idat(
                 idat.iter().map(|(e, v)| (*e, (*v).to_owned())).collect(),
             )),
-            state: RecordState::Pseudonymised,
-            pseudonym: Some("psn".into()),
-            created_at: chrono::DateTime::UNIX_EPOCH,
-            updated_at: chrono::DateTime::UNIX_EPOCH,
         }
     }
 
@@ -180,7 +182,7 @@ mod tests {
         let b = record("b", 2, &[]);
         assert!(matches!(
             resolve_subject(Some(a.clone()), Some(a.clone())),
-            Lookup::Found(r) if r.local_id == "a"
+            Lookup::Found(r) if r.head.local_id == "a"
         ));
         assert!(matches!(
             resolve_subject(Some(a.clone()), Some(a_again)),
@@ -192,7 +194,7 @@ mod tests {
         ));
         assert!(matches!(
             resolve_subject(None, Some(b)),
-            Lookup::Found(r) if r.local_id == "b"
+            Lookup::Found(r) if r.head.local_id == "b"
         ));
         assert!(matches!(resolve_subject(None, None), Lookup::NotFound));
     }
