@@ -11,7 +11,7 @@
 # Debian packages, not from this machine), the CA bundle, the time zone database and
 # passwd/group entries for the non-root user 65532. No shell, no package manager, no
 # coreutils. Its configuration (entrypoint, user, volume, environment, health check, stop
-# signal) is the Containerfile's; tests/container_contract.rs compares the two.
+# signal) is the Containerfile's; tests/it/deploy/container_contract.rs compares the two.
 #
 # Needs root (buildah mount), buildah, apt-get (with its package lists: `apt-get update`),
 # dpkg-deb, readelf and objcopy (binutils). Runs on a Debian 12 host: the binary links the
@@ -226,7 +226,7 @@ buildah umount "$ctr" >/dev/null
 
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-# The contract, as in the Containerfile's runtime stage (tests/container_contract.rs compares
+# The contract, as in the Containerfile's runtime stage (tests/it/deploy/container_contract.rs compares
 # these lines with it; keep one option per line).
 buildah config \
   --env PATH=/usr/local/bin:/usr/bin:/bin \

@@ -94,7 +94,7 @@ podman image inspect "$IMAGE" > "$work/inspect.json"
 size_bytes="$(jq -r '.[0].Size' "$work/inspect.json")"
 say "image $IMAGE: $((size_bytes / 1000000)) MB ($size_bytes bytes, uncompressed)"
 check "image smaller than 40 MB ($((size_bytes / 1000000)) MB)" test "$size_bytes" -lt 40000000
-# The configuration the Containerfile declares (tests/container_contract.rs keeps the two
+# The configuration the Containerfile declares (tests/it/deploy/container_contract.rs keeps the two
 # files in step; this checks what buildah actually committed).
 cfg() { jq -c "$1" "$work/inspect.json"; }
 check "entrypoint [ttp-agent, run]" test "$(cfg '.[0].Config.Entrypoint')" = '["ttp-agent","run"]'

@@ -19,7 +19,7 @@
 //! from the moment the previous caller really woke up. A runtime that is stalled for a while
 //! (blocking I/O on a worker, an overloaded host) therefore delays requests but never lets
 //! slots that were handed out before the stall fire together after it. Found by the
-//! fault-injection test (`tests/faults.rs`), which measures the rate at the server.
+//! fault-injection test (`tests/soak/agent/faults.rs`), which measures the rate at the server.
 //!
 //! [`Spacing`] is the pure schedule (an injected clock in, a start time out); `Limits` adds
 //! the sleeping and the semaphore.

@@ -1,5 +1,5 @@
 //! Unit tests that need the module's internals; behaviour seen from outside is tested in
-//! `tests/config_*.rs`.
+//! `tests/it/config/`.
 
 use super::*;
 

@@ -34,8 +34,8 @@
 //!
 //! The two record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` from
 //! `tasks`: every write keeps them exact in the same transaction, a restore rebuilds them, and
-//! [`Store::check_integrity`] verifies them. The open-task index is what keeps the agent's
-//! cycle and `status` proportional to the open tasks: finished ones stay stored for 30 days and
+//! [`Store::check_integrity`] (`ttp-agent check --store`) verifies them. The open-task index is
+//! what keeps the agent's cycle and `status` proportional to the open tasks: finished ones stay stored for 30 days and
 //! far outnumber them.
 //!
 //! # Durability: what is on disk when
@@ -53,7 +53,7 @@
 //!   *before* sending the request that state announces), and many writes share one `fsync`.
 //! * After a crash (process killed, power lost) redb opens at its last durable commit: every
 //!   write acknowledged by a completed `flush()` is present, later unflushed ones are gone as a
-//!   whole (a prefix of the writes, nothing reordered). `tests/store_crash.rs` kills a writer
+//!   whole (a prefix of the writes, nothing reordered). `tests/soak/store/crash.rs` kills a writer
 //!   at random moments and checks this.
 //! * Durable commits use redb's **quick-repair**: the allocator state is saved with each of them
 //!   and the commit is two-phase, so opening after a crash does not walk the whole file. Measured

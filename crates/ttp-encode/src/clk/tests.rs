@@ -1,5 +1,5 @@
 //! Encoder-level behaviour and every schema rejection. Bit-exactness against clkhash itself
-//! is covered by `tests/clk_vectors.rs` and `tests/clk_generated.rs`.
+//! is covered by `tests/it/clk_vectors.rs` and `tests/it/clk_generated.rs`.
 
 use serde_json::{Value, json};
 

@@ -33,7 +33,7 @@
 //! no `extra` keys, no resource) and hands it to the same `parse_known`. What it saves is the
 //! intermediate `Value` tree (strings are borrowed from the body unless they contain escapes)
 //! and the raw copy of each entry, which only problems and unknown parts need. The test
-//! `fast_and_generic_paths_agree` in `tests/fast_path.rs` checks the claim on the reference
+//! `fast_and_generic_paths_agree` in `tests/it/fast_path.rs` checks the claim on the reference
 //! examples, every task shape of the test suite, and systematic mutations of them.
 
 use std::borrow::Cow;

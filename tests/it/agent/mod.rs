@@ -1,0 +1,10 @@
+//! The agent end to end against the simulator: the flow, authentication, what gateways and
+//! hostile or confused dispatchers send.
+
+mod auth_variants;
+mod bad_input;
+mod fidelity;
+mod flow;
+mod hostile_dispatcher;
+mod idat_fidelity;
+mod listing_flood;

@@ -1,0 +1,6 @@
+//! Loading the configuration: defaults, the environment, secrets, credentials, errors.
+
+mod credentials;
+mod errors;
+mod load;
+mod secrets;

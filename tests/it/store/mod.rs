@@ -1,0 +1,8 @@
+//! The store: opening, records, tasks, sealing, backups, and the store commands.
+
+mod backup;
+mod cli;
+mod open;
+mod records;
+mod sealing;
+mod tasks;

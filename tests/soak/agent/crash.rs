@@ -1,0 +1,228 @@
+//! The crash test: the agent binary is killed with SIGKILL at random points of a run (at least
+//! 20 times, over a few hundred tasks) and restarted. In the end every task must be done exactly
+//! as if no crash had happened: every record has the pseudonym the fTTP assigned to its filter,
+//! every `send_idat` was answered exactly once, nothing expired or was aborted.
+//!
+//! The simulator runs in this test process and is the ground truth: it counts every request,
+//! every duplicate `$providePatientData` (the one request that must never be repeated), and
+//! every data-minimisation violation.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::agent::*;
+use crate::support::hermetic;
+use crate::support::logs::{KeptLog, kept_dir};
+use rand::{RngExt as _, SeedableRng as _};
+use ttp_agent::domain::RecordState;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
+const RECORDS: usize = 250;
+const MIN_KILLS: usize = 20;
+
+fn fast_schedule() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // Poll every second, without jitter, and judge in-doubt answers after 2 s.
+        ("cron = \"0 */15 * * * *\"", "cron = \"* * * * * *\""),
+        ("jitter = \"60s\"", "jitter = \"0s\""),
+        ("[ttp]\n", "[ttp]\ntimeout = \"1s\"\n"),
+        (
+            "[dispatch]\n",
+            "[dispatch]\nretry_base = \"1s\"\nretry_cap = \"2s\"\n",
+        ),
+        ("level = \"info\"", "level = \"debug\""),
+        // A missed dic_psn_available is recovered by registering the filter again.
+        ("batch_size = 50", "batch_size = 50\nrecheck_after = \"3s\""),
+        // Tests run in parallel: no fixed admin port.
+        ("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\""),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
+    let mut cfg = sim_config(42);
+    cfg.clearing = 0.6;
+    cfg.repeat_first = 0.4;
+    // A little latency per request spreads a cycle over a few hundred milliseconds, so the
+    // kills land inside waves, between intent and outcome, mid-batch.
+    cfg.latency = Some(Duration::from_millis(4));
+    let env = setup(cfg, &fast_schedule()).await;
+    let records = env.dir.path().join("records.csv");
+    std::fs::write(&records, records_csv(RECORDS)).unwrap();
+    let config = env.config_path.to_str().unwrap().to_string();
+    // Kept after the test (target/tmp/test-logs/...), failure or not.
+    let logs = kept_dir();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20_261_125);
+    let mut kills = 0usize;
+    let mut runs = 0usize;
+    let mut submitted = false;
+    while kills < MIN_KILLS {
+        assert!(runs < 80, "could not land {MIN_KILLS} kills in {runs} runs");
+        runs += 1;
+        // The first runs submit (kills land in encoding, storing, registering); the rest
+        // run the daemon (kills land in merges, waves, sleeps). On a loaded machine all four
+        // killed submits may end before anything was stored; a site then runs `submit` again
+        // (it is idempotent), so the fifth run does that and is not killed. Without it the
+        // daemon runs had nothing to work on and the test failed for want of records.
+        let finish_submit = runs == 5 && !submitted;
+        let args: Vec<&str> = if runs <= 4 || finish_submit {
+            vec!["submit", "--config", &config, records.to_str().unwrap()]
+        } else {
+            vec!["run", "--config", &config]
+        };
+        if finish_submit {
+            let out = hermetic::command(BIN)
+                .args(&args)
+                .env("TTP_AGENT_LOG_FORMAT", "text")
+                .output()
+                .expect("the agent starts");
+            assert!(
+                out.status.success(),
+                "the completing submit failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            submitted = true;
+            continue;
+        }
+        let log = std::fs::File::create(logs.join(format!("run-{runs:02}.log"))).unwrap();
+        let mut child = hermetic::command(BIN)
+            .args(&args)
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the agent starts");
+        let delay = Duration::from_millis(rng.random_range(30..900));
+        tokio::time::sleep(delay).await;
+        match child.try_wait().unwrap() {
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+            Some(status) => {
+                let log = std::fs::read_to_string(logs.join(format!("run-{runs:02}.log")))
+                    .unwrap_or_default();
+                // `submit` may finish before the kill; that is fine. Anything else is not.
+                assert!(
+                    status.success() && args[0] == "submit",
+                    "run {runs} ({}) exited by itself with {status}:\n{log}",
+                    args[0]
+                );
+                submitted = true;
+            }
+        }
+    }
+
+    // Let a final daemon run until the fTTP has nothing open and every filter is
+    // pseudonymised, then stop it with SIGTERM (which must exit 0).
+    let final_log = KeptLog::new("final.log");
+    let mut daemon = hermetic::command(BIN)
+        .args(["run", "--config", &config])
+        .env("TTP_AGENT_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(final_log.create())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let stats = env.sim.stats();
+        let open = env.sim.open_tasks().len();
+        if open == 0
+            && stats.clearings_finished == stats.clearings_started
+            && stats.registrations >= RECORDS as u64
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not converged: {open} open tasks, {stats:?}"
+        );
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "the final daemon died ({status}); its log: {}",
+                final_log.path().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One more cycle so the agent stores what the last listing said.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pid = daemon.id() as i32;
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end the daemon with 0, got {status}"
+    );
+
+    assert_protocol_kept(&env.sim.stats(), 50);
+
+    // The agent's own view must converge too. A dic_psn_available whose every listing was
+    // fetched by a process killed before it reached the disk is recovered by registering the
+    // filter again after `recheck_after`; give that a few one-shot cycles.
+    let loaded = load(&env.config_path);
+    let mut rechecks = 0;
+    let (all, open) = loop {
+        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
+        let all = store.records_in_states(|_| true).unwrap();
+        let open: Vec<_> = store
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .filter(|t| !t.state.is_final())
+            .collect();
+        let waiting = all
+            .iter()
+            .filter(|r| r.head.state != RecordState::Pseudonymised)
+            .count();
+        drop(store);
+        if (waiting == 0 && open.is_empty()) || rechecks == 6 {
+            break (all, open);
+        }
+        rechecks += 1;
+        tokio::time::sleep(Duration::from_millis(3200)).await;
+        let out = hermetic::command(BIN)
+            .args(["poll", "--once", "--config", &config])
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert_eq!(all.len(), RECORDS, "no record lost");
+    for rec in &all {
+        assert_eq!(
+            rec.head.state,
+            RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.pseudonym,
+            env.sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
+    }
+    assert!(open.is_empty(), "tasks left open: {open:?}");
+    let stats = env.sim.stats();
+    assert_eq!(
+        stats.duplicate_provides, 0,
+        "an IDAT answer was sent twice: {stats:?}"
+    );
+    eprintln!(
+        "crash test: {kills} SIGKILLs over {runs} runs; {rechecks} recheck cycle(s); {} tasks raised, {} IDAT answers, {} registrations ({} repeated, idempotent)",
+        stats.tasks_raised_by_type.values().sum::<u64>(),
+        stats.provide_ok,
+        stats.registrations,
+        stats.duplicate_registrations
+    );
+    env.sim.shutdown().await;
+}

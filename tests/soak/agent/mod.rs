@@ -1,0 +1,5 @@
+//! The agent binary killed and faulted over whole runs.
+
+mod crash;
+mod crash_faults;
+mod faults;
