@@ -42,6 +42,7 @@ for bug in $("$bin" --list-seeded-bugs); do
   steps=$(grep -c '^ *[0-9][0-9]*\. ' "$out" || true)
   if [ "$rc" -eq 1 ] && [ -n "$violated" ] && [ "$steps" -gt 0 ]; then
     echo "model-check: seeded bug $bug caught: ${violated#VIOLATED } ($steps steps)"
+    sed 's/^/    /' "$out"
   else
     echo "model-check: seeded bug $bug NOT caught (exit $rc); output:" >&2
     cat "$out" >&2
