@@ -569,8 +569,40 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-#[tokio::test]
-async fn attempts_are_traced_without_bodies_keys_or_filters() {
+/// Set in the child process that [`attempts_are_traced_without_bodies_keys_or_filters`] runs in.
+const TRACE_CHILD: &str = "TTP_TEST_TRACE_CHILD";
+
+#[test]
+fn attempts_are_traced_without_bodies_keys_or_filters() {
+    // Tracing keeps process-wide state (which callsites are enabled, the max-level hint) that
+    // every test of this binary touches, so a capture in one test can miss its own events while
+    // another registers callsites (it did, once in a few hundred full runs). The assertions run
+    // in a child process of this binary that runs this test alone.
+    if std::env::var_os(TRACE_CHILD).is_some() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(traced_attempts());
+    }
+    let name = format!(
+        "{}::attempts_are_traced_without_bodies_keys_or_filters",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(TRACE_CHILD, "1")
+        .output()
+        .expect("runs the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the child run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn traced_attempts() {
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -580,11 +612,6 @@ async fn attempts_are_traced_without_bodies_keys_or_filters() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Which callsites are enabled is cached process-wide: another test of this binary that
-    // hit `ttp_request` first, while no subscriber was interested, may have left it disabled
-    // (a registration racing with `set_default`). Ask every callsite again, now that this
-    // thread's subscriber wants them.
-    tracing::callsite::rebuild_interest_cache();
 
     let server = Server::start(vec![Reply::status(503), Reply::ok_parameters()]).await;
     let mut s = settings(&server.base_url());
