@@ -8,7 +8,11 @@
 //! 2. **secrets**: every secret file named is readable and well-formed; loose permissions warn;
 //! 3. **store**: the store opens with the configured IDAT key. A store locked by a running
 //!    daemon is fine (the daemon holds it), and is detected without opening it. A store that
-//!    does not exist yet is fine too (the first start creates it); `check` does not create it;
+//!    does not exist yet is fine too (the first start creates it); `check` does not create it.
+//!    With `--store`, the store's integrity too (**store integrity**): every record and task
+//!    opens, the indexes, counters and pseudonym log agree with the records. That reads the
+//!    whole store, so it needs the daemon stopped; it is what the daemon's log asks for when a
+//!    lookup meets an index entry without its record;
 //! 4. **encoding**: the `[encoding]` profile loads (only `submit` needs it);
 //! 5. **fTTP reachable**: `GET metadata` answers with a CapabilityStatement (DNS, TCP, TLS,
 //!    base URL);
@@ -37,6 +41,11 @@ pub struct Args {
     /// Also print the effective configuration (secrets appear as the paths of their files).
     #[arg(long)]
     show_config: bool,
+
+    /// Also verify the store's integrity: every record and task opens, and the indexes,
+    /// counters and pseudonym log agree with the records (a full read; stop the daemon first).
+    #[arg(long = "store")]
+    integrity: bool,
 
     /// Check what this command needs (default: every command's needs).
     #[arg(
@@ -231,7 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    check_store(&mut list, &config, &secrets);
+    check_store(&mut list, &config, &secrets, args.integrity);
     check_encoding(&mut list, &config, args.purpose);
     if args.purpose.needs_fttp() {
         check_fttp(&mut list, &config, &secrets);
@@ -336,8 +345,14 @@ fn describe_secrets(secrets: &Secrets) -> String {
     format!("read: {}", read.join(", "))
 }
 
-fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
+fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, integrity: bool) {
     const STEP: &str = "store";
+    // Every way out without an opened store says why the integrity check did not run.
+    let integrity_skipped = |list: &mut Checklist, why: &str| {
+        if integrity {
+            list.skip(INTEGRITY, why.to_owned());
+        }
+    };
     let path = &config.store.path;
     if !path.exists() {
         match nearest_existing_ancestor(path) {
@@ -375,6 +390,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
                 ),
             ),
         }
+        integrity_skipped(list, "no store yet");
         return;
     }
     if path.is_dir()
@@ -385,6 +401,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
             STEP,
             format!("{} is not writable: {why}", path.display()),
         );
+        integrity_skipped(list, "the store directory is not writable");
         return;
     }
     match crate::store::probe_lock(path) {
@@ -395,6 +412,10 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
                     "{} is in use by a running agent (locked) — fine",
                     path.display()
                 ),
+            );
+            integrity_skipped(
+                list,
+                "the running agent holds the store: stop it, then run `ttp-agent check --store`",
             );
             return;
         }
@@ -411,6 +432,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
                 super::owner::user_name(super::owner::euid()),
             ),
         );
+        integrity_skipped(list, "the store was not opened");
         return;
     }
     let opened = context::store_options(config, secrets)
@@ -422,9 +444,56 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets) {
                 Ok(summary) => list.pass(STEP, format!("{} opened: {summary}", path.display())),
                 Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
             }
+            if integrity {
+                check_integrity(list, &store);
+            }
             check_registration(list, config, &store);
         }
-        Err(message) => list.fail(Severity::Check, STEP, message),
+        Err(message) => {
+            list.fail(Severity::Check, STEP, message);
+            integrity_skipped(list, "the store did not open");
+        }
+    }
+}
+
+const INTEGRITY: &str = "store integrity";
+
+/// Problems shown of a damaged store; the rest are counted.
+const PROBLEMS_SHOWN: usize = 10;
+
+/// The derived data (indexes, counters, pseudonym log, open-task index) against the records
+/// and tasks they derive from.
+fn check_integrity(list: &mut Checklist, store: &Store) {
+    match store.check_integrity() {
+        Ok(report) if report.is_ok() => list.pass(
+            INTEGRITY,
+            format!(
+                "{} record(s); indexes, counters, pseudonym log and tasks agree",
+                report.records
+            ),
+        ),
+        Ok(report) => {
+            let mut detail =
+                report.problems[..report.problems.len().min(PROBLEMS_SHOWN)].join("; ");
+            if report.problems.len() > PROBLEMS_SHOWN {
+                detail.push_str(&format!(
+                    "; and {} more",
+                    report.problems.len() - PROBLEMS_SHOWN
+                ));
+            }
+            list.fail(
+                Severity::Check,
+                INTEGRITY,
+                format!(
+                    "{} problem(s) in {} record(s): {detail}. The indexes, counters and open-task \
+                     index are derived: `ttp-agent restore` rebuilds them from a backup's \
+                     records and tasks",
+                    report.problems.len(),
+                    report.records
+                ),
+            );
+        }
+        Err(e) => list.fail(Severity::Check, INTEGRITY, e.to_string()),
     }
 }
 

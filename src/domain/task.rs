@@ -265,7 +265,10 @@ impl TaskRecord {
     ///   says (absence proves that the fTTP acted, not that the agent has the pseudonym);
     /// * listed: the fTTP does not have the answer: `Received`, sent again;
     /// * not listed, the fTTP relists until done: it has the answer: `Done`, not sent twice;
-    /// * not listed, the fTTP lists once: absence proves nothing: `Received` (at least once).
+    /// * not listed, the fTTP lists once: absence proves nothing: `Received` (at least once);
+    /// * not listed and past its deadline: the fTTP stops listing an expired task whether or not
+    ///   it has the answer, so absence proves nothing: unchanged, left to `expire_if_due`
+    ///   (found by the model check, `stored_done_is_backed_by_the_fttp`).
     ///
     /// Returns whether it changed (not while the answer is too recent to judge, nor for a task
     /// that is not in doubt).
@@ -281,7 +284,7 @@ impl TaskRecord {
         }
         if self.is_idempotent() {
             self.state = TaskState::Received;
-        } else if self.updated_at + settle > now {
+        } else if self.updated_at + settle > now || (!listed_now && self.is_past_deadline(now)) {
             return false;
         } else {
             self.state = match (listed_now, relisting) {
@@ -887,6 +890,28 @@ mod tests {
         assert_eq!(r.state, TaskState::Received, "absence is not an answer");
         let mut received = send_idat(None);
         assert!(!received.reconcile_in_doubt(true, TaskRelisting::UntilDone, settle, later));
+    }
+
+    /// Regression (model check, `stored_done_is_backed_by_the_fttp`): the intent was flushed,
+    /// the process died before the request left, the deadline passed; the next listing lacks
+    /// the task because it expired, not because the fTTP has the answer.
+    #[test]
+    fn an_in_doubt_send_idat_past_its_deadline_is_not_done_by_absence() {
+        let settle = chrono::Duration::seconds(60);
+        let mut r = in_state(send_idat(Some("2026-01-10T10:05:00Z")), TaskState::InDoubt);
+        let after = at("2026-01-10T10:06:00Z");
+        assert!(!r.reconcile_in_doubt(false, TaskRelisting::UntilDone, settle, after));
+        assert_eq!(r.state, TaskState::InDoubt);
+        assert!(r.expire_if_due(after));
+        assert_eq!(r.state, TaskState::Expired { at: after });
+        let mut before = in_state(send_idat(Some("2026-01-10T10:05:00Z")), TaskState::InDoubt);
+        let now = at("2026-01-10T10:04:00Z");
+        assert!(before.reconcile_in_doubt(false, TaskRelisting::UntilDone, settle, now));
+        assert_eq!(
+            before.state,
+            TaskState::Done { at: now },
+            "before it, absence proves it"
+        );
     }
 
     #[test]

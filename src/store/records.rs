@@ -165,7 +165,8 @@ impl Delta {
         let mut a = current.to_array();
         for (n, d) in a.iter_mut().zip(self.0) {
             // A counter going below zero would mean a bug in this module, not bad input; keep
-            // the store writable and let `check_integrity` report the drift.
+            // the store writable and let `check_integrity` (`ttp-agent check --store`) report
+            // the drift.
             *n = n.saturating_add_signed(d);
         }
         counts.insert(COUNTS_KEY, &RecordCounts::from_array(a).to_bytes())?;
@@ -501,7 +502,8 @@ impl Store {
                 // transaction); reported by `check_integrity`, not fatal for a lookup.
                 tracing::warn!(
                     local_id = id,
-                    "index entry without a record; run the store check"
+                    "index entry without a record; stop the daemon and run \
+                     `ttp-agent check --store`"
                 );
                 continue;
             };
@@ -638,8 +640,8 @@ impl Store {
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
     /// both indexes hold exactly the entries the records imply, the counters equal a recount,
-    /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory; for the operator's check command
-    /// and for tests.
+    /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory;
+    /// `ttp-agent check --store` runs it.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
         let tx = self.read_tx()?;
         let path = self.path.as_path();

@@ -10,8 +10,13 @@ use crate::support::hermetic;
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
 async fn check(config: &Path) -> Output {
+    check_with(config, &[]).await
+}
+
+async fn check_with(config: &Path, extra: &[&str]) -> Output {
     hermetic::command_async(BIN)
         .args(["check", "--config", config.to_str().unwrap()])
+        .args(extra)
         .output()
         .await
         .expect("the agent runs")
@@ -411,5 +416,65 @@ async fn an_admin_listener_other_hosts_can_reach_without_a_token_fails() {
         admin.starts_with('✗') && admin.contains("token_file"),
         "{text}"
     );
+    env.sim.shutdown().await;
+}
+
+/// `check --store` reads the whole store: not while a daemon holds it (skipped, saying what to
+/// do), a healthy one passes, derived data that disagrees with the records fails with status 1
+/// and names what is wrong (never a patient's data). Without the flag there is no such step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_check_reads_the_whole_store_and_names_what_disagrees() {
+    let env = setup(sim_config(14), &[]).await;
+    let loaded = load(&env.config_path);
+    let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
+    store
+        .insert_records(&[
+            crate::support::store::record("case-1", 1),
+            crate::support::store::record("case-2", 2),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    let args = ["--for", "store", "--store"];
+
+    let out = check_with(&env.config_path, &args).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let held = line(&text, "store integrity");
+    assert!(held.starts_with('–') && held.contains("stop it"), "{text}");
+
+    drop(store);
+    let out = check_with(&env.config_path, &args).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let healthy = line(&text, "store integrity");
+    assert!(
+        healthy.starts_with('✓') && healthy.contains("2 record(s)"),
+        "{text}"
+    );
+    let out = check_with(&env.config_path, &["--for", "store"]).await;
+    assert!(!stdout(&out).contains("store integrity"), "only when asked");
+
+    // A record removed behind the store's back: its index entry and the counters remain.
+    {
+        let db = crate::support::store::raw_db(&env.dir.path().join("store"));
+        let records = db.open_tree("records").unwrap();
+        assert!(records.remove("case-2").unwrap().is_some());
+        db.flush().unwrap();
+    }
+    let out = check_with(&env.config_path, &args).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let damaged = line(&text, "store integrity");
+    assert!(
+        damaged.starts_with('✗')
+            && damaged.contains("filter index has 1 stale entries")
+            && damaged.contains("record counters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verdict: NOT ready — failed: store integrity"),
+        "{text}"
+    );
+    assert!(!text.contains("Synthetica"), "{text}");
     env.sim.shutdown().await;
 }

@@ -1,0 +1,732 @@
+//! The model: who may move in a state (the agent's next step, a crash, the clock, the fTTP)
+//! and what each move does. The agent's decisions are the agent's own functions (`real.rs`);
+//! this file only orders them as the daemon does (ARCHITECTURE.md, "Durability argument":
+//! registration, listing, merge, reconcile and expiry, intent, effect, outcome; recovery at
+//! start-up) and puts a flush where the daemon flushes.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
+
+use stateright::Model;
+
+use crate::real;
+use crate::state::{
+    FTask, Fttp, Handled, MEffect, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS,
+    RecState, Relisting, State, Store, TASKS, TaskId,
+};
+
+/// A deliberate bug, wired into the model (never into the agent), to show that the checker
+/// finds what it is meant to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SeededBug {
+    /// A task's request leaves before its `Running` intent is flushed.
+    NoIntentFlush,
+    /// An in-doubt `send_idat` is settled as done without a listing that proves it.
+    InDoubtDoneWithoutListing,
+    /// A lost `$requestPsnFromBfWorkflow` answer is treated as "clearing runs".
+    LostRegistrationAnswerDone,
+    /// The deadline is not checked again right before a request leaves.
+    NoDeadlineRecheck,
+    /// A `send_idat` answer carries every element the record holds.
+    SendUnrequested,
+    /// Handler outcomes write the task's new state before the records it changed.
+    TaskBeforeRecords,
+}
+
+impl SeededBug {
+    pub const ALL: [SeededBug; 6] = [
+        SeededBug::NoIntentFlush,
+        SeededBug::InDoubtDoneWithoutListing,
+        SeededBug::LostRegistrationAnswerDone,
+        SeededBug::NoDeadlineRecheck,
+        SeededBug::SendUnrequested,
+        SeededBug::TaskBeforeRecords,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SeededBug::NoIntentFlush => "no_intent_flush",
+            SeededBug::InDoubtDoneWithoutListing => "in_doubt_done_without_listing",
+            SeededBug::LostRegistrationAnswerDone => "lost_registration_answer_done",
+            SeededBug::NoDeadlineRecheck => "no_deadline_recheck",
+            SeededBug::SendUnrequested => "send_unrequested",
+            SeededBug::TaskBeforeRecords => "task_before_records",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SeededBug> {
+        SeededBug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// One model run's configuration.
+#[derive(Clone, Debug)]
+pub struct TaskModel {
+    pub relisting: Relisting,
+    pub crashes: u8,
+    pub faults: u8,
+    pub bug: Option<SeededBug>,
+    memo: Arc<Mutex<HashMap<u64, Cycles>>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cycles {
+    /// A fault-free cycle changes nothing.
+    fixpoint: bool,
+    /// Fault-free cycles reach a fixpoint.
+    converges: bool,
+}
+
+fn fingerprint(s: &State) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl TaskModel {
+    pub fn new(relisting: Relisting, crashes: u8, faults: u8, bug: Option<SeededBug>) -> Self {
+        TaskModel {
+            relisting,
+            crashes,
+            faults,
+            bug,
+            memo: Arc::default(),
+        }
+    }
+}
+
+/// A move. The agent's step is whatever its program counter says comes next; `net` is how
+/// the answer of a request sent in that step comes back (a fault other than `Answered` costs
+/// one from the fault budget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Agent {
+        net: Net,
+    },
+    /// The process dies; of the commits since the last flush, the first `keep` survive.
+    Crash {
+        keep: u8,
+    },
+    Tick,
+    /// The fTTP finishes R1's clearing and raises `dic_psn_available`.
+    Clear,
+    /// The fTTP raises a task (`send_idat` about R0, `repeat_request` for R1).
+    Raise(TaskId),
+    /// The fTTP stops listing `dic_psn_available` (the site never acknowledges it).
+    StopListing,
+}
+
+/// Filters and pseudonyms an open task refers to (`Agent::open_task_subjects`), as records.
+fn open_task_records(s: &Store) -> [bool; RECORDS] {
+    let mut refs = [false; RECORDS];
+    for t in TASKS {
+        let Some(m) = s.task(t) else { continue };
+        if !real::is_open(t, m) {
+            continue;
+        }
+        match t {
+            TaskId::SendIdat => refs[0] = true,
+            TaskId::Repeat | TaskId::Dic => refs[1] = true,
+        }
+    }
+    refs
+}
+
+impl TaskModel {
+    /// Whether the fTTP shows the task in a listing now.
+    pub fn listable(&self, f: &FTask) -> bool {
+        f.raised
+            && f.open
+            && f.deadline.is_none_or(|d| d > 0)
+            && (self.relisting == Relisting::UntilDone || !f.listed)
+    }
+
+    /// Whether the agent's next step sends a request (then faults can hit its answer).
+    fn step_sends(&self, s: &State) -> bool {
+        match &s.pc {
+            Pc::RegSend { .. } | Pc::Fetch => true,
+            Pc::Send { to_send, done } => {
+                let t = to_send[done.len()];
+                let live = s.live();
+                let Some(m) = live.task(t) else { return false };
+                let past =
+                    real::is_past_deadline(t, m) && self.bug != Some(SeededBug::NoDeadlineRecheck);
+                !past && (t != TaskId::SendIdat || self.prepare(live).is_ok())
+            }
+            _ => false,
+        }
+    }
+
+    fn requested(&self) -> Vec<ttp_proto::IdatElement> {
+        let mut r = real::REQUESTED.to_vec();
+        if self.bug == Some(SeededBug::SendUnrequested) {
+            r.push(real::NOT_REQUESTED);
+        }
+        r
+    }
+
+    fn prepare(&self, live: &Store) -> Result<serde_json::Value, MEffect> {
+        real::prepare_send_idat(&live.records, &self.requested())
+    }
+
+    /// The fTTP's handling of a registration of the records in `batch`: it registers the
+    /// filters (R0 at once with its pseudonym; R1 with a clearing, whose pseudonym exists only
+    /// once cleared) and a registration of R1's filter fulfils a `repeat_request`.
+    fn fttp_register(f: &mut Fttp, batch: [bool; RECORDS]) -> [Option<u8>; RECORDS] {
+        let mut psns = [None; RECORDS];
+        for r in 0..RECORDS {
+            if !batch[r] {
+                continue;
+            }
+            f.registered[r] = true;
+            psns[r] = match r {
+                0 => Some(0),
+                _ if f.cleared => Some(r as u8),
+                _ => None,
+            };
+            if r == 1 && f.task(TaskId::Repeat).raised {
+                f.task_mut(TaskId::Repeat).open = false;
+            }
+        }
+        psns
+    }
+
+    /// The agent's next step. `None` when there is none (a fault that cannot apply).
+    pub fn agent_step(&self, s: &State, net: Net) -> Option<State> {
+        let mut n = s.clone();
+        if net != Net::Answered {
+            if !self.step_sends(s)
+                || n.faults_left == 0
+                || (s.pc == Pc::Fetch && net == Net::Unreachable)
+            {
+                return None;
+            }
+            n.faults_left -= 1;
+        }
+        match s.pc.clone() {
+            Pc::Down => {
+                // Agent::recover: every task still Running was interrupted.
+                let mut live = n.disk.clone();
+                for t in TASKS {
+                    if let Some(m) = live.tasks[t.index()]
+                        && m.state == MTaskState::Running
+                    {
+                        live.tasks[t.index()] = Some(real::interrupted(t, &m));
+                    }
+                }
+                n.commit(live);
+                n.pc = if n.pending.is_empty() {
+                    Pc::Idle
+                } else {
+                    Pc::RecoverFlush
+                };
+            }
+            Pc::RecoverFlush | Pc::RegFlush | Pc::MergeFlush | Pc::OutcomeFlush => {
+                n.flush();
+                n.pc = match s.pc {
+                    Pc::RecoverFlush | Pc::OutcomeFlush => Pc::Idle,
+                    Pc::RegFlush => Pc::Fetch,
+                    _ => Pc::Dispatch,
+                };
+            }
+            Pc::Idle => {
+                // Agent::register_pending: new and interrupted records, and quiet clearings no
+                // open task refers to.
+                let live = n.live().clone();
+                let referred = open_task_records(&live);
+                let mut batch = [false; RECORDS];
+                for (r, m) in live.records.iter().enumerate() {
+                    batch[r] = real::needs_registration(r, m)
+                        && (m.state != RecState::AwaitingClearing || !referred[r]);
+                }
+                if !batch.contains(&true) {
+                    n.pc = Pc::Fetch;
+                } else {
+                    // mark_sending: records not yet `Sending` are written so, then flushed.
+                    let mut next = live.clone();
+                    for (rec, _) in next.records.iter_mut().zip(batch).filter(|(_, b)| *b) {
+                        rec.state = RecState::Sending;
+                    }
+                    n.commit(next);
+                    n.pc = if n.pending.is_empty() {
+                        Pc::RegSend { batch }
+                    } else {
+                        Pc::RegIntentFlush { batch }
+                    };
+                }
+            }
+            Pc::RegIntentFlush { batch } => {
+                n.flush();
+                n.pc = Pc::RegSend { batch };
+            }
+            Pc::RegSend { batch } => {
+                let reply = if net == Net::Unreachable {
+                    PsnReply::Failed(net)
+                } else {
+                    let psns = Self::fttp_register(&mut n.fttp, batch);
+                    if net == Net::Answered {
+                        PsnReply::Answer(psns)
+                    } else {
+                        PsnReply::Failed(net)
+                    }
+                };
+                n.pc = Pc::RegApply { batch, reply };
+            }
+            Pc::RegApply { batch, reply } => {
+                let mut live = n.live().clone();
+                let changes = match real::apply_registration(&live.records, batch, reply) {
+                    Some(c) => c,
+                    None if self.bug == Some(SeededBug::LostRegistrationAnswerDone) => {
+                        real::apply_empty_registration(&live.records, batch)
+                    }
+                    None => Vec::new(),
+                };
+                for (r, m) in changes {
+                    live.records[r] = m;
+                }
+                n.commit(live);
+                n.pc = if n.pending.is_empty() {
+                    Pc::Fetch
+                } else {
+                    Pc::RegFlush
+                };
+            }
+            Pc::Fetch => {
+                let mut listed = [false; 3];
+                for t in TASKS {
+                    if self.listable(n.fttp.task(t)) {
+                        listed[t.index()] = true;
+                        n.fttp.task_mut(t).listed = true;
+                    }
+                }
+                n.pc = if net == Net::Answered {
+                    Pc::Merge { listed }
+                } else {
+                    // A failed fetch ends the cycle; nothing was changed.
+                    Pc::Idle
+                };
+            }
+            Pc::Merge { listed } => {
+                // next_poll_seq: one more successful poll (its own commit).
+                let mut seq = n.live().clone();
+                for m in seq.tasks.iter_mut().flatten() {
+                    m.since_seen = (m.since_seen + 1).min(2);
+                }
+                n.commit(seq);
+                let mut merged = n.live().clone();
+                for t in TASKS {
+                    if listed[t.index()] {
+                        let expires = n.fttp.task(t).deadline;
+                        merged.tasks[t.index()] =
+                            Some(real::merge_listed(t, merged.task(t), expires));
+                    }
+                }
+                n.commit(merged);
+                n.pc = Pc::Reconcile { listed };
+            }
+            Pc::Reconcile { listed } => {
+                let mut live = n.live().clone();
+                for t in TASKS {
+                    let Some(m) = live.tasks[t.index()] else {
+                        continue;
+                    };
+                    if !real::is_open(t, &m) {
+                        continue;
+                    }
+                    let (listed_now, relisting) = if self.bug
+                        == Some(SeededBug::InDoubtDoneWithoutListing)
+                        && t == TaskId::SendIdat
+                    {
+                        (false, Relisting::UntilDone)
+                    } else {
+                        (listed[t.index()], self.relisting)
+                    };
+                    live.tasks[t.index()] = Some(real::reconcile(t, &m, listed_now, relisting));
+                }
+                n.commit(live);
+                n.pc = Pc::MergeFlush;
+            }
+            Pc::Dispatch => {
+                let live = n.live().clone();
+                let open: Vec<(TaskId, MTask)> = TASKS
+                    .iter()
+                    .filter_map(|&t| live.task(t).map(|m| (t, *m)))
+                    .filter(|(t, m)| real::is_open(*t, m))
+                    .collect();
+                let mut records = live.records;
+                let mut tasks = live.tasks;
+                let mut to_send = Vec::new();
+                for t in real::ready(&open) {
+                    let Some(m) = live.task(t) else { continue };
+                    let expired = real::expire_if_due(t, m);
+                    if expired.state == MTaskState::Expired {
+                        tasks[t.index()] = Some(expired);
+                    } else if real::sends_request(t) {
+                        tasks[t.index()] = Some(real::begin_effect(t, m));
+                        to_send.push(t);
+                    } else {
+                        let (effect, changed) = real::handle_dic(&live.records);
+                        for (r, rec) in changed {
+                            records[r] = rec;
+                        }
+                        tasks[t.index()] = Some(real::after_effect(t, m, effect));
+                    }
+                }
+                self.write_outcome(&mut n, records, tasks);
+                n.pc = match (to_send.is_empty(), n.pending.is_empty()) {
+                    (true, true) => Pc::Idle,
+                    (true, false) => Pc::OutcomeFlush,
+                    (false, _) if self.bug == Some(SeededBug::NoIntentFlush) => Pc::Send {
+                        to_send,
+                        done: Vec::new(),
+                    },
+                    (false, _) => Pc::IntentFlush { to_send },
+                };
+            }
+            Pc::IntentFlush { to_send } => {
+                n.flush();
+                n.pc = Pc::Send {
+                    to_send,
+                    done: Vec::new(),
+                };
+            }
+            Pc::Send { to_send, mut done } => {
+                let t = to_send[done.len()];
+                let live = n.live().clone();
+                let m = live.task(t)?;
+                let handled = if real::is_past_deadline(t, m)
+                    && self.bug != Some(SeededBug::NoDeadlineRecheck)
+                {
+                    // handle_network: "expired while waiting in the wave".
+                    Handled {
+                        task: t,
+                        effect: MEffect::Retry,
+                        records: Vec::new(),
+                    }
+                } else {
+                    self.send(&mut n.fttp, &live, t, net)
+                };
+                done.push(handled);
+                n.pc = if done.len() == to_send.len() {
+                    Pc::Outcomes { done }
+                } else {
+                    Pc::Send { to_send, done }
+                };
+            }
+            Pc::Outcomes { done } => {
+                let live = n.live().clone();
+                let mut records = live.records;
+                let mut tasks = live.tasks;
+                for h in &done {
+                    for (r, rec) in &h.records {
+                        records[*r] = *rec;
+                    }
+                    let m = live.task(h.task)?;
+                    tasks[h.task.index()] = Some(real::after_effect(h.task, m, h.effect));
+                }
+                self.write_outcome(&mut n, records, tasks);
+                n.pc = if n.pending.is_empty() {
+                    Pc::Idle
+                } else {
+                    Pc::OutcomeFlush
+                };
+            }
+        }
+        Some(n)
+    }
+
+    /// Records first, then tasks, each its own transaction (dispatch.rs: `update_records`,
+    /// then `put_tasks`), unless the seeded bug swaps them.
+    fn write_outcome(&self, n: &mut State, records: [MRecord; RECORDS], tasks: [Option<MTask>; 3]) {
+        let live = n.live().clone();
+        let with_records = Store {
+            records,
+            tasks: live.tasks,
+        };
+        let with_tasks = Store {
+            records: live.records,
+            tasks,
+        };
+        if self.bug == Some(SeededBug::TaskBeforeRecords) {
+            n.commit(with_tasks);
+        } else {
+            n.commit(with_records);
+        }
+        n.commit(Store { records, tasks });
+    }
+
+    /// One request of a wave: the handler of `t` and the fTTP's side of it.
+    fn send(&self, f: &mut Fttp, live: &Store, t: TaskId, net: Net) -> Handled {
+        match t {
+            TaskId::SendIdat => match self.prepare(live) {
+                Err(effect) => Handled {
+                    task: t,
+                    effect,
+                    records: Vec::new(),
+                },
+                Ok(patient) => {
+                    if net != Net::Unreachable {
+                        let ft = f.task_mut(TaskId::SendIdat);
+                        if ft.deadline.is_some_and(|d| d <= 0) {
+                            f.late_provide = true;
+                        }
+                        let ft = f.task_mut(TaskId::SendIdat);
+                        ft.open = false;
+                        if real::patient_has(&patient, real::NOT_REQUESTED) {
+                            f.unrequested_element = true;
+                        }
+                        f.accepted = (f.accepted + 1).min(3);
+                    }
+                    let missing = !patient_has_all_requested(&patient);
+                    Handled {
+                        task: t,
+                        effect: real::send_idat_effect(net, missing),
+                        records: Vec::new(),
+                    }
+                }
+            },
+            TaskId::Repeat => {
+                let reply = if net == Net::Unreachable {
+                    PsnReply::Failed(net)
+                } else {
+                    let psns = Self::fttp_register(f, [false, true]);
+                    if net == Net::Answered {
+                        PsnReply::Answer(psns)
+                    } else {
+                        PsnReply::Failed(net)
+                    }
+                };
+                let (effect, records) = real::repeat_effect(&live.records, reply);
+                Handled {
+                    task: t,
+                    effect,
+                    records,
+                }
+            }
+            TaskId::Dic => Handled {
+                task: t,
+                effect: MEffect::Done,
+                records: Vec::new(),
+            },
+        }
+    }
+
+    fn env_step(&self, s: &State, a: Action) -> Option<State> {
+        let mut n = s.clone();
+        match a {
+            Action::Agent { net } => return self.agent_step(s, net),
+            Action::Crash { keep } => {
+                if s.pc == Pc::Down || s.crashes_left == 0 || usize::from(keep) > s.pending.len() {
+                    return None;
+                }
+                n.crashes_left -= 1;
+                if keep > 0 {
+                    n.disk = n.pending[usize::from(keep) - 1].clone();
+                }
+                n.pending.clear();
+                n.observe_disk();
+                n.pc = Pc::Down;
+            }
+            Action::Tick => n.shift(),
+            Action::Clear => {
+                if !s.fttp.registered[1] || s.fttp.cleared {
+                    return None;
+                }
+                n.fttp.cleared = true;
+                let dic = n.fttp.task_mut(TaskId::Dic);
+                dic.raised = true;
+                dic.open = true;
+            }
+            Action::Raise(t) => {
+                let r = if t == TaskId::SendIdat { 0 } else { 1 };
+                if t == TaskId::Dic || !s.fttp.registered[r] || s.fttp.task(t).raised {
+                    return None;
+                }
+                let ft = n.fttp.task_mut(t);
+                ft.raised = true;
+                ft.open = true;
+                if t == TaskId::SendIdat {
+                    ft.deadline = Some(real::DEADLINE);
+                }
+            }
+            Action::StopListing => {
+                let dic = n.fttp.task_mut(TaskId::Dic);
+                if !dic.raised || !dic.open {
+                    return None;
+                }
+                dic.open = false;
+            }
+        }
+        Some(n)
+    }
+
+    /// The state after one fault-free cycle of the agent from `Idle` (every request answered,
+    /// no crash, the clock and the fTTP standing still).
+    pub fn fault_free_cycle(&self, s: &State) -> Option<State> {
+        let mut cur = self.agent_step(s, Net::Answered)?;
+        for _ in 0..64 {
+            if cur.pc == Pc::Idle {
+                return Some(cur);
+            }
+            cur = self.agent_step(&cur, Net::Answered)?;
+        }
+        None
+    }
+
+    /// Nothing left that must happen: the agent idles, a fault-free cycle changes nothing, the
+    /// clock has nothing left to move, and the fTTP has finished the clearing it owes. What may
+    /// still happen (crashes, lost answers, raising more tasks, giving up a listing) need not:
+    /// liveness is judged here.
+    pub fn is_quiescent(&self, s: &State) -> bool {
+        if s.pc != Pc::Idle || (s.fttp.registered[1] && !s.fttp.cleared) {
+            return false;
+        }
+        let mut moved = s.clone();
+        moved.shift();
+        moved == *s && self.cycles(s).fixpoint
+    }
+
+    /// Whether fault-free cycles from `s` (an `Idle` state) reach a fixpoint within a few
+    /// cycles: no livelock inside the agent.
+    pub fn converges(&self, s: &State) -> bool {
+        self.cycles(s).converges
+    }
+
+    /// How fault-free cycles from `s` behave, remembered by the state's fingerprint (the
+    /// checker itself tells states apart by the same 64-bit fingerprints).
+    fn cycles(&self, s: &State) -> Cycles {
+        let fp = fingerprint(s);
+        if let Some(c) = self.memo.lock().ok().and_then(|m| m.get(&fp).copied()) {
+            return c;
+        }
+        let mut chain = vec![fp];
+        let mut cur = s.clone();
+        let mut result = Cycles {
+            fixpoint: false,
+            converges: false,
+        };
+        for _ in 0..6 {
+            let Some(next) = self.fault_free_cycle(&cur) else {
+                break;
+            };
+            if next == cur {
+                result.converges = true;
+                result.fixpoint = chain.len() == 1;
+                break;
+            }
+            cur = next;
+            chain.push(fingerprint(&cur));
+        }
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.insert(fp, result);
+            if result.converges {
+                // Every state further along the chain converges too; the last is a fixpoint.
+                let last = chain.len() - 1;
+                for (i, f) in chain.iter().enumerate().skip(1) {
+                    memo.insert(
+                        *f,
+                        Cycles {
+                            fixpoint: i == last,
+                            converges: true,
+                        },
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    pub fn init_state(&self) -> State {
+        let record = MRecord {
+            state: RecState::New,
+            pseudonym: None,
+            updated: 0,
+        };
+        State {
+            fttp: Fttp {
+                registered: [false; RECORDS],
+                cleared: false,
+                tasks: [FTask::default(); 3],
+                accepted: 0,
+                late_provide: false,
+                unrequested_element: false,
+            },
+            // `submit` stored the records (New, flushed) before anything is sent.
+            disk: Store {
+                records: [record; RECORDS],
+                tasks: [None; 3],
+            },
+            pending: Vec::new(),
+            pc: Pc::Down,
+            crashes_left: self.crashes,
+            faults_left: self.faults,
+            first_durable_psn: [None; RECORDS],
+            psn_changed: false,
+            ever_stored: [false; 3],
+        }
+    }
+}
+
+fn patient_has_all_requested(patient: &serde_json::Value) -> bool {
+    real::REQUESTED
+        .iter()
+        .all(|e| real::patient_has(patient, *e))
+}
+
+impl Model for TaskModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![self.init_state()]
+    }
+
+    fn actions(&self, s: &State, actions: &mut Vec<Action>) {
+        actions.push(Action::Agent { net: Net::Answered });
+        if s.faults_left > 0 && self.step_sends(s) {
+            actions.push(Action::Agent {
+                net: Net::LostAfterEffect,
+            });
+            if s.pc != Pc::Fetch {
+                actions.push(Action::Agent {
+                    net: Net::Unreachable,
+                });
+            }
+        }
+        if s.crashes_left > 0 && s.pc != Pc::Down {
+            for keep in 0..=s.pending.len() {
+                actions.push(Action::Crash { keep: keep as u8 });
+            }
+        }
+        // The clock and the fTTP move only right before a step that looks at them: between
+        // two other steps of the agent they commute with it, so every interleaving is still
+        // covered up to the order of moves nobody can observe (a partial-order reduction).
+        if matches!(
+            s.pc,
+            Pc::Idle | Pc::Fetch | Pc::Dispatch | Pc::Send { .. } | Pc::Outcomes { .. }
+        ) {
+            actions.push(Action::Tick);
+        }
+        if matches!(
+            s.pc,
+            Pc::Idle | Pc::Fetch | Pc::RegSend { .. } | Pc::Send { .. }
+        ) {
+            actions.push(Action::Clear);
+            actions.push(Action::Raise(TaskId::SendIdat));
+            actions.push(Action::Raise(TaskId::Repeat));
+            actions.push(Action::StopListing);
+        }
+    }
+
+    fn next_state(&self, s: &State, a: Action) -> Option<State> {
+        let n = self.env_step(s, a)?;
+        // A move that changes nothing is no move: it would only make every state its own
+        // successor.
+        (n != *s).then_some(n)
+    }
+
+    fn properties(&self) -> Vec<stateright::Property<Self>> {
+        crate::props::properties()
+    }
+}

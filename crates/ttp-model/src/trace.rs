@@ -1,0 +1,214 @@
+//! Counterexamples as readable steps: what moved, and what changed on disk, in the
+//! process's view of the store, and at the fTTP.
+
+use std::fmt::Write as _;
+
+use crate::model::{Action, TaskModel};
+use crate::state::{
+    MAttn, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS, State, Store, TASKS, TaskId,
+};
+
+fn task_name(t: TaskId) -> &'static str {
+    match t {
+        TaskId::SendIdat => "send_idat",
+        TaskId::Repeat => "repeat_request",
+        TaskId::Dic => "dic_psn_available",
+    }
+}
+
+fn records(batch: &[bool; RECORDS]) -> String {
+    (0..RECORDS)
+        .filter(|&r| batch[r])
+        .map(|r| format!("R{r}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn net(n: Net) -> &'static str {
+    match n {
+        Net::Answered => "answered",
+        Net::LostAfterEffect => "processed by the fTTP, ANSWER LOST",
+        Net::Unreachable => "NOT DELIVERED (fTTP unreachable)",
+    }
+}
+
+/// What the agent's step from `pc` does, in words.
+fn agent_step(before: &State, after: &State, n: Net) -> String {
+    match &before.pc {
+        Pc::Down => "agent starts: recovery (Running tasks are interrupted)".into(),
+        Pc::RecoverFlush => "agent: flush after recovery".into(),
+        Pc::Idle if after.pc == Pc::Fetch => {
+            "agent: cycle starts; no record needs registration".into()
+        }
+        Pc::Idle => "agent: cycle starts; registration picks pending records, writes Sending".into(),
+        Pc::RegIntentFlush { batch } => {
+            format!("agent: flush registration intent for {}", records(batch))
+        }
+        Pc::RegSend { batch } => format!(
+            "agent: $requestPsnFromBfWorkflow for {}: {}",
+            records(batch),
+            net(n)
+        ),
+        Pc::RegApply { reply, .. } => match reply {
+            PsnReply::Answer(p) => {
+                format!("agent: applies the registration answer (pseudonyms {p:?})")
+            }
+            PsnReply::Failed(_) => {
+                "agent: registration answer missing; handles the batch (real code: keeps it Sending)"
+                    .into()
+            }
+        },
+        Pc::RegFlush => "agent: flush registration answers".into(),
+        Pc::Fetch => format!("agent: $requestTasks: {}", net(n)),
+        Pc::Merge { listed } => format!(
+            "agent: merge listing [{}] (poll counter, then tasks)",
+            TASKS
+                .iter()
+                .filter(|t| listed[t.index()])
+                .map(|t| task_name(*t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Pc::Reconcile { .. } => "agent: reconcile in-doubt tasks, caught-up, expiry".into(),
+        Pc::MergeFlush => "agent: flush merge".into(),
+        Pc::Dispatch => "agent: dispatch: expiry, intents (Running), local tasks".into(),
+        Pc::IntentFlush { .. } => "agent: flush intents".into(),
+        Pc::Send { to_send, done } => {
+            let t = to_send[done.len()];
+            let op = match t {
+                TaskId::SendIdat => "$providePatientData",
+                _ => "$requestPsnFromBfWorkflow",
+            };
+            format!("agent: {} handler, {op}: {}", task_name(t), net(n))
+        }
+        Pc::Outcomes { .. } => "agent: write outcomes (records, then tasks)".into(),
+        Pc::OutcomeFlush => "agent: flush outcomes".into(),
+    }
+}
+
+fn action(before: &State, after: &State, a: Action) -> String {
+    match a {
+        Action::Agent { net: n } => agent_step(before, after, n),
+        Action::Crash { keep } => format!(
+            "CRASH (keeps {keep} of {} unflushed commits)",
+            before.pending.len()
+        ),
+        Action::Tick => "clock: one tick passes".into(),
+        Action::Clear => "fTTP: R1's clearing finishes; raises dic_psn_available".into(),
+        Action::Raise(t) => format!("fTTP: raises {}", task_name(t)),
+        Action::StopListing => "fTTP: stops listing dic_psn_available".into(),
+    }
+}
+
+fn show_task(m: Option<&MTask>) -> String {
+    match m {
+        None => "-".into(),
+        Some(m) => match m.state {
+            MTaskState::Received => "Received".into(),
+            MTaskState::Running => "Running".into(),
+            MTaskState::InDoubt => "InDoubt".into(),
+            MTaskState::RetryWait { .. } => "RetryWait".into(),
+            MTaskState::Attention(MAttn::StillListed { .. }) => {
+                "NeedsAttention(StillListed)".into()
+            }
+            MTaskState::Attention(a) => format!("NeedsAttention({a:?})"),
+            MTaskState::Done { .. } => "Done".into(),
+            MTaskState::Expired => "Expired".into(),
+        },
+    }
+}
+
+fn show_record(r: &MRecord) -> String {
+    match r.pseudonym {
+        Some(p) => format!("{:?}(psn-{p})", r.state),
+        None => format!("{:?}", r.state),
+    }
+}
+
+fn store_diff(label: &str, a: &Store, b: &Store, out: &mut String) {
+    for t in TASKS {
+        if show_task(a.task(t)) != show_task(b.task(t)) {
+            let _ = write!(
+                out,
+                " {label} {}: {} -> {};",
+                task_name(t),
+                show_task(a.task(t)),
+                show_task(b.task(t))
+            );
+        }
+    }
+    for r in 0..RECORDS {
+        if (a.records[r].state, a.records[r].pseudonym)
+            != (b.records[r].state, b.records[r].pseudonym)
+        {
+            let _ = write!(
+                out,
+                " {label} R{r}: {} -> {};",
+                show_record(&a.records[r]),
+                show_record(&b.records[r])
+            );
+        }
+    }
+}
+
+fn changes(a: &State, b: &State) -> String {
+    let mut out = String::new();
+    store_diff("disk", &a.disk, &b.disk, &mut out);
+    if a.live() != b.live() && b.pending.len() > a.pending.len() {
+        store_diff("unflushed", a.live(), b.live(), &mut out);
+    }
+    if a.fttp.accepted != b.fttp.accepted {
+        let _ = write!(
+            out,
+            " fTTP accepted $providePatientData x{};",
+            b.fttp.accepted
+        );
+    }
+    for r in 0..RECORDS {
+        if a.fttp.registered[r] != b.fttp.registered[r] {
+            let _ = write!(out, " fTTP registered R{r};");
+        }
+    }
+    if let Some(d) = b.fttp.task(TaskId::SendIdat).deadline
+        && a.fttp.task(TaskId::SendIdat).deadline != Some(d)
+        && d <= 0
+        && a.fttp
+            .task(TaskId::SendIdat)
+            .deadline
+            .is_some_and(|x| x > 0)
+    {
+        out.push_str(" send_idat's deadline passes;");
+    }
+    out
+}
+
+/// The counterexample as numbered steps.
+pub fn render(_m: &TaskModel, path: Vec<(State, Option<Action>)>) -> String {
+    let mut out = String::new();
+    for (i, pair) in path.windows(2).enumerate() {
+        let (before, a) = &pair[0];
+        let (after, _) = &pair[1];
+        let Some(a) = a else { continue };
+        let _ = writeln!(
+            out,
+            "  {:>2}. {}{}",
+            i + 1,
+            action(before, after, *a),
+            changes(before, after)
+        );
+    }
+    if let Some((last, _)) = path.last() {
+        let _ = writeln!(
+            out,
+            "  final: disk tasks [send_idat {}, repeat_request {}, dic_psn_available {}], records [R0 {}, R1 {}]; fTTP accepted {} $providePatientData, registered {:?}",
+            show_task(last.disk.task(TaskId::SendIdat)),
+            show_task(last.disk.task(TaskId::Repeat)),
+            show_task(last.disk.task(TaskId::Dic)),
+            show_record(&last.disk.records[0]),
+            show_record(&last.disk.records[1]),
+            last.fttp.accepted,
+            last.fttp.registered
+        );
+    }
+    out
+}
