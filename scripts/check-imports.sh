@@ -7,6 +7,8 @@
 #    not built into the shipped binary) is outside the graph: tests of any module use it.
 # 2. Task state is changed only by the domain's transitions: outside `src/domain/` no code
 #    (tests aside) assigns a `TaskState` to a task's `state`.
+# 3. ARCHITECTURE.md's import graph (the block after `<!-- scripts/check-imports.sh --graph -->`)
+#    is the code's: a changed import changes that block in the same commit.
 #
 # Run by scripts/test.sh (the CI test command). Needs only bash and perl.
 #
@@ -47,9 +49,11 @@ for my $from (keys %edges) {
         delete $edges{$from}{$to} if $to eq $from || !$nodes{$to};
     }
 }
-if (($ENV{GRAPH} // "") eq "--graph") {
-    printf "%-10s -> %s\n", $_, join(", ", sort keys %{ $edges{$_} // {} }) for sort keys %nodes;
-}
+my @graph = map {
+    (my $line = sprintf "%-10s -> %s", $_, join(", ", sort keys %{ $edges{$_} // {} })) =~ s/\s+$//;
+    $line
+} sort keys %nodes;
+print "$_\n" for (($ENV{GRAPH} // "") eq "--graph" ? @graph : ());
 my (%state, @stack, @cycles);
 sub visit {
     my ($n) = @_;
@@ -76,6 +80,18 @@ if (@cycles) {
     $failed = 1;
 } else {
     printf "no import cycle among the %d top-level modules of src/\n", scalar keys %nodes;
+}
+open my $arch, "<", "ARCHITECTURE.md" or die "ARCHITECTURE.md: $!";
+my $doc = do { local $/; <$arch> };
+close $arch;
+my ($block) = $doc =~ m{<!-- scripts/check-imports\.sh --graph -->\s*```[a-z]*\n(.*?)```}s;
+my @documented = map { s/\s+$//r } split /\n/, $block // "";
+if (join("\n", @documented) ne join("\n", @graph)) {
+    print STDERR "ARCHITECTURE.md'"'"'s import graph differs from the code'"'"'s; replace its block with:\n";
+    print STDERR "  $_\n" for @graph;
+    $failed = 1;
+} else {
+    print "ARCHITECTURE.md'"'"'s import graph is the code'"'"'s\n";
 }
 if (@writes) {
     print STDERR "task state assigned outside src/domain/ (use a TaskRecord transition):\n";

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ttp_proto::TaskKind;
 
 use crate::domain::{Attention, ListingSummary, RegistrationBlocked, TaskRecord, TaskState};
 use crate::handover::{self, HandoverStatus};
@@ -153,12 +152,7 @@ pub struct DayLine {
 }
 
 pub fn task_type(rec: &TaskRecord) -> String {
-    match &rec.task.kind {
-        TaskKind::DicPsnAvailable { .. } => "dic_psn_available".into(),
-        TaskKind::SendIdat { .. } => "send_idat".into(),
-        TaskKind::RepeatRequest { .. } => "repeat_request".into(),
-        TaskKind::Unknown { name, .. } => name.clone(),
-    }
+    rec.task.kind.type_name().to_owned()
 }
 
 fn line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> TaskLine {

@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use ttp_proto::TaskKind;
+use ttp_proto::task::{DIC_PSN_AVAILABLE, REPEAT_REQUEST, SEND_IDAT};
 
 use super::AdminState;
 use crate::agent::CycleError;
@@ -52,12 +52,10 @@ type Label = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
 /// The task types a label may name.
-pub const TASK_TYPES: [&str; 4] = [
-    "dic_psn_available",
-    "send_idat",
-    "repeat_request",
-    "unknown",
-];
+pub const TASK_TYPES: [&str; 4] = [DIC_PSN_AVAILABLE, SEND_IDAT, REPEAT_REQUEST, UNKNOWN_TYPE];
+
+/// The label of every task type this version does not know.
+const UNKNOWN_TYPE: &str = "unknown";
 
 /// The open states a label may name.
 const OPEN_STATES: [&str; 5] = [
@@ -68,26 +66,20 @@ const OPEN_STATES: [&str; 5] = [
     "needs-attention",
 ];
 
-/// The task type as a label value: never the name an unknown task came with (that is the
-/// fTTP's free text: unbounded, and not ours to put into a time series database).
-/// The metric label of a task type's wire name: the known types, everything else `unknown`
-/// (a label per unknown name would let the fTTP grow the metric without bound).
+/// The metric label of a task type's wire name: the known types, everything else `unknown`.
+/// Never the name an unknown task came with: that is the fTTP's free text, unbounded (a label
+/// per name would let the fTTP grow the metric without bound), and not ours to put into a
+/// time series database.
 pub fn label_of_type(name: &str) -> &'static str {
-    match name {
-        "dic_psn_available" => "dic_psn_available",
-        "send_idat" => "send_idat",
-        "repeat_request" => "repeat_request",
-        _ => "unknown",
-    }
+    [DIC_PSN_AVAILABLE, SEND_IDAT, REPEAT_REQUEST]
+        .into_iter()
+        .find(|known| *known == name)
+        .unwrap_or(UNKNOWN_TYPE)
 }
 
+/// The task type of a task as a label value ([`label_of_type`]).
 pub fn type_label(rec: &TaskRecord) -> &'static str {
-    match &rec.task.kind {
-        TaskKind::DicPsnAvailable { .. } => "dic_psn_available",
-        TaskKind::SendIdat { .. } => "send_idat",
-        TaskKind::RepeatRequest { .. } => "repeat_request",
-        TaskKind::Unknown { .. } => "unknown",
-    }
+    label_of_type(rec.task.kind.type_name())
 }
 
 /// Something that happened to a task, counted by type.
@@ -458,7 +450,7 @@ pub async fn scrape(State(state): State<Arc<AdminState>>) -> Response {
 mod tests {
     use super::*;
     use crate::domain::{Attention, TaskState};
-    use ttp_proto::SendIdatSubject;
+    use ttp_proto::{SendIdatSubject, TaskKind};
 
     fn task(key: &str, kind: TaskKind, expires_in_h: Option<i64>, state: TaskState) -> TaskRecord {
         let now = Utc::now();

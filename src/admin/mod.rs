@@ -74,7 +74,7 @@ use ttp_encode::Secret;
 use crate::agent::scheduler::{DaemonHooks, Schedule};
 use crate::agent::{Agent, Shutdown};
 use crate::client::TtpClient;
-use crate::config::{AdminConfig, ConfigError, Secrets, is_loopback_url};
+use crate::config::{AdminConfig, ConfigError, Secrets, is_loopback_ip, is_loopback_url};
 use crate::store::Store;
 
 pub use alerts::{Alerts, WebhookSettings};
@@ -153,7 +153,7 @@ impl AdminSettings {
             ready_window: admin.ready_window,
             warn_before_expiry: warn_window(admin),
             hosts: HostRule {
-                loopback_listener: admin.listen.ip().is_loopback(),
+                loopback_listener: is_loopback_ip(admin.listen.ip()),
                 allowed: admin.allowed_hosts.clone(),
             },
             limits: ServeLimits::default(),
@@ -238,7 +238,7 @@ pub enum AdminError {
 /// Refuses a listener that other hosts can reach unless a token protects it. Run before
 /// anything else at start-up; the error is a configuration error (exit 78).
 pub fn check_exposure(admin: &AdminConfig, token: Option<&Secret>) -> Result<(), ConfigError> {
-    if admin.listen.ip().is_loopback() || token.is_some() {
+    if is_loopback_ip(admin.listen.ip()) || token.is_some() {
         return Ok(());
     }
     Err(ConfigError::Cli(format!(
@@ -582,10 +582,21 @@ mod tests {
     #[test]
     fn only_loopback_may_go_without_a_token() {
         let token = Secret::from_text("t");
-        for ok in ["127.0.0.1:9464", "127.3.2.1:1", "[::1]:9464"] {
+        for ok in [
+            "127.0.0.1:9464",
+            "127.3.2.1:1",
+            "[::1]:9464",
+            // The one loopback rule (`config::is_loopback_ip`).
+            "[::ffff:127.0.0.1]:9464",
+        ] {
             assert!(check_exposure(&admin(ok), None).is_ok(), "{ok}");
         }
-        for exposed in ["0.0.0.0:9464", "[::]:9464", "10.0.0.5:9464"] {
+        for exposed in [
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "10.0.0.5:9464",
+            "[::ffff:10.0.0.5]:9464",
+        ] {
             let err = check_exposure(&admin(exposed), None)
                 .unwrap_err()
                 .to_string();

@@ -14,6 +14,7 @@ use rand::RngExt as _;
 use tokio::sync::watch;
 
 use super::{Agent, CycleError, CycleReport, Shutdown};
+use crate::client::backoff::Backoff;
 
 /// A cron schedule in a time zone, with jitter.
 #[derive(Clone, Debug)]
@@ -81,14 +82,18 @@ pub struct NoHooks;
 impl DaemonHooks for NoHooks {}
 
 /// After a failed cycle, retry sooner than the schedule would, but back off: 30 s, 1 min, 2 min,
-/// … up to the next scheduled poll. Authentication failures wait for the schedule: retrying
-/// them quickly only fills the fTTP's logs.
+/// … 32 min or the next scheduled poll, whichever comes first: the bound of the agent's one
+/// back-off, without its draw (the failed polls were already spread by the schedule's jitter).
+/// Authentication failures wait for the schedule: retrying them quickly only fills the fTTP's
+/// logs.
 fn after_failure(consecutive: u32, err: &CycleError) -> Option<chrono::Duration> {
+    const AFTER_FAILED_CYCLE: Backoff = Backoff {
+        base: Duration::from_secs(30),
+        cap: Duration::from_secs(30 * 64),
+    };
     match err {
         CycleError::Auth(_) => None,
-        _ => Some(chrono::Duration::seconds(
-            30 << consecutive.saturating_sub(1).min(6),
-        )),
+        _ => chrono::Duration::from_std(AFTER_FAILED_CYCLE.ceiling(consecutive)).ok(),
     }
 }
 

@@ -32,7 +32,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::{self, LogFormat};
 
 /// Exit status for configuration errors (sysexits.h `EX_CONFIG`).
-pub const EX_CONFIG: u8 = 78;
+pub const EX_CONFIG: u8 = crate::config::EXIT_CODE_CONFIG;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -190,14 +190,9 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
 
 /// The exit status for an error: 78 for a configuration problem, 1 otherwise.
 pub(crate) fn exit_status(err: &anyhow::Error) -> u8 {
-    if err
-        .chain()
-        .any(|c| c.downcast_ref::<crate::config::ConfigError>().is_some())
-    {
-        EX_CONFIG
-    } else {
-        1
-    }
+    err.chain()
+        .find_map(|c| c.downcast_ref::<crate::config::ConfigError>())
+        .map_or(1, crate::config::ConfigError::exit_code)
 }
 
 /// The error and its causes on one line. Many messages already include their cause's text

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// The exit status for any configuration error: `EX_CONFIG` from BSD `sysexits.h`, which
 /// systemd and supervisors recognise as "fix the configuration, restarting will not help".
-pub const EXIT_CODE_CONFIG: i32 = 78;
+pub const EXIT_CODE_CONFIG: u8 = 78;
 
 /// The prefix of every environment variable the agent reads as configuration.
 pub const ENV_PREFIX: &str = "TTP_AGENT__";
@@ -161,8 +161,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The process exit status for a configuration error: 78 (`EX_CONFIG`).
-    pub fn exit_code(&self) -> i32 {
+    /// The process exit status for a configuration error: 78 (`EX_CONFIG`); what
+    /// `cli::exit_status` returns for an error caused by one.
+    pub fn exit_code(&self) -> u8 {
         EXIT_CODE_CONFIG
     }
 }

@@ -49,6 +49,7 @@
 //! systemd credentials, Docker and Kubernetes secrets alike. [`AgentConfig::load_secrets`]
 //! reads them; see the `secrets` module for the rules.
 
+mod endpoint;
 mod error;
 mod layers;
 mod schema;
@@ -64,6 +65,10 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
 
+pub use endpoint::{
+    UrlProblem, check_dispatcher_url, check_plain_http, check_token_url, check_url, is_loopback_ip,
+    is_loopback_url,
+};
 pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
 pub use secrets::{SecretFileWarning, Secrets};
 pub use values::{
@@ -518,7 +523,7 @@ impl AgentConfig {
                 self.ttp.base_url
             ));
         }
-        if !self.admin.listen.ip().is_loopback() && self.admin.token_file.is_none() {
+        if !is_loopback_ip(self.admin.listen.ip()) && self.admin.token_file.is_none() {
             warnings.push(format!(
                 "`[admin] listen` is {}, reachable from other hosts, but `[admin] token_file` \
                  is not set: the admin endpoints are unauthenticated",
@@ -526,8 +531,7 @@ impl AgentConfig {
             ));
         }
         if let Some(url) = &self.handover.webhook_url
-            && url.expose().scheme() == "http"
-            && !is_loopback_url(url.expose())
+            && check_plain_http(url.expose(), false).is_err()
         {
             warnings.push(format!(
                 "`[handover] webhook_url` uses plain http ({}): pseudonyms and the webhook \
@@ -868,7 +872,7 @@ fn plain_http_rule(
     allow_insecure_http: bool,
 ) -> Result<(), ConfigError> {
     let url = url.expose();
-    if url.scheme() == "http" && !allow_insecure_http && !is_loopback_url(url) {
+    if check_plain_http(url, allow_insecure_http).is_err() {
         return Err(l.invalid(
             spec,
             format!(
@@ -886,20 +890,21 @@ fn plain_http_rule(
 fn build_ttp(l: &mut Layers) -> Result<TtpConfig, ConfigError> {
     let base_url: Url = l.get(&TTP_BASE_URL)?;
     let allow_insecure_http: bool = l.get(&TTP_ALLOW_INSECURE_HTTP)?;
-    if base_url.query().is_some() || base_url.fragment().is_some() {
-        return Err(l.invalid(
-            &TTP_BASE_URL,
-            "the URL has a query or fragment, to which operation names cannot be appended",
-            "the dispatcher base URL, such as \
-             \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"",
-        ));
-    }
-    if base_url.scheme() == "http" && !allow_insecure_http && !is_loopback_url(&base_url) {
-        return Err(l.invalid(
+    match check_dispatcher_url(&base_url, allow_insecure_http) {
+        Ok(()) => {}
+        Err(UrlProblem::PlainHttp) => return Err(l.invalid(
             &TTP_BASE_URL,
             "the URL uses plain http:// to a host other than this machine, which would send the API key and IDAT unencrypted",
             "an https:// URL (plain http:// is accepted for loopback addresses, or with `[ttp] allow_insecure_http = true`)",
-        ));
+        )),
+        Err(problem) => {
+            return Err(l.invalid(
+                &TTP_BASE_URL,
+                problem.to_string(),
+                "the dispatcher base URL, such as \
+                 \"https://fttp.example.org/ttp-fhir/fhir/dispatcher\"",
+            ));
+        }
     }
     let study = text(l, &TTP_STUDY)?;
     let target = text(l, &TTP_TARGET)?;
@@ -1065,12 +1070,20 @@ fn build_oauth2(l: &mut Layers) -> Result<Option<OAuth2Config>, ConfigError> {
         }
         return Ok(None);
     };
-    if token_url.scheme() == "http" && !is_loopback_url(&token_url) {
-        return Err(l.invalid(
+    match check_token_url(&token_url) {
+        Ok(()) => {}
+        Err(UrlProblem::PlainHttp) => return Err(l.invalid(
             &TTP_OAUTH2_TOKEN_URL,
             "the URL uses plain http:// to a host other than this machine, which would send the client secret unencrypted",
             "an https:// URL (plain http:// is accepted for loopback addresses)",
-        ));
+        )),
+        Err(problem) => {
+            return Err(l.invalid(
+                &TTP_OAUTH2_TOKEN_URL,
+                problem.to_string(),
+                "the authorisation server's token endpoint, such as \"https://idp.example.org/token\"",
+            ));
+        }
     }
     if client_id.is_empty() || client_id.trim() != client_id {
         return Err(l.invalid(
@@ -1199,29 +1212,3 @@ fn both_or_neither(l: &Layers, first: &KeySpec, second: &KeySpec) -> Result<(), 
 
 #[cfg(test)]
 mod tests;
-
-/// Whether a URL points at this machine: the agent's one loopback rule, for the dispatcher's
-/// base URL, the token URL, both webhooks (plain HTTP there never crosses a network, so it is
-/// allowed without `allow_insecure_http`: the simulator, tests, a local TLS-terminating proxy)
-/// and the admin server's `Host` check. This machine is
-///
-/// * an address in 127.0.0.0/8 or `::1`, also written as an IPv4-mapped IPv6 address
-///   (`[::ffff:127.0.0.1]`): that is the same IPv4 loopback address, and the kernel sends it
-///   to `lo`;
-/// * the name `localhost`, in any case, also in its fully qualified form `localhost.` (the
-///   trailing dot only says the name is absolute; RFC 6761 § 6.3 has resolvers answer
-///   `localhost` with loopback).
-///
-/// Names *under* `localhost` (`a.localhost`) are not, although RFC 6761 reserves them too:
-/// resolvers differ on them, and the rule must not depend on one.
-pub fn is_loopback_url(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip).to_canonical().is_loopback(),
-        Some(url::Host::Domain(name)) => name
-            .strip_suffix('.')
-            .unwrap_or(name)
-            .eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}

@@ -86,40 +86,6 @@ fn a_default_path_that_is_a_directory_is_an_error_not_silently_skipped() {
 }
 
 #[test]
-fn one_loopback_rule_for_every_url() {
-    for here in [
-        "http://127.0.0.1:8080/d",
-        "http://127.8.9.10/d",
-        "http://[::1]:9/d",
-        "http://[::ffff:127.0.0.1]/d",
-        "http://[::ffff:127.1.2.3]:80/d",
-        "http://localhost/d",
-        "http://LOCALHOST/d",
-        "http://localhost./d",
-        "http://LocalHost.:1/d",
-    ] {
-        assert!(is_loopback_url(&Url::parse(here).unwrap()), "{here}");
-    }
-    for elsewhere in [
-        "http://10.1.2.3/d",
-        "http://192.0.2.1/d",
-        "http://[::2]/d",
-        "http://[::ffff:10.0.0.1]/d",
-        // IPv4-compatible (deprecated) is not IPv4-mapped: `::127.0.0.1` is not `lo`.
-        "http://[::127.0.0.1]/d",
-        "http://ttp.example.org/d",
-        "http://localhost.example.org/d",
-        "http://a.localhost/d",
-        "http://localhost../d",
-    ] {
-        assert!(
-            !is_loopback_url(&Url::parse(elsewhere).unwrap()),
-            "{elsewhere}"
-        );
-    }
-}
-
-#[test]
 fn spans_are_converted_once_and_a_span_too_long_for_dates_names_its_key() {
     let config = AgentConfig::from_file_and_env(None, minimal_env()).unwrap();
     assert_eq!(
@@ -152,5 +118,67 @@ fn spans_are_converted_once_and_a_span_too_long_for_dates_names_its_key() {
             .to_string();
         assert!(err.contains(key) && err.contains(var), "{err}");
         assert!(err.contains("100 years"), "{err}");
+    }
+}
+
+#[test]
+fn endpoint_urls_follow_the_rules_the_client_checks_with_the_key_named() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = minimal_env();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        AgentConfig::from_file_and_env(None, env)
+    };
+    let oauth2 = |token_url: &'static str| {
+        [
+            ("TTP_AGENT__TTP__OAUTH2__TOKEN_URL", token_url),
+            ("TTP_AGENT__TTP__OAUTH2__CLIENT_ID", "site"),
+            (
+                "TTP_AGENT__TTP__OAUTH2__CLIENT_SECRET_FILE",
+                "/run/secrets/oauth2",
+            ),
+        ]
+    };
+    // A token endpoint may carry a query (RFC 6749 § 3.2), the client accepts it too.
+    let config = with(&oauth2("https://idp.example.org/token?realm=a")).unwrap();
+    let token_url = &config.ttp.oauth2.as_ref().unwrap().token_url;
+    assert_eq!(check_token_url(token_url), Ok(()));
+    for (extra, key, says) in [
+        (
+            oauth2("https://idp.example.org/token#f").to_vec(),
+            "`[ttp.oauth2] token_url`",
+            "fragment",
+        ),
+        (
+            // `allow_insecure_http` is for the dispatcher; the client secret never travels
+            // in clear to another host.
+            [
+                oauth2("http://idp.example.org/token").as_slice(),
+                &[("TTP_AGENT__TTP__ALLOW_INSECURE_HTTP", "true")],
+            ]
+            .concat(),
+            "`[ttp.oauth2] token_url`",
+            "plain http://",
+        ),
+        (
+            vec![("TTP_AGENT__TTP__BASE_URL", "https://fttp.example.org/d?x=1")],
+            "`[ttp] base_url`",
+            "query or fragment",
+        ),
+        (
+            vec![("TTP_AGENT__TTP__BASE_URL", "http://[::ffff:10.0.0.1]/d")],
+            "`[ttp] base_url`",
+            "plain http://",
+        ),
+    ] {
+        let err = with(&extra).expect_err(key).to_string();
+        assert!(err.contains(key) && err.contains(says), "{err}");
+    }
+    for here in ["http://[::ffff:127.0.0.1]/d", "http://localhost./d"] {
+        let config = with(&[("TTP_AGENT__TTP__BASE_URL", here)]).expect(here);
+        assert!(is_loopback_url(&config.ttp.base_url), "{here}");
     }
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use reqwest::Url;
 
+use super::UrlProblem;
+
 /// A value type that can appear in the configuration.
 pub(crate) trait Setting: Sized {
     /// What a valid value looks like, for "expected …" in error messages.
@@ -329,25 +331,19 @@ impl Setting for Url {
     fn parse_text(text: &str) -> Result<Self, String> {
         let url =
             Url::parse(text.trim()).map_err(|e| format!("{} is not a URL ({e})", quoted(text)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!(
+        match super::check_url(&url) {
+            Ok(()) => Ok(url),
+            Err(UrlProblem::Scheme) => Err(format!(
                 "the scheme `{}` is not http or https",
                 url.scheme()
-            ));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err("the URL has no host".to_owned());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            // Credentials in a URL end up in logs and error messages; the agent has
-            // dedicated, file-based settings for them.
-            return Err(
+            )),
+            Err(UrlProblem::Credentials) => Err(
                 "the URL contains a user name or password; put credentials in \
                  `[ttp] basic_user` and `[ttp] basic_password_file` instead"
                     .to_owned(),
-            );
+            ),
+            Err(problem) => Err(problem.to_string()),
         }
-        Ok(url)
     }
 
     fn display(&self) -> String {

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
-use ttp_proto::{IdatElement, TaskKind};
+use ttp_proto::IdatElement;
 
 use super::error::StoreError;
 use crate::domain::{Idat, RecordState};
@@ -267,16 +267,6 @@ pub(crate) fn index_key_with(digest: &[u8; DIGEST_LEN], local_id: &str) -> Vec<u
 pub(crate) fn index_key_local_id(key: &[u8]) -> Option<&str> {
     key.get(DIGEST_LEN..)
         .and_then(|id| std::str::from_utf8(id).ok())
-}
-
-/// The name a finished task is counted under in the history: the wire parameter name.
-pub(crate) fn task_type_name(kind: &TaskKind) -> &str {
-    match kind {
-        TaskKind::DicPsnAvailable { .. } => "dic_psn_available",
-        TaskKind::SendIdat { .. } => "send_idat",
-        TaskKind::RepeatRequest { .. } => "repeat_request",
-        TaskKind::Unknown { name, .. } => name,
-    }
 }
 
 /// History key: `days since 0001-01-01 (u32 BE) ‖ task type`, so a day range is a key range.

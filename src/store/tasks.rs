@@ -25,9 +25,7 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use ttp_proto::TaskKey;
 
-use super::codec::{
-    history_key, history_value, parse_history_key, read_history_value, task_type_name,
-};
+use super::codec::{history_key, history_value, parse_history_key, read_history_value};
 use zeroize::Zeroizing;
 
 use super::crypto::StoreKeys;
@@ -78,7 +76,7 @@ impl From<&TaskRecord> for TaskSummary {
         TaskSummary {
             key: rec.key.clone(),
             state: rec.state.clone(),
-            task_type: task_type_name(&rec.task.kind).to_string(),
+            task_type: rec.task.kind.type_name().to_string(),
         }
     }
 }
@@ -194,12 +192,12 @@ struct UnknownHead {
 }
 
 impl KindHead {
-    /// The same names as `codec::task_type_name`.
+    /// The same names as `TaskKind::type_name` (the wire's).
     fn type_name(&self) -> &str {
         match self {
-            KindHead::DicPsnAvailable(_) => "dic_psn_available",
-            KindHead::SendIdat(_) => "send_idat",
-            KindHead::RepeatRequest(_) => "repeat_request",
+            KindHead::DicPsnAvailable(_) => ttp_proto::task::DIC_PSN_AVAILABLE,
+            KindHead::SendIdat(_) => ttp_proto::task::SEND_IDAT,
+            KindHead::RepeatRequest(_) => ttp_proto::task::REPEAT_REQUEST,
             KindHead::Unknown(u) => &u.name,
         }
     }
@@ -266,7 +264,7 @@ fn apply_state_change(
     if old != Some(&rec.state)
         && let Some((at, how)) = finished(&rec.state)
     {
-        count_finish(delta, task_type_name(&rec.task.kind), at, how);
+        count_finish(delta, rec.task.kind.type_name(), at, how);
     }
     Ok(())
 }
@@ -734,7 +732,7 @@ mod tests {
                 let json = encode_task(&rec).unwrap();
                 let head = decode_head(b"k", &json, Path::new("store")).unwrap();
                 assert_eq!(&head.state, state);
-                assert_eq!(head.task.kind.type_name(), task_type_name(kind));
+                assert_eq!(head.task.kind.type_name(), kind.type_name());
             }
         }
         assert!(decode_head(b"k", b"{\"state\":\"Nope\"}", Path::new("store")).is_err());
