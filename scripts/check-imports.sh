@@ -5,8 +5,8 @@
 #    top-level modules (`agent`, `store`, `submit`, ...). Every `crate::` path of a file counts,
 #    grouped imports (`use crate::{a, b::c}`) included. `testkit` (fixtures for the tests,
 #    not built into the shipped binary) is outside the graph: tests of any module use it.
-# 2. Task state is changed only by the domain's transitions: outside `src/domain/` no code
-#    (tests aside) assigns a `TaskState` to a task's `state`.
+# 2. Task and record state are changed only by the domain's transitions: outside
+#    `src/domain/` no code (tests aside) assigns a `TaskState` or `RecordState` to a `state`.
 # 3. ARCHITECTURE.md's import graph (the block after `<!-- scripts/check-imports.sh --graph -->`)
 #    is the code's: a changed import changes that block in the same commit.
 #
@@ -29,7 +29,7 @@ while (my $file = <STDIN>) {
     close $fh;
     $text =~ s{//[^\n]*}{}g;                  # comments, doc comments included
     (my $code = $text) =~ s{#\[cfg\(test\)\].*}{}s;   # unit tests sit at the end of a file
-    while ($code =~ m{^(.*\.state\s*=\s*TaskState::.*)$}mg) {
+    while ($code =~ m{^(.*\.state\s*=\s*(?:Task|Record)State::.*)$}mg) {
         push @writes, "$file: $1" unless $file =~ m{^src/domain[/.]};
     }
     next if $from eq "lib" || $from eq "main" || $from eq "testkit";
@@ -94,11 +94,11 @@ if (join("\n", @documented) ne join("\n", @graph)) {
     print "ARCHITECTURE.md'"'"'s import graph is the code'"'"'s\n";
 }
 if (@writes) {
-    print STDERR "task state assigned outside src/domain/ (use a TaskRecord transition):\n";
+    print STDERR "task or record state assigned outside src/domain/ (use a TaskRecord or RecordHead transition):\n";
     print STDERR "  $_\n" for @writes;
     $failed = 1;
 } else {
-    print "task state is assigned only in src/domain/\n";
+    print "task and record state are assigned only in src/domain/\n";
 }
 exit $failed;
 '

@@ -190,12 +190,10 @@ pub fn retry_records(
     };
     let mut done = Vec::with_capacity(records.len());
     for current in records {
-        let RecordState::Rejected { code } = &current.head.state else {
+        let mut next = current.clone();
+        let Some(code) = next.head.registered_again(now) else {
             continue;
         };
-        let mut next = current.clone();
-        next.head.state = RecordState::New;
-        next.head.updated_at = now;
         let entry = audit(
             actor,
             now,

@@ -84,14 +84,11 @@ pub fn apply_psn_response(
         rec.updated_at = now;
         if let Some(psn) = pseudonyms.get(rec.bloom_filter.as_slice()) {
             // A conflict here would mean the fTTP gave one filter two pseudonyms; keep ours.
-            rec.assign_pseudonym(psn, now);
-            rec.state = RecordState::Pseudonymised;
+            rec.answered_with_pseudonym(psn, now);
             stats.pseudonymised += 1;
         } else if let Some(code) = errors.get(rec.bloom_filter.as_slice()) {
             if psn_error_is_permanent(code) {
-                rec.state = RecordState::Rejected {
-                    code: (*code).to_string(),
-                };
+                rec.rejected(code, now);
                 stats.rejected += 1;
             } else {
                 // A passing condition on the fTTP's side: the record stays pending (its
@@ -99,7 +96,7 @@ pub fn apply_psn_response(
                 stats.retry_later += 1;
             }
         } else {
-            rec.state = RecordState::AwaitingClearing;
+            rec.awaiting_clearing(now);
             stats.awaiting_clearing += 1;
         }
     }
@@ -398,8 +395,7 @@ impl Agent {
             };
             let id = self.store.next_batch_id()?;
             for r in &mut batch {
-                if !matches!(r.state, RecordState::Sending { .. }) {
-                    r.state = RecordState::Sending { batch: id };
+                if r.sending(id) {
                     intents.push(r.clone());
                 }
             }

@@ -214,7 +214,60 @@ impl std::fmt::Debug for RecordHead {
     }
 }
 
+/// The record's registration (`$requestPsnFromBfWorkflow`): the only code that changes a
+/// record's state. The registration decides when (agent/register.rs, resolve.rs), the store
+/// writes the head these return; `scripts/check-imports.sh` fails on a record state assigned
+/// outside `src/domain/`.
 impl RecordHead {
+    /// The intent: the record is part of batch `batch`, about to be sent. A record already
+    /// `Sending` (a batch a crash or a pause interrupted) keeps its batch; returns whether the
+    /// head changed (and must be written before the request leaves).
+    pub fn sending(&mut self, batch: u64) -> bool {
+        if matches!(self.state, RecordState::Sending { .. }) {
+            return false;
+        }
+        self.state = RecordState::Sending { batch };
+        true
+    }
+
+    /// The fTTP answered the record's filter with `pseudonym`. A record that already has a
+    /// different one keeps it (a person must decide; [`Assigned::Conflict`]) and is
+    /// pseudonymised all the same: the filter's clearing is over.
+    pub fn answered_with_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
+        let assigned = self.assign_pseudonym(pseudonym, now);
+        self.state = RecordState::Pseudonymised;
+        self.updated_at = now;
+        assigned
+    }
+
+    /// The fTTP answered the record's filter with a permanent `error` code.
+    pub fn rejected(&mut self, code: &str, now: DateTime<Utc>) {
+        self.state = RecordState::Rejected {
+            code: code.to_owned(),
+        };
+        self.updated_at = now;
+    }
+
+    /// The fTTP answered without a pseudonym for the filter: a clearing runs, which ends with
+    /// a `dic_psn_available` task.
+    pub fn awaiting_clearing(&mut self, now: DateTime<Utc>) {
+        self.state = RecordState::AwaitingClearing;
+        self.updated_at = now;
+    }
+
+    /// A person asked for a rejected record to be registered again: `New`, sent in the next
+    /// cycle. Returns the code it was rejected with; `None` (and nothing changed) when the
+    /// record is not rejected.
+    pub fn registered_again(&mut self, now: DateTime<Utc>) -> Option<String> {
+        let RecordState::Rejected { code } = &self.state else {
+            return None;
+        };
+        let code = code.clone();
+        self.state = RecordState::New;
+        self.updated_at = now;
+        Some(code)
+    }
+
     /// Give the record the pseudonym the fTTP assigned. Idempotent; never overwrites a
     /// different pseudonym (that needs a human).
     pub fn assign_pseudonym(&mut self, pseudonym: &str, now: DateTime<Utc>) -> Assigned {
@@ -315,6 +368,60 @@ mod tests {
         assert_eq!(r.assign_pseudonym("p1", now), Assigned::Same);
         assert_eq!(r.assign_pseudonym("p2", now), Assigned::Conflict);
         assert_eq!(r.pseudonym.as_deref(), Some("p1"));
+    }
+
+    #[test]
+    fn registration_moves_a_record_through_its_states() {
+        let t0 = Utc::now();
+        let later = t0 + chrono::Duration::seconds(5);
+        let mut r = record().head;
+        r.state = RecordState::New;
+        assert!(r.sending(7));
+        assert_eq!(r.state, RecordState::Sending { batch: 7 });
+        // An interrupted batch is sent again as it is; nothing to write.
+        assert!(!r.sending(8));
+        assert_eq!(r.state, RecordState::Sending { batch: 7 });
+
+        let mut clearing = r.clone();
+        clearing.awaiting_clearing(later);
+        assert_eq!(clearing.state, RecordState::AwaitingClearing);
+        assert_eq!(clearing.updated_at, later);
+
+        let mut refused = r.clone();
+        assert_eq!(
+            refused.registered_again(later),
+            None,
+            "only a rejected record"
+        );
+        refused.rejected("invalid-filter", later);
+        assert_eq!(
+            refused.state,
+            RecordState::Rejected {
+                code: "invalid-filter".into()
+            }
+        );
+        assert_eq!(
+            refused.registered_again(later).as_deref(),
+            Some("invalid-filter")
+        );
+        assert_eq!(refused.state, RecordState::New);
+
+        assert_eq!(r.answered_with_pseudonym("p1", later), Assigned::New);
+        assert_eq!(
+            (r.state.clone(), r.pseudonym.as_deref()),
+            (RecordState::Pseudonymised, Some("p1"))
+        );
+        // A second pseudonym for the filter: ours is kept, the clearing is over all the same.
+        let mut other = r.clone();
+        other.state = RecordState::Sending { batch: 9 };
+        assert_eq!(
+            other.answered_with_pseudonym("p2", later),
+            Assigned::Conflict
+        );
+        assert_eq!(
+            (other.state, other.pseudonym.as_deref()),
+            (RecordState::Pseudonymised, Some("p1"))
+        );
     }
 
     #[test]
