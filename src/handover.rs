@@ -53,7 +53,7 @@ use crate::agent::scheduler::DaemonHooks;
 use crate::agent::{CycleError, CycleReport, Shutdown};
 use crate::client::RetryPolicy;
 use crate::config::{AgentConfig, Secrets};
-use crate::store::{PsnEvent, Store, StoreError};
+use crate::store::{META_HANDOVER_WEBHOOK_STATE, PsnEvent, Store, StoreError};
 use crate::webhook::{Failure, Webhook, WebhookError, WebhookSettings};
 
 /// The cursor the webhook worker keeps in the store.
@@ -61,9 +61,6 @@ pub const WEBHOOK_CONSUMER: &str = "webhook";
 
 /// The cursor of `ttp-agent export --new` (kept here so the status can report its backlog).
 pub const EXPORT_CONSUMER: &str = "export";
-
-/// The meta string holding [`WebhookState`] as JSON.
-const META_WEBHOOK_STATE: &str = "handover_webhook_state";
 
 /// Events read from the store at a time.
 const BATCH: usize = 100;
@@ -175,7 +172,7 @@ pub fn status(store: &Store) -> Result<HandoverStatus, StoreError> {
 }
 
 fn load_state(store: &Store) -> Result<Option<WebhookState>, StoreError> {
-    match store.get_meta_string(META_WEBHOOK_STATE)? {
+    match store.get_meta_string(META_HANDOVER_WEBHOOK_STATE)? {
         None => Ok(None),
         // A state this version cannot read is only status information: start afresh.
         Some(json) => Ok(Some(serde_json::from_str(&json).unwrap_or_default())),
@@ -187,7 +184,7 @@ fn save_state(store: &Store, state: &WebhookState) -> Result<(), StoreError> {
         what: "webhook state",
         detail: e.to_string(),
     })?;
-    store.set_meta_string(META_WEBHOOK_STATE, &json)
+    store.set_meta_string(META_HANDOVER_WEBHOOK_STATE, &json)
 }
 
 /// The webhook worker: drains the pseudonym log from its cursor, one POST per event.

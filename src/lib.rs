@@ -9,9 +9,9 @@
 //!   rate limit. The wire format itself is `ttp_proto`.
 //! * [`agent`]: registration, poll cycle, dispatcher, scheduler, one handler per task type;
 //!   the state changes it drives are the domain's.
-//! * [`input`]: reading site exports: encoding, separator, value mappings, every bad row at
-//!   once; pure.
 //! * [`submit`]: records into the store (read, encode, store); registering them is the agent's.
+//!   Its `input` module reads site exports (encoding, separator, value mappings, every bad row
+//!   at once; pure).
 //! * [`status`]: what coordinators see (open tasks, attention, history), from the store.
 //! * [`logging`], [`notify`]: log formats and systemd notifications.
 //! * [`admin`]: the daemon's HTTP surface (health, readiness, metrics, status page) and alerts.
@@ -31,7 +31,6 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod handover;
-pub mod input;
 pub mod logging;
 pub mod notify;
 pub mod resolve;

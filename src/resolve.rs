@@ -321,7 +321,7 @@ pub fn add_element(
             why: "the value is empty".to_string(),
         });
     }
-    let value = crate::input::validate_value(element, value)
+    let value = crate::submit::input::validate_value(element, value)
         .map_err(|why| ResolveError::InvalidValue { element, why })?;
     let current = store
         .get_record(local_id)?

@@ -45,11 +45,11 @@ pub struct Args {
     #[arg(long)]
     skip_invalid: bool,
     /// The column separator (default: detected from the header line: `,`, `;` or tab).
-    #[arg(long, value_name = "CHAR", value_parser = crate::input::table::delimiter_for)]
+    #[arg(long, value_name = "CHAR", value_parser = crate::submit::input::table::delimiter_for)]
     delimiter: Option<u8>,
     /// The input's character encoding, e.g. `windows-1252` (default: UTF-8, or Windows-1252
     /// with a note when the file is not UTF-8).
-    #[arg(long = "encoding", value_name = "NAME", value_parser = crate::input::text::encoding_for_label)]
+    #[arg(long = "encoding", value_name = "NAME", value_parser = crate::submit::input::text::encoding_for_label)]
     input_encoding: Option<&'static encoding_rs::Encoding>,
     /// Input CSV; the header row names the fields (for clkhash: the feature identifiers,
     /// ignored features included).
@@ -187,9 +187,9 @@ type Rows = Vec<(u64, Result<csv::StringRecord, String>)>;
 fn read_csv(args: &Args) -> anyhow::Result<(Vec<String>, Rows)> {
     let name = args.input.display();
     let bytes = std::fs::read(&args.input).with_context(|| format!("reading {name}"))?;
-    let decoded = crate::input::text::decode(&bytes, args.input_encoding)
+    let decoded = crate::submit::input::text::decode(&bytes, args.input_encoding)
         .map_err(|reason| anyhow::anyhow!("{name}: {reason}"))?;
-    let table = crate::input::table::read(&decoded.text, args.delimiter)
+    let table = crate::submit::input::table::read(&decoded.text, args.delimiter)
         .map_err(|reason| anyhow::anyhow!("{name}: line 1 (header): {reason}"))?;
     for note in decoded.note.iter().chain(&table.note) {
         crate::errln!("ttp-agent: {name}: note: {note}");

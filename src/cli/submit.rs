@@ -4,7 +4,7 @@
 //! running the same file twice sends nothing new, and a run interrupted at any point is
 //! finished by running it again (or by the daemon's next cycle).
 //!
-//! The whole file is checked first (`crate::input`, a pure function over its bytes): every bad
+//! The whole file is checked first (`crate::submit::input`, a pure function over its bytes): every bad
 //! row is listed and nothing is stored, unless `--skip-invalid` stores the good rows and writes
 //! the bad rows' lines to a reject file. This check runs here, under the operator's account
 //! (which writes the reject file), before anything is sent.
@@ -24,8 +24,8 @@ use super::{ConfigArg, context};
 use crate::cli::control::client::{self, OutputTarget};
 use crate::cli::control::{Ctx, Session};
 use crate::config::LogFormat;
-use crate::input::{self, InputSettings, RowProblem};
 use crate::submit;
+use crate::submit::input::{self, InputSettings, RowProblem};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,7 +48,7 @@ pub struct Args {
     rejects: Option<PathBuf>,
     /// The column separator (default: `[input] delimiter`, else detected from the header
     /// line: `,`, `;` or tab).
-    #[arg(long, value_name = "CHAR", value_parser = crate::input::table::delimiter_for)]
+    #[arg(long, value_name = "CHAR", value_parser = crate::submit::input::table::delimiter_for)]
     delimiter: Option<u8>,
     /// The file's character encoding, e.g. `windows-1252` (default: `[input] encoding`, else
     /// UTF-8, or Windows-1252 with a note when the file is not UTF-8).

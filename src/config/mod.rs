@@ -107,7 +107,7 @@ pub struct AgentConfig {
     /// exists. It may hold seeds, so `Debug` and the summary never show its contents.
     pub encoding: Option<toml::Table>,
     /// The `[input]` section (how `submit` reads site exports), unparsed:
-    /// `crate::input::InputSettings::from_table` reads it.
+    /// `crate::submit::input::InputSettings::from_table` reads it.
     pub input: Option<toml::Table>,
     pub submit: SubmitConfig,
     pub dispatch: DispatchConfig,

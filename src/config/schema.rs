@@ -177,7 +177,7 @@ pub(crate) const ALL: &[KeySpec] = &[
 pub(crate) const ENCODING_SECTION: &str = "encoding";
 
 /// The input settings of `submit` (separator, encoding, value mappings; see
-/// `crate::input::mapping`): lists and tables, so passed through like `[encoding]`.
+/// `crate::submit::input::mapping`): lists and tables, so passed through like `[encoding]`.
 pub(crate) const INPUT_SECTION: &str = "input";
 
 /// The sections passed through as tables, settable only in the file.

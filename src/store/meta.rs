@@ -40,6 +40,8 @@ pub const META_LAST_PURGE: &str = "last_purge";
 pub const META_LAST_LISTING: &str = "last_listing";
 /// The [`RegistrationBlocked`] state (JSON; `null` when none).
 pub const META_REGISTRATION_BLOCKED: &str = "registration_blocked";
+/// The pseudonym hand-over webhook's delivery state (`handover::WebhookState`, JSON).
+pub const META_HANDOVER_WEBHOOK_STATE: &str = "handover_webhook_state";
 
 impl Store {
     /// Increments the poll sequence and returns the new value; the first call returns 1.

@@ -117,8 +117,8 @@ pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
 pub use error::StoreError;
 pub use meta::{
-    META_LAST_LISTING, META_LAST_POLL_OK, META_LAST_PURGE, META_PROFILE_FINGERPRINT,
-    META_REGISTRATION_BLOCKED,
+    META_HANDOVER_WEBHOOK_STATE, META_LAST_LISTING, META_LAST_POLL_OK, META_LAST_PURGE,
+    META_PROFILE_FINGERPRINT, META_REGISTRATION_BLOCKED,
 };
 pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::PsnEvent;

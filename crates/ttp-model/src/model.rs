@@ -245,8 +245,10 @@ impl TaskModel {
                 } else {
                     // mark_sending: records not yet `Sending` are written so, then flushed.
                     let mut next = live.clone();
-                    for (rec, _) in next.records.iter_mut().zip(batch).filter(|(_, b)| *b) {
-                        rec.state = RecState::Sending;
+                    for (r, rec) in next.records.iter_mut().enumerate() {
+                        if batch[r] {
+                            *rec = real::sending(r, rec);
+                        }
                     }
                     n.commit(next);
                     n.pc = if n.pending.is_empty() {

@@ -548,6 +548,14 @@ pub fn needs_registration(r: usize, m: &MRecord) -> bool {
     register::needs_registration(&to_head(r, m), now(), RECHECK_AFTER)
 }
 
+/// `RecordHead::sending`: the registration intent (`mark_sending` writes the heads it changed
+/// and flushes them before the request leaves).
+pub fn sending(r: usize, m: &MRecord) -> MRecord {
+    let mut head = to_head(r, m);
+    head.sending(1);
+    from_head(&head)
+}
+
 /// `classify_psn` and `apply_psn_response` for one registration batch. `None`: the answer
 /// judges no record (they stay `Sending`).
 pub fn apply_registration(

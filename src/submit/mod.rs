@@ -3,13 +3,15 @@
 //!
 //! The path is split where durability needs it:
 //!
-//! 1. [`read_records`] validates the whole file first ([`crate::input`]): every bad row is
+//! 1. [`read_records`] validates the whole file first ([`input`]): every bad row is
 //!    reported, naming the line and column, and a file with bad rows stores nothing (unless
 //!    the caller chooses to skip them), so nothing half-imported is left behind.
 //! 2. [`encode_records`] runs the encoding profile on all cores.
 //! 3. [`store_records`] inserts them (`New`); a record already stored with the same filter is
 //!    left alone, so submitting a file twice changes nothing and sends nothing new.
 //! 4. [`Agent::register_pending`](crate::agent::Agent::register_pending) sends them.
+
+pub mod input;
 
 use std::path::Path;
 
@@ -20,10 +22,10 @@ use ttp_proto::IdatElement;
 
 pub use crate::agent::register::{RegisterError, RegisterStats};
 use crate::domain::{LocalRecord, RecordHead, RecordState};
-use crate::input::{self, FileProblem, InputSettings, Parsed, RowProblem};
 use crate::store::{InsertOutcome, META_PROFILE_FINGERPRINT, Store, StoreError};
+use input::{FileProblem, InputSettings, Parsed, RowProblem};
 
-pub use crate::input::{InputRecord, MAX_LOCAL_ID_CHARS, validate_value};
+pub use input::{InputRecord, MAX_LOCAL_ID_CHARS, validate_value};
 
 /// How many bad rows one message lists; the rest are counted.
 pub const PROBLEMS_SHOWN: usize = 20;
@@ -62,7 +64,7 @@ pub fn describe_rows(problems: &[RowProblem]) -> String {
 }
 
 /// Reads and validates a records file with the default input settings; any bad row is an
-/// error listing the bad rows (see [`crate::input`]).
+/// error listing the bad rows (see [`input`]).
 pub fn read_records(path: &Path) -> Result<Vec<InputRecord>, InputError> {
     let shown = path.display().to_string();
     let parsed = read_records_with(path, &InputSettings::default())?;
