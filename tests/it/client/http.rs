@@ -569,38 +569,40 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-/// Set in the process that runs [`traced_attempts`] (the test binary again, with this test only).
-const TRACED_CHILD: &str = "TTP_TEST_TRACED_CHILD";
+/// Set in the child process that [`attempts_are_traced_without_bodies_keys_or_filters`] runs in.
+const TRACE_CHILD: &str = "TTP_TEST_TRACE_CHILD";
 
-/// Which tracing callsites are enabled is cached process-wide, and the tests of this binary
-/// share one process: a callsite that another test reaches first, while no subscriber is
-/// interested, can stay disabled for this test's thread-local subscriber. Rebuilding the cache
-/// after `set_default` narrowed that race but did not close it (the test failed so in a full
-/// run after the tests became one binary), so the test runs its body in a process of its own.
 #[test]
 fn attempts_are_traced_without_bodies_keys_or_filters() {
-    if std::env::var_os(TRACED_CHILD).is_some() {
-        return traced_attempts();
+    // Tracing keeps process-wide state (which callsites are enabled, the max-level hint) that
+    // every test of this binary touches, so a capture in one test can miss its own events while
+    // another registers callsites (it did, once in a few hundred full runs). The assertions run
+    // in a child process of this binary that runs this test alone.
+    if std::env::var_os(TRACE_CHILD).is_some() {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(traced_attempts());
     }
-    let module = module_path!()
-        .split_once("::")
-        .map_or("", |(_crate, rest)| rest);
-    let name = format!("{module}::attempts_are_traced_without_bodies_keys_or_filters");
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--exact", &name, "--nocapture", "--test-threads=1"])
-        .env(TRACED_CHILD, "1")
+    let name = format!(
+        "{}::attempts_are_traced_without_bodies_keys_or_filters",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(TRACE_CHILD, "1")
         .output()
-        .expect("the test binary runs");
+        .expect("runs the child");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("1 passed"),
-        "{name} in a process of its own: {}\n{stdout}\n{stderr}",
-        out.status
+        "the child run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
-fn traced_attempts() {
+async fn traced_attempts() {
     let logs = LogBuffer::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -609,16 +611,8 @@ fn traced_attempts() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    // The only subscriber of this process, before any callsite is reached.
     let _guard = tracing::subscriber::set_default(subscriber);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(traced_attempts_run(&logs));
-}
 
-async fn traced_attempts_run(logs: &LogBuffer) {
     let server = Server::start(vec![Reply::status(503), Reply::ok_parameters()]).await;
     let mut s = settings(&server.base_url());
     s.auth.api_key = Some(Secret::from_text("key-4711"));
