@@ -22,7 +22,7 @@ use std::time::Instant;
 use chrono::{Duration, Utc};
 use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::{IdatKey, Store, StoreOptions};
-use ttp_proto::{BloomFilter, IdatElement, Task, TaskKey, TaskKind};
+use ttp_proto::IdatElement;
 
 const BATCH: usize = 1_000;
 
@@ -33,18 +33,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// xorshift: deterministic, dependency-free filler for synthetic filters.
-fn filter(i: u64) -> Vec<u8> {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..225)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use ttp_agent::testkit::filter;
 
 fn record(i: u64) -> LocalRecord {
     let now = Utc::now();
@@ -112,25 +101,15 @@ fn insert_range(store: &Store, from: u64, to: u64) -> Result<u64, Box<dyn std::e
 }
 
 fn task(i: u64, state: TaskState) -> TaskRecord {
-    let now = Utc::now();
-    TaskRecord {
-        key: TaskKey(format!("dic_psn_available:bench:{i}")),
-        task: Task {
-            kind: TaskKind::DicPsnAvailable {
-                bloom_filter: BloomFilter(filter(i)),
-                target: "bench".to_string(),
-                pseudonym: format!("psn-{i}"),
-            },
-            expires: None,
-            unknown_parts: Vec::new(),
-        },
+    let kind = ttp_agent::testkit::dic_psn_available(filter(i), &format!("psn-{i}"));
+    let mut rec = ttp_agent::testkit::task(
+        &format!("dic_psn_available:bench:{i}"),
+        kind,
         state,
-        attempts: 1,
-        last_error: None,
-        first_seen: now,
-        updated_at: now,
-        last_seen_poll: 1,
-    }
+        Utc::now(),
+    );
+    rec.attempts = 1;
+    rec
 }
 
 /// `STORE_BENCH_OPEN_ONLY=1` with `STORE_BENCH_DIR` and `STORE_BENCH_KEY` (a key file): measure

@@ -21,6 +21,8 @@
 //!   daemon's local control channel (Unix socket): the commands run through the running
 //!   daemon, or in-process when none runs, by the same code.
 //! * [`resolve`], [`handover`]: a person's way out of attention states; pseudonym delivery.
+//! * `testkit`: fixtures for the unit tests, the integration tests and the benches; built only
+//!   for them (`cfg(test)` or the `testkit` feature), never into the shipped binary.
 
 pub mod admin;
 pub mod agent;
@@ -35,4 +37,6 @@ pub mod resolve;
 pub mod status;
 pub mod store;
 pub mod submit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod webhook;

@@ -4,6 +4,7 @@
 //! call is a no-op.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::agent::scheduler::DaemonHooks;
@@ -12,6 +13,10 @@ use crate::agent::{CycleError, CycleReport};
 pub struct SystemdHooks {
     socket: Option<String>,
     watchdog: Option<Duration>,
+    /// READY=1 was sent. The watchdog feeder and the scheduler, which reports readiness, are
+    /// tasks of their own: without this the feeder's first ping could reach systemd before
+    /// READY=1 (it did on a loaded machine), and systemd only watches a started service.
+    ready: AtomicBool,
 }
 
 impl SystemdHooks {
@@ -24,7 +29,11 @@ impl SystemdHooks {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|&us| us > 0)
             .map(Duration::from_micros);
-        SystemdHooks { socket, watchdog }
+        SystemdHooks {
+            socket,
+            watchdog,
+            ready: AtomicBool::new(false),
+        }
     }
 
     /// How often to ping: half the watchdog timeout, as sd_watchdog_enabled(3) recommends.
@@ -54,6 +63,7 @@ impl SystemdHooks {
 impl DaemonHooks for SystemdHooks {
     fn ready(&self) {
         self.send("READY=1\nSTATUS=polling");
+        self.ready.store(true, Ordering::Release);
     }
 
     fn cycle_finished(&self, result: &Result<CycleReport, CycleError>, _took: Duration) {
@@ -68,7 +78,7 @@ impl DaemonHooks for SystemdHooks {
     }
 
     fn alive(&self) {
-        if self.watchdog.is_some() {
+        if self.watchdog.is_some() && self.ready.load(Ordering::Acquire) {
             self.send("WATCHDOG=1");
         }
     }

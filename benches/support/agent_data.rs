@@ -15,15 +15,7 @@ use ttp_proto::{BloomFilter, IdatElement, Task, TaskKind};
 use super::BenchResult;
 
 /// 225 pseudo-random bytes, distinct per `i` (no two records share a filter).
-pub fn filter(i: u64) -> Vec<u8> {
-    let mut rng = super::Rng::new(i);
-    let mut out = Vec::with_capacity(225);
-    while out.len() < 225 {
-        out.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    out.truncate(225);
-    out
-}
+pub use ttp_agent::testkit::filter;
 
 /// Record `i`: synthetic IDAT (never a real person's), its pseudonym, times of 20 / 10 days ago.
 pub fn record(i: u64, now: DateTime<Utc>) -> LocalRecord {
@@ -99,16 +91,10 @@ pub fn finished_task(i: u64, now: DateTime<Utc>) -> TaskRecord {
         expires: None,
         unknown_parts: Vec::new(),
     };
-    TaskRecord {
-        key: task.key(),
-        task,
-        state: TaskState::Done { at },
-        attempts: 1,
-        last_error: None,
-        first_seen: at - chrono::Duration::minutes(5),
-        updated_at: at,
-        last_seen_poll: 1,
-    }
+    let mut rec = ttp_agent::testkit::task(&task.key().0, task.kind, TaskState::Done { at }, at);
+    rec.attempts = 1;
+    rec.first_seen = at - chrono::Duration::minutes(5);
+    rec
 }
 
 /// Fills `store` with `records` records and `tasks` finished tasks through the store API,

@@ -1,6 +1,7 @@
 //! Shared plumbing for the benchmarks: environment knobs, the machine line every bench prints,
-//! process measurements from `/proc` and `getrusage`, synthetic records, and a simulator with a
-//! starter configuration pointing at it.
+//! process measurements from `/proc` and `getrusage`, synthetic people for the encoders. The
+//! simulator settings, the starter configuration and the store's records and tasks are
+//! `ttp_agent::testkit`'s, shared with the tests.
 //!
 //! The benchmarks print figures; they assert only that the work was done (a benchmark whose
 //! work silently failed would report a wonderful and meaningless speed). Speed targets are
@@ -12,9 +13,7 @@ use std::time::Duration;
 
 pub mod agent_data;
 
-pub const STUDY: &str = "bench-study";
-pub const TARGET: &str = "dic_bench";
-pub const API_KEY: &str = "bench-api-key-0123456789";
+pub use ttp_agent::testkit::{STUDY, TARGET};
 
 /// The agent binary the end-to-end benches run (built by `cargo bench` with the bench profile).
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
@@ -279,40 +278,23 @@ pub fn records_csv(n: usize, seed: u64) -> String {
 }
 
 /// A starter configuration (as `ttp-agent init` writes it) in `dir`, pointing at `base_url`,
-/// with `edits` applied as text replacements. Returns the path of `agent.toml`.
+/// with `edits` applied as text replacements and the admin endpoint on a port the OS picks
+/// (unless an edit moved it). Returns the path of `agent.toml`.
 pub fn write_config(dir: &Path, base_url: &str, edits: &[(&str, &str)]) -> BenchResult<PathBuf> {
-    let path = ttp_agent::cli::init::write_starter(
-        dir,
-        Some(&ttp_agent::cli::init::TtpSettings {
-            base_url: base_url.to_string(),
-            study: STUDY.into(),
-            target: TARGET.into(),
-            api_key: API_KEY.into(),
-        }),
-    )
-    .map_err(|e| format!("writing the starter configuration: {e:#}"))?;
-    let mut text = std::fs::read_to_string(&path)?;
-    for (from, to) in edits {
-        if !text.contains(from) {
-            return Err(format!("the starter configuration lacks {from:?}").into());
-        }
-        text = text.replace(from, to);
-    }
-    std::fs::write(&path, text)?;
-    Ok(path)
+    ttp_agent::testkit::starter_config(dir, base_url, edits).map_err(|e| format!("{e:#}").into())
 }
 
-/// Simulator settings for the benches: the starter configuration's study, target and key.
+/// Simulator settings for the benches: the tests' study, target and key, the simulator's
+/// default task mix, and the four elements [`records_csv`] has (no birthplace).
 pub fn sim_config(seed: u64) -> ttp_sim::SimConfig {
+    let default = ttp_sim::SimConfig::default();
     ttp_sim::SimConfig {
-        study: STUDY.into(),
-        target: TARGET.into(),
-        auth: ttp_sim::SimAuth::api_key_header(API_KEY),
-        seed,
+        clearing: default.clearing,
+        repeat_first: default.repeat_first,
         elements: ["given", "family", "birthdate", "gender"]
             .map(str::to_owned)
             .to_vec(),
-        ..ttp_sim::SimConfig::default()
+        ..ttp_agent::testkit::sim_config(seed)
     }
 }
 

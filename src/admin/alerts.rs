@@ -481,32 +481,13 @@ fn until(at: Option<DateTime<Utc>>) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::{SendIdatSubject, Task, TaskKey, TaskKind};
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
+    use crate::testkit::{self, at};
 
     fn task(key: &str, expires: Option<&str>, state: TaskState) -> TaskRecord {
-        let now = at("2026-06-01T00:00:00Z");
-        TaskRecord {
-            key: TaskKey(key.into()),
-            task: Task {
-                kind: TaskKind::SendIdat {
-                    task_id: key.into(),
-                    subject: SendIdatSubject::Pseudonym("p".into()),
-                    elements: vec![],
-                },
-                expires: expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap()),
-                unknown_parts: vec![],
-            },
-            state,
-            attempts: 0,
-            last_error: None,
-            first_seen: now,
-            updated_at: now,
-            last_seen_poll: 1,
-        }
+        let kind = testkit::send_idat(key, "p");
+        let mut rec = testkit::task(key, kind, state, at("2026-06-01T00:00:00Z"));
+        rec.task.expires = expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap());
+        rec
     }
 
     fn marks(ids: &[(&str, &str)]) -> HashSet<(String, String)> {

@@ -172,25 +172,11 @@ impl DaemonHooks for AdminHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Attention, TaskRecord};
-    use ttp_proto::{BloomFilter, SendIdatSubject, Task, TaskKey, TaskKind};
+    use crate::domain::Attention;
+    use ttp_proto::{BloomFilter, SendIdatSubject, TaskKind};
 
     fn rec(key: &str, kind: TaskKind, state: TaskState) -> TaskSummary {
-        let now = Utc::now();
-        TaskSummary::from(&TaskRecord {
-            key: TaskKey(key.into()),
-            task: Task {
-                kind,
-                expires: None,
-                unknown_parts: vec![],
-            },
-            state,
-            attempts: 0,
-            last_error: None,
-            first_seen: now,
-            updated_at: now,
-            last_seen_poll: 1,
-        })
+        TaskSummary::from(&crate::testkit::task(key, kind, state, Utc::now()))
     }
 
     fn send_idat(key: &str, state: TaskState) -> TaskSummary {

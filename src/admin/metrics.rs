@@ -450,24 +450,13 @@ pub async fn scrape(State(state): State<Arc<AdminState>>) -> Response {
 mod tests {
     use super::*;
     use crate::domain::{Attention, TaskState};
-    use ttp_proto::{SendIdatSubject, Task, TaskKey, TaskKind};
+    use ttp_proto::{SendIdatSubject, TaskKind};
 
     fn task(key: &str, kind: TaskKind, expires_in_h: Option<i64>, state: TaskState) -> TaskRecord {
         let now = Utc::now();
-        TaskRecord {
-            key: TaskKey(key.into()),
-            task: Task {
-                kind,
-                expires: expires_in_h.map(|h| (now + chrono::Duration::hours(h)).fixed_offset()),
-                unknown_parts: vec![],
-            },
-            state,
-            attempts: 0,
-            last_error: None,
-            first_seen: now,
-            updated_at: now,
-            last_seen_poll: 1,
-        }
+        let mut rec = crate::testkit::task(key, kind, state, now);
+        rec.task.expires = expires_in_h.map(|h| (now + chrono::Duration::hours(h)).fixed_offset());
+        rec
     }
 
     fn send_idat(id: &str) -> TaskKind {

@@ -54,30 +54,14 @@ pub fn next_reconcile(tasks: &[TaskRecord], settle: chrono::Duration) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::{BloomFilter, Task, TaskKey, TaskKind};
 
     fn rec(key: &str, expires: Option<&str>, state: TaskState, seen: i64) -> TaskRecord {
-        let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        TaskRecord {
-            key: TaskKey(key.into()),
-            task: Task {
-                kind: TaskKind::RepeatRequest {
-                    study: "s".into(),
-                    bloom_filter: BloomFilter(vec![0]),
-                    target: "t".into(),
-                },
-                expires: expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap()),
-                unknown_parts: vec![],
-            },
-            state,
-            attempts: 0,
-            last_error: None,
-            first_seen: base + chrono::Duration::seconds(seen),
-            updated_at: base,
-            last_seen_poll: 1,
-        }
+        let base = crate::testkit::at("2026-01-01T00:00:00Z");
+        let kind = crate::testkit::repeat_request(vec![0]);
+        let mut rec = crate::testkit::task(key, kind, state, base);
+        rec.task.expires = expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap());
+        rec.first_seen = base + chrono::Duration::seconds(seen);
+        rec
     }
 
     #[test]

@@ -676,24 +676,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::{BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKind};
+    use ttp_proto::{BloomFilter, ElementRequest, IdatElement, SendIdatSubject, TaskKind};
 
     fn record(kind: TaskKind, state: TaskState) -> TaskRecord {
-        let now = Utc::now();
-        TaskRecord {
-            key: TaskKey("k".into()),
-            task: Task {
-                kind,
-                expires: None,
-                unknown_parts: vec![serde_json::json!({"name": "extra"})],
-            },
-            state,
-            attempts: 2,
-            last_error: Some("e".into()),
-            first_seen: now,
-            updated_at: now,
-            last_seen_poll: 3,
-        }
+        let mut rec = crate::testkit::task("k", kind, state, Utc::now());
+        rec.task.unknown_parts = vec![serde_json::json!({"name": "extra"})];
+        rec.attempts = 2;
+        rec.last_error = Some("e".into());
+        rec.last_seen_poll = 3;
+        rec
     }
 
     #[test]

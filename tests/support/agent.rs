@@ -7,13 +7,10 @@ use std::sync::Arc;
 
 use ttp_agent::agent::{Agent, Shutdown};
 use ttp_agent::cli::context::{self, Loaded};
-use ttp_agent::cli::init::{TtpSettings, write_starter};
 use ttp_agent::config::AgentConfig;
 use ttp_encode::profile::ProfileEncoder;
 
-pub const STUDY: &str = "test-study";
-pub const TARGET: &str = "dic_test";
-pub const API_KEY: &str = "test-api-key-0123456789";
+pub use ttp_agent::testkit::{API_KEY, STUDY, TARGET, sim_config};
 
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -21,45 +18,13 @@ pub struct Env {
     pub sim: ttp_sim::SimHandle,
 }
 
-pub fn sim_config(seed: u64) -> ttp_sim::SimConfig {
-    ttp_sim::SimConfig {
-        study: STUDY.into(),
-        target: TARGET.into(),
-        auth: ttp_sim::SimAuth::api_key_header(API_KEY),
-        seed,
-        clearing: 0.5,
-        repeat_first: 0.5,
-        elements: ["given", "family", "birthdate", "gender", "birthplace"]
-            .map(str::to_owned)
-            .to_vec(),
-        ..ttp_sim::SimConfig::default()
-    }
-}
-
-/// Start a simulator and write a starter configuration for it; `extra` is appended to
-/// agent.toml's text replacements (key = value lines go into the named sections).
+/// Start a simulator and write a starter configuration for it with `edits` (text
+/// replacements of agent.toml, each must match); the admin endpoint is on a port the OS picks.
 pub async fn setup(sim: ttp_sim::SimConfig, edits: &[(&str, &str)]) -> Env {
     let sim = ttp_sim::start(sim).await.expect("simulator starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let config_path = write_starter(
-        dir.path(),
-        Some(&TtpSettings {
-            base_url: sim.base_url(),
-            study: STUDY.into(),
-            target: TARGET.into(),
-            api_key: API_KEY.into(),
-        }),
-    )
-    .expect("starter config");
-    let mut text = std::fs::read_to_string(&config_path).unwrap();
-    for (from, to) in edits {
-        assert!(text.contains(from), "starter config lacks {from:?}");
-        text = text.replace(from, to);
-    }
-    // A daemon started by a test must not take the default admin port: tests run in parallel,
-    // and so may another agent on the machine. Port 0 picks a free one.
-    text = text.replace("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
-    std::fs::write(&config_path, text).unwrap();
+    let config_path = ttp_agent::testkit::starter_config(dir.path(), &sim.base_url(), edits)
+        .unwrap_or_else(|e| panic!("starter config: {e:#}"));
     Env {
         dir,
         config_path,

@@ -9,6 +9,7 @@ use ttp_agent::cli::context;
 use ttp_agent::cli::init::{TtpSettings, write_starter};
 use ttp_agent::config::AgentConfig;
 use ttp_agent::store::Store;
+use ttp_agent::testkit::{API_KEY, STUDY, TARGET};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
@@ -24,9 +25,9 @@ pub fn site() -> Site {
         Some(&TtpSettings {
             // Never contacted: these commands work from the store alone.
             base_url: "http://127.0.0.1:9/dispatcher".into(),
-            study: "test-study".into(),
-            target: "dic_test".into(),
-            api_key: "test-api-key-0123456789".into(),
+            study: STUDY.into(),
+            target: TARGET.into(),
+            api_key: API_KEY.into(),
         }),
     )
     .expect("starter config");

@@ -1,16 +1,14 @@
-//! Helpers shared by the `store_*` integration tests: temporary stores and synthetic data.
-//! (Each test crate uses a different subset, hence the `dead_code` allowance.)
+//! Helpers of the tests that work on the store directly: temporary stores, task kinds, files on
+//! disk, the raw redb file. The synthetic records and tasks are `ttp_agent::testkit`'s (shared
+//! with the unit tests and the benches), with this module's fixed times. (The `it` and `soak`
+//! binaries each use a different subset, hence the `dead_code` allowance.)
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
-use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::{IdatKey, Store, StoreOptions};
-use ttp_proto::{
-    BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKey, TaskKind,
-};
+use ttp_proto::{BloomFilter, ElementRequest, IdatElement, SendIdatSubject, TaskKind};
 
 /// A store in a temporary directory, with the options to reopen it.
 pub struct TempStore {
@@ -39,69 +37,24 @@ impl TempStore {
     }
 }
 
-/// A fixed instant (with nanoseconds, to prove exact round trips).
-pub fn t(rfc3339: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(rfc3339)
-        .expect("valid test time")
-        .with_timezone(&Utc)
-}
+/// A fixed instant (the tests' times have nanoseconds, to prove exact round trips).
+pub use ttp_agent::testkit::at as t;
+// Synthetic IDAT; used by `it`'s store tests, not by `soak`.
+#[allow(unused_imports)]
+pub use ttp_agent::testkit::idat;
 
 /// A deterministic 225-byte filter per seed.
 pub fn filter(seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..225)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    ttp_agent::testkit::filter(seed.into())
 }
 
-/// Synthetic IDAT (invented names, no real person).
-pub fn idat(given: &str, family: &str) -> Idat {
-    let map: BTreeMap<IdatElement, String> = [
-        (IdatElement::Given, given.to_string()),
-        (IdatElement::Family, family.to_string()),
-        (IdatElement::Birthdate, "1980-02-29".to_string()),
-        (IdatElement::Gender, "diverse".to_string()),
-        (IdatElement::AddressCity, "Musterstadt".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    Idat(map)
-}
-
+/// A `New` record with `filter(seed)` and synthetic IDAT.
 pub fn record(local_id: &str, seed: u32) -> LocalRecord {
-    LocalRecord {
-        head: RecordHead {
-            local_id: local_id.to_string(),
-            bloom_filter: filter(seed),
-            state: RecordState::New,
-            pseudonym: None,
-            created_at: t("2025-01-02T03:04:05.123456789Z"),
-            updated_at: t("2025-01-02T03:04:05.123456789Z"),
-        },
-        idat: Some(idat("Testa", &format!("Synthetica{seed}"))),
-    }
+    ttp_agent::testkit::record(local_id, seed.into(), t("2025-01-02T03:04:05.123456789Z"))
 }
 
 pub fn task(key: &str, kind: TaskKind, state: TaskState) -> TaskRecord {
-    TaskRecord {
-        key: TaskKey(key.to_string()),
-        task: Task {
-            kind,
-            expires: None,
-            unknown_parts: Vec::new(),
-        },
-        state,
-        attempts: 0,
-        last_error: None,
-        first_seen: t("2025-02-01T00:00:00Z"),
-        updated_at: t("2025-02-01T00:00:00Z"),
-        last_seen_poll: 1,
-    }
+    ttp_agent::testkit::task(key, kind, state, t("2025-02-01T00:00:00Z"))
 }
 
 pub fn dic_psn(seed: u32) -> TaskKind {

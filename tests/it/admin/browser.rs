@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::admin::*;
-use crate::support::agent::TARGET;
 use ttp_agent::status::StatusReport;
 
 fn chromium() -> Option<PathBuf> {
@@ -115,26 +114,16 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     // within the warning window, so it belongs both to "needs a person" and to "expiring
     // soon" and must be shown once.
     let now = chrono::Utc::now();
-    let foreign = ttp_agent::domain::TaskRecord {
-        key: ttp_proto::TaskKey("dic_psn_available/foreign-filter".into()),
-        task: ttp_proto::Task {
-            kind: ttp_proto::TaskKind::DicPsnAvailable {
-                bloom_filter: ttp_proto::BloomFilter(vec![0xA5; 16]),
-                target: TARGET.into(),
-                pseudonym: "psn-of-someone-else".into(),
-            },
-            expires: Some((now + chrono::Duration::hours(20)).fixed_offset()),
-            unknown_parts: Vec::new(),
-        },
-        state: ttp_agent::domain::TaskState::NeedsAttention {
+    let mut foreign = ttp_agent::testkit::task(
+        "dic_psn_available/foreign-filter",
+        ttp_agent::testkit::dic_psn_available(vec![0xA5; 16], "psn-of-someone-else"),
+        ttp_agent::domain::TaskState::NeedsAttention {
             reason: ttp_agent::domain::Attention::UnknownRecord,
         },
-        attempts: 1,
-        last_error: None,
-        first_seen: now,
-        updated_at: now,
-        last_seen_poll: 1,
-    };
+        now,
+    );
+    foreign.task.expires = Some((now + chrono::Duration::hours(20)).fixed_offset());
+    foreign.attempts = 1;
     s.agent.store().put_tasks([&foreign]).unwrap();
     s.agent.store().flush().unwrap();
     let server = serve(&s).await;
