@@ -346,13 +346,26 @@ fn describe_secrets(secrets: &Secrets) -> String {
 }
 
 fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, integrity: bool) {
-    const STEP: &str = "store";
-    // Every way out without an opened store says why the integrity check did not run.
-    let integrity_skipped = |list: &mut Checklist, why: &str| {
-        if integrity {
-            list.skip(INTEGRITY, why.to_owned());
+    match store_step(list, config, secrets) {
+        Ok(store) => {
+            if integrity {
+                check_integrity(list, &store);
+            }
+            check_registration(list, config, &store);
         }
-    };
+        // Every way out without an opened store says why the integrity check did not run.
+        Err(not_opened) if integrity => list.skip(INTEGRITY, not_opened.to_owned()),
+        Err(_) => {}
+    }
+}
+
+/// The store step: the store opened, or why it was not (after the step's line says so).
+fn store_step(
+    list: &mut Checklist,
+    config: &AgentConfig,
+    secrets: &Secrets,
+) -> Result<Store, &'static str> {
+    const STEP: &str = "store";
     let path = &config.store.path;
     if !path.exists() {
         match nearest_existing_ancestor(path) {
@@ -390,8 +403,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, in
                 ),
             ),
         }
-        integrity_skipped(list, "no store yet");
-        return;
+        return Err("no store yet");
     }
     if path.is_dir()
         && let Err(why) = super::owner::writable(path)
@@ -401,8 +413,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, in
             STEP,
             format!("{} is not writable: {why}", path.display()),
         );
-        integrity_skipped(list, "the store directory is not writable");
-        return;
+        return Err("the store directory is not writable");
     }
     match crate::store::probe_lock(path) {
         LockState::Held => {
@@ -413,11 +424,9 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, in
                     path.display()
                 ),
             );
-            integrity_skipped(
-                list,
+            return Err(
                 "the running agent holds the store: stop it, then run `ttp-agent check --store`",
             );
-            return;
         }
         LockState::Free | LockState::NoDatabase | LockState::Unknown(_) => {}
     }
@@ -432,8 +441,7 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, in
                 super::owner::user_name(super::owner::euid()),
             ),
         );
-        integrity_skipped(list, "the store was not opened");
-        return;
+        return Err("the store was not opened");
     }
     let opened = context::store_options(config, secrets)
         .map_err(|e| format!("{e:#}"))
@@ -444,14 +452,11 @@ fn check_store(list: &mut Checklist, config: &AgentConfig, secrets: &Secrets, in
                 Ok(summary) => list.pass(STEP, format!("{} opened: {summary}", path.display())),
                 Err(e) => list.fail(Severity::Check, STEP, e.to_string()),
             }
-            if integrity {
-                check_integrity(list, &store);
-            }
-            check_registration(list, config, &store);
+            Ok(store)
         }
         Err(message) => {
             list.fail(Severity::Check, STEP, message);
-            integrity_skipped(list, "the store did not open");
+            Err("the store did not open")
         }
     }
 }
