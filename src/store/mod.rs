@@ -35,8 +35,8 @@
 //! The two record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` from
 //! `tasks`: every write keeps them exact in the same transaction, a restore rebuilds them, and
 //! [`Store::check_integrity`] (`ttp-agent check --store`) verifies them. The open-task index is
-//! what keeps the agent's cycle and `status` proportional to the open tasks: finished ones stay stored for 30 days and
-//! far outnumber them.
+//! what keeps the agent's cycle and `status` proportional to the open tasks: finished ones stay
+//! stored for 30 days and far outnumber them.
 //!
 //! # Durability: what is on disk when
 //!
