@@ -130,6 +130,33 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// A webhook worker running on the store until [`Running::stop`].
+struct Running {
+    trigger: shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+    waker: Arc<tokio::sync::Notify>,
+}
+
+impl Running {
+    fn start(store: &Arc<Store>, site: &Site) -> Running {
+        let (trigger, listener) = shutdown::channel();
+        let worker = WebhookWorker::new(Arc::clone(store), settings(site)).expect("worker");
+        let waker = worker.waker();
+        let task = tokio::spawn(worker.run(listener));
+        Running {
+            trigger,
+            task,
+            waker,
+        }
+    }
+
+    /// Stops the worker and waits until it has ended.
+    async fn stop(self) {
+        self.trigger.trigger();
+        self.task.await.expect("worker ends on shutdown");
+    }
+}
+
 /// Waits until the receiver has accepted `n` events and the worker has stored its cursor past
 /// them. Waiting for the receiver alone races with a stop: a delivery whose 200 arrives after
 /// shutdown fires is abandoned by design and sent again at the next start (at least once).
@@ -161,18 +188,14 @@ async fn every_event_is_delivered_in_order_after_503s_with_the_token() {
     let store = site.open_store();
     obtain(&store, &["a", "b", "c"]);
 
-    let (trigger, listener) = shutdown::channel();
-    let worker = WebhookWorker::new(Arc::clone(&store), settings(&site)).expect("worker");
-    let waker = worker.waker();
-    let task = tokio::spawn(worker.run(listener));
+    let worker = Running::start(&store, &site);
 
     until("three deliveries", || accepted_seqs(&received).len() == 3).await;
     // More pseudonyms while it runs: a wake-up (as after a poll cycle) delivers them.
     obtain(&store, &["d"]);
-    waker.notify_one();
+    worker.waker.notify_one();
     delivered(&store, &received, 4).await;
-    trigger.trigger();
-    task.await.expect("worker ends on shutdown");
+    worker.stop().await;
 
     // Each event exactly once (503 means "not processed"), in log order, none lost.
     assert_eq!(accepted_seqs(&received), [1, 2, 3, 4]);
@@ -218,9 +241,7 @@ async fn a_receiver_that_is_down_shows_as_failing_then_gets_everything_when_it_c
     let store = site.open_store();
     obtain(&store, &["a", "b"]);
 
-    let (trigger, listener) = shutdown::channel();
-    let worker = WebhookWorker::new(Arc::clone(&store), settings(&site)).expect("worker");
-    let task = tokio::spawn(worker.run(listener));
+    let worker = Running::start(&store, &site);
 
     until("a failure shown in the status", || {
         handover::status(&store)
@@ -253,8 +274,7 @@ async fn a_receiver_that_is_down_shows_as_failing_then_gets_everything_when_it_c
         .expect("rebinds the reserved port");
     let received = serve(listener, 0);
     delivered(&store, &received, 2).await;
-    trigger.trigger();
-    task.await.expect("worker ends");
+    worker.stop().await;
     assert_eq!(accepted_seqs(&received), [1, 2]);
     let w = handover::status(&store)
         .expect("status")
@@ -274,21 +294,15 @@ async fn the_cursor_survives_a_restart_and_nothing_is_sent_twice_after_a_clean_s
     {
         let store = site.open_store();
         obtain(&store, &["a", "b"]);
-        let (trigger, listener) = shutdown::channel();
-        let worker = WebhookWorker::new(Arc::clone(&store), settings(&site)).expect("worker");
-        let task = tokio::spawn(worker.run(listener));
+        let worker = Running::start(&store, &site);
         delivered(&store, &received, 2).await;
-        trigger.trigger();
-        task.await.expect("worker ends");
+        worker.stop().await;
     }
     // Reopened (as after a restart): only the new pseudonym goes out.
     let store = site.open_store();
     obtain(&store, &["c"]);
-    let (trigger, listener) = shutdown::channel();
-    let worker = WebhookWorker::new(Arc::clone(&store), settings(&site)).expect("worker");
-    let task = tokio::spawn(worker.run(listener));
+    let worker = Running::start(&store, &site);
     delivered(&store, &received, 3).await;
-    trigger.trigger();
-    task.await.expect("worker ends");
+    worker.stop().await;
     assert_eq!(accepted_seqs(&received), [1, 2, 3]);
 }
