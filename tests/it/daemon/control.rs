@@ -1,7 +1,7 @@
 //! The control channel through the binary: every command that works on the store gives the
 //! same results beside a running daemon as with the daemon stopped; a command whose daemon is
 //! killed mid-way fails clearly and loses nothing; a user outside the operators group is
-//! refused by the socket.
+//! refused by the socket; a long command shows its progress at the terminal either way.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -652,4 +652,133 @@ fn after_a_run_neither_the_store_nor_a_backup_shows_a_registered_filter_or_a_nam
     files.push(backup);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     support::store::assert_no_filter_or_name(&files, &filters, &names);
+}
+
+/// A pseudo-terminal: what a command shows a person at a terminal, read back by the test.
+struct Pty {
+    /// The terminal's side of the process under test (its standard error).
+    slave: std::os::fd::OwnedFd,
+    master: std::fs::File,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use std::os::fd::FromRawFd as _;
+        let (mut master, mut slave) = (-1, -1);
+        // 100 columns: wide enough that a progress bar is drawn with its message.
+        let size = libc::winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two new file descriptors into the two integers; the name and
+        // terminal attributes are not asked for (null), the window size is read only.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+        unsafe {
+            Pty {
+                slave: std::os::fd::OwnedFd::from_raw_fd(slave),
+                master: std::fs::File::from_raw_fd(master),
+            }
+        }
+    }
+
+    /// Runs `ttp-agent ARGS` with its standard error on the terminal; returns its exit code,
+    /// its standard output and everything it showed on the terminal.
+    fn run(self, args: &[&str]) -> (Option<i32>, String, String) {
+        let Pty { slave, mut master } = self;
+        let child = hermetic::command(BIN)
+            .args(args)
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .env("TERM", "xterm")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("the agent runs");
+        // The command holds the only other copy of the terminal's side now: reading the
+        // master ends (EIO on Linux) once it exits.
+        let reader = std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut shown = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match master.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => shown.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&shown).into_owned()
+        });
+        let out = child.wait_with_output().expect("its output");
+        let shown = reader.join().expect("the terminal reader");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            shown,
+        )
+    }
+}
+
+/// The progress bars a command showed: each step's message with its total, as drawn.
+fn bars_shown(terminal: &str, steps: &[&str], total: usize) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|step| {
+            terminal
+                .lines()
+                .flat_map(|l| l.split('\r'))
+                .any(|l| l.contains(*step) && l.contains(&format!("/{total}")))
+        })
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+#[test]
+fn a_long_command_shows_its_progress_at_the_terminal_beside_the_daemon_and_without_it() {
+    // Bars are drawn from 1,000 units on; fewer would stay hidden.
+    const N: usize = 1_200;
+    let steps = ["encoding", "registering"];
+    let site = Site::new(&[]);
+    let c = site.cfg().to_owned();
+    let all = records_csv(2 * N);
+    let mut lines = all.lines();
+    let header = lines.next().expect("header").to_owned();
+    let body: Vec<&str> = lines.collect();
+    let part = |rows: &[&str]| format!("{header}\n{}\n", rows.join("\n"));
+    let beside_csv = site.write("beside.csv", &part(&body[..N]));
+    let alone_csv = site.write("alone.csv", &part(&body[N..]));
+
+    // Beside the daemon: the daemon works, the command draws the daemon's progress messages.
+    let daemon = site.start_daemon();
+    let (code, out, shown) = Pty::open().run(&["submit", "--config", &c, &beside_csv]);
+    assert_eq!(code, Some(0), "{out}\n{shown}");
+    assert!(out.contains(&format!("{N} records read")), "{out}");
+    assert_eq!(
+        bars_shown(&shown, &steps, N),
+        steps,
+        "beside the daemon, the terminal showed: {shown:?}"
+    );
+    daemon.stop();
+
+    // Daemon stopped: the same steps run in the command, with the same bars.
+    let (code, out, shown) = Pty::open().run(&["submit", "--config", &c, &alone_csv]);
+    assert_eq!(code, Some(0), "{out}\n{shown}");
+    assert!(out.contains(&format!("{N} records read")), "{out}");
+    assert_eq!(
+        bars_shown(&shown, &steps, N),
+        steps,
+        "without the daemon, the terminal showed: {shown:?}"
+    );
 }
