@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks two claims of ARCHITECTURE.md that the compiler does not:
+# Checks claims of ARCHITECTURE.md that the compiler does not:
 #
 # 1. The modules of `src/` import each other without a cycle, at the granularity of the
 #    top-level modules (`agent`, `store`, `submit`, ...). Every `crate::` path of a file counts,
@@ -9,6 +9,9 @@
 #    `src/domain/` no code (tests aside) assigns a `TaskState` or `RecordState` to a `state`.
 # 3. ARCHITECTURE.md's import graph (the block after `<!-- scripts/check-imports.sh --graph -->`)
 #    is the code's: a changed import changes that block in the same commit.
+# 4. Meta keys and hand-over consumer names are the store's: outside `src/store/` no code (tests
+#    aside) defines a `META_…` or `…_CONSUMER` constant or passes a string literal where the
+#    store takes a meta name or a consumer (`meta_time`, `set_meta_string`, `export_cursor`, …).
 #
 # Run by scripts/test.sh (the CI test command). Needs only bash and perl.
 #
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 find src -name '*.rs' | sort | GRAPH="${1:-}" perl -e '
 use strict;
 use warnings;
-my (%edges, %nodes, @writes);
+my (%edges, %nodes, @writes, @names);
 while (my $file = <STDIN>) {
     chomp $file;
     my ($from) = $file =~ m{^src/([A-Za-z0-9_]+)};
@@ -31,6 +34,14 @@ while (my $file = <STDIN>) {
     (my $code = $text) =~ s{#\[cfg\(test\)\].*}{}s;   # unit tests sit at the end of a file
     while ($code =~ m{^(.*\.state\s*=\s*(?:Task|Record)State::.*)$}mg) {
         push @writes, "$file: $1" unless $file =~ m{^src/domain[/.]};
+    }
+    unless ($file =~ m{^src/store/}) {
+        while ($code =~ m{^(.*\bconst\s+(?:META_\w+|\w+_CONSUMER)\b.*)$}mg) {
+            push @names, "$file: $1";
+        }
+        while ($code =~ m{\b((?:set_)?meta_time|(?:get|set)_meta_string|(?:set_)?export_cursor|pending_events)\(\s*(?:b?")}g) {
+            push @names, "$file: $1(\"…\")";
+        }
     }
     next if $from eq "lib" || $from eq "main" || $from eq "testkit";
     $nodes{$from} = 1;
@@ -99,6 +110,13 @@ if (@writes) {
     $failed = 1;
 } else {
     print "task and record state are assigned only in src/domain/\n";
+}
+if (@names) {
+    print STDERR "meta key or hand-over consumer named outside src/store/ (use the store constant or HandoverConsumer):\n";
+    print STDERR "  $_\n" for @names;
+    $failed = 1;
+} else {
+    print "meta keys and hand-over consumers are named only in src/store/\n";
 }
 exit $failed;
 '

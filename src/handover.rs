@@ -53,14 +53,8 @@ use crate::agent::scheduler::DaemonHooks;
 use crate::agent::{CycleError, CycleReport, Shutdown};
 use crate::client::RetryPolicy;
 use crate::config::{AgentConfig, Secrets};
-use crate::store::{META_HANDOVER_WEBHOOK_STATE, PsnEvent, Store, StoreError};
+use crate::store::{HandoverConsumer, META_HANDOVER_WEBHOOK_STATE, PsnEvent, Store, StoreError};
 use crate::webhook::{Failure, Webhook, WebhookError, WebhookSettings};
-
-/// The cursor the webhook worker keeps in the store.
-pub const WEBHOOK_CONSUMER: &str = "webhook";
-
-/// The cursor of `ttp-agent export --new` (kept here so the status can report its backlog).
-pub const EXPORT_CONSUMER: &str = "export";
 
 /// Events read from the store at a time.
 const BATCH: usize = 100;
@@ -159,14 +153,14 @@ pub fn status(store: &Store) -> Result<HandoverStatus, StoreError> {
     let webhook = match load_state(store)? {
         None => None,
         Some(state) => Some(WebhookStatus {
-            pending: store.pending_events(WEBHOOK_CONSUMER)?,
-            delivered_through: store.export_cursor(WEBHOOK_CONSUMER)?,
+            pending: store.pending_events(HandoverConsumer::Webhook)?,
+            delivered_through: store.export_cursor(HandoverConsumer::Webhook)?,
             state,
         }),
     };
     Ok(HandoverStatus {
         obtained: store.pseudonym_log_head()?,
-        export_pending: store.pending_events(EXPORT_CONSUMER)?,
+        export_pending: store.pending_events(HandoverConsumer::Export)?,
         webhook,
     })
 }
@@ -265,7 +259,7 @@ impl WebhookWorker {
         shutdown: &mut Shutdown,
     ) -> Result<Drained, StoreError> {
         loop {
-            let cursor = self.store.export_cursor(WEBHOOK_CONSUMER)?;
+            let cursor = self.store.export_cursor(HandoverConsumer::Webhook)?;
             let batch = self.store.pseudonym_events_after(cursor, BATCH)?;
             if batch.is_empty() {
                 return Ok(Drained::Empty);
@@ -284,7 +278,8 @@ impl WebhookWorker {
                         return Ok(Drained::Stopped);
                     }
                     Some(Ok(())) => {
-                        self.store.set_export_cursor(WEBHOOK_CONSUMER, event.seq)?;
+                        self.store
+                            .set_export_cursor(HandoverConsumer::Webhook, event.seq)?;
                         delivered += 1;
                         if state.failing_since.is_some() {
                             tracing::info!(seq = event.seq, "webhook: delivering again");

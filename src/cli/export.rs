@@ -27,10 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigArg;
 use crate::cli::control::client::{self, OutputTarget};
 use crate::cli::control::{Ctx, Session};
-use crate::store::{PsnEvent, Store};
-
-/// The cursor `export --new` keeps in the store.
-pub const EXPORT_CONSUMER: &str = "export";
+use crate::store::{HandoverConsumer, PsnEvent, Store};
 
 /// Events read from the store at a time: bounded memory for any log size.
 const PAGE: usize = 10_000;
@@ -89,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
     let store = &ctx.store;
     let after = match (req.new, req.since_seq) {
-        (true, _) => store.export_cursor(EXPORT_CONSUMER)?,
+        (true, _) => store.export_cursor(HandoverConsumer::Export)?,
         (false, Some(n)) => n,
         (false, None) => 0,
     };
@@ -98,7 +95,7 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
     if req.new
         && let Some(last) = summary.last_seq
     {
-        store.set_export_cursor(EXPORT_CONSUMER, last)?;
+        store.set_export_cursor(HandoverConsumer::Export, last)?;
         store.flush()?;
     }
     io.note(&format!(

@@ -122,7 +122,7 @@ pub use meta::{
     META_PROFILE_FINGERPRINT, META_REGISTRATION_BLOCKED,
 };
 pub use migrate::CURRENT_SCHEMA;
-pub use psn_log::PsnEvent;
+pub use psn_log::{HandoverConsumer, PsnEvent};
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
 

@@ -17,8 +17,8 @@
 //!
 //! # Cursors
 //!
-//! A consumer remembers the last sequence number it handed over in a `meta` key
-//! `cursor:<consumer>`. It must advance its cursor only *after* the hand-over succeeded
+//! A consumer ([`HandoverConsumer`]) remembers the last sequence number it handed over in a
+//! `meta` key `cursor:<consumer>`. It must advance its cursor only *after* the hand-over succeeded
 //! (the file was written and flushed, the receiver answered 2xx): a crash in between hands the
 //! same events over again, never skips one. Hand-over is therefore at least once; the `seq`
 //! travels with every event so a receiver can drop repeats.
@@ -40,6 +40,28 @@ use super::{META, PSN_LOG, RECORDS, RTree, Store, StoreError, WTree, error, wtre
 /// The `meta` counter of the last sequence number given out.
 pub(crate) const PSN_SEQ: &[u8] = b"psn_seq";
 const CURSOR_PREFIX: &str = "cursor:";
+
+/// Who hands the log's pseudonyms over, each with a cursor of its own. The store owns these
+/// names, as it owns every meta key: the hand-over worker and `export` name their cursor with
+/// this type instead of agreeing on a string, and `status` reads both without importing either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoverConsumer {
+    /// The delivery webhook (`crate::handover`).
+    Webhook,
+    /// `ttp-agent export --new`.
+    Export,
+}
+
+impl HandoverConsumer {
+    /// The name in the cursor's meta key (`cursor:<name>`). Stored: never change one, or the
+    /// consumer starts over from the beginning of the log.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HandoverConsumer::Webhook => "webhook",
+            HandoverConsumer::Export => "export",
+        }
+    }
+}
 
 /// One pseudonym the agent obtained. `Debug` does not show the pseudonym.
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -117,14 +139,8 @@ pub(crate) fn append_in(
     Ok(seq)
 }
 
-fn cursor_key(consumer: &str) -> Result<Vec<u8>, StoreError> {
-    if consumer.is_empty() || consumer.chars().any(char::is_control) {
-        return Err(StoreError::Invalid {
-            what: "hand-over consumer name",
-            why: "the name is empty or contains a control character".to_string(),
-        });
-    }
-    Ok([CURSOR_PREFIX.as_bytes(), consumer.as_bytes()].concat())
+fn cursor_key(consumer: HandoverConsumer) -> Vec<u8> {
+    [CURSOR_PREFIX.as_bytes(), consumer.name().as_bytes()].concat()
 }
 
 impl Store {
@@ -153,22 +169,27 @@ impl Store {
     }
 
     /// The last sequence number `consumer` handed over (0 if it never did).
-    pub fn export_cursor(&self, consumer: &str) -> Result<u64, StoreError> {
-        self.read_counter(&cursor_key(consumer)?)
+    pub fn export_cursor(&self, consumer: HandoverConsumer) -> Result<u64, StoreError> {
+        self.read_counter(&cursor_key(consumer))
     }
 
     /// Records that `consumer` handed over every event up to `seq`. Call only after the
     /// hand-over succeeded (see the module documentation); durable with the next
     /// [`Store::flush`]. A cursor beyond the log's head is refused; moving it back is allowed
     /// (to hand over again).
-    pub fn set_export_cursor(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
-        let key = cursor_key(consumer)?;
+    pub fn set_export_cursor(
+        &self,
+        consumer: HandoverConsumer,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let key = cursor_key(consumer);
         let head = self.pseudonym_log_head()?;
         if seq > head {
             return Err(StoreError::Invalid {
                 what: "hand-over cursor",
                 why: format!(
-                    "{seq} is beyond the newest pseudonym log entry ({head}) for consumer {consumer:?}"
+                    "{seq} is beyond the newest pseudonym log entry ({head}) for consumer {:?}",
+                    consumer.name()
                 ),
             });
         }
@@ -180,7 +201,7 @@ impl Store {
     }
 
     /// Events after `consumer`'s cursor (the log is dense, so this is a subtraction).
-    pub fn pending_events(&self, consumer: &str) -> Result<u64, StoreError> {
+    pub fn pending_events(&self, consumer: HandoverConsumer) -> Result<u64, StoreError> {
         let head = self.pseudonym_log_head()?;
         Ok(head.saturating_sub(self.export_cursor(consumer)?))
     }
@@ -258,4 +279,17 @@ pub(crate) fn backfill(tx: &redb::WriteTransaction, path: &Path) -> Result<(), S
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cursors' meta keys are stored: a renamed consumer would hand the whole log over
+    /// again (or, for `export --new`, write it all out again).
+    #[test]
+    fn the_cursor_keys_are_the_stored_names() {
+        assert_eq!(cursor_key(HandoverConsumer::Webhook), b"cursor:webhook");
+        assert_eq!(cursor_key(HandoverConsumer::Export), b"cursor:export");
+    }
 }

@@ -130,5 +130,10 @@ async fn the_daemon_delivers_every_pseudonym_it_obtains() {
             "{id}"
         );
     }
-    assert_eq!(store.pending_events("webhook").expect("pending"), 0);
+    assert_eq!(
+        store
+            .pending_events(ttp_agent::store::HandoverConsumer::Webhook)
+            .expect("pending"),
+        0
+    );
 }

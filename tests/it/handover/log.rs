@@ -4,6 +4,7 @@
 use crate::support;
 use crate::support::store::{TempStore, raw_db, record, t, task};
 use ttp_agent::domain::{RecordState, TaskState};
+use ttp_agent::store::HandoverConsumer::{Export, Webhook};
 use ttp_agent::store::{AuditEntry, CURRENT_SCHEMA, PsnEvent, Store, StoreError, StoreOptions};
 
 fn pseudonymise(store: &Store, local_id: &str, psn: &str, at: &str) {
@@ -126,19 +127,18 @@ fn cursors_are_per_consumer_persistent_and_bounded_by_the_head() {
             .expect("inserts");
         pseudonymise(&store, "a", "psn-a", "2025-03-01T00:00:01Z");
         pseudonymise(&store, "b", "psn-b", "2025-03-01T00:00:02Z");
-        assert_eq!(store.export_cursor("export").expect("reads"), 0);
-        assert_eq!(store.pending_events("export").expect("reads"), 2);
-        store.set_export_cursor("export", 1).expect("sets");
-        assert_eq!(store.pending_events("export").expect("reads"), 1);
-        assert_eq!(store.pending_events("webhook").expect("reads"), 2);
-        let err = store.set_export_cursor("export", 3).unwrap_err();
+        assert_eq!(store.export_cursor(Export).expect("reads"), 0);
+        assert_eq!(store.pending_events(Export).expect("reads"), 2);
+        store.set_export_cursor(Export, 1).expect("sets");
+        assert_eq!(store.pending_events(Export).expect("reads"), 1);
+        assert_eq!(store.pending_events(Webhook).expect("reads"), 2);
+        let err = store.set_export_cursor(Export, 3).unwrap_err();
         assert!(err.to_string().contains("beyond"), "{err}");
-        assert!(store.set_export_cursor("", 1).is_err());
         store.flush().expect("flushes");
     }
     let store = ts.open();
-    assert_eq!(store.export_cursor("export").expect("reads"), 1);
-    assert_eq!(store.export_cursor("webhook").expect("reads"), 0);
+    assert_eq!(store.export_cursor(Export).expect("reads"), 1);
+    assert_eq!(store.export_cursor(Webhook).expect("reads"), 0);
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn backup_and_restore_keep_the_log_and_the_cursors() {
         let store = ts.open();
         store.insert_records(&[record("a", 1)]).expect("inserts");
         pseudonymise(&store, "a", "psn-a", "2025-03-01T00:00:01Z");
-        store.set_export_cursor("webhook", 1).expect("sets");
+        store.set_export_cursor(Webhook, 1).expect("sets");
         store.backup_to(&backup).expect("backs up");
     }
     let target = StoreOptions {
@@ -196,7 +196,7 @@ fn backup_and_restore_keep_the_log_and_the_cursors() {
         summary(&restored.pseudonym_events_after(0, 10).expect("reads")),
         [(1, "a", "psn-a")]
     );
-    assert_eq!(restored.export_cursor("webhook").expect("reads"), 1);
+    assert_eq!(restored.export_cursor(Webhook).expect("reads"), 1);
 }
 
 #[test]

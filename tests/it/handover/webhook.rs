@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use ttp_agent::agent::shutdown;
 use ttp_agent::domain::{LocalRecord, RecordHead, RecordState};
-use ttp_agent::handover::{self, HandoverSettings, WEBHOOK_CONSUMER, WebhookWorker};
-use ttp_agent::store::Store;
+use ttp_agent::handover::{self, HandoverSettings, WebhookWorker};
+use ttp_agent::store::{HandoverConsumer, Store};
 
 const TOKEN: &str = "test-handover-token-42";
 
@@ -163,7 +163,7 @@ impl Running {
 async fn delivered(store: &Store, received: &Shared, n: u64) {
     until(&format!("{n} deliveries and their cursor"), || {
         accepted_seqs(received).len() as u64 == n
-            && store.export_cursor(WEBHOOK_CONSUMER).ok() == Some(n)
+            && store.export_cursor(HandoverConsumer::Webhook).ok() == Some(n)
     })
     .await;
 }
@@ -215,7 +215,12 @@ async fn every_event_is_delivered_in_order_after_503s_with_the_token() {
     );
     drop(r);
 
-    assert_eq!(store.export_cursor(WEBHOOK_CONSUMER).expect("cursor"), 4);
+    assert_eq!(
+        store
+            .export_cursor(HandoverConsumer::Webhook)
+            .expect("cursor"),
+        4
+    );
     let status = handover::status(&store).expect("status");
     let webhook = status.webhook.expect("webhook state shown");
     assert_eq!(webhook.pending, 0);
