@@ -486,7 +486,7 @@ mod tests {
     fn task(key: &str, expires: Option<&str>, state: TaskState) -> TaskRecord {
         let kind = testkit::send_idat(key, "p");
         let mut rec = testkit::task(key, kind, state, at("2026-06-01T00:00:00Z"));
-        rec.task.expires = expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap());
+        rec.task.expires = expires.map(at);
         rec
     }
 

@@ -455,7 +455,7 @@ mod tests {
     fn task(key: &str, kind: TaskKind, expires_in_h: Option<i64>, state: TaskState) -> TaskRecord {
         let now = Utc::now();
         let mut rec = crate::testkit::task(key, kind, state, now);
-        rec.task.expires = expires_in_h.map(|h| (now + chrono::Duration::hours(h)).fixed_offset());
+        rec.task.expires = expires_in_h.map(|h| now + chrono::Duration::hours(h));
         rec
     }
 

@@ -241,7 +241,7 @@ mod tests {
                 subject: ttp_proto::SendIdatSubject::Pseudonym("psn_1".into()),
                 elements: vec![],
             },
-            expires: Some(DateTime::parse_from_rfc3339("2026-01-12T10:00:00+01:00").unwrap()),
+            expires: Some(crate::testkit::at("2026-01-12T10:00:00+01:00")),
             unknown_parts: vec![],
         }
     }
@@ -318,7 +318,7 @@ mod tests {
     fn a_later_listing_may_extend_the_deadline() {
         let rec = merge_listed(None, key(), send_idat(), t0(), 1);
         let mut extended = send_idat();
-        extended.expires = Some(DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap());
+        extended.expires = Some(crate::testkit::at("2026-02-01T00:00:00Z"));
         let again = merge_listed(Some(rec), key(), extended.clone(), t0(), 2);
         assert_eq!(again.task.expires, extended.expires);
     }

@@ -59,7 +59,7 @@ mod tests {
         let base = crate::testkit::at("2026-01-01T00:00:00Z");
         let kind = crate::testkit::repeat_request(vec![0]);
         let mut rec = crate::testkit::task(key, kind, state, base);
-        rec.task.expires = expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap());
+        rec.task.expires = expires.map(crate::testkit::at);
         rec.first_seen = base + chrono::Duration::seconds(seen);
         rec
     }

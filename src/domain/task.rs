@@ -163,9 +163,9 @@ impl TaskRecord {
         false
     }
 
-    /// The task's deadline (its `expires`), if it has one.
+    /// The task's deadline (its `expires`, in UTC since the wire parser), if it has one.
     pub fn deadline(&self) -> Option<DateTime<Utc>> {
-        self.task.expires.map(|e| e.with_timezone(&Utc))
+        self.task.expires
     }
 
     /// Whether the deadline has passed at `now`. Tasks without one never expire.
@@ -648,7 +648,7 @@ mod tests {
                 subject: SendIdatSubject::Pseudonym("psn_1".into()),
                 elements: vec![],
             },
-            expires: expires.map(|e| DateTime::parse_from_rfc3339(e).unwrap()),
+            expires: expires.map(at),
             unknown_parts: vec![],
         };
         TaskRecord::listed(TaskKey("send_idat/t-1".into()), task, t0(), 1)
@@ -942,7 +942,7 @@ mod tests {
     fn listed_again_keeps_the_occurrence_or_starts_a_new_one() {
         let mut r = send_idat(Some("2026-01-12T10:00:00+01:00"));
         let mut extended = r.task.clone();
-        extended.expires = Some(DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap());
+        extended.expires = Some(at("2026-02-01T00:00:00Z"));
         assert!(!r.listed_again(extended.clone(), t0(), 2));
         assert_eq!(r.task.expires, extended.expires, "the fTTP may extend");
         assert_eq!(r.last_seen_poll, 2);

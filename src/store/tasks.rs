@@ -737,4 +737,44 @@ mod tests {
         }
         assert!(decode_head(b"k", b"{\"state\":\"Nope\"}", Path::new("store")).is_err());
     }
+
+    /// A store written before deadlines were `DateTime<Utc>` (issue 12 item 5) holds a task's
+    /// `expires` with the fTTP's offset, as chrono wrote a `DateTime<FixedOffset>`. It must
+    /// still open, as the same instant, without a schema step: this is that JSON, byte for
+    /// byte what the old code stored, sealed and read back through the store.
+    #[test]
+    fn a_task_stored_with_the_wires_offset_reads_as_the_same_utc_deadline() {
+        const OLD: &str = concat!(
+            r#"{"key":"send_idat/T-1","task":{"kind":{"SendIdat":{"task_id":"T-1","#,
+            r#""subject":{"Pseudonym":"psn_1"},"elements":[]}},"#,
+            r#""expires":"2025-04-01T12:00:00+02:00","unknown_parts":[]},"#,
+            r#""state":"Received","attempts":0,"last_error":null,"#,
+            r#""first_seen":"2025-03-30T08:00:00Z","updated_at":"2025-03-30T08:00:00Z","#,
+            r#""last_seen_poll":1}"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::store::StoreOptions::new(dir.path(), crate::store::IdatKey::generate());
+        let store = Store::open(&opts).unwrap();
+        let key = TaskKey("send_idat/T-1".into());
+        store
+            .write(|tx| {
+                let sealed = seal_task(&store.keys, key.0.as_bytes(), OLD.as_bytes())?;
+                wtree(tx, TASKS, &store.path)?.insert(key.0.as_bytes(), &sealed)?;
+                Ok(())
+            })
+            .unwrap();
+
+        let rec = store.get_task(&key).unwrap().expect("stored");
+        let deadline = crate::testkit::at("2025-04-01T10:00:00Z");
+        assert_eq!(rec.deadline(), Some(deadline));
+        assert_eq!(rec.task.expires, Some(deadline));
+        assert_eq!(rec.state, TaskState::Received);
+        // Written again, it is the new spelling of the same instant.
+        store.put_tasks([&rec]).unwrap();
+        let json = serde_json::to_string(&store.get_task(&key).unwrap().unwrap()).unwrap();
+        assert!(
+            json.contains(r#""expires":"2025-04-01T10:00:00Z""#),
+            "{json}"
+        );
+    }
 }

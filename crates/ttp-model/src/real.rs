@@ -90,7 +90,7 @@ pub fn wire_task(t: TaskId, expires: Option<Rel>) -> (TaskKey, Task) {
             .collect()
     });
     let (key, mut task) = all[t.index()].clone();
-    task.expires = expires.map(|e| abs(e).fixed_offset());
+    task.expires = expires.map(abs);
     (key, task)
 }
 
@@ -219,7 +219,7 @@ pub fn from_task_record(rec: &TaskRecord) -> MTask {
     MTask {
         state: from_state(&rec.state),
         updated: rel(rec.updated_at),
-        expires: rec.task.expires.map(|e| rel(e.with_timezone(&Utc))),
+        expires: rec.task.expires.map(rel),
         since_seen: POLL_BASE.saturating_sub(rec.last_seen_poll).min(2) as u8,
     }
 }

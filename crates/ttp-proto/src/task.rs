@@ -20,6 +20,8 @@
 //!   accepted too.
 //! * `expires` is a FHIR instant (`2021-05-28T13:00:00.00+02:00`, `...Z`, any number of
 //!   fractional digits); a `valueDateTime` is accepted when it has a full time and an offset.
+//!   It is kept as the instant it names, in UTC ([`Task::expires`]): the offset says nothing
+//!   the agent uses, and this parser is the one place that converts.
 //! * Unknown task types become [`TaskKind::Unknown`], unknown parts land in
 //!   [`Task::unknown_parts`], unknown element codes in [`ElementRequest::Unknown`]: newer
 //!   gateways will send them, and the agent reports rather than ignores them.
@@ -36,7 +38,7 @@
 //! not by `expires`, part order or unknown parts, which may change between listings of the
 //! same task. Keys contain no filter, pseudonym or IDAT and are safe to log.
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::Digest as _;
@@ -140,8 +142,11 @@ impl TaskKey {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub kind: TaskKind,
-    /// `expires` (required for `send_idat`, optional for the others).
-    pub expires: Option<DateTime<FixedOffset>>,
+    /// `expires` (required for `send_idat`, optional for the others), converted to UTC here,
+    /// at the wire boundary: the deadline is an instant, the fTTP's offset only its spelling
+    /// (nothing the agent shows uses it), so the domain, the store and every comparison deal
+    /// in one time type (ARCHITECTURE.md, "Time").
+    pub expires: Option<DateTime<Utc>>,
     /// Parts this version does not know, kept verbatim for reporting.
     pub unknown_parts: Vec<serde_json::Value>,
 }
@@ -694,9 +699,9 @@ fn problem(entry: &Entry, detail: String) -> TaskProblem {
 }
 
 /// `expires` of an unknown task, if it has a readable one (never a problem: it is a hint).
-fn lenient_expires(parameter: &Parameter) -> Option<DateTime<FixedOffset>> {
+fn lenient_expires(parameter: &Parameter) -> Option<DateTime<Utc>> {
     match parameter.parts_named("expires").next()?.value.as_ref()? {
-        Value::Instant(text) | Value::DateTime(text) => parse_instant(text),
+        Value::Instant(text) | Value::DateTime(text) => parse_deadline(text),
         _ => None,
     }
 }
@@ -918,12 +923,12 @@ impl Checker {
         }
     }
 
-    fn instant(&mut self, part: &Parameter) -> Option<DateTime<FixedOffset>> {
+    fn instant(&mut self, part: &Parameter) -> Option<DateTime<Utc>> {
         let (Some(Value::Instant(text)) | Some(Value::DateTime(text))) = &part.value else {
             self.wrong_type(part, "valueInstant");
             return None;
         };
-        let parsed = parse_instant(text);
+        let parsed = parse_deadline(text);
         if parsed.is_none() {
             self.push(format!(
                 "part `{}` is not a FHIR instant (YYYY-MM-DDThh:mm:ss[.fff] with Z or +hh:mm)",
@@ -1029,7 +1034,8 @@ fn is_fhir_id(text: &str) -> bool {
 
 /// Parses a FHIR `instant`. chrono's RFC 3339 parser is laxer than FHIR (it takes a space or
 /// `t` as separator, a lower-case `z`), so the shape is checked first; chrono then validates
-/// the calendar and clock values and keeps up to nanoseconds of the fraction.
+/// the calendar and clock values and keeps up to nanoseconds of the fraction. The offset is
+/// kept (this is the FHIR syntax); a task's deadline is read through `parse_deadline`, in UTC.
 pub fn parse_instant(text: &str) -> Option<DateTime<FixedOffset>> {
     let bytes = text.as_bytes();
     if bytes.len() < 20 || !bytes[..19].is_ascii() || bytes[10] != b'T' {
@@ -1053,6 +1059,13 @@ pub fn parse_instant(text: &str) -> Option<DateTime<FixedOffset>> {
         return None;
     }
     DateTime::parse_from_rfc3339(text).ok()
+}
+
+/// A task's `expires`: a FHIR instant ([`parse_instant`]) as the UTC instant it names. The one
+/// conversion of a deadline from the wire's offset (both the known and the unknown task types
+/// read theirs through it).
+fn parse_deadline(text: &str) -> Option<DateTime<Utc>> {
+    parse_instant(text).map(|at| at.with_timezone(&Utc))
 }
 
 // ---------------------------------------------------------------------------------------------

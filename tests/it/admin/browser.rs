@@ -122,7 +122,7 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
         },
         now,
     );
-    foreign.task.expires = Some((now + chrono::Duration::hours(20)).fixed_offset());
+    foreign.task.expires = Some(now + chrono::Duration::hours(20));
     foreign.attempts = 1;
     s.agent.store().put_tasks([&foreign]).unwrap();
     s.agent.store().flush().unwrap();

@@ -2,7 +2,7 @@
 //! IDAT kept out of every output, and a clear message while the daemon holds the store.
 
 use crate::support::handover::{ok, site, stderr, stdout};
-use crate::support::store::{dic_psn, record, send_idat, task};
+use crate::support::store::{dic_psn, record, send_idat, t as t_at, task};
 use ttp_agent::domain::{Attention, TaskRecord, TaskState};
 use ttp_agent::store::Store;
 use ttp_proto::{IdatElement, TaskKey};
@@ -16,8 +16,7 @@ fn attention(key: &str, seed: u32) -> TaskRecord {
         },
     );
     // Far in the future: never expired while the test runs.
-    t.task.expires =
-        Some(chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00+01:00").expect("valid"));
+    t.task.expires = Some(t_at("2099-01-01T00:00:00+01:00"));
     t
 }
 
@@ -82,8 +81,7 @@ fn finished_running_unknown_and_expired_tasks_are_refused_without_an_audit_entry
     let site = site();
     let now = chrono::Utc::now();
     let mut expired_deadline = attention("late", 4);
-    expired_deadline.task.expires =
-        Some(chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").expect("valid"));
+    expired_deadline.task.expires = Some(t_at("2020-01-01T00:00:00Z"));
     site.with_store(|s| {
         s.put_tasks(&[
             task("done", dic_psn(1), TaskState::Done { at: now }),

@@ -52,8 +52,7 @@ fn tasks_round_trip_in_every_state_and_kind() {
         );
         rec.attempts = i as u32;
         rec.last_error = (i % 3 == 0).then(|| "timeout".to_string());
-        rec.task.expires =
-            Some(chrono::DateTime::parse_from_rfc3339("2025-04-01T12:00:00+02:00").expect("valid"));
+        rec.task.expires = Some(t("2025-04-01T12:00:00+02:00"));
         rec.task.unknown_parts = vec![serde_json::json!({"name": "extra", "valueString": "kept"})];
         all.push(rec);
     }

@@ -1,13 +1,20 @@
 //! `$requestTasks` responses: the example, every cardinality rule, leniency, problems.
 
 use crate::common::*;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 use ttp_proto::task::{ParseLimits, parse_instant};
 use ttp_proto::{
     BloomFilter, ElementRequest, IdatElement, SendIdatSubject, Task, TaskKind, parse_tasks,
     parse_tasks_with,
 };
+
+/// An RFC 3339 text as the UTC instant the parser keeps for a task's `expires`.
+fn utc(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .with_timezone(&Utc)
+}
 
 fn with(mut parts: Vec<Json>, extra: Json) -> Vec<Json> {
     parts.push(extra);
@@ -53,7 +60,7 @@ fn the_example_response_yields_its_three_tasks() {
                 .map(ElementRequest::Known)
                 .collect(),
             },
-            expires: Some(DateTime::parse_from_rfc3339("2021-05-28T13:00:00+02:00").unwrap()),
+            expires: Some(utc("2021-05-28T13:00:00+02:00")),
             unknown_parts: vec![],
         },
         Task {
@@ -67,9 +74,12 @@ fn the_example_response_yields_its_three_tasks() {
         },
     ];
     assert_eq!(list.tasks, expected);
-    // The offset is kept, not normalised away.
-    let offset = list.tasks[1].expires.unwrap().offset().local_minus_utc();
-    assert_eq!(offset, 2 * 3600);
+    // The deadline is converted once, here at the wire boundary: the instant the fTTP named
+    // (13:00 at +02:00), in UTC.
+    assert_eq!(
+        list.tasks[1].expires.map(|e| e.to_rfc3339()).as_deref(),
+        Some("2021-05-28T11:00:00+00:00")
+    );
 }
 
 #[test]
@@ -145,7 +155,7 @@ fn expires_accepts_fhir_instants_and_full_date_times() {
         );
         let parsed =
             parse_one(task("send_idat", parts)).unwrap_or_else(|p| panic!("{text}: {p:?}"));
-        let expected = DateTime::parse_from_rfc3339(utc).unwrap();
+        let expected = self::utc(utc);
         assert_eq!(parsed.expires, Some(expected), "{text}");
         // Same for the optional expires of the content-identified types.
         let dic = parse_one(task(
@@ -601,10 +611,7 @@ fn unknown_task_types_are_kept_whole() {
         }
     );
     assert_eq!(task_value.kind.type_name(), "send_consent");
-    assert_eq!(
-        task_value.expires,
-        Some(DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap())
-    );
+    assert_eq!(task_value.expires, Some(utc("2030-01-01T00:00:00Z")));
     assert!(task_value.unknown_parts.is_empty());
 
     // Even when its shape is odd: it is reported, never acted on.
