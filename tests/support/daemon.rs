@@ -16,11 +16,6 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 /// hang. Never a speed requirement.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A starter-configuration edit: the admin endpoint on a port the OS picks, so that daemons
-/// of tests running in parallel do not compete for the default 127.0.0.1:9464.
-pub const ADMIN_ON_ANY_FREE_PORT: (&str, &str) =
-    ("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
-
 /// A loopback port that was free a moment ago (for a daemon whose admin port a test must
 /// know in advance).
 pub fn free_port() -> u16 {

@@ -64,7 +64,6 @@ fn sending(e: &Value) -> bool {
 /// fires at start-up (so every poll in the test is accounted for), no jitter.
 fn daemon_edits(grace: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
-        ADMIN_ON_ANY_FREE_PORT,
         ("cron = \"0 */15 * * * *\"", "cron = \"0 0 0 1 1 *\""),
         ("jitter = \"60s\"", "jitter = \"0s\""),
         ("grace_period = \"10s\"", grace),
@@ -163,7 +162,6 @@ async fn sighup_applies_a_new_schedule_and_level_and_names_what_needs_a_restart(
     let env = setup(
         sim_config(23),
         &[
-            ADMIN_ON_ANY_FREE_PORT,
             ("cron = \"0 */15 * * * *\"", "cron = \"0 0 0 1 1 *\""),
             ("jitter = \"60s\"", "jitter = \"0s\""),
         ],
