@@ -259,3 +259,44 @@ pub fn assert_pseudonyms_are_the_fttps(
         );
     }
 }
+
+/// The agent's own view once a crash test's final daemon has stopped: every record and the
+/// tasks still open, after up to six one-shot cycles (`poll --once`, 3.2 s apart) while
+/// records still wait for a pseudonym or tasks are open. A `dic_psn_available` whose every
+/// listing was fetched by a process killed before its merge reached the disk is recovered by
+/// registering the filter again after `[submit] recheck_after` (ARCHITECTURE.md, durability
+/// point 9), which the crash tests set to 3 s. Returns the cycles it took, too.
+pub async fn settle_after_final_daemon(
+    config_path: &Path,
+) -> (
+    Vec<ttp_agent::domain::LocalRecord>,
+    Vec<ttp_agent::domain::TaskRecord>,
+    usize,
+) {
+    let loaded = crate::support::agent::load(config_path);
+    let config = config_path.to_str().expect("utf-8 path");
+    let mut rechecks = 0;
+    loop {
+        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets)
+            .expect("the store opens");
+        let all = store.records_in_states(|_| true).expect("records");
+        let open: Vec<_> = store
+            .tasks()
+            .expect("tasks")
+            .into_iter()
+            .filter(|t| !t.state.is_final())
+            .collect();
+        let waiting = all
+            .iter()
+            .filter(|r| r.head.state != ttp_agent::domain::RecordState::Pseudonymised)
+            .count();
+        drop(store);
+        if (waiting == 0 && open.is_empty()) || rechecks == 6 {
+            return (all, open, rechecks);
+        }
+        rechecks += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+        let out = run_bin(&["poll", "--once", "--config", config], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}

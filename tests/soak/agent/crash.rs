@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use crate::support::agent::*;
 use crate::support::hermetic;
 use crate::support::logs::kept_dir;
-use crate::support::robust::{BIN, CrashRun, FinalDaemon, assert_pseudonyms_are_the_fttps};
+use crate::support::robust::{
+    BIN, CrashRun, FinalDaemon, assert_pseudonyms_are_the_fttps, settle_after_final_daemon,
+};
 use rand::{RngExt as _, SeedableRng as _};
-use ttp_agent::domain::RecordState;
 
 const RECORDS: usize = 250;
 const MIN_KILLS: usize = 20;
@@ -125,38 +126,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
     // The agent's own view must converge too. A dic_psn_available whose every listing was
     // fetched by a process killed before it reached the disk is recovered by registering the
     // filter again after `recheck_after`; give that a few one-shot cycles.
-    let loaded = load(&env.config_path);
-    let mut rechecks = 0;
-    let (all, open) = loop {
-        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
-        let all = store.records_in_states(|_| true).unwrap();
-        let open: Vec<_> = store
-            .tasks()
-            .unwrap()
-            .into_iter()
-            .filter(|t| !t.state.is_final())
-            .collect();
-        let waiting = all
-            .iter()
-            .filter(|r| r.head.state != RecordState::Pseudonymised)
-            .count();
-        drop(store);
-        if (waiting == 0 && open.is_empty()) || rechecks == 6 {
-            break (all, open);
-        }
-        rechecks += 1;
-        tokio::time::sleep(Duration::from_millis(3200)).await;
-        let out = hermetic::command(BIN)
-            .args(["poll", "--once", "--config", &config])
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (all, open, rechecks) = settle_after_final_daemon(&env.config_path).await;
     assert_eq!(all.len(), RECORDS, "no record lost");
     assert_pseudonyms_are_the_fttps(&all, &env.sim);
     assert!(open.is_empty(), "tasks left open: {open:?}");
