@@ -284,3 +284,19 @@ async fn json_logs_are_one_object_per_line_with_poll_and_task_spans_and_no_idat(
     assert!(!log.contains(API_KEY));
     env.sim.shutdown().await;
 }
+
+/// A reaped daemon has no pid: signalling it must fail the test instead of reaching pid 0,
+/// which kill(2) reads as "every process of my group": the daemons of every other test of
+/// this binary (a crash test's final daemon among them, which a SIGTERM ends with status 0).
+/// Signal 0 only checks, so even without the guard this test signals nobody.
+#[tokio::test]
+#[should_panic(expected = "already reaped")]
+async fn a_reaped_daemon_is_never_signalled_through_the_process_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut daemon = Daemon::spawn(
+        std::process::Command::new("true"),
+        &dir.path().join("true.log"),
+    );
+    daemon.wait_exit().await;
+    daemon.signal(0);
+}
