@@ -170,7 +170,8 @@ impl Agent {
     }
 
     /// Purge finished tasks (into the per-day history) and IDAT past retention, at most once
-    /// an hour: a scan of every record is not something to do every cycle.
+    /// an hour. The purges read only what is due (the store's time-ordered indexes), but one
+    /// that drops IDAT rewrites the store's file.
     fn housekeeping(&self, now: DateTime<Utc>, report: &mut CycleReport) -> Result<(), StoreError> {
         let due = match self.store.meta_time(META_LAST_PURGE)? {
             Some(last) => now - last >= chrono::Duration::hours(1),

@@ -224,6 +224,16 @@ pub(crate) fn nanos(t: DateTime<Utc>) -> Result<i64, StoreError> {
     })
 }
 
+/// [`nanos`] for an index key, where a time outside the storable range sorts first or last
+/// instead of failing the write (a task's finish time is not otherwise limited).
+pub(crate) fn nanos_clamped(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
 pub(crate) fn from_nanos(n: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(n)
 }
@@ -270,6 +280,26 @@ pub(crate) fn index_key_local_id(key: &[u8]) -> Option<&str> {
 }
 
 /// History key: `days since 0001-01-01 (u32 BE) ‖ task type`, so a day range is a key range.
+/// `time ‖ suffix` for the indexes kept in time order (`idx_idat_due`, `idx_finished_tasks`):
+/// the nanoseconds with the sign bit flipped, big-endian, so that byte order is time order
+/// (before 1970 included) and a purge reads a key range up to its cut-off.
+pub(crate) fn time_key(nanos: i64, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + suffix.len());
+    key.extend_from_slice(&time_prefix(nanos));
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// The first 8 bytes of every [`time_key`] of `nanos`: the exclusive end of a range "before".
+pub(crate) fn time_prefix(nanos: i64) -> [u8; 8] {
+    (nanos.cast_unsigned() ^ (1 << 63)).to_be_bytes()
+}
+
+/// The suffix of a [`time_key`].
+pub(crate) fn time_key_suffix(key: &[u8]) -> Option<&[u8]> {
+    key.get(8..)
+}
+
 pub(crate) fn history_key(day: NaiveDate, task_type: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + task_type.len());
     key.extend_from_slice(&day_number(day).to_be_bytes());
@@ -308,6 +338,34 @@ mod tests {
 
     fn idat(pairs: &[(IdatElement, &str)]) -> Idat {
         Idat(pairs.iter().map(|(e, v)| (*e, (*v).to_string())).collect())
+    }
+
+    #[test]
+    fn time_keys_sort_in_time_order_before_and_after_1970() {
+        let times = [
+            i64::MIN,
+            -5_000_000_000,
+            -1,
+            0,
+            1,
+            1_700_000_000_000_000_000,
+            i64::MAX,
+        ];
+        let keys: Vec<Vec<u8>> = times.iter().map(|n| time_key(*n, b"id")).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // The prefix of a time is the exclusive end of the range "before it".
+        for (i, n) in times.iter().enumerate() {
+            let end = time_prefix(*n);
+            assert!(keys[..i].iter().all(|k| k.as_slice() < end.as_slice()));
+            assert!(keys[i..].iter().all(|k| k.as_slice() >= end.as_slice()));
+        }
+        assert_eq!(time_key_suffix(&keys[3]), Some(&b"id"[..]));
+        let far = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        assert_eq!(nanos_clamped(far), i64::MAX);
+        assert_eq!(
+            nanos_clamped(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            i64::MIN
+        );
     }
 
     #[test]

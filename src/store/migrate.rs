@@ -16,7 +16,9 @@
 //! the records, which creates them empty for a new store. The step 1 → 2 fills the pseudonym
 //! log (`psn_log`) from the records that already have a pseudonym. The step 2 → 3 moves the
 //! finished tasks still stored into the history counters and builds the open-task index (see
-//! `tasks`). To change a layout, bump
+//! `tasks`). The step 3 → 4 seals filters and tasks. The step 4 → 5 builds the two time-ordered
+//! indexes the retention purges read (`idx_idat_due`, `idx_finished_tasks`). To change a
+//! layout, bump
 //! [`CURRENT_SCHEMA`], append a step `from: CURRENT_SCHEMA - 1`, and test it on a store
 //! written in the old layout.
 //!
@@ -34,7 +36,7 @@ use super::{
 };
 
 /// The schema version this build reads and writes.
-pub const CURRENT_SCHEMA: u64 = 4;
+pub const CURRENT_SCHEMA: u64 = 5;
 
 /// One step from `from` to `from + 1`, run inside the write transaction that bumps the version.
 pub(crate) struct Migration {
@@ -66,6 +68,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "seal the filters and tasks and key the filter index",
         apply: v3_to_v4,
     },
+    Migration {
+        from: 4,
+        description: "index the records whose IDAT a purge may drop and the finished tasks by time",
+        apply: v4_to_v5,
+    },
 ];
 
 fn v0_to_v1(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
@@ -79,6 +86,11 @@ fn backfill(tx: &redb::WriteTransaction, _: &StoreKeys, path: &Path) -> Result<(
 fn v3_to_v4(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
     records::seal_filters(tx, keys, path)?;
     tasks::seal_tasks(tx, keys, path)
+}
+
+fn v4_to_v5(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
+    records::build_idat_due_index(tx, path)?;
+    tasks::build_finished_index(tx, keys, path)
 }
 
 /// Reads the version (0 when absent).

@@ -23,6 +23,8 @@
 //! | `audit`   | sequence number (u64 BE)       | JSON of [`AuditEntry`]                        |
 //! | `alerts`  | see `alerts`                   | alerts raised, webhook deliveries pending     |
 //! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
+//! | `idx_idat_due` | `time(updated_at) ‖ local_id` | empty: finished records still holding IDAT |
+//! | `idx_finished_tasks` | `time(finished at) ‖ task key` | empty: the `Done` / `Expired` tasks |
 //!
 //! Every key is a byte string built in `codec` and the modules that own a table, so a future
 //! dimension (a study prefix in front of record and index keys) is a change to the key builders
@@ -32,11 +34,14 @@
 //! that was deleted or emptied, or that belongs to another store, is refused instead of being
 //! taken for a new store.
 //!
-//! The two record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` from
-//! `tasks`: every write keeps them exact in the same transaction, a restore rebuilds them, and
-//! [`Store::check_integrity`] (`ttp-agent check --store`) verifies them. The open-task index is
-//! what keeps the agent's cycle and `status` proportional to the open tasks: finished ones stay
-//! stored for 30 days and far outnumber them.
+//! The three record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` and
+//! `idx_finished_tasks` from `tasks`: every write keeps them exact in the same transaction, a
+//! restore rebuilds them, and [`Store::check_integrity`] (`ttp-agent check --store`) verifies
+//! them. The open-task index is what keeps the agent's cycle, `status` and start-up
+//! proportional to the open tasks: finished ones stay stored for 30 days and far outnumber
+//! them. The two time-ordered indexes (`codec::time_key`) are what keep the hourly retention
+//! purges proportional to what is due: a purge reads a key range up to its cut-off instead of
+//! every record and task (schema 5).
 //!
 //! # Durability: what is on disk when
 //!
@@ -184,10 +189,28 @@ pub(crate) const HISTORY: Def = TableDefinition::new("history");
 pub(crate) const AUDIT: Def = TableDefinition::new("audit");
 pub(crate) const PSN_LOG: Def = TableDefinition::new("psn_log");
 pub(crate) const ALERTS: Def = TableDefinition::new("alerts");
+/// Records that still hold IDAT and are finished (`Pseudonymised`, `Rejected`), by
+/// `updated_at` (`codec::time_key`): what `purge_idat` reads instead of every record.
+pub(crate) const IDX_IDAT_DUE: Def = TableDefinition::new("idx_idat_due");
+/// Finished tasks by the time they finished (`codec::time_key`): what `purge_finished_tasks`
+/// reads instead of every task.
+pub(crate) const FINISHED_TASKS: Def = TableDefinition::new("idx_finished_tasks");
 
 /// Every table, created when the store is: a read transaction can then open any of them.
-const ALL_TABLES: [Def; 11] = [
-    META, RECORDS, IDX_BF, IDX_PSN, COUNTS, TASKS, OPEN_TASKS, HISTORY, AUDIT, PSN_LOG, ALERTS,
+const ALL_TABLES: [Def; 13] = [
+    META,
+    RECORDS,
+    IDX_BF,
+    IDX_PSN,
+    COUNTS,
+    TASKS,
+    OPEN_TASKS,
+    HISTORY,
+    AUDIT,
+    PSN_LOG,
+    ALERTS,
+    IDX_IDAT_DUE,
+    FINISHED_TASKS,
 ];
 
 /// One table, opened in a transaction, with the store's path for its errors. `T` is a

@@ -1,10 +1,12 @@
 //! Local records, their two indexes, and the record counters.
 //!
 //! Every write to `records` goes through one write transaction over `records`, `idx_bf`,
-//! `idx_psn` and `counts` (and `meta` + `psn_log` when a record gets a pseudonym), so the
-//! indexes, counters and the pseudonym log can never disagree with the records, not even
-//! after a crash. That is what lets [`Store::record_counts`] answer from one key
-//! (the status page must stay fast at a million records) instead of scanning.
+//! `idx_psn`, `idx_idat_due` and `counts` (and `meta` + `psn_log` when a record gets a
+//! pseudonym), so the indexes, counters and the pseudonym log can never disagree with the
+//! records, not even after a crash. That is what lets [`Store::record_counts`] answer from one
+//! key (the status page must stay fast at a million records) instead of scanning, and
+//! [`Store::purge_idat`] read only the records whose IDAT is due (`idx_idat_due`: finished
+//! records still holding IDAT, in `updated_at` order) instead of all of them every hour.
 
 use std::path::Path;
 
@@ -14,12 +16,13 @@ use zeroize::Zeroizing;
 
 use super::codec::{
     self, DIGEST_LEN, StoredRecord, StoredState, decode_record, digest16, encode_record,
-    from_nanos, index_key, index_key_local_id, index_key_with, nanos,
+    from_nanos, index_key, index_key_local_id, index_key_with, nanos, time_key, time_key_suffix,
+    time_prefix,
 };
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_PSN, META, PSN_LOG, RECORDS, RTree, Store, StoreError,
-    WTree, error, psn_log, rtree, wtree,
+    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, META, PSN_LOG, RECORDS, RTree, Store,
+    StoreError, WTree, error, psn_log, rtree, wtree,
 };
 use crate::domain::{LocalRecord, RecordHead, RecordState};
 
@@ -134,6 +137,17 @@ fn contribution(rec: &StoredRecord<'_>) -> [bool; COUNTERS] {
         rec.pseudonym.is_some(),
         rec.sealed_idat.is_none(),
     ]
+}
+
+/// A record's `idx_idat_due` key, if it belongs there: finished (`Pseudonymised` or `Rejected`)
+/// and still holding IDAT, i.e. what [`Store::purge_idat`] may purge once its `updated_at` is
+/// old enough.
+fn idat_due_key(local_id: &str, rec: &StoredRecord<'_>) -> Option<Vec<u8>> {
+    let finished = matches!(
+        rec.state,
+        StoredState::Pseudonymised | StoredState::Rejected { .. }
+    );
+    (finished && rec.sealed_idat.is_some()).then(|| time_key(rec.updated_at, local_id.as_bytes()))
 }
 
 /// Counter changes accumulated in a transaction and applied once at its end.
@@ -285,6 +299,9 @@ impl Store {
                             stored.updated_at,
                             path,
                         )?;
+                    }
+                    if let Some(due) = idat_due_key(id, &stored) {
+                        t.idat_due.insert(&due, &[])?;
                     }
                     delta.plus(&stored);
                     out.push(InsertOutcome::Inserted);
@@ -579,11 +596,21 @@ impl Store {
         let mut purged = 0;
         let mut pending: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
         // A snapshot: `keep` may call the store, and commits below do not disturb the scan.
-        let records = self.read(RECORDS)?;
-        for entry in records.iter()? {
-            let (key, value) = entry?;
-            let id = self.key_local_id(key.value())?;
-            let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
+        // Only the records `idx_idat_due` lists before the cut-off are read: the others hold
+        // no IDAT, are not finished, or are not old enough.
+        let tx = self.read_tx()?;
+        let due = rtree(&tx, IDX_IDAT_DUE, &self.path)?;
+        let records = rtree(&tx, RECORDS, &self.path)?;
+        for entry in due.range(&[], Some(&time_prefix(cutoff)))? {
+            let (due_key, _) = entry?;
+            let key = time_key_suffix(due_key.value())
+                .ok_or_else(|| self.corrupt("an IDAT purge index key is malformed"))?;
+            let id = self.key_local_id(key)?;
+            // Index and record change in one transaction: a missing record is damage.
+            let value = records.get(key)?.ok_or_else(|| {
+                self.corrupt("the IDAT purge index names a record that is not stored")
+            })?;
+            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
             let finished = matches!(
                 stored.state,
                 StoredState::Pseudonymised | StoredState::Rejected { .. }
@@ -598,14 +625,14 @@ impl Store {
             if keep(&self.open_record(id, stored)?) {
                 continue;
             }
-            pending.push((key.value().to_vec(), value.value().to_vec(), purged_value));
+            pending.push((key.to_vec(), value, purged_value));
             if pending.len() >= CHUNK {
                 purged += self.commit_purge(&pending)?;
                 pending.clear();
             }
         }
         purged += self.commit_purge(&pending)?;
-        drop(records);
+        drop((due, records, tx));
         if purged > 0 {
             // The purged IDAT is still in redb's free pages: only a file without them makes
             // the purge true (see "Purged IDAT" in the module documentation).
@@ -621,6 +648,7 @@ impl Store {
         let path = self.path.as_path();
         self.write(|tx| {
             let mut records = wtree(tx, RECORDS, path)?;
+            let mut due = wtree(tx, IDX_IDAT_DUE, path)?;
             let mut delta = Delta::default();
             let mut n = 0;
             for (key, scanned, purged_value) in pending {
@@ -628,7 +656,11 @@ impl Store {
                     continue;
                 }
                 let id = String::from_utf8_lossy(key);
-                delta.minus(&decode_in_tx(scanned, &id, path)?);
+                let old = decode_in_tx(scanned, &id, path)?;
+                if let Some(k) = idat_due_key(&id, &old) {
+                    due.remove(&k)?;
+                }
+                delta.minus(&old);
                 delta.plus(&decode_in_tx(purged_value, &id, path)?);
                 records.insert(key, purged_value.as_slice())?;
                 n += 1;
@@ -648,10 +680,12 @@ impl Store {
         let records = rtree(&tx, RECORDS, path)?;
         let bf_index = rtree(&tx, IDX_BF, path)?;
         let psn_index = rtree(&tx, IDX_PSN, path)?;
+        let due_index = rtree(&tx, IDX_IDAT_DUE, path)?;
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
         let mut expected_bf = 0u64;
         let mut expected_psn = 0u64;
+        let mut expected_due = 0u64;
         for entry in records.iter()? {
             let (key, value) = entry?;
             let key = key.value();
@@ -699,11 +733,20 @@ impl Store {
                         .push(format!("pseudonym index lacks the entry of record {id:?}"));
                 }
             }
+            if let Some(due) = idat_due_key(&id, &stored) {
+                expected_due += 1;
+                if !due_index.contains_key(&due)? {
+                    report
+                        .problems
+                        .push(format!("IDAT purge index lacks the entry of record {id:?}"));
+                }
+            }
         }
         // Every expected entry is present (checked above); any surplus entry is stale.
         for (name, index, expected) in [
             ("filter", &bf_index, expected_bf),
             ("pseudonym", &psn_index, expected_psn),
+            ("IDAT purge", &due_index, expected_due),
         ] {
             let present = index.len()?;
             if present > expected {
@@ -733,6 +776,7 @@ impl Store {
             &self.keys,
             &rtree(&tx, super::TASKS, path)?,
             &rtree(&tx, super::OPEN_TASKS, path)?,
+            &rtree(&tx, super::FINISHED_TASKS, path)?,
             &mut report.problems,
         )?;
         Ok(report)
@@ -816,6 +860,7 @@ struct RecordTables<'t, 'p> {
     records: WTree<'t, 'p>,
     bf_index: WTree<'t, 'p>,
     psn_index: WTree<'t, 'p>,
+    idat_due: WTree<'t, 'p>,
     counts: WTree<'t, 'p>,
     meta: WTree<'t, 'p>,
     psn_log: WTree<'t, 'p>,
@@ -828,6 +873,7 @@ impl<'t, 'p> RecordTables<'t, 'p> {
             records: wtree(tx, RECORDS, path)?,
             bf_index: wtree(tx, IDX_BF, path)?,
             psn_index: wtree(tx, IDX_PSN, path)?,
+            idat_due: wtree(tx, IDX_IDAT_DUE, path)?,
             counts: wtree(tx, COUNTS, path)?,
             meta: wtree(tx, META, path)?,
             psn_log: wtree(tx, PSN_LOG, path)?,
@@ -835,7 +881,7 @@ impl<'t, 'p> RecordTables<'t, 'p> {
         })
     }
 
-    /// Keeps both indexes, the pseudonym log and the counter delta right for a record that
+    /// Keeps the three indexes, the pseudonym log and the counter delta right for a record that
     /// changes from `old` to `new`, each with its filter's index digest (the caller writes the
     /// record itself). A pseudonym the record did not have is appended to the log.
     fn replace(
@@ -863,6 +909,15 @@ impl<'t, 'p> RecordTables<'t, 'p> {
                     new.updated_at,
                     self.path,
                 )?;
+            }
+        }
+        let (old_due, new_due) = (idat_due_key(id, old), idat_due_key(id, new));
+        if old_due != new_due {
+            if let Some(k) = old_due {
+                self.idat_due.remove(&k)?;
+            }
+            if let Some(k) = new_due {
+                self.idat_due.insert(&k, &[])?;
             }
         }
         delta.minus(old);
@@ -922,7 +977,7 @@ pub(crate) fn first_sealed_idat(
     Ok(None)
 }
 
-/// Rebuilds both indexes and the counters from `records` (after a restore, or a migration from
+/// Rebuilds the three indexes and the counters from `records` (after a restore, or a migration from
 /// a store without them), inside the caller's write transaction. `legacy`: for the migrations
 /// before schema 4, which may find filters in clear (see `legacy_filter`).
 ///
@@ -938,6 +993,7 @@ pub(crate) fn rebuild_derived(
     let mut counts = RecordCounts::default();
     let mut bf_keys = Vec::new();
     let mut psn_keys = Vec::new();
+    let mut due_keys = Vec::new();
     {
         let records = wtree(tx, RECORDS, path)?;
         for entry in records.iter()? {
@@ -953,9 +1009,14 @@ pub(crate) fn rebuild_derived(
             if let Some(psn) = stored.pseudonym {
                 psn_keys.push(index_key(psn.as_bytes(), id));
             }
+            due_keys.extend(idat_due_key(id, &stored));
         }
     }
-    for (def, mut keys) in [(IDX_BF, bf_keys), (IDX_PSN, psn_keys)] {
+    for (def, mut keys) in [
+        (IDX_BF, bf_keys),
+        (IDX_PSN, psn_keys),
+        (IDX_IDAT_DUE, due_keys),
+    ] {
         let mut tree = wtree(tx, def, path)?;
         tree.clear()?;
         keys.sort_unstable();
@@ -1001,6 +1062,31 @@ pub(crate) fn seal_filters(
     }
     drop(records);
     rebuild_derived(tx, keys, path, false).map(drop)
+}
+
+/// Schema 4 → 5: builds `idx_idat_due` from the records (no seal is opened: state, IDAT
+/// presence and `updated_at` are in clear). Clears first, so running it again gives the same
+/// result.
+pub(crate) fn build_idat_due_index(
+    tx: &redb::WriteTransaction,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut due_keys = Vec::new();
+    {
+        let records = wtree(tx, RECORDS, path)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
+            due_keys.extend(idat_due_key(id, &stored));
+        }
+    }
+    let mut due = wtree(tx, IDX_IDAT_DUE, path)?;
+    due.clear()?;
+    due_keys.sort_unstable();
+    for key in due_keys {
+        due.insert(&key, &[])?;
+    }
+    Ok(())
 }
 
 /// One entry of the records table, read where the store is rebuilt or migrated: its local id

@@ -7,9 +7,12 @@
 //! be readable from the store or a backup (schema 4; before it, JSON in clear).
 //!
 //! Finished tasks stay stored for `[store] task_retention` (30 days), so they far outnumber the
-//! open ones; everything that runs often (the agent's cycle, `status`, the alerts) needs only
-//! the open ones. `idx_open_tasks` lists them, kept exact in the same transaction as every task
-//! write, so those reads cost what the open tasks cost, not what the store holds.
+//! open ones; everything that runs often (the agent's cycle, `status`, the alerts, the admin
+//! surface's event counters, start-up) needs only the open ones. `idx_open_tasks` lists them,
+//! kept exact in the same transaction as every task write, so those reads cost what the open
+//! tasks cost, not what the store holds. `idx_finished_tasks` lists the finished ones by the
+//! time they finished (schema 5), kept the same way, so the hourly purge reads only the tasks
+//! past retention.
 //!
 //! History counts every finished task occurrence exactly once, for as long as the day is asked
 //! for, although finished tasks are purged to keep the store small. An occurrence is counted in
@@ -25,13 +28,16 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use ttp_proto::TaskKey;
 
-use super::codec::{history_key, history_value, parse_history_key, read_history_value};
+use super::codec::{
+    history_key, history_value, nanos_clamped, parse_history_key, read_history_value, time_key,
+    time_key_suffix, time_prefix,
+};
 use zeroize::Zeroizing;
 
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, HISTORY, META, OPEN_TASKS, RTree, Store, StoreError, TASKS, WTree, error,
-    rtree, wtree,
+    AUDIT, AuditEntry, FINISHED_TASKS, HISTORY, META, OPEN_TASKS, RTree, Store, StoreError, TASKS,
+    WTree, error, rtree, wtree,
 };
 use crate::domain::{TaskRecord, TaskState};
 
@@ -61,8 +67,8 @@ impl DayHistory {
     }
 }
 
-/// A stored task's key, state and type, without the rest: what a scan over every stored task
-/// needs when it only follows states (the admin surface's event counters).
+/// A stored task's key, state and type, without the rest: what the admin surface's event
+/// counters need of an open task to follow its state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskSummary {
     pub key: TaskKey,
@@ -94,6 +100,11 @@ fn finished(state: &TaskState) -> Option<(DateTime<Utc>, Finish)> {
         TaskState::Expired { at } => Some((*at, Finish::Expired)),
         _ => None,
     }
+}
+
+/// A task's `idx_finished_tasks` key, if it is finished.
+fn finished_key(key: &[u8], state: &TaskState) -> Option<Vec<u8>> {
+    finished(state).map(|(at, _)| time_key(nanos_clamped(at), key))
 }
 
 fn encode_task(rec: &TaskRecord) -> Result<Vec<u8>, StoreError> {
@@ -240,10 +251,12 @@ fn add_to_history(
 }
 
 /// Keeps the derived data right for one task write inside a transaction: the open-task index
-/// follows the new state, and an occurrence this write finishes (its state becomes `Done` or
-/// `Expired` and differs from the stored one) is counted in `delta` for its day's history.
+/// and the finished-task index follow the new state, and an occurrence this write finishes (its
+/// state becomes `Done` or `Expired` and differs from the stored one) is counted in `delta` for
+/// its day's history.
 fn apply_state_change(
     open: &mut WTree<'_, '_>,
+    finished_index: &mut WTree<'_, '_>,
     delta: &mut HistoryDelta,
     rec: &TaskRecord,
     old: Option<&TaskState>,
@@ -260,6 +273,16 @@ fn apply_state_change(
             open.remove(key)?;
         }
         _ => {}
+    }
+    let old_finished = old.and_then(|s| finished_key(key, s));
+    let new_finished = finished_key(key, &rec.state);
+    if old_finished != new_finished {
+        if let Some(k) = old_finished {
+            finished_index.remove(&k)?;
+        }
+        if let Some(k) = new_finished {
+            finished_index.insert(&k, &[])?;
+        }
     }
     if old != Some(&rec.state)
         && let Some((at, how)) = finished(&rec.state)
@@ -299,27 +322,34 @@ pub(crate) fn migrate_to_open_index(
     add_to_history(&mut wtree(tx, HISTORY, path)?, &counts, path)
 }
 
-/// Rebuilds `idx_open_tasks` from the tasks (a restore; derived data is not in a backup).
+/// Rebuilds `idx_open_tasks` and `idx_finished_tasks` from the tasks (a restore; derived data
+/// is not in a backup). Clears first, so running it again gives the same result.
 pub(crate) fn rebuild_open_index(
     tx: &redb::WriteTransaction,
     keys: &StoreKeys,
     path: &Path,
 ) -> Result<(), StoreError> {
     let mut open_keys = Vec::new();
+    let mut finished_keys = Vec::new();
     {
         let tasks = wtree(tx, TASKS, path)?;
         for entry in tasks.iter()? {
             let (key, value) = entry?;
             let json = task_json(keys, key.value(), value.value(), path)?;
-            if !decode_head(key.value(), &json, path)?.state.is_final() {
-                open_keys.push(key.value().to_vec());
+            let state = decode_head(key.value(), &json, path)?.state;
+            match finished_key(key.value(), &state) {
+                None => open_keys.push(key.value().to_vec()),
+                Some(k) => finished_keys.push(k),
             }
         }
     }
-    let mut open = wtree(tx, OPEN_TASKS, path)?;
-    open.clear()?;
-    for key in &open_keys {
-        open.insert(key, &[])?;
+    finished_keys.sort_unstable();
+    for (def, keys) in [(OPEN_TASKS, open_keys), (FINISHED_TASKS, finished_keys)] {
+        let mut index = wtree(tx, def, path)?;
+        index.clear()?;
+        for key in &keys {
+            index.insert(key, &[])?;
+        }
     }
     Ok(())
 }
@@ -330,8 +360,10 @@ pub(crate) fn check(
     keys: &StoreKeys,
     tasks: &RTree<'_>,
     open_tasks: &RTree<'_>,
+    finished_tasks: &RTree<'_>,
     problems: &mut Vec<String>,
 ) -> Result<(), StoreError> {
+    let mut expected_finished = 0u64;
     for entry in tasks.iter()? {
         let (key, value) = entry?;
         let key = key.value();
@@ -357,6 +389,21 @@ pub(crate) fn check(
             }
             _ => {}
         }
+        if let Some(k) = finished_key(key, &rec.state) {
+            expected_finished += 1;
+            if !finished_tasks.contains_key(&k)? {
+                problems.push(format!(
+                    "finished task {name:?} is missing from the finished-task index"
+                ));
+            }
+        }
+    }
+    let present = finished_tasks.len()?;
+    if present > expected_finished {
+        problems.push(format!(
+            "the finished-task index has {} stale entries",
+            present - expected_finished
+        ));
     }
     for entry in open_tasks.iter()? {
         let (key, _) = entry?;
@@ -366,6 +413,32 @@ pub(crate) fn check(
                 String::from_utf8_lossy(key.value())
             ));
         }
+    }
+    Ok(())
+}
+
+/// Schema 4 → 5: builds `idx_finished_tasks` from the tasks (one pass that opens every task's
+/// seal, once). Clears first, so running it again gives the same result.
+pub(crate) fn build_finished_index(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut finished_keys = Vec::new();
+    {
+        let tasks = wtree(tx, TASKS, path)?;
+        for entry in tasks.iter()? {
+            let (key, value) = entry?;
+            let json = task_json(keys, key.value(), value.value(), path)?;
+            let state = decode_head(key.value(), &json, path)?.state;
+            finished_keys.extend(finished_key(key.value(), &state));
+        }
+    }
+    finished_keys.sort_unstable();
+    let mut index = wtree(tx, FINISHED_TASKS, path)?;
+    index.clear()?;
+    for key in &finished_keys {
+        index.insert(key, &[])?;
     }
     Ok(())
 }
@@ -434,6 +507,7 @@ impl Store {
         self.write(|tx| {
             let mut stored = wtree(tx, TASKS, path)?;
             let mut open = wtree(tx, OPEN_TASKS, path)?;
+            let mut finished_index = wtree(tx, FINISHED_TASKS, path)?;
             let mut delta = HistoryDelta::new();
             for (rec, json) in &encoded {
                 let key = rec.key.0.as_bytes();
@@ -445,7 +519,13 @@ impl Store {
                         Some(decode_head(key, &json, path)?.state)
                     }
                 };
-                apply_state_change(&mut open, &mut delta, rec, old_state.as_ref())?;
+                apply_state_change(
+                    &mut open,
+                    &mut finished_index,
+                    &mut delta,
+                    rec,
+                    old_state.as_ref(),
+                )?;
             }
             add_to_history(&mut wtree(tx, HISTORY, path)?, &delta, path)
         })
@@ -484,6 +564,7 @@ impl Store {
             let mut delta = HistoryDelta::new();
             apply_state_change(
                 &mut wtree(tx, OPEN_TASKS, path)?,
+                &mut wtree(tx, FINISHED_TASKS, path)?,
                 &mut delta,
                 new,
                 Some(&current.state),
@@ -513,25 +594,52 @@ impl Store {
             .collect())
     }
 
-    /// Every stored task's key, state and type, by key. Decodes only that much of each (see
-    /// `TaskHead`), so a scan of the 30 days of finished tasks costs a fraction of [`Store::tasks`]
-    /// in time and memory.
-    pub fn task_summaries(&self) -> Result<Vec<TaskSummary>, StoreError> {
-        self.read(TASKS)?
-            .iter()?
-            .map(|entry| {
-                let (key, value) = entry?;
-                let json = task_json(&self.keys, key.value(), value.value(), &self.path)?;
-                let head = decode_head(key.value(), &json, &self.path)?;
-                let key = String::from_utf8(key.value().to_vec())
-                    .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
-                Ok(TaskSummary {
-                    key: TaskKey(key),
-                    task_type: head.task.kind.type_name().to_string(),
-                    state: head.state,
-                })
-            })
-            .collect()
+    /// The open tasks' key, state and type, by key: what the admin surface's event counters
+    /// follow between cycles. Reads only the open tasks, through `idx_open_tasks`, and decodes
+    /// only that much of each (see `TaskHead`); the finished ones are counted by
+    /// [`Store::finished_totals`] instead, so neither start-up nor a cycle reads the 30 days of
+    /// finished tasks.
+    pub fn open_task_summaries(&self) -> Result<Vec<TaskSummary>, StoreError> {
+        let tx = self.read_tx()?;
+        let open_tasks = rtree(&tx, OPEN_TASKS, &self.path)?;
+        let tasks = rtree(&tx, TASKS, &self.path)?;
+        let mut found = Vec::new();
+        for entry in open_tasks.iter()? {
+            let (key, _) = entry?;
+            let key = key.value();
+            let value = tasks.get(key)?.ok_or_else(|| {
+                self.corrupt("the open-task index names a task that is not stored")
+            })?;
+            let json = task_json(&self.keys, key, &value, &self.path)?;
+            let head = decode_head(key, &json, &self.path)?;
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| self.corrupt("a task key is not UTF-8"))?;
+            found.push(TaskSummary {
+                key: TaskKey(key),
+                task_type: head.task.kind.type_name().to_string(),
+                state: head.state,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Every task occurrence that ever finished in this store, by type (the wire name): the
+    /// sum of the `history` counters over all days. Exact (each occurrence is counted once, in
+    /// the transaction that finishes it) and independent of how many finished tasks are still
+    /// stored: the history holds one small entry per day and type.
+    pub fn finished_totals(&self) -> Result<BTreeMap<String, FinishedCounts>, StoreError> {
+        let mut totals: BTreeMap<String, FinishedCounts> = BTreeMap::new();
+        for entry in self.read(HISTORY)?.iter()? {
+            let (key, value) = entry?;
+            let (_, task_type) = parse_history_key(key.value())
+                .ok_or_else(|| self.corrupt("a history counter key is malformed"))?;
+            let (done, expired) = read_history_value(value.value())
+                .ok_or_else(|| self.corrupt("a history counter value is malformed"))?;
+            let c = totals.entry(task_type.to_string()).or_default();
+            c.done += done;
+            c.expired += expired;
+        }
+        Ok(totals)
     }
 
     /// [`Store::open_tasks_where`] for a caller that already holds some of the stored records:
@@ -585,19 +693,17 @@ impl Store {
     }
 
     /// Removes `Done` / `Expired` tasks that finished before `finished_before` (the history
-    /// counted them when they finished). Returns how many were removed.
+    /// counted them when they finished). Returns how many were removed. Reads only the tasks
+    /// `idx_finished_tasks` lists before the cut-off, not every stored task.
     pub fn purge_finished_tasks(
         &self,
         finished_before: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
+        let cutoff = time_prefix(nanos_clamped(finished_before));
         let mut candidates = Vec::new();
-        for entry in self.read(TASKS)?.iter()? {
-            let (key, value) = entry?;
-            let json = task_json(&self.keys, key.value(), value.value(), &self.path)?;
-            let head = decode_head(key.value(), &json, &self.path)?;
-            if finished(&head.state).is_some_and(|(at, _)| at < finished_before) {
-                candidates.push(key.value().to_vec());
-            }
+        for entry in self.read(FINISHED_TASKS)?.range(&[], Some(&cutoff))? {
+            let (key, _) = entry?;
+            candidates.push(key.value().to_vec());
         }
         if candidates.is_empty() {
             return Ok(0);
@@ -605,11 +711,22 @@ impl Store {
         let path = self.path.as_path();
         self.write(|tx| {
             let mut stored = wtree(tx, TASKS, path)?;
+            let mut finished_index = wtree(tx, FINISHED_TASKS, path)?;
             let mut removed = 0;
-            for key in &candidates {
-                // Re-read inside the transaction: the task may have changed since the scan.
-                let Some(value) = stored.get(key)? else {
+            for index_key in &candidates {
+                let key = time_key_suffix(index_key).ok_or_else(|| {
+                    error::corrupt(path, "a finished-task index key is malformed")
+                })?;
+                // Re-read inside the transaction: the task may have changed since the range
+                // was read (then its index entry changed with it).
+                if !finished_index.contains_key(index_key)? {
                     continue;
+                }
+                let Some(value) = stored.get(key)? else {
+                    return Err(error::corrupt(
+                        path,
+                        "the finished-task index names a task that is not stored",
+                    ));
                 };
                 let head = decode_head(key, &task_json(&self.keys, key, &value, path)?, path)?;
                 let Some((at, _)) = finished(&head.state) else {
@@ -619,6 +736,7 @@ impl Store {
                     continue;
                 }
                 stored.remove(key)?;
+                finished_index.remove(index_key)?;
                 removed += 1;
             }
             Ok(removed)

@@ -639,3 +639,76 @@ fn head_updates_keep_the_sealed_idat_bytes_and_the_derived_data_right() {
         "the sealed IDAT is kept byte for byte (not sealed again)"
     );
 }
+
+/// `purge_idat` reads `idx_idat_due` (the finished records still holding IDAT, by
+/// `updated_at`), not every record: the index follows every kind of record write, and a record
+/// missing from it is not purged — which `check --store` reports.
+#[test]
+fn the_idat_purge_index_follows_every_write_and_is_what_the_purge_reads() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let old = t("2024-01-01T00:00:00Z");
+    let cutoff = t("2025-01-01T00:00:00Z");
+    let mut recs: Vec<_> = (0..5).map(|i| record(&format!("case-{i}"), i)).collect();
+    for r in &mut recs {
+        r.head.updated_at = old;
+    }
+    // Inserted finished (a restore-like import): indexed at once.
+    recs[0].head.state = RecordState::Pseudonymised;
+    store.insert_records(&recs).expect("insert");
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    // Finished by registration's head update, and by a full update.
+    let mut head = support::store::pseudonymised_head(&recs[1]);
+    head.updated_at = old;
+    store.update_record_heads(&[head]).expect("heads");
+    let mut rejected = recs[2].clone();
+    rejected.head.state = RecordState::Rejected {
+        code: "E".to_string(),
+    };
+    store.update_records(&[rejected]).expect("update");
+    // Taken out of a finished state again (a person re-opens it): out of the index.
+    let mut reopened = recs[0].clone();
+    reopened.head.state = RecordState::AwaitingClearing;
+    store.update_records(&[reopened]).expect("update");
+    // Finished recently: indexed, but not due.
+    let mut recent = recs[3].clone();
+    recent.head.state = RecordState::Pseudonymised;
+    recent.head.updated_at = t("2025-06-01T00:00:00Z");
+    store.update_records(&[recent]).expect("update");
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    assert_eq!(store.purge_idat(cutoff, |_| false).expect("purge"), 2);
+    let idat_of = |s: &Store, id: &str| s.get_record(id).expect("get").expect("exists").idat;
+    assert_eq!(idat_of(&store, "case-1"), None);
+    assert_eq!(idat_of(&store, "case-2"), None);
+    for kept in ["case-0", "case-3", "case-4"] {
+        assert!(idat_of(&store, kept).is_some(), "{kept}");
+    }
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    // A finished old record the index does not list is not read by the purge.
+    let mut due = recs[4].clone();
+    due.head.state = RecordState::Pseudonymised;
+    store.update_records(&[due]).expect("update");
+    drop(store);
+    {
+        let db = raw_db(ts.path());
+        db.open_tree("idx_idat_due")
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        db.flush().expect("flush");
+    }
+    let store = ts.open();
+    assert_eq!(store.purge_idat(cutoff, |_| false).expect("purge"), 0);
+    assert!(idat_of(&store, "case-4").is_some());
+    let report = store.check_integrity().expect("check");
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.contains("IDAT purge index lacks"))
+    );
+}

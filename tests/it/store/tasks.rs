@@ -617,3 +617,217 @@ fn a_damaged_open_task_index_is_reported() {
     assert!(report.problems.iter().any(|p| p.contains("\"open\"")));
     assert!(report.problems.iter().any(|p| p.contains("\"ghost\"")));
 }
+
+/// `purge_finished_tasks` reads `idx_finished_tasks` (finished tasks by finish time), not every
+/// task: the index follows every kind of task write, and a finished task missing from it is
+/// not purged — which `check --store` reports.
+#[test]
+fn the_finished_task_index_follows_every_write_and_is_what_the_purge_reads() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let d1 = t("2025-05-01T10:00:00Z");
+    let d2 = t("2025-05-02T10:00:00Z");
+    let d3 = t("2025-05-03T10:00:00Z");
+    store
+        .put_tasks(&[
+            task("a", dic_psn(1), TaskState::Done { at: d1 }),
+            task("b", send_idat("T-1"), TaskState::Received),
+            task("c", repeat(2), TaskState::Expired { at: d1 }),
+        ])
+        .expect("put");
+    assert!(store.check_integrity().expect("check").is_ok());
+    // A new occurrence of a finished key leaves the index; a finished task finishing again at
+    // another time moves in it; a manual change finishes a task.
+    store
+        .put_tasks(&[
+            task("a", dic_psn(1), TaskState::Received),
+            task("c", repeat(2), TaskState::Done { at: d3 }),
+        ])
+        .expect("put");
+    let b = store
+        .get_task(&TaskKey("b".to_string()))
+        .expect("get")
+        .expect("stored");
+    let mut done_b = b.clone();
+    done_b.state = TaskState::Done { at: d1 };
+    let entry = AuditEntry {
+        at: d1,
+        actor: "operator".to_string(),
+        action: "resolve-task".to_string(),
+        subject: "b".to_string(),
+        detail: "test".to_string(),
+    };
+    assert!(
+        store
+            .replace_task_audited(&b, &done_b, &entry)
+            .expect("replace")
+    );
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    // Before d2: only b (c finished again at d3, a is open).
+    assert_eq!(store.purge_finished_tasks(d2).expect("purge"), 1);
+    let keys = |s: &ttp_agent::store::Store| -> Vec<String> {
+        s.tasks()
+            .expect("all")
+            .into_iter()
+            .map(|t| t.key.0)
+            .collect()
+    };
+    assert_eq!(keys(&store), ["a", "c"]);
+    assert!(store.check_integrity().expect("check").is_ok());
+    drop(store);
+
+    // A finished task the index does not list is not read by the purge.
+    {
+        let db = support::store::raw_db(ts.path());
+        db.open_tree("idx_finished_tasks")
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        db.flush().expect("flush");
+    }
+    let store = ts.open();
+    assert_eq!(
+        store
+            .purge_finished_tasks(t("2030-01-01T00:00:00Z"))
+            .expect("purge"),
+        0
+    );
+    assert_eq!(keys(&store), ["a", "c"]);
+    let report = store.check_integrity().expect("check");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("\"c\""));
+}
+
+/// What the admin surface's event counters read after every cycle and at start-up: the open
+/// tasks (through the open-task index) and the finished totals (the history counters), which
+/// stay exact when finished tasks are purged.
+#[test]
+fn open_task_summaries_and_finished_totals_read_no_finished_task() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    store
+        .put_tasks(&[
+            task("a", dic_psn(1), TaskState::Received),
+            task(
+                "d",
+                send_idat("T-1"),
+                TaskState::NeedsAttention {
+                    reason: Attention::UnknownRecord,
+                },
+            ),
+            task(
+                "x",
+                send_idat("T-2"),
+                TaskState::Done {
+                    at: t("2025-05-01T10:00:00Z"),
+                },
+            ),
+            task(
+                "y",
+                repeat(2),
+                TaskState::Expired {
+                    at: t("2025-05-02T10:00:00Z"),
+                },
+            ),
+            task(
+                "z",
+                send_idat("T-3"),
+                TaskState::Done {
+                    at: t("2025-05-02T10:00:00Z"),
+                },
+            ),
+        ])
+        .expect("put");
+    let open = store.open_task_summaries().expect("open");
+    let open: Vec<(&str, &str)> = open
+        .iter()
+        .map(|s| (s.key.0.as_str(), s.task_type.as_str()))
+        .collect();
+    assert_eq!(open, [("a", "dic_psn_available"), ("d", "send_idat")]);
+    let expected = std::collections::BTreeMap::from([
+        (
+            "repeat_request".to_string(),
+            FinishedCounts {
+                done: 0,
+                expired: 1,
+            },
+        ),
+        (
+            "send_idat".to_string(),
+            FinishedCounts {
+                done: 2,
+                expired: 0,
+            },
+        ),
+    ]);
+    assert_eq!(store.finished_totals().expect("totals"), expected);
+    assert_eq!(
+        store
+            .purge_finished_tasks(t("2030-01-01T00:00:00Z"))
+            .expect("purge"),
+        3
+    );
+    assert_eq!(store.finished_totals().expect("totals"), expected);
+    // A new occurrence finishing counts once more.
+    store
+        .put_tasks(&[task(
+            "a",
+            dic_psn(1),
+            TaskState::Done {
+                at: t("2025-05-03T10:00:00Z"),
+            },
+        )])
+        .expect("finish");
+    assert_eq!(
+        store.finished_totals().expect("totals")["dic_psn_available"],
+        FinishedCounts {
+            done: 1,
+            expired: 0
+        }
+    );
+    assert_eq!(store.open_task_summaries().expect("open").len(), 1);
+}
+
+/// A store written by schema 4 (no time-ordered indexes) gets both at open, and its purges
+/// then find what is due; opening it again changes nothing.
+#[test]
+fn schema_4_stores_get_the_purge_indexes() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let old = t("2024-01-01T00:00:00Z");
+    let mut rec = support::store::record("case-1", 1);
+    rec.head.state = ttp_agent::domain::RecordState::Pseudonymised;
+    rec.head.updated_at = old;
+    store.insert_records(&[rec]).expect("insert");
+    store
+        .put_tasks(&[
+            task("done", send_idat("T-1"), TaskState::Done { at: old }),
+            task("open", dic_psn(1), TaskState::Received),
+        ])
+        .expect("put");
+    drop(store);
+    {
+        let db = support::store::raw_db(ts.path());
+        assert!(db.drop_tree("idx_idat_due").expect("drop"));
+        assert!(db.drop_tree("idx_finished_tasks").expect("drop"));
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("schema_version", 4u64.to_be_bytes())
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    for _ in 0..2 {
+        let store = ts.open();
+        assert_eq!(
+            store.schema_version().expect("version"),
+            ttp_agent::store::CURRENT_SCHEMA
+        );
+        assert!(store.check_integrity().expect("check").is_ok());
+    }
+    let store = ts.open();
+    let cutoff = t("2025-01-01T00:00:00Z");
+    assert_eq!(store.purge_finished_tasks(cutoff).expect("purge"), 1);
+    assert_eq!(store.purge_idat(cutoff, |_| false).expect("purge"), 1);
+    assert!(store.check_integrity().expect("check").is_ok());
+}
