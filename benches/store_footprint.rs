@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
+use ttp_agent::domain::{Idat, LocalRecord, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::{IdatKey, Store, StoreOptions};
 use ttp_proto::IdatElement;
 
@@ -49,14 +49,7 @@ fn record(i: u64) -> LocalRecord {
     .into_iter()
     .collect();
     LocalRecord {
-        head: RecordHead {
-            local_id: format!("case-{i:010}"),
-            bloom_filter: filter(i),
-            state: RecordState::New,
-            pseudonym: None,
-            created_at: now,
-            updated_at: now,
-        },
+        head: ttp_agent::testkit::head(&format!("case-{i:010}"), filter(i), RecordState::New, now),
         idat: Some(Idat(idat)),
     }
 }

@@ -6,8 +6,9 @@
 //! package's dev-dependency on itself turns on (Cargo.toml): `cargo test`, `cargo bench` and
 //! `cargo clippy --all-targets` have it, the shipped binary does not.
 //!
-//! * [`task`]: a [`TaskRecord`] as a listing leaves it, with the task kinds tests use.
-//! * [`record`], [`filter`], [`idat`]: records with synthetic IDAT and filters.
+//! * [`task`]: a [`TaskRecord`] as a listing leaves it, with the task kinds tests use;
+//!   [`wire_task`]: the parsed task itself.
+//! * [`record`], [`head`], [`filter`], [`idat`]: records with synthetic IDAT and filters.
 //! * [`sim_config`], [`starter_config`]: a simulator and a starter configuration pointing at
 //!   it (`ttp-agent init`'s file with text edits).
 
@@ -37,17 +38,22 @@ pub fn at(rfc3339: &str) -> DateTime<Utc> {
 pub fn task(key: &str, kind: TaskKind, state: TaskState, at: DateTime<Utc>) -> TaskRecord {
     TaskRecord {
         key: TaskKey(key.to_string()),
-        task: Task {
-            kind,
-            expires: None,
-            unknown_parts: Vec::new(),
-        },
+        task: wire_task(kind, None),
         state,
         attempts: 0,
         last_error: None,
         first_seen: at,
         updated_at: at,
         last_seen_poll: 1,
+    }
+}
+
+/// A task as the parser returns it from a listing: `kind`, due at `expires`, no unknown parts.
+pub fn wire_task(kind: TaskKind, expires: Option<DateTime<Utc>>) -> Task {
+    Task {
+        kind,
+        expires,
+        unknown_parts: Vec::new(),
     }
 }
 
@@ -113,15 +119,26 @@ pub fn idat(given: &str, family: &str) -> Idat {
 /// `at`.
 pub fn record(local_id: &str, seed: u64, at: DateTime<Utc>) -> LocalRecord {
     LocalRecord {
-        head: RecordHead {
-            local_id: local_id.to_string(),
-            bloom_filter: filter(seed),
-            state: RecordState::New,
-            pseudonym: None,
-            created_at: at,
-            updated_at: at,
-        },
+        head: head(local_id, filter(seed), RecordState::New, at),
         idat: Some(idat("Testa", &format!("Synthetica{seed}"))),
+    }
+}
+
+/// A record head in `state` with `bloom_filter`, created and last changed at `at`, without a
+/// pseudonym; change the fields a test is about.
+pub fn head(
+    local_id: &str,
+    bloom_filter: Vec<u8>,
+    state: RecordState,
+    at: DateTime<Utc>,
+) -> RecordHead {
+    RecordHead {
+        local_id: local_id.to_string(),
+        bloom_filter,
+        state,
+        pseudonym: None,
+        created_at: at,
+        updated_at: at,
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use ttp_agent::domain::{Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState};
 use ttp_agent::store::Store;
-use ttp_proto::{BloomFilter, IdatElement, Task, TaskKind};
+use ttp_proto::{BloomFilter, IdatElement, TaskKind};
 
 use super::BenchResult;
 
@@ -38,14 +38,17 @@ pub fn record(i: u64, now: DateTime<Utc>) -> LocalRecord {
     ]
     .into_iter()
     .collect();
+    let created = now - chrono::Duration::days(20);
     LocalRecord {
         head: RecordHead {
-            local_id: format!("case-{i:010}"),
-            bloom_filter: filter(i),
-            state: RecordState::Pseudonymised,
             pseudonym: Some(format!("bench-study_{i:08X}")),
-            created_at: now - chrono::Duration::days(20),
             updated_at: now - chrono::Duration::days(10),
+            ..ttp_agent::testkit::head(
+                &format!("case-{i:010}"),
+                filter(i),
+                RecordState::Pseudonymised,
+                created,
+            )
         },
         idat: Some(Idat(idat)),
     }
@@ -86,11 +89,7 @@ pub fn finished_task(i: u64, now: DateTime<Utc>) -> TaskRecord {
                 .collect(),
         },
     };
-    let task = Task {
-        kind,
-        expires: None,
-        unknown_parts: Vec::new(),
-    };
+    let task = ttp_agent::testkit::wire_task(kind, None);
     let mut rec = ttp_agent::testkit::task(&task.key().0, task.kind, TaskState::Done { at }, at);
     rec.attempts = 1;
     rec.first_seen = at - chrono::Duration::minutes(5);

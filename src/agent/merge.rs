@@ -166,7 +166,8 @@ pub fn review_open(
 mod tests {
     use super::*;
     use crate::domain::{Attention, TaskState};
-    use ttp_proto::{BloomFilter, TaskKind};
+    use crate::testkit::{self, wire_task};
+    use ttp_proto::TaskKind;
 
     fn reconcile_in_doubt(
         mut rec: TaskRecord,
@@ -217,33 +218,16 @@ mod tests {
     }
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-10T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        testkit::at("2026-01-10T10:00:00Z")
     }
 
     fn dic() -> Task {
-        Task {
-            kind: TaskKind::DicPsnAvailable {
-                bloom_filter: BloomFilter(vec![1, 2, 3]),
-                target: "dic_a".into(),
-                pseudonym: "psn_1".into(),
-            },
-            expires: None,
-            unknown_parts: vec![],
-        }
+        wire_task(testkit::dic_psn_available(vec![1, 2, 3], "psn_1"), None)
     }
 
     fn send_idat() -> Task {
-        Task {
-            kind: TaskKind::SendIdat {
-                task_id: "t-1".into(),
-                subject: ttp_proto::SendIdatSubject::Pseudonym("psn_1".into()),
-                elements: vec![],
-            },
-            expires: Some(crate::testkit::at("2026-01-12T10:00:00+01:00")),
-            unknown_parts: vec![],
-        }
+        let due = testkit::at("2026-01-12T10:00:00+01:00");
+        wire_task(testkit::send_idat("t-1", "psn_1"), Some(due))
     }
 
     fn key() -> TaskKey {
@@ -256,14 +240,13 @@ mod tests {
         assert_eq!(rec.state, TaskState::Received);
         assert_eq!(rec.last_seen_poll, 7);
 
-        let unknown = Task {
-            kind: TaskKind::Unknown {
+        let unknown = wire_task(
+            TaskKind::Unknown {
                 name: "delete_everything".into(),
                 raw: serde_json::json!({}),
             },
-            expires: None,
-            unknown_parts: vec![],
-        };
+            None,
+        );
         let rec = merge_listed(None, key(), unknown, t0(), 7);
         assert!(matches!(
             rec.state,
@@ -383,15 +366,7 @@ mod tests {
     }
 
     fn repeat() -> Task {
-        Task {
-            kind: TaskKind::RepeatRequest {
-                study: "s".into(),
-                bloom_filter: BloomFilter(vec![1, 2, 3]),
-                target: "dic_a".into(),
-            },
-            expires: None,
-            unknown_parts: vec![],
-        }
+        wire_task(testkit::repeat_request(vec![1, 2, 3]), None)
     }
 
     #[test]

@@ -452,12 +452,8 @@ mod tests {
         let now = Utc::now();
         let week = chrono::Duration::days(7);
         let rec = |state: RecordState, age_days: i64| RecordHead {
-            local_id: "x".into(),
-            bloom_filter: vec![1],
-            state,
-            pseudonym: None,
-            created_at: now,
             updated_at: now - chrono::Duration::days(age_days),
+            ..crate::testkit::head("x", vec![1], state, now)
         };
         assert!(needs_registration(&rec(RecordState::New, 0), now, week));
         assert!(needs_registration(
@@ -490,13 +486,8 @@ mod tests {
     fn psn_answers_are_applied_per_filter() {
         use ttp_proto::ops::{PsnError, PsnResponse, PsnResult};
         let now = Utc::now();
-        let rec = |id: &str, bf: u8| RecordHead {
-            local_id: id.into(),
-            bloom_filter: vec![bf; 4],
-            state: RecordState::Sending { batch: 1 },
-            pseudonym: None,
-            created_at: now,
-            updated_at: now,
+        let rec = |id: &str, bf: u8| {
+            crate::testkit::head(id, vec![bf; 4], RecordState::Sending { batch: 1 }, now)
         };
         let mut batch = vec![rec("a", 1), rec("b", 2), rec("c", 3), rec("d", 1)];
         let response = PsnResponse {

@@ -55,22 +55,15 @@ pub(crate) fn screen_psn_response(response: &mut PsnResponse, pattern: &Regex) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::{BloomFilter, Task};
+    use ttp_proto::Task;
 
     fn pattern() -> Regex {
         Regex::new(crate::config::DEFAULT_PSEUDONYM_PATTERN).unwrap()
     }
 
     fn dic(pseudonym: &str) -> Task {
-        Task {
-            kind: TaskKind::DicPsnAvailable {
-                bloom_filter: BloomFilter(pseudonym.as_bytes().to_vec()),
-                target: "dic".into(),
-                pseudonym: pseudonym.into(),
-            },
-            expires: None,
-            unknown_parts: vec![],
-        }
+        let kind = crate::testkit::dic_psn_available(pseudonym.as_bytes().to_vec(), pseudonym);
+        crate::testkit::wire_task(kind, None)
     }
 
     #[test]

@@ -335,14 +335,7 @@ mod tests {
         let mut idat = Idat::default();
         idat.0.insert(IdatElement::Family, "Mustermann".into());
         LocalRecord {
-            head: RecordHead {
-                local_id: "case-1".into(),
-                bloom_filter: vec![1, 2, 3],
-                state: RecordState::AwaitingClearing,
-                pseudonym: None,
-                created_at: now,
-                updated_at: now,
-            },
+            head: crate::testkit::head("case-1", vec![1, 2, 3], RecordState::AwaitingClearing, now),
             idat: Some(idat),
         }
     }

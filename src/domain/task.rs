@@ -631,39 +631,19 @@ impl std::fmt::Display for Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ttp_proto::BloomFilter;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
+    use crate::testkit::{self, at, wire_task};
 
     fn t0() -> DateTime<Utc> {
         at("2026-01-10T10:00:00Z")
     }
 
     fn send_idat(expires: Option<&str>) -> TaskRecord {
-        let task = Task {
-            kind: TaskKind::SendIdat {
-                task_id: "t-1".into(),
-                subject: SendIdatSubject::Pseudonym("psn_1".into()),
-                elements: vec![],
-            },
-            expires: expires.map(at),
-            unknown_parts: vec![],
-        };
+        let task = wire_task(testkit::send_idat("t-1", "psn_1"), expires.map(at));
         TaskRecord::listed(TaskKey("send_idat/t-1".into()), task, t0(), 1)
     }
 
     fn repeat() -> TaskRecord {
-        let task = Task {
-            kind: TaskKind::RepeatRequest {
-                study: "s".into(),
-                bloom_filter: BloomFilter(vec![1, 2, 3]),
-                target: "t".into(),
-            },
-            expires: None,
-            unknown_parts: vec![],
-        };
+        let task = wire_task(testkit::repeat_request(vec![1, 2, 3]), None);
         TaskRecord::listed(TaskKey("repeat/x".into()), task, t0(), 1)
     }
 

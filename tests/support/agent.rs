@@ -10,6 +10,8 @@ use ttp_agent::cli::context::{self, Loaded};
 use ttp_agent::config::AgentConfig;
 use ttp_encode::profile::ProfileEncoder;
 
+// Both test binaries include this module; the soak binary uses not every name.
+#[allow(unused_imports)]
 pub use ttp_agent::testkit::{API_KEY, STUDY, TARGET, sim_config};
 
 pub struct Env {

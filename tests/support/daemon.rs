@@ -16,11 +16,6 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 /// hang. Never a speed requirement.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A starter-configuration edit: the admin endpoint on a port the OS picks, so that daemons
-/// of tests running in parallel do not compete for the default 127.0.0.1:9464.
-pub const ADMIN_ON_ANY_FREE_PORT: (&str, &str) =
-    ("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"");
-
 /// A loopback port that was free a moment ago (for a daemon whose admin port a test must
 /// know in advance).
 pub fn free_port() -> u16 {
@@ -64,8 +59,15 @@ impl Daemon {
         }
     }
 
+    /// The daemon's pid while it runs. Never 0 for a daemon already reaped: `kill(0, sig)`
+    /// signals the whole process group, which holds every daemon the tests of this binary
+    /// started (a crash test's final daemon would end "by itself").
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+        let child = self
+            .child
+            .as_ref()
+            .expect("the daemon was already reaped: it has no pid to signal");
+        child.id() as i32
     }
 
     pub fn raw_log(&self) -> String {
@@ -129,8 +131,10 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
-        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+        let pid = self.pid();
+        // SAFETY: kill(2) on the pid of our own, not yet reaped, child (`pid` refuses a
+        // reaped one, so this is never 0, the process group).
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
     /// Waits for the exit (bounded by [`PATIENCE`]); returns the status and how long it took.

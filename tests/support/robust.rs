@@ -7,9 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-
-use ttp_agent::cli::init::{TtpSettings, write_starter};
+use std::process::{ExitStatus, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
@@ -58,25 +56,11 @@ impl Drop for OwnSim {
 }
 
 /// A starter configuration for `base_url` in `dir`, with text replacements applied (each
-/// `from` must occur in the starter file).
+/// `from` must occur in the starter file) and the admin endpoint on a port the OS picks: the
+/// testkit's, which the benches and the other tests use too.
 pub fn write_config(dir: &Path, base_url: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let config_path = write_starter(
-        dir,
-        Some(&TtpSettings {
-            base_url: base_url.to_string(),
-            study: crate::support::agent::STUDY.into(),
-            target: crate::support::agent::TARGET.into(),
-            api_key: crate::support::agent::API_KEY.into(),
-        }),
-    )
-    .expect("starter config");
-    let mut text = std::fs::read_to_string(&config_path).expect("read config");
-    for (from, to) in edits {
-        assert!(text.contains(from), "starter config lacks {from:?}");
-        text = text.replace(from, to);
-    }
-    std::fs::write(&config_path, text).expect("write config");
-    config_path
+    ttp_agent::testkit::starter_config(dir, base_url, edits)
+        .unwrap_or_else(|e| panic!("starter config: {e:#}"))
 }
 
 /// Settings that make a daemon poll every second, judge in-doubt answers after 2 s and retry
@@ -141,5 +125,178 @@ impl Drop for Reaped {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// One run of the binary in a crash test: `args`, text logs to `log`, stdout discarded. The
+/// child is [`Reaped`], so a failing test leaves no agent behind.
+pub struct CrashRun {
+    child: Reaped,
+    log: PathBuf,
+}
+
+impl CrashRun {
+    pub fn start(args: &[&str], log: PathBuf) -> CrashRun {
+        let child = crate::support::hermetic::command(BIN)
+            .args(args)
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("run log"))
+            .spawn()
+            .expect("the agent starts");
+        CrashRun {
+            child: Reaped(child),
+            log,
+        }
+    }
+
+    /// Lets the run go on for `delay`, then kills it with SIGKILL and reaps it: `None`. A run
+    /// that ended by itself first is not killed: `Some(its status)`.
+    pub async fn kill_after(mut self, delay: std::time::Duration) -> Option<ExitStatus> {
+        tokio::time::sleep(delay).await;
+        match self.child.try_wait().expect("try_wait") {
+            None => {
+                self.child.kill().expect("SIGKILL");
+                self.child.wait().expect("reaped");
+                None
+            }
+            Some(status) => Some(status),
+        }
+    }
+
+    /// Waits for the run to end by itself (at most `patience`, then the test fails).
+    pub async fn wait_for_end(mut self, patience: std::time::Duration) -> ExitStatus {
+        let waiting = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                waiting.elapsed() < patience,
+                "the run did not end within {patience:?}; its log: {}",
+                self.log.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where the run logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+}
+
+/// The last daemon of a crash test, which must finish the job undisturbed: its log is kept
+/// (`final.log`, its tail printed if the test fails), and it is killed if the test fails.
+pub struct FinalDaemon {
+    child: Reaped,
+    log: crate::support::logs::KeptLog,
+}
+
+impl FinalDaemon {
+    pub fn start(config: &str) -> FinalDaemon {
+        let log = crate::support::logs::KeptLog::new("final.log");
+        let child = crate::support::hermetic::command(BIN)
+            .args(["run", "--config", config])
+            .env("TTP_AGENT_LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(log.create())
+            .spawn()
+            .expect("the final daemon starts");
+        FinalDaemon {
+            child: Reaped(child),
+            log,
+        }
+    }
+
+    /// Fails the test if the daemon has ended (it never ends by itself while its store works).
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!(
+                "the final daemon died ({status}); its log: {}",
+                self.log.path().display()
+            );
+        }
+    }
+
+    /// Sends SIGTERM and waits for the daemon to end (it flushes what it has first).
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        self.child.wait().expect("reaped")
+    }
+
+    /// Stops the daemon with SIGTERM, which must end it with status 0.
+    pub fn stop(self) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "SIGTERM must end the daemon with 0, got {status}"
+        );
+    }
+}
+
+/// Every record has the pseudonym the simulator assigned to its filter: the end state of a
+/// crash test, whatever was done to the agent in between.
+pub fn assert_pseudonyms_are_the_fttps(
+    records: &[ttp_agent::domain::LocalRecord],
+    sim: &ttp_sim::SimHandle,
+) {
+    for rec in records {
+        assert_eq!(
+            rec.head.state,
+            ttp_agent::domain::RecordState::Pseudonymised,
+            "{}",
+            rec.head.local_id
+        );
+        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
+        assert_eq!(
+            rec.head.pseudonym,
+            sim.pseudonym_of(&bf),
+            "{}",
+            rec.head.local_id
+        );
+    }
+}
+
+/// The agent's own view once a crash test's final daemon has stopped: every record and the
+/// tasks still open, after up to six one-shot cycles (`poll --once`, 3.2 s apart) while
+/// records still wait for a pseudonym or tasks are open. A `dic_psn_available` whose every
+/// listing was fetched by a process killed before its merge reached the disk is recovered by
+/// registering the filter again after `[submit] recheck_after` (ARCHITECTURE.md, durability
+/// point 9), which the crash tests set to 3 s. Returns the cycles it took, too.
+pub async fn settle_after_final_daemon(
+    config_path: &Path,
+) -> (
+    Vec<ttp_agent::domain::LocalRecord>,
+    Vec<ttp_agent::domain::TaskRecord>,
+    usize,
+) {
+    let loaded = crate::support::agent::load(config_path);
+    let config = config_path.to_str().expect("utf-8 path");
+    let mut rechecks = 0;
+    loop {
+        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets)
+            .expect("the store opens");
+        let all = store.records_in_states(|_| true).expect("records");
+        let open: Vec<_> = store
+            .tasks()
+            .expect("tasks")
+            .into_iter()
+            .filter(|t| !t.state.is_final())
+            .collect();
+        let waiting = all
+            .iter()
+            .filter(|r| r.head.state != ttp_agent::domain::RecordState::Pseudonymised)
+            .count();
+        drop(store);
+        if (waiting == 0 && open.is_empty()) || rechecks == 6 {
+            return (all, open, rechecks);
+        }
+        rechecks += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
+        let out = run_bin(&["poll", "--once", "--config", config], &[]);
+        assert!(out.status.success(), "{}", text(&out));
     }
 }

@@ -152,19 +152,19 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Idat, RecordHead, RecordState};
+    use crate::domain::{Idat, RecordState};
     use IdatElement::*;
 
     fn record(local_id: &str, filter: u8, idat: &[(IdatElement, &str)]) -> LocalRecord {
+        let mut head = crate::testkit::head(
+            local_id,
+            vec![filter; 8],
+            RecordState::Pseudonymised,
+            chrono::DateTime::UNIX_EPOCH,
+        );
+        head.pseudonym = Some("psn".into());
         LocalRecord {
-            head: RecordHead {
-                local_id: local_id.into(),
-                bloom_filter: vec![filter; 8],
-                state: RecordState::Pseudonymised,
-                pseudonym: Some("psn".into()),
-                created_at: chrono::DateTime::UNIX_EPOCH,
-                updated_at: chrono::DateTime::UNIX_EPOCH,
-            },
+            head,
             idat: Some(Idat(
                 idat.iter().map(|(e, v)| (*e, (*v).to_owned())).collect(),
             )),

@@ -14,9 +14,29 @@ use ttp_agent::status::StatusReport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// The admin address the daemon logged once it had bound it (`admin endpoints: …
+/// listen=ADDR`). The daemon binds port 0 itself: a port the test picked by binding :0 and
+/// letting go could be taken by another process before the daemon binds it (the daemon then
+/// exits, or the test talks to a stranger).
+async fn logged_admin_addr(daemon: &mut std::process::Child, log: &std::path::Path) -> SocketAddr {
+    let mut waited = Duration::ZERO;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let bound = text
+            .lines()
+            .filter(|l| l.contains("admin endpoints"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("listen=")));
+        if let Some(addr) = bound {
+            return addr.parse().expect("a socket address");
+        }
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the daemon exited before it listened: {text}"
+        );
+        assert!(waited < Duration::from_secs(60), "never listened: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +73,7 @@ async fn a_listener_other_hosts_can_reach_needs_a_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_health_readiness_metrics_and_status_and_stops_on_sigterm() {
-    let addr = free_port();
-    let listen = format!("listen = \"{addr}\"");
-    let mut edits = token_edits();
-    edits.push(("listen = \"127.0.0.1:9464\"", &listen));
+    let edits = token_edits();
     // The scenario's token file is written by `scenario`; here the daemon gets its own.
     let env = setup(sim_config(2), &edits).await;
     std::fs::write(
@@ -74,6 +91,7 @@ async fn the_daemon_serves_health_readiness_metrics_and_status_and_stops_on_sigt
         .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
+    let addr = logged_admin_addr(&mut daemon, &env.dir.path().join("daemon.log")).await;
     let client = http();
     let url = |p: &str| format!("http://{addr}{p}");
 

@@ -32,9 +32,7 @@ impl Site {
         cfg.repeat_first = 0.0;
         let sim = OwnSim::start(cfg);
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut all = vec![("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\"")];
-        all.extend_from_slice(edits);
-        let config = write_config(dir.path(), &sim.base_url(), &all);
+        let config = write_config(dir.path(), &sim.base_url(), edits);
         Site { dir, config, sim }
     }
 

@@ -64,7 +64,6 @@ fn sending(e: &Value) -> bool {
 /// fires at start-up (so every poll in the test is accounted for), no jitter.
 fn daemon_edits(grace: &'static str) -> Vec<(&'static str, &'static str)> {
     vec![
-        ADMIN_ON_ANY_FREE_PORT,
         ("cron = \"0 */15 * * * *\"", "cron = \"0 0 0 1 1 *\""),
         ("jitter = \"60s\"", "jitter = \"0s\""),
         ("grace_period = \"10s\"", grace),
@@ -163,7 +162,6 @@ async fn sighup_applies_a_new_schedule_and_level_and_names_what_needs_a_restart(
     let env = setup(
         sim_config(23),
         &[
-            ADMIN_ON_ANY_FREE_PORT,
             ("cron = \"0 */15 * * * *\"", "cron = \"0 0 0 1 1 *\""),
             ("jitter = \"60s\"", "jitter = \"0s\""),
         ],
@@ -285,4 +283,20 @@ async fn json_logs_are_one_object_per_line_with_poll_and_task_spans_and_no_idat(
     assert_eq!(env.sim.received_patients().len(), RECORDS);
     assert!(!log.contains(API_KEY));
     env.sim.shutdown().await;
+}
+
+/// A reaped daemon has no pid: signalling it must fail the test instead of reaching pid 0,
+/// which kill(2) reads as "every process of my group": the daemons of every other test of
+/// this binary (a crash test's final daemon among them, which a SIGTERM ends with status 0).
+/// Signal 0 only checks, so even without the guard this test signals nobody.
+#[tokio::test]
+#[should_panic(expected = "already reaped")]
+async fn a_reaped_daemon_is_never_signalled_through_the_process_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut daemon = Daemon::spawn(
+        std::process::Command::new("true"),
+        &dir.path().join("true.log"),
+    );
+    daemon.wait_exit().await;
+    daemon.signal(0);
 }

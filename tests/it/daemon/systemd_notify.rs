@@ -39,7 +39,6 @@ async fn ready_status_watchdog_and_stopping_reach_the_notify_socket() {
     let env = setup(
         sim_config(41),
         &[
-            ADMIN_ON_ANY_FREE_PORT,
             ("cron = \"0 */15 * * * *\"", "cron = \"0 0 0 1 1 *\""),
             ("jitter = \"60s\"", "jitter = \"0s\""),
         ],

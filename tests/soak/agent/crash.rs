@@ -7,35 +7,29 @@
 //! every duplicate `$providePatientData` (the one request that must never be repeated), and
 //! every data-minimisation violation.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::agent::*;
 use crate::support::hermetic;
-use crate::support::logs::{KeptLog, kept_dir};
+use crate::support::logs::kept_dir;
+use crate::support::robust::{
+    BIN, CrashRun, FinalDaemon, assert_pseudonyms_are_the_fttps, settle_after_final_daemon,
+};
 use rand::{RngExt as _, SeedableRng as _};
-use ttp_agent::domain::RecordState;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 const RECORDS: usize = 250;
 const MIN_KILLS: usize = 20;
 
+/// Poll every second, without jitter, judge in-doubt answers after 2 s (the robustness tests'
+/// fast schedule), with debug logs; a missed dic_psn_available is recovered by registering
+/// the filter again after 3 s.
 fn fast_schedule() -> Vec<(&'static str, &'static str)> {
-    vec![
-        // Poll every second, without jitter, and judge in-doubt answers after 2 s.
-        ("cron = \"0 */15 * * * *\"", "cron = \"* * * * * *\""),
-        ("jitter = \"60s\"", "jitter = \"0s\""),
-        ("[ttp]\n", "[ttp]\ntimeout = \"1s\"\n"),
-        (
-            "[dispatch]\n",
-            "[dispatch]\nretry_base = \"1s\"\nretry_cap = \"2s\"\n",
-        ),
+    let mut edits = crate::support::robust::fast_schedule();
+    edits.extend([
         ("level = \"info\"", "level = \"debug\""),
-        // A missed dic_psn_available is recovered by registering the filter again.
         ("batch_size = 50", "batch_size = 50\nrecheck_after = \"3s\""),
-        // Tests run in parallel: no fixed admin port.
-        ("listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:0\""),
-    ]
+    ]);
+    edits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,30 +79,18 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             submitted = true;
             continue;
         }
-        let log = std::fs::File::create(logs.join(format!("run-{runs:02}.log"))).unwrap();
-        let mut child = hermetic::command(BIN)
-            .args(&args)
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the agent starts");
+        let run = CrashRun::start(&args, logs.join(format!("run-{runs:02}.log")));
         let delay = Duration::from_millis(rng.random_range(30..900));
-        tokio::time::sleep(delay).await;
-        match child.try_wait().unwrap() {
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
+        let log = run.log_path();
+        match run.kill_after(delay).await {
+            None => kills += 1,
             Some(status) => {
-                let log = std::fs::read_to_string(logs.join(format!("run-{runs:02}.log")))
-                    .unwrap_or_default();
                 // `submit` may finish before the kill; that is fine. Anything else is not.
                 assert!(
                     status.success() && args[0] == "submit",
-                    "run {runs} ({}) exited by itself with {status}:\n{log}",
-                    args[0]
+                    "run {runs} ({}) exited by itself with {status}:\n{}",
+                    args[0],
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
                 submitted = true;
             }
@@ -117,14 +99,7 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
 
     // Let a final daemon run until the fTTP has nothing open and every filter is
     // pseudonymised, then stop it with SIGTERM (which must exit 0).
-    let final_log = KeptLog::new("final.log");
-    let mut daemon = hermetic::command(BIN)
-        .args(["run", "--config", &config])
-        .env("TTP_AGENT_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(final_log.create())
-        .spawn()
-        .unwrap();
+    let mut daemon = FinalDaemon::start(&config);
     let started = Instant::now();
     loop {
         let stats = env.sim.stats();
@@ -139,78 +114,21 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
             started.elapsed() < Duration::from_secs(90),
             "not converged: {open} open tasks, {stats:?}"
         );
-        if let Some(status) = daemon.try_wait().unwrap() {
-            panic!(
-                "the final daemon died ({status}); its log: {}",
-                final_log.path().display()
-            );
-        }
+        daemon.assert_alive();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // One more cycle so the agent stores what the last listing said.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let pid = daemon.id() as i32;
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = daemon.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must end the daemon with 0, got {status}"
-    );
+    daemon.stop();
 
     assert_protocol_kept(&env.sim.stats(), 50);
 
     // The agent's own view must converge too. A dic_psn_available whose every listing was
     // fetched by a process killed before it reached the disk is recovered by registering the
     // filter again after `recheck_after`; give that a few one-shot cycles.
-    let loaded = load(&env.config_path);
-    let mut rechecks = 0;
-    let (all, open) = loop {
-        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
-        let all = store.records_in_states(|_| true).unwrap();
-        let open: Vec<_> = store
-            .tasks()
-            .unwrap()
-            .into_iter()
-            .filter(|t| !t.state.is_final())
-            .collect();
-        let waiting = all
-            .iter()
-            .filter(|r| r.head.state != RecordState::Pseudonymised)
-            .count();
-        drop(store);
-        if (waiting == 0 && open.is_empty()) || rechecks == 6 {
-            break (all, open);
-        }
-        rechecks += 1;
-        tokio::time::sleep(Duration::from_millis(3200)).await;
-        let out = hermetic::command(BIN)
-            .args(["poll", "--once", "--config", &config])
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let (all, open, rechecks) = settle_after_final_daemon(&env.config_path).await;
     assert_eq!(all.len(), RECORDS, "no record lost");
-    for rec in &all {
-        assert_eq!(
-            rec.head.state,
-            RecordState::Pseudonymised,
-            "{}",
-            rec.head.local_id
-        );
-        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
-        assert_eq!(
-            rec.head.pseudonym,
-            env.sim.pseudonym_of(&bf),
-            "{}",
-            rec.head.local_id
-        );
-    }
+    assert_pseudonyms_are_the_fttps(&all, &env.sim);
     assert!(open.is_empty(), "tasks left open: {open:?}");
     let stats = env.sim.stats();
     assert_eq!(

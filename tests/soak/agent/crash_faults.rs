@@ -8,18 +8,15 @@
 //! seed of the kill moments and the fault sequence, `TTP_CRASH_RECORDS` the number of records.
 //! `scripts/crash-soak.sh N` runs this test with N kills in release mode.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support;
 use crate::support::agent::*;
-use crate::support::hermetic;
-use crate::support::logs::{KeptLog, kept_dir};
+use crate::support::logs::kept_dir;
+use crate::support::robust::{
+    CrashRun, FinalDaemon, assert_pseudonyms_are_the_fttps, settle_after_final_daemon,
+};
 use rand::{RngExt as _, SeedableRng as _};
-use ttp_agent::domain::RecordState;
 use ttp_sim::{FaultConfig, FaultKind, FaultTiming};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -42,6 +39,8 @@ fn edits() -> Vec<(&'static str, &'static str)> {
             "[dispatch]\nretry_base = \"1s\"\nretry_cap = \"2s\"\n",
         ),
         ("level = \"info\"", "level = \"debug\""),
+        // A missed dic_psn_available is recovered by registering the filter again (see below).
+        ("batch_size = 50", "batch_size = 50\nrecheck_after = \"3s\""),
     ]
 }
 
@@ -56,9 +55,11 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     cfg.repeat_first = 0.4;
     cfg.latency = Some(Duration::from_millis(3));
     // A `dic_psn_available` lost to a kill or a fault is recovered by registering the filter
-    // again after `[submit] recheck_after` (7 days by default; tested in tests/soak/agent/faults.rs).
-    // Here the fTTP lists it a few more times, so that this test stays about kills and
-    // faults, not about waiting.
+    // again after `[submit] recheck_after` (7 days by default, 3 s here). The fTTP lists it a
+    // few more times, so that the recheck is seldom needed; but on a loaded machine the killed
+    // runs can fetch all six listings of one before any merge reaches the disk (one run ended
+    // with a record awaiting clearing that way), so the end waits for rechecks as
+    // `agent::crash` does.
     cfg.dic_listings = 6;
     cfg.faults = FaultConfig {
         probability: 0.2,
@@ -123,34 +124,15 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
         // plan of the later runs does not change.
         let finish_submit = args[0] == "submit" && runs > 1 && submits_finished == 0;
         let log_path = logs.join(format!("run-{runs:03}.log"));
-        let mut child = support::robust::Reaped(
-            hermetic::command(BIN)
-                .args(&args)
-                .env("TTP_AGENT_LOG_FORMAT", "text")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log_path).unwrap())
-                .spawn()
-                .expect("the agent starts"),
-        );
+        let run = CrashRun::start(&args, log_path.clone());
         let delay = Duration::from_millis(rng.random_range(30..1200));
-        if finish_submit {
-            let waiting = Instant::now();
-            while child.try_wait().unwrap().is_none() {
-                assert!(
-                    waiting.elapsed() < Duration::from_secs(300),
-                    "run {runs}: the completing submit did not end"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let ended = if finish_submit {
+            Some(run.wait_for_end(Duration::from_secs(300)).await)
         } else {
-            tokio::time::sleep(delay).await;
-        }
-        match child.try_wait().unwrap() {
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
+            run.kill_after(delay).await
+        };
+        match ended {
+            None => kills += 1,
             Some(status) => {
                 // `submit` may finish first: with status 1 when a fault paused the
                 // registration (the daemon sends the rest). A daemon never ends by itself.
@@ -167,16 +149,7 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     }
 
     // A last daemon, undisturbed (but still with faults), finishes the job.
-    let final_log = KeptLog::new("final.log");
-    let mut daemon = support::robust::Reaped(
-        hermetic::command(BIN)
-            .args(["run", "--config", &config])
-            .env("TTP_AGENT_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(final_log.create())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = FinalDaemon::start(&config);
     let converging = Instant::now();
     loop {
         let stats = env.sim.stats();
@@ -187,21 +160,14 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
             break;
         }
         if converging.elapsed() > Duration::from_secs(180) {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-            let _ = daemon.wait();
+            let _ = daemon.terminate();
             panic!(
                 "not converged: {} open tasks, {stats:?}\n{}",
                 env.sim.open_tasks().len(),
                 diagnose(&env)
             );
         }
-        if let Some(status) = daemon.try_wait().unwrap() {
-            panic!(
-                "the final daemon died ({status}); its log: {}",
-                final_log.path().display()
-            );
-        }
+        daemon.assert_alive();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Without faults, let the agent store what the last listings said (and resolve in-doubt
@@ -209,50 +175,24 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     env.sim.set_faults(FaultConfig::none()).unwrap();
     let loaded = load(&env.config_path);
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    // SAFETY: kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) }, 0);
-    let status = daemon.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must end the daemon with 0: {status}"
-    );
+    daemon.stop();
 
     let stats = env.sim.stats();
     assert_protocol_kept(&stats, 30);
 
-    let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
-    let all = store.records_in_states(|_| true).unwrap();
+    let (all, open, rechecks) = settle_after_final_daemon(&env.config_path).await;
     assert_eq!(all.len(), records_n, "no record lost");
-    for rec in &all {
-        assert_eq!(
-            rec.head.state,
-            RecordState::Pseudonymised,
-            "{}",
-            rec.head.local_id
-        );
-        let bf = ttp_proto::BloomFilter(rec.head.bloom_filter.clone()).to_base64();
-        assert_eq!(
-            rec.head.pseudonym,
-            env.sim.pseudonym_of(&bf),
-            "{}",
-            rec.head.local_id
-        );
-    }
-    let open: Vec<_> = store
-        .tasks()
-        .unwrap()
-        .into_iter()
-        .filter(|t| !t.state.is_final())
-        .collect();
+    assert_pseudonyms_are_the_fttps(&all, &env.sim);
     assert!(open.is_empty(), "tasks left open: {open:?}");
+    let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
     let integrity = store.check_integrity().unwrap();
     assert!(integrity.is_ok(), "{integrity:?}");
     let requests: u64 = stats.requests_by_op.values().sum();
     println!(
         "crash + faults: {kills} SIGKILLs over {runs} runs ({submits_finished} submits finished \
-         first); {} faults injected ({} after processing) in {requests} requests; {} tasks \
-         raised, {} IDAT answers, {} registrations of {filters} filters ({} repeated); seed \
-         {seed}; {:.0} s",
+         first, {rechecks} recheck cycle(s) at the end); {} faults injected ({} after \
+         processing) in {requests} requests; {} tasks raised, {} IDAT answers, {} registrations \
+         of {filters} filters ({} repeated); seed {seed}; {:.0} s",
         stats.faults_injected,
         stats.faults_after_processing,
         stats.tasks_raised_by_type.values().sum::<u64>(),

@@ -55,13 +55,11 @@ fn assert_outcome(reply: &Reply, status: u16) {
 
 #[tokio::test]
 async fn metadata_is_a_public_capability_statement() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         auth: SimAuth::api_key_header("secret-key"),
         ..cfg()
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let response = client
         .http
         .get(client.url("metadata"))
@@ -103,8 +101,7 @@ async fn no_tasks_is_a_parameters_without_parameter() {
 
 #[tokio::test]
 async fn direct_pseudonyms_are_idempotent_deterministic_and_shaped_like_the_example() {
-    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(no_clearing_cfg()).await;
     let (f1, f2) = (filter(1), filter(2));
     let reply = client.register(&[&f1, &f2]).await;
     assert_eq!(reply.status, 200);
@@ -176,8 +173,7 @@ async fn direct_pseudonyms_are_idempotent_deterministic_and_shaped_like_the_exam
 
 #[tokio::test]
 async fn invalid_filters_get_an_error_entry_shaped_like_the_example() {
-    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(no_clearing_cfg()).await;
     let (good, short) = (filter(1), filter_of_len(2, 32));
     let reply = client.register(&["not base64!", &good, &short, "QQ"]).await;
     assert_eq!(reply.status, 200);
@@ -209,8 +205,7 @@ async fn invalid_filters_get_an_error_entry_shaped_like_the_example() {
 
 #[tokio::test]
 async fn clearing_with_repeat_request_runs_to_a_delivered_pseudonym() {
-    let sim = ttp_sim::start(clearing_cfg(1.0)).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(clearing_cfg(1.0)).await;
     let f = filter(7);
     let example = fixture("requestTasks-response.json");
 
@@ -248,10 +243,7 @@ async fn clearing_with_repeat_request_runs_to_a_delivered_pseudonym() {
         part(send_idat, "bloomfilter")["valueBase64Binary"],
         f.as_str()
     );
-    let task_id = part(send_idat, "taskId")["valueId"]
-        .as_str()
-        .expect("taskId")
-        .to_owned();
+    let task_id = task_id(send_idat).to_owned();
     let elements = requested_elements(send_idat);
     assert!(!elements.is_empty());
 
@@ -355,7 +347,7 @@ async fn send_idat_asks_for_deterministic_nonempty_subsets_with_future_expiry() 
             );
         }
         subsets.insert(elements);
-        let id = part(task, "taskId")["valueId"].as_str().expect("id");
+        let id = task_id(task);
         assert_eq!(id.len(), 36, "{id}");
         assert!(ids.insert(id.to_owned()), "duplicate task id {id}");
         let expires = part(task, "expires")["valueInstant"]
@@ -382,17 +374,14 @@ async fn send_idat_asks_for_deterministic_nonempty_subsets_with_future_expiry() 
 
 #[tokio::test]
 async fn idat_by_pseudonym_names_a_pseudonym_the_site_cannot_know() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         idat_by_pseudonym: 1.0,
         ..clearing_cfg(0.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let f = filter(3);
     client.register(&[&f]).await;
-    let tasks = client.tasks().await.body;
-    let task = &named(&tasks, "send_idat")[0];
+    let task = &client.first_send_idat().await;
     let example = &named(&fixture("requestTasks-response.json"), "send_idat")[0];
     let without_elements = |s: Vec<(String, String)>| -> Vec<(String, String)> {
         s.into_iter()
@@ -414,16 +403,14 @@ async fn idat_by_pseudonym_names_a_pseudonym_the_site_cannot_know() {
 
 #[tokio::test]
 async fn provide_violations_are_detected_and_rejected() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         elements: codes(&["given", "family"]),
         seed: 3,
         // A strict gateway: a missing element is an error (the IG's default is not).
         allow_missing_elements: false,
         ..clearing_cfg(0.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     // Find a filter whose task asks for both elements, so "missing" and "extra" are clear.
     let mut found = None;
     for n in 0..64 {
@@ -435,12 +422,7 @@ async fn provide_violations_are_detected_and_rejected() {
             .find(|t| part(t, "bloomfilter")["valueBase64Binary"] == f.as_str())
             .expect("task for the filter");
         if requested_elements(&task) == codes(&["given", "family"]) {
-            found = Some(
-                part(&task, "taskId")["valueId"]
-                    .as_str()
-                    .expect("id")
-                    .to_owned(),
-            );
+            found = Some(task_id(&task).to_owned());
             break;
         }
     }
@@ -543,8 +525,7 @@ async fn provide_violations_are_detected_and_rejected() {
 
 #[tokio::test]
 async fn the_ig_example_patient_answers_the_ig_example_task() {
-    let sim = ttp_sim::start(cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(cfg()).await;
     let example_task = &named(&fixture("requestTasks-response.json"), "send_idat")[0];
     let elements = requested_elements(example_task);
     let task_id = sim.add_send_idat(
@@ -565,21 +546,15 @@ async fn the_ig_example_patient_answers_the_ig_example_task() {
 
 #[tokio::test]
 async fn expiry_on_the_sim_clock_aborts_the_clearing_and_a_resend_restarts_it() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         task_ttl: Duration::from_secs(3600),
         ..clearing_cfg(0.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let f = filter(11);
     client.register(&[&f]).await;
-    let tasks = client.tasks().await.body;
-    let task = &named(&tasks, "send_idat")[0];
-    let task_id = part(task, "taskId")["valueId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let task = &client.first_send_idat().await;
+    let task_id = task_id(task).to_owned();
     let elements = requested_elements(task);
 
     sim.advance(Duration::from_secs(59 * 60));
@@ -608,8 +583,7 @@ async fn expiry_on_the_sim_clock_aborts_the_clearing_and_a_resend_restarts_it() 
 
     // Registering again starts a new clearing with a new task.
     client.register(&[&f]).await;
-    let tasks = client.tasks().await.body;
-    let renewed = &named(&tasks, "send_idat")[0];
+    let renewed = &client.first_send_idat().await;
     assert_ne!(part(renewed, "taskId")["valueId"], task_id.as_str());
     let stats = sim.stats();
     assert_eq!(
@@ -621,13 +595,11 @@ async fn expiry_on_the_sim_clock_aborts_the_clearing_and_a_resend_restarts_it() 
 
 #[tokio::test]
 async fn an_expired_repeat_request_aborts_its_clearing() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         task_ttl: Duration::from_secs(60),
         ..clearing_cfg(1.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     client.register(&[&filter(5)]).await;
     assert_eq!(named(&client.tasks().await.body, "repeat_request").len(), 1);
     sim.advance(Duration::from_secs(120));
@@ -640,16 +612,11 @@ async fn an_expired_repeat_request_aborts_its_clearing() {
 
 #[tokio::test]
 async fn expire_all_now_keeps_pseudonym_deliveries() {
-    let sim = ttp_sim::start(clearing_cfg(0.0)).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(clearing_cfg(0.0)).await;
     let (done, pending) = (filter(1), filter(2));
     client.register(&[&done, &pending]).await;
-    let tasks = client.tasks().await.body;
-    let first = &named(&tasks, "send_idat")[0];
-    let id = part(first, "taskId")["valueId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let first = &client.first_send_idat().await;
+    let id = task_id(first).to_owned();
     assert_eq!(
         client
             .provide(&id, patient_with(&requested_elements(first)))
@@ -667,17 +634,14 @@ async fn expire_all_now_keeps_pseudonym_deliveries() {
 
 #[tokio::test]
 async fn dic_listings_sets_how_often_a_pseudonym_is_listed() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         dic_listings: 3,
         ..clearing_cfg(0.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     client.register(&[&filter(1)]).await;
-    let tasks = client.tasks().await.body;
-    let task = &named(&tasks, "send_idat")[0];
-    let id = part(task, "taskId")["valueId"].as_str().expect("id");
+    let task = &client.first_send_idat().await;
+    let id = task_id(task);
     client
         .provide(id, patient_with(&requested_elements(task)))
         .await;
@@ -705,8 +669,7 @@ async fn dic_listings_sets_how_often_a_pseudonym_is_listed() {
 
 #[tokio::test]
 async fn injected_tasks_are_listed_until_cleared() {
-    let sim = ttp_sim::start(clearing_cfg(0.0)).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(clearing_cfg(0.0)).await;
     let unknown = json!({ "name": "notify_study_end", "part": [ { "name": "when", "valueDate": "2030-01-01" } ] });
     let malformed = json!({ "name": "send_idat", "part": "not an array" });
     sim.inject_task(unknown.clone());
@@ -725,13 +688,11 @@ async fn injected_tasks_are_listed_until_cleared() {
 
 #[tokio::test]
 async fn add_send_idat_for_raises_a_standalone_task() {
-    let sim = ttp_sim::start(cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(cfg()).await;
     let f = filter(9);
     let expires = sim.now() + TimeDelta::minutes(10);
     let id = sim.add_send_idat_for(&f, &["gender", "birthdate"], expires);
-    let tasks = client.tasks().await.body;
-    let task = &named(&tasks, "send_idat")[0];
+    let task = &client.first_send_idat().await;
     assert_eq!(part(task, "taskId")["valueId"], id.as_str());
     assert_eq!(part(task, "bloomfilter")["valueBase64Binary"], f.as_str());
     assert_eq!(requested_elements(task), codes(&["gender", "birthdate"]));
@@ -755,13 +716,11 @@ async fn add_send_idat_for_raises_a_standalone_task() {
 
 #[tokio::test]
 async fn malformed_requests_get_operation_outcomes() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         max_body: 4096,
         ..cfg()
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let send = |op: &'static str, body: Vec<u8>| {
         let request = client.request(op, body);
         async move { read(request.send().await.expect("sent")).await }
@@ -847,13 +806,11 @@ async fn malformed_requests_get_operation_outcomes() {
 
 #[tokio::test]
 async fn header_api_key_is_required_when_configured() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, mut client) = started(SimConfig {
         auth: SimAuth::api_key_header("k-123"),
         ..cfg()
     })
-    .await
-    .expect("start");
-    let mut client = Client::new(&sim);
+    .await;
     let reply = client.tasks().await;
     assert_outcome(&reply, 401);
     assert!(reply.headers.get("www-authenticate").is_none());
@@ -893,13 +850,11 @@ async fn body_parameter_and_basic_auth_work_alone_and_combined() {
         format!("Basic {}", STANDARD.encode("site:pw")),
     );
 
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         auth: body_key.clone(),
         ..cfg()
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     assert_eq!(
         client
             .post("$requestTasks", &with_key("legacy-key"))
@@ -911,13 +866,11 @@ async fn body_parameter_and_basic_auth_work_alone_and_combined() {
     assert_outcome(&client.tasks().await, 401);
     sim.shutdown().await;
 
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, mut client) = started(SimConfig {
         auth: basic.clone(),
         ..cfg()
     })
-    .await
-    .expect("start");
-    let mut client = Client::new(&sim);
+    .await;
     let reply = client.tasks().await;
     assert_outcome(&reply, 401);
     assert_eq!(
@@ -928,13 +881,11 @@ async fn body_parameter_and_basic_auth_work_alone_and_combined() {
     assert_eq!(client.tasks().await.status, 200);
     sim.shutdown().await;
 
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, mut client) = started(SimConfig {
         auth: SimAuth::AnyOf(vec![body_key, basic]),
         ..cfg()
     })
-    .await
-    .expect("start");
-    let mut client = Client::new(&sim);
+    .await;
     assert_eq!(
         client
             .post("$requestTasks", &with_key("legacy-key"))
@@ -951,8 +902,7 @@ async fn body_parameter_and_basic_auth_work_alone_and_combined() {
 
 #[tokio::test]
 async fn ten_thousand_tasks_in_one_response() {
-    let sim = ttp_sim::start(clearing_cfg(0.0)).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(clearing_cfg(0.0)).await;
     let filters: Vec<String> = (0..10_000).map(filter).collect();
     for batch in filters.chunks(100) {
         let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
@@ -962,10 +912,7 @@ async fn ten_thousand_tasks_in_one_response() {
     let tasks = client.tasks().await.body;
     let list = params(&tasks);
     assert_eq!(list.len(), 10_000);
-    let ids: HashSet<&str> = list
-        .iter()
-        .map(|t| part(t, "taskId")["valueId"].as_str().expect("id"))
-        .collect();
+    let ids: HashSet<&str> = list.iter().map(task_id).collect();
     assert_eq!(ids.len(), 10_000);
     assert_eq!(
         part(&list[9_999], "bloomfilter")["valueBase64Binary"],
@@ -1005,13 +952,11 @@ async fn concurrent_requests_are_served_and_counted() {
 
 #[tokio::test]
 async fn by_default_a_requested_element_the_site_lacks_is_no_error() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         elements: codes(&["given", "degree"]),
         ..clearing_cfg(0.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let f = filter(1);
     client.register(&[&f]).await;
     let tasks = client.tasks().await.body;
@@ -1019,10 +964,7 @@ async fn by_default_a_requested_element_the_site_lacks_is_no_error() {
         .into_iter()
         .find(|t| part(t, "bloomfilter")["valueBase64Binary"] == f.as_str())
         .expect("task for the filter");
-    let task_id = part(&task, "taskId")["valueId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let task_id = task_id(&task).to_owned();
     // "Soweit bekannt": an empty Patient is a complete answer from a site that holds none.
     let reply = client.provide(&task_id, patient_with(&[])).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -1033,8 +975,7 @@ async fn by_default_a_requested_element_the_site_lacks_is_no_error() {
 #[tokio::test]
 async fn whole_request_failures_come_in_every_shape_and_register_nothing() {
     use ttp_sim::PsnFailure;
-    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(no_clearing_cfg()).await;
     let f1 = filter(1);
 
     sim.set_psn_failure(Some(PsnFailure::All {
@@ -1090,8 +1031,7 @@ async fn whole_request_failures_come_in_every_shape_and_register_nothing() {
 
 #[tokio::test]
 async fn a_lost_answer_still_has_its_effect() {
-    let sim = ttp_sim::start(no_clearing_cfg()).await.expect("start");
-    let client = Client::new(&sim);
+    let (sim, client) = started(no_clearing_cfg()).await;
     let f1 = filter(1);
     sim.lose_answers(ttp_sim::SimOperation::RequestPsn, 1);
     let lost = client
@@ -1111,13 +1051,11 @@ async fn a_lost_answer_still_has_its_effect() {
 
 #[tokio::test]
 async fn a_repeat_can_be_answered_with_the_pseudonym() {
-    let sim = ttp_sim::start(SimConfig {
+    let (sim, client) = started(SimConfig {
         repeat_answers_pseudonym: true,
         ..clearing_cfg(1.0)
     })
-    .await
-    .expect("start");
-    let client = Client::new(&sim);
+    .await;
     let f1 = filter(1);
     assert!(named(&client.register(&[&f1]).await.body, "pseudonym-bf").is_empty());
     assert_eq!(named(&client.tasks().await.body, "repeat_request").len(), 1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-use ttp_sim::{IDAT_PROFILE, SimHandle};
+use ttp_sim::{IDAT_PROFILE, SimConfig, SimHandle};
 
 pub const STUDY: &str = "mii";
 pub const TARGET: &str = "dic_sim";
@@ -96,6 +96,12 @@ impl Client {
         self.post("$requestTasks", &tasks_request()).await
     }
 
+    /// Lists the tasks and returns the first `send_idat` among them.
+    pub async fn first_send_idat(&self) -> Value {
+        let tasks = self.tasks().await.body;
+        named(&tasks, "send_idat").swap_remove(0)
+    }
+
     pub async fn provide(&self, task_id: &str, patient: Value) -> Reply {
         self.post(
             "$providePatientData",
@@ -103,6 +109,13 @@ impl Client {
         )
         .await
     }
+}
+
+/// A simulator started with `cfg` and a client for it: the first two lines of most tests.
+pub async fn started(cfg: SimConfig) -> (SimHandle, Client) {
+    let sim = ttp_sim::start(cfg).await.expect("start");
+    let client = Client::new(&sim);
+    (sim, client)
 }
 
 pub async fn read(response: reqwest::Response) -> Reply {
@@ -189,6 +202,11 @@ pub fn shape(param: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A `send_idat` task's `taskId`.
+pub fn task_id(send_idat: &Value) -> &str {
+    part(send_idat, "taskId")["valueId"].as_str().expect("id")
 }
 
 pub fn requested_elements(send_idat: &Value) -> Vec<String> {
