@@ -191,9 +191,9 @@ impl Agent {
         let mut pending = if counts.new == 0 && counts.sending == 0 {
             Vec::new()
         } else {
-            self.store.record_heads_in_states(|s| {
-                matches!(s, RecordState::New | RecordState::Sending { .. })
-            })?
+            // Through the store's index of waiting records: a few new records on a store of a
+            // million cost what the few cost.
+            self.store.record_heads_to_register()?
         };
         let quiet = self.quiet_clearings(now)?;
         if !quiet.is_empty() {
@@ -423,9 +423,12 @@ impl Agent {
         if self.store.record_counts()?.awaiting_clearing == 0 {
             return Ok(Vec::new());
         }
+        // Only those quiet long enough are read (the index orders them by their last update):
+        // records awaiting a clearing for less than `recheck_after` are the usual state of a
+        // site, and a cycle must not read them all.
         let quiet: Vec<RecordHead> = self
             .store
-            .record_heads_in_states(|s| *s == RecordState::AwaitingClearing)?
+            .record_heads_awaiting_clearing(now - self.opts.recheck_after)?
             .into_iter()
             .filter(|r| needs_registration(r, now, self.opts.recheck_after))
             .collect();

@@ -17,8 +17,9 @@
 //! log (`psn_log`) from the records that already have a pseudonym. The step 2 → 3 moves the
 //! finished tasks still stored into the history counters and builds the open-task index (see
 //! `tasks`). The step 3 → 4 seals filters and tasks. The step 4 → 5 builds the two time-ordered
-//! indexes the retention purges read (`idx_idat_due`, `idx_finished_tasks`). To change a
-//! layout, bump
+//! indexes the retention purges read (`idx_idat_due`, `idx_finished_tasks`), the step 5 → 6 the
+//! index of the records that wait for registration (`idx_waiting_records`). To change a layout,
+//! bump
 //! [`CURRENT_SCHEMA`], append a step `from: CURRENT_SCHEMA - 1`, and test it on a store
 //! written in the old layout.
 //!
@@ -36,7 +37,7 @@ use super::{
 };
 
 /// The schema version this build reads and writes.
-pub const CURRENT_SCHEMA: u64 = 5;
+pub const CURRENT_SCHEMA: u64 = 6;
 
 /// One step from `from` to `from + 1`, run inside the write transaction that bumps the version.
 pub(crate) struct Migration {
@@ -73,6 +74,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "index the records whose IDAT a purge may drop and the finished tasks by time",
         apply: v4_to_v5,
     },
+    Migration {
+        from: 5,
+        description: "index the records that wait for registration by state and time",
+        apply: v5_to_v6,
+    },
 ];
 
 fn v0_to_v1(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
@@ -91,6 +97,10 @@ fn v3_to_v4(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Resul
 fn v4_to_v5(tx: &redb::WriteTransaction, keys: &StoreKeys, path: &Path) -> Result<(), StoreError> {
     records::build_idat_due_index(tx, path)?;
     tasks::build_finished_index(tx, keys, path)
+}
+
+fn v5_to_v6(tx: &redb::WriteTransaction, _: &StoreKeys, path: &Path) -> Result<(), StoreError> {
+    records::build_waiting_index(tx, path)
 }
 
 /// Reads the version (0 when absent).

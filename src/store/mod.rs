@@ -25,6 +25,7 @@
 //! | `psn_log` | sequence number (u64 BE)       | postcard: local id, pseudonym, obtained at (see `psn_log`) |
 //! | `idx_idat_due` | `time(updated_at) ‖ local_id` | empty: finished records still holding IDAT |
 //! | `idx_finished_tasks` | `time(finished at) ‖ task key` | empty: the `Done` / `Expired` tasks |
+//! | `idx_waiting_records` | `state ‖ time(updated_at) ‖ local_id` | empty: records in `New`, `Sending`, `AwaitingClearing` |
 //!
 //! Every key is a byte string built in `codec` and the modules that own a table, so a future
 //! dimension (a study prefix in front of record and index keys) is a change to the key builders
@@ -34,14 +35,16 @@
 //! that was deleted or emptied, or that belongs to another store, is refused instead of being
 //! taken for a new store.
 //!
-//! The three record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` and
+//! The four record indexes and `counts` are *derived* from `records`, and `idx_open_tasks` and
 //! `idx_finished_tasks` from `tasks`: every write keeps them exact in the same transaction, a
 //! restore rebuilds them, and [`Store::check_integrity`] (`ttp-agent check --store`) verifies
 //! them. The open-task index is what keeps the agent's cycle, `status` and start-up
 //! proportional to the open tasks: finished ones stay stored for 30 days and far outnumber
-//! them. The two time-ordered indexes (`codec::time_key`) are what keep the hourly retention
+//! them. The time-ordered indexes (`codec::time_key`) are what keep the hourly retention
 //! purges proportional to what is due: a purge reads a key range up to its cut-off instead of
-//! every record and task (schema 5).
+//! every record and task (schema 5); and registration proportional to the records that wait
+//! for it (`idx_waiting_records`, schema 6): a cycle asks only for the `New` and `Sending` ones
+//! and the `AwaitingClearing` ones whose recheck is due.
 //!
 //! # Durability: what is on disk when
 //!
@@ -195,9 +198,12 @@ pub(crate) const IDX_IDAT_DUE: Def = TableDefinition::new("idx_idat_due");
 /// Finished tasks by the time they finished (`codec::time_key`): what `purge_finished_tasks`
 /// reads instead of every task.
 pub(crate) const FINISHED_TASKS: Def = TableDefinition::new("idx_finished_tasks");
+/// Records that wait for registration work (`New`, `Sending`, `AwaitingClearing`), by state and
+/// `updated_at`: what registration reads instead of every record.
+pub(crate) const IDX_WAITING: Def = TableDefinition::new("idx_waiting_records");
 
 /// Every table, created when the store is: a read transaction can then open any of them.
-const ALL_TABLES: [Def; 13] = [
+const ALL_TABLES: [Def; 14] = [
     META,
     RECORDS,
     IDX_BF,
@@ -211,6 +217,7 @@ const ALL_TABLES: [Def; 13] = [
     ALERTS,
     IDX_IDAT_DUE,
     FINISHED_TASKS,
+    IDX_WAITING,
 ];
 
 /// One table, opened in a transaction, with the store's path for its errors. `T` is a

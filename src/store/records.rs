@@ -1,12 +1,13 @@
-//! Local records, their two indexes, and the record counters.
+//! Local records, their four indexes, and the record counters.
 //!
 //! Every write to `records` goes through one write transaction over `records`, `idx_bf`,
-//! `idx_psn`, `idx_idat_due` and `counts` (and `meta` + `psn_log` when a record gets a
+//! `idx_psn`, `idx_idat_due`, `idx_waiting_records` and `counts` (and `meta` + `psn_log` when a record gets a
 //! pseudonym), so the indexes, counters and the pseudonym log can never disagree with the
 //! records, not even after a crash. That is what lets [`Store::record_counts`] answer from one
 //! key (the status page must stay fast at a million records) instead of scanning, and
 //! [`Store::purge_idat`] read only the records whose IDAT is due (`idx_idat_due`: finished
-//! records still holding IDAT, in `updated_at` order) instead of all of them every hour.
+//! records still holding IDAT, in `updated_at` order) instead of all of them every hour, and
+//! registration only the records that wait for it (`idx_waiting_records`).
 
 use std::path::Path;
 
@@ -21,8 +22,8 @@ use super::codec::{
 };
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, META, PSN_LOG, RECORDS, RTree, Store,
-    StoreError, WTree, error, psn_log, rtree, wtree,
+    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, IDX_WAITING, META, PSN_LOG, RECORDS,
+    RTree, Store, StoreError, WTree, error, psn_log, rtree, wtree,
 };
 use crate::domain::{LocalRecord, RecordHead, RecordState};
 
@@ -148,6 +149,26 @@ fn idat_due_key(local_id: &str, rec: &StoredRecord<'_>) -> Option<Vec<u8>> {
         StoredState::Pseudonymised | StoredState::Rejected { .. }
     );
     (finished && rec.sealed_idat.is_some()).then(|| time_key(rec.updated_at, local_id.as_bytes()))
+}
+
+/// The state byte of an `idx_waiting_records` key.
+const WAITING_NEW: u8 = 0;
+const WAITING_SENDING: u8 = 1;
+const WAITING_CLEARING: u8 = 2;
+
+/// A record's `idx_waiting_records` key, if it waits for registration work: `New`, `Sending`
+/// (a batch in flight or interrupted) or `AwaitingClearing` (rechecked once its clearing has
+/// been quiet for a while, so the key orders by `updated_at` within the state).
+fn waiting_key(local_id: &str, rec: &StoredRecord<'_>) -> Option<Vec<u8>> {
+    let tag = match rec.state {
+        StoredState::New => WAITING_NEW,
+        StoredState::Sending { .. } => WAITING_SENDING,
+        StoredState::AwaitingClearing => WAITING_CLEARING,
+        StoredState::Pseudonymised | StoredState::Rejected { .. } => return None,
+    };
+    let mut key = vec![tag];
+    key.extend_from_slice(&time_key(rec.updated_at, local_id.as_bytes()));
+    Some(key)
 }
 
 /// Counter changes accumulated in a transaction and applied once at its end.
@@ -302,6 +323,9 @@ impl Store {
                     }
                     if let Some(due) = idat_due_key(id, &stored) {
                         t.idat_due.insert(&due, &[])?;
+                    }
+                    if let Some(waiting) = waiting_key(id, &stored) {
+                        t.waiting.insert(&waiting, &[])?;
                     }
                     delta.plus(&stored);
                     out.push(InsertOutcome::Inserted);
@@ -571,6 +595,59 @@ impl Store {
         Ok(found)
     }
 
+    /// The records registration sends as they are: `New` ones and those of a batch in flight
+    /// or interrupted (`Sending`), by local id, without IDAT. Reads only those records, through
+    /// `idx_waiting_records`: the cycle calls this while any wait, on a store of any size.
+    pub fn record_heads_to_register(&self) -> Result<Vec<RecordHead>, StoreError> {
+        let mut heads = self.waiting_heads(WAITING_NEW, None)?;
+        heads.extend(self.waiting_heads(WAITING_SENDING, None)?);
+        heads.sort_unstable_by(|a, b| a.local_id.cmp(&b.local_id));
+        Ok(heads)
+    }
+
+    /// The `AwaitingClearing` records last updated at or before `updated_by` (whose clearing
+    /// has been quiet long enough to ask again), by local id, without IDAT. Reads only those,
+    /// through `idx_waiting_records`.
+    pub fn record_heads_awaiting_clearing(
+        &self,
+        updated_by: DateTime<Utc>,
+    ) -> Result<Vec<RecordHead>, StoreError> {
+        let mut heads = self.waiting_heads(WAITING_CLEARING, Some(nanos(updated_by)?))?;
+        heads.sort_unstable_by(|a, b| a.local_id.cmp(&b.local_id));
+        Ok(heads)
+    }
+
+    /// The heads of the records `idx_waiting_records` lists under `tag`, updated at or before
+    /// `until` if given.
+    fn waiting_heads(&self, tag: u8, until: Option<i64>) -> Result<Vec<RecordHead>, StoreError> {
+        let tx = self.read_tx()?;
+        let waiting = rtree(&tx, IDX_WAITING, &self.path)?;
+        let records = rtree(&tx, RECORDS, &self.path)?;
+        let end = match until.and_then(|n| n.checked_add(1)) {
+            Some(next) => [&[tag][..], &time_prefix(next)].concat(),
+            None => vec![tag + 1],
+        };
+        let mut heads = Vec::new();
+        for entry in waiting.range(&[tag], Some(&end))? {
+            let (index_key, _) = entry?;
+            let key = index_key
+                .value()
+                .get(1..)
+                .and_then(time_key_suffix)
+                .ok_or_else(|| self.corrupt("a waiting-records index key is malformed"))?;
+            let id = self.key_local_id(key)?;
+            // Index and record change in one transaction: a missing record is damage.
+            let value = records.get(key)?.ok_or_else(|| {
+                self.corrupt("the waiting-records index names a record that is not stored")
+            })?;
+            let stored = decode_record(&value).map_err(|d| self.corrupt_record(id, &d))?;
+            if waiting_key(id, &stored).is_some_and(|k| k == index_key.value()) {
+                heads.push(self.open_head(id, &stored)?);
+            }
+        }
+        Ok(heads)
+    }
+
     /// Record counters (one key read; maintained transactionally).
     pub fn record_counts(&self) -> Result<RecordCounts, StoreError> {
         match self.read(COUNTS)?.get(COUNTS_KEY)? {
@@ -681,11 +758,13 @@ impl Store {
         let bf_index = rtree(&tx, IDX_BF, path)?;
         let psn_index = rtree(&tx, IDX_PSN, path)?;
         let due_index = rtree(&tx, IDX_IDAT_DUE, path)?;
+        let waiting_index = rtree(&tx, IDX_WAITING, path)?;
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
         let mut expected_bf = 0u64;
         let mut expected_psn = 0u64;
         let mut expected_due = 0u64;
+        let mut expected_waiting = 0u64;
         for entry in records.iter()? {
             let (key, value) = entry?;
             let key = key.value();
@@ -741,12 +820,21 @@ impl Store {
                         .push(format!("IDAT purge index lacks the entry of record {id:?}"));
                 }
             }
+            if let Some(waiting) = waiting_key(&id, &stored) {
+                expected_waiting += 1;
+                if !waiting_index.contains_key(&waiting)? {
+                    report.problems.push(format!(
+                        "waiting-records index lacks the entry of record {id:?}"
+                    ));
+                }
+            }
         }
         // Every expected entry is present (checked above); any surplus entry is stale.
         for (name, index, expected) in [
             ("filter", &bf_index, expected_bf),
             ("pseudonym", &psn_index, expected_psn),
             ("IDAT purge", &due_index, expected_due),
+            ("waiting-records", &waiting_index, expected_waiting),
         ] {
             let present = index.len()?;
             if present > expected {
@@ -861,6 +949,7 @@ struct RecordTables<'t, 'p> {
     bf_index: WTree<'t, 'p>,
     psn_index: WTree<'t, 'p>,
     idat_due: WTree<'t, 'p>,
+    waiting: WTree<'t, 'p>,
     counts: WTree<'t, 'p>,
     meta: WTree<'t, 'p>,
     psn_log: WTree<'t, 'p>,
@@ -874,6 +963,7 @@ impl<'t, 'p> RecordTables<'t, 'p> {
             bf_index: wtree(tx, IDX_BF, path)?,
             psn_index: wtree(tx, IDX_PSN, path)?,
             idat_due: wtree(tx, IDX_IDAT_DUE, path)?,
+            waiting: wtree(tx, IDX_WAITING, path)?,
             counts: wtree(tx, COUNTS, path)?,
             meta: wtree(tx, META, path)?,
             psn_log: wtree(tx, PSN_LOG, path)?,
@@ -881,7 +971,7 @@ impl<'t, 'p> RecordTables<'t, 'p> {
         })
     }
 
-    /// Keeps the three indexes, the pseudonym log and the counter delta right for a record that
+    /// Keeps the four indexes, the pseudonym log and the counter delta right for a record that
     /// changes from `old` to `new`, each with its filter's index digest (the caller writes the
     /// record itself). A pseudonym the record did not have is appended to the log.
     fn replace(
@@ -911,13 +1001,25 @@ impl<'t, 'p> RecordTables<'t, 'p> {
                 )?;
             }
         }
-        let (old_due, new_due) = (idat_due_key(id, old), idat_due_key(id, new));
-        if old_due != new_due {
-            if let Some(k) = old_due {
-                self.idat_due.remove(&k)?;
-            }
-            if let Some(k) = new_due {
-                self.idat_due.insert(&k, &[])?;
+        for (index, old_key, new_key) in [
+            (
+                &mut self.idat_due,
+                idat_due_key(id, old),
+                idat_due_key(id, new),
+            ),
+            (
+                &mut self.waiting,
+                waiting_key(id, old),
+                waiting_key(id, new),
+            ),
+        ] {
+            if old_key != new_key {
+                if let Some(k) = old_key {
+                    index.remove(&k)?;
+                }
+                if let Some(k) = new_key {
+                    index.insert(&k, &[])?;
+                }
             }
         }
         delta.minus(old);
@@ -977,7 +1079,7 @@ pub(crate) fn first_sealed_idat(
     Ok(None)
 }
 
-/// Rebuilds the three indexes and the counters from `records` (after a restore, or a migration from
+/// Rebuilds the four indexes and the counters from `records` (after a restore, or a migration from
 /// a store without them), inside the caller's write transaction. `legacy`: for the migrations
 /// before schema 4, which may find filters in clear (see `legacy_filter`).
 ///
@@ -994,12 +1096,14 @@ pub(crate) fn rebuild_derived(
     let mut bf_keys = Vec::new();
     let mut psn_keys = Vec::new();
     let mut due_keys = Vec::new();
+    let mut waiting_keys = Vec::new();
     {
         let records = wtree(tx, RECORDS, path)?;
         for entry in records.iter()? {
             let (key, value) = entry?;
             let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
             counts.add(&stored);
+            waiting_keys.extend(waiting_key(id, &stored));
             let filter = if legacy {
                 legacy_filter(keys, id, stored.sealed_filter)
             } else {
@@ -1016,6 +1120,7 @@ pub(crate) fn rebuild_derived(
         (IDX_BF, bf_keys),
         (IDX_PSN, psn_keys),
         (IDX_IDAT_DUE, due_keys),
+        (IDX_WAITING, waiting_keys),
     ] {
         let mut tree = wtree(tx, def, path)?;
         tree.clear()?;
@@ -1085,6 +1190,30 @@ pub(crate) fn build_idat_due_index(
     due_keys.sort_unstable();
     for key in due_keys {
         due.insert(&key, &[])?;
+    }
+    Ok(())
+}
+
+/// Schema 5 → 6: builds `idx_waiting_records` from the records (no seal is opened). Clears
+/// first, so running it again gives the same result.
+pub(crate) fn build_waiting_index(
+    tx: &redb::WriteTransaction,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let mut waiting_keys = Vec::new();
+    {
+        let records = wtree(tx, RECORDS, path)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
+            waiting_keys.extend(waiting_key(id, &stored));
+        }
+    }
+    let mut waiting = wtree(tx, IDX_WAITING, path)?;
+    waiting.clear()?;
+    waiting_keys.sort_unstable();
+    for key in waiting_keys {
+        waiting.insert(&key, &[])?;
     }
     Ok(())
 }

@@ -148,7 +148,7 @@ fn new_store_gets_the_current_schema_version() {
     let ts = TempStore::new();
     let store = ts.open();
     assert_eq!(store.schema_version().expect("version"), CURRENT_SCHEMA);
-    assert_eq!(CURRENT_SCHEMA, 5);
+    assert_eq!(CURRENT_SCHEMA, 6);
 }
 
 #[test]

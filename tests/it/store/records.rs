@@ -712,3 +712,107 @@ fn the_idat_purge_index_follows_every_write_and_is_what_the_purge_reads() {
             .all(|p| p.contains("IDAT purge index lacks"))
     );
 }
+
+/// Registration reads `idx_waiting_records` (records in `New`, `Sending` or
+/// `AwaitingClearing`, by state and last update), not every record: the index follows every
+/// kind of record write, the clearing recheck asks only for records quiet long enough, and a
+/// record missing from the index is not read — which `check --store` reports.
+#[test]
+fn registration_reads_only_the_records_that_wait() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let early = t("2025-01-01T00:00:00Z");
+    let late = t("2025-03-01T00:00:00Z");
+    let mut recs: Vec<_> = (0..6).map(|i| record(&format!("case-{i}"), i)).collect();
+    recs[1].head.state = RecordState::Sending { batch: 7 };
+    recs[2].head.state = RecordState::AwaitingClearing;
+    recs[2].head.updated_at = early;
+    recs[3].head.state = RecordState::AwaitingClearing;
+    recs[3].head.updated_at = late;
+    recs[4].head.state = RecordState::Pseudonymised;
+    // Inserted in an order that is neither local id nor time order.
+    let order = [5, 3, 0, 4, 2, 1];
+    let shuffled: Vec<_> = order.iter().map(|&i| recs[i].clone()).collect();
+    store.insert_records(&shuffled).expect("insert");
+    let ids = |heads: Vec<ttp_agent::domain::RecordHead>| -> Vec<String> {
+        heads.into_iter().map(|h| h.local_id).collect()
+    };
+    assert_eq!(
+        ids(store.record_heads_to_register().expect("to register")),
+        ["case-0", "case-1", "case-5"]
+    );
+    // The recheck asks for the records last updated at or before its moment, inclusive.
+    assert_eq!(
+        ids(store
+            .record_heads_awaiting_clearing(early - chrono::Duration::nanoseconds(1))
+            .expect("quiet")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(store.record_heads_awaiting_clearing(early).expect("quiet")),
+        ["case-2"]
+    );
+    assert_eq!(
+        ids(store.record_heads_awaiting_clearing(late).expect("quiet")),
+        ["case-2", "case-3"]
+    );
+    // The heads are what the records hold (filter unsealed, no IDAT).
+    let heads = store.record_heads_to_register().expect("to register");
+    assert_eq!(heads[1], recs[1].head);
+    assert!(store.check_integrity().expect("check").is_ok());
+
+    // Registration's head update and a full update move records between states and out.
+    let mut sending = recs[0].head.clone();
+    sending.state = RecordState::Sending { batch: 8 };
+    let mut clearing = recs[1].head.clone();
+    clearing.state = RecordState::AwaitingClearing;
+    clearing.updated_at = early;
+    store
+        .update_record_heads(&[sending, support::store::pseudonymised_head(&recs[5])])
+        .expect("heads");
+    store.update_record_heads(&[clearing]).expect("heads");
+    let mut again = recs[3].clone();
+    again.head.state = RecordState::New;
+    store.update_records(&[again]).expect("update");
+    assert_eq!(
+        ids(store.record_heads_to_register().expect("to register")),
+        ["case-0", "case-3"]
+    );
+    assert_eq!(
+        ids(store.record_heads_awaiting_clearing(late).expect("quiet")),
+        ["case-1", "case-2"]
+    );
+    assert!(store.check_integrity().expect("check").is_ok());
+    drop(store);
+
+    // A waiting record the index does not list is not read.
+    {
+        let db = raw_db(ts.path());
+        db.open_tree("idx_waiting_records")
+            .expect("tree")
+            .clear()
+            .expect("clear");
+        db.flush().expect("flush");
+    }
+    let store = ts.open();
+    assert!(
+        store
+            .record_heads_to_register()
+            .expect("to register")
+            .is_empty()
+    );
+    assert!(
+        store
+            .record_heads_awaiting_clearing(late)
+            .expect("quiet")
+            .is_empty()
+    );
+    let report = store.check_integrity().expect("check");
+    assert_eq!(report.problems.len(), 4, "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.contains("waiting-records index lacks"))
+    );
+}

@@ -789,8 +789,9 @@ fn open_task_summaries_and_finished_totals_read_no_finished_task() {
     assert_eq!(store.open_task_summaries().expect("open").len(), 1);
 }
 
-/// A store written by schema 4 (no time-ordered indexes) gets both at open, and its purges
-/// then find what is due; opening it again changes nothing.
+/// A store written by schema 4 (no time-ordered indexes) gets them at open (steps 4 → 5 and
+/// 5 → 6), and its purges and registration then find what is due; opening it again changes
+/// nothing.
 #[test]
 fn schema_4_stores_get_the_purge_indexes() {
     let ts = TempStore::new();
@@ -799,7 +800,8 @@ fn schema_4_stores_get_the_purge_indexes() {
     let mut rec = support::store::record("case-1", 1);
     rec.head.state = ttp_agent::domain::RecordState::Pseudonymised;
     rec.head.updated_at = old;
-    store.insert_records(&[rec]).expect("insert");
+    let waiting = support::store::record("case-2", 2);
+    store.insert_records(&[rec, waiting]).expect("insert");
     store
         .put_tasks(&[
             task("done", send_idat("T-1"), TaskState::Done { at: old }),
@@ -811,6 +813,7 @@ fn schema_4_stores_get_the_purge_indexes() {
         let db = support::store::raw_db(ts.path());
         assert!(db.drop_tree("idx_idat_due").expect("drop"));
         assert!(db.drop_tree("idx_finished_tasks").expect("drop"));
+        assert!(db.drop_tree("idx_waiting_records").expect("drop"));
         db.open_tree("meta")
             .expect("meta")
             .insert("schema_version", 4u64.to_be_bytes())
@@ -829,5 +832,8 @@ fn schema_4_stores_get_the_purge_indexes() {
     let cutoff = t("2025-01-01T00:00:00Z");
     assert_eq!(store.purge_finished_tasks(cutoff).expect("purge"), 1);
     assert_eq!(store.purge_idat(cutoff, |_| false).expect("purge"), 1);
+    let to_register = store.record_heads_to_register().expect("to register");
+    assert_eq!(to_register.len(), 1);
+    assert_eq!(to_register[0].local_id, "case-2");
     assert!(store.check_integrity().expect("check").is_ok());
 }
