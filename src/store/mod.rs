@@ -321,6 +321,33 @@ impl WTree<'_, '_> {
     }
 }
 
+/// Clears the derived table `index` and fills it with the key `key_of` derives (if any) from
+/// each pair of `source`: how a schema step builds a new index and a restore rebuilds one.
+/// The keys are inserted in order, which is how redb writes a B-tree fastest.
+pub(crate) fn fill_index(
+    tx: &redb::WriteTransaction,
+    source: Def,
+    index: Def,
+    path: &Path,
+    mut key_of: impl FnMut(&[u8], &[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<(), StoreError> {
+    let mut keys = Vec::new();
+    {
+        let table = wtree(tx, source, path)?;
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            keys.extend(key_of(key.value(), value.value())?);
+        }
+    }
+    keys.sort_unstable();
+    let mut index = wtree(tx, index, path)?;
+    index.clear()?;
+    for key in &keys {
+        index.insert(key, &[])?;
+    }
+    Ok(())
+}
+
 /// Opens a table in a write transaction.
 pub(crate) fn wtree<'t, 'p>(
     tx: &'t redb::WriteTransaction,

@@ -23,7 +23,7 @@ use super::codec::{
 use super::crypto::StoreKeys;
 use super::{
     AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, IDX_WAITING, META, PSN_LOG, RECORDS,
-    RTree, Store, StoreError, WTree, error, psn_log, rtree, wtree,
+    RTree, Store, StoreError, WTree, error, fill_index, psn_log, rtree, wtree,
 };
 use crate::domain::{LocalRecord, RecordHead, RecordState};
 
@@ -1176,22 +1176,10 @@ pub(crate) fn build_idat_due_index(
     tx: &redb::WriteTransaction,
     path: &Path,
 ) -> Result<(), StoreError> {
-    let mut due_keys = Vec::new();
-    {
-        let records = wtree(tx, RECORDS, path)?;
-        for entry in records.iter()? {
-            let (key, value) = entry?;
-            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
-            due_keys.extend(idat_due_key(id, &stored));
-        }
-    }
-    let mut due = wtree(tx, IDX_IDAT_DUE, path)?;
-    due.clear()?;
-    due_keys.sort_unstable();
-    for key in due_keys {
-        due.insert(&key, &[])?;
-    }
-    Ok(())
+    fill_index(tx, RECORDS, IDX_IDAT_DUE, path, |key, value| {
+        let (id, stored) = decode_record_entry(key, value, path)?;
+        Ok(idat_due_key(id, &stored))
+    })
 }
 
 /// Schema 5 → 6: builds `idx_waiting_records` from the records (no seal is opened). Clears
@@ -1200,22 +1188,10 @@ pub(crate) fn build_waiting_index(
     tx: &redb::WriteTransaction,
     path: &Path,
 ) -> Result<(), StoreError> {
-    let mut waiting_keys = Vec::new();
-    {
-        let records = wtree(tx, RECORDS, path)?;
-        for entry in records.iter()? {
-            let (key, value) = entry?;
-            let (id, stored) = decode_record_entry(key.value(), value.value(), path)?;
-            waiting_keys.extend(waiting_key(id, &stored));
-        }
-    }
-    let mut waiting = wtree(tx, IDX_WAITING, path)?;
-    waiting.clear()?;
-    waiting_keys.sort_unstable();
-    for key in waiting_keys {
-        waiting.insert(&key, &[])?;
-    }
-    Ok(())
+    fill_index(tx, RECORDS, IDX_WAITING, path, |key, value| {
+        let (id, stored) = decode_record_entry(key, value, path)?;
+        Ok(waiting_key(id, &stored))
+    })
 }
 
 /// One entry of the records table, read where the store is rebuilt or migrated: its local id

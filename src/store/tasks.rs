@@ -37,7 +37,7 @@ use zeroize::Zeroizing;
 use super::crypto::StoreKeys;
 use super::{
     AUDIT, AuditEntry, FINISHED_TASKS, HISTORY, META, OPEN_TASKS, RTree, Store, StoreError, TASKS,
-    WTree, error, rtree, wtree,
+    WTree, error, fill_index, rtree, wtree,
 };
 use crate::domain::{TaskRecord, TaskState};
 
@@ -424,23 +424,11 @@ pub(crate) fn build_finished_index(
     keys: &StoreKeys,
     path: &Path,
 ) -> Result<(), StoreError> {
-    let mut finished_keys = Vec::new();
-    {
-        let tasks = wtree(tx, TASKS, path)?;
-        for entry in tasks.iter()? {
-            let (key, value) = entry?;
-            let json = task_json(keys, key.value(), value.value(), path)?;
-            let state = decode_head(key.value(), &json, path)?.state;
-            finished_keys.extend(finished_key(key.value(), &state));
-        }
-    }
-    finished_keys.sort_unstable();
-    let mut index = wtree(tx, FINISHED_TASKS, path)?;
-    index.clear()?;
-    for key in &finished_keys {
-        index.insert(key, &[])?;
-    }
-    Ok(())
+    fill_index(tx, TASKS, FINISHED_TASKS, path, |key, value| {
+        let json = task_json(keys, key, value, path)?;
+        let state = decode_head(key, &json, path)?.state;
+        Ok(finished_key(key, &state))
+    })
 }
 
 /// Schema 3 → 4: seals every task's JSON (tasks carry Bloom filters). Idempotent: a value that
