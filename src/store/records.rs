@@ -755,16 +755,12 @@ impl Store {
         let tx = self.read_tx()?;
         let path = self.path.as_path();
         let records = rtree(&tx, RECORDS, path)?;
-        let bf_index = rtree(&tx, IDX_BF, path)?;
-        let psn_index = rtree(&tx, IDX_PSN, path)?;
-        let due_index = rtree(&tx, IDX_IDAT_DUE, path)?;
-        let waiting_index = rtree(&tx, IDX_WAITING, path)?;
+        let mut bf_index = IndexCheck::new("filter", rtree(&tx, IDX_BF, path)?);
+        let mut psn_index = IndexCheck::new("pseudonym", rtree(&tx, IDX_PSN, path)?);
+        let mut due_index = IndexCheck::new("IDAT purge", rtree(&tx, IDX_IDAT_DUE, path)?);
+        let mut waiting_index = IndexCheck::new("waiting-records", rtree(&tx, IDX_WAITING, path)?);
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
-        let mut expected_bf = 0u64;
-        let mut expected_psn = 0u64;
-        let mut expected_due = 0u64;
-        let mut expected_waiting = 0u64;
         for entry in records.iter()? {
             let (key, value) = entry?;
             let key = key.value();
@@ -790,59 +786,29 @@ impl Store {
                 }
             }
             counted.add(&stored);
-            expected_bf += 1;
             match self.keys.filter.open(key, stored.sealed_filter) {
                 Err(_) => report
                     .problems
                     .push(format!("record {id:?}: sealed filter fails authentication")),
-                Ok(filter) => {
-                    let entry = index_key_with(&self.keys.filter_tag(&filter), &id);
-                    if !bf_index.contains_key(&entry)? {
-                        report
-                            .problems
-                            .push(format!("filter index lacks the entry of record {id:?}"));
-                    }
-                }
+                Ok(filter) => bf_index.expect(
+                    &index_key_with(&self.keys.filter_tag(&filter), &id),
+                    &id,
+                    &mut report.problems,
+                )?,
             }
             if let Some(psn) = stored.pseudonym {
-                expected_psn += 1;
-                if !psn_index.contains_key(&index_key(psn.as_bytes(), &id))? {
-                    report
-                        .problems
-                        .push(format!("pseudonym index lacks the entry of record {id:?}"));
-                }
+                psn_index.expect(&index_key(psn.as_bytes(), &id), &id, &mut report.problems)?;
             }
             if let Some(due) = idat_due_key(&id, &stored) {
-                expected_due += 1;
-                if !due_index.contains_key(&due)? {
-                    report
-                        .problems
-                        .push(format!("IDAT purge index lacks the entry of record {id:?}"));
-                }
+                due_index.expect(&due, &id, &mut report.problems)?;
             }
             if let Some(waiting) = waiting_key(&id, &stored) {
-                expected_waiting += 1;
-                if !waiting_index.contains_key(&waiting)? {
-                    report.problems.push(format!(
-                        "waiting-records index lacks the entry of record {id:?}"
-                    ));
-                }
+                waiting_index.expect(&waiting, &id, &mut report.problems)?;
             }
         }
         // Every expected entry is present (checked above); any surplus entry is stale.
-        for (name, index, expected) in [
-            ("filter", &bf_index, expected_bf),
-            ("pseudonym", &psn_index, expected_psn),
-            ("IDAT purge", &due_index, expected_due),
-            ("waiting-records", &waiting_index, expected_waiting),
-        ] {
-            let present = index.len()?;
-            if present > expected {
-                report.problems.push(format!(
-                    "{name} index has {} stale entries",
-                    present - expected
-                ));
-            }
+        for index in [bf_index, psn_index, due_index, waiting_index] {
+            index.stale(&mut report.problems)?;
         }
         let stored_counts = match rtree(&tx, COUNTS, path)?.get(COUNTS_KEY)? {
             None => RecordCounts::default(),
@@ -1206,6 +1172,54 @@ pub(crate) fn decode_record_entry<'v>(
     let stored =
         decode_record(value).map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
     Ok((id, stored))
+}
+
+/// A derived index under check: each entry the records imply must be present, and any entry
+/// beyond those is stale.
+struct IndexCheck<'p> {
+    name: &'static str,
+    index: RTree<'p>,
+    expected: u64,
+}
+
+impl<'p> IndexCheck<'p> {
+    fn new(name: &'static str, index: RTree<'p>) -> IndexCheck<'p> {
+        IndexCheck {
+            name,
+            index,
+            expected: 0,
+        }
+    }
+
+    /// Record `id` implies `key`.
+    fn expect(
+        &mut self,
+        key: &[u8],
+        id: &str,
+        problems: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.expected += 1;
+        if !self.index.contains_key(key)? {
+            problems.push(format!(
+                "{} index lacks the entry of record {id:?}",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// After every record: more entries than expected means stale ones.
+    fn stale(self, problems: &mut Vec<String>) -> Result<(), StoreError> {
+        let present = self.index.len()?;
+        if present > self.expected {
+            problems.push(format!(
+                "{} index has {} stale entries",
+                self.name,
+                present - self.expected
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
