@@ -787,9 +787,14 @@ impl Store {
             }
             counted.add(&stored);
             match self.keys.filter.open(key, stored.sealed_filter) {
-                Err(_) => report
-                    .problems
-                    .push(format!("record {id:?}: sealed filter fails authentication")),
+                Err(_) => {
+                    // Its entry's key cannot be derived, but the record still has one: not
+                    // counting it would report that entry as stale as well.
+                    bf_index.expect_unchecked();
+                    report
+                        .problems
+                        .push(format!("record {id:?}: sealed filter fails authentication"));
+                }
                 Ok(filter) => bf_index.expect(
                     &index_key_with(&self.keys.filter_tag(&filter), &id),
                     &id,
@@ -1208,6 +1213,11 @@ impl<'p> IndexCheck<'p> {
         Ok(())
     }
 
+    /// A record implies an entry whose key cannot be derived (its seal does not open).
+    fn expect_unchecked(&mut self) {
+        self.expected += 1;
+    }
+
     /// After every record: more entries than expected means stale ones.
     fn stale(self, problems: &mut Vec<String>) -> Result<(), StoreError> {
         let present = self.index.len()?;
@@ -1225,6 +1235,54 @@ impl<'p> IndexCheck<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record whose filter seal fails authentication is one problem: its filter-index entry
+    /// is not also reported as stale.
+    #[test]
+    fn a_filter_that_fails_authentication_is_one_problem() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = super::super::StoreOptions::new(
+            dir.path().join("store"),
+            super::super::IdatKey::generate(),
+        );
+        let store = Store::open(&opts).expect("open");
+        let now = chrono::Utc::now();
+        let rec = LocalRecord {
+            head: RecordHead {
+                local_id: "case-1".into(),
+                bloom_filter: vec![7u8; 16],
+                state: RecordState::New,
+                pseudonym: None,
+                created_at: now,
+                updated_at: now,
+            },
+            idat: None,
+        };
+        store.insert_records(&[rec]).expect("insert");
+        assert!(store.check_integrity().expect("check").is_ok());
+        let path = store.path.clone();
+        store
+            .write(|tx| {
+                let mut records = wtree(tx, RECORDS, &path)?;
+                let value = records.get(b"case-1")?.expect("stored");
+                let stored = decode_record(&value).expect("decodes");
+                let mut damaged = stored.sealed_filter.to_vec();
+                let last = damaged.len() - 1;
+                damaged[last] ^= 1;
+                let value = encode_record(&StoredRecord {
+                    sealed_filter: &damaged,
+                    ..stored
+                })?;
+                records.insert(b"case-1", &value)?;
+                Ok(())
+            })
+            .expect("damage");
+        let report = store.check_integrity().expect("check");
+        assert_eq!(
+            report.problems,
+            ["record \"case-1\": sealed filter fails authentication"]
+        );
+    }
 
     #[test]
     fn counts_bytes_round_trip() {
