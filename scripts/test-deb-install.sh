@@ -200,7 +200,11 @@ check "stopped after $(elapsed "$t"): Result=$(prop Result), exit status 0 (\"De
   "[ \"\$(podman exec $ctr systemctl show -p Result --value ttp-agent.service)\" = success ] \
    && podman exec $ctr journalctl -u ttp-agent.service --no-pager -o cat | tail -3 | grep -q 'Deactivated successfully' \
    && ! podman exec $ctr journalctl -u ttp-agent.service --no-pager -o cat | grep -Eq 'code=killed|code=exited, status=[1-9]'"
-check "journal: 'ttp-agent stopped'" journal_has "ttp-agent stopped"
+# journald reads the service's output stream on its own schedule: the agent's last line can
+# reach the journal after systemd's "Deactivated successfully" (seen once in CI), so wait for it.
+wait_for "the agent's last line in the journal" journal_has "ttp-agent stopped" \
+  && ok "journal: 'ttp-agent stopped'" \
+  || bad "journal: no 'ttp-agent stopped' after the stop"
 check "the store belongs to ttp-agent" test "$(perm /var/lib/ttp-agent/store)" = "ttp-agent:ttp-agent 700"
 
 # --- Purge. -----------------------------------------------------------------------------------
