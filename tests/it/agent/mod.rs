@@ -3,6 +3,7 @@
 
 mod auth_variants;
 mod bad_input;
+mod disclosures;
 mod fidelity;
 mod flow;
 mod hostile_dispatcher;
