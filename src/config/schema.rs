@@ -91,6 +91,9 @@ pub(crate) const DISPATCH_RETRY_BASE: KeySpec = spec("dispatch", "retry_base", D
 pub(crate) const DISPATCH_RETRY_CAP: KeySpec = spec("dispatch", "retry_cap", D("1h"));
 pub(crate) const DISPATCH_MISSING_ELEMENTS: KeySpec =
     spec("dispatch", "missing_elements", D("send_known"));
+pub(crate) const DISPATCH_IDAT_RELEASE: KeySpec = spec("dispatch", "idat_release", D("automatic"));
+pub(crate) const DISPATCH_APPROVALS_REQUIRED: KeySpec =
+    spec("dispatch", "approvals_required", D("1"));
 
 pub(crate) const ADMIN_LISTEN: KeySpec = spec("admin", "listen", D("127.0.0.1:9464"));
 pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
@@ -155,6 +158,8 @@ pub(crate) const ALL: &[KeySpec] = &[
     DISPATCH_RETRY_BASE,
     DISPATCH_RETRY_CAP,
     DISPATCH_MISSING_ELEMENTS,
+    DISPATCH_IDAT_RELEASE,
+    DISPATCH_APPROVALS_REQUIRED,
     ADMIN_LISTEN,
     ADMIN_TOKEN_FILE,
     ADMIN_READY_WINDOW,

@@ -91,6 +91,9 @@ impl From<&TaskRecord> for TaskSummary {
 enum Finish {
     Done,
     Expired,
+    /// Closed locally (denied, withdrawn): finished, but neither answered nor expired, so not
+    /// counted in the done/expired history (the audit trail holds each one).
+    Closed,
 }
 
 /// When and how a task occurrence finished, if it did.
@@ -98,6 +101,7 @@ fn finished(state: &TaskState) -> Option<(DateTime<Utc>, Finish)> {
     match state {
         TaskState::Done { at } => Some((*at, Finish::Done)),
         TaskState::Expired { at } => Some((*at, Finish::Expired)),
+        TaskState::Closed { at, .. } => Some((*at, Finish::Closed)),
         _ => None,
     }
 }
@@ -224,12 +228,16 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
 type HistoryDelta = BTreeMap<Vec<u8>, (u64, u64)>;
 
 fn count_finish(delta: &mut HistoryDelta, task_type: &str, at: DateTime<Utc>, how: Finish) {
+    if matches!(how, Finish::Closed) {
+        return;
+    }
     let c = delta
         .entry(history_key(at.date_naive(), task_type))
         .or_default();
     match how {
         Finish::Done => c.0 += 1,
         Finish::Expired => c.1 += 1,
+        Finish::Closed => {}
     }
 }
 

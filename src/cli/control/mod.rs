@@ -54,6 +54,8 @@ pub enum Request {
     Backup(cli::backup::Request),
     Purge(cli::purge::Request),
     Status(cli::status::Request),
+    Approve(cli::approve::ApproveRequest),
+    Deny(cli::approve::DenyRequest),
 }
 
 impl Request {
@@ -66,6 +68,8 @@ impl Request {
             Request::Backup(_) => "backup",
             Request::Purge(_) => "purge",
             Request::Status(_) => "status",
+            Request::Approve(_) => "approve",
+            Request::Deny(_) => "deny",
         }
     }
 
@@ -79,6 +83,8 @@ impl Request {
             Request::Backup(r) => cli::backup::apply(r, ctx, io),
             Request::Purge(r) => cli::purge::apply(r, ctx, io),
             Request::Status(r) => cli::status::apply(r, ctx, io),
+            Request::Approve(r) => cli::approve::apply_approve(r, ctx, io),
+            Request::Deny(r) => cli::approve::apply_deny(r, ctx, io),
         }
     }
 }
