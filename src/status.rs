@@ -515,13 +515,17 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     let s = &r.summary;
+    let approval = if r.awaiting_approval.is_empty() {
+        String::new()
+    } else {
+        format!(", {} await approval", r.awaiting_approval.len())
+    };
     let _ = writeln!(
         out,
-        "tasks open: {}, of which the agent works on {}, {} need a person, {} await approval; {} expire soon, {} failing",
+        "tasks open: {}, of which the agent works on {}, {} need a person{approval}; {} expire soon, {} failing",
         s.open + s.needs_attention + r.awaiting_approval.len(),
         s.open,
         s.needs_attention,
-        r.awaiting_approval.len(),
         s.expiring_soon,
         s.failing
     );
