@@ -49,6 +49,8 @@ pub struct AgentOptions {
     /// Distinct local users who must approve a `send_idat` before it is sent; 0 when releases
     /// are automatic (`[dispatch] idat_release`, `approvals_required`).
     pub approvals_required: usize,
+    /// The elements a `send_idat` may be answered with (`[dispatch] release_elements`).
+    pub release_elements: handlers::send_idat::ReleaseElements,
 }
 
 impl AgentOptions {
@@ -68,6 +70,7 @@ impl AgentOptions {
             idat_retention: chrono::Duration::days(90),
             missing_elements: handlers::send_idat::MissingElementsPolicy::SendKnown,
             approvals_required: 0,
+            release_elements: handlers::send_idat::ReleaseElements::default(),
         }
     }
 }

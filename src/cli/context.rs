@@ -100,6 +100,7 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
             crate::config::IdatRelease::Automatic => 0,
             crate::config::IdatRelease::Approval => config.dispatch.approvals_required,
         },
+        release_elements: config.dispatch.release_elements.clone(),
         // The study and target, and what is not configurable (the group commit's size).
         ..defaults
     }

@@ -72,8 +72,8 @@ pub use endpoint::{
 pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
 pub use secrets::{SecretFileWarning, Secrets};
 pub use values::{
-    ApiKeyIn, ByteSize, IdatRelease, LogFormat, LogLevel, MissingElements, Span, TaskRelisting,
-    WebhookUrl,
+    ApiKeyIn, ByteSize, IdatRelease, LogFormat, LogLevel, MissingElements, ReleaseElements, Span,
+    TaskRelisting, WebhookUrl,
 };
 
 use layers::{Layers, Recorded};
@@ -275,6 +275,10 @@ pub struct DispatchConfig {
     pub idat_release: IdatRelease,
     /// Distinct local users who must approve a release in `approval` mode: 1, or 2 (four eyes).
     pub approvals_required: usize,
+    /// The elements a `send_idat` may be answered with (the site's release policy); a
+    /// requested element outside it is never sent. Site-wide: a per-study list (issue 14)
+    /// would override it for one study.
+    pub release_elements: ReleaseElements,
 }
 
 /// `[admin]`: the health, metrics and admin endpoint.
@@ -768,6 +772,7 @@ fn build(
             2,
             "2: two different local users, four eyes",
         )?,
+        release_elements: l.get(&DISPATCH_RELEASE_ELEMENTS)?,
     };
     if dispatch.retry_base > dispatch.retry_cap {
         return Err(l.invalid(

@@ -94,6 +94,14 @@ pub(crate) const DISPATCH_MISSING_ELEMENTS: KeySpec =
 pub(crate) const DISPATCH_IDAT_RELEASE: KeySpec = spec("dispatch", "idat_release", D("automatic"));
 pub(crate) const DISPATCH_APPROVALS_REQUIRED: KeySpec =
     spec("dispatch", "approvals_required", D("1"));
+/// The default lists every element code: releasing all is the behaviour before the setting.
+pub(crate) const DISPATCH_RELEASE_ELEMENTS: KeySpec = spec(
+    "dispatch",
+    "release_elements",
+    D(
+        "given,family,prefix,suffix,birthdate,gender,address-line,address-city,address-postalcode,birthplace,maidenname,degree,language,nationality,maritalstatus",
+    ),
+);
 
 pub(crate) const ADMIN_LISTEN: KeySpec = spec("admin", "listen", D("127.0.0.1:9464"));
 pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
@@ -160,6 +168,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     DISPATCH_MISSING_ELEMENTS,
     DISPATCH_IDAT_RELEASE,
     DISPATCH_APPROVALS_REQUIRED,
+    DISPATCH_RELEASE_ELEMENTS,
     ADMIN_LISTEN,
     ADMIN_TOKEN_FILE,
     ADMIN_READY_WINDOW,
