@@ -907,7 +907,10 @@ mod tests {
         assert_eq!(
             problems,
             vec![
-                format!("finished-task index lacks the entry of task {:?}", done.key.0),
+                format!(
+                    "finished-task index lacks the entry of task {:?}",
+                    done.key.0
+                ),
                 "finished-task index has 1 stale entries".to_string(),
             ]
         );
