@@ -198,6 +198,9 @@ pub fn advice(reason: &Attention) -> Option<&'static str> {
         Attention::MissingElements(_) => {
             "Add the missing data to the record with `ttp-agent resolve add-element` before the deadline."
         }
+        Attention::ReleaseWithheld(_) => {
+            "The site's release policy forbids every element the task asks for. If the data may be released, add the elements to `[dispatch] release_elements`, restart and `ttp-agent resolve retry TASK_KEY`; otherwise mark it handled and tell the fTTP operator."
+        }
         Attention::UnknownTaskType(_) => {
             "Update ttp-agent to a version that knows this task type; until then it is kept and shown here."
         }
@@ -566,7 +569,7 @@ pub fn render_text(r: &StatusReport) -> String {
     if !r.answered_without_elements.is_empty() {
         let _ = writeln!(
             out,
-            "\ninformation: send_idat answered as far as known (the records do not hold these requested elements; nothing to do):"
+            "\ninformation: send_idat answered without requested elements (the release policy withholds them, or the records do not hold them; nothing to do):"
         );
         for a in &r.answered_without_elements {
             let _ = writeln!(

@@ -109,22 +109,31 @@ impl Agent {
                 subject,
                 elements,
             } => {
-                let (task_id, subject, elements) =
-                    (task_id.clone(), subject.clone(), elements.clone());
-                Route::Send(Box::pin(async move {
-                    let lookup = match find_record(&agent.store, &subject) {
-                        Ok(lookup) => lookup,
-                        Err(e) => {
-                            return Outcome::effect(Effect::Retry {
-                                error: format!("store: {e}"),
-                                retry_after: None,
-                            });
-                        }
-                    };
-                    let policy = agent.opts.missing_elements;
-                    handlers::send_idat::handle(&agent.client, &task_id, lookup, &elements, policy)
-                        .await
-                }))
+                // Looked up and prepared before the intent, so that what the answer will
+                // carry is decided once; a task that cannot be answered still goes through the
+                // intent (the attempt is counted) and settles with its reason.
+                let prepared = find_record(&self.store, subject).map(|lookup| {
+                    handlers::send_idat::prepare(
+                        lookup,
+                        elements,
+                        self.opts.missing_elements,
+                        &self.opts.release_elements,
+                    )
+                });
+                let outcome = match prepared {
+                    Ok(Ok(prepared)) => {
+                        let task_id = task_id.clone();
+                        return Route::Send(Box::pin(async move {
+                            handlers::send_idat::handle(&agent.client, &task_id, prepared).await
+                        }));
+                    }
+                    Ok(Err(attention)) => Outcome::effect(Effect::Attention(attention)),
+                    Err(e) => Outcome::effect(Effect::Retry {
+                        error: format!("store: {e}"),
+                        retry_after: None,
+                    }),
+                };
+                Route::Send(Box::pin(std::future::ready(outcome)))
             }
             TaskKind::RepeatRequest {
                 study,
@@ -264,9 +273,9 @@ impl Agent {
         for (mut rec, outcome) in outcomes {
             let (effect, changed) = self.assign_pseudonym(outcome, now)?;
             heads.extend(changed);
-            if let Effect::DoneWithout { missing } = &effect {
+            if let Effect::DoneWithout { missing, withheld } = &effect {
                 notes.push(handlers::send_idat::missing_elements_entry(
-                    &rec.key.0, missing, now,
+                    &rec.key.0, missing, withheld, now,
                 ));
             }
             let span = task_span(&rec);
@@ -325,11 +334,14 @@ impl Agent {
         now: DateTime<Utc>,
         stats: &mut DispatchStats,
     ) {
-        if let Effect::DoneWithout { missing } = &effect {
-            let codes: Vec<&str> = missing.iter().map(|e| e.code()).collect();
+        if let Effect::DoneWithout { missing, withheld } = &effect {
+            let codes = |els: &[ttp_proto::IdatElement]| {
+                els.iter().map(|e| e.code()).collect::<Vec<_>>().join(",")
+            };
             tracing::info!(
-                missing = %codes.join(","),
-                "task done as far as known (requested elements the record does not hold were left out)"
+                missing = %codes(missing),
+                withheld = %codes(withheld),
+                "task done as far as known (requested elements the record does not hold, or the release policy withholds, were left out)"
             );
         } else if effect == Effect::Done {
             tracing::info!("task done");

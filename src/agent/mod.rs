@@ -46,6 +46,8 @@ pub struct AgentOptions {
     pub idat_retention: chrono::Duration,
     /// `send_idat` asking for elements the record lacks (`[dispatch] missing_elements`).
     pub missing_elements: handlers::send_idat::MissingElementsPolicy,
+    /// The elements a `send_idat` may be answered with (`[dispatch] release_elements`).
+    pub release_elements: handlers::send_idat::ReleaseElements,
 }
 
 impl AgentOptions {
@@ -64,6 +66,7 @@ impl AgentOptions {
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
             missing_elements: handlers::send_idat::MissingElementsPolicy::SendKnown,
+            release_elements: handlers::send_idat::ReleaseElements::default(),
         }
     }
 }

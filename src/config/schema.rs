@@ -91,6 +91,14 @@ pub(crate) const DISPATCH_RETRY_BASE: KeySpec = spec("dispatch", "retry_base", D
 pub(crate) const DISPATCH_RETRY_CAP: KeySpec = spec("dispatch", "retry_cap", D("1h"));
 pub(crate) const DISPATCH_MISSING_ELEMENTS: KeySpec =
     spec("dispatch", "missing_elements", D("send_known"));
+/// The default lists every element code: releasing all is the behaviour before the setting.
+pub(crate) const DISPATCH_RELEASE_ELEMENTS: KeySpec = spec(
+    "dispatch",
+    "release_elements",
+    D(
+        "given,family,prefix,suffix,birthdate,gender,address-line,address-city,address-postalcode,birthplace,maidenname,degree,language,nationality,maritalstatus",
+    ),
+);
 
 pub(crate) const ADMIN_LISTEN: KeySpec = spec("admin", "listen", D("127.0.0.1:9464"));
 pub(crate) const ADMIN_TOKEN_FILE: KeySpec = spec("admin", "token_file", O);
@@ -155,6 +163,7 @@ pub(crate) const ALL: &[KeySpec] = &[
     DISPATCH_RETRY_BASE,
     DISPATCH_RETRY_CAP,
     DISPATCH_MISSING_ELEMENTS,
+    DISPATCH_RELEASE_ELEMENTS,
     ADMIN_LISTEN,
     ADMIN_TOKEN_FILE,
     ADMIN_READY_WINDOW,

@@ -639,6 +639,79 @@ impl Setting for MissingElements {
     }
 }
 
+/// `[dispatch] release_elements`: the IDAT elements this site lets leave at all (its release
+/// policy). A `send_idat` asking for an element outside it is answered without that element.
+/// A TOML array of element codes; in the environment, a comma-separated list. Kept as a set,
+/// so order and repeats do not matter. Per-study lists come with several studies (issue 14):
+/// this type is the site-wide default such an override would fall back to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseElements(std::collections::BTreeSet<ttp_proto::IdatElement>);
+
+impl Default for ReleaseElements {
+    /// Every element: the behaviour before the setting existed.
+    fn default() -> ReleaseElements {
+        ReleaseElements(ttp_proto::IdatElement::ALL.into_iter().collect())
+    }
+}
+
+impl ReleaseElements {
+    /// A policy allowing exactly `elements`.
+    pub fn only(elements: impl IntoIterator<Item = ttp_proto::IdatElement>) -> ReleaseElements {
+        ReleaseElements(elements.into_iter().collect())
+    }
+
+    /// Whether `element` may be sent.
+    pub fn allows(&self, element: ttp_proto::IdatElement) -> bool {
+        self.0.contains(&element)
+    }
+
+    fn from_codes<'a>(codes: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut set = std::collections::BTreeSet::new();
+        for code in codes {
+            let code = code.trim();
+            match ttp_proto::IdatElement::from_code(code) {
+                Some(element) => {
+                    set.insert(element);
+                }
+                None => return Err(format!("{} is not an IDAT element code", quoted(code))),
+            }
+        }
+        // An empty list would withhold every element of every answer: far more likely an
+        // empty variable or a typo than a policy (a site that releases nothing does not run
+        // the agent for send_idat at all).
+        if set.is_empty() {
+            return Err("the list is empty".to_owned());
+        }
+        Ok(ReleaseElements(set))
+    }
+}
+
+impl Setting for ReleaseElements {
+    const EXPECTED: &'static str = "a non-empty list of IDAT element codes (given, family, prefix, suffix, birthdate, gender, address-line, address-city, address-postalcode, birthplace, maidenname, degree, language, nationality, maritalstatus), such as [\"given\", \"family\", \"birthdate\"] (in an environment variable: given,family,birthdate)";
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        ReleaseElements::from_codes(text.split(',').filter(|s| !s.trim().is_empty()))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Array(items) => {
+                let codes = items
+                    .iter()
+                    .map(|item| item.as_str().ok_or_else(|| found(item)))
+                    .collect::<Result<Vec<&str>, String>>()?;
+                ReleaseElements::from_codes(codes)
+            }
+            other => Err(found(other)),
+        }
+    }
+
+    fn display(&self) -> String {
+        let items: Vec<String> = self.0.iter().map(|e| quoted(e.code())).collect();
+        format!("[{}]", items.join(", "))
+    }
+}
+
 /// The log output format. `Auto` leaves the choice to the logging setup, which looks at where
 /// the agent runs (the systemd journal, a terminal, a container).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

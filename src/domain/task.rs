@@ -45,9 +45,13 @@ pub enum TaskRelisting {
 pub enum Effect {
     /// Answered.
     Done,
-    /// A `send_idat` answered as far as known: without these requested elements, which the
-    /// record does not hold. Done, plus an audit entry naming them.
-    DoneWithout { missing: Vec<IdatElement> },
+    /// A `send_idat` answered as far as known: without requested elements the record does
+    /// not hold (`missing`) or the release policy withholds (`withheld`). Done, plus an audit
+    /// entry naming them apart.
+    DoneWithout {
+        missing: Vec<IdatElement>,
+        withheld: Vec<IdatElement>,
+    },
     /// Failed without reaching the fTTP (or the operation may be repeated): try again later.
     Retry {
         error: String,
@@ -551,6 +555,9 @@ impl TaskState {
 pub enum Attention {
     UnknownRecord,
     MissingElements(Vec<IdatElement>),
+    /// A `send_idat` asks only for elements the release policy (`[dispatch]
+    /// release_elements`) withholds: nothing would be left to send.
+    ReleaseWithheld(Vec<IdatElement>),
     UnknownTaskType(String),
     MalformedTask(String),
     Rejected {
@@ -591,6 +598,14 @@ impl std::fmt::Display for Attention {
                 write!(
                     f,
                     "the local record lacks the requested element(s) {}; add them with `ttp-agent resolve add-element`",
+                    names.join(", ")
+                )
+            }
+            Attention::ReleaseWithheld(els) => {
+                let names: Vec<&str> = els.iter().map(|e| e.code()).collect();
+                write!(
+                    f,
+                    "the task asks only for element(s) {} that the release policy ([dispatch] release_elements) withholds; nothing was sent",
                     names.join(", ")
                 )
             }
@@ -750,6 +765,7 @@ mod tests {
         let mut without = r.clone();
         let missing = Effect::DoneWithout {
             missing: vec![IdatElement::Degree],
+            withheld: vec![IdatElement::Birthplace],
         };
         assert_eq!(without.after_effect(missing, now, no_retry), Settled::Done);
 

@@ -438,6 +438,7 @@ pub fn prepare_send_idat(
         lookup,
         &elements,
         send_idat::MissingElementsPolicy::SendKnown,
+        &send_idat::ReleaseElements::default(),
     ) {
         Ok(p) => Ok(p.patient),
         Err(a) => Err(MEffect::Attention(from_attention(&a))),
@@ -610,6 +611,7 @@ fn to_effect(e: MEffect) -> Effect {
         MEffect::Done => Effect::Done,
         MEffect::DoneWithout => Effect::DoneWithout {
             missing: vec![REQUESTED[1]],
+            withheld: Vec::new(),
         },
         MEffect::Retry => Effect::Retry {
             error: String::new(),

@@ -8,3 +8,4 @@ mod flow;
 mod hostile_dispatcher;
 mod idat_fidelity;
 mod listing_flood;
+mod release_policy;

@@ -618,3 +618,62 @@ fn inline_encoding_secrets_are_refused_naming_the_key_and_never_echoed() {
         }
     }
 }
+
+#[test]
+fn an_unknown_release_element_names_the_file_line_and_key() {
+    let (_, message, path) = error(
+        &with(
+            "dispatch",
+            "release_elements = [\"given\", \"family\", \"shoe-size\"]",
+        ),
+        &[],
+    );
+    assert_contains(
+        &message,
+        &[
+            &path,
+            "line 10",
+            "release_elements",
+            "\"shoe-size\" is not an IDAT element code",
+        ],
+    );
+    let (_, message, _) = error(
+        REQUIRED,
+        &[("TTP_AGENT__DISPATCH__RELEASE_ELEMENTS", "given,sheo")],
+    );
+    assert_contains(
+        &message,
+        &["TTP_AGENT__DISPATCH__RELEASE_ELEMENTS", "\"sheo\""],
+    );
+    let (_, message, _) = error(&with("dispatch", "release_elements = []"), &[]);
+    assert_contains(&message, &["release_elements", "the list is empty"]);
+}
+
+#[test]
+fn release_elements_default_to_all_and_read_from_the_file_or_the_environment() {
+    use ttp_agent::config::ReleaseElements;
+    use ttp_proto::IdatElement::*;
+    let all = load(REQUIRED, &[]).result.unwrap();
+    assert_eq!(all.dispatch.release_elements, ReleaseElements::default());
+    assert!(all.dispatch.release_elements.allows(Maritalstatus));
+    let file = load(
+        &with("dispatch", "release_elements = [\"given\", \"birthdate\"]"),
+        &[],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        file.dispatch.release_elements,
+        ReleaseElements::only([Given, Birthdate])
+    );
+    let env = load(
+        REQUIRED,
+        &[("TTP_AGENT__DISPATCH__RELEASE_ELEMENTS", "family, given")],
+    )
+    .result
+    .unwrap();
+    assert_eq!(
+        env.dispatch.release_elements,
+        ReleaseElements::only([Family, Given])
+    );
+}
