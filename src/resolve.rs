@@ -11,6 +11,8 @@
 //! | [`retry_records`] | records `Rejected` (by local id, or all of one code) | `New`: registered in the next cycle |
 //! | [`mark_handled`] | any open state but `Running` | `Done`, `last_error = "marked handled by <who>: <comment>"` |
 //! | [`add_element`] | a record that still holds IDAT | the element added to its sealed IDAT |
+//! | [`approve_task`] | `AwaitingApproval` (not past its deadline; once per user) | one approval more; with enough of them `Received`: sent in the next cycle |
+//! | [`deny_task`] | `AwaitingApproval` | `Closed` (denied, with who and the reason): never answered |
 //!
 //! **Why "handled" is `Done`.** A task a person has dealt with outside the agent (answered by
 //! phone, withdrawn by the fTTP operator) is finished: it must leave the open and attention
@@ -34,7 +36,7 @@
 use chrono::{DateTime, Utc};
 use ttp_proto::{IdatElement, TaskKey};
 
-use crate::domain::{Idat, RecordState, Refusal, TaskRecord};
+use crate::domain::{ApprovalProgress, Idat, RecordState, Refusal, TaskRecord, TaskState};
 use crate::store::{AuditEntry, Store, StoreError};
 
 /// The longest comment `mark_handled` accepts (it is stored with the task and in the audit).
@@ -117,6 +119,8 @@ pub enum ResolveError {
     InvalidValue { element: IdatElement, why: String },
     #[error("the comment is {why}")]
     BadComment { why: String },
+    #[error("the reason is {why}")]
+    BadReason { why: String },
     #[error(
         "{what} changed while this command ran (the agent acted on it); look at `ttp-agent status` and run the command again"
     )]
@@ -133,6 +137,20 @@ pub enum ResolveError {
         "no rejected record has the cause {cause:?}; `ttp-agent status` shows how many are rejected, the audit trail and the log name the causes"
     )]
     NoRejectedRecords { cause: String },
+    #[error(
+        "task {key:?} awaits approval of its release; `ttp-agent approve` or `ttp-agent deny` it"
+    )]
+    AwaitsApproval { key: String },
+    #[error(
+        "task {key:?}: its deadline passed at {at}; an approval can no longer be sent, nothing is sent (the task expires)"
+    )]
+    ApprovalTooLate { key: String, at: String },
+    #[error("task {key:?} does not await approval (it is {state})")]
+    NotAwaitingApproval { key: String, state: &'static str },
+    #[error(
+        "task {key:?} was approved by {by} already; the same user counts once, another local user must approve it"
+    )]
+    AlreadyApproved { key: String, by: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -367,6 +385,107 @@ pub fn add_element(
     })
 }
 
+/// What one approval did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approved {
+    pub key: String,
+    pub progress: ApprovalProgress,
+}
+
+/// A local user approves the release of a `send_idat` awaiting approval. With
+/// `required` distinct approvals the task is `Received` and the next cycle sends it (unless
+/// its deadline passes first: then it expires and nothing is sent). The approval and its audit
+/// entry are one transaction.
+pub fn approve_task(
+    store: &Store,
+    key: &TaskKey,
+    actor: &Actor,
+    required: usize,
+    now: DateTime<Utc>,
+) -> Result<Approved, ResolveError> {
+    let current = load_task(store, key)?;
+    let mut next = current.clone();
+    let progress =
+        next.approved_by(actor.as_str(), required, now)
+            .map_err(|refusal| match refusal {
+                Refusal::DeadlinePassed { at } => ResolveError::ApprovalTooLate {
+                    key: key.0.clone(),
+                    at: at.to_rfc3339(),
+                },
+                other => refused(key, other),
+            })?;
+    let detail = if progress.complete() {
+        format!(
+            "approval {} of {}: awaiting-approval -> received (sent in the next cycle)",
+            progress.have, progress.need
+        )
+    } else {
+        format!(
+            "approval {} of {}: still awaiting approval",
+            progress.have, progress.need
+        )
+    };
+    write_task(
+        store,
+        &current,
+        &next,
+        audit(actor, now, "approve", &key.0, detail),
+    )?;
+    Ok(Approved {
+        key: key.0.clone(),
+        progress,
+    })
+}
+
+/// A local user denies the release of a `send_idat` awaiting approval: closed locally with
+/// the reason, never answered. The reason is stored in clear (with the task and in the audit
+/// trail): it must not contain IDAT.
+pub fn deny_task(
+    store: &Store,
+    key: &TaskKey,
+    reason: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Resolved, ResolveError> {
+    let reason = check_reason(reason)?;
+    let current = load_task(store, key)?;
+    let mut next = current.clone();
+    next.denied_by(actor.as_str(), reason, now)
+        .map_err(|refusal| refused(key, refusal))?;
+    write_task(
+        store,
+        &current,
+        &next,
+        audit(
+            actor,
+            now,
+            "deny",
+            &key.0,
+            format!("awaiting-approval -> closed (denied): {reason}"),
+        ),
+    )?;
+    Ok(Resolved {
+        subject: key.0.clone(),
+        from: "awaiting-approval".to_string(),
+        to: "closed (denied, not answered)".to_string(),
+        warning: None,
+    })
+}
+
+/// The keys of the tasks awaiting approval, earliest deadline first (what `approve --all`
+/// approves).
+pub fn awaiting_approval(store: &Store) -> Result<Vec<TaskKey>, ResolveError> {
+    let mut tasks = store.open_tasks_where(|s| *s == TaskState::AwaitingApproval)?;
+    tasks.sort_by(|a, b| {
+        (a.deadline().is_none(), a.deadline(), &a.key).cmp(&(
+            b.deadline().is_none(),
+            b.deadline(),
+            &b.key,
+        ))
+    });
+    Ok(tasks.into_iter().map(|t| t.key).collect())
+}
+
 /// A refusal of the domain's, as the person reads it.
 fn refused(key: &TaskKey, refusal: Refusal) -> ResolveError {
     let key = key.0.clone();
@@ -388,6 +507,9 @@ fn refused(key: &TaskKey, refusal: Refusal) -> ResolveError {
             key,
             answered_at: answered_at.to_rfc3339(),
         },
+        Refusal::AwaitsApproval => ResolveError::AwaitsApproval { key },
+        Refusal::NotAwaitingApproval { state } => ResolveError::NotAwaitingApproval { key, state },
+        Refusal::AlreadyApprovedBy { by } => ResolveError::AlreadyApproved { key, by },
     }
 }
 
@@ -426,6 +548,20 @@ fn audit(
         subject: subject.to_string(),
         detail,
     }
+}
+
+/// A denial's reason: the rules of a comment (one line, not empty, at most
+/// [`MAX_COMMENT_CHARS`]).
+pub fn check_reason(reason: &str) -> Result<&str, ResolveError> {
+    check_comment(reason).map_err(|e| match e {
+        ResolveError::BadComment { why } => ResolveError::BadReason {
+            why: why.replace(
+                "say what was done, e.g. \"answered by phone, ticket 4711\"",
+                "say why the release is denied",
+            ),
+        },
+        other => other,
+    })
 }
 
 fn check_comment(comment: &str) -> Result<&str, ResolveError> {

@@ -63,6 +63,53 @@ pub struct StatusReport {
     /// What became of each task the fTTP listed at the last successful poll.
     #[serde(default)]
     pub last_listing: Option<ListingSummary>,
+    /// `send_idat` tasks waiting for local users to approve the release of their IDAT, most
+    /// urgent first (`[dispatch] idat_release = "approval"`).
+    #[serde(default)]
+    pub awaiting_approval: Vec<ApprovalLine>,
+    /// Distinct approvals a release needs (`[dispatch] approvals_required`), when the report
+    /// was made with the configuration at hand (`ttp-agent status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<usize>,
+}
+
+/// One task awaiting approval: what it asks for (element codes, never values), who approved
+/// it so far, and the time left.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApprovalLine {
+    pub key: String,
+    /// The requested IDAT element codes (`given`, `birthdate`, ...).
+    pub elements: Vec<String>,
+    /// The local users who approved it so far.
+    pub approved_by: Vec<String>,
+    pub expires: Option<DateTime<Utc>>,
+    pub seconds_to_expiry: Option<i64>,
+    /// Within the warning window before expiry.
+    pub urgent: bool,
+    pub first_seen: DateTime<Utc>,
+}
+
+fn approval_line(rec: &TaskRecord, now: DateTime<Utc>, warn: chrono::Duration) -> ApprovalLine {
+    let secs = rec.seconds_to_deadline(now);
+    let elements = match &rec.task.kind {
+        ttp_proto::TaskKind::SendIdat { elements, .. } => elements
+            .iter()
+            .map(|e| match e {
+                ttp_proto::ElementRequest::Known(el) => el.code().to_owned(),
+                ttp_proto::ElementRequest::Unknown(code) => code.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    ApprovalLine {
+        key: rec.key.0.clone(),
+        elements,
+        approved_by: rec.approvals.iter().map(|a| a.by.clone()).collect(),
+        expires: rec.deadline(),
+        seconds_to_expiry: secs,
+        urgent: secs.is_some_and(|s| s <= warn.num_seconds()),
+        first_seen: rec.first_seen,
+    }
 }
 
 /// The numbers a coordinator looks at first.
@@ -75,6 +122,9 @@ pub struct Summary {
     pub expiring_soon: usize,
     /// Open tasks whose last attempt failed.
     pub failing: usize,
+    /// `send_idat` tasks waiting for approval of their release.
+    #[serde(default)]
+    pub awaiting_approval: usize,
 }
 
 /// Webhook deliveries still to be made, and those given up on.
@@ -242,12 +292,17 @@ pub fn build(
     let mut open = Vec::new();
     let mut failing = Vec::new();
     let mut needs_attention = Vec::new();
+    let mut awaiting_approval = Vec::new();
     for t in &tasks {
         *open_by_type
             .entry(task_type(t))
             .or_default()
             .entry(t.state.name().to_string())
             .or_default() += 1;
+        if t.state == TaskState::AwaitingApproval {
+            awaiting_approval.push(approval_line(t, now, warn));
+            continue;
+        }
         let l = line(t, now, warn);
         if matches!(t.state, TaskState::NeedsAttention { .. }) {
             needs_attention.push(l);
@@ -267,6 +322,12 @@ pub fn build(
     open.sort_by(by_urgency);
     failing.sort_by(by_urgency);
     needs_attention.sort_by(by_urgency);
+    awaiting_approval.sort_by(|a: &ApprovalLine, b: &ApprovalLine| {
+        a.seconds_to_expiry
+            .unwrap_or(i64::MAX)
+            .cmp(&b.seconds_to_expiry.unwrap_or(i64::MAX))
+            .then(a.first_seen.cmp(&b.first_seen))
+    });
     let summary = Summary {
         open: open.len(),
         needs_attention: needs_attention.len(),
@@ -274,8 +335,10 @@ pub fn build(
             .iter()
             .chain(&needs_attention)
             .filter(|l| l.urgent)
-            .count(),
+            .count()
+            + awaiting_approval.iter().filter(|l| l.urgent).count(),
         failing: failing.len(),
+        awaiting_approval: awaiting_approval.len(),
     };
     let counts = store.record_counts()?;
     let history = store
@@ -320,6 +383,8 @@ pub fn build(
         last_listing: store
             .get_meta_string(crate::store::META_LAST_LISTING)?
             .and_then(|text| serde_json::from_str(&text).ok()),
+        awaiting_approval,
+        approvals_required: None,
     })
 }
 
@@ -453,10 +518,15 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     let s = &r.summary;
+    let approval = if r.awaiting_approval.is_empty() {
+        String::new()
+    } else {
+        format!(", {} await approval", r.awaiting_approval.len())
+    };
     let _ = writeln!(
         out,
-        "tasks open: {}, of which the agent works on {}, {} need a person; {} expire soon, {} failing",
-        s.open + s.needs_attention,
+        "tasks open: {}, of which the agent works on {}, {} need a person{approval}; {} expire soon, {} failing",
+        s.open + s.needs_attention + r.awaiting_approval.len(),
         s.open,
         s.needs_attention,
         s.expiring_soon,
@@ -529,6 +599,32 @@ pub fn render_text(r: &StatusReport) -> String {
                 t.task_type,
                 t.attempts,
                 t.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if !r.awaiting_approval.is_empty() {
+        let need = r
+            .approvals_required
+            .map_or(String::new(), |n| format!(" of {n}"));
+        let _ = writeln!(
+            out,
+            "\nawaiting approval of the release ({}; `ttp-agent approve TASK` or `ttp-agent deny TASK --reason ...`):",
+            r.awaiting_approval.len()
+        );
+        for a in &r.awaiting_approval {
+            let by = if a.approved_by.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", a.approved_by.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  {:<2}{} asks for {}; expires in {}; approvals {}{need}{by}",
+                if a.urgent { "!" } else { "" },
+                a.key,
+                a.elements.join(", "),
+                a.seconds_to_expiry.map_or("-".into(), human_duration),
+                a.approved_by.len(),
             );
         }
     }

@@ -45,6 +45,7 @@ pub fn task(key: &str, kind: TaskKind, state: TaskState, at: DateTime<Utc>) -> T
         first_seen: at,
         updated_at: at,
         last_seen_poll: 1,
+        approvals: Vec::new(),
     }
 }
 

@@ -57,8 +57,13 @@ fn type_name(t: &str) -> String {
     }
 }
 
-const STATES: [(&str, &str, &str); 5] = [
+const STATES: [(&str, &str, &str); 6] = [
     ("needs-attention", "Needs a person", "Needs a person"),
+    (
+        "awaiting-approval",
+        "Awaiting approval",
+        "Waiting for a person to approve the release",
+    ),
     ("retry-wait", "Retrying", "Retrying after an error"),
     (
         "in-doubt",
@@ -300,6 +305,41 @@ pub fn render(r: &StatusReport, now: DateTime<Utc>) -> String {
                     String::new()
                 },
                 deadline(t, now, warn)
+            );
+        }
+        h.push_str("</tbody></table></section>");
+    }
+
+    // Awaiting approval: a person decides each release; codes only, never values.
+    if !r.awaiting_approval.is_empty() {
+        let need = r
+            .approvals_required
+            .map_or(String::new(), |n| format!(" (a release needs {n})"));
+        let _ = write!(
+            h,
+            "<section id=\"approval\"><h2 class=\"amber\">Awaiting approval</h2>\
+             <p class=\"hint\">The fTTP asks for these patients' data. Nothing is sent until it is approved{}: \
+             <code>ttp-agent approve TASK</code>, or <code>ttp-agent deny TASK --reason ...</code>. \
+             A task not approved before its deadline expires and nothing is sent.</p>\
+             <table><thead><tr><th>Task</th><th>Requested data</th><th>Approvals so far</th><th>Time left</th></tr></thead><tbody>",
+            esc(&need)
+        );
+        for a in &r.awaiting_approval {
+            let by = if a.approved_by.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("{} ({})", a.approved_by.len(), a.approved_by.join(", "))
+            };
+            let _ = write!(
+                h,
+                "<tr data-testid=\"approval-row\" data-task-key=\"{}\"><td>{}<span class=\"key\">{}</span></td>\
+                 <td data-testid=\"approval-elements\">{}</td><td data-testid=\"approval-count\">{}</td><td>{}</td></tr>",
+                esc(&a.key),
+                esc(&type_name("send_idat")),
+                esc(&a.key),
+                esc(&a.elements.join(", ")),
+                esc(&by),
+                deadline_at(a.expires, now, warn)
             );
         }
         h.push_str("</tbody></table></section>");
@@ -558,7 +598,11 @@ fn foreign_filter_help(t: &TaskLine, r: &StatusReport) -> String {
 
 /// A deadline: the time left (ticked by the script) and the moment.
 fn deadline(t: &TaskLine, now: DateTime<Utc>, warn: i64) -> String {
-    let Some(at) = t.expires else {
+    deadline_at(t.expires, now, warn)
+}
+
+fn deadline_at(expires: Option<DateTime<Utc>>, now: DateTime<Utc>, warn: i64) -> String {
+    let Some(at) = expires else {
         return "<span class=\"when\">no deadline</span>".to_owned();
     };
     let left = (at - now).num_seconds();

@@ -41,6 +41,8 @@ pub struct DispatchStats {
     pub attention: usize,
     pub expired: usize,
     pub auth_failed: usize,
+    /// `send_idat` tasks put aside to await approval of their release (not sent).
+    pub awaiting_approval: usize,
 }
 
 impl DispatchStats {
@@ -234,6 +236,16 @@ impl Agent {
             if rec.expire_if_due(now) {
                 stats.expired += 1;
                 tracing::warn!("task expired before it could be answered");
+                finished.push(rec);
+                continue;
+            }
+            // Approval mode: a release nobody approved yet waits for people, before its record
+            // is even looked up (nothing is read of the IDAT for a task that may be denied).
+            if rec.needs_approval(self.opts.approvals_required) && rec.hold_for_approval(now) {
+                stats.awaiting_approval += 1;
+                tracing::info!(
+                    "send_idat awaits approval of its release (`ttp-agent approve` / `deny`)"
+                );
                 finished.push(rec);
                 continue;
             }

@@ -46,6 +46,9 @@ pub struct AgentOptions {
     pub idat_retention: chrono::Duration,
     /// `send_idat` asking for elements the record lacks (`[dispatch] missing_elements`).
     pub missing_elements: handlers::send_idat::MissingElementsPolicy,
+    /// Distinct local users who must approve a `send_idat` before it is sent; 0 when releases
+    /// are automatic (`[dispatch] idat_release`, `approvals_required`).
+    pub approvals_required: usize,
     /// The elements a `send_idat` may be answered with (`[dispatch] release_elements`).
     pub release_elements: handlers::send_idat::ReleaseElements,
 }
@@ -66,6 +69,7 @@ impl AgentOptions {
             task_retention: chrono::Duration::days(30),
             idat_retention: chrono::Duration::days(90),
             missing_elements: handlers::send_idat::MissingElementsPolicy::SendKnown,
+            approvals_required: 0,
             release_elements: handlers::send_idat::ReleaseElements::default(),
         }
     }

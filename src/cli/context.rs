@@ -96,6 +96,10 @@ pub fn options(config: &AgentConfig) -> AgentOptions {
         task_retention: config.store.task_retention.delta(),
         idat_retention: config.store.idat_retention.delta(),
         missing_elements: config.dispatch.missing_elements,
+        approvals_required: match config.dispatch.idat_release {
+            crate::config::IdatRelease::Automatic => 0,
+            crate::config::IdatRelease::Approval => config.dispatch.approvals_required,
+        },
         release_elements: config.dispatch.release_elements.clone(),
         // The study and target, and what is not configurable (the group commit's size).
         ..defaults

@@ -202,6 +202,11 @@ batch_size = 50
 [dispatch]
 concurrency = 8
 grace_period = "10s"
+# Release of patient data: "automatic", or "approval" (each send_idat waits until
+# `approvals_required` different local users run `ttp-agent approve TASK`; `ttp-agent deny`
+# closes it unanswered; it still expires at its deadline).
+idat_release = "automatic"
+approvals_required = 1
 
 [admin]
 listen = "127.0.0.1:9464"

@@ -4,6 +4,7 @@
 //! 78 (`EX_CONFIG`) a configuration problem — invalid file, unknown or missing key, unreadable
 //! secret, bad cron expression.
 
+pub mod approve;
 pub mod backup;
 mod check;
 pub mod context;
@@ -119,6 +120,12 @@ enum Command {
     Restore(restore::Args),
     /// Apply the retention rules now: purge finished tasks and expired IDAT; prints counts.
     Purge(purge::Args),
+    /// Approve the release of IDAT for tasks awaiting approval (`[dispatch] idat_release =
+    /// "approval"`); recorded with the local user who runs it.
+    Approve(approve::ApproveArgs),
+    /// Deny the release of IDAT for tasks awaiting approval: they are closed locally, never
+    /// answered.
+    Deny(approve::DenyArgs),
 }
 
 /// Entry point used by `main.rs`.
@@ -158,6 +165,8 @@ pub fn main() -> ExitCode {
         Command::Backup(a) => backup::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Purge(a) => purge::run(a),
+        Command::Approve(a) => approve::run_approve(a),
+        Command::Deny(a) => approve::run_deny(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),

@@ -58,6 +58,9 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
             req.days,
         )?,
     };
+    report.approvals_required = (ctx.config.dispatch.idat_release
+        == crate::config::IdatRelease::Approval)
+        .then_some(ctx.config.dispatch.approvals_required);
     if ctx.config.handover.webhook_url.is_none() {
         // A webhook that ran once and was switched off since has nothing to report.
         report.handover.webhook = None;

@@ -72,8 +72,8 @@ pub use endpoint::{
 pub use error::{ConfigError, ENV_PREFIX, EXIT_CODE_CONFIG, KeyPath, Origin, SecretProblem};
 pub use secrets::{SecretFileWarning, Secrets};
 pub use values::{
-    ApiKeyIn, ByteSize, LogFormat, LogLevel, MissingElements, ReleaseElements, Span, TaskRelisting,
-    WebhookUrl,
+    ApiKeyIn, ByteSize, IdatRelease, LogFormat, LogLevel, MissingElements, ReleaseElements, Span,
+    TaskRelisting, WebhookUrl,
 };
 
 use layers::{Layers, Recorded};
@@ -271,6 +271,10 @@ pub struct DispatchConfig {
     /// A `send_idat` asking for elements the record does not hold: answered with those it
     /// holds (`send_known`, the IG's "as far as known"), or held for a person (`hold`).
     pub missing_elements: MissingElements,
+    /// A ready `send_idat` is sent at once (`automatic`) or waits for approval (`approval`).
+    pub idat_release: IdatRelease,
+    /// Distinct local users who must approve a release in `approval` mode: 1, or 2 (four eyes).
+    pub approvals_required: usize,
     /// The elements a `send_idat` may be answered with (the site's release policy); a
     /// requested element outside it is never sent. Site-wide: a per-study list (issue 14)
     /// would override it for one study.
@@ -761,6 +765,13 @@ fn build(
         retry_base: positive_duration(&mut l, &DISPATCH_RETRY_BASE)?,
         retry_cap: positive_duration(&mut l, &DISPATCH_RETRY_CAP)?,
         missing_elements: l.get(&DISPATCH_MISSING_ELEMENTS)?,
+        idat_release: l.get(&DISPATCH_IDAT_RELEASE)?,
+        approvals_required: count(
+            &mut l,
+            &DISPATCH_APPROVALS_REQUIRED,
+            2,
+            "2: two different local users, four eyes",
+        )?,
         release_elements: l.get(&DISPATCH_RELEASE_ELEMENTS)?,
     };
     if dispatch.retry_base > dispatch.retry_cap {

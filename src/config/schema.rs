@@ -91,6 +91,9 @@ pub(crate) const DISPATCH_RETRY_BASE: KeySpec = spec("dispatch", "retry_base", D
 pub(crate) const DISPATCH_RETRY_CAP: KeySpec = spec("dispatch", "retry_cap", D("1h"));
 pub(crate) const DISPATCH_MISSING_ELEMENTS: KeySpec =
     spec("dispatch", "missing_elements", D("send_known"));
+pub(crate) const DISPATCH_IDAT_RELEASE: KeySpec = spec("dispatch", "idat_release", D("automatic"));
+pub(crate) const DISPATCH_APPROVALS_REQUIRED: KeySpec =
+    spec("dispatch", "approvals_required", D("1"));
 /// The default lists every element code: releasing all is the behaviour before the setting.
 pub(crate) const DISPATCH_RELEASE_ELEMENTS: KeySpec = spec(
     "dispatch",
@@ -163,6 +166,8 @@ pub(crate) const ALL: &[KeySpec] = &[
     DISPATCH_RETRY_BASE,
     DISPATCH_RETRY_CAP,
     DISPATCH_MISSING_ELEMENTS,
+    DISPATCH_IDAT_RELEASE,
+    DISPATCH_APPROVALS_REQUIRED,
     DISPATCH_RELEASE_ELEMENTS,
     ADMIN_LISTEN,
     ADMIN_TOKEN_FILE,

@@ -607,6 +607,36 @@ impl Setting for ApiKeyIn {
     }
 }
 
+/// Whether a ready `send_idat` is sent at once or waits for local users to approve the
+/// release of its IDAT (`[dispatch] idat_release`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdatRelease {
+    #[default]
+    Automatic,
+    /// `[dispatch] approvals_required` distinct local users approve each release first
+    /// (`ttp-agent approve`), or one denies it (`ttp-agent deny`).
+    Approval,
+}
+
+impl Setting for IdatRelease {
+    const EXPECTED: &'static str = "\"automatic\" or \"approval\"";
+
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "automatic" => Ok(IdatRelease::Automatic),
+            "approval" => Ok(IdatRelease::Approval),
+            _ => Err(format!("{} is not an IDAT release mode", quoted(text))),
+        }
+    }
+
+    fn display(&self) -> String {
+        quoted(match self {
+            IdatRelease::Automatic => "automatic",
+            IdatRelease::Approval => "approval",
+        })
+    }
+}
+
 /// What to do when a `send_idat` asks for elements the record does not hold (`[dispatch]
 /// missing_elements`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

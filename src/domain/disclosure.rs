@@ -1,7 +1,7 @@
 //! The disclosure log's rules: which change of a `send_idat` task is a disclosure, or settles
 //! one that was in doubt (issue 15, item 4). Pure: the store calls [`step`] inside the write
 //! transaction that stores the task's new state, so the log entry and the task's outcome are
-//! on disk together or not at all (ARCHITECTURE.md, "Durability argument", point 10).
+//! on disk together or not at all (ARCHITECTURE.md, "Durability argument", point 11).
 //!
 //! What the answer carried is decided before the intent ([`Disclosure`], element codes only)
 //! and stored with the `Running` state; the outcome's transition then says what it came to:

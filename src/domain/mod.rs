@@ -17,8 +17,8 @@ use ttp_proto::IdatElement;
 
 pub use disclosure::{Disclosure, DisclosureEvent};
 pub use task::{
-    Attention, Effect, ListingSummary, MARKED_HANDLED_PREFIX, Refusal, Settled, TaskRecord,
-    TaskRelisting, TaskState,
+    Approval, ApprovalProgress, Attention, Closure, Effect, ListingSummary, MARKED_HANDLED_PREFIX,
+    Refusal, Settled, TaskRecord, TaskRelisting, TaskState,
 };
 
 /// A patient record as the site registered it: its head (identifier, filter, registration

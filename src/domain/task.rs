@@ -25,6 +25,56 @@ pub struct TaskRecord {
     /// Sequence number of the last successful poll that listed this task. A content-identified
     /// task that is listed again after at least one poll without it is a new occurrence.
     pub last_seen_poll: u64,
+    /// Who approved the release of this `send_idat`'s IDAT, and when (`[dispatch] idat_release =
+    /// "approval"`): kept after the task became ready, so that a retry or a resend after a
+    /// doubt does not ask again. One entry per user (the same user twice counts once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+}
+
+/// One local user's approval of a release (see [`TaskRecord::approved_by`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The local user, as the control channel's peer credentials (or the local process's
+    /// user) name them; never taken from a command-line flag.
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// How far [`TaskRecord::approved_by`] brought a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApprovalProgress {
+    /// Distinct users who approved it so far.
+    pub have: usize,
+    pub need: usize,
+}
+
+impl ApprovalProgress {
+    /// Enough approvals: the task is ready to send.
+    pub fn complete(&self) -> bool {
+        self.have >= self.need
+    }
+}
+
+/// Why a task was finished locally without an answer to the fTTP ([`TaskState::Closed`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Closure {
+    /// A local user denied the release of its IDAT.
+    Denied { by: String, reason: String },
+    /// The patient withdrew consent: the record named by the task was withdrawn (its IDAT and
+    /// filter purged); the task is never answered.
+    Withdrawn { local_id: String },
+}
+
+impl std::fmt::Display for Closure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closure::Denied { by, reason } => write!(f, "release denied by {by}: {reason}"),
+            Closure::Withdrawn { local_id } => {
+                write!(f, "consent withdrawn for record {local_id:?}: not answered")
+            }
+        }
+    }
 }
 
 /// Whether `$requestTasks` keeps returning a task until it is done, or lists it once
@@ -91,6 +141,13 @@ pub enum Refusal {
     /// A `send_idat` answered once that the fTTP still lists: re-arming it sends IDAT again,
     /// which needs an explicit confirmation.
     NeedsConfirmation { answered_at: DateTime<Utc> },
+    /// The task awaits approval of its release: `approve` or `deny` it instead.
+    AwaitsApproval,
+    /// Approve and deny apply to a task awaiting approval only.
+    NotAwaitingApproval { state: &'static str },
+    /// This user approved the task already; with two approvals required the second must come
+    /// from another user (four eyes).
+    AlreadyApprovedBy { by: String },
 }
 
 /// How `resolve handled` starts a task's `last_error` (see `resolve::mark_handled`).
@@ -115,6 +172,7 @@ impl TaskRecord {
             first_seen: now,
             updated_at: now,
             last_seen_poll: poll_seq,
+            approvals: Vec::new(),
         }
     }
 
@@ -138,6 +196,7 @@ impl TaskRecord {
             first_seen: now,
             updated_at: now,
             last_seen_poll: poll_seq,
+            approvals: Vec::new(),
         }
     }
 
@@ -359,7 +418,9 @@ impl TaskRecord {
             ),
             TaskState::Received => return Err(Refusal::AlreadyWaiting),
             TaskState::Running => return Err(Refusal::Running),
-            TaskState::Done { .. } | TaskState::Expired { .. } => {
+            // A retry must not bypass the approval of a release.
+            TaskState::AwaitingApproval => return Err(Refusal::AwaitsApproval),
+            TaskState::Done { .. } | TaskState::Expired { .. } | TaskState::Closed { .. } => {
                 return Err(Refusal::Finished {
                     state: self.state.name(),
                 });
@@ -383,7 +444,7 @@ impl TaskRecord {
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
         match &self.state {
-            TaskState::Done { .. } | TaskState::Expired { .. } => {
+            TaskState::Done { .. } | TaskState::Expired { .. } | TaskState::Closed { .. } => {
                 return Err(Refusal::Finished {
                     state: self.state.name(),
                 });
@@ -395,6 +456,103 @@ impl TaskRecord {
         self.updated_at = now;
         self.last_error = Some(format!("{MARKED_HANDLED_PREFIX}{actor}: {comment}"));
         Ok(())
+    }
+
+    /// Whether this task must wait for approval before it is sent, with `required` distinct
+    /// approvals (`[dispatch] idat_release = "approval"`): a `send_idat` that has fewer. Other
+    /// task types disclose no IDAT and never wait.
+    pub fn needs_approval(&self, required: usize) -> bool {
+        matches!(self.task.kind, TaskKind::SendIdat { .. }) && self.approvals.len() < required
+    }
+
+    /// A ready `send_idat` that must be approved first: `AwaitingApproval`, until enough local
+    /// users approve it ([`TaskRecord::approved_by`]) or one denies it, or its deadline passes
+    /// (it expires like any open task). Only from `Received` or `RetryWait` (what the
+    /// dispatcher is handed); returns whether it changed.
+    pub fn hold_for_approval(&mut self, now: DateTime<Utc>) -> bool {
+        if !matches!(
+            self.state,
+            TaskState::Received | TaskState::RetryWait { .. }
+        ) {
+            return false;
+        }
+        self.state = TaskState::AwaitingApproval;
+        self.updated_at = now;
+        true
+    }
+
+    /// A local user approves the release (`ttp-agent approve`). The same user twice counts
+    /// once (refused, so that the person learns that a second user is needed). With `required`
+    /// distinct approvals in, the task is `Received`: the next cycle sends it, unless its
+    /// deadline has passed by then (the dispatcher expires it first). Refused once the
+    /// deadline has passed: an approval can no longer lead to a send.
+    pub fn approved_by(
+        &mut self,
+        by: &str,
+        required: usize,
+        now: DateTime<Utc>,
+    ) -> Result<ApprovalProgress, Refusal> {
+        if self.state != TaskState::AwaitingApproval {
+            return Err(Refusal::NotAwaitingApproval {
+                state: self.state.name(),
+            });
+        }
+        if let Some(at) = self.deadline().filter(|d| *d <= now) {
+            return Err(Refusal::DeadlinePassed { at });
+        }
+        if self.approvals.iter().any(|a| a.by == by) {
+            return Err(Refusal::AlreadyApprovedBy { by: by.to_owned() });
+        }
+        self.approvals.push(Approval {
+            by: by.to_owned(),
+            at: now,
+        });
+        let progress = ApprovalProgress {
+            have: self.approvals.len(),
+            need: required.max(1),
+        };
+        if progress.complete() {
+            self.state = TaskState::Received;
+        }
+        self.updated_at = now;
+        Ok(progress)
+    }
+
+    /// A local user denies the release (`ttp-agent deny --reason`): closed locally with who
+    /// and why, never answered. Only from `AwaitingApproval`.
+    pub fn denied_by(&mut self, by: &str, reason: &str, now: DateTime<Utc>) -> Result<(), Refusal> {
+        if self.state != TaskState::AwaitingApproval {
+            return Err(Refusal::NotAwaitingApproval {
+                state: self.state.name(),
+            });
+        }
+        self.state = TaskState::Closed {
+            at: now,
+            why: Closure::Denied {
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+            },
+        };
+        self.last_error = None;
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// The task is about a record whose consent was withdrawn: closed locally, never answered.
+    /// From any open state but `Running` (its request may be on the wire; the dispatcher checks
+    /// for a withdrawal again before it next acts on the task). Returns whether it changed.
+    pub fn withdrawn(&mut self, local_id: &str, now: DateTime<Utc>) -> bool {
+        if self.state.is_final() || self.state == TaskState::Running {
+            return false;
+        }
+        self.state = TaskState::Closed {
+            at: now,
+            why: Closure::Withdrawn {
+                local_id: local_id.to_owned(),
+            },
+        };
+        self.updated_at = now;
+        true
     }
 
     /// Whether the task's request may simply be sent again when its answer was lost: a
@@ -419,6 +577,30 @@ impl TaskRecord {
             TaskKind::DicPsnAvailable { bloom_filter, .. }
             | TaskKind::RepeatRequest { bloom_filter, .. } => vec![bloom_filter.0.as_slice()],
             TaskKind::Unknown { .. } => Vec::new(),
+        }
+    }
+
+    /// The Bloom filters and pseudonyms the task names, apart (a withdrawal is matched against
+    /// each kind in its own way).
+    pub fn subject_parts(&self) -> (Vec<&[u8]>, Vec<&str>) {
+        match &self.task.kind {
+            TaskKind::SendIdat { subject, .. } => match subject {
+                SendIdatSubject::BloomFilter(bf) => (vec![bf.0.as_slice()], Vec::new()),
+                SendIdatSubject::Pseudonym(p) => (Vec::new(), vec![p.as_str()]),
+                SendIdatSubject::Both {
+                    pseudonym,
+                    bloom_filter,
+                } => (vec![bloom_filter.0.as_slice()], vec![pseudonym.as_str()]),
+            },
+            TaskKind::DicPsnAvailable {
+                bloom_filter,
+                pseudonym,
+                ..
+            } => (vec![bloom_filter.0.as_slice()], vec![pseudonym.as_str()]),
+            TaskKind::RepeatRequest { bloom_filter, .. } => {
+                (vec![bloom_filter.0.as_slice()], Vec::new())
+            }
+            TaskKind::Unknown { .. } => (Vec::new(), Vec::new()),
         }
     }
 
@@ -476,8 +658,12 @@ impl ListingSummary {
             s.listed += 1;
             match &rec.state {
                 _ if rec.was_marked_handled() => s.handled += 1,
-                TaskState::Done { .. } | TaskState::Expired { .. } => s.finished_locally += 1,
-                TaskState::NeedsAttention { .. } => s.need_person += 1,
+                TaskState::Done { .. } | TaskState::Expired { .. } | TaskState::Closed { .. } => {
+                    s.finished_locally += 1
+                }
+                TaskState::NeedsAttention { .. } | TaskState::AwaitingApproval => {
+                    s.need_person += 1
+                }
                 _ => s.working += 1,
             }
         }
@@ -512,6 +698,13 @@ pub enum TaskState {
     Done { at: DateTime<Utc> },
     /// `expires` passed before the task was answered; not acted on.
     Expired { at: DateTime<Utc> },
+    /// A `send_idat` waiting for local users to approve the release of its IDAT (`[dispatch]
+    /// idat_release = "approval"`); the approvals so far are [`TaskRecord::approvals`]. Expires
+    /// like any open task.
+    AwaitingApproval,
+    /// Finished locally without an answer to the fTTP: denied by a local user, or about a
+    /// record whose consent was withdrawn. Never acted on again.
+    Closed { at: DateTime<Utc>, why: Closure },
 }
 
 impl TaskState {
@@ -524,12 +717,17 @@ impl TaskState {
             TaskState::NeedsAttention { .. } => "needs-attention",
             TaskState::Done { .. } => "done",
             TaskState::Expired { .. } => "expired",
+            TaskState::AwaitingApproval => "awaiting-approval",
+            TaskState::Closed { .. } => "closed",
         }
     }
 
     /// Finished states are never acted on again (for this occurrence of the task).
     pub fn is_final(&self) -> bool {
-        matches!(self, TaskState::Done { .. } | TaskState::Expired { .. })
+        matches!(
+            self,
+            TaskState::Done { .. } | TaskState::Expired { .. } | TaskState::Closed { .. }
+        )
     }
 
     /// Not finished: the agent or a person still has to do something about the task. The
@@ -540,7 +738,11 @@ impl TaskState {
 
     /// Open and the agent's to work on (not waiting for a person).
     pub fn is_agents(&self) -> bool {
-        self.is_open() && !matches!(self, TaskState::NeedsAttention { .. })
+        self.is_open()
+            && !matches!(
+                self,
+                TaskState::NeedsAttention { .. } | TaskState::AwaitingApproval
+            )
     }
 
     /// Open states a passed deadline ends. `Running` is not one: its request may be on the
@@ -678,6 +880,13 @@ mod tests {
             },
             TaskState::Done { at: t0() },
             TaskState::Expired { at: t0() },
+            TaskState::AwaitingApproval,
+            TaskState::Closed {
+                at: t0(),
+                why: Closure::Withdrawn {
+                    local_id: "a".into(),
+                },
+            },
         ]
     }
 
@@ -702,17 +911,24 @@ mod tests {
                 "running",
                 "in-doubt",
                 "retry-wait",
-                "needs-attention"
+                "needs-attention",
+                "awaiting-approval"
             ]
         );
-        assert_eq!(names(TaskState::is_final), ["done", "expired"]);
+        assert_eq!(names(TaskState::is_final), ["done", "expired", "closed"]);
         assert_eq!(
             names(TaskState::is_agents),
             ["received", "running", "in-doubt", "retry-wait"]
         );
         assert_eq!(
             names(TaskState::may_expire),
-            ["received", "in-doubt", "retry-wait", "needs-attention"]
+            [
+                "received",
+                "in-doubt",
+                "retry-wait",
+                "needs-attention",
+                "awaiting-approval"
+            ]
         );
     }
 
@@ -1015,7 +1231,7 @@ mod tests {
             let result = r.marked_handled("alice", "answered by phone", now);
             match state {
                 TaskState::Running => assert_eq!(result, Err(Refusal::Running)),
-                TaskState::Done { .. } | TaskState::Expired { .. } => {
+                TaskState::Done { .. } | TaskState::Expired { .. } | TaskState::Closed { .. } => {
                     assert!(matches!(result, Err(Refusal::Finished { .. })), "{state:?}")
                 }
                 _ => {
@@ -1049,8 +1265,138 @@ mod tests {
                 "retry-wait",
                 "needs-attention",
                 "done",
-                "expired"
+                "expired",
+                "awaiting-approval",
+                "closed"
             ]
         );
+    }
+
+    #[test]
+    fn only_a_send_idat_waits_for_approval_and_only_when_ready() {
+        let r = send_idat(None);
+        assert!(!r.needs_approval(0), "automatic release");
+        assert!(r.needs_approval(1));
+        assert!(!repeat().needs_approval(2), "no IDAT in a repeat_request");
+        for state in every_state() {
+            let mut t = in_state(send_idat(None), state.clone());
+            let held = t.hold_for_approval(t0());
+            let expected = matches!(state, TaskState::Received | TaskState::RetryWait { .. });
+            assert_eq!(held, expected, "{state:?}");
+            if held {
+                assert_eq!(t.state, TaskState::AwaitingApproval);
+            } else {
+                assert_eq!(t.state, state);
+            }
+        }
+    }
+
+    #[test]
+    fn two_approvals_need_two_users_and_the_same_user_twice_counts_once() {
+        let mut r = send_idat(Some("2026-01-12T10:00:00Z"));
+        assert!(r.hold_for_approval(t0()));
+        let p = r.approved_by("alice", 2, t0()).unwrap();
+        assert_eq!((p.have, p.need, p.complete()), (1, 2, false));
+        assert_eq!(r.state, TaskState::AwaitingApproval, "one is not enough");
+        assert_eq!(
+            r.approved_by("alice", 2, t0()),
+            Err(Refusal::AlreadyApprovedBy { by: "alice".into() })
+        );
+        assert_eq!(r.approvals.len(), 1, "the same user twice counts once");
+        assert!(r.needs_approval(2));
+        let p = r.approved_by("bob", 2, t0()).unwrap();
+        assert_eq!((p.have, p.complete()), (2, true));
+        assert_eq!(r.state, TaskState::Received, "ready to send");
+        assert!(!r.needs_approval(2), "not asked again after a retry");
+        assert_eq!(
+            r.approvals
+                .iter()
+                .map(|a| a.by.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
+        assert_eq!(
+            r.approved_by("carol", 2, t0()),
+            Err(Refusal::NotAwaitingApproval { state: "received" })
+        );
+    }
+
+    #[test]
+    fn one_approval_is_enough_when_one_is_required() {
+        let mut r = send_idat(None);
+        r.hold_for_approval(t0());
+        assert!(r.approved_by("alice", 1, t0()).unwrap().complete());
+        assert_eq!(r.state, TaskState::Received);
+    }
+
+    #[test]
+    fn an_approval_after_the_deadline_changes_nothing_and_the_task_expires() {
+        let mut r = send_idat(Some("2026-01-10T10:30:00Z"));
+        r.hold_for_approval(t0());
+        let late = at("2026-01-10T10:30:00Z");
+        assert_eq!(
+            r.approved_by("alice", 1, late),
+            Err(Refusal::DeadlinePassed { at: late })
+        );
+        assert_eq!(r.state, TaskState::AwaitingApproval);
+        assert!(r.approvals.is_empty());
+        assert!(r.expire_if_due(late), "awaiting approval expires");
+        assert_eq!(r.state, TaskState::Expired { at: late });
+    }
+
+    #[test]
+    fn a_denied_task_is_closed_with_who_and_why_and_cannot_be_retried() {
+        let mut r = send_idat(None);
+        assert_eq!(
+            r.denied_by("alice", "no consent", t0()),
+            Err(Refusal::NotAwaitingApproval { state: "received" })
+        );
+        r.hold_for_approval(t0());
+        assert_eq!(
+            in_state(r.clone(), TaskState::AwaitingApproval).retried_by_person(true, t0()),
+            Err(Refusal::AwaitsApproval),
+            "a retry does not bypass the approval"
+        );
+        r.denied_by("alice", "no consent", t0()).unwrap();
+        let closed = TaskState::Closed {
+            at: t0(),
+            why: Closure::Denied {
+                by: "alice".into(),
+                reason: "no consent".into(),
+            },
+        };
+        assert_eq!(r.state, closed);
+        assert!(r.state.is_final());
+        assert!(matches!(
+            r.retried_by_person(true, t0()),
+            Err(Refusal::Finished { state: "closed" })
+        ));
+        let settle = chrono::Duration::seconds(1);
+        assert!(
+            !r.relisted_after_answer(settle, t0() + chrono::Duration::hours(1)),
+            "a denied task listed again stays closed"
+        );
+        assert!(!r.expire_if_due(at("2999-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_withdrawal_closes_every_open_task_but_a_running_one() {
+        for state in every_state() {
+            let mut r = in_state(send_idat(None), state.clone());
+            let closed = r.withdrawn("case-1", t0());
+            let expected = state.is_open() && state != TaskState::Running;
+            assert_eq!(closed, expected, "{state:?}");
+            if closed {
+                assert_eq!(
+                    r.state,
+                    TaskState::Closed {
+                        at: t0(),
+                        why: Closure::Withdrawn {
+                            local_id: "case-1".into()
+                        }
+                    }
+                );
+            }
+        }
     }
 }

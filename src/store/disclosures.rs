@@ -14,7 +14,7 @@
 //! transaction, appends the entry and drops the pending disclosure once it is no longer
 //! needed. The entry and the task's outcome are therefore durable together or not at all:
 //! after a crash at any point the log holds one entry per outcome on disk, never one for an
-//! outcome that was lost, never two for one (ARCHITECTURE.md, "Durability argument", 10).
+//! outcome that was lost, never two for one (ARCHITECTURE.md, "Durability argument", 11).
 //!
 //! # Chain
 //!

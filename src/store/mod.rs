@@ -383,6 +383,62 @@ pub(crate) fn rtree<'p>(
     })
 }
 
+/// A derived index under check (`check --store`): each entry its source table implies must be
+/// present, and any entry beyond those is stale. `fill_index` builds an index; this checks one.
+pub(crate) struct IndexCheck<'p> {
+    name: &'static str,
+    /// What one source entry is, in a problem's text ("record", "task").
+    subject: &'static str,
+    index: RTree<'p>,
+    expected: u64,
+}
+
+impl<'p> IndexCheck<'p> {
+    pub(crate) fn new(name: &'static str, subject: &'static str, index: RTree<'p>) -> Self {
+        IndexCheck {
+            name,
+            subject,
+            index,
+            expected: 0,
+        }
+    }
+
+    /// Source entry `id` implies `key`.
+    pub(crate) fn expect(
+        &mut self,
+        key: &[u8],
+        id: &str,
+        problems: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.expected += 1;
+        if !self.index.contains_key(key)? {
+            problems.push(format!(
+                "{} index lacks the entry of {} {id:?}",
+                self.name, self.subject
+            ));
+        }
+        Ok(())
+    }
+
+    /// A source entry implies an entry whose key cannot be derived (its seal does not open).
+    pub(crate) fn expect_unchecked(&mut self) {
+        self.expected += 1;
+    }
+
+    /// After every source entry: more entries than expected means stale ones.
+    pub(crate) fn stale(self, problems: &mut Vec<String>) -> Result<(), StoreError> {
+        let present = self.index.len()?;
+        if present > self.expected {
+            problems.push(format!(
+                "{} index has {} stale entries",
+                self.name,
+                present - self.expected
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Maps any redb error to a [`StoreError`] for the store at a path.
 pub(crate) trait At<T> {
     fn at(self, path: &Path) -> Result<T, StoreError>;

@@ -22,8 +22,8 @@ use super::codec::{
 };
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, IDX_WAITING, META, PSN_LOG, RECORDS,
-    RTree, Store, StoreError, WTree, error, fill_index, psn_log, rtree, wtree,
+    AUDIT, AuditEntry, COUNTS, IDX_BF, IDX_IDAT_DUE, IDX_PSN, IDX_WAITING, IndexCheck, META,
+    PSN_LOG, RECORDS, RTree, Store, StoreError, WTree, error, fill_index, psn_log, rtree, wtree,
 };
 use crate::domain::{LocalRecord, RecordHead, RecordState};
 
@@ -755,10 +755,12 @@ impl Store {
         let tx = self.read_tx()?;
         let path = self.path.as_path();
         let records = rtree(&tx, RECORDS, path)?;
-        let mut bf_index = IndexCheck::new("filter", rtree(&tx, IDX_BF, path)?);
-        let mut psn_index = IndexCheck::new("pseudonym", rtree(&tx, IDX_PSN, path)?);
-        let mut due_index = IndexCheck::new("IDAT purge", rtree(&tx, IDX_IDAT_DUE, path)?);
-        let mut waiting_index = IndexCheck::new("waiting-records", rtree(&tx, IDX_WAITING, path)?);
+        let mut bf_index = IndexCheck::new("filter", "record", rtree(&tx, IDX_BF, path)?);
+        let mut psn_index = IndexCheck::new("pseudonym", "record", rtree(&tx, IDX_PSN, path)?);
+        let mut due_index =
+            IndexCheck::new("IDAT purge", "record", rtree(&tx, IDX_IDAT_DUE, path)?);
+        let mut waiting_index =
+            IndexCheck::new("waiting-records", "record", rtree(&tx, IDX_WAITING, path)?);
         let mut report = IntegrityReport::default();
         let mut counted = RecordCounts::default();
         for entry in records.iter()? {
@@ -835,7 +837,7 @@ impl Store {
             &self.keys,
             &rtree(&tx, super::TASKS, path)?,
             &rtree(&tx, super::OPEN_TASKS, path)?,
-            &rtree(&tx, super::FINISHED_TASKS, path)?,
+            rtree(&tx, super::FINISHED_TASKS, path)?,
             &mut report.problems,
         )?;
         Ok(report)
@@ -1177,59 +1179,6 @@ pub(crate) fn decode_record_entry<'v>(
     let stored =
         decode_record(value).map_err(|d| error::corrupt(path, format!("record {id:?}: {d}")))?;
     Ok((id, stored))
-}
-
-/// A derived index under check: each entry the records imply must be present, and any entry
-/// beyond those is stale.
-struct IndexCheck<'p> {
-    name: &'static str,
-    index: RTree<'p>,
-    expected: u64,
-}
-
-impl<'p> IndexCheck<'p> {
-    fn new(name: &'static str, index: RTree<'p>) -> IndexCheck<'p> {
-        IndexCheck {
-            name,
-            index,
-            expected: 0,
-        }
-    }
-
-    /// Record `id` implies `key`.
-    fn expect(
-        &mut self,
-        key: &[u8],
-        id: &str,
-        problems: &mut Vec<String>,
-    ) -> Result<(), StoreError> {
-        self.expected += 1;
-        if !self.index.contains_key(key)? {
-            problems.push(format!(
-                "{} index lacks the entry of record {id:?}",
-                self.name
-            ));
-        }
-        Ok(())
-    }
-
-    /// A record implies an entry whose key cannot be derived (its seal does not open).
-    fn expect_unchecked(&mut self) {
-        self.expected += 1;
-    }
-
-    /// After every record: more entries than expected means stale ones.
-    fn stale(self, problems: &mut Vec<String>) -> Result<(), StoreError> {
-        let present = self.index.len()?;
-        if present > self.expected {
-            problems.push(format!(
-                "{} index has {} stale entries",
-                self.name,
-                present - self.expected
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -36,8 +36,8 @@ use zeroize::Zeroizing;
 
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, DISCLOSURE_PENDING, DISCLOSURES, FINISHED_TASKS, HISTORY, META, OPEN_TASKS,
-    RTree, Store, StoreError, TASKS, WTree, error, fill_index, rtree, wtree,
+    AUDIT, AuditEntry, DISCLOSURE_PENDING, DISCLOSURES, FINISHED_TASKS, HISTORY, IndexCheck, META,
+    OPEN_TASKS, RTree, Store, StoreError, TASKS, WTree, error, fill_index, rtree, wtree,
 };
 use crate::domain::{TaskRecord, TaskState};
 
@@ -91,6 +91,9 @@ impl From<&TaskRecord> for TaskSummary {
 enum Finish {
     Done,
     Expired,
+    /// Closed locally (denied, withdrawn): finished, but neither answered nor expired, so not
+    /// counted in the done/expired history (the audit trail holds each one).
+    Closed,
 }
 
 /// When and how a task occurrence finished, if it did.
@@ -98,6 +101,7 @@ fn finished(state: &TaskState) -> Option<(DateTime<Utc>, Finish)> {
     match state {
         TaskState::Done { at } => Some((*at, Finish::Done)),
         TaskState::Expired { at } => Some((*at, Finish::Expired)),
+        TaskState::Closed { at, .. } => Some((*at, Finish::Closed)),
         _ => None,
     }
 }
@@ -224,12 +228,16 @@ fn decode_head(key: &[u8], value: &[u8], path: &Path) -> Result<TaskHead, StoreE
 type HistoryDelta = BTreeMap<Vec<u8>, (u64, u64)>;
 
 fn count_finish(delta: &mut HistoryDelta, task_type: &str, at: DateTime<Utc>, how: Finish) {
+    if matches!(how, Finish::Closed) {
+        return;
+    }
     let c = delta
         .entry(history_key(at.date_naive(), task_type))
         .or_default();
     match how {
         Finish::Done => c.0 += 1,
         Finish::Expired => c.1 += 1,
+        Finish::Closed => {}
     }
 }
 
@@ -360,10 +368,10 @@ pub(crate) fn check(
     keys: &StoreKeys,
     tasks: &RTree<'_>,
     open_tasks: &RTree<'_>,
-    finished_tasks: &RTree<'_>,
+    finished_tasks: RTree<'_>,
     problems: &mut Vec<String>,
 ) -> Result<(), StoreError> {
-    let mut expected_finished = 0u64;
+    let mut finished = IndexCheck::new("finished-task", "task", finished_tasks);
     for entry in tasks.iter()? {
         let (key, value) = entry?;
         let key = key.value();
@@ -390,21 +398,10 @@ pub(crate) fn check(
             _ => {}
         }
         if let Some(k) = finished_key(key, &rec.state) {
-            expected_finished += 1;
-            if !finished_tasks.contains_key(&k)? {
-                problems.push(format!(
-                    "finished task {name:?} is missing from the finished-task index"
-                ));
-            }
+            finished.expect(&k, &name, problems)?;
         }
     }
-    let present = finished_tasks.len()?;
-    if present > expected_finished {
-        problems.push(format!(
-            "the finished-task index has {} stale entries",
-            present - expected_finished
-        ));
-    }
+    finished.stale(problems)?;
     for entry in open_tasks.iter()? {
         let (key, _) = entry?;
         if !tasks.contains_key(key.value())? {
@@ -925,6 +922,49 @@ mod tests {
         assert!(
             json.contains(r#""expires":"2025-04-01T10:00:00Z""#),
             "{json}"
+        );
+    }
+
+    /// `check --store` checks the finished-task index like every other derived index: a
+    /// finished task without its entry is named, and an entry no task implies is stale.
+    #[test]
+    fn the_store_check_names_a_missing_and_counts_a_stale_finished_task_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::store::StoreOptions::new(dir.path(), crate::store::IdatKey::generate());
+        let store = Store::open(&opts).unwrap();
+        let done = crate::testkit::task(
+            "done-1",
+            TaskKind::RepeatRequest {
+                bloom_filter: BloomFilter(vec![4, 5, 6]),
+                study: "s".into(),
+                target: "t".into(),
+            },
+            TaskState::Done { at: Utc::now() },
+            Utc::now(),
+        );
+        store.put_tasks([&done]).unwrap();
+        assert!(store.check_integrity().unwrap().problems.is_empty());
+
+        let entry = finished_key(done.key.0.as_bytes(), &done.state).expect("finished");
+        store
+            .write(|tx| {
+                let mut index = wtree(tx, FINISHED_TASKS, &store.path)?;
+                index.remove(&entry)?;
+                index.insert(b"not-a-task", &[])?;
+                index.insert(b"not-a-task-either", &[])?;
+                Ok(())
+            })
+            .unwrap();
+        let problems = store.check_integrity().unwrap().problems;
+        assert_eq!(
+            problems,
+            vec![
+                format!(
+                    "finished-task index lacks the entry of task {:?}",
+                    done.key.0
+                ),
+                "finished-task index has 1 stale entries".to_string(),
+            ]
         );
     }
 }

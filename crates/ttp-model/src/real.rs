@@ -196,6 +196,11 @@ fn from_state(s: &TaskState) -> MTaskState {
         TaskState::NeedsAttention { reason } => MTaskState::Attention(from_attention(reason)),
         TaskState::Done { at } => MTaskState::Done { at: rel(*at) },
         TaskState::Expired { .. } => MTaskState::Expired,
+        // The model has neither approval nor withdrawal yet (issue 19) and never reaches these
+        // states; should it, they are what the model can tell of them: waiting for a person,
+        // and finished without an answer.
+        TaskState::AwaitingApproval => MTaskState::Attention(MAttn::Other),
+        TaskState::Closed { .. } => MTaskState::Expired,
     }
 }
 
@@ -212,6 +217,7 @@ pub fn to_task_record(t: TaskId, m: &MTask) -> TaskRecord {
         first_seen: now(),
         updated_at: abs(m.updated),
         last_seen_poll: POLL_BASE - u64::from(m.since_seen),
+        approvals: Vec::new(),
     }
 }
 

@@ -55,6 +55,8 @@ pub enum Request {
     Purge(cli::purge::Request),
     Status(cli::status::Request),
     Disclosures(cli::disclosures::Request),
+    Approve(cli::approve::ApproveRequest),
+    Deny(cli::approve::DenyRequest),
 }
 
 impl Request {
@@ -68,6 +70,8 @@ impl Request {
             Request::Purge(_) => "purge",
             Request::Status(_) => "status",
             Request::Disclosures(_) => "disclosures",
+            Request::Approve(_) => "approve",
+            Request::Deny(_) => "deny",
         }
     }
 
@@ -82,6 +86,8 @@ impl Request {
             Request::Purge(r) => cli::purge::apply(r, ctx, io),
             Request::Status(r) => cli::status::apply(r, ctx, io),
             Request::Disclosures(r) => cli::disclosures::apply(r, ctx, io),
+            Request::Approve(r) => cli::approve::apply_approve(r, ctx, io),
+            Request::Deny(r) => cli::approve::apply_deny(r, ctx, io),
         }
     }
 }

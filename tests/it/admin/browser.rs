@@ -124,7 +124,27 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     );
     foreign.task.expires = Some(now + chrono::Duration::hours(20));
     foreign.attempts = 1;
-    s.agent.store().put_tasks([&foreign]).unwrap();
+    // And a send_idat awaiting approval of its release, approved once (by alice) so far: the
+    // page lists it with the requested element codes, the approvals and the time left.
+    let mut approval = ttp_agent::testkit::task(
+        "send_idat/awaiting-approval",
+        ttp_proto::TaskKind::SendIdat {
+            task_id: "awaiting-approval".into(),
+            subject: ttp_proto::SendIdatSubject::Pseudonym("psn-awaiting".into()),
+            elements: vec![
+                ttp_proto::ElementRequest::Known(ttp_proto::IdatElement::Given),
+                ttp_proto::ElementRequest::Known(ttp_proto::IdatElement::Birthdate),
+            ],
+        },
+        ttp_agent::domain::TaskState::AwaitingApproval,
+        now,
+    );
+    approval.task.expires = Some(now + chrono::Duration::hours(30));
+    approval.approvals = vec![ttp_agent::domain::Approval {
+        by: "alice".into(),
+        at: now,
+    }];
+    s.agent.store().put_tasks([&foreign, &approval]).unwrap();
     s.agent.store().flush().unwrap();
     let server = serve(&s).await;
     let url = server.url(&format!("/#token={TOKEN}"));
@@ -188,7 +208,7 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
             .unwrap_or(0);
         assert_eq!(shown, &expected.to_string(), "{ty}/{state}");
     }
-    assert_eq!(cells.len(), r.open_by_type.len() * 5);
+    assert_eq!(cells.len(), r.open_by_type.len() * 6);
 
     // The lists name the right tasks.
     let rows = |id: &str| -> Vec<String> {
@@ -203,6 +223,17 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     // Each task once, in its most urgent section: a person first, then the deadline, then
     // the retries.
     assert_eq!(rows("attention-row"), keys(&r.needs_attention));
+    // What awaits approval: the task, the requested codes, the approvals so far.
+    assert_eq!(
+        rows("approval-row"),
+        r.awaiting_approval
+            .iter()
+            .map(|a| a.key.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(rows("approval-row"), ["send_idat/awaiting-approval"]);
+    assert_eq!(texts_of(&dom, "approval-elements"), ["given, birthdate"]);
+    assert_eq!(texts_of(&dom, "approval-count"), ["1 (alice)"]);
     let urgent: Vec<String> = r
         .open
         .iter()

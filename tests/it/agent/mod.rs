@@ -1,6 +1,7 @@
 //! The agent end to end against the simulator: the flow, authentication, what gateways and
 //! hostile or confused dispatchers send.
 
+mod approval;
 mod auth_variants;
 mod bad_input;
 mod disclosures;

@@ -677,3 +677,53 @@ fn release_elements_default_to_all_and_read_from_the_file_or_the_environment() {
         ReleaseElements::only([Family, Given])
     );
 }
+
+#[test]
+fn the_release_settings_are_checked_and_named_in_the_file_and_the_environment() {
+    let (_, message, path) = error(&with("dispatch", "approvals_required = 3"), &[]);
+    assert_contains(
+        &message,
+        &[
+            "[dispatch] approvals_required",
+            &path,
+            "line",
+            "from 1 to 2",
+        ],
+    );
+    let (_, message, path) = error(&with("dispatch", "idat_release = \"manual\""), &[]);
+    assert_contains(
+        &message,
+        &[
+            "[dispatch] idat_release",
+            &path,
+            "line",
+            "\"automatic\" or \"approval\"",
+        ],
+    );
+    let (_, message, _) = error(
+        REQUIRED,
+        &[("TTP_AGENT__DISPATCH__APPROVALS_REQUIRED", "0")],
+    );
+    assert_contains(&message, &["TTP_AGENT__DISPATCH__APPROVALS_REQUIRED"]);
+    let loaded = load(
+        REQUIRED,
+        &[
+            ("TTP_AGENT__DISPATCH__IDAT_RELEASE", "approval"),
+            ("TTP_AGENT__DISPATCH__APPROVALS_REQUIRED", "2"),
+        ],
+    );
+    let config = loaded.result.expect("loads");
+    assert_eq!(
+        config.dispatch.idat_release,
+        ttp_agent::config::IdatRelease::Approval
+    );
+    assert_eq!(config.dispatch.approvals_required, 2);
+    let defaults = load(REQUIRED, &[]).result.expect("loads");
+    assert_eq!(
+        (
+            defaults.dispatch.idat_release,
+            defaults.dispatch.approvals_required
+        ),
+        (ttp_agent::config::IdatRelease::Automatic, 1)
+    );
+}

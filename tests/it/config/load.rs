@@ -352,7 +352,7 @@ fn the_summary_is_toml_that_loads_back_to_the_same_configuration() {
         summary_values(&reloaded.redacted_summary()),
         "{summary}"
     );
-    assert_eq!(summary_values(&summary).len(), 43, "{summary}");
+    assert_eq!(summary_values(&summary).len(), 45, "{summary}");
 }
 
 /// The example with every `# key = value` line switched on, except those of `left_out`.
