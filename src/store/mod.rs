@@ -26,6 +26,7 @@
 //! | `idx_idat_due` | `time(updated_at) ‖ local_id` | empty: finished records still holding IDAT |
 //! | `idx_finished_tasks` | `time(finished at) ‖ task key` | empty: the `Done` / `Expired` tasks |
 //! | `idx_waiting_records` | `state ‖ time(updated_at) ‖ local_id` | empty: records in `New`, `Sending`, `AwaitingClearing` |
+//! | `withdrawn` | `r ‖ local_id`, `f ‖ HMAC(k_index, filter)[..16] ‖ local_id`, `p ‖ sha256(pseudonym)[..16] ‖ local_id` | JSON of [`Withdrawal`] / empty (see `withdrawn`) |
 //!
 //! Every key is a byte string built in `codec` and the modules that own a table, so a future
 //! dimension (a study prefix in front of record and index keys) is a change to the key builders
@@ -112,6 +113,7 @@ mod migrate;
 mod psn_log;
 mod records;
 mod tasks;
+mod withdrawn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -133,6 +135,7 @@ pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::{HandoverConsumer, PsnEvent};
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
+pub use withdrawn::Withdrawal;
 
 /// The page cache redb may use unless configured otherwise.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
@@ -201,9 +204,12 @@ pub(crate) const FINISHED_TASKS: Def = TableDefinition::new("idx_finished_tasks"
 /// Records that wait for registration work (`New`, `Sending`, `AwaitingClearing`), by state and
 /// `updated_at`: what registration reads instead of every record.
 pub(crate) const IDX_WAITING: Def = TableDefinition::new("idx_waiting_records");
+/// Consent withdrawals (`withdrawn`): what is kept of a withdrawn record, by local id, and the
+/// keys later tasks are matched with (its filter's keyed digest, its pseudonym's digest).
+pub(crate) const WITHDRAWN: Def = TableDefinition::new("withdrawn");
 
 /// Every table, created when the store is: a read transaction can then open any of them.
-const ALL_TABLES: [Def; 14] = [
+const ALL_TABLES: [Def; 15] = [
     META,
     RECORDS,
     IDX_BF,
@@ -218,6 +224,7 @@ const ALL_TABLES: [Def; 14] = [
     IDX_IDAT_DUE,
     FINISHED_TASKS,
     IDX_WAITING,
+    WITHDRAWN,
 ];
 
 /// One table, opened in a transaction, with the store's path for its errors. `T` is a

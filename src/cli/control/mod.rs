@@ -56,6 +56,7 @@ pub enum Request {
     Status(cli::status::Request),
     Approve(cli::approve::ApproveRequest),
     Deny(cli::approve::DenyRequest),
+    Withdraw(cli::withdraw::Request),
 }
 
 impl Request {
@@ -70,6 +71,7 @@ impl Request {
             Request::Status(_) => "status",
             Request::Approve(_) => "approve",
             Request::Deny(_) => "deny",
+            Request::Withdraw(_) => "withdraw",
         }
     }
 
@@ -85,6 +87,7 @@ impl Request {
             Request::Status(r) => cli::status::apply(r, ctx, io),
             Request::Approve(r) => cli::approve::apply_approve(r, ctx, io),
             Request::Deny(r) => cli::approve::apply_deny(r, ctx, io),
+            Request::Withdraw(r) => cli::withdraw::apply(r, ctx, io),
         }
     }
 }

@@ -10,3 +10,4 @@ mod hostile_dispatcher;
 mod idat_fidelity;
 mod listing_flood;
 mod release_policy;
+mod withdrawal;
