@@ -73,17 +73,19 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
             column,
         }
     };
-    let document = toml::de::DeTable::parse(text).map_err(|e| {
-        let (line, column) = position(e.span().map_or(0, |s| s.start));
-        // `message()` is the parser's description without the quoted source line, which
-        // might hold a value someone pasted by mistake.
+    // `message()` is the parser's description without the quoted source line, which might
+    // hold a value someone pasted by mistake: only it goes into the error.
+    let syntax_error = |offset: usize, message: &str| {
+        let (line, column) = position(offset);
         ConfigError::Syntax {
             path: path.to_owned(),
             line,
             column,
-            message: e.message().to_owned(),
+            message: message.to_owned(),
         }
-    })?;
+    };
+    let document = toml::de::DeTable::parse(text)
+        .map_err(|e| syntax_error(e.span().map_or(0, |s| s.start), e.message()))?;
 
     let mut layer = FileLayer {
         path: path.to_owned(),
@@ -192,16 +194,8 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigErr
                         }),
                     });
                 };
-                let raw =
-                    toml::Value::deserialize(value.clone().into_deserializer()).map_err(|e| {
-                        let (line, column) = position(value.span().start);
-                        ConfigError::Syntax {
-                            path: path.to_owned(),
-                            line,
-                            column,
-                            message: e.message().to_owned(),
-                        }
-                    })?;
+                let raw = toml::Value::deserialize(value.clone().into_deserializer())
+                    .map_err(|e| syntax_error(value.span().start, e.message()))?;
                 layer.values.push((
                     spec.key,
                     Entry {

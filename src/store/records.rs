@@ -575,16 +575,7 @@ impl Store {
         &self,
         pred: impl Fn(&RecordState) -> bool,
     ) -> Result<Vec<LocalRecord>, StoreError> {
-        let mut found = Vec::new();
-        for entry in self.read(RECORDS)?.iter()? {
-            let (key, value) = entry?;
-            let id = self.key_local_id(key.value())?;
-            let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
-            if pred(&stored.state.to_state()) {
-                found.push(self.open_record(id, stored)?);
-            }
-        }
-        Ok(found)
+        self.scan_records(pred, |id, stored| self.open_record(id, stored))
     }
 
     /// Every record whose state satisfies `pred`, without its IDAT (a full scan that opens no
@@ -593,14 +584,23 @@ impl Store {
         &self,
         pred: impl Fn(&RecordState) -> bool,
     ) -> Result<Vec<RecordHead>, StoreError> {
+        self.scan_records(pred, |id, stored| self.open_head(id, &stored))
+    }
+
+    /// The full scan behind both: decodes every record, and opens (with `open`) only those
+    /// whose state satisfies `pred`, so a scan for a few states opens few seals.
+    fn scan_records<T>(
+        &self,
+        pred: impl Fn(&RecordState) -> bool,
+        open: impl for<'v> Fn(&str, StoredRecord<'v>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut found = Vec::new();
         for entry in self.read(RECORDS)?.iter()? {
             let (key, value) = entry?;
             let id = self.key_local_id(key.value())?;
             let stored = decode_record(value.value()).map_err(|d| self.corrupt_record(id, &d))?;
-            let state = stored.state.to_state();
-            if pred(&state) {
-                found.push(self.open_head(id, &stored)?);
+            if pred(&stored.state.to_state()) {
+                found.push(open(id, stored)?);
             }
         }
         Ok(found)
