@@ -87,8 +87,9 @@ enum Route {
     /// Local work only (no request leaves, so no intent is needed: it is idempotent).
     Local(Outcome),
     /// A request to the fTTP, not yet sent: the task is written as `Running` and flushed
-    /// before it is awaited.
-    Send(BoxFuture<'static, Outcome>),
+    /// before it is awaited; with what a `send_idat` answer will disclose, written with it
+    /// (the disclosure log's entry is then written with the outcome).
+    Send(BoxFuture<'static, Outcome>, Option<domain::Disclosure>),
 }
 
 impl Agent {
@@ -126,10 +127,20 @@ impl Agent {
                 });
                 let outcome = match prepared {
                     Ok(Ok(prepared)) => {
+                        let disclosure = domain::Disclosure {
+                            study: self.opts.study.clone(),
+                            local_id: prepared.local_id.clone(),
+                            sent: prepared.sent(),
+                            withheld: prepared.withheld.clone(),
+                            missing: prepared.missing.clone(),
+                        };
                         let task_id = task_id.clone();
-                        return Route::Send(Box::pin(async move {
-                            handlers::send_idat::handle(&agent.client, &task_id, prepared).await
-                        }));
+                        return Route::Send(
+                            Box::pin(async move {
+                                handlers::send_idat::handle(&agent.client, &task_id, prepared).await
+                            }),
+                            Some(disclosure),
+                        );
                     }
                     Ok(Err(attention)) => Outcome::effect(Effect::Attention(attention)),
                     Err(e) => Outcome::effect(Effect::Retry {
@@ -137,7 +148,7 @@ impl Agent {
                         retry_after: None,
                     }),
                 };
-                Route::Send(Box::pin(std::future::ready(outcome)))
+                Route::Send(Box::pin(std::future::ready(outcome)), None)
             }
             TaskKind::RepeatRequest {
                 study,
@@ -146,10 +157,18 @@ impl Agent {
             } => {
                 let (study, bloom_filter, target) =
                     (study.clone(), bloom_filter.clone(), target.clone());
-                Route::Send(Box::pin(async move {
-                    handlers::repeat_request::handle(&agent.client, &study, &target, &bloom_filter)
+                Route::Send(
+                    Box::pin(async move {
+                        handlers::repeat_request::handle(
+                            &agent.client,
+                            &study,
+                            &target,
+                            &bloom_filter,
+                        )
                         .await
-                }))
+                    }),
+                    None,
+                )
             }
             // Unknown and malformed tasks never become `Received`.
             TaskKind::Unknown { .. } => Route::Local(Outcome::effect(Effect::Attention(
@@ -212,6 +231,7 @@ impl Agent {
         let mut finished = Vec::new();
         let mut heads = Vec::new();
         let mut to_send = Vec::new();
+        let mut disclosures = std::collections::BTreeMap::new();
         for mut rec in wave {
             let span = task_span(&rec);
             let _entered = span.enter();
@@ -247,7 +267,10 @@ impl Agent {
                 continue;
             }
             match self.route(&rec) {
-                Route::Send(request) => {
+                Route::Send(request, disclosure) => {
+                    if let Some(d) = disclosure {
+                        disclosures.insert(rec.key.0.clone(), d);
+                    }
                     rec.begin_effect(now);
                     to_send.push((rec, request));
                 }
@@ -266,8 +289,10 @@ impl Agent {
             self.store.update_record_heads(&heads)?;
         }
         if !to_send.is_empty() || !finished.is_empty() {
-            self.store
-                .put_tasks(to_send.iter().map(|(rec, _)| rec).chain(&finished))?;
+            self.store.put_tasks_disclosing(
+                to_send.iter().map(|(rec, _)| rec).chain(&finished),
+                &disclosures,
+            )?;
             self.store.flush()?;
         }
         if to_send.is_empty() {
@@ -319,6 +344,7 @@ impl Agent {
         for note in &notes {
             self.store.append_audit(note)?;
         }
+        // The tasks' outcomes, and with them the disclosure log's entries (same transaction).
         self.store.put_tasks(&tasks)?;
         self.store.flush()?;
         Ok(())

@@ -10,6 +10,7 @@ mod check;
 pub mod context;
 pub mod control;
 mod demo;
+pub mod disclosures;
 mod encode;
 pub mod export;
 mod healthcheck;
@@ -100,6 +101,9 @@ enum Command {
     Status(status::Args),
     /// Write local id → pseudonym.
     Export(export::Args),
+    /// Print the disclosure log (what IDAT elements were sent about whom, when; codes only), or
+    /// check its chain with --verify.
+    Disclosures(disclosures::Args),
     /// Resolve what needs attention: retry a task, mark it handled, add a missing element.
     Resolve(resolve::Args),
     /// Show the whole job end to end against the built-in fTTP simulator.
@@ -158,6 +162,7 @@ pub fn main() -> ExitCode {
         Command::Poll(a) => poll::run(a, format, level),
         Command::Status(a) => status::run(a),
         Command::Export(a) => export::run(a),
+        Command::Disclosures(a) => disclosures::run(a),
         Command::Resolve(a) => resolve::run(a),
         Command::Check(a) => check::run(a),
         Command::Healthcheck(a) => healthcheck::run(a),

@@ -8,12 +8,14 @@
 //! Nothing here does I/O, so the state machines can be tested without a network or a store:
 //! the task's in [`task`], the record's (registration, pseudonyms) here.
 
+pub mod disclosure;
 mod task;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ttp_proto::IdatElement;
 
+pub use disclosure::{Disclosure, DisclosureEvent};
 pub use task::{
     Approval, ApprovalProgress, Attention, Closure, Effect, ListingSummary, MARKED_HANDLED_PREFIX,
     Refusal, Settled, TaskRecord, TaskRelisting, TaskState,

@@ -57,8 +57,9 @@ use zeroize::Zeroizing;
 
 use super::crypto::{IdatCipher, NONCE_LEN, StoreKeys, TAG_LEN, hmac_sha256};
 use super::{
-    AUDIT, At as _, DB_FILE, Def, HISTORY, META, PSN_LOG, RECORDS, Store, StoreError, StoreOptions,
-    TASKS, WITHDRAWN, durable_commit, error, meta, migrate, records, rtree, tasks, wtree,
+    AUDIT, At as _, DB_FILE, DISCLOSURE_PENDING, DISCLOSURES, Def, HISTORY, META, PSN_LOG, RECORDS,
+    Store, StoreError, StoreOptions, TASKS, WITHDRAWN, durable_commit, error, meta, migrate,
+    records, rtree, tasks, wtree,
 };
 
 const MAGIC: &[u8] = b"ttp-agent-store-backup\n";
@@ -74,14 +75,16 @@ const CHUNK: usize = 64 * 1024;
 const FILE_NONCE_LEN: usize = 16;
 
 /// The tables a backup holds, with their frame tags. Never renumber a tag.
-const BACKED_UP: [(u8, Def); 7] = [
+const BACKED_UP: [(u8, Def); 9] = [
     (1, META),
     (2, RECORDS),
     (3, TASKS),
     (4, HISTORY),
     (5, AUDIT),
     (6, PSN_LOG),
-    (7, WITHDRAWN),
+    (7, DISCLOSURES),
+    (8, DISCLOSURE_PENDING),
+    (9, WITHDRAWN),
 ];
 
 #[derive(Serialize, Deserialize)]

@@ -36,6 +36,7 @@ const FILTER_SEAL_INFO: &[u8] = b"ttp-agent/store/filter-seal/v1";
 const FILTER_INDEX_INFO: &[u8] = b"ttp-agent/store/filter-index/v1";
 const TASK_SEAL_INFO: &[u8] = b"ttp-agent/store/task-seal/v1";
 const BACKUP_INFO: &[u8] = b"ttp-agent/backup/v1";
+const DISCLOSURE_CHAIN_INFO: &[u8] = b"ttp-agent/store/disclosure-chain/v1";
 
 /// Bytes of a keyed filter digest in the filter index.
 pub(crate) const FILTER_TAG_LEN: usize = 16;
@@ -96,6 +97,7 @@ impl IdatKey {
             task: IdatCipher::from_key(&self.derive(TASK_SEAL_INFO)),
             filter_index: self.derive(FILTER_INDEX_INFO),
             backup: self.derive(BACKUP_INFO),
+            disclosure_chain: self.derive(DISCLOSURE_CHAIN_INFO),
         }
     }
 
@@ -215,9 +217,15 @@ pub(crate) struct StoreKeys {
     filter_index: Zeroizing<[u8; KEY_LEN]>,
     /// Root of a backup's keys (see `backup`).
     pub backup: Zeroizing<[u8; KEY_LEN]>,
+    /// HMAC-SHA256 key of the disclosure log's chain (see `disclosures`).
+    disclosure_chain: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl StoreKeys {
+    pub(crate) fn disclosure_chain(&self) -> &[u8] {
+        &self.disclosure_chain[..]
+    }
+
     /// The filter index's digest of a filter: HMAC-SHA256 under a key derived from the IDAT key,
     /// truncated. Without the key, a guessed name and birth date cannot be checked against the
     /// index (a plain hash could be).

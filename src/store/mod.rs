@@ -26,6 +26,8 @@
 //! | `idx_idat_due` | `time(updated_at) ‖ local_id` | empty: finished records still holding IDAT |
 //! | `idx_finished_tasks` | `time(finished at) ‖ task key` | empty: the `Done` / `Expired` tasks |
 //! | `idx_waiting_records` | `state ‖ time(updated_at) ‖ local_id` | empty: records in `New`, `Sending`, `AwaitingClearing` |
+//! | `disclosures` | sequence number (u64 BE) | JSON of [`DisclosureEntry`]: the disclosure log, hash-chained, never purged (see `disclosures`) |
+//! | `disclosure_pending` | task key | JSON: what a running or in-doubt `send_idat` answer carries, codes only |
 //! | `withdrawn` | `r ‖ local_id`, `f ‖ HMAC(k_index, filter)[..16] ‖ local_id`, `p ‖ sha256(pseudonym)[..16] ‖ local_id` | JSON of [`Withdrawal`] / empty (see `withdrawn`) |
 //!
 //! Every key is a byte string built in `codec` and the modules that own a table, so a future
@@ -107,6 +109,7 @@ mod audit;
 mod backup;
 mod codec;
 mod crypto;
+mod disclosures;
 mod error;
 mod meta;
 mod migrate;
@@ -126,6 +129,7 @@ pub use alerts::{AlertMark, PendingDelivery};
 pub use audit::{AuditEntry, MISSING_ELEMENTS_ACTION};
 pub use backup::{BackupSummary, CompactSummary};
 pub use crypto::IdatKey;
+pub use disclosures::{BrokenLink, ChainCheck, DisclosureEntry};
 pub use error::StoreError;
 pub use meta::{
     META_HANDOVER_WEBHOOK_STATE, META_LAST_LISTING, META_LAST_POLL_OK, META_LAST_PURGE,
@@ -204,12 +208,18 @@ pub(crate) const FINISHED_TASKS: Def = TableDefinition::new("idx_finished_tasks"
 /// Records that wait for registration work (`New`, `Sending`, `AwaitingClearing`), by state and
 /// `updated_at`: what registration reads instead of every record.
 pub(crate) const IDX_WAITING: Def = TableDefinition::new("idx_waiting_records");
+/// The disclosure log (see `disclosures`): append-only, hash-chained, never purged.
+pub(crate) const DISCLOSURES: Def = TableDefinition::new("disclosures");
+/// What the answer of a `send_idat` in `Running` or `InDoubt` carries, until its outcome is
+/// logged (see `disclosures`).
+pub(crate) const DISCLOSURE_PENDING: Def = TableDefinition::new("disclosure_pending");
+
 /// Consent withdrawals (`withdrawn`): what is kept of a withdrawn record, by local id, and the
 /// keys later tasks are matched with (its filter's keyed digest, its pseudonym's digest).
 pub(crate) const WITHDRAWN: Def = TableDefinition::new("withdrawn");
 
 /// Every table, created when the store is: a read transaction can then open any of them.
-const ALL_TABLES: [Def; 15] = [
+const ALL_TABLES: [Def; 17] = [
     META,
     RECORDS,
     IDX_BF,
@@ -224,6 +234,8 @@ const ALL_TABLES: [Def; 15] = [
     IDX_IDAT_DUE,
     FINISHED_TASKS,
     IDX_WAITING,
+    DISCLOSURES,
+    DISCLOSURE_PENDING,
     WITHDRAWN,
 ];
 

@@ -36,8 +36,8 @@ use zeroize::Zeroizing;
 
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, FINISHED_TASKS, HISTORY, IndexCheck, META, OPEN_TASKS, RTree, Store,
-    StoreError, TASKS, WTree, error, fill_index, rtree, wtree,
+    AUDIT, AuditEntry, DISCLOSURE_PENDING, DISCLOSURES, FINISHED_TASKS, HISTORY, IndexCheck, META,
+    OPEN_TASKS, RTree, Store, StoreError, TASKS, WTree, error, fill_index, rtree, wtree,
 };
 use crate::domain::{TaskRecord, TaskState};
 
@@ -479,6 +479,18 @@ impl Store {
         &self,
         tasks: impl IntoIterator<Item = &'a TaskRecord>,
     ) -> Result<(), StoreError> {
+        self.put_tasks_disclosing(tasks, &BTreeMap::new())
+    }
+
+    /// [`Store::put_tasks`] for a wave's intents: `disclosures` (by task key) says what the
+    /// answer of each `send_idat` about to be sent carries; it is kept with the task's
+    /// `Running` state until the outcome is logged (see `disclosures`). Every task write
+    /// appends the disclosure log entry its change of state calls for, in this transaction.
+    pub fn put_tasks_disclosing<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a TaskRecord>,
+        disclosures: &BTreeMap<String, crate::domain::Disclosure>,
+    ) -> Result<(), StoreError> {
         let encoded = tasks
             .into_iter()
             .map(|t| {
@@ -493,6 +505,16 @@ impl Store {
             let mut stored = wtree(tx, TASKS, path)?;
             let mut open = wtree(tx, OPEN_TASKS, path)?;
             let mut finished_index = wtree(tx, FINISHED_TASKS, path)?;
+            let (mut meta, mut log, mut pending) = (
+                wtree(tx, META, path)?,
+                wtree(tx, DISCLOSURES, path)?,
+                wtree(tx, DISCLOSURE_PENDING, path)?,
+            );
+            let mut log_tables = super::disclosures::LogTables {
+                meta: &mut meta,
+                log: &mut log,
+                pending: &mut pending,
+            };
             let mut delta = HistoryDelta::new();
             for (rec, json) in &encoded {
                 let key = rec.key.0.as_bytes();
@@ -510,6 +532,14 @@ impl Store {
                     &mut delta,
                     rec,
                     old_state.as_ref(),
+                )?;
+                super::disclosures::apply_in(
+                    &mut log_tables,
+                    &self.keys,
+                    rec,
+                    old_state.as_ref(),
+                    disclosures.get(&rec.key.0),
+                    path,
                 )?;
             }
             add_to_history(&mut wtree(tx, HISTORY, path)?, &delta, path)
@@ -555,6 +585,20 @@ impl Store {
                 Some(&current.state),
             )?;
             add_to_history(&mut wtree(tx, HISTORY, path)?, &delta, path)?;
+            // A person settling an in-doubt answer (`resolve`) is logged like the agent's own
+            // settlements, in this transaction.
+            super::disclosures::apply_in(
+                &mut super::disclosures::LogTables {
+                    meta: &mut wtree(tx, META, path)?,
+                    log: &mut wtree(tx, DISCLOSURES, path)?,
+                    pending: &mut wtree(tx, DISCLOSURE_PENDING, path)?,
+                },
+                &self.keys,
+                new,
+                Some(&current.state),
+                None,
+                path,
+            )?;
             super::audit::append_in(
                 &mut wtree(tx, META, path)?,
                 &mut wtree(tx, AUDIT, path)?,

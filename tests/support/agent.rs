@@ -111,6 +111,79 @@ pub fn records_csv(n: usize) -> String {
     out
 }
 
+/// The names and places [`records_csv`] puts into records: none of them may appear where only
+/// codes and identifiers belong (logs, `status`, the disclosure log).
+pub fn idat_values() -> Vec<&'static str> {
+    GIVEN
+        .iter()
+        .chain(&FAMILY)
+        .chain(&CITIES)
+        .copied()
+        .collect()
+}
+
+/// The disclosure log against the simulator's own record of accepted answers: the fTTP task ids
+/// the log says the fTTP has (an `accepted` entry, or an `in-doubt` one settled as accepted),
+/// each logged once and with the element codes the Patient the simulator accepted carried;
+/// every `in-doubt` entry settled exactly once by a later entry; the chain intact. Returns the
+/// number of entries.
+pub fn assert_disclosures_match_the_sim(
+    store: &ttp_agent::store::Store,
+    sim: &ttp_sim::SimHandle,
+) -> usize {
+    use std::collections::BTreeMap;
+    use ttp_agent::domain::DisclosureEvent;
+    let log = store.disclosures_after(0, usize::MAX).unwrap();
+    let mut logged: BTreeMap<String, Vec<ttp_proto::IdatElement>> = BTreeMap::new();
+    for e in &log {
+        if matches!(
+            e.event,
+            DisclosureEvent::Accepted | DisclosureEvent::SettledAccepted
+        ) {
+            assert!(
+                logged.insert(e.task_id.clone(), e.sent.clone()).is_none(),
+                "{} logged as accepted twice: {e:?}",
+                e.task_id
+            );
+        }
+    }
+    for doubt in log.iter().filter(|e| e.event == DisclosureEvent::InDoubt) {
+        let settled: Vec<_> = log
+            .iter()
+            .filter(|e| e.settles == Some(doubt.seq))
+            .collect();
+        assert_eq!(settled.len(), 1, "{doubt:?} settled by {settled:?}");
+        assert!(settled[0].seq > doubt.seq, "{settled:?}");
+    }
+    let mut accepted: BTreeMap<String, Vec<ttp_proto::IdatElement>> = BTreeMap::new();
+    for (id, patient) in sim.received_patients() {
+        let codes = ttp_proto::patient::elements_present(&patient)
+            .into_iter()
+            .collect();
+        assert!(
+            accepted.insert(id.clone(), codes).is_none(),
+            "{id} accepted twice"
+        );
+    }
+    let only_logged: Vec<_> = logged
+        .keys()
+        .filter(|k| !accepted.contains_key(*k))
+        .collect();
+    let only_accepted: Vec<_> = accepted
+        .keys()
+        .filter(|k| !logged.contains_key(*k))
+        .collect();
+    assert!(
+        only_logged.is_empty() && only_accepted.is_empty(),
+        "the log and the fTTP disagree: logged but not accepted {only_logged:?}, accepted but not logged {only_accepted:?}"
+    );
+    assert_eq!(logged, accepted, "the element codes differ");
+    let check = store.verify_disclosures().unwrap();
+    assert_eq!(check.broken, None);
+    assert_eq!(check.entries, log.len() as u64);
+    log.len()
+}
+
 /// What a run against the simulator must show at the end, whatever was done to the agent in
 /// between (kills, faults): no IDAT answer sent twice or out of protocol, no clearing aborted,
 /// no task expired, a substantial scenario (more than `min_send_idat` `send_idat` tasks), and

@@ -1,7 +1,7 @@
 //! The local control channel: every command that works on the store works beside the daemon.
 //!
 //! The daemon owns the store (one process may open it). `submit`, `export`, `resolve`,
-//! `backup`, `purge` and `status` therefore run *inside* the daemon when it runs, over a Unix
+//! `backup`, `purge`, `status` and `disclosures` therefore run *inside* the daemon when it runs, over a Unix
 //! socket (`[control] socket`), and against the store opened by the command itself when it
 //! does not. The structure makes both paths give the same output, exit status and errors by
 //! construction:
@@ -54,6 +54,7 @@ pub enum Request {
     Backup(cli::backup::Request),
     Purge(cli::purge::Request),
     Status(cli::status::Request),
+    Disclosures(cli::disclosures::Request),
     Approve(cli::approve::ApproveRequest),
     Deny(cli::approve::DenyRequest),
     Withdraw(cli::withdraw::Request),
@@ -69,6 +70,7 @@ impl Request {
             Request::Backup(_) => "backup",
             Request::Purge(_) => "purge",
             Request::Status(_) => "status",
+            Request::Disclosures(_) => "disclosures",
             Request::Approve(_) => "approve",
             Request::Deny(_) => "deny",
             Request::Withdraw(_) => "withdraw",
@@ -85,6 +87,7 @@ impl Request {
             Request::Backup(r) => cli::backup::apply(r, ctx, io),
             Request::Purge(r) => cli::purge::apply(r, ctx, io),
             Request::Status(r) => cli::status::apply(r, ctx, io),
+            Request::Disclosures(r) => cli::disclosures::apply(r, ctx, io),
             Request::Approve(r) => cli::approve::apply_approve(r, ctx, io),
             Request::Deny(r) => cli::approve::apply_deny(r, ctx, io),
             Request::Withdraw(r) => cli::withdraw::apply(r, ctx, io),

@@ -4,6 +4,7 @@
 mod approval;
 mod auth_variants;
 mod bad_input;
+mod disclosures;
 mod fidelity;
 mod flow;
 mod hostile_dispatcher;

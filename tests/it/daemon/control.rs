@@ -243,6 +243,9 @@ struct Observed {
     submit_again: Result3,
     submit_bad: Result3,
     resolve_unknown: Result3,
+    disclosures: String,
+    disclosures_verify: String,
+    disclosures_other_study: Result3,
 }
 
 fn observe(site: &Site, tag: &str) -> Observed {
@@ -276,6 +279,9 @@ fn observe(site: &Site, tag: &str) -> Observed {
         submit_again: cmd(&["submit", "--config", c, &csv]),
         submit_bad: cmd(&["submit", "--config", c, &bad]),
         resolve_unknown: cmd(&["resolve", "retry", "--config", c, "no-such-task"]),
+        disclosures: ok(&["disclosures", "--config", c, "--format", "json"]),
+        disclosures_verify: ok(&["disclosures", "--verify", "--config", c]),
+        disclosures_other_study: cmd(&["disclosures", "--config", c, "--study", "other"]),
     }
     .normalised(tag)
 }
@@ -308,6 +314,12 @@ fn every_command_gives_the_same_results_beside_the_daemon_and_without_it() {
     assert!(stopped.submit_again.stdout.contains("12 already stored"));
     assert_eq!(stopped.submit_bad.code, Some(1));
     assert_eq!(stopped.resolve_unknown.code, Some(1));
+    assert_eq!(stopped.disclosures, "[]\n", "no send_idat was answered");
+    assert_eq!(
+        stopped.disclosures_verify,
+        "disclosure log: 0 entries, chain intact\n"
+    );
+    assert_eq!(stopped.disclosures_other_study.code, Some(2));
 
     let mut daemon = site.start_daemon();
     let beside = observe(&site, "beside");
@@ -315,7 +327,15 @@ fn every_command_gives_the_same_results_beside_the_daemon_and_without_it() {
 
     // They did run in the daemon: it logged each of them with the connecting user.
     let log = daemon.log();
-    for command in ["submit", "export", "resolve", "backup", "purge", "status"] {
+    for command in [
+        "submit",
+        "export",
+        "resolve",
+        "backup",
+        "purge",
+        "status",
+        "disclosures",
+    ] {
         assert!(
             log.contains(&format!("\"command\":\"{command}\"")),
             "{command} did not run in the daemon:\n{log}"

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cli;
+mod disclosures;
 mod open;
 mod records;
 mod sealing;

@@ -5,7 +5,8 @@
 //!
 //! The simulator runs in this test process and is the ground truth: it counts every request,
 //! every duplicate `$providePatientData` (the one request that must never be repeated), and
-//! every data-minimisation violation.
+//! every data-minimisation violation. The disclosure log must list exactly the answers it
+//! accepted, and no log or output may name an IDAT value.
 
 use std::time::{Duration, Instant};
 
@@ -135,8 +136,29 @@ async fn sigkill_at_random_points_loses_nothing_and_repeats_nothing() {
         stats.duplicate_provides, 0,
         "an IDAT answer was sent twice: {stats:?}"
     );
+    // The disclosure log has one accepted entry per answer the fTTP accepted: no gap, no
+    // duplicate, whatever the kills hit (issue 15, item 4).
+    let loaded = load(&env.config_path);
+    let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
+    let entries = assert_disclosures_match_the_sim(&store, &env.sim);
+    drop(store);
+    // Its output, and the logs of every killed and final run, name no IDAT value.
+    let printed = crate::support::robust::run_bin(
+        &["disclosures", "--config", &config, "--format", "json"],
+        &[],
+    );
+    assert!(printed.status.success(), "{printed:?}");
+    let mut texts = vec![String::from_utf8_lossy(&printed.stdout).into_owned()];
+    for file in std::fs::read_dir(&logs).unwrap() {
+        texts.push(std::fs::read_to_string(file.unwrap().path()).unwrap_or_default());
+    }
+    for value in idat_values() {
+        for text in &texts {
+            assert!(!text.contains(value), "{value} in the output or a log");
+        }
+    }
     eprintln!(
-        "crash test: {kills} SIGKILLs over {runs} runs; {rechecks} recheck cycle(s); {} tasks raised, {} IDAT answers, {} registrations ({} repeated, idempotent)",
+        "crash test: {kills} SIGKILLs over {runs} runs; {rechecks} recheck cycle(s); {} tasks raised, {} IDAT answers, {entries} disclosure log entries, {} registrations ({} repeated, idempotent)",
         stats.tasks_raised_by_type.values().sum::<u64>(),
         stats.provide_ok,
         stats.registrations,
