@@ -473,7 +473,7 @@ fn check_integrity(list: &mut Checklist, store: &Store) {
         Ok(report) if report.is_ok() => list.pass(
             INTEGRITY,
             format!(
-                "{} record(s); indexes, counters, pseudonym log and tasks agree",
+                "{} record(s); indexes, counters, pseudonym log and tasks agree; the disclosure log's chain holds",
                 report.records
             ),
         ),

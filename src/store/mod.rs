@@ -53,7 +53,8 @@
 //!
 //! * Every method that writes is **one redb write transaction**: a record with its index entries
 //!   and the counters, and the pseudonym log entry when the record gets a pseudonym; a batch of
-//!   records; a batch of tasks with the history counters of finished occurrences they replace;
+//!   records; a batch of tasks with the history counters of finished occurrences they replace
+//!   and the disclosure log entries their changes of state call for;
 //!   a task purge; a manual change with its audit entry. redb commits a transaction atomically:
 //!   after a crash either all of its effects are present or none.
 //! * A write is visible to every reader as soon as its method returns. It is committed with

@@ -851,6 +851,14 @@ impl Store {
             rtree(&tx, super::FINISHED_TASKS, path)?,
             &mut report.problems,
         )?;
+        drop(tx);
+        // The disclosure log derives from nothing: its own chain is what can be checked.
+        if let Some(link) = self.verify_disclosures()?.broken {
+            report.problems.push(format!(
+                "disclosure log: broken at entry {}: {}",
+                link.seq, link.why
+            ));
+        }
         Ok(report)
     }
 

@@ -125,6 +125,7 @@ fn accepted_and_in_doubt_answers_are_logged_with_their_settlement_and_nothing_el
     );
     let check = store.verify_disclosures().unwrap();
     assert_eq!((check.entries, check.broken), (8, None));
+    assert!(store.check_integrity().unwrap().is_ok());
 
     // Kept by a backup, and not purged with the finished tasks.
     assert_eq!(
@@ -167,6 +168,16 @@ fn verify_names_an_edited_entry_a_removed_one_and_a_cut_off_end() {
     let link = check.broken.expect("the edit is found");
     assert_eq!((link.seq, check.entries), (2, 1), "{link:?}");
     assert!(link.why.contains("entry 2 was changed"), "{link:?}");
+    // `check --store` reports it too.
+    let report = store.check_integrity().unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("disclosure log: broken at entry 2: entry 2 was changed")),
+        "{:?}",
+        report.problems
+    );
 
     // Undone, the chain holds again; a replaced entry before another is named.
     store.tamper_with_disclosure(2, Some(&original)).unwrap();
