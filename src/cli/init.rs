@@ -207,6 +207,11 @@ grace_period = "10s"
 # closes it unanswered; it still expires at its deadline).
 idat_release = "automatic"
 approvals_required = 1
+# The elements a send_idat may be answered with at all (the site's release policy, agreed with
+# the data protection officer). A requested element outside the list is never sent; a task
+# asking only for such elements waits for a person. Default: every element code (listed in
+# config/agent.toml of the sources).
+# release_elements = ["given", "family", "birthdate", "gender"]
 
 [admin]
 listen = "127.0.0.1:9464"
