@@ -87,6 +87,11 @@ impl Agent {
             tracing::warn!(index = problem.index, task_type = %problem.name, reason = %problem.reason, "the fTTP listed a task this agent cannot read");
         }
 
+        // From the read of the listed tasks to the write of the reviewed ones, no person's
+        // change of a task may commit in between, or the copies written back would undo it
+        // (`Store::task_gate`). Nothing in this stretch waits for the network.
+        let gate = self.store.task_gate();
+
         // Merge (pure, over the stored copies of the listed tasks).
         let mut stored = HashMap::new();
         for key in merge::listed_keys(&listing) {
@@ -152,6 +157,7 @@ impl Agent {
         if !changed.is_empty() {
             self.store.put_tasks(&changed)?;
         }
+        drop(gate);
         self.store.flush()?;
 
         // Dispatch.

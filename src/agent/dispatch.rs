@@ -232,9 +232,20 @@ impl Agent {
         let mut heads = Vec::new();
         let mut to_send = Vec::new();
         let mut disclosures = std::collections::BTreeMap::new();
+        // The wave's copies were read before earlier waves went out: a person may have
+        // changed a task since (resolved, withdrawn it). Under the gate each is compared with
+        // the stored task and left to the next cycle if it differs, and no change can commit
+        // before the intents are written (`Store::task_gate`).
+        let gate = self.store.task_gate();
         for mut rec in wave {
             let span = task_span(&rec);
             let _entered = span.enter();
+            if self.store.get_task(&rec.key)?.as_ref() != Some(&rec) {
+                tracing::info!(
+                    "task changed by a person since it was read; left to the next cycle"
+                );
+                continue;
+            }
             if rec.expire_if_due(now) {
                 stats.expired += 1;
                 tracing::warn!("task expired before it could be answered");
@@ -295,6 +306,7 @@ impl Agent {
             )?;
             self.store.flush()?;
         }
+        drop(gate);
         if to_send.is_empty() {
             return Ok(());
         }

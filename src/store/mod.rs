@@ -470,6 +470,9 @@ pub struct Store {
     /// Set while [`Store::rewrite`] holds the database exclusively, so that a command arriving
     /// at the daemon meanwhile can say what it waits for ([`Store::rewriting`]).
     rewriting: AtomicBool,
+    /// Orders a person's change of a task against the poll cycle's writes of the copies it
+    /// read (see [`Store::task_gate`]).
+    task_gate: std::sync::Mutex<()>,
     /// The store's `flock`, held for as long as the `Store` lives.
     _lock: File,
 }
@@ -513,6 +516,7 @@ impl Store {
             keys,
             cache_capacity: opts.cache_capacity,
             rewriting: AtomicBool::new(false),
+            task_gate: std::sync::Mutex::new(()),
             _lock: lock,
         })
     }
@@ -609,6 +613,20 @@ impl Store {
     /// A read transaction: a consistent snapshot of every table.
     pub(crate) fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.db().begin_read().at(&self.path)
+    }
+
+    /// The gate between a person's change of a task ([`Store::replace_task_audited`]: approve,
+    /// deny, resolve, withdraw) and the poll cycle, which reads tasks, decides, and writes
+    /// its copies back. A change committed between the cycle's read and its write would be
+    /// overwritten by the older copy: a denial lost, and a later approval would send the IDAT
+    /// after all (found by the model checker, ARCHITECTURE.md "Durability argument"). The
+    /// cycle holds the gate from its read to its write (no network request in between); a
+    /// person's change waits for it, then its own check against the stored task decides.
+    pub fn task_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic while it was held left nothing half-changed.
+        self.task_gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One table, read from a fresh snapshot.

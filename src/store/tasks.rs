@@ -565,6 +565,7 @@ impl Store {
         let json = seal_task(&self.keys, new.key.0.as_bytes(), &encode_task(new)?)?;
         let audit = super::audit::encode_entry(audit)?;
         let path = self.path.as_path();
+        let _gate = self.task_gate();
         self.write(|tx| {
             let mut stored = wtree(tx, TASKS, path)?;
             let key = new.key.0.as_bytes();
@@ -965,6 +966,82 @@ mod tests {
                 ),
                 "finished-task index has 1 stale entries".to_string(),
             ]
+        );
+    }
+
+    /// A person's change (here a denial) that arrives while the poll cycle holds copies it
+    /// read is never undone by the cycle writing them back: it waits for the gate, then its
+    /// check against the stored task refuses it (the person is told and can run it again).
+    /// Without the gate the denial commits at once, the cycle's older copy overwrites it, and
+    /// the person was told "denied" for a task that still awaits approval (a later approval
+    /// would send the IDAT).
+    #[test]
+    fn a_denial_is_never_overwritten_by_the_cycles_older_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::store::StoreOptions::new(dir.path(), crate::store::IdatKey::generate());
+        let store = std::sync::Arc::new(Store::open(&opts).unwrap());
+        let task = crate::testkit::task(
+            "send_idat/T-9",
+            TaskKind::SendIdat {
+                task_id: "T-9".into(),
+                subject: SendIdatSubject::BloomFilter(BloomFilter(vec![9; 8])),
+                elements: vec![ElementRequest::Known(IdatElement::Given)],
+            },
+            TaskState::AwaitingApproval,
+            Utc::now(),
+        );
+        store.put_tasks([&task]).unwrap();
+
+        // The cycle reads its copy under the gate.
+        let gate = store.task_gate();
+        let mut copy = store.get_task(&task.key).unwrap().expect("stored");
+
+        // Meanwhile a person denies the release, on another thread (as the control channel
+        // runs commands).
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let person = {
+            let store = std::sync::Arc::clone(&store);
+            let key = task.key.clone();
+            std::thread::spawn(move || {
+                let expected = store.get_task(&key).unwrap().expect("stored");
+                let mut next = expected.clone();
+                next.denied_by("user-b", "no consent on file", Utc::now())
+                    .unwrap();
+                let entry = AuditEntry {
+                    at: Utc::now(),
+                    actor: "user-b".into(),
+                    action: "deny".into(),
+                    subject: key.0.clone(),
+                    detail: "no consent on file".into(),
+                };
+                let applied = store
+                    .replace_task_audited(&expected, &next, &entry)
+                    .unwrap();
+                let _ = done_tx.send(());
+                applied
+            })
+        };
+        // Give the denial every chance to commit before the cycle writes (it cannot while the
+        // gate is held; without the gate it would). Not a timing assertion: the result must
+        // be right however the threads are scheduled.
+        let _ = done_rx.recv_timeout(std::time::Duration::from_millis(300));
+
+        // The cycle writes its copy back (the merge notes the poll it saw the task in).
+        copy.last_seen_poll += 1;
+        store.put_tasks([&copy]).unwrap();
+        drop(gate);
+
+        let told_denied = person.join().unwrap();
+        let stored = store.get_task(&task.key).unwrap().expect("stored");
+        let closed = matches!(stored.state, TaskState::Closed { .. });
+        assert_eq!(
+            told_denied, closed,
+            "the person was told {told_denied} but the task is {:?}",
+            stored.state
+        );
+        assert!(
+            !told_denied,
+            "the denial must be refused, not applied and then lost"
         );
     }
 }
