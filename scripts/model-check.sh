@@ -25,8 +25,8 @@
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 shared
 # cores with the defaults, plus about 40 s for the approval runs (156 s in all on a quieter
 # machine; ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
-# user's command commit between the merge's read and its blind write: today's code fails
-# no_provide_after_denial there (ARCHITECTURE.md, the model checker's section).
+# user's command commit between the merge's read and its write, as before Store::task_gate:
+# it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -186,9 +186,9 @@ mod tests {
     }
 
     /// The merge race (`MODEL_MERGE_RACE=1`): a denial committed between the merge's read
-    /// and its blind write is overwritten, and a later approval releases the IDAT. This is a
-    /// bug of today's cycle (ARCHITECTURE.md); when it is fixed, this test fails and
-    /// `scripts/model-check.sh` should run the race model by default.
+    /// and its blind write is overwritten, and a later approval releases the IDAT. The cycle
+    /// did this before `Store::task_gate`, which keeps commands out of that window
+    /// (ARCHITECTURE.md); this test keeps the counterexample as the reason for the gate.
     #[test]
     fn the_merge_race_loses_a_denial() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None)

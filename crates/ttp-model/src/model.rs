@@ -131,9 +131,10 @@ impl TaskModel {
     }
 
     /// The cycle's merge as two steps (read the listed tasks' stored copies; write the merged
-    /// records blindly), so that a user's `approve` or `deny` can commit between them. Off in
-    /// the runs of `scripts/model-check.sh`: it finds a lost denial in today's code
-    /// (ARCHITECTURE.md, "Which check backs which claim: the model checker").
+    /// records blindly), so that a user's `approve` or `deny` can commit between them, as the
+    /// cycle allowed before `Store::task_gate`. Off in the runs of `scripts/model-check.sh`
+    /// (the gate makes the merge one step for commands): it finds the lost denial the gate
+    /// fixed (ARCHITECTURE.md, "Which check backs which claim: the model checker").
     pub fn with_merge_race(mut self) -> Self {
         self.merge_race = true;
         self
