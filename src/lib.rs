@@ -40,3 +40,4 @@ pub mod submit;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod webhook;
+pub mod withdraw;

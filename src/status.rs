@@ -71,6 +71,44 @@ pub struct StatusReport {
     /// was made with the configuration at hand (`ttp-agent status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals_required: Option<usize>,
+    /// Consent withdrawals (`ttp-agent withdraw`): how many, and the newest by local id.
+    #[serde(default)]
+    pub withdrawals: WithdrawalSummary,
+}
+
+/// How many records were withdrawn, and the newest [`RECENT_WITHDRAWALS`] of them (local id,
+/// when, by whom), newest first. Local ids only: coordinators need them to act downstream.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WithdrawalSummary {
+    pub count: usize,
+    pub recent: Vec<WithdrawalLine>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WithdrawalLine {
+    pub local_id: String,
+    pub at: DateTime<Utc>,
+    pub by: String,
+}
+
+/// How many withdrawals the report lists by local id.
+pub const RECENT_WITHDRAWALS: usize = 50;
+
+fn withdrawal_summary(store: &Store) -> Result<WithdrawalSummary, StoreError> {
+    let mut all = store.withdrawals()?;
+    all.sort_by(|a, b| b.at.cmp(&a.at).then(a.local_id.cmp(&b.local_id)));
+    Ok(WithdrawalSummary {
+        count: all.len(),
+        recent: all
+            .into_iter()
+            .take(RECENT_WITHDRAWALS)
+            .map(|w| WithdrawalLine {
+                local_id: w.local_id,
+                at: w.at,
+                by: w.by,
+            })
+            .collect(),
+    })
 }
 
 /// One task awaiting approval: what it asks for (element codes, never values), who approved
@@ -385,6 +423,7 @@ pub fn build(
             .and_then(|text| serde_json::from_str(&text).ok()),
         awaiting_approval,
         approvals_required: None,
+        withdrawals: withdrawal_summary(store)?,
     })
 }
 
@@ -550,6 +589,28 @@ pub fn render_text(r: &StatusReport) -> String {
     );
     if let Some(b) = &r.registration_blocked {
         render_blocked(&mut out, b, rc.pending_registration);
+    }
+    let w = &r.withdrawals;
+    if w.count > 0 {
+        let _ = writeln!(
+            out,
+            "consent withdrawn for {} record(s) (IDAT and filters purged, tasks closed unanswered){}:",
+            w.count,
+            if w.count > w.recent.len() {
+                format!("; the newest {}", w.recent.len())
+            } else {
+                String::new()
+            }
+        );
+        for l in &w.recent {
+            let _ = writeln!(
+                out,
+                "  {}  {}  by {}",
+                l.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                l.local_id,
+                l.by
+            );
+        }
     }
     let _ = writeln!(
         out,

@@ -345,6 +345,28 @@ pub fn render(r: &StatusReport, now: DateTime<Utc>) -> String {
         h.push_str("</tbody></table></section>");
     }
 
+    // Consent withdrawn: the count, and the local ids a coordinator acts on downstream.
+    if r.withdrawals.count > 0 {
+        let _ = write!(
+            h,
+            "<section id=\"withdrawn\"><h2>Consent withdrawn</h2>\
+             <p class=\"hint\"><span data-testid=\"withdrawn-count\">{}</span> record(s): their patient data and Bloom filters were deleted, their tasks are closed and never answered. \
+             The pseudonyms stay in the export (column <code>withdrawn</code>) for deleting the data downstream.</p>\
+             <table><thead><tr><th>Local id</th><th>Withdrawn</th><th>By</th></tr></thead><tbody>",
+            r.withdrawals.count
+        );
+        for l in &r.withdrawals.recent {
+            let _ = write!(
+                h,
+                "<tr data-testid=\"withdrawn-row\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&l.local_id),
+                esc(&when(l.at)),
+                esc(&l.by)
+            );
+        }
+        h.push_str("</tbody></table></section>");
+    }
+
     // Expiring soon.
     if !expiring.is_empty() {
         h.push_str(

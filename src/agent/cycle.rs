@@ -162,8 +162,8 @@ impl Agent {
         // exactly one outcome; done, attention and expired leave the open set, the others stay
         // in it. Counting so spares a scan (and decode) of every stored task.
         let d = &report.dispatch;
-        report.open_after =
-            open_before.saturating_sub(d.done + d.attention + d.expired + d.awaiting_approval);
+        report.open_after = open_before
+            .saturating_sub(d.done + d.attention + d.expired + d.awaiting_approval + d.withdrawn);
         self.housekeeping(now, &mut report)?;
         self.store.set_meta_time(META_LAST_POLL_OK, Utc::now())?;
         self.store.flush()?;

@@ -43,6 +43,8 @@ pub struct DispatchStats {
     pub auth_failed: usize,
     /// `send_idat` tasks put aside to await approval of their release (not sent).
     pub awaiting_approval: usize,
+    /// Tasks about a record whose consent was withdrawn: closed, not answered.
+    pub withdrawn: usize,
 }
 
 impl DispatchStats {
@@ -236,6 +238,21 @@ impl Agent {
             if rec.expire_if_due(now) {
                 stats.expired += 1;
                 tracing::warn!("task expired before it could be answered");
+                finished.push(rec);
+                continue;
+            }
+            // Consent withdrawn for the record the task names: closed, never answered. Checked
+            // before every action, so a task that was running, retrying or in doubt when the
+            // withdrawal came is caught here the next time it is ready.
+            let (filters, pseudonyms) = rec.subject_parts();
+            if let Some(local_id) = self.store.withdrawn_subject(&filters, &pseudonyms)?
+                && rec.withdrawn(&local_id, now)
+            {
+                stats.withdrawn += 1;
+                tracing::info!(
+                    local_id = %local_id,
+                    "task about a record whose consent was withdrawn closed; not answered"
+                );
                 finished.push(rec);
                 continue;
             }

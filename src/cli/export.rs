@@ -3,7 +3,8 @@
 //!
 //! The rows come from the store's pseudonym log (see `store::psn_log`): one row per pseudonym
 //! the agent obtained, in the order it obtained them, with columns `local_id`, `pseudonym`,
-//! `obtained_at`, `seq`. Without a selection every pseudonym is written.
+//! `obtained_at`, `seq`, `withdrawn` (when consent was withdrawn for the local id, empty
+//! otherwise: the pseudonym stays so that the site can delete the patient's data downstream). Without a selection every pseudonym is written.
 //!
 //! * `--new` writes only what was obtained since the last `export --new`, and then moves the
 //!   `export` cursor, but **only after the output was completely written and flushed**: a file
@@ -124,10 +125,19 @@ pub fn write_events(
     w: &mut dyn Write,
 ) -> anyhow::Result<ExportSummary> {
     let mut summary = ExportSummary::default();
+    // Withdrawals are few; the column tells the site which pseudonyms to delete downstream.
+    let withdrawn: std::collections::HashMap<String, String> = store
+        .withdrawals()?
+        .into_iter()
+        .map(|w| {
+            let at = w.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            (w.local_id, at)
+        })
+        .collect();
     let mut sink = match format {
         Format::Csv => {
             let mut c = csv::Writer::from_writer(w);
-            c.write_record(["local_id", "pseudonym", "obtained_at", "seq"])?;
+            c.write_record(["local_id", "pseudonym", "obtained_at", "seq", "withdrawn"])?;
             Sink::Csv(Box::new(c))
         }
         Format::Json => Sink::Json(JsonArray::begin(w)?),
@@ -138,18 +148,21 @@ pub fn write_events(
         let Some(last) = page.last() else { break };
         cursor = last.seq;
         for e in &page {
+            let withdrawn_at = withdrawn.get(&e.local_id);
             match &mut sink {
                 Sink::Csv(c) => c.write_record([
                     &*spreadsheet_safe(&e.local_id),
                     &*spreadsheet_safe(&e.pseudonym),
                     &obtained_at(e),
                     &e.seq.to_string(),
+                    withdrawn_at.map_or("", String::as_str),
                 ])?,
                 Sink::Json(j) => j.item(&serde_json::json!({
                     "local_id": e.local_id,
                     "pseudonym": e.pseudonym,
                     "obtained_at": obtained_at(e),
                     "seq": e.seq,
+                    "withdrawn": withdrawn_at,
                 }))?,
             }
             summary.rows += 1;

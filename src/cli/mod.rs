@@ -25,6 +25,7 @@ mod restore;
 mod run;
 pub mod status;
 pub mod submit;
+pub mod withdraw;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +127,9 @@ enum Command {
     /// Deny the release of IDAT for tasks awaiting approval: they are closed locally, never
     /// answered.
     Deny(approve::DenyArgs),
+    /// A patient withdrew consent: purge the records' IDAT and filters now, close their tasks
+    /// unanswered (now and later), refuse to store them again without `submit --readmit`.
+    Withdraw(withdraw::Args),
 }
 
 /// Entry point used by `main.rs`.
@@ -167,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Purge(a) => purge::run(a),
         Command::Approve(a) => approve::run_approve(a),
         Command::Deny(a) => approve::run_deny(a),
+        Command::Withdraw(a) => withdraw::run(a),
         Command::Demo(a) => {
             logging::init(
                 format.unwrap_or(LogFormat::Text),

@@ -54,6 +54,10 @@ pub struct Args {
     /// UTF-8, or Windows-1252 with a note when the file is not UTF-8).
     #[arg(long, value_name = "NAME")]
     encoding: Option<String>,
+    /// Store records whose consent was withdrawn (`ttp-agent withdraw`) again: consent was
+    /// given anew. Without it a file naming such a local id stores nothing.
+    #[arg(long)]
+    readmit: bool,
 }
 
 /// `submit`, as the daemon receives it; the file's bytes follow as the input stream.
@@ -72,6 +76,9 @@ pub struct Request {
     /// `--encoding` (a label), over `[input] encoding`.
     #[serde(default)]
     pub encoding: Option<String>,
+    /// `--readmit`: local ids whose consent was withdrawn may be stored again.
+    #[serde(default)]
+    pub readmit: bool,
 }
 
 /// Records encoded (and stored) between two progress reports.
@@ -98,6 +105,7 @@ pub fn run(
         skip_invalid: args.skip_invalid,
         delimiter: args.delimiter,
         encoding: args.encoding.clone(),
+        readmit: args.readmit,
     };
     // Checked here first: the operator sees every problem before anything is sent, and the
     // reject file is written under the operator's account.
@@ -208,6 +216,32 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
         .into());
     }
     let records = parsed.records;
+    // A withdrawn local id is stored again only on purpose: before anything is encoded.
+    let mut withdrawn: Vec<&str> = Vec::new();
+    for r in &records {
+        if ctx.store.withdrawal(&r.local_id)?.is_some() && !withdrawn.contains(&r.local_id.as_str())
+        {
+            withdrawn.push(&r.local_id);
+        }
+    }
+    if !withdrawn.is_empty() {
+        if !req.readmit {
+            anyhow::bail!(
+                "{}: consent was withdrawn for local id(s) {} (`ttp-agent withdraw`); nothing was stored. Only with new consent: submit again with --readmit",
+                req.name,
+                withdrawn.join(", ")
+            );
+        }
+        let now = chrono::Utc::now();
+        for id in &withdrawn {
+            crate::withdraw::readmit(&ctx.store, id, &ctx.actor, now)?;
+            io.note(&format!(
+                "{id}: consent withdrawal lifted (--readmit; recorded in the audit trail as {})",
+                ctx.actor
+            ));
+        }
+        ctx.store.flush()?;
+    }
     let total = records.len() as u64;
     let mut encoded = Vec::with_capacity(records.len());
     let mut rest = records;

@@ -58,8 +58,8 @@ use zeroize::Zeroizing;
 use super::crypto::{IdatCipher, NONCE_LEN, StoreKeys, TAG_LEN, hmac_sha256};
 use super::{
     AUDIT, At as _, DB_FILE, DISCLOSURE_PENDING, DISCLOSURES, Def, HISTORY, META, PSN_LOG, RECORDS,
-    Store, StoreError, StoreOptions, TASKS, durable_commit, error, meta, migrate, records, rtree,
-    tasks, wtree,
+    Store, StoreError, StoreOptions, TASKS, WITHDRAWN, durable_commit, error, meta, migrate,
+    records, rtree, tasks, wtree,
 };
 
 const MAGIC: &[u8] = b"ttp-agent-store-backup\n";
@@ -75,7 +75,7 @@ const CHUNK: usize = 64 * 1024;
 const FILE_NONCE_LEN: usize = 16;
 
 /// The tables a backup holds, with their frame tags. Never renumber a tag.
-const BACKED_UP: [(u8, Def); 8] = [
+const BACKED_UP: [(u8, Def); 9] = [
     (1, META),
     (2, RECORDS),
     (3, TASKS),
@@ -84,6 +84,7 @@ const BACKED_UP: [(u8, Def); 8] = [
     (6, PSN_LOG),
     (7, DISCLOSURES),
     (8, DISCLOSURE_PENDING),
+    (9, WITHDRAWN),
 ];
 
 #[derive(Serialize, Deserialize)]

@@ -28,6 +28,7 @@
 //! | `idx_waiting_records` | `state ‖ time(updated_at) ‖ local_id` | empty: records in `New`, `Sending`, `AwaitingClearing` |
 //! | `disclosures` | sequence number (u64 BE) | JSON of [`DisclosureEntry`]: the disclosure log, hash-chained, never purged (see `disclosures`) |
 //! | `disclosure_pending` | task key | JSON: what a running or in-doubt `send_idat` answer carries, codes only |
+//! | `withdrawn` | `r ‖ local_id`, `f ‖ HMAC(k_index, filter)[..16] ‖ local_id`, `p ‖ sha256(pseudonym)[..16] ‖ local_id` | JSON of [`Withdrawal`] / empty (see `withdrawn`) |
 //!
 //! Every key is a byte string built in `codec` and the modules that own a table, so a future
 //! dimension (a study prefix in front of record and index keys) is a change to the key builders
@@ -116,6 +117,7 @@ mod migrate;
 mod psn_log;
 mod records;
 mod tasks;
+mod withdrawn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -138,6 +140,7 @@ pub use migrate::CURRENT_SCHEMA;
 pub use psn_log::{HandoverConsumer, PsnEvent};
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
+pub use withdrawn::Withdrawal;
 
 /// The page cache redb may use unless configured otherwise.
 pub const DEFAULT_CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
@@ -212,8 +215,12 @@ pub(crate) const DISCLOSURES: Def = TableDefinition::new("disclosures");
 /// logged (see `disclosures`).
 pub(crate) const DISCLOSURE_PENDING: Def = TableDefinition::new("disclosure_pending");
 
+/// Consent withdrawals (`withdrawn`): what is kept of a withdrawn record, by local id, and the
+/// keys later tasks are matched with (its filter's keyed digest, its pseudonym's digest).
+pub(crate) const WITHDRAWN: Def = TableDefinition::new("withdrawn");
+
 /// Every table, created when the store is: a read transaction can then open any of them.
-const ALL_TABLES: [Def; 16] = [
+const ALL_TABLES: [Def; 17] = [
     META,
     RECORDS,
     IDX_BF,
@@ -230,6 +237,7 @@ const ALL_TABLES: [Def; 16] = [
     IDX_WAITING,
     DISCLOSURES,
     DISCLOSURE_PENDING,
+    WITHDRAWN,
 ];
 
 /// One table, opened in a transaction, with the store's path for its errors. `T` is a

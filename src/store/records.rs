@@ -476,6 +476,17 @@ impl Store {
         })
     }
 
+    /// The head of the record stored under `local_id` (no IDAT opened).
+    pub fn get_record_head(&self, local_id: &str) -> Result<Option<RecordHead>, StoreError> {
+        match self.read(RECORDS)?.get(local_id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => {
+                let stored = decode_record(&v).map_err(|d| self.corrupt_record(local_id, &d))?;
+                self.open_head(local_id, &stored).map(Some)
+            }
+        }
+    }
+
     /// The record stored under `local_id`, IDAT opened.
     pub fn get_record(&self, local_id: &str) -> Result<Option<LocalRecord>, StoreError> {
         match self.read(RECORDS)?.get(local_id.as_bytes())? {
@@ -909,6 +920,50 @@ impl Store {
             idat,
         })
     }
+}
+
+/// What a withdrawal keeps of a removed record (see `withdrawn`): its pseudonym, and the
+/// keyed digest of its filter that the filter index used (`HMAC(k_index, filter)[..16]`).
+pub(crate) struct Removed {
+    pub pseudonym: Option<String>,
+    pub filter_tag: [u8; DIGEST_LEN],
+}
+
+/// Removes the record `local_id` inside a write transaction: its row (sealed IDAT, sealed
+/// filter, state), its four index entries and its counts. The pseudonym log keeps its entry
+/// (the hand-over history: `export` still lists the pseudonym). `None` when no such record.
+pub(crate) fn remove_in(
+    tx: &redb::WriteTransaction,
+    keys: &StoreKeys,
+    local_id: &str,
+    path: &Path,
+) -> Result<Option<Removed>, StoreError> {
+    let mut t = RecordTables::open(tx, path)?;
+    let Some(existing) = t.records.get(local_id.as_bytes())? else {
+        return Ok(None);
+    };
+    let old = decode_in_tx(&existing, local_id, path)?;
+    let filter = open_filter(keys, local_id, old.sealed_filter, path)?;
+    let tag = keys.filter_tag(&filter);
+    t.bf_index.remove(&index_key_with(&tag, local_id))?;
+    if let Some(psn) = old.pseudonym {
+        t.psn_index.remove(&index_key(psn.as_bytes(), local_id))?;
+    }
+    if let Some(k) = idat_due_key(local_id, &old) {
+        t.idat_due.remove(&k)?;
+    }
+    if let Some(k) = waiting_key(local_id, &old) {
+        t.waiting.remove(&k)?;
+    }
+    let mut delta = Delta::default();
+    delta.minus(&old);
+    delta.apply(&mut t.counts, path)?;
+    let removed = Removed {
+        pseudonym: old.pseudonym.map(str::to_owned),
+        filter_tag: tag,
+    };
+    t.records.remove(local_id.as_bytes())?;
+    Ok(Some(removed))
 }
 
 /// What [`Store::check_integrity`] found. Problems name local ids and task keys, never IDAT.

@@ -57,6 +57,7 @@ pub enum Request {
     Disclosures(cli::disclosures::Request),
     Approve(cli::approve::ApproveRequest),
     Deny(cli::approve::DenyRequest),
+    Withdraw(cli::withdraw::Request),
 }
 
 impl Request {
@@ -72,6 +73,7 @@ impl Request {
             Request::Disclosures(_) => "disclosures",
             Request::Approve(_) => "approve",
             Request::Deny(_) => "deny",
+            Request::Withdraw(_) => "withdraw",
         }
     }
 
@@ -88,6 +90,7 @@ impl Request {
             Request::Disclosures(r) => cli::disclosures::apply(r, ctx, io),
             Request::Approve(r) => cli::approve::apply_approve(r, ctx, io),
             Request::Deny(r) => cli::approve::apply_deny(r, ctx, io),
+            Request::Withdraw(r) => cli::withdraw::apply(r, ctx, io),
         }
     }
 }

@@ -11,3 +11,4 @@ mod hostile_dispatcher;
 mod idat_fidelity;
 mod listing_flood;
 mod release_policy;
+mod withdrawal;

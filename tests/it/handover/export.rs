@@ -54,12 +54,16 @@ fn export(site: &Site, args: &[&str]) -> Output {
 /// `(local_id, pseudonym, seq)` of each CSV row, header checked.
 fn csv_rows(text: &str) -> Vec<(String, String, u64)> {
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("local_id,pseudonym,obtained_at,seq"));
+    assert_eq!(
+        lines.next(),
+        Some("local_id,pseudonym,obtained_at,seq,withdrawn")
+    );
     lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 4, "{l}");
+            assert_eq!(f.len(), 5, "{l}");
             assert!(chrono::DateTime::parse_from_rfc3339(f[2]).is_ok(), "{l}");
+            assert_eq!(f[4], "", "none withdrawn: {l}");
             (
                 f[0].to_string(),
                 f[1].to_string(),

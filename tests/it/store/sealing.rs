@@ -183,6 +183,88 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
     assert!(ts.open().check_integrity().expect("check").is_ok());
 }
 
+/// Consent withdrawal (issue 15, item 3): the record's IDAT and filter are gone from every file
+/// of the store at once, what is kept matches later tasks, and the store checks clean.
+#[test]
+fn a_withdrawn_records_idat_cannot_be_decrypted_and_its_tasks_can_still_be_matched() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let recs: Vec<_> = (0..2u32)
+        .map(|i| {
+            let mut r = record(&format!("case-{i}"), i);
+            r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
+            r.head.state = RecordState::Pseudonymised;
+            r.head.pseudonym = Some(format!("psn-{i}"));
+            r
+        })
+        .collect();
+    store.insert_records(&recs).expect("insert");
+    for round in 0..3 {
+        let mut again = recs.clone();
+        for r in &mut again {
+            r.head.updated_at =
+                support::store::t("2025-01-03T00:00:00Z") + chrono::Duration::seconds(round);
+        }
+        store.update_records(&again).expect("update");
+        store.flush().expect("flush");
+    }
+    let key = key_bytes(&ts.opts.idat_key);
+    drop(store);
+    // The scan works: before the withdrawal, the IDAT opens somewhere.
+    assert!(
+        decrypts_anywhere(&files_under(ts.path()), &key, "case-0", sealed_len(0)),
+        "case-0 before the withdrawal"
+    );
+    let store = ts.open();
+    let entry = ttp_agent::store::AuditEntry {
+        at: Utc::now(),
+        actor: "dpo".into(),
+        action: "withdraw".into(),
+        subject: "case-0".into(),
+        detail: "consent withdrawn".into(),
+    };
+    let w = store
+        .withdraw_record("case-0", "dpo", Utc::now(), &entry)
+        .expect("withdraw")
+        .expect("stored");
+    assert_eq!(w.pseudonym.as_deref(), Some("psn-0"));
+    store.rewrite_after_purge().expect("rewrite");
+    assert!(store.get_record("case-0").expect("get").is_none());
+    assert!(store.withdrawal("case-0").expect("get").is_some());
+    let filter0 = recs[0].head.bloom_filter.clone();
+    assert_eq!(
+        store
+            .withdrawn_subject(&[filter0.as_slice()], &[])
+            .expect("match"),
+        Some("case-0".into()),
+        "a later task naming the filter is recognised"
+    );
+    assert_eq!(
+        store.withdrawn_subject(&[], &["psn-0"]).expect("match"),
+        Some("case-0".into()),
+        "and one naming the pseudonym"
+    );
+    assert_eq!(
+        store
+            .withdrawn_subject(&[recs[1].head.bloom_filter.as_slice()], &["psn-1"])
+            .expect("match"),
+        None
+    );
+    assert_eq!(store.record_counts().expect("counts").total, 1);
+    assert!(store.check_integrity().expect("check").is_ok());
+    drop(store);
+    let files = files_under(ts.path());
+    assert!(
+        !decrypts_anywhere(&files, &key, "case-0", sealed_len(0)),
+        "the withdrawn record's IDAT still opens from the store's files"
+    );
+    assert!(
+        decrypts_anywhere(&files, &key, "case-1", sealed_len(1)),
+        "the scan works: the other record's IDAT opens"
+    );
+    assert_nothing_readable(&files, &[filter0]);
+}
+
 /// The offsets at which a backup's chunks start (after magic and header).
 fn chunk_starts(bytes: &[u8]) -> Vec<usize> {
     let magic = b"ttp-agent-store-backup\n".len();

@@ -1,0 +1,190 @@
+//! Consent withdrawals: the record is removed (IDAT and filter), and what is needed to honour
+//! the withdrawal later is kept here.
+//!
+//! One table, `withdrawn`, with three kinds of keys:
+//!
+//! | key | value | for |
+//! |---|---|---|
+//! | `r` ‖ local id | JSON of [`Withdrawal`] | `submit` refusing the id, `export`'s `withdrawn` column, `status` |
+//! | `f` ‖ `HMAC(k_index, filter)[..16]` ‖ local id | empty | a later task naming the filter |
+//! | `p` ‖ `SHA-256(pseudonym)[..16]` ‖ local id | empty | a later task naming the pseudonym |
+//!
+//! Why these: a later task names its record by Bloom filter (`repeat_request`,
+//! `dic_psn_available`, most `send_idat`) or by pseudonym (some `send_idat`), never by local
+//! id. The filter itself is personal data derived from the IDAT and must go with it; its keyed
+//! digest is what the filter index already held. It cannot be turned back into the filter,
+//! and without the IDAT key (from which `k_index` is derived) a guessed name and birth date
+//! cannot be checked against it; with it, a task naming the same filter is still recognised.
+//! The pseudonym is kept in clear, as the pseudonym log keeps it anyway: the site needs it to
+//! delete the patient's data downstream (`export`). A withdrawal, its match keys and the
+//! removal of the record are one transaction with the audit entry.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{DIGEST_LEN, digest16};
+use super::{AUDIT, AuditEntry, META, Store, StoreError, WITHDRAWN, records, rtree, wtree};
+
+const BY_ID: u8 = b'r';
+const BY_FILTER: u8 = b'f';
+const BY_PSN: u8 = b'p';
+
+/// What is kept of a withdrawn record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub local_id: String,
+    /// The pseudonym the fTTP had assigned, if any (kept for the site's downstream deletion).
+    pub pseudonym: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The local user who withdrew it.
+    pub by: String,
+}
+
+fn key(kind: u8, digest: Option<&[u8; DIGEST_LEN]>, local_id: &str) -> Vec<u8> {
+    let mut k = vec![kind];
+    if let Some(d) = digest {
+        k.extend_from_slice(d);
+    }
+    k.extend_from_slice(local_id.as_bytes());
+    k
+}
+
+fn decode(value: &[u8]) -> Result<Withdrawal, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Codec {
+        what: "withdrawal",
+        detail: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Withdraws the record `local_id`: removes it (sealed IDAT, sealed filter, index entries,
+    /// counts) and keeps the [`Withdrawal`] with its match keys, with `audit`, in one
+    /// transaction. `None` (nothing written) when no such record is stored. Durable with the
+    /// next flush; the removed bytes leave the file only with [`Store::rewrite_after_purge`].
+    pub fn withdraw_record(
+        &self,
+        local_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<Option<Withdrawal>, StoreError> {
+        let audit = super::audit::encode_entry(audit)?;
+        let path = self.path.as_path();
+        self.write(|tx| {
+            let Some(removed) = records::remove_in(tx, &self.keys, local_id, path)? else {
+                return Ok(None);
+            };
+            let w = Withdrawal {
+                local_id: local_id.to_owned(),
+                pseudonym: removed.pseudonym,
+                at,
+                by: by.to_owned(),
+            };
+            let value = serde_json::to_vec(&w).map_err(|e| StoreError::Codec {
+                what: "withdrawal",
+                detail: e.to_string(),
+            })?;
+            let mut t = wtree(tx, WITHDRAWN, path)?;
+            t.insert(&key(BY_ID, None, local_id), &value)?;
+            t.insert(&key(BY_FILTER, Some(&removed.filter_tag), local_id), &[])?;
+            if let Some(psn) = &w.pseudonym {
+                t.insert(&key(BY_PSN, Some(&digest16(psn.as_bytes())), local_id), &[])?;
+            }
+            drop(t);
+            super::audit::append_in(
+                &mut wtree(tx, META, path)?,
+                &mut wtree(tx, AUDIT, path)?,
+                &audit,
+                path,
+            )?;
+            Ok(Some(w))
+        })
+    }
+
+    /// Forgets the withdrawal of `local_id` (`submit --readmit`: consent was given again), with
+    /// `audit`, in one transaction. Returns whether there was one.
+    pub fn readmit(&self, local_id: &str, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let audit = super::audit::encode_entry(audit)?;
+        let path = self.path.as_path();
+        self.write(|tx| {
+            let mut t = wtree(tx, WITHDRAWN, path)?;
+            let Some(value) = t.remove(&key(BY_ID, None, local_id))? else {
+                return Ok(false);
+            };
+            let w = decode(&value)?;
+            // The filter's match key holds no value to find it by: find it by its local id.
+            let mut stale = Vec::new();
+            for entry in t.scan_prefix(&[BY_FILTER])? {
+                let (k, _) = entry?;
+                let k = k.value();
+                if k.len() == 1 + DIGEST_LEN + local_id.len() && k.ends_with(local_id.as_bytes()) {
+                    stale.push(k.to_vec());
+                }
+            }
+            if let Some(psn) = &w.pseudonym {
+                stale.push(key(BY_PSN, Some(&digest16(psn.as_bytes())), local_id));
+            }
+            for k in stale {
+                t.remove(&k)?;
+            }
+            drop(t);
+            super::audit::append_in(
+                &mut wtree(tx, META, path)?,
+                &mut wtree(tx, AUDIT, path)?,
+                &audit,
+                path,
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// The withdrawal of `local_id`, if it was withdrawn.
+    pub fn withdrawal(&self, local_id: &str) -> Result<Option<Withdrawal>, StoreError> {
+        match self.read(WITHDRAWN)?.get(&key(BY_ID, None, local_id))? {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some),
+        }
+    }
+
+    /// Every withdrawal, by local id.
+    pub fn withdrawals(&self) -> Result<Vec<Withdrawal>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.read(WITHDRAWN)?.scan_prefix(&[BY_ID])? {
+            let (_, v) = entry?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The local id of a withdrawn record that one of these filters or pseudonyms names (what a
+    /// task names), if any.
+    pub fn withdrawn_subject(
+        &self,
+        filters: &[&[u8]],
+        pseudonyms: &[&str],
+    ) -> Result<Option<String>, StoreError> {
+        let tx = self.read_tx()?;
+        let t = rtree(&tx, WITHDRAWN, &self.path)?;
+        let probes = filters
+            .iter()
+            .map(|f| (BY_FILTER, self.keys.filter_tag(f)))
+            .chain(pseudonyms.iter().map(|p| (BY_PSN, digest16(p.as_bytes()))));
+        for (kind, digest) in probes {
+            let prefix = key(kind, Some(&digest), "");
+            if let Some(entry) = t.scan_prefix(&prefix)?.next() {
+                let (k, _) = entry?;
+                let id = String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned();
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After records were withdrawn: the store's file is rewritten so that no file of the
+    /// store directory holds their IDAT or filter any more (see "Purged IDAT" in the module
+    /// documentation). Durable when it returns.
+    pub fn rewrite_after_purge(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.rewrite()
+    }
+}
