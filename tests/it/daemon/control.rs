@@ -1,7 +1,8 @@
 //! The control channel through the binary: every command that works on the store gives the
 //! same results beside a running daemon as with the daemon stopped; a command whose daemon is
 //! killed mid-way fails clearly and loses nothing; a user outside the operators group is
-//! refused by the socket; a long command shows its progress at the terminal either way.
+//! refused by the socket; a long command shows its progress at the terminal either way;
+//! `approve`, `deny` and `withdraw` are audited with the peer's user.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -799,4 +800,112 @@ fn a_long_command_shows_its_progress_at_the_terminal_beside_the_daemon_and_witho
         steps,
         "without the daemon, the terminal showed: {shown:?}"
     );
+}
+
+/// `approve`, `deny` and `withdraw` beside the running daemon (issue 15, items 2 and 3): they
+/// act through the control channel, the daemon sends the approved release and nothing else,
+/// and the audit trail names the user the kernel reports for the connection, not the
+/// `$USER` the command claims.
+#[test]
+fn approve_deny_and_withdraw_beside_the_daemon_are_recorded_with_the_peers_user() {
+    let mut edits = crate::support::robust::fast_schedule();
+    edits.push((
+        "idat_release = \"automatic\"\n",
+        "idat_release = \"approval\"\n",
+    ));
+    let site = Site::new(&edits);
+    let c = site.cfg().to_owned();
+    let csv = site.write("records.csv", &records_csv(3));
+    ok(&["submit", "--config", &c, &csv]);
+    let filters: Vec<String> = {
+        let loaded = crate::support::agent::load(&site.config);
+        let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets)
+            .expect("store opens");
+        let mut recs = store.records_in_states(|_| true).expect("records");
+        recs.sort_by(|a, b| a.head.local_id.cmp(&b.head.local_id));
+        recs.iter()
+            .map(|r| ttp_proto::BloomFilter(r.head.bloom_filter.clone()).to_base64())
+            .collect()
+    };
+    let later = site.sim.now() + chrono::Duration::hours(2);
+    let approved = site.sim.add_send_idat_for(&filters[0], &["given"], later);
+    let denied = site.sim.add_send_idat_for(&filters[1], &["family"], later);
+    let d = site.start_daemon();
+    let awaiting = || -> Vec<String> {
+        status_json(&c)["awaiting_approval"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| l["key"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until(|| awaiting().len() == 2, "two tasks awaiting approval");
+    assert_eq!(
+        site.sim.stats().provide_ok,
+        0,
+        "nothing sent before approval"
+    );
+    let keys = awaiting();
+    let key_of = |task_id: &str| {
+        keys.iter()
+            .find(|k| k.ends_with(task_id))
+            .unwrap_or_else(|| panic!("{task_id} in {keys:?}"))
+            .clone()
+    };
+    let impostor = [("USER", "impostor"), ("LOGNAME", "impostor")];
+    let out = run_bin(&["approve", "--config", &c, &key_of(&approved)], &impostor);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_bin(
+        &[
+            "deny",
+            "--config",
+            &c,
+            &key_of(&denied),
+            "--reason",
+            "no consent on file",
+        ],
+        &impostor,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_bin(&["withdraw", "--config", &c, "case-00002"], &impostor);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(
+        || site.sim.stats().provide_ok == 1,
+        "the approved answer sent",
+    );
+    d.stop();
+    assert_eq!(site.sim.stats().provide_ok, 1);
+    let received: Vec<String> = site
+        .sim
+        .received_patients()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(received, std::slice::from_ref(&approved));
+
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id runs")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_owned();
+    assert_ne!(me, "impostor");
+    let loaded = crate::support::agent::load(&site.config);
+    let store =
+        ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).expect("store opens");
+    let trail = store.audit().expect("audit");
+    for action in ["approve", "deny", "withdraw"] {
+        let entry = trail
+            .iter()
+            .find(|e| e.action == action)
+            .unwrap_or_else(|| panic!("no {action} entry: {trail:?}"));
+        assert_eq!(entry.actor, me, "{action}: the peer's user, not $USER");
+    }
+    assert!(store.get_record("case-00002").expect("get").is_none());
 }
