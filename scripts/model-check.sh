@@ -6,6 +6,13 @@
 # agent's own transition functions. ARCHITECTURE.md ("Durability argument") names the property
 # that backs each claim.
 #
+# Then the approval model (MODEL_RELEASE=approval, issue 15 item 2): the same model with
+# `[dispatch] idat_release = "approval"` -- no repeat_request; two local users who approve
+# (A, B, A again) or deny the send_idat at any step of the agent or while it is down, through
+# TaskRecord::approved_by / denied_by, and the dispatcher's needs_approval / hold_for_approval --
+# with approvals_required = 2 (both relisting modes) and 1 (listing until done). Its own runs,
+# so the automatic model's state counts and times stay as they were.
+#
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
 #   scripts/model-check.sh --seeded   each deliberate bug (crates/ttp-model/src/model.rs,
@@ -16,7 +23,10 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 cores
-# with the defaults (ARCHITECTURE.md has the figures); --seeded takes seconds.
+# with the defaults, plus about 40 s for the approval runs (ARCHITECTURE.md has the figures);
+# --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# user's command commit between the merge's read and its blind write: today's code fails
+# no_provide_after_denial there (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -27,6 +37,8 @@ bin=target/debug/ttp-model
 if [ "${1:-}" != "--seeded" ]; then
   start=$SECONDS
   "$bin"
+  MODEL_RELEASE=approval MODEL_APPROVALS=2 "$bin"
+  MODEL_RELEASE=approval MODEL_APPROVALS=1 MODEL_RELISTING=until_done "$bin"
   echo "model-check: all properties hold ($((SECONDS - start)) s)"
   exit 0
 fi

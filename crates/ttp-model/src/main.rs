@@ -4,7 +4,11 @@
 //! Environment: `MODEL_SEEDED_BUG` (a name from `SeededBug`: the run must then fail),
 //! `MODEL_RELISTING` (`until_done`, `once` or `both`, the default), `MODEL_CRASHES` (default
 //! 1), `MODEL_FAULTS` (lost or undelivered answers, default 1), `MODEL_THREADS` (default 2),
-//! `MODEL_TIMEOUT_SECS` (default 900: an unfinished check fails).
+//! `MODEL_TIMEOUT_SECS` (default 900: an unfinished check fails), `MODEL_RELEASE`
+//! (`automatic`, the default, or `approval`: the approval model, with `MODEL_APPROVALS`
+//! required, default 2; a seeded approval bug selects it by itself), `MODEL_MERGE_RACE=1`
+//! (approval model only: the merge's read and write are two steps and users' commands may
+//! commit between them; today's code fails `no_provide_after_denial` there).
 //!
 //! Exit status: 0 all properties hold; 1 a property failed (or a reachability check found
 //! nothing: the model would be vacuous); 2 the check did not finish or the environment is
@@ -53,6 +57,15 @@ fn run() -> Result<bool, String> {
             ));
         }
     };
+    let approvals = match std::env::var("MODEL_RELEASE").as_deref() {
+        Ok("automatic") | Err(_) => None,
+        Ok("approval") => Some(env_u8("MODEL_APPROVALS", 2)?.clamp(1, 2)),
+        Ok(other) => {
+            return Err(format!(
+                "MODEL_RELEASE={other}: expected automatic or approval"
+            ));
+        }
+    };
     let crashes = env_u8("MODEL_CRASHES", 1)?;
     let faults = env_u8("MODEL_FAULTS", 1)?;
     // A seeded run wants the shortest counterexample: breadth-first on one thread.
@@ -69,9 +82,20 @@ fn run() -> Result<bool, String> {
     );
     let mut ok = true;
     for relisting in modes {
-        let model = TaskModel::new(relisting, crashes, faults, bug);
+        let mut model = TaskModel::new(relisting, crashes, faults, bug);
+        if let Some(required) = approvals {
+            model = model.with_approval(required);
+        }
+        if std::env::var("MODEL_MERGE_RACE").as_deref() == Ok("1") {
+            model = model.with_merge_race();
+        }
+        let release = match model.approvals {
+            Some(r) if model.merge_race => format!("approval({r} required, merge race)"),
+            Some(r) => format!("approval({r} required)"),
+            None => "automatic".into(),
+        };
         println!(
-            "model: relisting={relisting:?} crashes={crashes} faults={faults} seeded_bug={} threads={threads}",
+            "model: release={release} relisting={relisting:?} crashes={crashes} faults={faults} seeded_bug={} threads={threads}",
             bug.map_or("none", SeededBug::name)
         );
         let start = Instant::now();

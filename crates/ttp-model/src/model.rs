@@ -13,7 +13,7 @@ use stateright::Model;
 use crate::real;
 use crate::state::{
     FTask, Fttp, Handled, MEffect, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS,
-    RecState, Relisting, State, Store, TASKS, TaskId,
+    RecState, ReleaseGhost, Relisting, State, Store, TASKS, TaskId, USER_A, USER_A_AGAIN,
 };
 
 /// A deliberate bug, wired into the model (never into the agent), to show that the checker
@@ -32,16 +32,22 @@ pub enum SeededBug {
     SendUnrequested,
     /// Handler outcomes write the task's new state before the records it changed.
     TaskBeforeRecords,
+    /// Approval model: user A's second approval is recorded as if another user gave it.
+    ApprovalCountsSameUserTwice,
+    /// Approval model: the dispatcher sends a `send_idat` without holding it for approval.
+    SendWithoutApproval,
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 6] = [
+    pub const ALL: [SeededBug; 8] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
         SeededBug::NoDeadlineRecheck,
         SeededBug::SendUnrequested,
         SeededBug::TaskBeforeRecords,
+        SeededBug::ApprovalCountsSameUserTwice,
+        SeededBug::SendWithoutApproval,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,7 +58,17 @@ impl SeededBug {
             SeededBug::NoDeadlineRecheck => "no_deadline_recheck",
             SeededBug::SendUnrequested => "send_unrequested",
             SeededBug::TaskBeforeRecords => "task_before_records",
+            SeededBug::ApprovalCountsSameUserTwice => "approval_counts_same_user_twice",
+            SeededBug::SendWithoutApproval => "send_without_approval",
         }
+    }
+
+    /// Whether the bug lives in the approval model (a run with it checks that model).
+    pub fn needs_approval_model(self) -> bool {
+        matches!(
+            self,
+            SeededBug::ApprovalCountsSameUserTwice | SeededBug::SendWithoutApproval
+        )
     }
 
     pub fn from_name(name: &str) -> Option<SeededBug> {
@@ -67,6 +83,13 @@ pub struct TaskModel {
     pub crashes: u8,
     pub faults: u8,
     pub bug: Option<SeededBug>,
+    /// The approval model (`[dispatch] idat_release = "approval"`) with this many
+    /// `approvals_required`; `None`: automatic release, the model without users.
+    pub approvals: Option<u8>,
+    /// The merge reads the listed tasks, then writes them back in a later step, and users'
+    /// commands may commit in between (as the daemon's control-channel threads can): off by
+    /// default, see `with_merge_race`.
+    pub merge_race: bool,
     memo: Arc<Mutex<HashMap<u64, Cycles>>>,
 }
 
@@ -91,8 +114,29 @@ impl TaskModel {
             crashes,
             faults,
             bug,
+            // A seeded approval bug can only show in the approval model, at four eyes.
+            approvals: bug.filter(|b| b.needs_approval_model()).map(|_| 2),
+            merge_race: false,
             memo: Arc::default(),
         }
+    }
+
+    /// The approval model: local users approve (A, B, A again) or deny the `send_idat`
+    /// while it awaits approval, at any point of the agent's cycle (`approve` and `deny` run
+    /// beside the daemon or without it); no `repeat_request` is raised, to keep the model to
+    /// what approval touches.
+    pub fn with_approval(mut self, required: u8) -> Self {
+        self.approvals = Some(required.max(1));
+        self
+    }
+
+    /// The cycle's merge as two steps (read the listed tasks' stored copies; write the merged
+    /// records blindly), so that a user's `approve` or `deny` can commit between them. Off in
+    /// the runs of `scripts/model-check.sh`: it finds a lost denial in today's code
+    /// (ARCHITECTURE.md, "Which check backs which claim: the model checker").
+    pub fn with_merge_race(mut self) -> Self {
+        self.merge_race = true;
+        self
     }
 }
 
@@ -115,6 +159,11 @@ pub enum Action {
     Raise(TaskId),
     /// The fTTP stops listing `dic_psn_available` (the site never acknowledges it).
     StopListing,
+    /// Approval model: a local user (index into `state::USERS`) approves the `send_idat`
+    /// (`ttp-agent approve`: `TaskRecord::approved_by`, committed and flushed).
+    Approve(u8),
+    /// Approval model: a local user denies it (`ttp-agent deny`: `TaskRecord::denied_by`).
+    Deny,
 }
 
 /// Filters and pseudonyms an open task refers to (`Agent::open_task_subjects`), as records.
@@ -316,12 +365,30 @@ impl TaskModel {
                     m.since_seen = (m.since_seen + 1).min(2);
                 }
                 n.commit(seq);
+                if self.merge_race && self.approvals.is_some() {
+                    let live = n.live();
+                    let read = TASKS.map(|t| live.task(t).copied().filter(|_| listed[t.index()]));
+                    n.pc = Pc::MergeWrite { listed, read };
+                    return Some(n);
+                }
                 let mut merged = n.live().clone();
                 for t in TASKS {
                     if listed[t.index()] {
                         let expires = n.fttp.task(t).deadline;
                         merged.tasks[t.index()] =
                             Some(real::merge_listed(t, merged.task(t), expires));
+                    }
+                }
+                n.commit(merged);
+                n.pc = Pc::Reconcile { listed };
+            }
+            Pc::MergeWrite { listed, read } => {
+                let mut merged = n.live().clone();
+                for t in TASKS {
+                    if listed[t.index()] {
+                        let expires = n.fttp.task(t).deadline;
+                        merged.tasks[t.index()] =
+                            Some(real::merge_listed(t, read[t.index()].as_ref(), expires));
                     }
                 }
                 n.commit(merged);
@@ -362,8 +429,15 @@ impl TaskModel {
                 for t in real::ready(&open) {
                     let Some(m) = live.task(t) else { continue };
                     let expired = real::expire_if_due(t, m);
+                    let held = self
+                        .approvals
+                        .filter(|_| self.bug != Some(SeededBug::SendWithoutApproval))
+                        .and_then(|required| real::held_for_approval(t, m, required));
                     if expired.state == MTaskState::Expired {
                         tasks[t.index()] = Some(expired);
+                    } else if let Some(held) = held {
+                        // dispatch_wave: put aside for people, written with the wave's intents.
+                        tasks[t.index()] = Some(held);
                     } else if real::sends_request(t) {
                         tasks[t.index()] = Some(real::begin_effect(t, m));
                         to_send.push(t);
@@ -407,7 +481,11 @@ impl TaskModel {
                         records: Vec::new(),
                     }
                 } else {
-                    self.send(&mut n.fttp, &live, t, net)
+                    let (handled, provided) = self.send(&mut n.fttp, &live, t, net);
+                    if provided {
+                        self.observe_provide(&mut n.release);
+                    }
+                    handled
                 };
                 done.push(handled);
                 n.pc = if done.len() == to_send.len() {
@@ -438,6 +516,56 @@ impl TaskModel {
         Some(n)
     }
 
+    /// A `$providePatientData` reached the fTTP: judged against what the users really did.
+    fn observe_provide(&self, g: &mut ReleaseGhost) {
+        let Some(required) = self.approvals else {
+            return;
+        };
+        g.provided_unapproved |= g.distinct_approvers() < required;
+        g.provided_after_denial |= g.denied;
+        g.provided_after_late_approval |= g.approved_late;
+    }
+
+    /// A local user's command on the stored `send_idat`: the real decision on the process's
+    /// view of the store, committed and flushed by the command (`resolve::write_task`; the
+    /// flush makes the daemon's earlier commits durable too: one store).
+    fn user_step(&self, s: &State, a: Action) -> Option<State> {
+        let required = self.approvals?;
+        let t = TaskId::SendIdat;
+        let m = s.live().task(t)?;
+        let mut n = s.clone();
+        let next = match a {
+            Action::Approve(user) => {
+                let again = m.approvals & (1 << user) != 0;
+                let name = if again
+                    && user == USER_A
+                    && self.bug == Some(SeededBug::ApprovalCountsSameUserTwice)
+                {
+                    USER_A_AGAIN
+                } else {
+                    user
+                };
+                let next = real::approved_by(t, m, name, required)?;
+                n.release.approvers |= 1 << user;
+                if n.fttp.task(t).deadline.is_some_and(|d| d <= 0) {
+                    n.release.approved_late = true;
+                }
+                next
+            }
+            Action::Deny => {
+                let next = real::denied_by(t, m, USER_A)?;
+                n.release.denied = true;
+                next
+            }
+            _ => return None,
+        };
+        let mut live = n.live().clone();
+        live.tasks[t.index()] = Some(next);
+        n.commit(live);
+        n.flush();
+        Some(n)
+    }
+
     /// Records first, then tasks, each its own transaction (dispatch.rs: `update_records`,
     /// then `put_tasks`), unless the seeded bug swaps them.
     fn write_outcome(&self, n: &mut State, records: [MRecord; RECORDS], tasks: [Option<MTask>; 3]) {
@@ -458,9 +586,12 @@ impl TaskModel {
         n.commit(Store { records, tasks });
     }
 
-    /// One request of a wave: the handler of `t` and the fTTP's side of it.
-    fn send(&self, f: &mut Fttp, live: &Store, t: TaskId, net: Net) -> Handled {
-        match t {
+    /// One request of a wave: the handler of `t` and the fTTP's side of it, and whether a
+    /// `$providePatientData` reached the fTTP.
+    fn send(&self, f: &mut Fttp, live: &Store, t: TaskId, net: Net) -> (Handled, bool) {
+        let provided =
+            t == TaskId::SendIdat && net != Net::Unreachable && self.prepare(live).is_ok();
+        let handled = match t {
             TaskId::SendIdat => match self.prepare(live) {
                 Err(effect) => Handled {
                     task: t,
@@ -511,13 +642,15 @@ impl TaskModel {
                 effect: MEffect::Done,
                 records: Vec::new(),
             },
-        }
+        };
+        (handled, provided)
     }
 
     fn env_step(&self, s: &State, a: Action) -> Option<State> {
         let mut n = s.clone();
         match a {
             Action::Agent { net } => return self.agent_step(s, net),
+            Action::Approve(_) | Action::Deny => return self.user_step(s, a),
             Action::Crash { keep } => {
                 if s.pc == Pc::Down || s.crashes_left == 0 || usize::from(keep) > s.pending.len() {
                     return None;
@@ -542,7 +675,11 @@ impl TaskModel {
             }
             Action::Raise(t) => {
                 let r = if t == TaskId::SendIdat { 0 } else { 1 };
-                if t == TaskId::Dic || !s.fttp.registered[r] || s.fttp.task(t).raised {
+                if t == TaskId::Dic
+                    || (t == TaskId::Repeat && self.approvals.is_some())
+                    || !s.fttp.registered[r]
+                    || s.fttp.task(t).raised
+                {
                     return None;
                 }
                 let ft = n.fttp.task_mut(t);
@@ -666,6 +803,7 @@ impl TaskModel {
             first_durable_psn: [None; RECORDS],
             psn_changed: false,
             ever_stored: [false; 3],
+            release: ReleaseGhost::default(),
         }
     }
 }
@@ -719,6 +857,16 @@ impl Model for TaskModel {
             actions.push(Action::Raise(TaskId::Repeat));
             actions.push(Action::StopListing);
         }
+        // Users act whenever the task awaits them, at any step of the agent's cycle or while
+        // it is down: no reduction here, since what they write races the cycle's own writes.
+        if self.approvals.is_some()
+            && s.live().task(TaskId::SendIdat).map(|m| m.state)
+                == Some(MTaskState::AwaitingApproval)
+        {
+            actions.push(Action::Approve(USER_A));
+            actions.push(Action::Approve(crate::state::USER_B));
+            actions.push(Action::Deny);
+        }
     }
 
     fn next_state(&self, s: &State, a: Action) -> Option<State> {
@@ -729,6 +877,6 @@ impl Model for TaskModel {
     }
 
     fn properties(&self) -> Vec<stateright::Property<Self>> {
-        crate::props::properties()
+        crate::props::properties(self)
     }
 }

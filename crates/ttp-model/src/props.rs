@@ -14,9 +14,10 @@ use stateright::Property;
 use crate::model::TaskModel;
 use crate::state::{MAttn, MTaskState, Pc, RecState, Relisting, State, Store, TaskId};
 
-/// Every safety and liveness property, in the order they are reported.
-pub fn properties() -> Vec<Property<TaskModel>> {
-    vec![
+/// Every safety and liveness property, in the order they are reported; the approval model
+/// adds its own (see [`approval_properties`]).
+pub fn properties(m: &TaskModel) -> Vec<Property<TaskModel>> {
+    let mut all = vec![
         Property::always("no_provide_after_deadline", |_, s: &State| {
             !s.fttp.late_provide
         }),
@@ -68,7 +69,69 @@ pub fn properties() -> Vec<Property<TaskModel>> {
         Property::sometimes("reachable_quiescent_end", |m: &TaskModel, s: &State| {
             s.crashes_left == 0 && s.faults_left == 0 && m.is_quiescent(s)
         }),
-    ]
+    ];
+    if let Some(required) = m.approvals {
+        all.extend(approval_properties(required));
+    }
+    all
+}
+
+/// The approval model's properties (`[dispatch] idat_release = "approval"`). They judge what
+/// reached the fTTP against what the users really did (ghosts written by their moves, not by
+/// the agent), so a wrong count or a lost denial in the agent's store cannot hide a violation.
+/// `no_provide_after_deadline` covers the deadline in this model too.
+fn approval_properties(required: u8) -> Vec<Property<TaskModel>> {
+    let mut props = vec![
+        Property::always("no_provide_before_required_approvals", |_, s: &State| {
+            !s.release.provided_unapproved
+        }),
+        Property::always("no_provide_after_denial", |_, s: &State| {
+            !s.release.provided_after_denial
+        }),
+        Property::always("approval_after_deadline_sends_nothing", |_, s: &State| {
+            !s.release.provided_after_late_approval
+        }),
+        Property::sometimes("reachable_send_idat_awaiting_approval", |_, s: &State| {
+            s.disk.task(TaskId::SendIdat).map(|t| t.state) == Some(MTaskState::AwaitingApproval)
+        }),
+        Property::sometimes(
+            "reachable_approved_send_idat_answered",
+            |m: &TaskModel, s: &State| {
+                m.approvals
+                    .is_some_and(|r| s.release.distinct_approvers() >= r)
+                    && matches!(
+                        s.disk.task(TaskId::SendIdat).map(|t| t.state),
+                        Some(MTaskState::Done { .. })
+                    )
+            },
+        ),
+        Property::sometimes("reachable_denied_send_idat_closed", |_, s: &State| {
+            s.release.denied
+                && s.disk.task(TaskId::SendIdat).map(|t| t.state) == Some(MTaskState::Closed)
+        }),
+        // With two required, one approval keeps the task awaiting: its expiry is one from
+        // AwaitingApproval (with one required, no approval is the nearest the ghosts tell).
+        Property::sometimes(
+            "reachable_awaiting_approval_expired",
+            |m: &TaskModel, s: &State| {
+                s.release.distinct_approvers() == u8::from(m.approvals.is_some_and(|r| r > 1))
+                    && !s.release.denied
+                    && s.ever_stored[TaskId::SendIdat.index()]
+                    && s.disk.task(TaskId::SendIdat).map(|t| t.state) == Some(MTaskState::Expired)
+            },
+        ),
+    ];
+    if required > 1 {
+        props.push(Property::sometimes(
+            "reachable_one_approval_still_awaiting",
+            |_, s: &State| {
+                s.release.distinct_approvers() == 1
+                    && s.disk.task(TaskId::SendIdat).map(|t| t.state)
+                        == Some(MTaskState::AwaitingApproval)
+            },
+        ));
+    }
+    props
 }
 
 /// What a store says was done is true at the fTTP: an answered `send_idat` was accepted, a

@@ -12,8 +12,8 @@ use ttp_agent::agent::{merge, plan, register, retry};
 use ttp_agent::client::classify::{PsnVerdict, classify_psn};
 use ttp_agent::client::{ErrorClass, Operation, TtpError};
 use ttp_agent::domain::{
-    Attention, Idat, LocalRecord, RecordHead, RecordState, TaskRecord, TaskState,
-    assign_pseudonym_to,
+    Approval, Attention, Closure, Idat, LocalRecord, RecordHead, RecordState, TaskRecord,
+    TaskState, assign_pseudonym_to,
 };
 use ttp_proto::{
     BloomFilter, ElementRequest, IdatElement, PsnResponse, PsnResult, SendIdatSubject, Task,
@@ -22,7 +22,7 @@ use ttp_proto::{
 
 use crate::state::{
     CAP, MAttn, MEffect, MRecord, MTask, MTaskState, Net, PsnReply, RECORDS, RecState, Rel,
-    Relisting, TaskId,
+    Relisting, TaskId, USERS,
 };
 
 /// One tick of model time.
@@ -182,6 +182,14 @@ fn to_state(s: MTaskState) -> TaskState {
         },
         MTaskState::Done { at } => TaskState::Done { at: abs(at) },
         MTaskState::Expired => TaskState::Expired { at: now() },
+        MTaskState::AwaitingApproval => TaskState::AwaitingApproval,
+        MTaskState::Closed => TaskState::Closed {
+            at: now(),
+            why: Closure::Denied {
+                by: USERS[0].into(),
+                reason: "no consent on file".into(),
+            },
+        },
     }
 }
 
@@ -196,11 +204,10 @@ fn from_state(s: &TaskState) -> MTaskState {
         TaskState::NeedsAttention { reason } => MTaskState::Attention(from_attention(reason)),
         TaskState::Done { at } => MTaskState::Done { at: rel(*at) },
         TaskState::Expired { .. } => MTaskState::Expired,
-        // The model has neither approval nor withdrawal yet (issue 19) and never reaches these
-        // states; should it, they are what the model can tell of them: waiting for a person,
-        // and finished without an answer.
-        TaskState::AwaitingApproval => MTaskState::Attention(MAttn::Other),
-        TaskState::Closed { .. } => MTaskState::Expired,
+        TaskState::AwaitingApproval => MTaskState::AwaitingApproval,
+        // The model has no withdrawal yet (issue 15, item 3): every closure it reaches is a
+        // denial, and a withdrawal would be the same to the model (final, never answered).
+        TaskState::Closed { .. } => MTaskState::Closed,
     }
 }
 
@@ -217,7 +224,13 @@ pub fn to_task_record(t: TaskId, m: &MTask) -> TaskRecord {
         first_seen: now(),
         updated_at: abs(m.updated),
         last_seen_poll: POLL_BASE - u64::from(m.since_seen),
-        approvals: Vec::new(),
+        approvals: (0..USERS.len())
+            .filter(|u| m.approvals & (1 << u) != 0)
+            .map(|u| Approval {
+                by: USERS[u].into(),
+                at: now(),
+            })
+            .collect(),
     }
 }
 
@@ -227,6 +240,11 @@ pub fn from_task_record(rec: &TaskRecord) -> MTask {
         updated: rel(rec.updated_at),
         expires: rec.task.expires.map(rel),
         since_seen: POLL_BASE.saturating_sub(rec.last_seen_poll).min(2) as u8,
+        approvals: rec
+            .approvals
+            .iter()
+            .filter_map(|a| USERS.iter().position(|u| *u == a.by))
+            .fold(0, |bits, u| bits | (1 << u)),
     }
 }
 
@@ -336,6 +354,33 @@ pub fn begin_effect(t: TaskId, m: &MTask) -> MTask {
     let mut rec = to_task_record(t, m);
     rec.begin_effect(now());
     from_task_record(&rec)
+}
+
+// ---- approval of releases: TaskRecord::needs_approval/hold_for_approval/approved_by/denied_by ----
+
+/// The dispatcher's approval check (`dispatch_wave`): a task that `needs_approval(required)`
+/// and that `hold_for_approval` puts aside. `None`: the task goes on to its handler.
+pub fn held_for_approval(t: TaskId, m: &MTask, required: u8) -> Option<MTask> {
+    let mut rec = to_task_record(t, m);
+    (rec.needs_approval(usize::from(required)) && rec.hold_for_approval(now()))
+        .then(|| from_task_record(&rec))
+}
+
+/// `TaskRecord::approved_by` (what `resolve::approve_task` applies), by `USERS[user]`.
+/// `None`: refused (not awaiting approval, past the deadline, this user approved already).
+pub fn approved_by(t: TaskId, m: &MTask, user: u8, required: u8) -> Option<MTask> {
+    let mut rec = to_task_record(t, m);
+    rec.approved_by(USERS[usize::from(user)], usize::from(required), now())
+        .ok()
+        .map(|_| from_task_record(&rec))
+}
+
+/// `TaskRecord::denied_by` (what `resolve::deny_task` applies). `None`: refused.
+pub fn denied_by(t: TaskId, m: &MTask, user: u8) -> Option<MTask> {
+    let mut rec = to_task_record(t, m);
+    rec.denied_by(USERS[usize::from(user)], "no consent on file", now())
+        .ok()
+        .map(|()| from_task_record(&rec))
 }
 
 /// `plan::ready` over the stored tasks: which to work on now, in the agent's order.

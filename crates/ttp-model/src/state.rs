@@ -80,10 +80,18 @@ pub enum MTaskState {
     Received,
     Running,
     InDoubt,
-    RetryWait { next_at: Rel },
+    RetryWait {
+        next_at: Rel,
+    },
     Attention(MAttn),
-    Done { at: Rel },
+    Done {
+        at: Rel,
+    },
     Expired,
+    /// A `send_idat` waiting for local users to approve its release (approval model only).
+    AwaitingApproval,
+    /// Closed locally without an answer: a local user denied the release.
+    Closed,
 }
 
 impl MTaskState {
@@ -91,10 +99,22 @@ impl MTaskState {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            MTaskState::Done { .. } | MTaskState::Expired | MTaskState::Attention(_)
+            MTaskState::Done { .. }
+                | MTaskState::Expired
+                | MTaskState::Attention(_)
+                | MTaskState::AwaitingApproval
+                | MTaskState::Closed
         )
     }
 }
+
+/// The local users of the approval model: bit `u` of [`MTask::approvals`] is `USERS[u]`. The
+/// third name is not a third person: it is user A's second approval recorded under another
+/// name, which only the seeded bug `approval_counts_same_user_twice` writes.
+pub const USERS: [&str; 3] = ["user-a", "user-b", "user-a (again)"];
+pub const USER_A: u8 = 0;
+pub const USER_B: u8 = 1;
+pub const USER_A_AGAIN: u8 = 2;
 
 /// A stored task (`TaskRecord`, reduced): `since_seen` counts the successful polls stored
 /// after the last one that listed it (saturating at 2: "not in the previous poll").
@@ -104,6 +124,9 @@ pub struct MTask {
     pub updated: Rel,
     pub expires: Option<Rel>,
     pub since_seen: u8,
+    /// Who approved the release, as bits over [`USERS`] (`TaskRecord::approvals`; always 0
+    /// outside the approval model).
+    pub approvals: u8,
 }
 
 /// What the store holds (either on disk or as the process sees it).
@@ -249,6 +272,13 @@ pub enum Pc {
     Fetch,
     /// The listing is in memory (which tasks it showed); the merge is next.
     Merge { listed: [bool; 3] },
+    /// `MODEL_MERGE_RACE` only: the poll counter is committed and the listed tasks' stored
+    /// copies are read (`cycle.rs`: `get_task`); the merged records are written next, blindly
+    /// (`put_tasks`), as the daemon writes them.
+    MergeWrite {
+        listed: [bool; 3],
+        read: [Option<MTask>; 3],
+    },
     /// The merge is committed; reconciling in-doubt tasks and expiry is next.
     Reconcile { listed: [bool; 3] },
     /// The merge flush is next.
@@ -294,6 +324,29 @@ pub struct State {
     pub psn_changed: bool,
     /// Ghost: the task was once on disk.
     pub ever_stored: [bool; 3],
+    /// Ghosts of the approval model, written by the users' moves and the fTTP's receipt only.
+    pub release: ReleaseGhost,
+}
+
+/// What local users really did about the `send_idat`'s release (independent of what the
+/// agent stored), and whether a `$providePatientData` reached the fTTP in spite of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ReleaseGhost {
+    /// Distinct persons who approved (bits over [`USER_A`], [`USER_B`]).
+    pub approvers: u8,
+    pub denied: bool,
+    /// An approval was accepted at or after the fTTP's deadline.
+    pub approved_late: bool,
+    /// A `$providePatientData` reached the fTTP with fewer distinct approvers than required.
+    pub provided_unapproved: bool,
+    pub provided_after_denial: bool,
+    pub provided_after_late_approval: bool,
+}
+
+impl ReleaseGhost {
+    pub fn distinct_approvers(&self) -> u8 {
+        (self.approvers & 0b11).count_ones() as u8
+    }
 }
 
 impl State {

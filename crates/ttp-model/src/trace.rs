@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::model::{Action, TaskModel};
 use crate::state::{
     MAttn, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS, State, Store, TASKS, TaskId,
+    USERS,
 };
 
 fn task_name(t: TaskId) -> &'static str {
@@ -60,6 +61,9 @@ fn agent_step(before: &State, after: &State, n: Net) -> String {
         },
         Pc::RegFlush => "agent: flush registration answers".into(),
         Pc::Fetch => format!("agent: $requestTasks: {}", net(n)),
+        Pc::Merge { .. } if matches!(after.pc, Pc::MergeWrite { .. }) => {
+            "agent: merge: poll counter; reads the listed tasks' stored copies".into()
+        }
         Pc::Merge { listed } => format!(
             "agent: merge listing [{}] (poll counter, then tasks)",
             TASKS
@@ -69,6 +73,9 @@ fn agent_step(before: &State, after: &State, n: Net) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Pc::MergeWrite { .. } => {
+            "agent: merge: writes the merged tasks (from the copies it read)".into()
+        }
         Pc::Reconcile { .. } => "agent: reconcile in-doubt tasks, caught-up, expiry".into(),
         Pc::MergeFlush => "agent: flush merge".into(),
         Pc::Dispatch => "agent: dispatch: expiry, intents (Running), local tasks".into(),
@@ -97,6 +104,18 @@ fn action(before: &State, after: &State, a: Action) -> String {
         Action::Clear => "fTTP: R1's clearing finishes; raises dic_psn_available".into(),
         Action::Raise(t) => format!("fTTP: raises {}", task_name(t)),
         Action::StopListing => "fTTP: stops listing dic_psn_available".into(),
+        Action::Approve(u) => {
+            let again = before
+                .live()
+                .task(TaskId::SendIdat)
+                .is_some_and(|m| m.approvals & (1 << u) != 0);
+            format!(
+                "{}: `ttp-agent approve` send_idat{}",
+                USERS[usize::from(u)],
+                if again { " (again)" } else { "" }
+            )
+        }
+        Action::Deny => format!("{}: `ttp-agent deny` send_idat", USERS[0]),
     }
 }
 
@@ -114,7 +133,23 @@ fn show_task(m: Option<&MTask>) -> String {
             MTaskState::Attention(a) => format!("NeedsAttention({a:?})"),
             MTaskState::Done { .. } => "Done".into(),
             MTaskState::Expired => "Expired".into(),
+            MTaskState::AwaitingApproval => {
+                format!("AwaitingApproval(approvals: {})", approvers(m.approvals))
+            }
+            MTaskState::Closed => "Closed(denied)".into(),
         },
+    }
+}
+
+fn approvers(bits: u8) -> String {
+    let names: Vec<&str> = (0..USERS.len())
+        .filter(|u| bits & (1 << u) != 0)
+        .map(|u| USERS[u])
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -156,6 +191,13 @@ fn changes(a: &State, b: &State) -> String {
     store_diff("disk", &a.disk, &b.disk, &mut out);
     if a.live() != b.live() && b.pending.len() > a.pending.len() {
         store_diff("unflushed", a.live(), b.live(), &mut out);
+    }
+    if a.release.distinct_approvers() != b.release.distinct_approvers() {
+        let _ = write!(
+            out,
+            " distinct persons who approved: {};",
+            b.release.distinct_approvers()
+        );
     }
     if a.fttp.accepted != b.fttp.accepted {
         let _ = write!(
