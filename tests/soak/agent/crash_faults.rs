@@ -187,11 +187,14 @@ async fn sigkill_under_fault_injection_loses_nothing_and_repeats_nothing() {
     let store = ttp_agent::cli::context::open_store(&loaded.config, &loaded.secrets).unwrap();
     let integrity = store.check_integrity().unwrap();
     assert!(integrity.is_ok(), "{integrity:?}");
+    // Lost answers and kills: the disclosure log still holds exactly the accepted answers.
+    let entries = assert_disclosures_match_the_sim(&store, &env.sim);
     let requests: u64 = stats.requests_by_op.values().sum();
     println!(
         "crash + faults: {kills} SIGKILLs over {runs} runs ({submits_finished} submits finished \
          first, {rechecks} recheck cycle(s) at the end); {} faults injected ({} after \
-         processing) in {requests} requests; {} tasks raised, {} IDAT answers, {} registrations \
+         processing) in {requests} requests; {} tasks raised, {} IDAT answers, {entries} disclosure \
+         log entries, {} registrations \
          of {filters} filters ({} repeated); seed {seed}; {:.0} s",
         stats.faults_injected,
         stats.faults_after_processing,
