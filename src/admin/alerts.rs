@@ -498,6 +498,38 @@ mod tests {
 
     const H48: chrono::Duration = chrono::Duration::hours(48);
 
+    /// A release awaiting approval is alerted like any task close to its deadline (issue 15);
+    /// a closed one (denied, withdrawn) raises nothing.
+    #[test]
+    fn a_task_awaiting_approval_near_its_deadline_is_alerted_and_a_closed_one_is_not() {
+        let now = at("2026-06-01T12:00:00Z");
+        let tasks = vec![
+            task(
+                "awaiting",
+                Some("2026-06-02T12:00:00Z"),
+                TaskState::AwaitingApproval,
+            ),
+            task(
+                "denied",
+                Some("2026-06-02T12:00:00Z"),
+                TaskState::Closed {
+                    at: now,
+                    why: crate::domain::Closure::Denied {
+                        by: "alice".into(),
+                        reason: "no consent".into(),
+                    },
+                },
+            ),
+        ];
+        let eval = evaluate(&tasks, &HashSet::new(), now, H48);
+        let raised: Vec<(AlertKind, &str)> = eval
+            .raise
+            .iter()
+            .map(|a| (a.kind, a.task_key.as_str()))
+            .collect();
+        assert_eq!(raised, [(AlertKind::ExpiringSoon, "awaiting")]);
+    }
+
     #[test]
     fn conditions_raise_once_and_marks_go_when_the_condition_does() {
         let now = at("2026-06-01T12:00:00Z");

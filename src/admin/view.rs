@@ -814,6 +814,29 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    /// Withdrawals: the count and each local id (escaped), newest first as the report has
+    /// them; no section without any.
+    #[test]
+    fn withdrawals_show_their_count_and_local_ids() {
+        assert!(!render(&report(base()), now()).contains("Consent withdrawn"));
+        let mut json = base();
+        json["withdrawals"] = serde_json::json!({
+            "count": 2,
+            "recent": [
+                {"local_id": "case-<2>", "at": "2026-06-01T09:00:00Z", "by": "dpo"},
+                {"local_id": "case-1", "at": "2026-05-31T09:00:00Z", "by": "alice"},
+            ],
+        });
+        let html = render(&report(json), now());
+        assert!(
+            html.contains("<span data-testid=\"withdrawn-count\">2</span>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("data-testid=\"withdrawn-row\"").count(), 2);
+        assert!(html.contains("case-&lt;2&gt;") && !html.contains("case-<2>"));
+        assert!(html.contains("2026-06-01 09:00 UTC"));
+    }
+
     fn keys(html: &str, testid: &str) -> Vec<String> {
         let needle = format!("data-testid=\"{testid}\" data-task-key=\"");
         html.match_indices(&needle)

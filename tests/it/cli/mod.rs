@@ -1,4 +1,4 @@
-//! Commands through the binary: `encode`, `init`, `check`, `resolve`, `healthcheck`, errors,
+//! Commands through the binary: `encode`, `init`, `check`, `resolve`, `withdraw`, `healthcheck`, errors,
 //! secrets in output, broken pipes, ownership.
 
 mod broken_pipe;
@@ -10,3 +10,4 @@ mod init;
 mod ownership;
 mod resolve;
 mod secrets;
+mod withdraw;
