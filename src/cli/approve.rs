@@ -89,14 +89,16 @@ pub fn run_deny(args: DenyArgs) -> anyhow::Result<ExitCode> {
     client::run(config, request, None, OutputTarget::Stdout, None)
 }
 
-/// `--study`: one study per agent for now, so a given study must be the configured one. A
-/// decision about another study's data must not silently apply to this one's.
+/// `--study` (approve, deny, withdraw, disclosures): one study per agent for now, so a given
+/// study must be the configured one. A decision about another study's data must not silently
+/// apply to this one's. A usage error (exit 2).
 pub(crate) fn check_study(ctx: &Ctx, study: Option<&str>) -> anyhow::Result<()> {
     match study {
-        Some(s) if s != ctx.config.ttp.study => anyhow::bail!(
+        Some(s) if s != ctx.config.ttp.study => Err(super::UsageError(format!(
             "--study {s:?}: this agent serves study {:?} only (one study per agent)",
             ctx.config.ttp.study
-        ),
+        ))
+        .into()),
         _ => Ok(()),
     }
 }

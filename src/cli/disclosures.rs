@@ -79,15 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8> {
-    if let Some(study) = &req.study
-        && *study != ctx.config.ttp.study
-    {
-        io.note(&format!(
-            "study {study:?} is not the configured study ({:?}); this agent keeps the disclosures of that one only",
-            ctx.config.ttp.study
-        ));
-        return Ok(2);
-    }
+    super::approve::check_study(ctx, req.study.as_deref())?;
     let store = &ctx.store;
     if req.verify {
         let check = store.verify_disclosures()?;

@@ -207,8 +207,18 @@ fn report(err: &anyhow::Error, format: Option<LogFormat>) -> ExitCode {
     ExitCode::from(exit_status(err))
 }
 
-/// The exit status for an error: 78 for a configuration problem, 1 otherwise.
+/// A command line that asks for something this agent does not have (another study): exit 2,
+/// like the argument errors clap reports, so that a script can tell it from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub String);
+
+/// The exit status for an error: 78 for a configuration problem, 2 for a usage error, 1
+/// otherwise.
 pub(crate) fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<UsageError>()) {
+        return 2;
+    }
     err.chain()
         .find_map(|c| c.downcast_ref::<crate::config::ConfigError>())
         .map_or(1, crate::config::ConfigError::exit_code)

@@ -432,10 +432,11 @@ fn through_daemon(
             }
             Frame::Msg(ServerMsg::Done { exit }) => return Ok(ExitCode::from(exit)),
             Frame::Msg(ServerMsg::Failed { message, exit }) => {
-                return Err(if exit == crate::cli::EX_CONFIG {
-                    crate::cli::context::config_error(message)
-                } else {
-                    anyhow::anyhow!(message)
+                // The same exit status as in-process: the error's type carries it.
+                return Err(match exit {
+                    crate::cli::EX_CONFIG => crate::cli::context::config_error(message),
+                    2 => crate::cli::UsageError(message).into(),
+                    _ => anyhow::anyhow!(message),
                 });
             }
         }

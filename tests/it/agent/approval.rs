@@ -149,7 +149,7 @@ async fn a_release_waits_for_two_different_users_and_denied_or_late_ones_are_nev
         "coordinator",
         &["approve", "--study", "other-study", &k_approved.0],
     );
-    assert_eq!(foreign.status.code(), Some(1), "{}", text(&foreign));
+    assert_eq!(foreign.status.code(), Some(2), "{}", text(&foreign));
     assert!(text(&foreign).contains("other-study"), "{}", text(&foreign));
     let deny = run_as(
         &env,

@@ -42,7 +42,7 @@ fn withdraw_reads_the_local_id_column_of_a_file_and_refuses_a_file_without_one()
         stderr(&out)
     );
     let out = site.run(&["withdraw", "--study", "another-study", "case-2"], "");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("another-study"), "{}", stderr(&out));
     site.with_store(|s| assert!(s.get_record("case-2").unwrap().is_some()));
 }
