@@ -606,4 +606,67 @@ mod tests {
         assert!(check_comment("a\nb").is_err());
         assert!(check_comment(&"x".repeat(MAX_COMMENT_CHARS + 1)).is_err());
     }
+
+    /// A denial's reason follows the comment rules, and the refusal asks for a reason, not for
+    /// "what was done".
+    #[test]
+    fn a_deny_reason_must_say_something_on_one_line() {
+        assert_eq!(
+            check_reason(" no consent on file ").ok(),
+            Some("no consent on file")
+        );
+        for bad in ["", "  ", "no consent\nticket 4711", "tab\there"] {
+            match check_reason(bad) {
+                Err(ResolveError::BadReason { why }) => {
+                    assert!(!why.contains("what was done"), "{bad:?}: {why}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        match check_reason("") {
+            Err(ResolveError::BadReason { why }) => {
+                assert!(why.contains("say why the release is denied"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `approve --all` approves what awaits approval, earliest deadline first, and nothing
+    /// else (not a task that is merely open, nor one already approved).
+    #[test]
+    fn approve_all_lists_exactly_the_tasks_awaiting_approval_earliest_deadline_first() {
+        use ttp_proto::{BloomFilter, ElementRequest, IdatElement, SendIdatSubject, TaskKind};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::store::StoreOptions::new(dir.path(), crate::store::IdatKey::generate());
+        let store = Store::open(&opts).unwrap();
+        let now = Utc::now();
+        let send = |id: &str, state: TaskState, hours: i64| {
+            let mut t = crate::testkit::task(
+                &format!("send_idat/{id}"),
+                TaskKind::SendIdat {
+                    task_id: id.into(),
+                    subject: SendIdatSubject::BloomFilter(BloomFilter(vec![1; 8])),
+                    elements: vec![ElementRequest::Known(IdatElement::Given)],
+                },
+                state,
+                now,
+            );
+            t.task.expires = Some(now + chrono::Duration::hours(hours));
+            t
+        };
+        store
+            .put_tasks(&[
+                send("late", TaskState::AwaitingApproval, 48),
+                send("soon", TaskState::AwaitingApproval, 2),
+                send("ready", TaskState::Received, 1),
+                send("answered", TaskState::Done { at: now }, 1),
+            ])
+            .unwrap();
+        let keys: Vec<String> = awaiting_approval(&store)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(keys, ["send_idat/soon", "send_idat/late"]);
+    }
 }
