@@ -25,6 +25,7 @@ pub struct StatusQuery {
 /// The report the daemon serves.
 pub fn report(state: &AdminState, days: u32) -> Result<StatusReport, crate::store::StoreError> {
     let mut report = status::build(&state.store, state.settings.warn_before_expiry, days)?;
+    report.approvals_required = state.settings.approvals_required;
     let view = state.health.view();
     let readiness = health::readiness(state);
     report.daemon = Some(DaemonInfo {

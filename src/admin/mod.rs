@@ -97,6 +97,10 @@ pub struct AdminSettings {
     pub hosts: HostRule,
     /// Connection limits of [`serve`].
     pub limits: ServeLimits,
+    /// Distinct approvals a release needs, in approval mode (`[dispatch] idat_release`,
+    /// `approvals_required`); `None` when releases are automatic. Shown with what awaits
+    /// approval.
+    pub approvals_required: Option<usize>,
 }
 
 /// Which `Host` headers the server answers (see the module docs).
@@ -142,6 +146,7 @@ impl std::fmt::Debug for AdminSettings {
             .field("warn_before_expiry", &self.warn_before_expiry)
             .field("hosts", &self.hosts)
             .field("limits", &self.limits)
+            .field("approvals_required", &self.approvals_required)
             .finish()
     }
 }
@@ -157,6 +162,7 @@ impl AdminSettings {
                 allowed: admin.allowed_hosts.clone(),
             },
             limits: ServeLimits::default(),
+            approvals_required: None,
         }
     }
 }
@@ -447,9 +453,11 @@ pub async fn start(
     shutdown: Shutdown,
     inner: Arc<dyn DaemonHooks>,
 ) -> Result<Running, AdminError> {
-    let settings = AdminSettings::from_config(admin, secrets);
+    let mut settings = AdminSettings::from_config(admin, secrets);
     warn_if_window_shorter_than_schedule(settings.ready_window, schedule);
     let opts = agent.options();
+    // The agent's options say 0 when releases are automatic.
+    settings.approvals_required = (opts.approvals_required > 0).then_some(opts.approvals_required);
     let site = Site {
         study: opts.study.clone(),
         target: opts.target.clone(),

@@ -247,7 +247,12 @@ pub fn state_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Arc<
 /// Starts the admin server on a free loopback port, with the configuration's settings, as a
 /// daemon that has polled: its first poll succeeded.
 pub async fn serve(s: &Scenario) -> Server {
-    let state = state_with(s, |_| {});
+    serve_with(s, |_| {}).await
+}
+
+/// [`serve`], with the configuration's settings changed by `adjust`.
+pub async fn serve_with(s: &Scenario, adjust: impl FnOnce(&mut AdminSettings)) -> Server {
+    let state = state_with(s, adjust);
     state.health().cycle_finished(
         &Ok(ttp_agent::agent::CycleReport::default()),
         chrono::Utc::now(),

@@ -146,7 +146,8 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     }];
     s.agent.store().put_tasks([&foreign, &approval]).unwrap();
     s.agent.store().flush().unwrap();
-    let server = serve(&s).await;
+    // Approval mode with four eyes: the page says how many approvals a release needs.
+    let server = serve_with(&s, |settings| settings.approvals_required = Some(2)).await;
     let url = server.url(&format!("/#token={TOKEN}"));
 
     let out = run_chromium(&bin, &url, &["--dump-dom".to_owned()]).await;
@@ -234,6 +235,7 @@ async fn the_status_page_shows_the_stores_numbers_in_a_real_browser() {
     assert_eq!(rows("approval-row"), ["send_idat/awaiting-approval"]);
     assert_eq!(texts_of(&dom, "approval-elements"), ["given, birthdate"]);
     assert_eq!(texts_of(&dom, "approval-count"), ["1 (alice)"]);
+    assert!(dom.contains("(a release needs 2)"), "{dom}");
     let urgent: Vec<String> = r
         .open
         .iter()
