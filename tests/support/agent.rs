@@ -232,3 +232,35 @@ pub async fn run_until_settled(env: &Env, agent: &Arc<Agent>) {
         );
     }
 }
+
+/// `ttp-agent <args> --config <env's config>` as local user `user` (the actor a command records
+/// when no daemon runs: `USER`, with `SUDO_USER` removed).
+pub fn run_as(env: &Env, user: &str, args: &[&str]) -> std::process::Output {
+    crate::support::hermetic::command(env!("CARGO_BIN_EXE_ttp-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(&env.config_path)
+        .env_remove("SUDO_USER")
+        .env("USER", user)
+        .output()
+        .expect("binary runs")
+}
+
+/// The stored key of the `send_idat` with the fTTP's task id `task_id`.
+pub fn send_idat_key(agent: &Agent, task_id: &str) -> ttp_proto::TaskKey {
+    agent
+        .store()
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .find(|t| {
+            matches!(&t.task.kind, ttp_proto::TaskKind::SendIdat { task_id: id, .. } if id == task_id)
+        })
+        .unwrap_or_else(|| panic!("no stored task for {task_id}"))
+        .key
+}
+
+/// A new agent on the env's store, as after a restart.
+pub fn reopen(env: &Env) -> Arc<Agent> {
+    agent(&load(&env.config_path))
+}

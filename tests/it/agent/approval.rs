@@ -5,47 +5,11 @@
 //! (the store is closed meanwhile: the commands open it themselves, with the process's user
 //! as the actor).
 
-use std::process::Output;
-use std::sync::Arc;
-
 use crate::support::agent::*;
+use crate::support::robust::text;
 use ttp_agent::agent::Agent;
 use ttp_agent::domain::{Closure, TaskState};
-use ttp_proto::{TaskKey, TaskKind};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
-
-/// `ttp-agent <args> --config <config>` as local user `user`.
-fn run_as(env: &Env, user: &str, args: &[&str]) -> Output {
-    crate::support::hermetic::command(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&env.config_path)
-        .env_remove("SUDO_USER")
-        .env("USER", user)
-        .output()
-        .expect("binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn key_of(agent: &Agent, task_id: &str) -> TaskKey {
-    agent
-        .store()
-        .open_tasks_where(|_| true)
-        .unwrap()
-        .into_iter()
-        .chain(agent.store().tasks().unwrap())
-        .find(|t| matches!(&t.task.kind, TaskKind::SendIdat { task_id: id, .. } if id == task_id))
-        .unwrap_or_else(|| panic!("no stored task for {task_id}"))
-        .key
-}
+use ttp_proto::TaskKey;
 
 fn state(agent: &Agent, key: &TaskKey) -> TaskState {
     agent.store().get_task(key).unwrap().unwrap().state
@@ -62,10 +26,6 @@ fn idat_values(agent: &Agent) -> Vec<String> {
         .flatten()
         .filter(|v| v.len() > 3)
         .collect()
-}
-
-fn reopen(env: &Env) -> Arc<Agent> {
-    agent(&load(&env.config_path))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,9 +59,9 @@ async fn a_release_waits_for_two_different_users_and_denied_or_late_ones_are_nev
     agent.poll_cycle().await.expect("poll");
     agent.poll_cycle().await.expect("poll");
     let (k_approved, k_denied, k_late) = (
-        key_of(&agent, &approved),
-        key_of(&agent, &denied),
-        key_of(&agent, &late),
+        send_idat_key(&agent, &approved),
+        send_idat_key(&agent, &denied),
+        send_idat_key(&agent, &late),
     );
     for k in [&k_approved, &k_denied, &k_late] {
         assert_eq!(state(&agent, k), TaskState::AwaitingApproval, "{k}");

@@ -4,48 +4,13 @@
 //! after a restart, `submit` refuses the local id without `--readmit`, `export` keeps the
 //! pseudonym with a `withdrawn` column, and no IDAT value appears in any output.
 
-use std::process::Output;
-use std::sync::Arc;
-
 use crate::support::agent::*;
+use crate::support::robust::text;
 use ttp_agent::agent::Agent;
 use ttp_agent::domain::{Closure, TaskState};
-use ttp_proto::{TaskKey, TaskKind};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ttp-agent");
-
-fn run(env: &Env, args: &[&str]) -> Output {
-    crate::support::hermetic::command(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&env.config_path)
-        .env_remove("SUDO_USER")
-        .env("USER", "dpo")
-        .output()
-        .expect("binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn key_of(agent: &Agent, task_id: &str) -> TaskKey {
-    agent
-        .store()
-        .tasks()
-        .unwrap()
-        .into_iter()
-        .find(|t| matches!(&t.task.kind, TaskKind::SendIdat { task_id: id, .. } if id == task_id))
-        .unwrap_or_else(|| panic!("no stored task for {task_id}"))
-        .key
-}
 
 fn assert_withdrawn(agent: &Agent, task_id: &str) {
-    let key = key_of(agent, task_id);
+    let key = send_idat_key(agent, task_id);
     let state = agent.store().get_task(&key).unwrap().unwrap().state;
     assert!(
         matches!(
@@ -54,10 +19,6 @@ fn assert_withdrawn(agent: &Agent, task_id: &str) {
         ),
         "{task_id}: {state:?}"
     );
-}
-
-fn reopen(env: &Env) -> Arc<Agent> {
-    agent(&load(&env.config_path))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +55,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
     agent.store().flush().unwrap();
     drop(agent);
 
-    let out = run(&env, &["withdraw", "case-00000"]);
+    let out = run_as(&env, "dpo", &["withdraw", "case-00000"]);
     assert!(out.status.success(), "{}", text(&out));
     let withdraw_text = text(&out);
     assert!(
@@ -104,7 +65,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
         "{withdraw_text}"
     );
     // Repeating it is harmless; an unknown id is named.
-    let again = run(&env, &["withdraw", "case-00000", "no-such-id"]);
+    let again = run_as(&env, "dpo", &["withdraw", "case-00000", "no-such-id"]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(
         text(&again).contains("withdrawn already"),
@@ -127,7 +88,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
     assert_withdrawn(&agent, &by_filter);
     assert_withdrawn(&agent, &by_psn);
     // The other record's release still works (approved here in-process).
-    let other_key = key_of(&agent, &other);
+    let other_key = send_idat_key(&agent, &other);
     ttp_agent::resolve::approve_task(
         agent.store(),
         &other_key,
@@ -171,7 +132,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
 
     // submit of the same local id: refused without --readmit, nothing stored.
     let csv = env.dir.path().join("records.csv");
-    let refused = run(&env, &["submit", csv.to_str().unwrap()]);
+    let refused = run_as(&env, "dpo", &["submit", csv.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(
         text(&refused).contains("consent was withdrawn for local id(s) case-00000"),
@@ -187,7 +148,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
     );
 
     // export keeps the pseudonym, marked withdrawn; status shows the withdrawal.
-    let export = run(&env, &["export"]);
+    let export = run_as(&env, "dpo", &["export"]);
     assert!(export.status.success(), "{}", text(&export));
     let export_text = String::from_utf8_lossy(&export.stdout).into_owned();
     let row = export_text
@@ -202,17 +163,17 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
         .find(|l| l.starts_with("case-00001,"))
         .unwrap();
     assert!(other_row.ends_with(','), "not withdrawn: {other_row}");
-    let status = run(&env, &["status"]);
+    let status = run_as(&env, "dpo", &["status"]);
     let status_text = text(&status);
     assert!(
         status_text.contains("consent withdrawn for 1 record(s)"),
         "{status_text}"
     );
     assert!(status_text.contains("case-00000  by dpo"), "{status_text}");
-    let status_json = text(&run(&env, &["status", "--json"]));
+    let status_json = text(&run_as(&env, "dpo", &["status", "--json"]));
 
     // With --readmit it is stored again (consent given anew), audited.
-    let readmitted = run(&env, &["submit", "--readmit", csv.to_str().unwrap()]);
+    let readmitted = run_as(&env, "dpo", &["submit", "--readmit", csv.to_str().unwrap()]);
     assert!(readmitted.status.success(), "{}", text(&readmitted));
     let agent = reopen(&env);
     assert!(agent.store().get_record("case-00000").unwrap().is_some());

@@ -10,7 +10,7 @@ use crate::support::store::{
     repeat, task,
 };
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use chrono::Utc;
 use sha2::Digest as _;
 use ttp_agent::domain::{RecordHead, RecordState, TaskState};
@@ -88,25 +88,33 @@ fn key_bytes(key: &IdatKey) -> [u8; 32] {
 /// Whether any window of `len` bytes of any file opens as sealed IDAT of `local_id` (layout
 /// `nonce ‖ ciphertext ‖ tag`, AAD the local id) under `key`.
 fn decrypts_anywhere(files: &[PathBuf], key: &[u8; 32], local_id: &str, len: usize) -> bool {
-    let key: &Key = key.into();
-    let aead = XChaCha20Poly1305::new(key);
-    files.iter().any(|f| {
+    find_sealed(files, key, local_id, len).is_some()
+}
+
+/// The first window of `len` bytes in `files` that opens as sealed IDAT of `local_id`: the
+/// sealed value as it lies on disk.
+fn find_sealed(files: &[PathBuf], key: &[u8; 32], local_id: &str, len: usize) -> Option<Vec<u8>> {
+    let aead = XChaCha20Poly1305::new(key.into());
+    files.iter().find_map(|f| {
         let bytes = std::fs::read(f).expect("read");
-        bytes.windows(len).any(|w| {
-            let (nonce, rest) = w.split_at(24);
-            let (ciphertext, tag) = rest.split_at(rest.len() - 16);
-            let (Ok(nonce), Ok(tag)) = (XNonce::try_from(nonce), Tag::try_from(tag)) else {
-                return false;
-            };
-            let mut buf = ciphertext.to_vec();
-            aead.decrypt_inout_detached(
-                &nonce,
-                local_id.as_bytes(),
-                buf.as_mut_slice().into(),
-                &tag,
-            )
-            .is_ok()
-        })
+        bytes
+            .windows(len)
+            .find(|w| {
+                let (nonce, rest) = w.split_at(24);
+                let (ciphertext, tag) = rest.split_at(rest.len() - 16);
+                let (Ok(nonce), Ok(tag)) = (XNonce::try_from(nonce), Tag::try_from(tag)) else {
+                    return false;
+                };
+                let mut buf = ciphertext.to_vec();
+                aead.decrypt_inout_detached(
+                    &nonce,
+                    local_id.as_bytes(),
+                    buf.as_mut_slice().into(),
+                    &tag,
+                )
+                .is_ok()
+            })
+            .map(<[u8]>::to_vec)
     })
 }
 
@@ -183,34 +191,11 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
     assert!(ts.open().check_integrity().expect("check").is_ok());
 }
 
-/// The first window of `len` bytes in `files` that opens as sealed IDAT of `local_id`: the
-/// sealed value as it lies on disk, so that later scans can look for its bytes (fast) instead
-/// of trying the key on every window (slow).
+/// [`find_sealed`], which must find it: later scans look for its bytes (fast) instead of
+/// trying the key on every window (slow).
 fn sealed_on_disk(files: &[PathBuf], key: &[u8; 32], local_id: &str, len: usize) -> Vec<u8> {
-    let aead = XChaCha20Poly1305::new(key.into());
-    for f in files {
-        let bytes = std::fs::read(f).expect("read");
-        for w in bytes.windows(len) {
-            let (nonce, rest) = w.split_at(24);
-            let (ciphertext, tag) = rest.split_at(rest.len() - 16);
-            let (Ok(nonce), Ok(tag)) = (XNonce::try_from(nonce), Tag::try_from(tag)) else {
-                continue;
-            };
-            let mut buf = ciphertext.to_vec();
-            if aead
-                .decrypt_inout_detached(
-                    &nonce,
-                    local_id.as_bytes(),
-                    buf.as_mut_slice().into(),
-                    &tag,
-                )
-                .is_ok()
-            {
-                return w.to_vec();
-            }
-        }
-    }
-    panic!("the sealed IDAT of {local_id} is in none of the store's files");
+    find_sealed(files, key, local_id, len)
+        .unwrap_or_else(|| panic!("the sealed IDAT of {local_id} is in none of the store's files"))
 }
 
 /// The rewrite is what takes removed IDAT out of the file. A purge or a withdrawal frees the
