@@ -29,8 +29,9 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 shared
-# cores with the defaults, plus about 40 s for the approval runs (156 s in all on a quieter
-# machine; ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# cores with the defaults, plus about 40 s for the approval runs and 45-55 s for the withdrawal
+# runs (140 s in all on a quieter machine; ARCHITECTURE.md has the figures); --seeded takes
+# seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
