@@ -20,8 +20,8 @@
 # and the dispatcher's withdrawal check (both relisting modes).
 #
 # Then the purge model (MODEL_PURGE=1): the automatic model without repeat_request, with the
-# cycle's housekeeping purging IDAT past [store] idat_retention that no open task refers to
-# (both relisting modes).
+# cycle's housekeeping purging IDAT past [store] idat_retention that no open task refers to,
+# and a person's `ttp-agent purge` beside the cycle (both relisting modes).
 #
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
@@ -34,8 +34,7 @@
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 shared
 # cores with the defaults, plus about 40 s for the approval runs, 45-55 s for the withdrawal
-# runs and 10 s for the purge runs (150 s in all on a quieter machine; ARCHITECTURE.md has the
-# figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# runs and 45 s for the purge runs (ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail

@@ -202,6 +202,12 @@ impl Agent {
         let tasks = self
             .store
             .purge_finished_tasks(now - self.opts.task_retention)?;
+        // From the read of the open tasks to the purge's commit, under the task gate:
+        // `ttp-agent purge` runs beside the cycle, whose merge could otherwise store a new task
+        // about a record in between (its IDAT then purged although an open task needs it), and
+        // whose dispatch wave could prepare an answer from IDAT the purge then drops (found by
+        // the model checker, ARCHITECTURE.md "Which check backs which claim").
+        let gate = self.store.task_gate();
         let open_subjects = self.open_task_subjects()?;
         let idat = self
             .store
@@ -213,6 +219,7 @@ impl Agent {
                         .as_ref()
                         .is_some_and(|p| open_subjects.contains(p.as_bytes()))
             })?;
+        drop(gate);
         self.store.set_meta_time(META_LAST_PURGE, now)?;
         self.store.flush()?;
         Ok(PurgeReport { tasks, idat })

@@ -19,8 +19,9 @@
 //! crashes between them, and the dispatcher's withdrawal check; its properties judge what
 //! reached the fTTP against when the withdrawal really committed.
 //!
-//! The purge model (`TaskModel::with_purge`, `purge.rs`) adds the cycle's housekeeping, which
-//! purges IDAT past retention unless an open task refers to the record.
+//! The purge model (`TaskModel::with_purge`, `purge.rs`) adds the cycle's housekeeping and a
+//! person's `ttp-agent purge` beside the cycle, which purge IDAT past retention unless an open
+//! task refers to the record.
 //!
 //! `scripts/model-check.sh` runs it; ARCHITECTURE.md ("Durability argument") says which
 //! property backs which claim.
@@ -250,6 +251,7 @@ mod tests {
                 "purge_spares_idat_of_open_tasks",
             ),
             (SeededBug::PurgedIdatStillSent, "no_idat_sent_after_purge"),
+            (SeededBug::PurgeNotGated, "purge_spares_idat_of_open_tasks"),
         ];
         assert_eq!(
             expected.len(),
@@ -362,8 +364,9 @@ mod tests {
         }
     }
 
-    /// The purge model without faults and crashes: every property holds, R0's IDAT is purged,
-    /// and a `send_idat` about it then waits for a person.
+    /// The purge model without faults and crashes: every property holds, R0's IDAT is purged
+    /// (by the cycle's housekeeping, and by a person's `ttp-agent purge`), and a `send_idat`
+    /// about it then waits for a person.
     #[test]
     fn the_purge_model_holds_without_faults() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_purge();
@@ -376,6 +379,7 @@ mod tests {
         }
         for name in [
             "reachable_idat_purged",
+            "reachable_idat_purged_by_the_command",
             "reachable_send_idat_about_purged_idat_needs_attention",
         ] {
             assert!(checker.discovery(name).is_some(), "{name} not reached");

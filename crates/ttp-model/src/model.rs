@@ -48,10 +48,13 @@ pub enum SeededBug {
     PurgeIgnoresOpenTasks,
     /// Purge model: the purge leaves the IDAT readable (`prepare` still finds it).
     PurgedIdatStillSent,
+    /// Purge model: `ttp-agent purge` reads the open tasks and commits the purge without the
+    /// task gate (the code before the fix).
+    PurgeNotGated,
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 13] = [
+    pub const ALL: [SeededBug; 14] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
@@ -65,6 +68,7 @@ impl SeededBug {
         SeededBug::WithdrawalNotGated,
         SeededBug::PurgeIgnoresOpenTasks,
         SeededBug::PurgedIdatStillSent,
+        SeededBug::PurgeNotGated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +86,7 @@ impl SeededBug {
             SeededBug::WithdrawalNotGated => "withdrawal_not_gated",
             SeededBug::PurgeIgnoresOpenTasks => "purge_ignores_open_tasks",
             SeededBug::PurgedIdatStillSent => "purged_idat_still_sent",
+            SeededBug::PurgeNotGated => "purge_not_gated",
         }
     }
 
@@ -105,7 +110,9 @@ impl SeededBug {
     pub fn needs_purge_model(self) -> bool {
         matches!(
             self,
-            SeededBug::PurgeIgnoresOpenTasks | SeededBug::PurgedIdatStillSent
+            SeededBug::PurgeIgnoresOpenTasks
+                | SeededBug::PurgedIdatStillSent
+                | SeededBug::PurgeNotGated
         )
     }
 
@@ -223,6 +230,8 @@ pub enum Action {
     Deny,
     /// Withdrawal model: the next step of the user's `ttp-agent withdraw case-0`.
     Withdraw,
+    /// Purge model: the next step of a person's `ttp-agent purge`.
+    PurgeCmd,
 }
 
 /// Filters and pseudonyms an open task refers to (`Agent::open_task_subjects`), as records.
@@ -837,12 +846,17 @@ impl TaskModel {
             Action::Agent { net } => return self.agent_step(s, net),
             Action::Approve(_) | Action::Deny => return self.user_step(s, a),
             Action::Withdraw => return self.withdraw_step(s),
+            Action::PurgeCmd => return self.purge_cmd_step(s),
             Action::Crash { keep } => {
                 if !self.may_crash(s) || usize::from(keep) > s.pending.len() {
                     return None;
                 }
                 n.crashes_left -= 1;
                 n.withdraw.crashed(keep);
+                if matches!(n.purge.cmd, crate::purge::PurgeCmd::Read { .. }) {
+                    // The command died with the daemon before its commit.
+                    n.purge.cmd = crate::purge::PurgeCmd::Idle;
+                }
                 if keep > 0 {
                     n.disk = n.pending[usize::from(keep) - 1].clone();
                 }
@@ -1056,6 +1070,9 @@ impl Model for TaskModel {
         }
         if self.withdraw_enabled(s) {
             actions.push(Action::Withdraw);
+        }
+        if self.purge_cmd_enabled(s) {
+            actions.push(Action::PurgeCmd);
         }
     }
 

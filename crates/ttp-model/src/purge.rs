@@ -5,6 +5,14 @@
 //! gone is not answered: `prepare` returns `Attention::IdatPurged`, and the task waits, visible,
 //! for a person.
 //!
+//! A person may also run `ttp-agent purge` once, through the daemon, at any step of its cycle
+//! (the control channel runs it on its own thread): `Agent::purge` under the task gate, so it
+//! neither reads the open tasks between the merge's read and the review's write nor commits
+//! between a dispatch wave's check and its intents; one step here, not possible while the cycle
+//! holds the gate (between the merge and the review). The seeded bug `purge_not_gated` is the
+//! code before that: the open tasks read in one step, the purge committed in a later one,
+//! whatever the cycle did in between.
+//!
 //! The claims (ARCHITECTURE.md, "Which check backs which claim"): the purge spares the IDAT of
 //! every record an open task refers to (`purge_spares_idat_of_open_tasks`), and once purged the
 //! IDAT is never sent (`no_idat_sent_after_purge`: no `$providePatientData` whose intent was
@@ -17,8 +25,22 @@ use crate::model::{SeededBug, TaskModel};
 use crate::real;
 use crate::state::{MAttn, MTaskState, Pc, RECORDS, State, TASKS, TaskId};
 
+/// Where the person's `ttp-agent purge` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PurgeCmd {
+    /// Not started (or died with the daemon).
+    #[default]
+    Idle,
+    /// `purge_not_gated` only: the open tasks were read (which records they keep); the purge's
+    /// commit is next.
+    Read { keep: [bool; RECORDS] },
+    /// Finished.
+    Done,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct PurgeGhost {
+    pub cmd: PurgeCmd,
     /// R0's IDAT (the `send_idat`'s record) was purged (durably: the purge's step flushes).
     pub idat_gone: bool,
     /// The current wave's `send_idat` intent was written after R0's IDAT was purged.
@@ -27,6 +49,8 @@ pub struct PurgeGhost {
     pub sent_after: bool,
     /// The purge dropped the IDAT of a record an open task referred to.
     pub purged_needed: bool,
+    /// The person's `ttp-agent purge` purged R0's IDAT.
+    pub by_command: bool,
 }
 
 impl TaskModel {
@@ -39,35 +63,99 @@ impl TaskModel {
     /// an open task refers to them (not under the seeded bug `purge_ignores_open_tasks`), then
     /// the rewrite (durable).
     pub fn purge_step(&self, n: &mut State) {
+        let keep = self.purge_keeps(n);
+        self.purge_commit(n, keep);
+        n.pc = Pc::Idle;
+    }
+
+    /// `Agent::open_task_subjects`: the records an open task refers to keep their IDAT
+    /// (nothing kept under the seeded bug `purge_ignores_open_tasks`).
+    fn purge_keeps(&self, n: &State) -> [bool; RECORDS] {
+        let live = n.live();
+        let mut keep = [false; RECORDS];
+        if self.bug == Some(SeededBug::PurgeIgnoresOpenTasks) {
+            return keep;
+        }
+        for (r, k) in keep.iter_mut().enumerate() {
+            *k = referred(live, r);
+        }
+        keep
+    }
+
+    /// `Store::purge_idat` with the records to keep: due records lose their IDAT, then the
+    /// rewrite (durable).
+    fn purge_commit(&self, n: &mut State, keep: [bool; RECORDS]) {
         let live = n.live().clone();
-        let open: Vec<(TaskId, crate::state::MTask)> = TASKS
-            .iter()
-            .filter_map(|&t| live.task(t).map(|m| (t, *m)))
-            .filter(|(t, m)| real::is_open(*t, m))
-            .collect();
-        let referred = |r: usize| open.iter().any(|(t, m)| real::refers_to(*t, m, &live, r));
         let mut next = live.clone();
         for r in 0..RECORDS {
-            if live.withdrawn[r]
+            if keep[r]
+                || live.withdrawn[r]
                 || live.idat_purged[r]
                 || !real::idat_purge_due(r, &live.records[r])
             {
                 continue;
             }
-            let kept = referred(r) && self.bug != Some(SeededBug::PurgeIgnoresOpenTasks);
-            if kept {
-                continue;
-            }
             next.idat_purged[r] = true;
-            n.purge.purged_needed |= referred(r);
+            n.purge.purged_needed |= referred(&live, r);
             if r == 0 {
                 n.purge.idat_gone = true;
             }
         }
         n.commit(next);
         n.flush();
-        n.pc = Pc::Idle;
     }
+
+    /// Whether the person's `ttp-agent purge` may take its next step now.
+    pub fn purge_cmd_enabled(&self, s: &State) -> bool {
+        if !self.purge || s.pc == Pc::Down {
+            return false;
+        }
+        match s.purge.cmd {
+            PurgeCmd::Done => false,
+            PurgeCmd::Read { .. } => true,
+            // Between the merge's read and the review's write the cycle holds the gate.
+            PurgeCmd::Idle => {
+                self.bug == Some(SeededBug::PurgeNotGated) || !matches!(s.pc, Pc::Reconcile { .. })
+            }
+        }
+    }
+
+    /// The person's `ttp-agent purge` (`cli/purge.rs`: `Agent::purge`).
+    pub fn purge_cmd_step(&self, s: &State) -> Option<State> {
+        if !self.purge_cmd_enabled(s) {
+            return None;
+        }
+        let mut n = s.clone();
+        match s.purge.cmd {
+            PurgeCmd::Idle if self.bug == Some(SeededBug::PurgeNotGated) => {
+                n.purge.cmd = PurgeCmd::Read {
+                    keep: self.purge_keeps(&n),
+                };
+            }
+            PurgeCmd::Idle => {
+                let keep = self.purge_keeps(&n);
+                self.purge_commit(&mut n, keep);
+                n.purge.cmd = PurgeCmd::Done;
+                n.purge.by_command = n.purge.idat_gone && !s.purge.idat_gone;
+            }
+            PurgeCmd::Read { keep } => {
+                self.purge_commit(&mut n, keep);
+                n.purge.cmd = PurgeCmd::Done;
+                n.purge.by_command = n.purge.idat_gone && !s.purge.idat_gone;
+            }
+            PurgeCmd::Done => return None,
+        }
+        Some(n)
+    }
+}
+
+/// Whether an open task in `store` refers to record `r` (`TaskRecord::subjects`).
+fn referred(store: &crate::state::Store, r: usize) -> bool {
+    TASKS.iter().any(|&t| {
+        store
+            .task(t)
+            .is_some_and(|m| real::is_open(t, m) && real::refers_to(t, m, store, r))
+    })
 }
 
 /// The purge model's properties.
@@ -81,6 +169,9 @@ pub fn properties() -> Vec<Property<TaskModel>> {
         }),
         Property::sometimes("reachable_idat_purged", |_, s: &State| {
             s.disk.idat_purged[0]
+        }),
+        Property::sometimes("reachable_idat_purged_by_the_command", |_, s: &State| {
+            s.purge.by_command && s.disk.idat_purged[0]
         }),
         Property::sometimes(
             "reachable_send_idat_about_purged_idat_needs_attention",

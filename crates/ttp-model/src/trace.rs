@@ -127,6 +127,18 @@ fn action(before: &State, after: &State, a: Action) -> String {
             )
         }
         Action::Deny => format!("{}: `ttp-agent deny` send_idat", USERS[0]),
+        Action::PurgeCmd => match before.purge.cmd {
+            crate::purge::PurgeCmd::Read { .. } => {
+                "person: `ttp-agent purge`: purges IDAT past retention not kept (durable)".into()
+            }
+            _ if matches!(after.purge.cmd, crate::purge::PurgeCmd::Read { .. }) => {
+                "person: `ttp-agent purge`: reads which records open tasks refer to".into()
+            }
+            _ => {
+                "person: `ttp-agent purge`: purges IDAT past retention no open task needs (durable)"
+                    .into()
+            }
+        },
         Action::Withdraw => {
             let how = if before.withdraw.standalone || before.pc == Pc::Down {
                 " (without the daemon)"

@@ -238,6 +238,71 @@ async fn backup_corruption_and_restore_lose_nothing() {
     env.sim.shutdown().await;
 }
 
+/// `ttp-agent purge` runs beside the daemon's cycle. A task the cycle's merge stores while
+/// the purge runs (the merge writes under the task gate) must keep its record's IDAT: the
+/// purge reads the open tasks and commits under the same gate, so it sees the task or commits
+/// before it exists. Without the gate the purge read the open tasks first, the task came, and
+/// the IDAT it needs was purged (found by the model checker's purge model; seen failing so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_beside_the_cycle_spares_the_record_of_a_task_merged_meanwhile() {
+    let env = populated(2).await;
+    let loaded = load(&env.config_path);
+    let agent = agent(&loaded);
+    let store = std::sync::Arc::clone(agent.store());
+    let rec = store
+        .records_in_states(|_| true)
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("a record");
+    assert!(rec.idat.is_some());
+
+    // The cycle's merge, holding the gate.
+    let gate = store.task_gate();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let purge = {
+        let agent = std::sync::Arc::clone(&agent);
+        std::thread::spawn(move || {
+            // Far enough ahead that every finished record is past its retention.
+            let report = agent
+                .purge(chrono::Utc::now() + chrono::Duration::days(3650))
+                .unwrap();
+            let _ = done_tx.send(());
+            report
+        })
+    };
+    // Give the purge every chance to run while the gate is held (it cannot; without the gate
+    // it would). Not a timing assertion: the result must be right however the threads run.
+    let _ = done_rx.recv_timeout(Duration::from_millis(300));
+    let task = ttp_agent::testkit::task(
+        "send_idat/T-merged",
+        ttp_proto::TaskKind::SendIdat {
+            task_id: "T-merged".into(),
+            subject: ttp_proto::SendIdatSubject::BloomFilter(ttp_proto::BloomFilter(
+                rec.head.bloom_filter.clone(),
+            )),
+            elements: vec![ttp_proto::ElementRequest::Known(
+                ttp_proto::IdatElement::Family,
+            )],
+        },
+        TaskState::Received,
+        chrono::Utc::now(),
+    );
+    store.put_tasks([&task]).unwrap();
+    drop(gate);
+    let report = purge.join().unwrap();
+
+    let after = store.get_record(&rec.head.local_id).unwrap().expect("kept");
+    assert!(
+        after.idat.is_some(),
+        "the IDAT of a record an open task refers to was purged"
+    );
+    assert_eq!(report.idat, 1, "the other record's IDAT is purged");
+    drop(store);
+    drop(agent);
+    env.sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_applies_the_retention_rules_now_and_spares_open_tasks() {
     let env = populated(20).await;
