@@ -87,8 +87,8 @@ impl TaskModel {
     fn purge_commit(&self, n: &mut State, keep: [bool; RECORDS]) {
         let live = n.live().clone();
         let mut next = live.clone();
-        for r in 0..RECORDS {
-            if keep[r]
+        for (r, kept) in keep.into_iter().enumerate() {
+            if kept
                 || live.withdrawn[r]
                 || live.idat_purged[r]
                 || !real::idat_purge_due(r, &live.records[r])
