@@ -13,6 +13,12 @@
 # with approvals_required = 2 (both relisting modes) and 1 (listing until done). Its own runs,
 # so the automatic model's state counts and times stay as they were.
 #
+# Then the withdrawal model (MODEL_WITHDRAW=1, durability point 12): the automatic model
+# without repeat_request, and a local user who runs `ttp-agent withdraw case-0` at any step of
+# the agent (but its registration) or while it is down -- the record's removal with the kept
+# withdrawal, closing its open send_idat, the rewrite, with a crash possible between them --
+# and the dispatcher's withdrawal check (both relisting modes).
+#
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
 #   scripts/model-check.sh --seeded   each deliberate bug (crates/ttp-model/src/model.rs,
@@ -23,8 +29,9 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 shared
-# cores with the defaults, plus about 40 s for the approval runs (156 s in all on a quieter
-# machine; ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# cores with the defaults, plus about 40 s for the approval runs and 45-55 s for the withdrawal
+# runs (140 s in all on a quieter machine; ARCHITECTURE.md has the figures); --seeded takes
+# seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
@@ -39,6 +46,7 @@ if [ "${1:-}" != "--seeded" ]; then
   "$bin"
   MODEL_RELEASE=approval MODEL_APPROVALS=2 "$bin"
   MODEL_RELEASE=approval MODEL_APPROVALS=1 MODEL_RELISTING=until_done "$bin"
+  MODEL_WITHDRAW=1 "$bin"
   echo "model-check: all properties hold ($((SECONDS - start)) s)"
   exit 0
 fi
