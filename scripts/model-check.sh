@@ -19,6 +19,10 @@
 # withdrawal, closing its open send_idat, the rewrite, with a crash possible between them --
 # and the dispatcher's withdrawal check (both relisting modes).
 #
+# Then the purge model (MODEL_PURGE=1): the automatic model without repeat_request, with the
+# cycle's housekeeping purging IDAT past [store] idat_retention that no open task refers to
+# (both relisting modes).
+#
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
 #   scripts/model-check.sh --seeded   each deliberate bug (crates/ttp-model/src/model.rs,
@@ -29,9 +33,9 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 3.5 minutes and 700 MB on 2 shared
-# cores with the defaults, plus about 40 s for the approval runs and 45-55 s for the withdrawal
-# runs (140 s in all on a quieter machine; ARCHITECTURE.md has the figures); --seeded takes
-# seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# cores with the defaults, plus about 40 s for the approval runs, 45-55 s for the withdrawal
+# runs and 10 s for the purge runs (150 s in all on a quieter machine; ARCHITECTURE.md has the
+# figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
@@ -47,6 +51,7 @@ if [ "${1:-}" != "--seeded" ]; then
   MODEL_RELEASE=approval MODEL_APPROVALS=2 "$bin"
   MODEL_RELEASE=approval MODEL_APPROVALS=1 MODEL_RELISTING=until_done "$bin"
   MODEL_WITHDRAW=1 "$bin"
+  MODEL_PURGE=1 "$bin"
   echo "model-check: all properties hold ($((SECONDS - start)) s)"
   exit 0
 fi

@@ -339,6 +339,8 @@ pub enum Pc {
     Outcomes { done: Vec<Handled> },
     /// The outcomes are committed; their flush is next.
     OutcomeFlush,
+    /// Purge model only: the dispatch is over; the housekeeping's IDAT purge is next.
+    Purge,
 }
 
 /// Configuration of one model run.
@@ -371,6 +373,8 @@ pub struct State {
     pub release: ReleaseGhost,
     /// The withdrawal model's user command and ghosts (`withdraw.rs`).
     pub withdraw: crate::withdraw::WithdrawGhost,
+    /// The purge model's ghosts (`purge.rs`).
+    pub purge: crate::purge::PurgeGhost,
 }
 
 /// What local users really did about the `send_idat`'s release (independent of what the
