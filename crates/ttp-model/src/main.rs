@@ -8,7 +8,9 @@
 //! (`automatic`, the default, or `approval`: the approval model, with `MODEL_APPROVALS`
 //! required, default 2; a seeded approval bug selects it by itself), `MODEL_MERGE_RACE=1`
 //! (approval model only: the merge's read and write are two steps and users' commands may
-//! commit between them; today's code fails `no_provide_after_denial` there).
+//! commit between them; today's code fails `no_provide_after_denial` there),
+//! `MODEL_HANDOVER=1` (the handover model: the delivery webhook hands the pseudonym log over
+//! to a receiver; a seeded hand-over bug selects it by itself).
 //!
 //! Exit status: 0 all properties hold; 1 a property failed (or a reachability check found
 //! nothing: the model would be vacuous); 2 the check did not finish or the environment is
@@ -89,10 +91,18 @@ fn run() -> Result<bool, String> {
         if std::env::var("MODEL_MERGE_RACE").as_deref() == Ok("1") {
             model = model.with_merge_race();
         }
+        if std::env::var("MODEL_HANDOVER").as_deref() == Ok("1") {
+            model = model.with_handover();
+        }
         let release = match model.approvals {
             Some(r) if model.merge_race => format!("approval({r} required, merge race)"),
             Some(r) => format!("approval({r} required)"),
             None => "automatic".into(),
+        };
+        let release = if model.handover {
+            format!("{release}, handover")
+        } else {
+            release
         };
         println!(
             "model: release={release} relisting={relisting:?} crashes={crashes} faults={faults} seeded_bug={} threads={threads}",

@@ -36,10 +36,21 @@ pub enum SeededBug {
     ApprovalCountsSameUserTwice,
     /// Approval model: the dispatcher sends a `send_idat` without holding it for approval.
     SendWithoutApproval,
+    /// Handover model: the consumer moves its cursor before the receiver answered 2xx.
+    CursorBeforeDelivery,
+    /// Handover model: a record's pseudonym and its log entry are two transactions.
+    PsnWithoutLog,
+    /// Handover model: the consumer hands over events not yet flushed (the code before the
+    /// fix of point 7: it read the log as the process sees it).
+    HandoverBeforeFlush,
+    /// A task's disclosure log entry is written in a transaction of its own after the task's.
+    DisclosureAfterCommit,
+    /// A failed store write is logged and the agent goes on as if it had succeeded.
+    ContinueAfterStoreError,
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 8] = [
+    pub const ALL: [SeededBug; 13] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
@@ -48,6 +59,11 @@ impl SeededBug {
         SeededBug::TaskBeforeRecords,
         SeededBug::ApprovalCountsSameUserTwice,
         SeededBug::SendWithoutApproval,
+        SeededBug::CursorBeforeDelivery,
+        SeededBug::PsnWithoutLog,
+        SeededBug::HandoverBeforeFlush,
+        SeededBug::DisclosureAfterCommit,
+        SeededBug::ContinueAfterStoreError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +76,11 @@ impl SeededBug {
             SeededBug::TaskBeforeRecords => "task_before_records",
             SeededBug::ApprovalCountsSameUserTwice => "approval_counts_same_user_twice",
             SeededBug::SendWithoutApproval => "send_without_approval",
+            SeededBug::CursorBeforeDelivery => "cursor_before_delivery",
+            SeededBug::PsnWithoutLog => "psn_without_log",
+            SeededBug::HandoverBeforeFlush => "handover_before_flush",
+            SeededBug::DisclosureAfterCommit => "disclosure_after_commit",
+            SeededBug::ContinueAfterStoreError => "continue_after_store_error",
         }
     }
 
@@ -68,6 +89,16 @@ impl SeededBug {
         matches!(
             self,
             SeededBug::ApprovalCountsSameUserTwice | SeededBug::SendWithoutApproval
+        )
+    }
+
+    /// Whether the bug lives in the handover model (a run with it checks that model).
+    pub fn needs_handover_model(self) -> bool {
+        matches!(
+            self,
+            SeededBug::CursorBeforeDelivery
+                | SeededBug::PsnWithoutLog
+                | SeededBug::HandoverBeforeFlush
         )
     }
 
@@ -90,6 +121,8 @@ pub struct TaskModel {
     /// commands may commit in between (as the daemon's control-channel threads can): off by
     /// default, see `with_merge_race`.
     pub merge_race: bool,
+    /// The handover model (`with_handover`): a pseudonym hand-over consumer and its receiver.
+    pub handover: bool,
     memo: Arc<Mutex<HashMap<u64, Cycles>>>,
 }
 
@@ -117,6 +150,7 @@ impl TaskModel {
             // A seeded approval bug can only show in the approval model, at four eyes.
             approvals: bug.filter(|b| b.needs_approval_model()).map(|_| 2),
             merge_race: false,
+            handover: bug.is_some_and(|b| b.needs_handover_model()),
             memo: Arc::default(),
         }
     }
@@ -137,6 +171,15 @@ impl TaskModel {
     /// fixed (ARCHITECTURE.md, "Which check backs which claim: the model checker").
     pub fn with_merge_race(mut self) -> Self {
         self.merge_race = true;
+        self
+    }
+
+    /// The handover model (`handover.rs`): the delivery webhook's worker hands the pseudonym
+    /// log over to a receiver at any step of the agent, crashes and lost answers included; R1
+    /// was registered in an earlier run (its clearing runs), R0 is new; no `send_idat` is
+    /// raised (it writes no pseudonym).
+    pub fn with_handover(mut self) -> Self {
+        self.handover = true;
         self
     }
 }
@@ -165,6 +208,15 @@ pub enum Action {
     Approve(u8),
     /// Approval model: a local user denies it (`ttp-agent deny`: `TaskRecord::denied_by`).
     Deny,
+    /// Handover model: the webhook worker's next step; `net` is how the receiver's answer
+    /// comes back when the step delivers.
+    Handover {
+        net: Net,
+    },
+    /// A store write of the agent's next step fails. In the real code the daemon stops
+    /// (`CycleError::into_stop`): that is the crash transition, so this move exists only
+    /// where the agent would go on (`handover.rs`).
+    StoreFails,
 }
 
 /// Filters and pseudonyms an open task refers to (`Agent::open_task_subjects`), as records.
@@ -574,17 +626,23 @@ impl TaskModel {
         let with_records = Store {
             records,
             tasks: live.tasks,
+            ..live.clone()
         };
         let with_tasks = Store {
             records: live.records,
             tasks,
+            ..live.clone()
         };
         if self.bug == Some(SeededBug::TaskBeforeRecords) {
             n.commit(with_tasks);
         } else {
             n.commit(with_records);
         }
-        n.commit(Store { records, tasks });
+        n.commit(Store {
+            records,
+            tasks,
+            ..live
+        });
     }
 
     /// One request of a wave: the handler of `t` and the fTTP's side of it, and whether a
@@ -652,6 +710,9 @@ impl TaskModel {
         match a {
             Action::Agent { net } => return self.agent_step(s, net),
             Action::Approve(_) | Action::Deny => return self.user_step(s, a),
+            Action::Handover { .. } | Action::StoreFails => {
+                return crate::handover::step(self, s, a);
+            }
             Action::Crash { keep } => {
                 if s.pc == Pc::Down || s.crashes_left == 0 || usize::from(keep) > s.pending.len() {
                     return None;
@@ -678,6 +739,7 @@ impl TaskModel {
                 let r = if t == TaskId::SendIdat { 0 } else { 1 };
                 if t == TaskId::Dic
                     || (t == TaskId::Repeat && self.approvals.is_some())
+                    || (t == TaskId::SendIdat && self.handover)
                     || !s.fttp.registered[r]
                     || s.fttp.task(t).raised
                 {
@@ -783,7 +845,7 @@ impl TaskModel {
             pseudonym: None,
             updated: 0,
         };
-        State {
+        let mut state = State {
             fttp: Fttp {
                 registered: [false; RECORDS],
                 cleared: false,
@@ -796,6 +858,8 @@ impl TaskModel {
             disk: Store {
                 records: [record; RECORDS],
                 tasks: [None; 3],
+                logs: Default::default(),
+                cursor: 0,
             },
             pending: Vec::new(),
             pc: Pc::Down,
@@ -805,7 +869,12 @@ impl TaskModel {
             psn_changed: false,
             ever_stored: [false; 3],
             release: ReleaseGhost::default(),
+            handover: Default::default(),
+        };
+        if self.handover {
+            crate::handover::init(&mut state);
         }
+        state
     }
 }
 
@@ -868,10 +937,12 @@ impl Model for TaskModel {
             actions.push(Action::Approve(crate::state::USER_B));
             actions.push(Action::Deny);
         }
+        crate::handover::actions(self, s, actions);
     }
 
     fn next_state(&self, s: &State, a: Action) -> Option<State> {
-        let n = self.env_step(s, a)?;
+        let mut n = self.env_step(s, a)?;
+        crate::handover::after(self, s, a, &mut n);
         // A move that changes nothing is no move: it would only make every state its own
         // successor.
         (n != *s).then_some(n)
