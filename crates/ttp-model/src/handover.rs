@@ -34,7 +34,6 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use stateright::Property;
-use ttp_agent::domain::DisclosureEvent;
 
 use crate::model::{Action, SeededBug, TaskModel};
 use crate::real;
@@ -62,19 +61,32 @@ pub struct Disclosed {
     pub unknown: u8,
 }
 
+/// A disclosure log entry (`DisclosureEvent`), as the model counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Accepted,
+    InDoubt,
+    SettledAccepted,
+    SettledSentAgain,
+    /// `settled-expired`, `-handled` or `-unknown`: whether the fTTP has it is unknown.
+    SettledUnknown,
+}
+
 impl Disclosed {
-    fn note(&mut self, e: DisclosureEvent) {
+    fn note(&mut self, e: Entry) {
         let inc = |n: &mut u8| *n = (*n + 1).min(3);
-        if e.is_settlement() {
-            self.in_doubt = self.in_doubt.saturating_sub(1);
-        }
         match e {
-            DisclosureEvent::Accepted | DisclosureEvent::SettledAccepted => inc(&mut self.accepted),
-            DisclosureEvent::InDoubt => inc(&mut self.in_doubt),
-            DisclosureEvent::SettledSentAgain => {}
-            DisclosureEvent::SettledExpired
-            | DisclosureEvent::SettledHandled
-            | DisclosureEvent::SettledUnknown => inc(&mut self.unknown),
+            Entry::Accepted => inc(&mut self.accepted),
+            Entry::InDoubt => inc(&mut self.in_doubt),
+            Entry::SettledAccepted => {
+                self.in_doubt = self.in_doubt.saturating_sub(1);
+                inc(&mut self.accepted);
+            }
+            Entry::SettledSentAgain => self.in_doubt = self.in_doubt.saturating_sub(1),
+            Entry::SettledUnknown => {
+                self.in_doubt = self.in_doubt.saturating_sub(1);
+                inc(&mut self.unknown);
+            }
         }
     }
 }

@@ -698,13 +698,20 @@ pub fn handover_window(cursor: u8, flushed_head: u8, limit: usize) -> u8 {
 
 /// What `domain::disclosure::step` appends to the disclosure log when the stored `send_idat`
 /// goes from `old` to `new` (in the task's transaction).
-pub fn disclosure_event(
-    old: Option<&MTask>,
-    new: &MTask,
-) -> Option<ttp_agent::domain::DisclosureEvent> {
+pub fn disclosure_event(old: Option<&MTask>, new: &MTask) -> Option<crate::handover::Entry> {
+    use crate::handover::Entry;
+    use ttp_agent::domain::DisclosureEvent as E;
     let old = old.map(|m| to_state(m.state));
-    ttp_agent::domain::disclosure::step(old.as_ref(), &to_task_record(TaskId::SendIdat, new))
-        .and_then(|s| s.event)
+    let event =
+        ttp_agent::domain::disclosure::step(old.as_ref(), &to_task_record(TaskId::SendIdat, new))?
+            .event?;
+    Some(match event {
+        E::Accepted => Entry::Accepted,
+        E::SettledAccepted => Entry::SettledAccepted,
+        E::InDoubt => Entry::InDoubt,
+        E::SettledSentAgain => Entry::SettledSentAgain,
+        E::SettledExpired | E::SettledHandled | E::SettledUnknown => Entry::SettledUnknown,
+    })
 }
 
 /// `CycleError::into_stop` for a failed store write: whether the daemon stops (then the
