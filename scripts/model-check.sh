@@ -31,9 +31,9 @@
 #
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
-# Prints states explored, depth and time per model. About 4 minutes on 2 shared cores with the
-# defaults (246 s: automatic model 140 s, approval runs 43 s, handover runs 62 s;
-# ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# Prints states explored, depth and time per model. 3 to 4 minutes on 2 shared cores with the
+# defaults (157 s and 246 s in two runs: automatic model 86-140 s, approval runs 28-43 s,
+# handover runs 43-62 s; ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
