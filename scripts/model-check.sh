@@ -22,6 +22,12 @@
 # disclosure_log_matches_fttp); a failing store write is the crash transition (point 8:
 # CycleError::into_stop).
 #
+# Then the withdrawal model (MODEL_WITHDRAW=1, durability point 12): the automatic model
+# without repeat_request, and a local user who runs `ttp-agent withdraw case-0` at any step of
+# the agent (but its registration) or while it is down -- the record's removal with the kept
+# withdrawal, closing its open send_idat, the rewrite, with a crash possible between them --
+# and the dispatcher's withdrawal check (both relisting modes).
+#
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
 #   scripts/model-check.sh --seeded   each deliberate bug (crates/ttp-model/src/model.rs,
@@ -31,9 +37,10 @@
 #
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
-# Prints states explored, depth and time per model. 3 to 4 minutes on 2 shared cores with the
-# defaults (157 s and 246 s in two runs: automatic model 86-140 s, approval runs 28-43 s,
-# handover runs 43-62 s; ARCHITECTURE.md has the figures); --seeded takes seconds. MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
+# Prints states explored, depth and time per model. About 5 minutes on 2 shared cores with the
+# defaults (301 s: automatic model 106 s, approval runs 49 s, handover runs 72 s, withdrawal
+# runs 74 s; ARCHITECTURE.md has the figures); --seeded takes seconds.
+# MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
 set -euo pipefail
@@ -49,6 +56,7 @@ if [ "${1:-}" != "--seeded" ]; then
   MODEL_RELEASE=approval MODEL_APPROVALS=2 "$bin"
   MODEL_RELEASE=approval MODEL_APPROVALS=1 MODEL_RELISTING=until_done "$bin"
   MODEL_HANDOVER=1 "$bin"
+  MODEL_WITHDRAW=1 "$bin"
   echo "model-check: all properties hold ($((SECONDS - start)) s)"
   exit 0
 fi

@@ -626,7 +626,9 @@ impl Store {
     }
 
     /// The gate between a person's change of a task ([`Store::replace_task_audited`]: approve,
-    /// deny, resolve, withdraw) and the poll cycle, which reads tasks, decides, and writes
+    /// deny, resolve, withdraw; and a withdrawal's removal of its record,
+    /// [`Store::withdraw_record`], which must commit before a dispatch wave's withdrawal check
+    /// or after its intents, never in between) and the poll cycle, which reads tasks, decides, and writes
     /// its copies back. A change committed between the cycle's read and its write would be
     /// overwritten by the older copy: a denial lost, and a later approval would send the IDAT
     /// after all (found by the model checker, ARCHITECTURE.md "Durability argument"). The

@@ -61,6 +61,13 @@ impl Store {
     /// counts) and keeps the [`Withdrawal`] with its match keys, with `audit`, in one
     /// transaction. `None` (nothing written) when no such record is stored. Durable with the
     /// next flush; the removed bytes leave the file only with [`Store::rewrite_after_purge`].
+    ///
+    /// Under the task gate: a dispatch wave checks its tasks against the withdrawals and
+    /// writes their intents while it holds the gate, so a withdrawal commits before the check
+    /// (the task is closed) or after the intent (the request is on the wire, as documented),
+    /// never in between, where a `send_idat` prepared from the record would go out with an
+    /// intent written after the withdrawal (found by the model checker, ARCHITECTURE.md
+    /// "Durability argument", point 12).
     pub fn withdraw_record(
         &self,
         local_id: &str,
@@ -70,6 +77,7 @@ impl Store {
     ) -> Result<Option<Withdrawal>, StoreError> {
         let audit = super::audit::encode_entry(audit)?;
         let path = self.path.as_path();
+        let _gate = self.task_gate();
         self.write(|tx| {
             let Some(removed) = records::remove_in(tx, &self.keys, local_id, path)? else {
                 return Ok(None);
@@ -186,5 +194,74 @@ impl Store {
     pub fn rewrite_after_purge(&self) -> Result<(), StoreError> {
         self.flush()?;
         self.rewrite()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+
+    use crate::store::{AuditEntry, IdatKey, Store, StoreOptions};
+
+    /// The dispatcher checks a wave's tasks against the withdrawals and writes their intents
+    /// while it holds the task gate (`dispatch_wave`). A withdrawal arriving meanwhile (the
+    /// control channel runs it on another thread) waits for the gate: it must not commit
+    /// between the check and the intent, or a `send_idat` prepared from the record goes out
+    /// with an intent written after the withdrawal committed. Without the gate it commits at
+    /// once (seen failing so).
+    #[test]
+    fn a_withdrawal_never_commits_between_the_dispatchers_check_and_its_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions::new(dir.path(), IdatKey::generate());
+        let store = Arc::new(Store::open(&opts).unwrap());
+        let rec = crate::testkit::record("case-0", 0, Utc::now());
+        let filter = rec.head.bloom_filter.clone();
+        store.insert_records(&[rec]).unwrap();
+
+        // The dispatcher's check, under the gate: nothing withdrawn yet.
+        let gate = store.task_gate();
+        assert_eq!(
+            store.withdrawn_subject(&[filter.as_slice()], &[]).unwrap(),
+            None
+        );
+
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let person = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let entry = AuditEntry {
+                    at: Utc::now(),
+                    actor: "dpo".into(),
+                    action: "withdraw".into(),
+                    subject: "case-0".into(),
+                    detail: "consent withdrawn".into(),
+                };
+                let w = store
+                    .withdraw_record("case-0", "dpo", Utc::now(), &entry)
+                    .unwrap();
+                let _ = done_tx.send(());
+                w
+            })
+        };
+        // Give the withdrawal every chance to commit while the gate is held (it cannot; without
+        // the gate it would). Not a timing assertion: the result must be right however the
+        // threads are scheduled.
+        let _ = done_rx.recv_timeout(std::time::Duration::from_millis(300));
+
+        // Where the dispatcher writes its intent: still what the check saw.
+        let withdrawn_meanwhile = store.withdrawal("case-0").unwrap().is_some();
+        drop(gate);
+        let withdrawal = person.join().unwrap();
+        assert!(
+            !withdrawn_meanwhile,
+            "the withdrawal committed between the dispatcher's check and its intent"
+        );
+        assert!(withdrawal.is_some(), "the withdrawal follows the wave");
+        assert_eq!(
+            store.withdrawn_subject(&[filter.as_slice()], &[]).unwrap(),
+            Some("case-0".into())
+        );
     }
 }

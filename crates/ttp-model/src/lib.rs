@@ -18,6 +18,11 @@
 //! commit they belong to; the handover model (`TaskModel::with_handover`) adds the delivery
 //! webhook's worker and a receiver that drops repeats by `seq` (`handover.rs`).
 //!
+//! The withdrawal model (`TaskModel::with_withdrawal`, `withdraw.rs`) adds a local user who
+//! withdraws the `send_idat`'s record at any step, in the command's own transactions with
+//! crashes between them, and the dispatcher's withdrawal check; its properties judge what
+//! reached the fTTP against when the withdrawal really committed.
+//!
 //! `scripts/model-check.sh` runs it; ARCHITECTURE.md ("Durability argument") says which
 //! property backs which claim.
 
@@ -27,6 +32,7 @@ pub mod props;
 pub mod real;
 pub mod state;
 pub mod trace;
+pub mod withdraw;
 
 pub use model::{Action, SeededBug, TaskModel};
 
@@ -71,13 +77,91 @@ mod tests {
             "both users' approvals reach the agent"
         );
         assert_eq!(real::from_task_record(&rec), awaiting);
-        let closed = MTask {
-            state: MTaskState::Closed,
+        for state in [MTaskState::Closed, MTaskState::Withdrawn] {
+            let closed = MTask { state, ..m };
+            assert_eq!(
+                real::from_task_record(&real::to_task_record(TaskId::SendIdat, &closed)),
+                closed
+            );
+        }
+    }
+
+    /// The seam prepares through the agent's `prepare` with the configured release list: the
+    /// Patient carries the requested element R0 holds, not the one the list withholds, nor the
+    /// unrequested one; with the default policy the withheld one goes too. A withdrawn R0 is
+    /// not found, but its twin (same filter) is; purged IDAT makes it a task for a person.
+    #[test]
+    fn prepare_goes_through_the_agents_policies() {
+        use ttp_proto::IdatElement;
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None);
+        let mut store = model.init_state().disk;
+        store.records[0].pseudonym = Some(0);
+        let requested = real::REQUESTED.to_vec();
+        let p =
+            real::prepare_send_idat(&store, &requested, &real::release_policy()).expect("prepared");
+        assert!(real::carries(&p, IdatElement::Family));
+        assert!(!real::carries(&p, real::WITHHELD), "withheld by the list");
+        assert!(!real::carries(&p, real::NOT_REQUESTED));
+        assert!(!real::carries(&p, IdatElement::Birthdate), "R0 lacks it");
+        assert!(p.without, "as far as known");
+        let all = real::prepare_send_idat(
+            &store,
+            &requested,
+            &ttp_agent::agent::handlers::send_idat::ReleaseElements::default(),
+        )
+        .expect("prepared");
+        assert!(real::carries(&all, real::WITHHELD));
+
+        let mut withdrawn = store.clone();
+        withdrawn.withdrawn[0] = true;
+        assert_eq!(
+            real::prepare_send_idat(&withdrawn, &requested, &real::release_policy()),
+            Ok(p),
+            "the twin answers if nothing stops it"
+        );
+        let mut purged = store.clone();
+        purged.idat_purged[0] = true;
+        assert_eq!(
+            real::prepare_send_idat(&purged, &requested, &real::release_policy()),
+            Err(crate::state::MEffect::Attention(
+                crate::state::MAttn::IdatPurged
+            ))
+        );
+    }
+
+    /// The dispatcher's withdrawal check goes through the agent's matching and transition: a
+    /// task naming the withdrawn record's filter is closed from any open state but `Running`.
+    #[test]
+    fn the_withdrawal_check_uses_the_agents_rules() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_withdrawal();
+        let mut store = model.init_state().disk;
+        let m = MTask {
+            state: MTaskState::Received,
+            updated: 0,
+            expires: Some(2),
+            since_seen: 0,
+            approvals: 0,
+        };
+        assert_eq!(model.withdrawal_check(TaskId::SendIdat, &m, &store), None);
+        store.withdrawn[0] = true;
+        assert_eq!(
+            model
+                .withdrawal_check(TaskId::SendIdat, &m, &store)
+                .map(|t| t.state),
+            Some(MTaskState::Withdrawn)
+        );
+        assert_eq!(
+            model.withdrawal_check(TaskId::Dic, &m, &store),
+            None,
+            "R1's"
+        );
+        let running = MTask {
+            state: MTaskState::Running,
             ..m
         };
         assert_eq!(
-            real::from_task_record(&real::to_task_record(TaskId::SendIdat, &closed)),
-            closed
+            model.withdrawal_check(TaskId::SendIdat, &running, &store),
+            None
         );
     }
 
@@ -173,6 +257,15 @@ mod tests {
             (
                 SeededBug::ContinueAfterStoreError,
                 "disclosure_log_matches_fttp",
+            ),
+            (SeededBug::SendWithheld, "no_element_outside_release_list"),
+            (
+                SeededBug::WithdrawalNotChecked,
+                "no_provide_for_withdrawn_record",
+            ),
+            (
+                SeededBug::WithdrawalNotGated,
+                "no_provide_for_withdrawn_record",
             ),
         ];
         assert_eq!(
@@ -377,6 +470,60 @@ mod tests {
         let text = trace::render(&model, path.into_vec());
         assert!(text.contains("`ttp-agent deny`"), "{text}");
         assert!(text.contains("writes the merged tasks"), "{text}");
+    }
+
+    /// A withdrawal that does not wait for the task gate (the code before the fix) commits
+    /// between the dispatcher's check and its intent, and the `send_idat` prepared before it
+    /// leaves (ARCHITECTURE.md, point 12); this test keeps the counterexample as the reason.
+    #[test]
+    fn an_ungated_withdrawal_lets_the_prepared_answer_out() {
+        let model = TaskModel::new(
+            Relisting::UntilDone,
+            0,
+            0,
+            Some(SeededBug::WithdrawalNotGated),
+        );
+        let checker = model
+            .clone()
+            .checker()
+            .finish_when(HasDiscoveries::AnyFailures)
+            .spawn_bfs()
+            .join();
+        let path = checker
+            .discovery("no_provide_for_withdrawn_record")
+            .expect("found");
+        let text = trace::render(&model, path.into_vec());
+        let check = text.find("checks the ready tasks").expect(&text);
+        let withdraw = text.find("`ttp-agent withdraw case-0`").expect(&text);
+        let intent = text.find("writes the intents").expect(&text);
+        assert!(check < withdraw && withdraw < intent, "{text}");
+        assert!(
+            text.contains("its intent was written after the withdrawal committed"),
+            "{text}"
+        );
+    }
+
+    /// The withdrawal model without faults and crashes: every property holds, and the
+    /// withdrawal's paths are reached (closed by the command, closed by the dispatcher, a
+    /// request on the wire ending as sent, the command run without the daemon).
+    #[test]
+    fn the_withdrawal_model_holds_without_faults() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_withdrawal();
+        let checker = model.clone().checker().threads(2).spawn_bfs().join();
+        assert!(checker.is_done());
+        for p in model.properties() {
+            if p.expectation == Expectation::Always {
+                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
+            }
+        }
+        for name in [
+            "reachable_send_idat_closed_by_withdrawal",
+            "reachable_withdrawn_task_closed_by_the_dispatcher",
+            "reachable_withdrawal_while_running_ends_sent",
+            "reachable_withdrawal_without_the_daemon",
+        ] {
+            assert!(checker.discovery(name).is_some(), "{name} not reached");
+        }
     }
 
     /// Without faults and crashes the real code satisfies every safety and liveness property

@@ -12,7 +12,7 @@ use stateright::Model;
 
 use crate::real;
 use crate::state::{
-    FTask, Fttp, Handled, MEffect, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS,
+    FTask, Fttp, Handled, MEffect, MRecord, MTask, MTaskState, Net, Pc, Prep, PsnReply, RECORDS,
     RecState, ReleaseGhost, Relisting, State, Store, TASKS, TaskId, USER_A, USER_A_AGAIN,
 };
 
@@ -47,10 +47,18 @@ pub enum SeededBug {
     DisclosureAfterCommit,
     /// A failed store write is logged and the agent goes on as if it had succeeded.
     ContinueAfterStoreError,
+    /// `prepare` ignores the release list (`[dispatch] release_elements`).
+    SendWithheld,
+    /// Withdrawal model: the dispatcher does not check tasks against the withdrawals.
+    WithdrawalNotChecked,
+    /// Withdrawal model: the withdrawal's transaction does not take the task gate, so it may
+    /// commit between the dispatcher's check and its intent write (the code before the fix,
+    /// ARCHITECTURE.md "Durability argument", point 12).
+    WithdrawalNotGated,
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 13] = [
+    pub const ALL: [SeededBug; 16] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
@@ -64,6 +72,9 @@ impl SeededBug {
         SeededBug::HandoverBeforeFlush,
         SeededBug::DisclosureAfterCommit,
         SeededBug::ContinueAfterStoreError,
+        SeededBug::SendWithheld,
+        SeededBug::WithdrawalNotChecked,
+        SeededBug::WithdrawalNotGated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +92,9 @@ impl SeededBug {
             SeededBug::HandoverBeforeFlush => "handover_before_flush",
             SeededBug::DisclosureAfterCommit => "disclosure_after_commit",
             SeededBug::ContinueAfterStoreError => "continue_after_store_error",
+            SeededBug::SendWithheld => "send_withheld",
+            SeededBug::WithdrawalNotChecked => "withdrawal_not_checked",
+            SeededBug::WithdrawalNotGated => "withdrawal_not_gated",
         }
     }
 
@@ -99,6 +113,14 @@ impl SeededBug {
             SeededBug::CursorBeforeDelivery
                 | SeededBug::PsnWithoutLog
                 | SeededBug::HandoverBeforeFlush
+        )
+    }
+
+    /// Whether the bug lives in the withdrawal model (a run with it checks that model).
+    pub fn needs_withdrawal_model(self) -> bool {
+        matches!(
+            self,
+            SeededBug::WithdrawalNotChecked | SeededBug::WithdrawalNotGated
         )
     }
 
@@ -123,6 +145,8 @@ pub struct TaskModel {
     pub merge_race: bool,
     /// The handover model (`with_handover`): a pseudonym hand-over consumer and its receiver.
     pub handover: bool,
+    /// The withdrawal model (`withdraw.rs`): a local user withdraws R0's consent.
+    pub withdraw: bool,
     memo: Arc<Mutex<HashMap<u64, Cycles>>>,
 }
 
@@ -151,6 +175,7 @@ impl TaskModel {
             approvals: bug.filter(|b| b.needs_approval_model()).map(|_| 2),
             merge_race: false,
             handover: bug.is_some_and(|b| b.needs_handover_model()),
+            withdraw: bug.is_some_and(|b| b.needs_withdrawal_model()),
             memo: Arc::default(),
         }
     }
@@ -180,6 +205,12 @@ impl TaskModel {
     /// raised (it writes no pseudonym).
     pub fn with_handover(mut self) -> Self {
         self.handover = true;
+        self
+    }
+
+    /// The withdrawal model: a local user withdraws R0's consent (`withdraw.rs`).
+    pub fn with_withdrawal(mut self) -> Self {
+        self.withdraw = true;
         self
     }
 }
@@ -217,6 +248,8 @@ pub enum Action {
     /// (`CycleError::into_stop`): that is the crash transition, so this move exists only
     /// where the agent would go on (`handover.rs`).
     StoreFails,
+    /// Withdrawal model: the next step of the user's `ttp-agent withdraw case-0`.
+    Withdraw,
 }
 
 /// Filters and pseudonyms an open task refers to (`Agent::open_task_subjects`), as records.
@@ -244,17 +277,27 @@ impl TaskModel {
             && (self.relisting == Relisting::UntilDone || !f.listed)
     }
 
+    /// Whether a process may die now: the daemon while it runs, or a `withdraw` command that
+    /// runs without it.
+    fn may_crash(&self, s: &State) -> bool {
+        s.crashes_left > 0 && (s.pc != Pc::Down || s.withdraw.standalone)
+    }
+
     /// Whether the agent's next step sends a request (then faults can hit its answer).
     fn step_sends(&self, s: &State) -> bool {
         match &s.pc {
             Pc::RegSend { .. } | Pc::Fetch => true,
-            Pc::Send { to_send, done } => {
+            Pc::Send {
+                to_send,
+                done,
+                prepared,
+            } => {
                 let t = to_send[done.len()];
                 let live = s.live();
                 let Some(m) = live.task(t) else { return false };
                 let past =
                     real::is_past_deadline(t, m) && self.bug != Some(SeededBug::NoDeadlineRecheck);
-                !past && (t != TaskId::SendIdat || self.prepare(live).is_ok())
+                !past && (t != TaskId::SendIdat || matches!(prepared, Some(Ok(_))))
             }
             _ => false,
         }
@@ -268,8 +311,15 @@ impl TaskModel {
         r
     }
 
-    fn prepare(&self, live: &Store) -> Result<serde_json::Value, MEffect> {
-        real::prepare_send_idat(&live.records, &self.requested())
+    /// The dispatcher's preparation of the `send_idat` answer, with the configured release
+    /// list (the seeded bug `send_withheld`: with the default, every element).
+    fn prepare(&self, live: &Store) -> Prep {
+        let release = if self.bug == Some(SeededBug::SendWithheld) {
+            ttp_agent::agent::handlers::send_idat::ReleaseElements::default()
+        } else {
+            real::release_policy()
+        };
+        real::prepare_send_idat(live, &self.requested(), &release)
     }
 
     /// The fTTP's handling of a registration of the records in `batch`: it registers the
@@ -296,6 +346,13 @@ impl TaskModel {
 
     /// The agent's next step. `None` when there is none (a fault that cannot apply).
     pub fn agent_step(&self, s: &State, net: Net) -> Option<State> {
+        // A `withdraw` command holds `Agent::registering` (the cycle's registration waits for
+        // it) and, without the daemon, the store (the daemon cannot start).
+        match s.pc {
+            Pc::Idle if s.withdraw.running() => return None,
+            Pc::Down if s.withdraw.standalone => return None,
+            _ => {}
+        }
         let mut n = s.clone();
         if net != Net::Answered {
             if !self.step_sends(s)
@@ -339,7 +396,8 @@ impl TaskModel {
                 let referred = open_task_records(&live);
                 let mut batch = [false; RECORDS];
                 for (r, m) in live.records.iter().enumerate() {
-                    batch[r] = real::needs_registration(r, m)
+                    batch[r] = !live.withdrawn[r]
+                        && real::needs_registration(r, m)
                         && (m.state != RecState::AwaitingClearing || !referred[r]);
                 }
                 if !batch.contains(&true) {
@@ -476,9 +534,10 @@ impl TaskModel {
                     .filter_map(|&t| live.task(t).map(|m| (t, *m)))
                     .filter(|(t, m)| real::is_open(*t, m))
                     .collect();
-                let mut records = live.records;
-                let mut tasks = live.tasks;
+                let mut heads = [None; RECORDS];
+                let mut writes = [None; 3];
                 let mut to_send = Vec::new();
+                let mut prepared = None;
                 for t in real::ready(&open) {
                     let Some(m) = live.task(t) else { continue };
                     let expired = real::expire_if_due(t, m);
@@ -487,40 +546,61 @@ impl TaskModel {
                         .filter(|_| self.bug != Some(SeededBug::SendWithoutApproval))
                         .and_then(|required| real::held_for_approval(t, m, required));
                     if expired.state == MTaskState::Expired {
-                        tasks[t.index()] = Some(expired);
+                        writes[t.index()] = Some(expired);
+                    } else if let Some(closed) = self.withdrawal_check(t, m, &live) {
+                        // dispatch_wave: about a withdrawn record, closed and never answered.
+                        n.withdraw.closed_by_dispatcher = true;
+                        writes[t.index()] = Some(closed);
                     } else if let Some(held) = held {
                         // dispatch_wave: put aside for people, written with the wave's intents.
-                        tasks[t.index()] = Some(held);
+                        writes[t.index()] = Some(held);
                     } else if real::sends_request(t) {
-                        tasks[t.index()] = Some(real::begin_effect(t, m));
+                        // route: the answer is prepared before the intent, and sent as it is.
+                        if t == TaskId::SendIdat {
+                            prepared = Some(self.prepare(&live));
+                        }
+                        writes[t.index()] = Some(real::begin_effect(t, m));
                         to_send.push(t);
                     } else {
                         let (effect, changed) = real::handle_dic(&live.records);
                         for (r, rec) in changed {
-                            records[r] = rec;
+                            heads[r] = Some(rec);
                         }
-                        tasks[t.index()] = Some(real::after_effect(t, m, effect));
+                        writes[t.index()] = Some(real::after_effect(t, m, effect));
                     }
                 }
-                self.write_outcome(&mut n, records, tasks);
-                n.pc = match (to_send.is_empty(), n.pending.is_empty()) {
-                    (true, true) => Pc::Idle,
-                    (true, false) => Pc::OutcomeFlush,
-                    (false, _) if self.bug == Some(SeededBug::NoIntentFlush) => Pc::Send {
+                if self.withdraw && self.bug == Some(SeededBug::WithdrawalNotGated) {
+                    // Decided on what was read; written in the next step, into which a
+                    // withdrawal that does not take the task gate may commit.
+                    n.pc = Pc::DispatchWrite {
+                        heads,
+                        writes,
                         to_send,
-                        done: Vec::new(),
-                    },
-                    (false, _) => Pc::IntentFlush { to_send },
-                };
+                        prepared,
+                    };
+                } else {
+                    self.write_dispatch(&mut n, heads, writes, to_send, prepared);
+                }
             }
-            Pc::IntentFlush { to_send } => {
+            Pc::DispatchWrite {
+                heads,
+                writes,
+                to_send,
+                prepared,
+            } => self.write_dispatch(&mut n, heads, writes, to_send, prepared),
+            Pc::IntentFlush { to_send, prepared } => {
                 n.flush();
                 n.pc = Pc::Send {
                     to_send,
                     done: Vec::new(),
+                    prepared,
                 };
             }
-            Pc::Send { to_send, mut done } => {
+            Pc::Send {
+                to_send,
+                mut done,
+                prepared,
+            } => {
                 let t = to_send[done.len()];
                 let live = n.live().clone();
                 let m = live.task(t)?;
@@ -534,9 +614,10 @@ impl TaskModel {
                         records: Vec::new(),
                     }
                 } else {
-                    let (handled, provided) = self.send(&mut n.fttp, &live, t, net);
+                    let (handled, provided) = self.send(&mut n.fttp, &live, t, net, prepared);
                     if provided {
                         self.observe_provide(&mut n.release);
+                        n.withdraw.provided_after |= n.withdraw.intent_after;
                     }
                     handled
                 };
@@ -544,7 +625,11 @@ impl TaskModel {
                 n.pc = if done.len() == to_send.len() {
                     Pc::Outcomes { done }
                 } else {
-                    Pc::Send { to_send, done }
+                    Pc::Send {
+                        to_send,
+                        done,
+                        prepared,
+                    }
                 };
             }
             Pc::Outcomes { done } => {
@@ -567,6 +652,47 @@ impl TaskModel {
             }
         }
         Some(n)
+    }
+
+    /// The wave's writes (`update_record_heads`, then `put_tasks_disclosing` of the intents and
+    /// the tasks finished without a request), decided by the dispatcher on what it read, and
+    /// the next step.
+    fn write_dispatch(
+        &self,
+        n: &mut State,
+        heads: [Option<MRecord>; RECORDS],
+        writes: [Option<MTask>; 3],
+        to_send: Vec<TaskId>,
+        prepared: Option<Prep>,
+    ) {
+        let live = n.live().clone();
+        let mut records = live.records;
+        for (r, h) in heads.iter().enumerate() {
+            if let Some(h) = h {
+                records[r] = *h;
+            }
+        }
+        let mut tasks = live.tasks;
+        for (t, w) in writes.iter().enumerate() {
+            if w.is_some() {
+                tasks[t] = *w;
+            }
+        }
+        self.write_outcome(n, records, tasks);
+        if to_send.contains(&TaskId::SendIdat) {
+            // Ghost: whether this intent commits after the user's withdrawal did.
+            n.withdraw.intent_after = n.withdraw.committed;
+        }
+        n.pc = match (to_send.is_empty(), n.pending.is_empty()) {
+            (true, true) => Pc::Idle,
+            (true, false) => Pc::OutcomeFlush,
+            (false, _) if self.bug == Some(SeededBug::NoIntentFlush) => Pc::Send {
+                to_send,
+                done: Vec::new(),
+                prepared,
+            },
+            (false, _) => Pc::IntentFlush { to_send, prepared },
+        };
     }
 
     /// A `$providePatientData` reached the fTTP: judged against what the users really did.
@@ -625,11 +751,9 @@ impl TaskModel {
         let live = n.live().clone();
         let with_records = Store {
             records,
-            tasks: live.tasks,
             ..live.clone()
         };
         let with_tasks = Store {
-            records: live.records,
             tasks,
             ..live.clone()
         };
@@ -646,12 +770,20 @@ impl TaskModel {
     }
 
     /// One request of a wave: the handler of `t` and the fTTP's side of it, and whether a
-    /// `$providePatientData` reached the fTTP.
-    fn send(&self, f: &mut Fttp, live: &Store, t: TaskId, net: Net) -> (Handled, bool) {
-        let provided =
-            t == TaskId::SendIdat && net != Net::Unreachable && self.prepare(live).is_ok();
+    /// `$providePatientData` reached the fTTP. A `send_idat` sends what the dispatcher prepared
+    /// before its intent (`prepared`), whatever the store holds now.
+    fn send(
+        &self,
+        f: &mut Fttp,
+        live: &Store,
+        t: TaskId,
+        net: Net,
+        prepared: Option<Prep>,
+    ) -> (Handled, bool) {
+        let prepared = prepared.unwrap_or(Err(MEffect::Retry));
+        let provided = t == TaskId::SendIdat && net != Net::Unreachable && prepared.is_ok();
         let handled = match t {
-            TaskId::SendIdat => match self.prepare(live) {
+            TaskId::SendIdat => match prepared {
                 Err(effect) => Handled {
                     task: t,
                     effect,
@@ -665,15 +797,21 @@ impl TaskModel {
                         }
                         let ft = f.task_mut(TaskId::SendIdat);
                         ft.open = false;
-                        if real::patient_has(&patient, real::NOT_REQUESTED) {
+                        if real::carries(&patient, real::NOT_REQUESTED) {
                             f.unrequested_element = true;
+                        }
+                        let released = real::released();
+                        if ttp_proto::IdatElement::ALL
+                            .iter()
+                            .any(|e| !released.contains(e) && real::carries(&patient, *e))
+                        {
+                            f.outside_release = true;
                         }
                         f.accepted = (f.accepted + 1).min(3);
                     }
-                    let missing = !patient_has_all_requested(&patient);
                     Handled {
                         task: t,
-                        effect: real::send_idat_effect(net, missing),
+                        effect: real::send_idat_effect(net, patient.without),
                         records: Vec::new(),
                     }
                 }
@@ -713,11 +851,13 @@ impl TaskModel {
             Action::Handover { .. } | Action::StoreFails => {
                 return crate::handover::step(self, s, a);
             }
+            Action::Withdraw => return self.withdraw_step(s),
             Action::Crash { keep } => {
-                if s.pc == Pc::Down || s.crashes_left == 0 || usize::from(keep) > s.pending.len() {
+                if !self.may_crash(s) || usize::from(keep) > s.pending.len() {
                     return None;
                 }
                 n.crashes_left -= 1;
+                n.withdraw.crashed(keep);
                 if keep > 0 {
                     n.disk = n.pending[usize::from(keep) - 1].clone();
                 }
@@ -740,6 +880,7 @@ impl TaskModel {
                 if t == TaskId::Dic
                     || (t == TaskId::Repeat && self.approvals.is_some())
                     || (t == TaskId::SendIdat && self.handover)
+                    || (t == TaskId::Repeat && (self.approvals.is_some() || self.withdraw))
                     || !s.fttp.registered[r]
                     || s.fttp.task(t).raised
                 {
@@ -781,7 +922,7 @@ impl TaskModel {
     /// still happen (crashes, lost answers, raising more tasks, giving up a listing) need not:
     /// liveness is judged here.
     pub fn is_quiescent(&self, s: &State) -> bool {
-        if s.pc != Pc::Idle || (s.fttp.registered[1] && !s.fttp.cleared) {
+        if s.pc != Pc::Idle || (s.fttp.registered[1] && !s.fttp.cleared) || s.withdraw.running() {
             return false;
         }
         let mut moved = s.clone();
@@ -853,6 +994,7 @@ impl TaskModel {
                 accepted: 0,
                 late_provide: false,
                 unrequested_element: false,
+                outside_release: false,
             },
             // `submit` stored the records (New, flushed) before anything is sent.
             disk: Store {
@@ -860,6 +1002,8 @@ impl TaskModel {
                 tasks: [None; 3],
                 logs: Default::default(),
                 cursor: 0,
+                withdrawn: [false; RECORDS],
+                idat_purged: [false; RECORDS],
             },
             pending: Vec::new(),
             pc: Pc::Down,
@@ -870,18 +1014,13 @@ impl TaskModel {
             ever_stored: [false; 3],
             release: ReleaseGhost::default(),
             handover: Default::default(),
+            withdraw: crate::withdraw::WithdrawGhost::default(),
         };
         if self.handover {
             crate::handover::init(&mut state);
         }
         state
     }
-}
-
-fn patient_has_all_requested(patient: &serde_json::Value) -> bool {
-    real::REQUESTED
-        .iter()
-        .all(|e| real::patient_has(patient, *e))
 }
 
 impl Model for TaskModel {
@@ -904,7 +1043,7 @@ impl Model for TaskModel {
                 });
             }
         }
-        if s.crashes_left > 0 && s.pc != Pc::Down {
+        if self.may_crash(s) {
             for keep in 0..=s.pending.len() {
                 actions.push(Action::Crash { keep: keep as u8 });
             }
@@ -938,6 +1077,9 @@ impl Model for TaskModel {
             actions.push(Action::Deny);
         }
         crate::handover::actions(self, s, actions);
+        if self.withdraw_enabled(s) {
+            actions.push(Action::Withdraw);
+        }
     }
 
     fn next_state(&self, s: &State, a: Action) -> Option<State> {

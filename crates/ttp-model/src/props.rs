@@ -28,12 +28,17 @@ pub fn properties(m: &TaskModel) -> Vec<Property<TaskModel>> {
         Property::always("no_unrequested_element_sent", |_, s: &State| {
             !s.fttp.unrequested_element
         }),
+        // The ghost is the configured list (`real::released`), judged at the fTTP's receipt.
+        Property::always("no_element_outside_release_list", |_, s: &State| {
+            !s.fttp.outside_release
+        }),
         Property::always("pseudonym_never_changes", |_, s: &State| !s.psn_changed),
         Property::always("stored_done_is_backed_by_the_fttp", |_, s: &State| {
             claims_backed(s, &s.disk) && claims_backed(s, s.live())
         }),
         Property::always("agent_cycles_converge", |m: &TaskModel, s: &State| {
-            s.pc != Pc::Idle || m.converges(s)
+            // While a `withdraw` command runs the cycle waits for it (it ends by itself).
+            s.pc != Pc::Idle || s.withdraw.running() || m.converges(s)
         }),
         Property::always(
             "records_end_with_pseudonym_or_attention",
@@ -78,6 +83,9 @@ pub fn properties(m: &TaskModel) -> Vec<Property<TaskModel>> {
         all.retain(|p| !p.name.starts_with("reachable_send_idat"));
     }
     all.extend(crate::handover::properties(m));
+    if m.withdraw {
+        all.extend(crate::withdraw::properties());
+    }
     all
 }
 
@@ -183,7 +191,10 @@ fn attention_about(store: &Store, r: usize) -> bool {
 
 fn records_settled(store: &Store) -> bool {
     store.records.iter().enumerate().all(|(r, rec)| {
-        rec.pseudonym.is_some() || rec.state == RecState::Rejected || attention_about(store, r)
+        rec.pseudonym.is_some()
+            || rec.state == RecState::Rejected
+            || store.withdrawn[r]
+            || attention_about(store, r)
     })
 }
 

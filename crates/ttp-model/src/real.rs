@@ -21,8 +21,8 @@ use ttp_proto::{
 };
 
 use crate::state::{
-    CAP, MAttn, MEffect, MRecord, MTask, MTaskState, Net, PsnReply, RECORDS, RecState, Rel,
-    Relisting, TaskId, USERS,
+    CAP, MAttn, MEffect, MPatient, MRecord, MTask, MTaskState, Net, PsnReply, RECORDS, RecState,
+    Rel, Relisting, TaskId, USERS,
 };
 
 /// One tick of model time.
@@ -37,10 +37,32 @@ pub const DEADLINE: Rel = 2;
 pub const STUDY: &str = "study-a";
 pub const TARGET: &str = "dic-a";
 pub const TASK_ID: &str = "t-1";
-/// The elements the `send_idat` task asks for; R0's IDAT holds the first and not the second.
-pub const REQUESTED: [IdatElement; 2] = [IdatElement::Family, IdatElement::Birthdate];
+/// The elements the `send_idat` task asks for. R0's IDAT holds the first and the third, not
+/// the second (missing: the answer goes "as far as known"); the site's release list withholds
+/// the third ([`WITHHELD`]).
+pub const REQUESTED: [IdatElement; 3] = [
+    IdatElement::Family,
+    IdatElement::Birthdate,
+    IdatElement::Gender,
+];
 /// Held by R0 but never requested: sending it breaks data minimisation.
 pub const NOT_REQUESTED: IdatElement = IdatElement::Given;
+/// Requested and held by R0, but outside the site's release list: never sent.
+pub const WITHHELD: IdatElement = IdatElement::Gender;
+
+/// The site's configured `[dispatch] release_elements` (also the ghost the property
+/// `no_element_outside_release_list` judges by): every element but [`WITHHELD`].
+pub fn released() -> Vec<IdatElement> {
+    IdatElement::ALL
+        .into_iter()
+        .filter(|e| *e != WITHHELD)
+        .collect()
+}
+
+/// The release policy the agent is configured with, as `config` builds it.
+pub fn release_policy() -> send_idat::ReleaseElements {
+    send_idat::ReleaseElements::only(released())
+}
 /// The poll number the conversions are relative to (see [`to_task_record`]).
 const POLL_BASE: u64 = 1000;
 
@@ -150,6 +172,7 @@ fn to_attention(a: MAttn) -> Attention {
         MAttn::StillListed { answered_at } => Attention::StillListed {
             answered_at: abs(answered_at),
         },
+        MAttn::IdatPurged => Attention::IdatPurged,
         MAttn::Other => Attention::Handled,
     }
 }
@@ -165,6 +188,7 @@ pub fn from_attention(a: &Attention) -> MAttn {
         Attention::StillListed { answered_at } => MAttn::StillListed {
             answered_at: rel(*answered_at),
         },
+        Attention::IdatPurged => MAttn::IdatPurged,
         _ => MAttn::Other,
     }
 }
@@ -190,6 +214,12 @@ fn to_state(s: MTaskState) -> TaskState {
                 reason: "no consent on file".into(),
             },
         },
+        MTaskState::Withdrawn => TaskState::Closed {
+            at: now(),
+            why: Closure::Withdrawn {
+                local_id: local_id(0),
+            },
+        },
     }
 }
 
@@ -205,8 +235,10 @@ fn from_state(s: &TaskState) -> MTaskState {
         TaskState::Done { at } => MTaskState::Done { at: rel(*at) },
         TaskState::Expired { .. } => MTaskState::Expired,
         TaskState::AwaitingApproval => MTaskState::AwaitingApproval,
-        // The model has no withdrawal yet (issue 15, item 3): every closure it reaches is a
-        // denial, and a withdrawal would be the same to the model (final, never answered).
+        TaskState::Closed {
+            why: Closure::Withdrawn { .. },
+            ..
+        } => MTaskState::Withdrawn,
         TaskState::Closed { .. } => MTaskState::Closed,
     }
 }
@@ -270,9 +302,14 @@ fn from_record_state(s: &RecordState) -> RecState {
     }
 }
 
+/// The local id of record `r`.
+pub fn local_id(r: usize) -> String {
+    format!("case-{r}")
+}
+
 pub fn to_head(r: usize, m: &MRecord) -> RecordHead {
     RecordHead {
-        local_id: format!("case-{r}"),
+        local_id: local_id(r),
         bloom_filter: filter(r).0,
         state: to_record_state(m.state),
         pseudonym: m.pseudonym.map(|p| pseudonym(usize::from(p))),
@@ -289,15 +326,17 @@ pub fn from_head(h: &RecordHead) -> MRecord {
     }
 }
 
-/// R0's IDAT: the family name (requested) and the given name (not requested); no birth date
-/// (requested, so the answer goes "as far as known").
-fn local_record(r: usize, m: &MRecord) -> LocalRecord {
+/// R0's IDAT: the family name (requested), the given name (not requested) and the gender
+/// (requested, withheld by the release list); no birth date (requested, so the answer goes "as
+/// far as known"). `None` once purged (`purge_idat` drops the sealed IDAT, keeps the head).
+fn local_record(r: usize, m: &MRecord, purged: bool) -> LocalRecord {
     let mut idat = Idat::default();
     idat.0.insert(IdatElement::Family, "Muster".into());
     idat.0.insert(NOT_REQUESTED, "Erika".into());
+    idat.0.insert(WITHHELD, "female".into());
     LocalRecord {
         head: to_head(r, m),
-        idat: Some(idat),
+        idat: (!purged).then_some(idat),
     }
 }
 
@@ -354,6 +393,31 @@ pub fn begin_effect(t: TaskId, m: &MTask) -> MTask {
     let mut rec = to_task_record(t, m);
     rec.begin_effect(now());
     from_task_record(&rec)
+}
+
+// ---- consent withdrawal: TaskRecord::subject_parts/withdrawn, Store::withdrawn_subject ----
+
+/// `Store::withdrawn_subject` for the task's `subject_parts`: the withdrawn record whose
+/// filter or pseudonym the task names. (The store matches keyed digests of both; the model
+/// compares the values, which the digests stand for one to one.)
+pub fn withdrawn_subject(t: TaskId, m: &MTask, store: &crate::state::Store) -> Option<usize> {
+    let rec = to_task_record(t, m);
+    let (filters, pseudonyms) = rec.subject_parts();
+    (0..RECORDS).find(|&r| {
+        store.withdrawn[r]
+            && (filters.contains(&filter(r).0.as_slice())
+                || store.records[r]
+                    .pseudonym
+                    .is_some_and(|p| pseudonyms.contains(&pseudonym(usize::from(p)).as_str())))
+    })
+}
+
+/// `TaskRecord::withdrawn`, as the dispatcher and `withdraw` apply it. `None`: not changed
+/// (final, or `Running`: its request may be on the wire).
+pub fn withdrawn(t: TaskId, m: &MTask, r: usize) -> Option<MTask> {
+    let mut rec = to_task_record(t, m);
+    rec.withdrawn(&local_id(r), now())
+        .then(|| from_task_record(&rec))
 }
 
 // ---- approval of releases: TaskRecord::needs_approval/hold_for_approval/approved_by/denied_by ----
@@ -468,18 +532,33 @@ fn effect_of(e: Effect) -> MEffect {
     }
 }
 
-/// The part of `handlers::send_idat::handle` before the request: which record, and the
-/// Patient to send (`resolve_subject`, `prepare`). `Err` is the effect when nothing is sent.
+/// The dispatcher's preparation of a `send_idat` answer (`dispatch.rs`: `find_record`, then
+/// `send_idat::prepare` with the configured policies), before the task's intent: which record,
+/// and the Patient to send. `Err` is the effect when nothing is sent.
+///
+/// A withdrawn record is removed from the store: neither its pseudonym nor its filter finds
+/// it. R0 has a twin, though: a second local id of the same person (submitted twice: the same
+/// filter, the same IDAT, so the same pseudonym; `find_record` takes the first record of a
+/// filter), which nobody withdraws; its registration is R0's and is not modelled apart. Once
+/// R0 is withdrawn the lookups find the twin, as they would in the store: only the
+/// dispatcher's withdrawal check, which matches the task's filter, keeps its IDAT from
+/// answering a task about the withdrawn record.
 pub fn prepare_send_idat(
-    records: &[MRecord; RECORDS],
+    store: &crate::state::Store,
     requested: &[IdatElement],
-) -> Result<serde_json::Value, MEffect> {
-    let by_pseudonym = records
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.pseudonym == Some(0))
-        .map(|(r, m)| local_record(r, m));
-    let by_filter = Some(local_record(0, &records[0]));
+    release: &send_idat::ReleaseElements,
+) -> Result<MPatient, MEffect> {
+    let found = |r: usize| {
+        let mut rec = local_record(r, &store.records[r], store.idat_purged[r]);
+        if store.withdrawn[r] {
+            rec.head.local_id = format!("{}-twin", local_id(r));
+        }
+        rec
+    };
+    let by_pseudonym = (0..RECORDS)
+        .find(|&r| store.records[r].pseudonym == Some(0))
+        .map(found);
+    let by_filter = Some(found(0));
     let lookup = send_idat::resolve_subject(by_pseudonym, by_filter);
     let elements: Vec<ElementRequest> = requested
         .iter()
@@ -489,11 +568,27 @@ pub fn prepare_send_idat(
         lookup,
         &elements,
         send_idat::MissingElementsPolicy::SendKnown,
-        &send_idat::ReleaseElements::default(),
+        release,
     ) {
-        Ok(p) => Ok(p.patient),
+        Ok(p) => Ok(MPatient {
+            carries: element_bits(&p.sent()),
+            without: !p.missing.is_empty() || !p.withheld.is_empty(),
+        }),
         Err(a) => Err(MEffect::Attention(from_attention(&a))),
     }
+}
+
+/// Elements as bits over `IdatElement::ALL`.
+pub fn element_bits(elements: &[IdatElement]) -> u16 {
+    elements
+        .iter()
+        .filter_map(|e| IdatElement::ALL.iter().position(|a| a == e))
+        .fold(0, |bits, i| bits | (1 << i))
+}
+
+/// Whether a prepared Patient carries `element`.
+pub fn carries(p: &MPatient, element: IdatElement) -> bool {
+    p.carries & element_bits(&[element]) != 0
 }
 
 /// The end of `handlers::send_idat::handle`: what the answer to `$providePatientData` means.
@@ -505,22 +600,6 @@ pub fn send_idat_effect(net: Net, missing: bool) -> MEffect {
             &error(Operation::ProvidePatientData, net),
             false,
         )),
-    }
-}
-
-/// Whether the Patient the fTTP received carries `element` (the fields of
-/// `ttp_proto::patient` for the elements the model uses).
-pub fn patient_has(patient: &serde_json::Value, element: IdatElement) -> bool {
-    let names = patient
-        .get("name")
-        .and_then(|n| n.as_array())
-        .cloned()
-        .unwrap_or_default();
-    match element {
-        IdatElement::Family => names.iter().any(|n| n.get("family").is_some()),
-        IdatElement::Given => names.iter().any(|n| n.get("given").is_some()),
-        IdatElement::Birthdate => patient.get("birthDate").is_some(),
-        _ => false,
     }
 }
 
@@ -662,7 +741,7 @@ fn to_effect(e: MEffect) -> Effect {
         MEffect::Done => Effect::Done,
         MEffect::DoneWithout => Effect::DoneWithout {
             missing: vec![REQUESTED[1]],
-            withheld: Vec::new(),
+            withheld: vec![WITHHELD],
         },
         MEffect::Retry => Effect::Retry {
             error: String::new(),

@@ -70,7 +70,11 @@ pub enum MAttn {
     PseudonymConflict,
     SubjectMismatch,
     ForeignStudy,
-    StillListed { answered_at: Rel },
+    StillListed {
+        answered_at: Rel,
+    },
+    /// The record's IDAT was purged (retention) before the `send_idat` could be answered.
+    IdatPurged,
     Other,
 }
 
@@ -92,6 +96,9 @@ pub enum MTaskState {
     AwaitingApproval,
     /// Closed locally without an answer: a local user denied the release.
     Closed,
+    /// Closed locally without an answer: the record's consent was withdrawn
+    /// (`Closure::Withdrawn`; withdrawal model only).
+    Withdrawn,
 }
 
 impl MTaskState {
@@ -104,6 +111,7 @@ impl MTaskState {
                 | MTaskState::Attention(_)
                 | MTaskState::AwaitingApproval
                 | MTaskState::Closed
+                | MTaskState::Withdrawn
         )
     }
 }
@@ -139,6 +147,12 @@ pub struct Store {
     pub logs: crate::handover::Logs,
     /// The hand-over consumer's cursor (`meta` `cursor:webhook`): the last `seq` handed over.
     pub cursor: u8,
+    /// The record was withdrawn (`withdraw_record`): removed from the store (no lookup finds
+    /// it, no registration picks it), its withdrawal kept with the keys later tasks are
+    /// matched by. Withdrawal model only.
+    pub withdrawn: [bool; RECORDS],
+    /// The record's IDAT was purged (`purge_idat`; the head stays). Purge model only.
+    pub idat_purged: [bool; RECORDS],
 }
 
 impl Store {
@@ -195,6 +209,9 @@ pub struct Fttp {
     pub late_provide: bool,
     /// Ghost: one carried an element the task did not ask for.
     pub unrequested_element: bool,
+    /// Ghost: one carried an element outside the site's configured release list
+    /// (`real::RELEASED`).
+    pub outside_release: bool,
 }
 
 impl Fttp {
@@ -212,6 +229,19 @@ impl Fttp {
         }
     }
 }
+
+/// What `send_idat::prepare` put in the Patient, decided by the dispatcher before the task's
+/// intent (`dispatch.rs`, `route`) and sent as it is: the elements it carries (bits over
+/// `IdatElement::ALL`), and whether requested elements were left out (missing or withheld by
+/// the release policy: the answer is then "as far as known").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MPatient {
+    pub carries: u16,
+    pub without: bool,
+}
+
+/// The prepared answer of a `send_idat`, or the effect when nothing can be sent.
+pub type Prep = Result<MPatient, MEffect>;
 
 /// How a request's answer came back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -284,18 +314,31 @@ pub enum Pc {
         listed: [bool; 3],
         read: [Option<MTask>; 3],
     },
+    /// Seeded bug `withdrawal_not_gated` only: the dispatcher has checked and prepared the
+    /// wave on what it read; writing it (the changed heads, the tasks) is next.
+    DispatchWrite {
+        heads: [Option<MRecord>; RECORDS],
+        writes: [Option<MTask>; 3],
+        to_send: Vec<TaskId>,
+        prepared: Option<Prep>,
+    },
     /// The merge is committed; reconciling in-doubt tasks and expiry is next.
     Reconcile { listed: [bool; 3] },
     /// The merge flush is next.
     MergeFlush,
     /// Choosing the ready tasks and writing intents is next.
     Dispatch,
-    /// The intents are committed; their flush is next.
-    IntentFlush { to_send: Vec<TaskId> },
+    /// The intents are committed; their flush is next. `prepared`: the `send_idat`'s answer,
+    /// prepared before its intent (`None` when the wave has no `send_idat`).
+    IntentFlush {
+        to_send: Vec<TaskId>,
+        prepared: Option<Prep>,
+    },
     /// Requests of the wave: `to_send[done.len()]` leaves next.
     Send {
         to_send: Vec<TaskId>,
         done: Vec<Handled>,
+        prepared: Option<Prep>,
     },
     /// Every request of the wave has its outcome in memory; writing them is next.
     Outcomes { done: Vec<Handled> },
@@ -333,6 +376,8 @@ pub struct State {
     pub release: ReleaseGhost,
     /// The hand-over consumer (handover model only) and what its receiver kept.
     pub handover: crate::handover::Handover,
+    /// The withdrawal model's user command and ghosts (`withdraw.rs`).
+    pub withdraw: crate::withdraw::WithdrawGhost,
 }
 
 /// What local users really did about the `send_idat`'s release (independent of what the
@@ -374,6 +419,7 @@ impl State {
             self.disk = last;
         }
         self.pending.clear();
+        self.withdraw.flushed();
         self.observe_disk();
     }
 

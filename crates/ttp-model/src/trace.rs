@@ -8,6 +8,7 @@ use crate::state::{
     MAttn, MRecord, MTask, MTaskState, Net, Pc, PsnReply, RECORDS, State, Store, TASKS, TaskId,
     USERS,
 };
+use crate::withdraw::Cmd;
 
 fn task_name(t: TaskId) -> &'static str {
     match t {
@@ -78,9 +79,18 @@ fn agent_step(before: &State, after: &State, n: Net) -> String {
         }
         Pc::Reconcile { .. } => "agent: reconcile in-doubt tasks, caught-up, expiry".into(),
         Pc::MergeFlush => "agent: flush merge".into(),
-        Pc::Dispatch => "agent: dispatch: expiry, intents (Running), local tasks".into(),
+        Pc::Dispatch if matches!(after.pc, Pc::DispatchWrite { .. }) => {
+            "agent: dispatch: checks the ready tasks (expiry, withdrawals) and prepares the answers"
+                .into()
+        }
+        Pc::Dispatch => {
+            "agent: dispatch: expiry, withdrawals, intents (Running), local tasks".into()
+        }
+        Pc::DispatchWrite { .. } => {
+            "agent: dispatch: writes the intents (Running) it decided on".into()
+        }
         Pc::IntentFlush { .. } => "agent: flush intents".into(),
-        Pc::Send { to_send, done } => {
+        Pc::Send { to_send, done, .. } => {
             let t = to_send[done.len()];
             let op = match t {
                 TaskId::SendIdat => "$providePatientData",
@@ -121,6 +131,20 @@ fn action(before: &State, after: &State, a: Action) -> String {
             "agent: a STORE WRITE FAILS in the next step ({}); the agent goes on",
             agent_step(before, after, Net::Answered)
         ),
+        Action::Withdraw => {
+            let how = if before.withdraw.standalone || before.pc == Pc::Down {
+                " (without the daemon)"
+            } else {
+                ""
+            };
+            let step = match before.withdraw.cmd {
+                Cmd::Idle if before.live().withdrawn[0] => "finds R0 withdrawn already",
+                Cmd::Idle => "removes R0, keeps its withdrawal and audit entry (one transaction)",
+                Cmd::Close { .. } => "closes the open send_idat it read, if unchanged",
+                Cmd::Flush => "rewrites the store (durable) and reports success",
+            };
+            format!("{}: `ttp-agent withdraw case-0`{how}: {step}", USERS[0])
+        }
     }
 }
 
@@ -142,6 +166,7 @@ fn show_task(m: Option<&MTask>) -> String {
                 format!("AwaitingApproval(approvals: {})", approvers(m.approvals))
             }
             MTaskState::Closed => "Closed(denied)".into(),
+            MTaskState::Withdrawn => "Closed(withdrawn)".into(),
         },
     }
 }
@@ -178,6 +203,12 @@ fn store_diff(label: &str, a: &Store, b: &Store, out: &mut String) {
         }
     }
     for r in 0..RECORDS {
+        if b.withdrawn[r] && !a.withdrawn[r] {
+            let _ = write!(out, " {label} R{r}: removed, withdrawal kept;");
+        }
+        if b.idat_purged[r] && !a.idat_purged[r] {
+            let _ = write!(out, " {label} R{r}: IDAT purged;");
+        }
         if (a.records[r].state, a.records[r].pseudonym)
             != (b.records[r].state, b.records[r].pseudonym)
         {
@@ -211,6 +242,15 @@ fn changes(a: &State, b: &State) -> String {
             " fTTP accepted $providePatientData x{};",
             b.fttp.accepted
         );
+    }
+    if b.fttp.unrequested_element && !a.fttp.unrequested_element {
+        out.push_str(" the Patient carries an element the task did not ask for;");
+    }
+    if b.withdraw.provided_after && !a.withdraw.provided_after {
+        out.push_str(" its intent was written after the withdrawal committed;");
+    }
+    if b.fttp.outside_release && !a.fttp.outside_release {
+        out.push_str(" the Patient carries an element outside the release list;");
     }
     for r in 0..RECORDS {
         if a.fttp.registered[r] != b.fttp.registered[r] {
