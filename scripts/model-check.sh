@@ -28,6 +28,10 @@
 # withdrawal, closing its open send_idat, the rewrite, with a crash possible between them --
 # and the dispatcher's withdrawal check (both relisting modes).
 #
+# Then the purge model (MODEL_PURGE=1): the automatic model without repeat_request, with the
+# cycle's housekeeping purging IDAT past [store] idat_retention that no open task refers to
+# (both relisting modes).
+#
 #   scripts/model-check.sh            the real code: every property holds (exit 0), or the
 #                                     counterexample of each one that fails is printed (exit 1)
 #   scripts/model-check.sh --seeded   each deliberate bug (crates/ttp-model/src/model.rs,
@@ -38,8 +42,9 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 5 minutes on 2 shared cores with the
-# defaults (301 s: automatic model 106 s, approval runs 49 s, handover runs 72 s, withdrawal
-# runs 74 s; ARCHITECTURE.md has the figures); --seeded takes seconds.
+# defaults (301-304 s: automatic model 105 s, approval runs 46 s, handover runs 53-72 s,
+# withdrawal runs 74-88 s, purge runs 11 s; ARCHITECTURE.md has the figures); --seeded takes
+# seconds.
 # MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
@@ -57,6 +62,7 @@ if [ "${1:-}" != "--seeded" ]; then
   MODEL_RELEASE=approval MODEL_APPROVALS=1 MODEL_RELISTING=until_done "$bin"
   MODEL_HANDOVER=1 "$bin"
   MODEL_WITHDRAW=1 "$bin"
+  MODEL_PURGE=1 "$bin"
   echo "model-check: all properties hold ($((SECONDS - start)) s)"
   exit 0
 fi

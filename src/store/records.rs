@@ -760,8 +760,9 @@ impl Store {
 
     /// Verifies the derived data against the records: every record decodes and its IDAT opens,
     /// both indexes hold exactly the entries the records imply, the counters equal a recount,
-    /// the pseudonym log is dense and decodes, every task decodes. A full scan in constant memory;
-    /// `ttp-agent check --store` runs it.
+    /// the pseudonym log is dense and decodes, every task decodes, every withdrawal has its
+    /// match keys and no record left. A full scan in constant memory (but for the withdrawals,
+    /// which are few); `ttp-agent check --store` runs it.
     pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
         let tx = self.read_tx()?;
         let path = self.path.as_path();
@@ -842,6 +843,11 @@ impl Store {
             &rtree(&tx, META, path)?,
             &rtree(&tx, PSN_LOG, path)?,
             path,
+            &mut report.problems,
+        )?;
+        super::withdrawn::check(
+            &records,
+            &rtree(&tx, super::WITHDRAWN, path)?,
             &mut report.problems,
         )?;
         super::tasks::check(

@@ -22,8 +22,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use super::codec::{DIGEST_LEN, digest16};
-use super::{AUDIT, AuditEntry, META, Store, StoreError, WITHDRAWN, records, rtree, wtree};
+use super::{AUDIT, AuditEntry, META, RTree, Store, StoreError, WITHDRAWN, records, rtree, wtree};
 
 const BY_ID: u8 = b'r';
 const BY_FILTER: u8 = b'f';
@@ -197,13 +199,209 @@ impl Store {
     }
 }
 
+/// For [`Store::check_integrity`]: every withdrawal decodes under its own local id, its record
+/// is gone from `records`, and it has exactly its match keys: one by filter, one by pseudonym
+/// when it kept one, and no match key without a withdrawal. A match key that went missing
+/// would let a later task about the withdrawn record be answered; one without a withdrawal
+/// would close tasks of a record nobody withdrew.
+///
+/// Memory grows with the number of withdrawals (the local ids seen with a filter key), not
+/// with the records: withdrawals are few.
+pub(crate) fn check(
+    records: &RTree<'_>,
+    withdrawn: &RTree<'_>,
+    problems: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut with_filter_key = BTreeSet::new();
+    for entry in withdrawn.iter()? {
+        let (k, v) = entry?;
+        let (k, v) = (k.value(), v.value());
+        let id_at = |digest: bool| 1 + if digest { DIGEST_LEN } else { 0 };
+        let kind = k.first().copied();
+        let id = match kind {
+            Some(BY_FILTER | BY_PSN) if k.len() > id_at(true) => &k[id_at(true)..],
+            Some(BY_ID) if k.len() > id_at(false) => &k[id_at(false)..],
+            _ => {
+                problems.push(format!("withdrawals: a malformed key {:?}", lossy(k)));
+                continue;
+            }
+        };
+        let id = lossy(id);
+        if kind != Some(BY_ID) {
+            if withdrawn.get(&key(BY_ID, None, &id))?.is_none() {
+                problems.push(format!(
+                    "withdrawals: a match key by {} for {id:?}, which is not withdrawn",
+                    if kind == Some(BY_FILTER) {
+                        "filter"
+                    } else {
+                        "pseudonym"
+                    }
+                ));
+            } else if kind == Some(BY_FILTER) && !with_filter_key.insert(id.clone()) {
+                problems.push(format!("withdrawals: {id:?} has more than one filter key"));
+            }
+            continue;
+        }
+        let w = match decode(v) {
+            Ok(w) => w,
+            Err(e) => {
+                problems.push(format!("withdrawal of {id:?}: {e}"));
+                continue;
+            }
+        };
+        if w.local_id != id {
+            problems.push(format!(
+                "withdrawal of {id:?}: its value names {:?}",
+                w.local_id
+            ));
+        }
+        if records.get(id.as_bytes())?.is_some() {
+            problems.push(format!("withdrawal of {id:?}: the record is still stored"));
+        }
+        // The filter keys sort before the withdrawals ('f' < 'r'): all of them were seen.
+        if !with_filter_key.contains(&id) {
+            problems.push(format!(
+                "withdrawal of {id:?}: its match key by filter is missing"
+            ));
+        }
+        if let Some(psn) = &w.pseudonym
+            && withdrawn
+                .get(&key(BY_PSN, Some(&digest16(psn.as_bytes())), &id))?
+                .is_none()
+        {
+            problems.push(format!(
+                "withdrawal of {id:?}: its match key by pseudonym is missing"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use chrono::Utc;
 
-    use crate::store::{AuditEntry, IdatKey, Store, StoreOptions};
+    use super::*;
+    use crate::domain::{LocalRecord, RecordHead, RecordState};
+    use crate::store::{IdatKey, StoreOptions};
+
+    fn record(id: &str, pseudonym: Option<&str>) -> LocalRecord {
+        let now = Utc::now();
+        LocalRecord {
+            head: RecordHead {
+                local_id: id.into(),
+                bloom_filter: id.as_bytes().repeat(8),
+                state: match pseudonym {
+                    Some(_) => RecordState::Pseudonymised,
+                    None => RecordState::New,
+                },
+                pseudonym: pseudonym.map(str::to_owned),
+                created_at: now,
+                updated_at: now,
+            },
+            idat: None,
+        }
+    }
+
+    fn withdraw(store: &Store, id: &str) {
+        let entry = AuditEntry {
+            at: Utc::now(),
+            actor: "dpo".into(),
+            action: "withdraw".into(),
+            subject: id.into(),
+            detail: String::new(),
+        };
+        store
+            .withdraw_record(id, "dpo", Utc::now(), &entry)
+            .expect("withdraw")
+            .expect("stored");
+    }
+
+    fn problems(store: &Store) -> Vec<String> {
+        store.check_integrity().expect("check").problems
+    }
+
+    fn edit(store: &Store, f: impl FnOnce(&mut super::super::WTree<'_, '_>)) {
+        let path = store.path.clone();
+        store
+            .write(|tx| {
+                f(&mut wtree(tx, WITHDRAWN, &path)?);
+                Ok(())
+            })
+            .expect("edit");
+    }
+
+    /// `check --store` finds a withdrawal that lost a match key (a later task about the record
+    /// would be answered), a match key without a withdrawal, and a withdrawn record that is
+    /// still stored; an intact store reports nothing.
+    #[test]
+    fn the_integrity_check_finds_withdrawals_without_their_match_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreOptions::new(dir.path(), IdatKey::generate())).expect("open");
+        store
+            .insert_records(&[record("case-1", Some("psn-1")), record("case-2", None)])
+            .expect("insert");
+        withdraw(&store, "case-1");
+        withdraw(&store, "case-2");
+        assert_eq!(problems(&store), Vec::<String>::new());
+
+        let psn_key = key(BY_PSN, Some(&digest16(b"psn-1")), "case-1");
+        edit(&store, |t| {
+            t.remove(&psn_key).expect("remove");
+        });
+        assert_eq!(
+            problems(&store),
+            ["withdrawal of \"case-1\": its match key by pseudonym is missing"]
+        );
+        edit(&store, |t| {
+            t.insert(&psn_key, &[]).expect("insert");
+        });
+
+        let filter_key = key(
+            BY_FILTER,
+            Some(
+                &store
+                    .keys
+                    .filter_tag(&record("case-2", None).head.bloom_filter),
+            ),
+            "case-2",
+        );
+        edit(&store, |t| {
+            assert!(
+                t.remove(&filter_key).expect("remove").is_some(),
+                "the key is as built"
+            );
+            t.insert(&key(BY_FILTER, Some(&[7; DIGEST_LEN]), "ghost"), &[])
+                .expect("insert");
+        });
+        assert_eq!(
+            problems(&store),
+            [
+                "withdrawals: a match key by filter for \"ghost\", which is not withdrawn",
+                "withdrawal of \"case-2\": its match key by filter is missing",
+            ]
+        );
+        edit(&store, |t| {
+            t.remove(&key(BY_FILTER, Some(&[7; DIGEST_LEN]), "ghost"))
+                .expect("remove");
+            t.insert(&filter_key, &[]).expect("insert");
+        });
+        assert_eq!(problems(&store), Vec::<String>::new());
+
+        store
+            .insert_records(&[record("case-2", None)])
+            .expect("insert");
+        assert_eq!(
+            problems(&store),
+            ["withdrawal of \"case-2\": the record is still stored"]
+        );
+    }
 
     /// The dispatcher checks a wave's tasks against the withdrawals and writes their intents
     /// while it holds the task gate (`dispatch_wave`). A withdrawal arriving meanwhile (the

@@ -23,12 +23,16 @@
 //! crashes between them, and the dispatcher's withdrawal check; its properties judge what
 //! reached the fTTP against when the withdrawal really committed.
 //!
+//! The purge model (`TaskModel::with_purge`, `purge.rs`) adds the cycle's housekeeping, which
+//! purges IDAT past retention unless an open task refers to the record.
+//!
 //! `scripts/model-check.sh` runs it; ARCHITECTURE.md ("Durability argument") says which
 //! property backs which claim.
 
 pub mod handover;
 pub mod model;
 pub mod props;
+pub mod purge;
 pub mod real;
 pub mod state;
 pub mod trace;
@@ -104,12 +108,8 @@ mod tests {
         assert!(!real::carries(&p, real::NOT_REQUESTED));
         assert!(!real::carries(&p, IdatElement::Birthdate), "R0 lacks it");
         assert!(p.without, "as far as known");
-        let all = real::prepare_send_idat(
-            &store,
-            &requested,
-            &ttp_agent::agent::handlers::send_idat::ReleaseElements::default(),
-        )
-        .expect("prepared");
+        let all = real::prepare_send_idat(&store, &requested, &real::default_release_policy())
+            .expect("prepared");
         assert!(real::carries(&all, real::WITHHELD));
 
         let mut withdrawn = store.clone();
@@ -267,6 +267,11 @@ mod tests {
                 SeededBug::WithdrawalNotGated,
                 "no_provide_for_withdrawn_record",
             ),
+            (
+                SeededBug::PurgeIgnoresOpenTasks,
+                "purge_spares_idat_of_open_tasks",
+            ),
+            (SeededBug::PurgedIdatStillSent, "no_idat_sent_after_purge"),
         ];
         assert_eq!(
             expected.len(),
@@ -524,6 +529,60 @@ mod tests {
         ] {
             assert!(checker.discovery(name).is_some(), "{name} not reached");
         }
+    }
+
+    /// The purge model without faults and crashes: every property holds, R0's IDAT is purged,
+    /// and a `send_idat` about it then waits for a person.
+    #[test]
+    fn the_purge_model_holds_without_faults() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_purge();
+        let checker = model.clone().checker().threads(2).spawn_bfs().join();
+        assert!(checker.is_done());
+        for p in model.properties() {
+            if p.expectation == Expectation::Always {
+                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
+            }
+        }
+        for name in [
+            "reachable_idat_purged",
+            "reachable_send_idat_about_purged_idat_needs_attention",
+        ] {
+            assert!(checker.discovery(name).is_some(), "{name} not reached");
+        }
+    }
+
+    /// The purge rule goes through the agent's types: finished and old enough is due; a
+    /// record still registering or changed within the retention is not; an open `send_idat`
+    /// refers to R0 (by filter and pseudonym), not to R1.
+    #[test]
+    fn the_purge_rule_uses_the_agents_rules() {
+        use crate::state::{MRecord, RecState};
+        let old = MRecord {
+            state: RecState::Pseudonymised,
+            pseudonym: Some(0),
+            updated: -2,
+        };
+        assert!(real::idat_purge_due(0, &old));
+        assert!(!real::idat_purge_due(0, &MRecord { updated: -1, ..old }));
+        assert!(!real::idat_purge_due(
+            0,
+            &MRecord {
+                state: RecState::AwaitingClearing,
+                ..old
+            }
+        ));
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None);
+        let mut store = model.init_state().disk;
+        store.records[0] = old;
+        let m = MTask {
+            state: MTaskState::Received,
+            updated: 0,
+            expires: Some(2),
+            since_seen: 0,
+            approvals: 0,
+        };
+        assert!(real::refers_to(TaskId::SendIdat, &m, &store, 0));
+        assert!(!real::refers_to(TaskId::SendIdat, &m, &store, 1));
     }
 
     /// Without faults and crashes the real code satisfies every safety and liveness property

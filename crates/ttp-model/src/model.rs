@@ -55,10 +55,14 @@ pub enum SeededBug {
     /// commit between the dispatcher's check and its intent write (the code before the fix,
     /// ARCHITECTURE.md "Durability argument", point 12).
     WithdrawalNotGated,
+    /// Purge model: the purge drops the IDAT of records that open tasks refer to.
+    PurgeIgnoresOpenTasks,
+    /// Purge model: the purge leaves the IDAT readable (`prepare` still finds it).
+    PurgedIdatStillSent,
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 16] = [
+    pub const ALL: [SeededBug; 18] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
@@ -75,6 +79,8 @@ impl SeededBug {
         SeededBug::SendWithheld,
         SeededBug::WithdrawalNotChecked,
         SeededBug::WithdrawalNotGated,
+        SeededBug::PurgeIgnoresOpenTasks,
+        SeededBug::PurgedIdatStillSent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +101,8 @@ impl SeededBug {
             SeededBug::SendWithheld => "send_withheld",
             SeededBug::WithdrawalNotChecked => "withdrawal_not_checked",
             SeededBug::WithdrawalNotGated => "withdrawal_not_gated",
+            SeededBug::PurgeIgnoresOpenTasks => "purge_ignores_open_tasks",
+            SeededBug::PurgedIdatStillSent => "purged_idat_still_sent",
         }
     }
 
@@ -124,6 +132,14 @@ impl SeededBug {
         )
     }
 
+    /// Whether the bug lives in the purge model (a run with it checks that model).
+    pub fn needs_purge_model(self) -> bool {
+        matches!(
+            self,
+            SeededBug::PurgeIgnoresOpenTasks | SeededBug::PurgedIdatStillSent
+        )
+    }
+
     pub fn from_name(name: &str) -> Option<SeededBug> {
         SeededBug::ALL.into_iter().find(|b| b.name() == name)
     }
@@ -147,6 +163,8 @@ pub struct TaskModel {
     pub handover: bool,
     /// The withdrawal model (`withdraw.rs`): a local user withdraws R0's consent.
     pub withdraw: bool,
+    /// The purge model (`purge.rs`): the cycle's housekeeping purges IDAT past retention.
+    pub purge: bool,
     memo: Arc<Mutex<HashMap<u64, Cycles>>>,
 }
 
@@ -176,6 +194,7 @@ impl TaskModel {
             merge_race: false,
             handover: bug.is_some_and(|b| b.needs_handover_model()),
             withdraw: bug.is_some_and(|b| b.needs_withdrawal_model()),
+            purge: bug.is_some_and(|b| b.needs_purge_model()),
             memo: Arc::default(),
         }
     }
@@ -211,6 +230,12 @@ impl TaskModel {
     /// The withdrawal model: a local user withdraws R0's consent (`withdraw.rs`).
     pub fn with_withdrawal(mut self) -> Self {
         self.withdraw = true;
+        self
+    }
+
+    /// The purge model: the cycle's housekeeping purges IDAT past retention (`purge.rs`).
+    pub fn with_purge(mut self) -> Self {
+        self.purge = true;
         self
     }
 }
@@ -315,10 +340,18 @@ impl TaskModel {
     /// list (the seeded bug `send_withheld`: with the default, every element).
     fn prepare(&self, live: &Store) -> Prep {
         let release = if self.bug == Some(SeededBug::SendWithheld) {
-            ttp_agent::agent::handlers::send_idat::ReleaseElements::default()
+            real::default_release_policy()
         } else {
             real::release_policy()
         };
+        if self.bug == Some(SeededBug::PurgedIdatStillSent) {
+            // The purge left the sealed IDAT readable.
+            let unpurged = Store {
+                idat_purged: [false; RECORDS],
+                ..live.clone()
+            };
+            return real::prepare_send_idat(&unpurged, &self.requested(), &release);
+        }
         real::prepare_send_idat(live, &self.requested(), &release)
     }
 
@@ -384,7 +417,8 @@ impl TaskModel {
             Pc::RecoverFlush | Pc::RegFlush | Pc::MergeFlush | Pc::OutcomeFlush => {
                 n.flush();
                 n.pc = match s.pc {
-                    Pc::RecoverFlush | Pc::OutcomeFlush => Pc::Idle,
+                    Pc::RecoverFlush => Pc::Idle,
+                    Pc::OutcomeFlush => self.cycle_end(),
                     Pc::RegFlush => Pc::Fetch,
                     _ => Pc::Dispatch,
                 };
@@ -588,6 +622,7 @@ impl TaskModel {
                 to_send,
                 prepared,
             } => self.write_dispatch(&mut n, heads, writes, to_send, prepared),
+            Pc::Purge => self.purge_step(&mut n),
             Pc::IntentFlush { to_send, prepared } => {
                 n.flush();
                 n.pc = Pc::Send {
@@ -618,6 +653,9 @@ impl TaskModel {
                     if provided {
                         self.observe_provide(&mut n.release);
                         n.withdraw.provided_after |= n.withdraw.intent_after;
+                        // R0's IDAT: the requested element it holds.
+                        n.purge.sent_after |= n.purge.intent_after
+                            && matches!(prepared, Some(Ok(p)) if real::carries(&p, ttp_proto::IdatElement::Family));
                     }
                     handled
                 };
@@ -645,7 +683,7 @@ impl TaskModel {
                 }
                 self.write_outcome(&mut n, records, tasks);
                 n.pc = if n.pending.is_empty() {
-                    Pc::Idle
+                    self.cycle_end()
                 } else {
                     Pc::OutcomeFlush
                 };
@@ -680,11 +718,13 @@ impl TaskModel {
         }
         self.write_outcome(n, records, tasks);
         if to_send.contains(&TaskId::SendIdat) {
-            // Ghost: whether this intent commits after the user's withdrawal did.
+            // Ghosts: whether this intent commits after the user's withdrawal did, and after
+            // R0's IDAT was purged.
             n.withdraw.intent_after = n.withdraw.committed;
+            n.purge.intent_after = n.purge.idat_gone;
         }
         n.pc = match (to_send.is_empty(), n.pending.is_empty()) {
-            (true, true) => Pc::Idle,
+            (true, true) => self.cycle_end(),
             (true, false) => Pc::OutcomeFlush,
             (false, _) if self.bug == Some(SeededBug::NoIntentFlush) => Pc::Send {
                 to_send,
@@ -878,9 +918,9 @@ impl TaskModel {
             Action::Raise(t) => {
                 let r = if t == TaskId::SendIdat { 0 } else { 1 };
                 if t == TaskId::Dic
-                    || (t == TaskId::Repeat && self.approvals.is_some())
                     || (t == TaskId::SendIdat && self.handover)
-                    || (t == TaskId::Repeat && (self.approvals.is_some() || self.withdraw))
+                    || (t == TaskId::Repeat
+                        && (self.approvals.is_some() || self.withdraw || self.purge))
                     || !s.fttp.registered[r]
                     || s.fttp.task(t).raised
                 {
@@ -1015,6 +1055,7 @@ impl TaskModel {
             release: ReleaseGhost::default(),
             handover: Default::default(),
             withdraw: crate::withdraw::WithdrawGhost::default(),
+            purge: crate::purge::PurgeGhost::default(),
         };
         if self.handover {
             crate::handover::init(&mut state);

@@ -86,6 +86,9 @@ pub fn properties(m: &TaskModel) -> Vec<Property<TaskModel>> {
     if m.withdraw {
         all.extend(crate::withdraw::properties());
     }
+    if m.purge {
+        all.extend(crate::purge::properties());
+    }
     all
 }
 

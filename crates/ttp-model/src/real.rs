@@ -63,6 +63,12 @@ pub fn released() -> Vec<IdatElement> {
 pub fn release_policy() -> send_idat::ReleaseElements {
     send_idat::ReleaseElements::only(released())
 }
+
+/// The default release policy (every element), which the seeded bug `send_withheld` prepares
+/// with.
+pub fn default_release_policy() -> send_idat::ReleaseElements {
+    send_idat::ReleaseElements::default()
+}
 /// The poll number the conversions are relative to (see [`to_task_record`]).
 const POLL_BASE: u64 = 1000;
 
@@ -418,6 +424,37 @@ pub fn withdrawn(t: TaskId, m: &MTask, r: usize) -> Option<MTask> {
     let mut rec = to_task_record(t, m);
     rec.withdrawn(&local_id(r), now())
         .then(|| from_task_record(&rec))
+}
+
+// ---- retention purge of IDAT: Agent::purge, Store::purge_idat ----
+
+/// `[store] idat_retention`: one tick.
+pub const IDAT_RETENTION: Duration = Duration::minutes(1);
+
+/// `Store::purge_idat`'s rule for one record (it reads the stored record, not a head the model
+/// can hand it, so the rule is mirrored here line by line): finished (`Pseudonymised` or
+/// `Rejected`), and last updated before now − `idat_retention` (the caller checks that it still
+/// holds IDAT and that no open task refers to it).
+pub fn idat_purge_due(r: usize, m: &MRecord) -> bool {
+    let head = to_head(r, m);
+    let finished = matches!(
+        head.state,
+        RecordState::Pseudonymised | RecordState::Rejected { .. }
+    );
+    finished && head.updated_at < now() - IDAT_RETENTION
+}
+
+/// `Agent::purge`'s `keep`: an open task's `subjects` include the record's filter or its
+/// pseudonym.
+pub fn refers_to(t: TaskId, m: &MTask, store: &crate::state::Store, r: usize) -> bool {
+    let rec = to_task_record(t, m);
+    let head = to_head(r, &store.records[r]);
+    let subjects = rec.subjects();
+    subjects.contains(&head.bloom_filter.as_slice())
+        || head
+            .pseudonym
+            .as_ref()
+            .is_some_and(|p| subjects.contains(&p.as_bytes()))
 }
 
 // ---- approval of releases: TaskRecord::needs_approval/hold_for_approval/approved_by/denied_by ----

@@ -344,6 +344,8 @@ pub enum Pc {
     Outcomes { done: Vec<Handled> },
     /// The outcomes are committed; their flush is next.
     OutcomeFlush,
+    /// Purge model only: the dispatch is over; the housekeeping's IDAT purge is next.
+    Purge,
 }
 
 /// Configuration of one model run.
@@ -378,6 +380,8 @@ pub struct State {
     pub handover: crate::handover::Handover,
     /// The withdrawal model's user command and ghosts (`withdraw.rs`).
     pub withdraw: crate::withdraw::WithdrawGhost,
+    /// The purge model's ghosts (`purge.rs`).
+    pub purge: crate::purge::PurgeGhost,
 }
 
 /// What local users really did about the `send_idat`'s release (independent of what the

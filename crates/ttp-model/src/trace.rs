@@ -100,6 +100,7 @@ fn agent_step(before: &State, after: &State, n: Net) -> String {
         }
         Pc::Outcomes { .. } => "agent: write outcomes (records, then tasks)".into(),
         Pc::OutcomeFlush => "agent: flush outcomes".into(),
+        Pc::Purge => "agent: housekeeping: purges IDAT past retention (durable)".into(),
     }
 }
 
@@ -248,6 +249,12 @@ fn changes(a: &State, b: &State) -> String {
     }
     if b.withdraw.provided_after && !a.withdraw.provided_after {
         out.push_str(" its intent was written after the withdrawal committed;");
+    }
+    if b.purge.sent_after && !a.purge.sent_after {
+        out.push_str(" it carries R0's IDAT, purged before its intent;");
+    }
+    if b.purge.purged_needed && !a.purge.purged_needed {
+        out.push_str(" an open task refers to the purged record;");
     }
     if b.fttp.outside_release && !a.fttp.outside_release {
         out.push_str(" the Patient carries an element outside the release list;");
