@@ -19,9 +19,9 @@
 //! of the batch or after a failure that followed a delivery. The receiver may process a POST
 //! and its answer be lost (the worker retries the same event) or never get it. The receiver is
 //! a ghost: it keeps the first event it got under each `seq` and drops later ones with the same
-//! `seq`, as the hand-over documentation tells receivers to. `export --new` is the same
-//! consumer with its flush right after its cursor write, which is one of the interleavings
-//! checked here.
+//! `seq`, as the hand-over documentation tells receivers to. `export --new` follows the same
+//! protocol (the durable window, the hand-over, the cursor after success, then a flush) with
+//! all rows in one file and one cursor write; it is not modelled as a consumer of its own.
 //!
 //! **A failing store** (point 8): a store write that fails ends the daemon
 //! (`CycleError::into_stop`), which is the crash transition: the failed transaction is not
