@@ -25,6 +25,9 @@
 //! An event is never skipped, not even after a 4xx: a receiver that refuses an event is a
 //! problem to fix, shown in `ttp-agent status`, not a reason to lose a pseudonym.
 //!
+//! Only durable pseudonyms are delivered: the worker flushes the store first if the log grew
+//! since the last flush (`store::psn_log`, "Only durable events leave").
+//!
 //! Delivery is **at least once**: the cursor moves only after the 2xx, and it becomes durable
 //! with the store's next flush (the worker flushes after each run of deliveries), so a crash
 //! in between sends the last events again. They carry the same `seq`; receivers drop repeats.
@@ -260,7 +263,11 @@ impl WebhookWorker {
     ) -> Result<Drained, StoreError> {
         loop {
             let cursor = self.store.export_cursor(HandoverConsumer::Webhook)?;
-            let batch = self.store.pseudonym_events_after(cursor, BATCH)?;
+            // Only durable events leave (`store::psn_log`): one not yet flushed could be lost
+            // to a crash after the receiver got it, and its `seq` given to another pseudonym.
+            let durable = self.store.durable_pseudonym_log_head()?;
+            let count = crate::store::handover_window(cursor, durable, BATCH);
+            let batch = self.store.pseudonym_events_after(cursor, count)?;
             if batch.is_empty() {
                 return Ok(Drained::Empty);
             }

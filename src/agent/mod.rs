@@ -131,6 +131,18 @@ pub enum CycleError {
 }
 
 impl CycleError {
+    /// Which errors stop the daemon instead of being tried again later: a store that
+    /// failed (full disk, unwritable, corrupt) ends `run` with what was flushed, because
+    /// going on without being able to record what was done is never better (ARCHITECTURE.md,
+    /// "Durability argument", point 8; the model checker's crash transition is this stop).
+    /// `Ok`: the store error the daemon stops with; `Err`: an error to try again after.
+    pub fn into_stop(self) -> Result<StoreError, CycleError> {
+        match self {
+            CycleError::Store(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
     /// For metrics and logs: `fetch`, `auth`, `store`, `shutdown`.
     pub fn class(&self) -> &'static str {
         match self {
@@ -183,5 +195,23 @@ impl Agent {
 
     pub fn options(&self) -> &AgentOptions {
         &self.opts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing store stops the daemon; a failed fetch or refused credentials are tried
+    /// again (ARCHITECTURE.md, "Durability argument", point 8).
+    #[test]
+    fn only_a_store_error_stops_the_daemon() {
+        let store = CycleError::Store(StoreError::Invalid {
+            what: "test",
+            why: "disk full".into(),
+        });
+        assert!(store.into_stop().is_ok());
+        assert!(CycleError::Auth("401".into()).into_stop().is_err());
+        assert!(CycleError::ShuttingDown.into_stop().is_err());
     }
 }

@@ -180,17 +180,19 @@ pub async fn run_reloadable(
                 );
             }
             Err(CycleError::ShuttingDown) => break,
-            Err(CycleError::Store(e)) => {
-                tracing::error!(error = %e, "the store failed; stopping (nothing is lost: the next start resumes from what the store holds)");
-                hooks.stopping();
-                return Err(e);
-            }
-            Err(e) => {
-                consecutive_failures += 1;
-                tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
-                own = after_failure(consecutive_failures, &e).map(|backoff| now + backoff);
-                not_before = server_pause(&e).map(|pause| now + pause);
-            }
+            Err(e) => match e.into_stop() {
+                Ok(e) => {
+                    tracing::error!(error = %e, "the store failed; stopping (nothing is lost: the next start resumes from what the store holds)");
+                    hooks.stopping();
+                    return Err(e);
+                }
+                Err(e) => {
+                    consecutive_failures += 1;
+                    tracing::error!(error = %e, class = e.class(), consecutive_failures, "poll cycle failed");
+                    own = after_failure(consecutive_failures, &e).map(|backoff| now + backoff);
+                    not_before = server_pause(&e).map(|pause| now + pause);
+                }
+            },
         }
         match agent.next_own_wakeup() {
             Ok(Some(wakeup)) => {

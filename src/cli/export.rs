@@ -11,6 +11,8 @@
 //!   is written to a temporary file next to it, fsynced and renamed into place; standard
 //!   output is flushed. A failed write leaves the cursor where it was, so the next `--new`
 //!   repeats the same rows (hand-over is at least once; `seq` identifies repeats).
+//! * Every export writes only durable rows: it flushes the store first if the log grew since
+//!   the last flush (`store::psn_log`, "Only durable events leave").
 //! * `--since-seq N` writes the rows after sequence number `N` and leaves the cursor alone
 //!   (to repeat a hand-over from a known point).
 //!
@@ -91,7 +93,10 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
         (false, Some(n)) => n,
         (false, None) => 0,
     };
-    let summary = write_events(store, after, req.format, io.output())?;
+    // Only durable rows leave (`store::psn_log`): a row not yet flushed could be lost to a
+    // crash after the file was handed on, and its `seq` given to another pseudonym.
+    let through = store.durable_pseudonym_log_head()?;
+    let summary = write_events(store, after, through, req.format, io.output())?;
     io.commit_output()?;
     if req.new
         && let Some(last) = summary.last_seq
@@ -117,10 +122,12 @@ pub struct ExportSummary {
     pub last_seq: Option<u64>,
 }
 
-/// Writes every event after `after` in `format`, page by page. The writer is not flushed.
+/// Writes every event after `after` up to `through` (the durable head) in `format`, page by
+/// page. The writer is not flushed.
 pub fn write_events(
     store: &Store,
     after: u64,
+    through: u64,
     format: Format,
     w: &mut dyn Write,
 ) -> anyhow::Result<ExportSummary> {
@@ -144,7 +151,11 @@ pub fn write_events(
     };
     let mut cursor = after;
     loop {
-        let page = store.pseudonym_events_after(cursor, PAGE)?;
+        let count = crate::store::handover_window(cursor, through, PAGE);
+        if count == 0 {
+            break;
+        }
+        let page = store.pseudonym_events_after(cursor, count)?;
         let Some(last) = page.last() else { break };
         cursor = last.seq;
         for e in &page {

@@ -121,7 +121,7 @@ mod withdrawn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{ReadableDatabase as _, ReadableTable, TableDefinition};
@@ -137,7 +137,7 @@ pub use meta::{
     META_PROFILE_FINGERPRINT, META_REGISTRATION_BLOCKED,
 };
 pub use migrate::CURRENT_SCHEMA;
-pub use psn_log::{HandoverConsumer, PsnEvent};
+pub use psn_log::{HandoverConsumer, PsnEvent, handover_window, logged_pseudonym};
 pub use records::{InsertOutcome, IntegrityReport, RecordCounts};
 pub use tasks::{DayHistory, FinishedCounts, TaskSummary};
 pub use withdrawn::Withdrawal;
@@ -473,6 +473,9 @@ pub struct Store {
     /// Orders a person's change of a task against the poll cycle's writes of the copies it
     /// read (see [`Store::task_gate`]).
     task_gate: std::sync::Mutex<()>,
+    /// The pseudonym log's head as of this process's last [`Store::flush`]: every event up to
+    /// it is durable (see [`Store::flushed_pseudonym_log_head`]). 0 until the first flush.
+    flushed_psn_head: AtomicU64,
     /// The store's `flock`, held for as long as the `Store` lives.
     _lock: File,
 }
@@ -517,6 +520,7 @@ impl Store {
             cache_capacity: opts.cache_capacity,
             rewriting: AtomicBool::new(false),
             task_gate: std::sync::Mutex::new(()),
+            flushed_psn_head: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -524,7 +528,13 @@ impl Store {
     /// Makes every write so far durable: one redb commit with `Durability::Immediate` (which
     /// `fdatasync`s the file) and quick-repair (see "Durability" above).
     pub fn flush(&self) -> Result<(), StoreError> {
-        durable_commit(&self.db(), &self.path, |_| Ok(()))
+        // The pseudonym log's head as this durable commit sees it is durable with it: what the
+        // hand-over consumers may give out (`psn_log`, "Only durable events leave").
+        let head = durable_commit(&self.db(), &self.path, |tx| {
+            psn_log::head_in(&wtree(tx, META, &self.path)?, &self.path)
+        })?;
+        self.flushed_psn_head.fetch_max(head, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The store directory.

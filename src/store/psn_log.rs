@@ -23,6 +23,18 @@
 //! same events over again, never skips one. Hand-over is therefore at least once; the `seq`
 //! travels with every event so a receiver can drop repeats.
 //!
+//! # Only durable events leave
+//!
+//! Readers see a write as soon as it is committed, before it is durable (`store`,
+//! "Durability"). A consumer that handed over an event not yet flushed could lose it to a
+//! crash *after* the receiver got it: the record's pseudonym and the log entry are gone
+//! together, the counter with them, and the next pseudonym the agent obtains gets the same
+//! `seq` -- which a receiver that drops repeats by `seq` (as it is told to) drops: that
+//! pseudonym would never be handed over (found by the model checker, ARCHITECTURE.md
+//! "Durability argument", point 7). So a consumer hands over only events up to the head of
+//! this process's last [`Store::flush`] ([`Store::flushed_pseudonym_log_head`],
+//! [`handover_window`]), and flushes first when the log has grown beyond it.
+//!
 //! # Layout
 //!
 //! Key: `seq` (u64 big-endian, so key order is log order). Value: postcard of
@@ -139,6 +151,31 @@ pub(crate) fn append_in(
     Ok(seq)
 }
 
+/// The pseudonym a record's write appends to the log: its new pseudonym, if it did not have
+/// that one before (the rule [`Store::update_records`] and `insert_records` apply in the
+/// record's transaction).
+pub fn logged_pseudonym<'a>(old: Option<&str>, new: Option<&'a str>) -> Option<&'a str> {
+    new.filter(|psn| old != Some(*psn))
+}
+
+/// How many events a consumer whose cursor is `cursor` hands over next, at most `limit`: the
+/// ones after its cursor up to `flushed_head` (the log's head at the last flush), none beyond
+/// it (see "Only durable events leave"). 0 when it has nothing durable to hand over.
+pub fn handover_window(cursor: u64, flushed_head: u64, limit: usize) -> usize {
+    usize::try_from(flushed_head.saturating_sub(cursor))
+        .unwrap_or(usize::MAX)
+        .min(limit)
+}
+
+/// The log's head inside a write transaction (for [`Store::flush`]).
+pub(crate) fn head_in(meta: &WTree<'_, '_>, path: &Path) -> Result<u64, StoreError> {
+    match meta.get(PSN_SEQ)? {
+        None => Ok(0),
+        Some(v) => read_u64(&v)
+            .ok_or_else(|| error::corrupt(path, "the pseudonym log counter is not 8 bytes")),
+    }
+}
+
 fn cursor_key(consumer: HandoverConsumer) -> Vec<u8> {
     [CURSOR_PREFIX.as_bytes(), consumer.name().as_bytes()].concat()
 }
@@ -166,6 +203,23 @@ impl Store {
     /// The sequence number of the newest event (0 while the log is empty).
     pub fn pseudonym_log_head(&self) -> Result<u64, StoreError> {
         self.read_counter(PSN_SEQ)
+    }
+
+    /// The log's head as of this process's last [`Store::flush`]: every event up to it is
+    /// durable. What a consumer may hand over (see "Only durable events leave"); 0 before the
+    /// first flush of this process.
+    pub fn flushed_pseudonym_log_head(&self) -> u64 {
+        self.flushed_psn_head
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The log's head, durable: flushes first if the log grew since the last flush (a cycle may
+    /// hold pseudonyms it has not flushed yet). What a consumer reads before it hands over.
+    pub fn durable_pseudonym_log_head(&self) -> Result<u64, StoreError> {
+        if self.pseudonym_log_head()? > self.flushed_pseudonym_log_head() {
+            self.flush()?;
+        }
+        Ok(self.flushed_pseudonym_log_head())
     }
 
     /// The last sequence number `consumer` handed over (0 if it never did).
@@ -287,6 +341,30 @@ mod tests {
 
     /// The cursors' meta keys are stored: a renamed consumer would hand the whole log over
     /// again (or, for `export --new`, write it all out again).
+    /// A record's write logs a pseudonym it did not have, never one it had.
+    #[test]
+    fn only_a_new_pseudonym_is_logged() {
+        assert_eq!(logged_pseudonym(None, Some("p1")), Some("p1"));
+        assert_eq!(logged_pseudonym(Some("p1"), Some("p1")), None);
+        assert_eq!(logged_pseudonym(Some("p1"), Some("p2")), Some("p2"));
+        assert_eq!(logged_pseudonym(Some("p1"), None), None);
+        assert_eq!(logged_pseudonym(None, None), None);
+    }
+
+    /// A consumer hands over what lies after its cursor up to the flushed head, a page at a
+    /// time, and nothing beyond the flushed head.
+    #[test]
+    fn the_window_ends_at_the_flushed_head() {
+        assert_eq!(handover_window(0, 0, 100), 0);
+        assert_eq!(handover_window(0, 3, 100), 3);
+        assert_eq!(handover_window(2, 3, 100), 1);
+        assert_eq!(handover_window(3, 3, 100), 0);
+        assert_eq!(handover_window(0, 250, 100), 100);
+        // A cursor beyond the flushed head (set in an earlier run, whose events this
+        // process has not flushed yet) hands over nothing, never wraps.
+        assert_eq!(handover_window(5, 3, 100), 0);
+    }
+
     #[test]
     fn the_cursor_keys_are_the_stored_names() {
         assert_eq!(cursor_key(HandoverConsumer::Webhook), b"cursor:webhook");

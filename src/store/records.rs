@@ -1033,6 +1033,8 @@ impl<'t, 'p> RecordTables<'t, 'p> {
             }
             if let Some(psn) = new.pseudonym {
                 self.psn_index.insert(&index_key(psn.as_bytes(), id), &[])?;
+            }
+            if let Some(psn) = psn_log::logged_pseudonym(old.pseudonym, new.pseudonym) {
                 psn_log::append_in(
                     &mut self.meta,
                     &mut self.psn_log,

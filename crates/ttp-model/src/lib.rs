@@ -14,6 +14,10 @@
 //! dispatcher's hold for approval; its properties judge what reached the fTTP against what the
 //! users really did.
 //!
+//! Every model keeps the store's pseudonym and disclosure logs by the agent's own rules in the
+//! commit they belong to; the handover model (`TaskModel::with_handover`) adds the delivery
+//! webhook's worker and a receiver that drops repeats by `seq` (`handover.rs`).
+//!
 //! The withdrawal model (`TaskModel::with_withdrawal`, `withdraw.rs`) adds a local user who
 //! withdraws the `send_idat`'s record at any step, in the command's own transactions with
 //! crashes between them, and the dispatcher's withdrawal check; its properties judge what
@@ -26,6 +30,7 @@
 //! `scripts/model-check.sh` runs it; ARCHITECTURE.md ("Durability argument") says which
 //! property backs which claim.
 
+pub mod handover;
 pub mod model;
 pub mod props;
 pub mod purge;
@@ -237,6 +242,23 @@ mod tests {
                 SeededBug::SendWithoutApproval,
                 "no_provide_before_required_approvals",
             ),
+            (
+                SeededBug::CursorBeforeDelivery,
+                "handover_never_skips_a_pseudonym",
+            ),
+            (SeededBug::PsnWithoutLog, "handover_log_matches_records"),
+            (
+                SeededBug::HandoverBeforeFlush,
+                "handover_never_skips_a_pseudonym",
+            ),
+            (
+                SeededBug::DisclosureAfterCommit,
+                "disclosure_log_matches_fttp",
+            ),
+            (
+                SeededBug::ContinueAfterStoreError,
+                "disclosure_log_matches_fttp",
+            ),
             (SeededBug::SendWithheld, "no_element_outside_release_list"),
             (
                 SeededBug::WithdrawalNotChecked,
@@ -282,6 +304,153 @@ mod tests {
                 "{}: {text}",
                 bug.name()
             );
+        }
+    }
+
+    /// The logs follow the agent's own rules in the commit that writes the change: a new
+    /// pseudonym is appended once, a `send_idat` leaving `Running` for `Done` logs an accepted
+    /// answer, for `InDoubt` an open in-doubt entry, which leaving `InDoubt` settles.
+    #[test]
+    fn the_logs_are_written_by_the_agents_rules_in_the_same_commit() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None);
+        let mut s = model.init_state();
+        let mut live = s.live().clone();
+        live.records[0].pseudonym = Some(0);
+        s.commit(live);
+        assert_eq!(s.pending.len(), 1);
+        assert_eq!(s.live().logs.psn, [(0, 0)]);
+        let mut live = s.live().clone();
+        live.records[0].updated = -1;
+        s.commit(live);
+        assert_eq!(
+            s.live().logs.psn,
+            [(0, 0)],
+            "no second entry for the same pseudonym"
+        );
+        let task = |state| MTask {
+            state,
+            updated: 0,
+            expires: Some(2),
+            since_seen: 0,
+            approvals: 0,
+        };
+        for (from, to, accepted, in_doubt) in [
+            (MTaskState::Running, MTaskState::Done { at: 0 }, 1, 0),
+            (MTaskState::Running, MTaskState::InDoubt, 0, 1),
+            (
+                MTaskState::Running,
+                MTaskState::RetryWait { next_at: 1 },
+                0,
+                0,
+            ),
+            (MTaskState::Received, MTaskState::Done { at: 0 }, 0, 0),
+        ] {
+            let mut s = model.init_state();
+            let mut live = s.live().clone();
+            live.tasks[TaskId::SendIdat.index()] = Some(task(from));
+            s.commit(live);
+            let mut live = s.live().clone();
+            live.tasks[TaskId::SendIdat.index()] = Some(task(to));
+            s.commit(live);
+            let d = s.live().logs.disclosed;
+            assert_eq!(
+                (d.accepted, d.in_doubt),
+                (accepted, in_doubt),
+                "{from:?} -> {to:?}"
+            );
+            if to == MTaskState::InDoubt {
+                let mut live = s.live().clone();
+                live.tasks[TaskId::SendIdat.index()] = Some(task(MTaskState::Done { at: 0 }));
+                s.commit(live);
+                let d = s.live().logs.disclosed;
+                assert_eq!((d.accepted, d.in_doubt), (1, 0), "settled-accepted");
+            }
+        }
+    }
+
+    /// A failed store write stops the daemon (`CycleError::into_stop`), so the model offers
+    /// no "write fails, agent goes on" move for the real code: the crash transition is the
+    /// stop. The seeded bug `continue_after_store_error` offers it.
+    #[test]
+    fn a_failing_store_write_stops_the_daemon() {
+        use stateright::Model as _;
+        assert!(real::store_error_stops_the_daemon());
+        // The agent is up and its next step writes (the cycle's registration intents).
+        let running = |m: &TaskModel| {
+            let s = m.init_state();
+            m.agent_step(&s, crate::state::Net::Answered)
+                .expect("the agent starts")
+        };
+        let model = TaskModel::new(Relisting::UntilDone, 1, 1, None);
+        let mut actions = Vec::new();
+        model.actions(&running(&model), &mut actions);
+        assert!(actions.contains(&crate::Action::Crash { keep: 0 }));
+        assert!(!actions.contains(&crate::Action::StoreFails));
+        let buggy = TaskModel::new(
+            Relisting::UntilDone,
+            1,
+            1,
+            Some(SeededBug::ContinueAfterStoreError),
+        );
+        let mut actions = Vec::new();
+        buggy.actions(&running(&buggy), &mut actions);
+        assert!(actions.contains(&crate::Action::StoreFails));
+    }
+
+    /// The hand-over bug the handover model found (ARCHITECTURE.md, point 7): a pseudonym
+    /// handed over before it was durable is lost to a crash, its `seq` goes to another
+    /// pseudonym, and the receiver drops that one as a repeat. The fix hands over only what a
+    /// flush made durable; `handover_before_flush` is the code before it.
+    #[test]
+    fn handing_over_unflushed_pseudonyms_loses_one_to_the_receivers_repeat_check() {
+        let model = TaskModel::new(
+            Relisting::UntilDone,
+            1,
+            1,
+            Some(SeededBug::HandoverBeforeFlush),
+        );
+        let checker = model
+            .clone()
+            .checker()
+            .finish_when(HasDiscoveries::AnyFailures)
+            .spawn_bfs()
+            .join();
+        let path = checker
+            .discovery("handover_never_skips_a_pseudonym")
+            .expect("the lost pseudonym is found");
+        let text = trace::render(&model, path.into_vec());
+        for step in [
+            "webhook: POST seq 1: answered 2xx receiver keeps [1=R0(psn-0)]",
+            "CRASH",
+            "receiver drops it as a repeat of its seq",
+        ] {
+            assert!(text.contains(step), "{step}: {text}");
+        }
+    }
+
+    /// The handover model without faults and crashes: every property holds, and both
+    /// pseudonyms reach the receiver.
+    #[test]
+    fn the_handover_model_holds_without_faults() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_handover();
+        let checker = model.clone().checker().threads(2).spawn_bfs().join();
+        assert!(checker.is_done());
+        for p in model.properties() {
+            if p.expectation == Expectation::Always {
+                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
+            }
+        }
+        assert!(
+            model
+                .properties()
+                .iter()
+                .any(|p| p.name == "handover_never_skips_a_pseudonym")
+        );
+        for name in [
+            "reachable_both_pseudonyms_handed_over",
+            "reachable_handover_quiescent_end",
+        ] {
+            assert!(checker.discovery(name).is_some(), "{name} not reached");
         }
     }
 

@@ -10,8 +10,10 @@
 //! (approval model only: the merge's read and write are two steps and users' commands may
 //! commit between them; today's code fails `no_provide_after_denial` there), `MODEL_WITHDRAW=1`
 //! (the withdrawal model: a local user withdraws R0's consent; a seeded withdrawal bug selects
-//! it by itself), `MODEL_PURGE=1` (the purge model: the cycle's housekeeping purges IDAT past
-//! retention; a seeded purge bug selects it by itself).
+//! it by itself), `MODEL_HANDOVER=1` (the handover model: the delivery webhook hands the
+//! pseudonym log over to a receiver; a seeded hand-over bug selects it by itself),
+//! `MODEL_PURGE=1` (the purge model: the cycle's housekeeping purges IDAT past retention; a
+//! seeded purge bug selects it by itself).
 //!
 //! Exit status: 0 all properties hold; 1 a property failed (or a reachability check found
 //! nothing: the model would be vacuous); 2 the check did not finish or the environment is
@@ -92,6 +94,9 @@ fn run() -> Result<bool, String> {
         if std::env::var("MODEL_MERGE_RACE").as_deref() == Ok("1") {
             model = model.with_merge_race();
         }
+        if std::env::var("MODEL_HANDOVER").as_deref() == Ok("1") {
+            model = model.with_handover();
+        }
         if std::env::var("MODEL_WITHDRAW").as_deref() == Ok("1") {
             model = model.with_withdrawal();
         }
@@ -102,6 +107,11 @@ fn run() -> Result<bool, String> {
             Some(r) if model.merge_race => format!("approval({r} required, merge race)"),
             Some(r) => format!("approval({r} required)"),
             None => "automatic".into(),
+        };
+        let release = if model.handover {
+            format!("{release}, handover")
+        } else {
+            release
         };
         let release = if model.withdraw {
             format!("{release}, consent withdrawal")

@@ -36,6 +36,17 @@ pub enum SeededBug {
     ApprovalCountsSameUserTwice,
     /// Approval model: the dispatcher sends a `send_idat` without holding it for approval.
     SendWithoutApproval,
+    /// Handover model: the consumer moves its cursor before the receiver answered 2xx.
+    CursorBeforeDelivery,
+    /// Handover model: a record's pseudonym and its log entry are two transactions.
+    PsnWithoutLog,
+    /// Handover model: the consumer hands over events not yet flushed (the code before the
+    /// fix of point 7: it read the log as the process sees it).
+    HandoverBeforeFlush,
+    /// A task's disclosure log entry is written in a transaction of its own after the task's.
+    DisclosureAfterCommit,
+    /// A failed store write is logged and the agent goes on as if it had succeeded.
+    ContinueAfterStoreError,
     /// `prepare` ignores the release list (`[dispatch] release_elements`).
     SendWithheld,
     /// Withdrawal model: the dispatcher does not check tasks against the withdrawals.
@@ -54,7 +65,7 @@ pub enum SeededBug {
 }
 
 impl SeededBug {
-    pub const ALL: [SeededBug; 14] = [
+    pub const ALL: [SeededBug; 19] = [
         SeededBug::NoIntentFlush,
         SeededBug::InDoubtDoneWithoutListing,
         SeededBug::LostRegistrationAnswerDone,
@@ -63,6 +74,11 @@ impl SeededBug {
         SeededBug::TaskBeforeRecords,
         SeededBug::ApprovalCountsSameUserTwice,
         SeededBug::SendWithoutApproval,
+        SeededBug::CursorBeforeDelivery,
+        SeededBug::PsnWithoutLog,
+        SeededBug::HandoverBeforeFlush,
+        SeededBug::DisclosureAfterCommit,
+        SeededBug::ContinueAfterStoreError,
         SeededBug::SendWithheld,
         SeededBug::WithdrawalNotChecked,
         SeededBug::WithdrawalNotGated,
@@ -81,6 +97,11 @@ impl SeededBug {
             SeededBug::TaskBeforeRecords => "task_before_records",
             SeededBug::ApprovalCountsSameUserTwice => "approval_counts_same_user_twice",
             SeededBug::SendWithoutApproval => "send_without_approval",
+            SeededBug::CursorBeforeDelivery => "cursor_before_delivery",
+            SeededBug::PsnWithoutLog => "psn_without_log",
+            SeededBug::HandoverBeforeFlush => "handover_before_flush",
+            SeededBug::DisclosureAfterCommit => "disclosure_after_commit",
+            SeededBug::ContinueAfterStoreError => "continue_after_store_error",
             SeededBug::SendWithheld => "send_withheld",
             SeededBug::WithdrawalNotChecked => "withdrawal_not_checked",
             SeededBug::WithdrawalNotGated => "withdrawal_not_gated",
@@ -95,6 +116,16 @@ impl SeededBug {
         matches!(
             self,
             SeededBug::ApprovalCountsSameUserTwice | SeededBug::SendWithoutApproval
+        )
+    }
+
+    /// Whether the bug lives in the handover model (a run with it checks that model).
+    pub fn needs_handover_model(self) -> bool {
+        matches!(
+            self,
+            SeededBug::CursorBeforeDelivery
+                | SeededBug::PsnWithoutLog
+                | SeededBug::HandoverBeforeFlush
         )
     }
 
@@ -135,6 +166,8 @@ pub struct TaskModel {
     /// commands may commit in between (as the daemon's control-channel threads can): off by
     /// default, see `with_merge_race`.
     pub merge_race: bool,
+    /// The handover model (`with_handover`): a pseudonym hand-over consumer and its receiver.
+    pub handover: bool,
     /// The withdrawal model (`withdraw.rs`): a local user withdraws R0's consent.
     pub withdraw: bool,
     /// The purge model (`purge.rs`): the cycle's housekeeping purges IDAT past retention.
@@ -166,6 +199,7 @@ impl TaskModel {
             // A seeded approval bug can only show in the approval model, at four eyes.
             approvals: bug.filter(|b| b.needs_approval_model()).map(|_| 2),
             merge_race: false,
+            handover: bug.is_some_and(|b| b.needs_handover_model()),
             withdraw: bug.is_some_and(|b| b.needs_withdrawal_model()),
             purge: bug.is_some_and(|b| b.needs_purge_model()),
             memo: Arc::default(),
@@ -188,6 +222,15 @@ impl TaskModel {
     /// fixed (ARCHITECTURE.md, "Which check backs which claim: the model checker").
     pub fn with_merge_race(mut self) -> Self {
         self.merge_race = true;
+        self
+    }
+
+    /// The handover model (`handover.rs`): the delivery webhook's worker hands the pseudonym
+    /// log over to a receiver at any step of the agent, crashes and lost answers included; R1
+    /// was registered in an earlier run (its clearing runs), R0 is new; no `send_idat` is
+    /// raised (it writes no pseudonym).
+    pub fn with_handover(mut self) -> Self {
+        self.handover = true;
         self
     }
 
@@ -228,6 +271,15 @@ pub enum Action {
     Approve(u8),
     /// Approval model: a local user denies it (`ttp-agent deny`: `TaskRecord::denied_by`).
     Deny,
+    /// Handover model: the webhook worker's next step; `net` is how the receiver's answer
+    /// comes back when the step delivers.
+    Handover {
+        net: Net,
+    },
+    /// A store write of the agent's next step fails. In the real code the daemon stops
+    /// (`CycleError::into_stop`): that is the crash transition, so this move exists only
+    /// where the agent would go on (`handover.rs`).
+    StoreFails,
     /// Withdrawal model: the next step of the user's `ttp-agent withdraw case-0`.
     Withdraw,
     /// Purge model: the next step of a person's `ttp-agent purge`.
@@ -845,6 +897,9 @@ impl TaskModel {
         match a {
             Action::Agent { net } => return self.agent_step(s, net),
             Action::Approve(_) | Action::Deny => return self.user_step(s, a),
+            Action::Handover { .. } | Action::StoreFails => {
+                return crate::handover::step(self, s, a);
+            }
             Action::Withdraw => return self.withdraw_step(s),
             Action::PurgeCmd => return self.purge_cmd_step(s),
             Action::Crash { keep } => {
@@ -877,6 +932,7 @@ impl TaskModel {
             Action::Raise(t) => {
                 let r = if t == TaskId::SendIdat { 0 } else { 1 };
                 if t == TaskId::Dic
+                    || (t == TaskId::SendIdat && self.handover)
                     || (t == TaskId::Repeat
                         && (self.approvals.is_some() || self.withdraw || self.purge))
                     || !s.fttp.registered[r]
@@ -984,7 +1040,7 @@ impl TaskModel {
             pseudonym: None,
             updated: 0,
         };
-        State {
+        let mut state = State {
             fttp: Fttp {
                 registered: [false; RECORDS],
                 cleared: false,
@@ -998,6 +1054,8 @@ impl TaskModel {
             disk: Store {
                 records: [record; RECORDS],
                 tasks: [None; 3],
+                logs: Default::default(),
+                cursor: 0,
                 withdrawn: [false; RECORDS],
                 idat_purged: [false; RECORDS],
             },
@@ -1009,9 +1067,14 @@ impl TaskModel {
             psn_changed: false,
             ever_stored: [false; 3],
             release: ReleaseGhost::default(),
+            handover: Default::default(),
             withdraw: crate::withdraw::WithdrawGhost::default(),
             purge: crate::purge::PurgeGhost::default(),
+        };
+        if self.handover {
+            crate::handover::init(&mut state);
         }
+        state
     }
 }
 
@@ -1068,6 +1131,7 @@ impl Model for TaskModel {
             actions.push(Action::Approve(crate::state::USER_B));
             actions.push(Action::Deny);
         }
+        crate::handover::actions(self, s, actions);
         if self.withdraw_enabled(s) {
             actions.push(Action::Withdraw);
         }
@@ -1077,7 +1141,8 @@ impl Model for TaskModel {
     }
 
     fn next_state(&self, s: &State, a: Action) -> Option<State> {
-        let n = self.env_step(s, a)?;
+        let mut n = self.env_step(s, a)?;
+        crate::handover::after(self, s, a, &mut n);
         // A move that changes nothing is no move: it would only make every state its own
         // successor.
         (n != *s).then_some(n)

@@ -78,6 +78,11 @@ pub fn properties(m: &TaskModel) -> Vec<Property<TaskModel>> {
     if let Some(required) = m.approvals {
         all.extend(approval_properties(required));
     }
+    if m.handover {
+        // The handover model raises no send_idat (it writes no pseudonym).
+        all.retain(|p| !p.name.starts_with("reachable_send_idat"));
+    }
+    all.extend(crate::handover::properties(m));
     if m.withdraw {
         all.extend(crate::withdraw::properties());
     }

@@ -793,3 +793,51 @@ fn to_effect(e: MEffect) -> Effect {
         },
     }
 }
+
+// ---- logs and hand-over: store::psn_log, domain::disclosure, CycleError (handover.rs) ----
+
+/// `psn_log::logged_pseudonym`: the pseudonym a record's write appends to the pseudonym log
+/// (in the record's transaction).
+pub fn logged_pseudonym(old: Option<u8>, new: Option<u8>) -> Option<u8> {
+    let (old, new) = (
+        old.map(|p| pseudonym(usize::from(p))),
+        new.map(|p| pseudonym(usize::from(p))),
+    );
+    ttp_agent::store::logged_pseudonym(old.as_deref(), new.as_deref()).and_then(pseudonym_index)
+}
+
+/// `psn_log::handover_window`: how many events after `cursor` a consumer hands over, given
+/// the log's head at the last flush.
+pub fn handover_window(cursor: u8, flushed_head: u8, limit: usize) -> u8 {
+    ttp_agent::store::handover_window(u64::from(cursor), u64::from(flushed_head), limit) as u8
+}
+
+/// What `domain::disclosure::step` appends to the disclosure log when the stored `send_idat`
+/// goes from `old` to `new` (in the task's transaction).
+pub fn disclosure_event(old: Option<&MTask>, new: &MTask) -> Option<crate::handover::Entry> {
+    use crate::handover::Entry;
+    use ttp_agent::domain::DisclosureEvent as E;
+    let old = old.map(|m| to_state(m.state));
+    let event =
+        ttp_agent::domain::disclosure::step(old.as_ref(), &to_task_record(TaskId::SendIdat, new))?
+            .event?;
+    Some(match event {
+        E::Accepted => Entry::Accepted,
+        E::SettledAccepted => Entry::SettledAccepted,
+        E::InDoubt => Entry::InDoubt,
+        E::SettledSentAgain => Entry::SettledSentAgain,
+        E::SettledExpired | E::SettledHandled | E::SettledUnknown => Entry::SettledUnknown,
+    })
+}
+
+/// `CycleError::into_stop` for a failed store write: whether the daemon stops (then the
+/// failure is the model's crash transition: the failed transaction is not committed, the
+/// process ends, and what the next start finds is a prefix of the commits) or goes on.
+pub fn store_error_stops_the_daemon() -> bool {
+    ttp_agent::agent::CycleError::Store(ttp_agent::store::StoreError::Invalid {
+        what: "store write",
+        why: "failed".into(),
+    })
+    .into_stop()
+    .is_ok()
+}

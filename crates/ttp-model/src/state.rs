@@ -142,6 +142,11 @@ pub struct MTask {
 pub struct Store {
     pub records: [MRecord; RECORDS],
     pub tasks: [Option<MTask>; 3],
+    /// The pseudonym and disclosure logs, written only by the store's own rules in the
+    /// transaction of the record or task they are about (`handover::store_logs`).
+    pub logs: crate::handover::Logs,
+    /// The hand-over consumer's cursor (`meta` `cursor:webhook`): the last `seq` handed over.
+    pub cursor: u8,
     /// The record was withdrawn (`withdraw_record`): removed from the store (no lookup finds
     /// it, no registration picks it), its withdrawal kept with the keys later tasks are
     /// matched by. Withdrawal model only.
@@ -371,6 +376,8 @@ pub struct State {
     pub ever_stored: [bool; 3],
     /// Ghosts of the approval model, written by the users' moves and the fTTP's receipt only.
     pub release: ReleaseGhost,
+    /// The hand-over consumer (handover model only) and what its receiver kept.
+    pub handover: crate::handover::Handover,
     /// The withdrawal model's user command and ghosts (`withdraw.rs`).
     pub withdraw: crate::withdraw::WithdrawGhost,
     /// The purge model's ghosts (`purge.rs`).
@@ -404,7 +411,8 @@ impl State {
         self.pending.last().unwrap_or(&self.disk)
     }
 
-    pub fn commit(&mut self, store: Store) {
+    pub fn commit(&mut self, mut store: Store) {
+        crate::handover::store_logs(self.live(), &mut store);
         if &store != self.live() {
             self.pending.push(store);
         }

@@ -139,6 +139,11 @@ fn action(before: &State, after: &State, a: Action) -> String {
                     .into()
             }
         },
+        Action::Handover { net: n } => crate::handover::describe_step(before, after, n),
+        Action::StoreFails => format!(
+            "agent: a STORE WRITE FAILS in the next step ({}); the agent goes on",
+            agent_step(before, after, Net::Answered)
+        ),
         Action::Withdraw => {
             let how = if before.withdraw.standalone || before.pc == Pc::Down {
                 " (without the daemon)"
@@ -232,6 +237,7 @@ fn store_diff(label: &str, a: &Store, b: &Store, out: &mut String) {
 
 fn changes(a: &State, b: &State) -> String {
     let mut out = String::new();
+    crate::handover::describe_changes(a, b, &mut out);
     store_diff("disk", &a.disk, &b.disk, &mut out);
     if a.live() != b.live() && b.pending.len() > a.pending.len() {
         store_diff("unflushed", a.live(), b.live(), &mut out);
@@ -310,6 +316,9 @@ pub fn render(_m: &TaskModel, path: Vec<(State, Option<Action>)>) -> String {
             last.fttp.accepted,
             last.fttp.registered
         );
+        out.pop();
+        out.push_str(&crate::handover::describe_final(last));
+        out.push('\n');
     }
     out
 }

@@ -311,3 +311,57 @@ async fn the_cursor_survives_a_restart_and_nothing_is_sent_twice_after_a_clean_s
     worker.stop().await;
     assert_eq!(accepted_seqs(&received), [1, 2, 3]);
 }
+
+/// What a receiver saw: each `seq` it got, and whether the store held that event durably at
+/// that moment (the log's head at the store's last flush reached it).
+type Durability = Arc<Mutex<Vec<(u64, bool)>>>;
+
+async fn durability_hook(
+    State((store, seen)): State<(Arc<Store>, Durability)>,
+    body: String,
+) -> StatusCode {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Some(seq) = v["seq"].as_u64() else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let durable = store.flushed_pseudonym_log_head() >= seq;
+    seen.lock().expect("lock").push((seq, durable));
+    StatusCode::OK
+}
+
+/// Only durable pseudonyms leave (found by the model checker, ARCHITECTURE.md "Durability
+/// argument", point 7): pseudonyms the agent committed but has not flushed yet -- as between
+/// a wave's outcome write and its flush -- reach the receiver only after the worker flushed
+/// them. Before, a crash after the delivery lost the event and gave its `seq` to the next
+/// pseudonym, which a receiver dropping repeats by `seq` never kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pseudonym_is_delivered_only_once_it_is_durable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let port = listener.local_addr().expect("addr").port();
+    let site = site_with_webhook(port);
+    let store = site.open_store();
+    let seen: Durability = Arc::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(durability_hook))
+        .with_state((Arc::clone(&store), Arc::clone(&seen)));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    // Committed, not flushed.
+    obtain(&store, &["a", "b"]);
+    assert_eq!(store.flushed_pseudonym_log_head(), 0);
+    let worker = Running::start(&store, &site);
+    until("two deliveries", || seen.lock().expect("lock").len() == 2).await;
+    obtain(&store, &["c"]);
+    worker.waker.notify_one();
+    until("three deliveries", || seen.lock().expect("lock").len() == 3).await;
+    worker.stop().await;
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [(1, true), (2, true), (3, true)]
+    );
+}
