@@ -43,8 +43,8 @@
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 5 minutes on 2 shared cores with the
 # defaults (301-304 s: automatic model 105 s, approval runs 46 s, handover runs 53-72 s,
-# withdrawal runs 74-88 s, purge runs 11 s; ARCHITECTURE.md has the figures); --seeded takes
-# seconds.
+# withdrawal runs 74-88 s, purge runs 11 s; at most 760 MB resident; ARCHITECTURE.md has the
+# figures); --seeded takes seconds.
 # MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
