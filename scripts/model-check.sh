@@ -41,9 +41,10 @@
 #
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
-# Prints states explored, depth and time per model. About 5.5 minutes on 2 shared cores with
-# the defaults (automatic model 105 s, approval runs 46 s, handover runs 53-72 s, withdrawal
-# runs 74-88 s, purge runs 35 s; ARCHITECTURE.md has the figures); --seeded takes seconds.
+# Prints states explored, depth and time per model. About 5 minutes on 2 shared cores with the
+# defaults (251-304 s: automatic model 85-105 s, approval runs 20-46 s, handover runs 42-72 s,
+# withdrawal runs 57-88 s, purge runs 35-48 s; at most 760 MB resident; ARCHITECTURE.md has the
+# figures); --seeded takes seconds.
 # MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
 # user's command commit between the merge's read and its write, as before Store::task_gate:
 # it fails no_provide_after_denial (ARCHITECTURE.md, the model checker's section).
