@@ -533,6 +533,33 @@ mod tests {
         }
     }
 
+    /// A purge without the task gate (the code before the fix) also commits between a
+    /// dispatch wave's prepare and its intent: the answer prepared from IDAT the purge then
+    /// dropped leaves with an intent written after the purge. This test keeps that
+    /// counterexample (the seeded-bug run stops at the shorter one of
+    /// `purge_spares_idat_of_open_tasks`).
+    #[test]
+    fn an_ungated_purge_lets_the_prepared_answer_out() {
+        let model = TaskModel::new(Relisting::UntilDone, 0, 0, Some(SeededBug::PurgeNotGated));
+        let checker = model
+            .clone()
+            .checker()
+            .finish_when(HasDiscoveries::AnyOf(
+                ["no_idat_sent_after_purge"].into_iter().collect(),
+            ))
+            .spawn_bfs()
+            .join();
+        let path = checker
+            .discovery("no_idat_sent_after_purge")
+            .expect("found");
+        let text = trace::render(&model, path.into_vec());
+        let prepare = text.find("checks the ready tasks").expect(&text);
+        let purge = text.rfind("`ttp-agent purge`: purges").expect(&text);
+        let intent = text.find("writes the intents").expect(&text);
+        assert!(prepare < purge && purge < intent, "{text}");
+        assert!(text.contains("purged before its intent"), "{text}");
+    }
+
     /// The purge model without faults and crashes: every property holds, R0's IDAT is purged
     /// (by the cycle's housekeeping, and by a person's `ttp-agent purge`), and a `send_idat`
     /// about it then waits for a person.

@@ -612,9 +612,12 @@ impl TaskModel {
                         writes[t.index()] = Some(real::after_effect(t, m, effect));
                     }
                 }
-                if self.withdraw && self.bug == Some(SeededBug::WithdrawalNotGated) {
+                if matches!(
+                    self.bug,
+                    Some(SeededBug::WithdrawalNotGated | SeededBug::PurgeNotGated)
+                ) {
                     // Decided on what was read; written in the next step, into which a
-                    // withdrawal that does not take the task gate may commit.
+                    // withdrawal or a purge that does not take the task gate may commit.
                     n.pc = Pc::DispatchWrite {
                         heads,
                         writes,

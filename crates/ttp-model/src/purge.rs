@@ -11,7 +11,8 @@
 //! between a dispatch wave's check and its intents; one step here, not possible while the cycle
 //! holds the gate (between the merge and the review). The seeded bug `purge_not_gated` is the
 //! code before that: the open tasks read in one step, the purge committed in a later one,
-//! whatever the cycle did in between.
+//! whatever the cycle did in between, and a dispatch wave's check and prepare apart from its
+//! intent write, with the purge free to commit between them.
 //!
 //! The claims (ARCHITECTURE.md, "Which check backs which claim"): the purge spares the IDAT of
 //! every record an open task refers to (`purge_spares_idat_of_open_tasks`), and once purged the

@@ -314,8 +314,9 @@ pub enum Pc {
         listed: [bool; 3],
         read: [Option<MTask>; 3],
     },
-    /// Seeded bug `withdrawal_not_gated` only: the dispatcher has checked and prepared the
-    /// wave on what it read; writing it (the changed heads, the tasks) is next.
+    /// Seeded bugs `withdrawal_not_gated` and `purge_not_gated` only: the dispatcher has
+    /// checked and prepared the wave on what it read; writing it (the changed heads, the
+    /// tasks) is next.
     DispatchWrite {
         heads: [Option<MRecord>; RECORDS],
         writes: [Option<MTask>; 3],
