@@ -42,7 +42,7 @@
 # Bounds (environment): MODEL_CRASHES (default 1), MODEL_FAULTS (lost or undelivered answers,
 # default 1), MODEL_RELISTING (until_done, once, both: the default), MODEL_THREADS (default 2).
 # Prints states explored, depth and time per model. About 5 minutes on 2 shared cores with the
-# defaults (251-304 s: automatic model 85-105 s, approval runs 20-46 s, handover runs 42-72 s,
+# defaults (251-345 s: automatic model 85-140 s, approval runs 20-46 s, handover runs 42-72 s,
 # withdrawal runs 57-88 s, purge runs 35-48 s; at most 760 MB resident; ARCHITECTURE.md has the
 # figures); --seeded takes seconds.
 # MODEL_MERGE_RACE=1 with MODEL_RELEASE=approval (not run here) lets a
