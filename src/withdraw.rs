@@ -7,9 +7,10 @@
 //!    [`Withdrawal`] (local id, pseudonym, who, when) with the keys later tasks are matched by
 //!    (the filter's keyed digest, the pseudonym's digest; see `store::withdrawn` for why these),
 //!    with its audit entry, in one transaction;
-//! 2. closes the open tasks about it (`TaskRecord::withdrawn`, each with an audit entry); a
-//!    `Running` one (its request may be on the wire) is left to the dispatcher, which checks
-//!    for a withdrawal before it acts on any task again;
+//! 2. closes the open tasks that name it by those keys (`TaskRecord::withdrawn`, each with an
+//!    audit entry), also when it was withdrawn before (a run that crashed after step 1 left
+//!    them open); a `Running` one (its request may be on the wire) is left to the
+//!    dispatcher, which checks for a withdrawal before it acts on any task again;
 //! 3. rewrites the store's file once for all ids, so that no file of the store directory
 //!    holds the removed IDAT or filter (the same rewrite as the retention purge).
 //!
@@ -18,7 +19,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::TaskRecord;
 use crate::resolve::Actor;
 use crate::store::{AuditEntry, Store, StoreError, Withdrawal};
 
@@ -39,7 +39,8 @@ pub struct Withdrawn {
     pub withdrawal: Withdrawal,
     /// Open tasks about it closed now (their keys).
     pub tasks_closed: Vec<String>,
-    /// It had been withdrawn before (nothing done now).
+    /// It had been withdrawn before (then only tasks a crashed earlier run left open are
+    /// closed now).
     pub already: bool,
 }
 
@@ -81,46 +82,51 @@ fn withdraw_one(
     actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Withdrawn, WithdrawError> {
-    if let Some(withdrawal) = store.withdrawal(local_id)? {
-        return Ok(Withdrawn {
-            withdrawal,
-            tasks_closed: Vec::new(),
-            already: true,
-        });
-    }
-    let head = store
-        .get_record_head(local_id)?
-        .ok_or_else(|| WithdrawError::UnknownRecord {
-            local_id: local_id.to_owned(),
-        })?;
-    let about_it = |t: &TaskRecord| {
-        let (filters, pseudonyms) = t.subject_parts();
-        filters.contains(&head.bloom_filter.as_slice())
-            || head
-                .pseudonym
-                .as_deref()
-                .is_some_and(|p| pseudonyms.contains(&p))
+    let (withdrawal, already) = match store.withdrawal(local_id)? {
+        Some(withdrawal) => (withdrawal, true),
+        None => {
+            let entry = AuditEntry {
+                at: now,
+                actor: actor.as_str().to_owned(),
+                action: WITHDRAW_ACTION.to_owned(),
+                subject: local_id.to_owned(),
+                detail: "consent withdrawn: IDAT and Bloom filter purged, its tasks closed and never answered; the pseudonym is kept for export".to_owned(),
+            };
+            // `None`: no such record (or removed meanwhile by another withdrawal).
+            let withdrawal = store
+                .withdraw_record(local_id, actor.as_str(), now, &entry)?
+                .ok_or_else(|| WithdrawError::UnknownRecord {
+                    local_id: local_id.to_owned(),
+                })?;
+            (withdrawal, false)
+        }
     };
-    let open: Vec<TaskRecord> = store
-        .open_tasks_where(|_| true)?
-        .into_iter()
-        .filter(about_it)
-        .collect();
-    let entry = AuditEntry {
-        at: now,
-        actor: actor.as_str().to_owned(),
-        action: WITHDRAW_ACTION.to_owned(),
-        subject: local_id.to_owned(),
-        detail: "consent withdrawn: IDAT and Bloom filter purged, its tasks closed and never answered; the pseudonym is kept for export".to_owned(),
-    };
-    let Some(withdrawal) = store.withdraw_record(local_id, actor.as_str(), now, &entry)? else {
-        // Removed between the read and the write (another withdrawal).
-        return Err(WithdrawError::UnknownRecord {
-            local_id: local_id.to_owned(),
-        });
-    };
-    let mut tasks_closed = Vec::new();
-    for current in open {
+    // Also when it was withdrawn before: a run that crashed after the removal left its tasks
+    // open, and those waiting for a person (`NeedsAttention`, `AwaitingApproval`) are not the
+    // dispatcher's to close until someone acts on them.
+    let tasks_closed = close_open_tasks(store, local_id, actor, now)?;
+    Ok(Withdrawn {
+        withdrawal,
+        tasks_closed,
+        already,
+    })
+}
+
+/// Closes the open tasks that name the withdrawn record `local_id` (by its kept match keys),
+/// each with an audit entry; returns their keys. A `Running` one (its request may be on the
+/// wire) and one the daemon changed meanwhile are left to the dispatcher's own check.
+fn close_open_tasks(
+    store: &Store,
+    local_id: &str,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let mut closed = Vec::new();
+    for current in store.open_tasks_where(|_| true)? {
+        let (filters, pseudonyms) = current.subject_parts();
+        if !store.names_withdrawn(local_id, &filters, &pseudonyms)? {
+            continue;
+        }
         let mut next = current.clone();
         if !next.withdrawn(local_id, now) {
             continue;
@@ -135,16 +141,11 @@ fn withdraw_one(
                 current.state.name()
             ),
         };
-        // A task the daemon changed meanwhile is left to the dispatcher's own check.
         if store.replace_task_audited(&current, &next, &entry)? {
-            tasks_closed.push(current.key.0.clone());
+            closed.push(current.key.0.clone());
         }
     }
-    Ok(Withdrawn {
-        withdrawal,
-        tasks_closed,
-        already: false,
-    })
+    Ok(closed)
 }
 
 /// The audit action of a withdrawal and of each task it closed.
@@ -168,4 +169,74 @@ pub fn readmit(
         detail: "submitted again after a consent withdrawal (--readmit)".to_owned(),
     };
     store.readmit(local_id, &entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Attention, Closure, TaskState};
+    use crate::store::{IdatKey, StoreOptions};
+    use crate::testkit;
+
+    /// A run that crashed after the record's removal left its tasks open. Those waiting for a
+    /// person are not the dispatcher's to close, so running `withdraw` again must close them
+    /// (before, it found the withdrawal and only rewrote the store). A task about another
+    /// record stays open.
+    #[test]
+    fn running_withdraw_again_closes_what_a_crashed_run_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::new(dir.path(), IdatKey::generate())).unwrap();
+        let now = testkit::at("2026-12-01T10:00:00Z");
+        store
+            .insert_records(&[
+                testkit::record("case-0", 0, now),
+                testkit::record("case-1", 1, now),
+            ])
+            .unwrap();
+        let waiting = |key: &str, seed: u64| {
+            testkit::task(
+                key,
+                testkit::repeat_request(testkit::filter(seed)),
+                TaskState::NeedsAttention {
+                    reason: Attention::UnknownRecord,
+                },
+                now,
+            )
+        };
+        let (about_it, about_other) = (waiting("task-0", 0), waiting("task-1", 1));
+        store.put_tasks([&about_it, &about_other]).unwrap();
+        // The first run's first transaction, then the crash.
+        let entry = AuditEntry {
+            at: now,
+            actor: "dpo".into(),
+            action: WITHDRAW_ACTION.into(),
+            subject: "case-0".into(),
+            detail: String::new(),
+        };
+        store
+            .withdraw_record("case-0", "dpo", now, &entry)
+            .unwrap()
+            .expect("stored");
+
+        let actor = Actor::named("dpo");
+        let again = withdraw(&store, &["case-0".to_owned()], &actor, now).unwrap();
+        let w = again[0].as_ref().expect("withdrawn");
+        assert!(w.already);
+        assert_eq!(w.tasks_closed, ["task-0"]);
+        let state = store.get_task(&about_it.key).unwrap().unwrap().state;
+        assert!(
+            matches!(&state, TaskState::Closed { why: Closure::Withdrawn { local_id }, .. } if local_id == "case-0"),
+            "{state:?}"
+        );
+        assert!(matches!(
+            store.get_task(&about_other.key).unwrap().unwrap().state,
+            TaskState::NeedsAttention { .. }
+        ));
+        // A third run has nothing left to do.
+        let third = withdraw(&store, &["case-0".to_owned()], &actor, now).unwrap();
+        assert_eq!(
+            third[0].as_ref().unwrap().tasks_closed,
+            Vec::<String>::new()
+        );
+    }
 }

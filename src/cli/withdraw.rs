@@ -119,10 +119,20 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
     for result in results {
         match result {
             Ok(w) if w.already => io.print(&format!(
-                "{}: withdrawn already (at {} by {}); nothing more to do\n",
+                "{}: withdrawn already (at {} by {}); {}\n",
                 w.withdrawal.local_id,
                 w.withdrawal.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                w.withdrawal.by
+                w.withdrawal.by,
+                if w.tasks_closed.is_empty() {
+                    "nothing more to do".to_owned()
+                } else {
+                    // An earlier run stopped before it closed them.
+                    format!(
+                        "{} open task(s) about it closed now, not answered: {}",
+                        w.tasks_closed.len(),
+                        w.tasks_closed.join(", ")
+                    )
+                }
             )),
             Ok(w) => {
                 let closed = if w.tasks_closed.is_empty() {

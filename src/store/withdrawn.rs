@@ -190,6 +190,32 @@ impl Store {
         Ok(None)
     }
 
+    /// Whether one of these filters or pseudonyms (what a task names) is a match key of the
+    /// withdrawal of `local_id`: exact, where [`Store::withdrawn_subject`] answers with any
+    /// withdrawn record the task names.
+    pub fn names_withdrawn(
+        &self,
+        local_id: &str,
+        filters: &[&[u8]],
+        pseudonyms: &[&str],
+    ) -> Result<bool, StoreError> {
+        let t = self.read(WITHDRAWN)?;
+        let keys = filters
+            .iter()
+            .map(|f| key(BY_FILTER, Some(&self.keys.filter_tag(f)), local_id))
+            .chain(
+                pseudonyms
+                    .iter()
+                    .map(|p| key(BY_PSN, Some(&digest16(p.as_bytes())), local_id)),
+            );
+        for k in keys {
+            if t.get(&k)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// After records were withdrawn: the store's file is rewritten so that no file of the
     /// store directory holds their IDAT or filter any more (see "Purged IDAT" in the module
     /// documentation). Durable when it returns.

@@ -3,10 +3,11 @@
 //! agent's cycle or while the agent is down, as `withdraw::withdraw_one` does it:
 //!
 //! 1. the record's removal, the kept withdrawal (with its match keys) and the audit entry, one
-//!    transaction (`Store::withdraw_record`); the open tasks about the record are read with it
-//!    (the command reads them just before; a task the daemon changes in between fails the
-//!    compare-and-swap of step 2 as it fails when the daemon changes it after step 1, so the two
-//!    moments are one step here);
+//!    transaction (`Store::withdraw_record`), skipped when the record was withdrawn before (a
+//!    run that died after it); the open tasks about the record are read with it (the command
+//!    reads them just after; a task the daemon changes in between is read as changed there and
+//!    closed if `TaskRecord::withdrawn` allows, where the model, reading it first, leaves it to
+//!    the dispatcher: the model closes no more than the command does);
 //! 2. closing the `send_idat` if it is still what step 1 read (`TaskRecord::withdrawn` through
 //!    `Store::replace_task_audited`, its own transaction under the task gate); a `Running` one
 //!    is left as it is (its request may be on the wire);
@@ -127,15 +128,19 @@ impl TaskModel {
             Cmd::Idle => {
                 n.withdraw.standalone = s.pc == Pc::Down;
                 let live = n.live().clone();
-                if live.withdrawn[r] {
-                    // Withdrawn before (a run that died before its rewrite): rewrite only.
-                    n.withdraw.cmd = Cmd::Flush;
-                    return Some(n);
-                }
                 let read = live
                     .task(TaskId::SendIdat)
                     .copied()
                     .filter(|m| real::is_open(TaskId::SendIdat, m));
+                if live.withdrawn[r] {
+                    // Withdrawn before (a run that died after its removal): close what it left
+                    // open, then rewrite.
+                    n.withdraw.cmd = match read {
+                        Some(read) => Cmd::Close { read },
+                        None => Cmd::Flush,
+                    };
+                    return Some(n);
+                }
                 let mut next = live.clone();
                 next.withdrawn[r] = true;
                 // Removed: nothing reads the head any more; its time stands still.
