@@ -123,27 +123,19 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
                 w.withdrawal.local_id,
                 w.withdrawal.at.format("%Y-%m-%d %H:%M:%S UTC"),
                 w.withdrawal.by,
-                if w.tasks_closed.is_empty() {
-                    "nothing more to do".to_owned()
-                } else {
-                    // An earlier run stopped before it closed them.
-                    format!(
-                        "{} open task(s) about it closed now, not answered: {}",
-                        w.tasks_closed.len(),
-                        w.tasks_closed.join(", ")
-                    )
-                }
+                // An earlier run may have stopped before it closed them.
+                closed_text(
+                    &w.tasks_closed,
+                    "nothing more to do",
+                    "open task(s) about it closed now"
+                )
             )),
             Ok(w) => {
-                let closed = if w.tasks_closed.is_empty() {
-                    "no open task about it".to_owned()
-                } else {
-                    format!(
-                        "{} open task(s) closed, not answered: {}",
-                        w.tasks_closed.len(),
-                        w.tasks_closed.join(", ")
-                    )
-                };
+                let closed = closed_text(
+                    &w.tasks_closed,
+                    "no open task about it",
+                    "open task(s) closed",
+                );
                 io.print(&format!(
                     "{}: consent withdrawn; IDAT and Bloom filter purged, {closed}; {} (recorded in the audit trail as {})\n",
                     w.withdrawal.local_id,
@@ -162,4 +154,12 @@ pub fn apply(req: Request, ctx: &Ctx, io: &mut dyn Session) -> anyhow::Result<u8
         }
     }
     Ok(u8::from(failed > 0))
+}
+
+/// "`N` `what`, not answered: keys", or `none` when no task was closed.
+fn closed_text(keys: &[String], none: &str, what: &str) -> String {
+    if keys.is_empty() {
+        return none.to_owned();
+    }
+    format!("{} {what}, not answered: {}", keys.len(), keys.join(", "))
 }

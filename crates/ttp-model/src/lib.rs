@@ -49,6 +49,34 @@ mod tests {
     use crate::{SeededBug, TaskModel};
     use crate::{real, trace};
 
+    /// Explores the whole of `model` (two threads) and asserts that every `always` property
+    /// holds; the checker is returned for the reachability checks.
+    fn every_property_holds(model: &TaskModel) -> impl Checker<TaskModel> {
+        let checker = model.clone().checker().threads(2).spawn_bfs().join();
+        assert!(checker.is_done());
+        for p in model.properties() {
+            if p.expectation == Expectation::Always {
+                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
+            }
+        }
+        checker
+    }
+
+    /// The first counterexample of `property` in `model` (the search stops at it), rendered
+    /// as the numbered steps a violation prints.
+    fn counterexample(model: &TaskModel, property: &'static str) -> String {
+        let checker = model
+            .clone()
+            .checker()
+            .finish_when(HasDiscoveries::AnyOf([property].into_iter().collect()))
+            .spawn_bfs()
+            .join();
+        let path = checker
+            .discovery(property)
+            .unwrap_or_else(|| panic!("{property} is not violated"));
+        trace::render(model, path.into_vec())
+    }
+
     #[test]
     fn model_time_rounds_up_to_whole_ticks_and_saturates() {
         assert_eq!(real::rel(real::abs(-2)), -2);
@@ -409,16 +437,7 @@ mod tests {
             1,
             Some(SeededBug::HandoverBeforeFlush),
         );
-        let checker = model
-            .clone()
-            .checker()
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        let path = checker
-            .discovery("handover_never_skips_a_pseudonym")
-            .expect("the lost pseudonym is found");
-        let text = trace::render(&model, path.into_vec());
+        let text = counterexample(&model, "handover_never_skips_a_pseudonym");
         for step in [
             "webhook: POST seq 1: answered 2xx receiver keeps [1=R0(psn-0)]",
             "CRASH",
@@ -433,13 +452,7 @@ mod tests {
     #[test]
     fn the_handover_model_holds_without_faults() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_handover();
-        let checker = model.clone().checker().threads(2).spawn_bfs().join();
-        assert!(checker.is_done());
-        for p in model.properties() {
-            if p.expectation == Expectation::Always {
-                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
-            }
-        }
+        let checker = every_property_holds(&model);
         assert!(
             model
                 .properties()
@@ -463,18 +476,7 @@ mod tests {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None)
             .with_approval(1)
             .with_merge_race();
-        let checker = model
-            .clone()
-            .checker()
-            .finish_when(HasDiscoveries::AnyOf(
-                ["no_provide_after_denial"].into_iter().collect(),
-            ))
-            .spawn_bfs()
-            .join();
-        let path = checker
-            .discovery("no_provide_after_denial")
-            .expect("the lost denial is found");
-        let text = trace::render(&model, path.into_vec());
+        let text = counterexample(&model, "no_provide_after_denial");
         assert!(text.contains("`ttp-agent deny`"), "{text}");
         assert!(text.contains("writes the merged tasks"), "{text}");
     }
@@ -490,16 +492,7 @@ mod tests {
             0,
             Some(SeededBug::WithdrawalNotGated),
         );
-        let checker = model
-            .clone()
-            .checker()
-            .finish_when(HasDiscoveries::AnyFailures)
-            .spawn_bfs()
-            .join();
-        let path = checker
-            .discovery("no_provide_for_withdrawn_record")
-            .expect("found");
-        let text = trace::render(&model, path.into_vec());
+        let text = counterexample(&model, "no_provide_for_withdrawn_record");
         let check = text.find("checks the ready tasks").expect(&text);
         let withdraw = text.find("`ttp-agent withdraw case-0`").expect(&text);
         let intent = text.find("writes the intents").expect(&text);
@@ -516,13 +509,7 @@ mod tests {
     #[test]
     fn the_withdrawal_model_holds_without_faults() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_withdrawal();
-        let checker = model.clone().checker().threads(2).spawn_bfs().join();
-        assert!(checker.is_done());
-        for p in model.properties() {
-            if p.expectation == Expectation::Always {
-                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
-            }
-        }
+        let checker = every_property_holds(&model);
         for name in [
             "reachable_send_idat_closed_by_withdrawal",
             "reachable_withdrawn_task_closed_by_the_dispatcher",
@@ -541,18 +528,7 @@ mod tests {
     #[test]
     fn an_ungated_purge_lets_the_prepared_answer_out() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, Some(SeededBug::PurgeNotGated));
-        let checker = model
-            .clone()
-            .checker()
-            .finish_when(HasDiscoveries::AnyOf(
-                ["no_idat_sent_after_purge"].into_iter().collect(),
-            ))
-            .spawn_bfs()
-            .join();
-        let path = checker
-            .discovery("no_idat_sent_after_purge")
-            .expect("found");
-        let text = trace::render(&model, path.into_vec());
+        let text = counterexample(&model, "no_idat_sent_after_purge");
         let prepare = text.find("checks the ready tasks").expect(&text);
         let purge = text.rfind("`ttp-agent purge`: purges").expect(&text);
         let intent = text.find("writes the intents").expect(&text);
@@ -566,13 +542,7 @@ mod tests {
     #[test]
     fn the_purge_model_holds_without_faults() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_purge();
-        let checker = model.clone().checker().threads(2).spawn_bfs().join();
-        assert!(checker.is_done());
-        for p in model.properties() {
-            if p.expectation == Expectation::Always {
-                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
-            }
-        }
+        let checker = every_property_holds(&model);
         for name in [
             "reachable_idat_purged",
             "reachable_idat_purged_by_the_command",
@@ -621,13 +591,7 @@ mod tests {
     #[test]
     fn the_real_code_holds_without_faults() {
         let model = TaskModel::new(Relisting::Once, 0, 0, None);
-        let checker = model.clone().checker().threads(2).spawn_bfs().join();
-        assert!(checker.is_done());
-        for p in model.properties() {
-            if p.expectation == Expectation::Always {
-                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
-            }
-        }
+        let checker = every_property_holds(&model);
         assert!(
             checker.discovery("reachable_send_idat_answered").is_some(),
             "the model reaches an answered send_idat"
@@ -639,13 +603,7 @@ mod tests {
     #[test]
     fn the_approval_model_holds_without_faults() {
         let model = TaskModel::new(Relisting::UntilDone, 0, 0, None).with_approval(2);
-        let checker = model.clone().checker().threads(2).spawn_bfs().join();
-        assert!(checker.is_done());
-        for p in model.properties() {
-            if p.expectation == Expectation::Always {
-                assert!(checker.discovery(p.name).is_none(), "{} fails", p.name);
-            }
-        }
+        let checker = every_property_holds(&model);
         // In doubt needs a crash or a lost answer; the approval outcomes need neither.
         for name in [
             "no_provide_before_required_approvals",
