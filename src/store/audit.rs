@@ -51,19 +51,26 @@ pub(crate) fn append_in(
     Ok(())
 }
 
+/// [`append_in`] for a write transaction that has not opened `meta` and `audit` yet.
+pub(crate) fn append_in_tx(
+    tx: &redb::WriteTransaction,
+    value: &[u8],
+    path: &Path,
+) -> Result<(), StoreError> {
+    append_in(
+        &mut wtree(tx, META, path)?,
+        &mut wtree(tx, AUDIT, path)?,
+        value,
+        path,
+    )
+}
+
 impl Store {
     /// Appends an entry (durable with the next [`Store::flush`]).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let value = encode_entry(entry)?;
         let path = self.path.as_path();
-        self.write(|tx| {
-            append_in(
-                &mut wtree(tx, META, path)?,
-                &mut wtree(tx, AUDIT, path)?,
-                &value,
-                path,
-            )
-        })
+        self.write(|tx| append_in_tx(tx, &value, path))
     }
 
     /// The newest `n` entries, oldest first (for the status report).

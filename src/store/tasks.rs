@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 
 use super::crypto::StoreKeys;
 use super::{
-    AUDIT, AuditEntry, DISCLOSURE_PENDING, DISCLOSURES, FINISHED_TASKS, HISTORY, IndexCheck, META,
+    AuditEntry, DISCLOSURE_PENDING, DISCLOSURES, FINISHED_TASKS, HISTORY, IndexCheck, META,
     OPEN_TASKS, RTree, Store, StoreError, TASKS, WTree, error, fill_index, rtree, wtree,
 };
 use crate::domain::{TaskRecord, TaskState};
@@ -600,12 +600,7 @@ impl Store {
                 None,
                 path,
             )?;
-            super::audit::append_in(
-                &mut wtree(tx, META, path)?,
-                &mut wtree(tx, AUDIT, path)?,
-                &audit,
-                path,
-            )?;
+            super::audit::append_in_tx(tx, &audit, path)?;
             Ok(true)
         })
     }

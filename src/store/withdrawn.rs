@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use super::codec::{DIGEST_LEN, digest16};
-use super::{AUDIT, AuditEntry, META, RTree, Store, StoreError, WITHDRAWN, records, rtree, wtree};
+use super::{AuditEntry, RTree, Store, StoreError, WITHDRAWN, records, rtree, wtree};
 
 const BY_ID: u8 = b'r';
 const BY_FILTER: u8 = b'f';
@@ -101,12 +101,7 @@ impl Store {
                 t.insert(&key(BY_PSN, Some(&digest16(psn.as_bytes())), local_id), &[])?;
             }
             drop(t);
-            super::audit::append_in(
-                &mut wtree(tx, META, path)?,
-                &mut wtree(tx, AUDIT, path)?,
-                &audit,
-                path,
-            )?;
+            super::audit::append_in_tx(tx, &audit, path)?;
             Ok(Some(w))
         })
     }
@@ -138,12 +133,7 @@ impl Store {
                 t.remove(&k)?;
             }
             drop(t);
-            super::audit::append_in(
-                &mut wtree(tx, META, path)?,
-                &mut wtree(tx, AUDIT, path)?,
-                &audit,
-                path,
-            )?;
+            super::audit::append_in_tx(tx, &audit, path)?;
             Ok(true)
         })
     }
