@@ -500,6 +500,14 @@ mod tests {
 
     /// A release awaiting approval is alerted like any task close to its deadline (issue 15);
     /// a closed one (denied, withdrawn) raises nothing.
+    /// What an evaluation raises: (kind, task key) per alert.
+    fn raised(eval: &Evaluation) -> Vec<(AlertKind, &str)> {
+        eval.raise
+            .iter()
+            .map(|a| (a.kind, a.task_key.as_str()))
+            .collect()
+    }
+
     #[test]
     fn a_task_awaiting_approval_near_its_deadline_is_alerted_and_a_closed_one_is_not() {
         let now = at("2026-06-01T12:00:00Z");
@@ -522,11 +530,7 @@ mod tests {
             ),
         ];
         let eval = evaluate(&tasks, &HashSet::new(), now, H48);
-        let raised: Vec<(AlertKind, &str)> = eval
-            .raise
-            .iter()
-            .map(|a| (a.kind, a.task_key.as_str()))
-            .collect();
+        let raised = raised(&eval);
         assert_eq!(raised, [(AlertKind::ExpiringSoon, "awaiting")]);
     }
 
@@ -557,11 +561,7 @@ mod tests {
             ),
         ];
         let eval = evaluate(&tasks, &HashSet::new(), now, H48);
-        let raised: Vec<(AlertKind, &str)> = eval
-            .raise
-            .iter()
-            .map(|a| (a.kind, a.task_key.as_str()))
-            .collect();
+        let raised = raised(&eval);
         assert_eq!(
             raised,
             [

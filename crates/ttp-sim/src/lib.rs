@@ -280,6 +280,15 @@ impl SimHandle {
         lock(&self.shared.dispatcher).received_patients()
     }
 
+    /// The task ids of [`SimHandle::received_patients`], in arrival order: which `send_idat`
+    /// tasks were answered.
+    pub fn received_task_ids(&self) -> Vec<String> {
+        self.received_patients()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The pseudonym of a registered filter, once it has one.
     pub fn pseudonym_of(&self, bf_base64: &str) -> Option<String> {
         lock(&self.shared.dispatcher).pseudonym_of(bf_base64)

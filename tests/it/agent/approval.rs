@@ -181,12 +181,7 @@ async fn a_release_waits_for_two_different_users_and_denied_or_late_ones_are_nev
         stats.provide_ok, 1,
         "only the approved task was sent: {stats:?}"
     );
-    let received: Vec<String> = env
-        .sim
-        .received_patients()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let received: Vec<String> = env.sim.received_task_ids();
     assert_eq!(received, std::slice::from_ref(&approved));
     let rec = agent.store().get_task(&k_approved).unwrap().unwrap();
     assert_eq!(

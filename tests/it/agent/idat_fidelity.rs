@@ -290,12 +290,7 @@ async fn a_task_naming_pseudonym_and_filter_is_answered_only_when_both_name_one_
     assert_eq!(report.dispatch.done, 2, "{report:?}");
     assert_eq!(report.dispatch.attention, 1, "{report:?}");
 
-    let answered: BTreeSet<String> = env
-        .sim
-        .received_patients()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let answered: BTreeSet<String> = env.sim.received_task_ids().into_iter().collect();
     assert_eq!(
         answered,
         BTreeSet::from([same.clone(), unknown_psn.clone()])

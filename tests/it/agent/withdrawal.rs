@@ -110,12 +110,7 @@ async fn a_withdrawn_record_is_purged_and_its_tasks_are_never_answered_before_an
     for id in [&open_before, &by_filter, &by_psn, &after_restart] {
         assert_withdrawn(&agent, id);
     }
-    let received: Vec<String> = env
-        .sim
-        .received_patients()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let received: Vec<String> = env.sim.received_task_ids();
     assert_eq!(
         received,
         std::slice::from_ref(&other),

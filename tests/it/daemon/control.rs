@@ -877,12 +877,7 @@ fn approve_deny_and_withdraw_beside_the_daemon_are_recorded_with_the_peers_user(
     );
     d.stop();
     assert_eq!(site.sim.stats().provide_ok, 1);
-    let received: Vec<String> = site
-        .sim
-        .received_patients()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let received: Vec<String> = site.sim.received_task_ids();
     assert_eq!(received, std::slice::from_ref(&approved));
 
     let me = String::from_utf8(

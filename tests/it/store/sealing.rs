@@ -131,11 +131,10 @@ fn sealed_len(i: u32) -> usize {
     24 + 1 + values.iter().map(|v| 2 + v).sum::<usize>() + 16
 }
 
-#[test]
-fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
-    let ts = TempStore::new();
-    let store = ts.open();
-    let recs: Vec<_> = (0..3u32)
+/// Records `case-0` … `case-{n-1}`, pseudonymised (`psn-i`), each holding IDAT of the
+/// length [`sealed_len`] expects.
+fn pseudonymised(n: u32) -> Vec<ttp_agent::domain::LocalRecord> {
+    (0..n)
         .map(|i| {
             let mut r = record(&format!("case-{i}"), i);
             r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
@@ -143,11 +142,14 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
             r.head.pseudonym = Some(format!("psn-{i}"));
             r
         })
-        .collect();
-    store.insert_records(&recs).expect("insert");
-    // Rewritten a few times: old copies of the sealed IDAT land in free pages.
+        .collect()
+}
+
+/// Writes `recs` three more times, flushed each time: old copies of the sealed IDAT land in
+/// free pages, where a purge or withdrawal must not leave them readable.
+fn rewrite_three_times(store: &Store, recs: &[ttp_agent::domain::LocalRecord]) {
     for round in 0..3 {
-        let mut again = recs.clone();
+        let mut again = recs.to_vec();
         for r in &mut again {
             r.head.updated_at =
                 support::store::t("2025-01-03T00:00:00Z") + chrono::Duration::seconds(round);
@@ -155,6 +157,15 @@ fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
         store.update_records(&again).expect("update");
         store.flush().expect("flush");
     }
+}
+
+#[test]
+fn purged_idat_cannot_be_decrypted_from_any_window_of_the_store_files() {
+    let ts = TempStore::new();
+    let store = ts.open();
+    let recs = pseudonymised(3);
+    store.insert_records(&recs).expect("insert");
+    rewrite_three_times(&store, &recs);
     let key = key_bytes(&ts.opts.idat_key);
     drop(store);
     let files = files_under(ts.path());
@@ -207,15 +218,7 @@ fn sealed_on_disk(files: &[PathBuf], key: &[u8; 32], local_id: &str, len: usize)
 fn removed_idat_is_gone_from_a_store_of_many_pages(remove: impl FnOnce(&Store)) {
     let ts = TempStore::new();
     let store = ts.open();
-    let recs: Vec<_> = (0..400u32)
-        .map(|i| {
-            let mut r = record(&format!("case-{i}"), i);
-            r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
-            r.head.state = RecordState::Pseudonymised;
-            r.head.pseudonym = Some(format!("psn-{i}"));
-            r
-        })
-        .collect();
+    let recs = pseudonymised(400);
     store.insert_records(&recs).expect("insert");
     store.flush().expect("flush");
     let key = key_bytes(&ts.opts.idat_key);
@@ -287,25 +290,9 @@ fn withdrawn_idat_is_gone_from_the_files_of_a_store_of_many_pages() {
 fn a_withdrawn_records_idat_cannot_be_decrypted_and_its_tasks_can_still_be_matched() {
     let ts = TempStore::new();
     let store = ts.open();
-    let recs: Vec<_> = (0..2u32)
-        .map(|i| {
-            let mut r = record(&format!("case-{i}"), i);
-            r.idat = Some(idat(GIVEN, &format!("{FAMILY}{i}")));
-            r.head.state = RecordState::Pseudonymised;
-            r.head.pseudonym = Some(format!("psn-{i}"));
-            r
-        })
-        .collect();
+    let recs = pseudonymised(2);
     store.insert_records(&recs).expect("insert");
-    for round in 0..3 {
-        let mut again = recs.clone();
-        for r in &mut again {
-            r.head.updated_at =
-                support::store::t("2025-01-03T00:00:00Z") + chrono::Duration::seconds(round);
-        }
-        store.update_records(&again).expect("update");
-        store.flush().expect("flush");
-    }
+    rewrite_three_times(&store, &recs);
     let key = key_bytes(&ts.opts.idat_key);
     drop(store);
     // The scan works: before the withdrawal, the IDAT opens somewhere.
